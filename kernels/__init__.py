@@ -1,0 +1,1 @@
+"""qpass.kernels: low-bit Triton kernels registered as torch custom ops, each beside its reference."""

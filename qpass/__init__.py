@@ -1,0 +1,1 @@
+"""qpass: a PyTorch compiler for quantized LLM inference."""
