@@ -1,0 +1,148 @@
+"""Quantize / dequantize primitives shared by passes, reference ops and tests.
+
+Definitions (the ones every published qpass number uses):
+- symmetric: scale = absmax / (2^(b-1) - 1), q = clamp(round(x / scale), -2^(b-1), 2^(b-1) - 1)
+- asymmetric: scale = (max - min) / (2^b - 1), zero = round(-min / scale), q = clamp(round(x / scale) + zero, 0, 2^b - 1)
+- rounding is round-half-to-even (torch.round).
+Groups run along the last (input) dimension; when the group size does not divide it, the last group is shorter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# A zero-range group (all values equal to zero) gets this scale, so it quantizes to 0 instead of NaN.
+_MIN_SCALE = 1e-12
+
+
+def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
+    """Integer range of a `bits`-bit code."""
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _grouped(x: torch.Tensor, group_size: int | None, fill: float) -> torch.Tensor:
+    """View `x [..., C]` as `[..., n_groups, G]`, padding a short last group with `fill`."""
+    c = x.shape[-1]
+    g = c if group_size is None else group_size
+    n_groups = -(-c // g)
+    pad = n_groups * g - c
+    if pad:
+        x = torch.nn.functional.pad(x, (0, pad), value=fill)
+    return x.reshape(*x.shape[:-1], n_groups, g)
+
+
+def expand_groups(t: torch.Tensor, group_size: int | None, columns: int) -> torch.Tensor:
+    """Broadcast per-group values `[..., n_groups]` to per-column values `[..., columns]`."""
+    if group_size is None:
+        return t.expand(*t.shape[:-1], columns) if t.shape[-1] == 1 else t
+    return t.repeat_interleave(group_size, dim=-1)[..., :columns]
+
+
+def compute_qparams(
+    x: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    clip_ratio: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale (and zero point, if asymmetric) per row and group of `x [..., C]`: shapes `[..., n_groups]`."""
+    x = x.float()
+    qmin, qmax = qrange(bits, symmetric)
+    if symmetric:
+        absmax = _grouped(x.abs(), group_size, 0.0).amax(dim=-1) * clip_ratio
+        return (absmax / qmax).clamp_min(_MIN_SCALE), None
+    # The range always contains 0, so zero is exact and a constant group does not collapse.
+    hi = _grouped(x, group_size, float("-inf")).amax(dim=-1).clamp_min(0) * clip_ratio
+    lo = _grouped(x, group_size, float("inf")).amin(dim=-1).clamp_max(0) * clip_ratio
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(_MIN_SCALE)
+    zero = torch.round(-lo / scale).clamp(qmin, qmax)
+    return scale, zero
+
+
+def quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None,
+    bits: int,
+    group_size: int | None,
+) -> torch.Tensor:
+    """Integer codes (int8 storage) of `x [..., C]` with per-group `scale`/`zero` of shape `[..., n_groups]`."""
+    symmetric = zero is None
+    qmin, qmax = qrange(bits, symmetric)
+    c = x.shape[-1]
+    q = torch.round(x.float() / expand_groups(scale, group_size, c))
+    if not symmetric:
+        q = q + expand_groups(zero, group_size, c)
+    # int8 holds every symmetric code and asymmetric codes below 8 bits; asymmetric 8-bit needs uint8.
+    return q.clamp_(qmin, qmax).to(torch.int8 if symmetric or bits < 8 else torch.uint8)
+
+
+def dequantize(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor | None,
+    group_size: int | None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    c = q.shape[-1]
+    x = q.float()
+    if zero is not None:
+        x = x - expand_groups(zero, group_size, c)
+    return (x * expand_groups(scale, group_size, c)).to(dtype)
+
+
+@dataclass
+class QuantizedWeight:
+    """Integer weight `[O, C]` with per-(row, group) scales; the canonical form every weight pass produces."""
+
+    qweight: torch.Tensor  # int8 codes, [O, C]
+    scale: torch.Tensor  # float32, [O, n_groups]
+    zero: torch.Tensor | None  # float32 [O, n_groups] (asymmetric) or None (symmetric)
+    bits: int
+    group_size: int | None  # None = one scale per output row
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize(self.qweight, self.scale, self.zero, self.group_size, dtype)
+
+
+def quantize_weight(
+    w: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool = True,
+    clip_ratio: float = 1.0,
+) -> QuantizedWeight:
+    """Round-to-nearest quantization of a weight `[O, C]` per row (group_size=None) or per row and group."""
+    scale, zero = compute_qparams(w, bits, group_size, symmetric, clip_ratio)
+    q = quantize(w, scale, zero, bits, group_size)
+    return QuantizedWeight(q, scale, zero, bits, group_size)
+
+
+def fake_quant(
+    x: torch.Tensor, bits: int, group_size: int | None, symmetric: bool = True, clip_ratio: float = 1.0
+) -> torch.Tensor:
+    """Quantize-dequantize along the last dim (per row, or per row and group), in x's dtype."""
+    scale, zero = compute_qparams(x, bits, group_size, symmetric, clip_ratio)
+    return dequantize(quantize(x, scale, zero, bits, group_size), scale, zero, group_size, x.dtype)
+
+
+def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
+    """Dynamic activation quantization: one scale per token (row of the last dim), computed on the fly."""
+    return fake_quant(x, bits, None, symmetric)
+
+
+def fake_quant_per_channel(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int
+) -> torch.Tensor:
+    """Static activation quantization: fixed per-input-channel `scale [C]` (and `zero [C]`) from calibration."""
+    qmin, qmax = qrange(bits, zero is None)
+    q = torch.round(x.float() / scale)
+    if zero is not None:
+        q = q + zero
+    q = q.clamp_(qmin, qmax)
+    if zero is not None:
+        q = q - zero
+    return (q * scale).to(x.dtype)
