@@ -1,0 +1,103 @@
+"""int8 x int8 -> int32 tensor-core GEMM with a scaled fp32 epilogue; also the W4A8 kernel (W_INT4).
+
+Y[m, n] = (sum_k X[m, k] * W[n, k]) * w_scale[n] (* x_scale[m]) (+ bias[n]), W row-major [N, K] so both
+operands are K-major, the layout int8 wgmma requires.  With W_INT4 the weight is the packed int4 format
+(formats.pack_int4, signed), loaded as int32 words and sign-extended to int8 in registers (shl + sar).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .formats import as_words
+
+
+@triton.jit
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
+             W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # grouped program order: GROUP_M row-tiles share each weight tile while it is in L2
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    gm = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % gm
+    pid_n = (pid % per_group) // gm
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs_k
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
+                    mask=m_mask[:, None] & (k < K)[None, :], other=0)
+        if W_INT4:
+            BKW: tl.constexpr = BLOCK_K // 8
+            wi = k0 // 8 + tl.arange(0, BKW)
+            words = tl.load(w_ptr + offs_n[:, None] * stride_wn + wi[None, :],
+                            mask=n_mask[:, None] & (wi < stride_wn)[None, :], other=0)
+            sh = 28 - tl.arange(0, 8) * 4
+            w = tl.reshape(((words[:, :, None] << sh[None, None, :]) >> 28).to(tl.int8), [BLOCK_N, BLOCK_K])
+        else:
+            w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :],
+                        mask=n_mask[:, None] & (k < K)[None, :], other=0)
+        acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
+    y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_XS:
+        y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], y.to(y_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
+
+
+# M-bucket -> config (one per launch).  Large tiles need >= 64 rows for wgmma.
+INT8_CONFIGS = [
+    (16, dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=256, GROUP_M=8, num_warps=4, num_stages=4)),
+    (64, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)),
+    (1 << 62, dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
+]
+W4A8_CONFIGS = [
+    (16, dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=256, GROUP_M=8, num_warps=4, num_stages=4)),
+    (64, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)),
+    (1 << 62, dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
+]
+
+
+def _pick(table, M):
+    for max_m, cfg in table:
+        if M <= max_m:
+            return cfg
+    return table[-1][1]
+
+
+def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    N = w.shape[0]
+    if w_int4:
+        w = as_words(w)
+    y = torch.empty(M, N, dtype=out_dtype, device=x.device)
+    cfg = dict(config or _pick(W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    xs = x_scale.reshape(-1) if x_scale is not None else w_scale
+    b = bias if bias is not None else w_scale
+    _int8_mm[grid](x2, w, w_scale, xs, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0),
+                   W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, **cfg)
+    return y.reshape(*x.shape[:-1], N)
+
+
+def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, config=None):
+    return _launch(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config)
+
+
+def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None):
+    return _launch(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config)

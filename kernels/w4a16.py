@@ -1,0 +1,163 @@
+"""W4A16: fp16/bf16/fp32 activations x int4 weights (format: formats.pack_int4) with group scales.
+
+Two kernels, chosen by M:
+  * _gemv: M = 1 (decode).  CUDA cores.  Each nibble becomes a float by OR-ing it into the mantissa of
+    2**23 (one LOP3 + one FADD instead of shift/and/I2F); nibbles above bit 16 are taken from `word >> 16`
+    so the value stays below 2**23, and the matching x is pre-scaled by 16**-j (exact).  Signed weights are
+    turned into offset binary (q + 8) with one XOR per word; the offset is removed per group as 8 * sum(x).
+  * _tc: M >= 2.  Tensor cores, "swap AB": acc[N-tile, M-tile] = W_deq . X^T, so the weight tile fills the
+    >= 64-row slot of wgmma even for small M.  Dequantize in registers, one scale multiply per element.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .formats import as_words, norm_group
+
+_XOR8 = -2004318072  # 0x88888888 as int32
+_MAGIC = 1258291200  # 0x4B000000 = bits of 2**23
+
+
+@triton.jit
+def _w4a16_gemv(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, G, stride_xm, stride_ym,
+                HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_w = tl.arange(0, BLOCK_KW)
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+    x_row = x_ptr + m * stride_xm
+    for kw0 in range(0, KW, BLOCK_KW):
+        wi = kw0 + offs_w
+        wmask = n_mask[:, None] & (wi < KW)[None, :]
+        words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        if not HAS_ZERO:
+            words = words ^ _XOR8  # two's complement -> offset binary (q + 8)
+        # every word lies inside one group (G % 8 == 0 or per-channel): one scale per word
+        g = (wi * 8) // G
+        smask = wmask & (g < NG)[None, :]
+        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+        hi = words >> 16
+        p = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+        xs = tl.zeros([BLOCK_KW], dtype=tl.float32)
+        for i in tl.static_range(8):
+            k = wi * 8 + i
+            xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+            xs += xv
+            if i < 4:
+                v = (words & (15 << (4 * i))) | _MAGIC
+            else:
+                v = (hi & (15 << (4 * (i - 4)))) | _MAGIC
+            f = v.to(tl.float32, bitcast=True) - 8388608.0  # = nibble * 16**(i % 4), exact
+            p += f * (xv * (1.0 / (16 ** (i % 4))))[None, :]
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+            acc += s * (p - z * xs[None, :])
+        else:
+            acc += s * (p - 8.0 * xs[None, :])
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
+              HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GSUB: tl.constexpr):
+    # GSUB = min(group, BLOCK_K): the tile holds BLOCK_K // GSUB whole groups (checked by the launcher)
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    NSUB: tl.constexpr = BLOCK_K // GSUB
+    BKW: tl.constexpr = BLOCK_K // 8
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n_mask = offs_n < N
+    m_mask = offs_m < M
+    offs_kw = tl.arange(0, BKW)
+    shifts = tl.arange(0, 8) * 4
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_sub = tl.arange(0, NSUB)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        wi = k0 // 8 + offs_kw
+        words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :],
+                        mask=n_mask[:, None] & (wi < KW)[None, :], other=0)
+        if HAS_ZERO:
+            nib = (words[:, :, None] >> shifts[None, None, :]) & 15
+        else:
+            nib = (words[:, :, None] << (28 - shifts)[None, None, :]) >> 28  # sign-extend
+        wq = tl.reshape(nib.to(tl.float32), [BLOCK_N, NSUB, GSUB])
+        g = (k0 + offs_sub * GSUB) // G
+        gmask = n_mask[:, None] & (g < NG)[None, :]
+        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
+            wq = wq - z[:, :, None]
+        w = tl.reshape(wq * s[:, :, None], [BLOCK_N, BLOCK_K])
+        k = k0 + offs_k
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
+                    mask=m_mask[:, None] & (k < K)[None, :], other=0.0)
+        acc = tl.dot(w.to(x.dtype), tl.trans(x), acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+
+
+# M-bucket -> config; one config per launch (autotune with >= 2 configs breaks the interpreter).
+GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=64, num_warps=4, num_stages=2)
+TC_CONFIGS = [  # (max M, config)
+    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
+    (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
+    (1 << 62, dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)),
+]
+
+
+def supported_group(K: int, group_size: int) -> bool:
+    G = norm_group(K, group_size)
+    return G == K or (G % 16 == 0 and (G & (G - 1)) == 0) or G % 256 == 0
+
+
+def _tc_config(M: int):
+    for max_m, cfg in TC_CONFIGS:
+        if M <= max_m:
+            return cfg
+    return TC_CONFIGS[-1][1]
+
+
+def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=None):
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    N = qweight.shape[0]
+    words = as_words(qweight)
+    KW = words.shape[1]
+    G = norm_group(K, group_size)
+    NG = scales.shape[1]
+    y = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    dummy = scales
+    z = zeros if zeros is not None else dummy
+    b = bias if bias is not None else dummy
+    if kernel is None:
+        kernel = "gemv" if M == 1 else "tc"
+    if kernel == "gemv":
+        cfg = dict(config or GEMV_CONFIG)
+        grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
+        _w4a16_gemv[grid](x2, words, scales, z, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),
+                          HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, **cfg)
+    else:
+        cfg = dict(config or _tc_config(M))
+        BK = cfg["BLOCK_K"]
+        gsub = BK if G >= K else min(G, BK)
+        assert BK % gsub == 0 and (G <= BK or G % BK == 0 or G >= K), (G, BK)
+        grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, cfg["BLOCK_M"]))
+        _w4a16_tc[grid](x2, words, scales, z, b, y, M, N, K, KW, NG, G, x2.stride(0), y.stride(0),
+                        HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, GSUB=gsub, **cfg)
+    return y.reshape(*x.shape[:-1], N)

@@ -1,0 +1,58 @@
+"""W4A8 / W4A4 in QSM form, Y = delta * (X_int . W_int^T) (+ bias), and the fused activation quantizer.
+
+The GEMM itself is int8_gemm._int8_mm with W_INT4 (int4 weights sign-extended to int8 in registers, int8
+tensor-core dot, fp32 epilogue).  W4A4 is the same op with activation values in [-8, 7] stored as int8.
+quantize_activation_int8 turns a float activation into int8 (per-row dynamic or static step) in one pass
+over K for the max and one for the rounding; rounding is half-to-even via the 1.5 * 2**23 trick.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .int8_gemm import w4a8_linear_triton  # noqa: F401  (re-export)
+
+
+@triton.jit
+def _quant_act(x_ptr, s_ptr, q_ptr, so_ptr, K, stride_xm, stride_qm, qmax, qinv,
+               STATIC: tl.constexpr, BLOCK_K: tl.constexpr):
+    m = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_K)
+    x_row = x_ptr + m * stride_xm
+    if STATIC:
+        s = tl.load(s_ptr + m).to(tl.float32)
+    else:
+        amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + offs
+            xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(xv))
+        s = tl.max(amax, axis=0) * qinv
+        s = tl.where(s > 0, s, 1.0)
+    inv = tl.math.div_rn(1.0, s)  # IEEE reciprocal, identical to torch's 1.0 / s
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs
+        xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+        r = (xv * inv + 12582912.0) - 12582912.0  # round half to even for |v| < 2**22
+        r = tl.minimum(tl.maximum(r, -qmax - 1.0), qmax * 1.0)
+        tl.store(q_ptr + m * stride_qm + k, r.to(tl.int8), mask=k < K)
+    tl.store(so_ptr + m, s)
+
+
+def quantize_activation_int8_triton(x, scale, qmax: int, block_k: int | None = None):
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    q = torch.empty(M, K, dtype=torch.int8, device=x.device)
+    s_out = torch.empty(M, dtype=torch.float32, device=x.device)
+    if scale is not None:
+        s_in = scale.float().reshape(-1).expand(M).contiguous()
+    else:
+        s_in = s_out
+    bk = block_k or min(4096, triton.next_power_of_2(K))
+    _quant_act[(M,)](x2, s_in, q, s_out, K, x2.stride(0), q.stride(0), qmax, 1.0 / qmax,
+                     STATIC=scale is not None, BLOCK_K=bk, num_warps=4)
+    return q.reshape(x.shape), s_out
