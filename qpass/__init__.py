@@ -1,1 +1,25 @@
-"""qpass: a PyTorch compiler for quantized LLM inference."""
+"""qpass: a PyTorch compiler for quantized LLM inference.
+
+    qmodel = qpass.compile(model, "w4a16")            # or a Recipe, or a YAML/JSON file
+    print(qpass.report(qmodel))
+    ppl = qpass.perplexity(qmodel, ids, seq_len=512)
+"""
+from . import ops  # noqa: F401  (registers the torch.ops.qpass.* fake-quant ops)
+from .api import compile, report
+from .evaluate import perplexity
+from .recipe import ActivationSpec, CalibrationSpec, PassSpec, Recipe, RecipeError, WeightSpec, recipes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "compile",
+    "report",
+    "perplexity",
+    "recipes",
+    "Recipe",
+    "WeightSpec",
+    "ActivationSpec",
+    "CalibrationSpec",
+    "PassSpec",
+    "RecipeError",
+]

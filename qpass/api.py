@@ -1,0 +1,101 @@
+"""The public entry points: compile a model with a recipe, and read back what was done."""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from .analysis import GraphAnalysis, analyze
+from .calibrate import calibrate
+from .capture import compile_forward
+from .passes import registry
+from .passes.context import PassContext
+from .passes.fake_quant import insert_fake_quant, plan_quantization
+from .plan import SitePlan, select_sites
+from .recipe import Recipe, resolve
+from .report import Report, build_report
+
+
+@dataclass
+class QuantState:
+    """What qpass.compile attaches to the model it returns (`qmodel.qpass_state`)."""
+
+    recipe: Recipe
+    analysis: GraphAnalysis
+    plan: dict[str, SitePlan]
+    report: Report
+    graph_counter: object  # counts graphs compiled for the quantized forward
+
+
+def _merge(analyses: list[GraphAnalysis]) -> GraphAnalysis:
+    return GraphAnalysis(
+        [s for a in analyses for s in a.linears],
+        [s for a in analyses for s in a.attention],
+        [s for a in analyses for s in a.unsupported],
+    )
+
+
+def _example_input(model: torch.nn.Module, calib: list[torch.Tensor] | None) -> torch.Tensor:
+    if calib:
+        return calib[0][:1, : min(calib[0].shape[-1], 32)]
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 2) or 2
+    return torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(0))
+
+
+def capture_analysis(model: torch.nn.Module, example: torch.Tensor) -> tuple[GraphAnalysis, int]:
+    """Capture `model` with Dynamo on `example` token ids and analyse every graph it produces."""
+    analyses: list[GraphAnalysis] = []
+    forward, counter = compile_forward(model, lambda cap: analyses.append(analyze(cap)))
+    with torch.no_grad():
+        forward(input_ids=example, use_cache=False)
+    return _merge(analyses), counter.graphs
+
+
+def compile(
+    model: torch.nn.Module,
+    recipe: Recipe | str | os.PathLike,
+    calib: Iterable[torch.Tensor] | None = None,
+    *,
+    progress: bool = True,
+) -> torch.nn.Module:
+    """A quantized copy of `model`, called exactly like it (same outputs types; HF `generate` works).
+
+    `recipe` is a Recipe, a preset name (see `qpass.recipes()`) or a YAML/JSON file; `calib` an iterable of
+    token-id tensors [B, T], needed by recipes with static activations or data-driven passes.
+    """
+    recipe = resolve(recipe)
+    start = time.perf_counter()
+    calib = [torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]) for b in calib] if calib is not None else None
+    if recipe.needs_calibration and not calib:
+        raise ValueError(f"recipe {recipe.name!r} needs calibration data: pass calib=[token ids [B, T], ...]")
+
+    qmodel = copy.deepcopy(model).eval()
+    analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
+    selected, skipped = select_sites(analysis, recipe)
+
+    observers = {}
+    if recipe.needs_calibration:
+        percentile = recipe.activations.percentile if recipe.activations and recipe.activations.observer == "percentile" else None
+        observers = calibrate(qmodel, calib, set(selected), percentile, progress)
+    ctx = PassContext(qmodel, recipe, analysis, selected, observers)
+    for i, spec in enumerate(recipe.passes):
+        registry.get(spec.name).fn(ctx, registry.validate(spec, f"passes[{i}]"))
+    plan_quantization(ctx)
+
+    forward, counter = compile_forward(qmodel, lambda cap: insert_fake_quant(cap, ctx.plan))
+    qmodel.forward = forward
+    report = build_report(recipe.name, analysis, ctx.plan, skipped, graphs, time.perf_counter() - start, ctx.log)
+    qmodel.qpass_state = QuantState(recipe, analysis, ctx.plan, report, counter)
+    return qmodel
+
+
+def report(qmodel: torch.nn.Module) -> Report:
+    """What qpass.compile did to `qmodel`: quantized sites and schemes, full-precision sites and why."""
+    state = getattr(qmodel, "qpass_state", None)
+    if state is None:
+        raise ValueError("this model was not produced by qpass.compile (it has no qpass_state)")
+    return state.report

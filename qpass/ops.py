@@ -1,0 +1,43 @@
+"""The fake-quant custom ops that quantized graphs are made of. Lowering rules match these and replace them with
+real low-bit kernels; here they run the reference numerics (qpass.numerics).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import numerics
+
+
+@torch.library.custom_op("qpass::dequantize_weight", mutates_args=())
+def dequantize_weight(
+    qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, group_size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Integer weight codes [O, C] with per-(row, group) scale/zero -> weight [O, C]. group_size 0 = per row."""
+    return numerics.dequantize(qweight, scale, zero, group_size or None, dtype)
+
+
+@dequantize_weight.register_fake
+def _(qweight, scale, zero, group_size, dtype):
+    return qweight.new_empty(qweight.shape, dtype=dtype)
+
+
+@torch.library.custom_op("qpass::fake_quant_per_token", mutates_args=())
+def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    """Dynamic per-token activation quantize-dequantize."""
+    return numerics.fake_quant_per_token(x, bits, symmetric)
+
+
+@fake_quant_per_token.register_fake
+def _(x, bits, symmetric):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("qpass::fake_quant_per_channel", mutates_args=())
+def fake_quant_per_channel(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int) -> torch.Tensor:
+    """Static per-input-channel activation quantize-dequantize with calibrated scale [C] (and zero [C])."""
+    return numerics.fake_quant_per_channel(x, scale, zero, bits)
+
+
+@fake_quant_per_channel.register_fake
+def _(x, scale, zero, bits):
+    return torch.empty_like(x)

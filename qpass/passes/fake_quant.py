@@ -1,0 +1,83 @@
+"""The quantize step every recipe ends with: plan each selected site's weight (round to nearest) and input
+quantization, then — as a graph transform — insert the quantize-dequantize nodes."""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx as fx
+
+from .. import ops  # noqa: F401  (registers torch.ops.qpass.*)
+from ..analysis import analyze
+from ..capture import CapturedGraph
+from ..numerics import quantize_weight
+from ..plan import ActQuant, SitePlan, static_activation
+from .context import PassContext
+
+
+@torch.no_grad()
+def plan_quantization(ctx: PassContext) -> None:
+    """Fill the plan: RTN weights per `recipe.weights`, input quantization per `recipe.activations`."""
+    wspec, aspec = ctx.recipe.weights, ctx.recipe.activations
+    for site in ctx.sites.values():
+        sp = ctx.site_plan(site)
+        if wspec is not None and sp.weight is None:
+            w = ctx.weight(site).float()
+            sp.weight = quantize_weight(w, wspec.bits, wspec.group_size, wspec.symmetric, wspec.clip_ratio)
+            sp.weight_error = float((sp.weight.dequantize() - w).norm() / w.norm().clamp_min(1e-30))
+        if aspec is not None and sp.activation is None:
+            if aspec.granularity == "per_token":
+                sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric)
+            else:
+                obs = ctx.observers[site.name]
+                sp.activation = static_activation(aspec, obs)
+                if obs.nonfinite:
+                    sp.notes.append(f"{obs.nonfinite} non-finite calibration values skipped")
+
+
+def _attr(gm: fx.GraphModule, graph: fx.Graph, name: str, value: torch.Tensor | None):
+    if value is None:
+        return None
+    name = re.sub(r"[^0-9a-zA-Z_]", "_", name)
+    gm.register_buffer(name, value, persistent=False)
+    return graph.get_attr(name)
+
+
+def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
+    """Graph transform: rewrite every planned linear site as
+    `linear(fake_quant_act(x), dequantize_weight(q, scale, zero), bias)`. Returns how many sites it rewrote."""
+    gm, graph = cap.gm, cap.graph
+    rewritten = 0
+    for site in analyze(cap).linears:
+        sp = plan.get(site.name)
+        if sp is None or (sp.weight is None and sp.activation is None):
+            continue
+        node, prefix = site.node, f"qpass_{site.name}"
+        bias = node.args[0] if site.op == "addmm" else (node.args[2] if len(node.args) > 2 else node.kwargs.get("bias"))
+        with graph.inserting_before(node):
+            x = site.input
+            a = sp.activation
+            if a is not None and a.granularity == "per_token":
+                x = graph.call_function(torch.ops.qpass.fake_quant_per_token.default, (x, a.bits, a.symmetric))
+            elif a is not None:
+                scale = _attr(gm, graph, f"{prefix}_input_scale", a.scale)
+                zero = _attr(gm, graph, f"{prefix}_input_zero", a.zero)
+                x = graph.call_function(torch.ops.qpass.fake_quant_per_channel.default, (x, scale, zero, a.bits))
+            if sp.weight is not None:
+                w = sp.weight
+                q = _attr(gm, graph, f"{prefix}_qweight", w.qweight)
+                scale = _attr(gm, graph, f"{prefix}_weight_scale", w.scale)
+                zero = _attr(gm, graph, f"{prefix}_weight_zero", w.zero)
+                weight = graph.call_function(
+                    torch.ops.qpass.dequantize_weight.default, (q, scale, zero, w.group_size or 0, sp.dtype)
+                )
+            else:
+                weight = node.args[2] if site.op == "addmm" else node.args[1]
+                if site.transposed:
+                    weight = graph.call_method("t", (weight,))
+            new = graph.call_function(torch._C._nn.linear, (x, weight, bias))
+        new.meta.update(node.meta)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+        rewritten += 1
+    return rewritten

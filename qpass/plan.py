@@ -1,0 +1,83 @@
+"""The quantization plan: per linear site, what its weight and input become. Passes fill it; the fake-quant graph
+transform (and later the lowering rules) read it. Keyed by site name, so it applies to every graph Dynamo
+produces for the model (first call, recompilations, graph breaks).
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .analysis import GraphAnalysis, LinearSite
+from .calibrate import ChannelObserver
+from .numerics import QuantizedWeight, qrange
+from .recipe import ActivationSpec, Recipe
+
+
+@dataclass
+class ActQuant:
+    bits: int
+    granularity: str  # per_token (dynamic) | per_channel (static)
+    symmetric: bool
+    scale: torch.Tensor | None = None  # per_channel: [C]
+    zero: torch.Tensor | None = None  # per_channel asymmetric: [C]
+
+    def describe(self) -> str:
+        kind = "dynamic per-token" if self.granularity == "per_token" else "static per-channel"
+        return f"a{self.bits} {kind}{'' if self.symmetric else ' asym'}"
+
+
+@dataclass
+class SitePlan:
+    site: str
+    weight_fqn: str
+    dtype: torch.dtype
+    weight: QuantizedWeight | None = None
+    activation: ActQuant | None = None
+    weight_error: float | None = None  # ‖W − Ŵ‖ / ‖W‖
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        parts = []
+        if self.weight is not None:
+            w = self.weight
+            group = f"g{w.group_size}" if w.group_size else "per-channel"
+            parts.append(f"w{w.bits} {group}{'' if w.zero is None else ' asym'}")
+        if self.activation is not None:
+            parts.append(self.activation.describe())
+        return " · ".join(parts) or "full precision"
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Module-name pattern: a glob on the full name or any dotted suffix of it; "re:<regex>" for a regex search."""
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], name) is not None
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*." + pattern)
+
+
+def select_sites(analysis: GraphAnalysis, recipe: Recipe) -> tuple[dict[str, LinearSite], dict[str, str]]:
+    """(sites to quantize, {site: why it stays in full precision})."""
+    selected, skipped = {}, {}
+    for site in analysis.linears:
+        hit = next((p for p in recipe.ignore if matches(site.name, p)), None)
+        if hit is not None:
+            skipped[site.name] = f"ignored (matches {hit!r})"
+        else:
+            selected[site.name] = site
+    return selected, skipped
+
+
+def static_activation(spec: ActivationSpec, obs: ChannelObserver) -> ActQuant:
+    """Per-channel static scale (and zero) from calibration statistics."""
+    qmin, qmax = qrange(spec.bits, spec.symmetric)
+    lo, hi = obs.range(spec.observer, spec.symmetric)
+    lo, hi = lo * spec.clip_ratio, hi * spec.clip_ratio
+    if spec.symmetric:
+        scale = (torch.maximum(hi.abs(), lo.abs()) / qmax).clamp_min(1e-12)
+        return ActQuant(spec.bits, "per_channel", True, scale)
+    lo, hi = lo.clamp_max(0), hi.clamp_min(0)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(1e-12)
+    zero = torch.round(-lo / scale).clamp(qmin, qmax)
+    return ActQuant(spec.bits, "per_channel", False, scale, zero)

@@ -1,0 +1,289 @@
+"""Recipes: versioned, typed, validated descriptions of what to quantize and how. A recipe is data; passes do the work.
+
+Every error names the offending key path (e.g. `weights.group_size`) and what is allowed there.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RECIPE_VERSION = 1
+SUPPORTED_BITS = (2, 3, 4, 8)
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: the message names the key path and what is allowed."""
+
+
+@dataclass
+class WeightSpec:
+    bits: int = 4
+    group_size: int | None = 64  # None: one scale per output channel
+    symmetric: bool = True
+    rounding: Literal["rtn"] = "rtn"  # round to nearest
+    clip_ratio: float = 1.0  # scale the range before rounding (1.0 = absmax / min-max)
+
+
+@dataclass
+class ActivationSpec:
+    bits: int = 8
+    granularity: Literal["per_token", "per_channel"] = "per_token"  # per_token is dynamic, per_channel static
+    symmetric: bool = True
+    observer: Literal["absmax", "minmax", "percentile"] = "absmax"  # static ranges only
+    percentile: float = 99.99  # observer=percentile: per-channel percentile of |x|, averaged over batches
+    clip_ratio: float = 1.0
+
+
+@dataclass
+class CalibrationSpec:
+    num_samples: int = 32  # sequences
+    seq_len: int = 512
+
+
+@dataclass
+class PassSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    version: int = RECIPE_VERSION
+    weights: WeightSpec | None = field(default_factory=WeightSpec)  # None: weights stay in full precision
+    activations: ActivationSpec | None = None  # None: activations stay in full precision
+    passes: list[PassSpec] = field(default_factory=list)  # transforms run before quantization, in order
+    ignore: list[str] = field(default_factory=lambda: ["lm_head"])  # module-name globs ("re:" for a regex)
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+
+    def __post_init__(self):
+        validate(self)
+
+    # -- serialization ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Recipe":
+        path = os.fspath(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe file must hold a mapping at the top level")
+        return cls.from_dict(data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = os.fspath(path)
+        text = self.to_yaml() if path.endswith((".yaml", ".yml")) else self.to_json()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    @property
+    def needs_calibration(self) -> bool:
+        from .passes import registry
+
+        a = self.activations
+        return bool(
+            (a is not None and a.granularity == "per_channel")
+            or any(registry.get(p.name).needs_calibration for p in self.passes)
+        )
+
+
+# -- validation ----------------------------------------------------------------------------------------------
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(tp, value, path: str):
+    """Build a value of type `tp` from plain data, raising RecipeError with the key path on any mismatch."""
+    where = path or "recipe"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _build(opt, value, path)
+            except RecipeError:
+                if len([o for o in options if o is not type(None)]) == 1:
+                    raise
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise RecipeError(f"{where}: {value!r} is not allowed; allowed: {_type_name(tp)}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_build(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if tp is PassSpec and isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping with keys {_field_names(tp)}, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        if tp is PassSpec:  # a pass is written {name: ..., <its options>}
+            value = {"name": value.get("name"), "options": {k: v for k, v in value.items() if k not in ("name", "options")} | dict(value.get("options") or {})}
+        for key in value:
+            if key not in names:
+                raise RecipeError(f"{_join(path, key)}: unknown key; allowed: {_field_names(tp)}")
+        kwargs = {k: _build(hints[k], v, _join(path, k)) for k, v in value.items()}
+        try:
+            obj = tp.__new__(tp)
+            for f in dataclasses.fields(tp):
+                if f.name in kwargs:
+                    val = kwargs[f.name]
+                elif f.default is not dataclasses.MISSING:
+                    val = copy.copy(f.default)
+                elif f.default_factory is not dataclasses.MISSING:
+                    val = f.default_factory()
+                else:
+                    raise RecipeError(f"{_join(path, f.name)}: missing required key")
+                object.__setattr__(obj, f.name, val)
+        except TypeError as e:
+            raise RecipeError(f"{where}: {e}") from None
+        if tp is Recipe:
+            validate(obj)
+        return obj
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if type(value) is not tp:
+            raise RecipeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise RecipeError(f"{where}: unsupported type {tp}")
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _field_names(tp) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(tp))
+
+
+def validate(r: Recipe) -> None:
+    if r.version != RECIPE_VERSION:
+        raise RecipeError(f"version: recipe version {r.version} is not supported; this qpass reads version {RECIPE_VERSION}")
+    for key, obj in (("weights", r.weights), ("activations", r.activations), ("calibration", r.calibration)):
+        if obj is not None and dataclasses.is_dataclass(obj):
+            for f in dataclasses.fields(obj):
+                _build(typing.get_type_hints(type(obj))[f.name], getattr(obj, f.name), f"{key}.{f.name}")
+    w, a = r.weights, r.activations
+    if w is not None:
+        if w.bits not in SUPPORTED_BITS:
+            raise RecipeError(f"weights.bits: {w.bits} is not supported; allowed: {', '.join(map(str, SUPPORTED_BITS))}")
+        if w.group_size is not None and w.group_size <= 0:
+            raise RecipeError(f"weights.group_size: must be a positive integer or null (per channel), got {w.group_size}")
+        if not 0 < w.clip_ratio <= 1:
+            raise RecipeError(f"weights.clip_ratio: must be in (0, 1], got {w.clip_ratio}")
+    if a is not None:
+        if a.bits not in SUPPORTED_BITS:
+            raise RecipeError(f"activations.bits: {a.bits} is not supported; allowed: {', '.join(map(str, SUPPORTED_BITS))}")
+        if a.granularity == "per_token" and a.observer != "absmax":
+            raise RecipeError(
+                "activations.observer: per_token activations are dynamic and use no observer; "
+                "an observer (minmax, percentile) needs granularity per_channel"
+            )
+        if not 0 < a.percentile <= 100:
+            raise RecipeError(f"activations.percentile: must be in (0, 100], got {a.percentile}")
+        if not 0 < a.clip_ratio <= 1:
+            raise RecipeError(f"activations.clip_ratio: must be in (0, 1], got {a.clip_ratio}")
+    if r.calibration.num_samples <= 0 or r.calibration.seq_len <= 1:
+        raise RecipeError("calibration: num_samples must be ≥ 1 and seq_len ≥ 2")
+    if w is None and a is None and not r.passes:
+        raise RecipeError("recipe: nothing to do — set weights, activations or passes")
+    from .passes import registry
+
+    for i, p in enumerate(r.passes):
+        registry.validate(p, f"passes[{i}]")
+    for i, pat in enumerate(r.ignore):
+        if not isinstance(pat, str) or not pat:
+            raise RecipeError(f"ignore[{i}]: expected a non-empty module-name pattern, got {pat!r}")
+
+
+# -- presets -------------------------------------------------------------------------------------------------
+
+
+def _presets() -> dict[str, Recipe]:
+    per_token = lambda bits: ActivationSpec(bits=bits, granularity="per_token")  # noqa: E731
+    return {
+        "w8a16": Recipe("w8a16", weights=WeightSpec(bits=8, group_size=None)),
+        "w8a8": Recipe("w8a8", weights=WeightSpec(bits=8, group_size=None), activations=per_token(8)),
+        "w4a16": Recipe("w4a16", weights=WeightSpec(bits=4, group_size=64)),
+        "w4a8": Recipe("w4a8", weights=WeightSpec(bits=4, group_size=64), activations=per_token(8)),
+        "w4a4": Recipe("w4a4", weights=WeightSpec(bits=4, group_size=None), activations=per_token(4)),
+        "w3a16": Recipe("w3a16", weights=WeightSpec(bits=3, group_size=64)),
+        "w8a8-static": Recipe(
+            "w8a8-static",
+            weights=WeightSpec(bits=8, group_size=None),
+            activations=ActivationSpec(bits=8, granularity="per_channel", observer="absmax"),
+        ),
+    }
+
+
+def recipes() -> dict[str, Recipe]:
+    """The preset recipes by name (fresh copies: edit them freely)."""
+    return _presets()
+
+
+def resolve(recipe: "Recipe | str | os.PathLike") -> Recipe:
+    """A Recipe from a Recipe, a preset name, or a path to a YAML/JSON file."""
+    if isinstance(recipe, Recipe):
+        validate(recipe)
+        return copy.deepcopy(recipe)
+    if isinstance(recipe, (str, os.PathLike)):
+        presets = _presets()
+        if isinstance(recipe, str) and recipe in presets:
+            return presets[recipe]
+        if os.path.exists(recipe):
+            return Recipe.from_file(recipe)
+        raise RecipeError(f"recipe: {os.fspath(recipe)!r} is neither a preset ({', '.join(presets)}) nor a file")
+    raise RecipeError(f"recipe: expected a Recipe, a preset name or a file path, got {type(recipe).__name__}")

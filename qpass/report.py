@@ -1,0 +1,105 @@
+"""The coverage report: what was quantized and how, and what stayed in full precision and why."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .analysis import GraphAnalysis
+from .plan import SitePlan
+
+
+@dataclass
+class SiteRow:
+    name: str
+    weight: str
+    shape: str  # "in -> out"
+    producer: str
+    status: str  # quantized | full precision
+    scheme: str
+    reason: str = ""
+    weight_error: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    recipe: str
+    rows: list[SiteRow]
+    unsupported: list[dict]
+    attention_sites: int
+    graphs: int  # graphs Dynamo produced for the capture; graphs - 1 = graph breaks
+    seconds: float
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def quantized(self) -> list[SiteRow]:
+        return [r for r in self.rows if r.status == "quantized"]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["summary"] = self.summary()
+        return d
+
+    def summary(self) -> dict:
+        return {
+            "linear_sites": len(self.rows),
+            "quantized": len(self.quantized),
+            "full_precision": len(self.rows) - len(self.quantized),
+            "unsupported_ops": len(self.unsupported),
+            "attention_sites": self.attention_sites,
+            "graph_breaks": max(self.graphs - 1, 0),
+        }
+
+    def format(self, max_rows: int | None = None) -> str:
+        s = self.summary()
+        lines = [
+            f"qpass report — recipe {self.recipe!r}: {s['quantized']}/{s['linear_sites']} linear sites quantized, "
+            f"{s['full_precision']} in full precision, {s['unsupported_ops']} unsupported ops, "
+            f"{s['attention_sites']} attention sites, {s['graph_breaks']} graph breaks ({self.seconds:.1f} s)",
+        ]
+        head = f"  {'site':<44} {'in -> out':>13}  {'producer':<12} {'scheme':<40} {'w err':>7}"
+        lines += [head, "  " + "-" * (len(head) - 2)]
+        rows = self.rows if max_rows is None else self.rows[:max_rows]
+        for r in rows:
+            err = f"{r.weight_error:.4f}" if r.weight_error is not None else ""
+            scheme = r.scheme if r.status == "quantized" else f"FP: {r.reason}"
+            lines.append(f"  {r.name[-44:]:<44} {r.shape:>13}  {r.producer:<12} {scheme[:40]:<40} {err:>7}")
+            lines += [f"      note: {n}" for n in r.notes]
+        if max_rows is not None and len(self.rows) > max_rows:
+            lines.append(f"  ... {len(self.rows) - max_rows} more sites (--json for all)")
+        for u in self.unsupported:
+            lines.append(f"  UNSUPPORTED {u['op']} on {u['tensor']} in {u['name']}: {u['reason']} (left in full precision)")
+        lines += [f"  {entry}" for entry in self.log]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def build_report(
+    recipe_name: str,
+    analysis: GraphAnalysis,
+    plan: dict[str, SitePlan],
+    skipped: dict[str, str],
+    graphs: int,
+    seconds: float,
+    log: list[str],
+) -> Report:
+    rows = []
+    for site in analysis.linears:
+        sp = plan.get(site.name)
+        quantized = sp is not None and (sp.weight is not None or sp.activation is not None)
+        rows.append(
+            SiteRow(
+                name=site.name,
+                weight=site.weight,
+                shape=f"{site.in_features} -> {site.out_features}",
+                producer=site.producer.kind,
+                status="quantized" if quantized else "full precision",
+                scheme=sp.describe() if quantized else "",
+                reason="" if quantized else skipped.get(site.name, "not planned by the recipe"),
+                weight_error=sp.weight_error if sp else None,
+                notes=list(sp.notes) if sp else [],
+            )
+        )
+    unsupported = [asdict(u) for u in analysis.unsupported]
+    return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log))
