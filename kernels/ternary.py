@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .formats import as_words, norm_group
 
-_MAGIC = 1258291200  # bits of 2**23
+_MAGIC = tl.constexpr(1258291200)  # bits of 2**23
 
 
 @triton.jit

@@ -16,8 +16,8 @@ import triton.language as tl
 
 from .formats import as_words, norm_group
 
-_XOR8 = -2004318072  # 0x88888888 as int32
-_MAGIC = 1258291200  # 0x4B000000 = bits of 2**23
+_XOR8 = tl.constexpr(-2004318072)  # 0x88888888 as int32
+_MAGIC = tl.constexpr(1258291200)  # 0x4B000000 = bits of 2**23
 
 
 @triton.jit

@@ -1,0 +1,380 @@
+"""GEMM benchmark on a GPU: bf16 cuBLAS, tinygemm, torch._int_mm and every qpass kernel, Llama-3-8B shapes.
+
+    python3 benchmarks/gemm.py                 # full table -> benchmarks/results/<gpu>.json (+ $OUT copy)
+    python3 benchmarks/gemm.py --sweep         # config sweeps of the decode/prefill kernels first
+
+Timing: each op is captured C times in one CUDA graph, each call on its own weight copy (C copies > 256 MB,
+so HBM, not the 50 MB L2, serves the weights); the graph is replayed R times and the median replay / C is
+reported.  Every qpass output is checked against its pure-torch reference in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import statistics
+import sys
+import types
+from pathlib import Path
+
+os.environ["TRITON_INTERPRET"] = "0"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_kernels():
+    """Load kernels/ as qpass.kernels without importing the rest of qpass (works without pip install)."""
+    if "qpass" not in sys.modules:
+        pkg = types.ModuleType("qpass")
+        pkg.__path__ = [str(ROOT / "qpass")]
+        sys.modules["qpass"] = pkg
+    spec = importlib.util.spec_from_file_location(
+        "qpass.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["qpass.kernels"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+qk = _import_kernels()
+from qpass.kernels import formats as fmt, reference as ref  # noqa: E402
+from qpass.kernels import w4a16 as k_w4a16, int8_gemm as k_int8, ternary as k_tern, w4a8 as k_w4a8  # noqa: E402
+
+SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]
+MS = [1, 16, 64, 256, 2048]
+ROTATE_BYTES = 256 << 20
+PEAK_FP16 = 989e12  # H100 SXM dense datasheet
+PEAK_INT8 = 1979e12
+
+
+def graph_time_us(fns, reps=20):
+    """Median time per call (µs) of fns (one call per weight copy) captured in one CUDA graph."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for f in fns:
+            f()
+    g.replay()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) * 1e3 / len(fns))
+    del g
+    return statistics.median(ts)
+
+
+def copies_for(nbytes):
+    return int(min(48, max(2, math.ceil(ROTATE_BYTES / max(nbytes, 1)))))
+
+
+def rel_err(a, b):
+    a, b = a.float(), b.float()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def measure_hbm():
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    t = graph_time_us([lambda: b.copy_(a)], reps=10)
+    return 2 * n / (t * 1e-6)
+
+
+class Case:
+    def __init__(self, M, N, K, dev="cuda"):
+        self.M, self.N, self.K = M, N, K
+        g = torch.Generator(device=dev).manual_seed(M * 7 + N * 3 + K)
+        self.x = torch.randn(M, K, device=dev, dtype=torch.bfloat16, generator=g)
+        self.w = torch.randn(N, K, device=dev, dtype=torch.bfloat16, generator=g) * 0.02
+
+
+def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
+    c = Case(M, N, K)
+    x, w = c.x, c.w
+    out = {}
+
+    def rec(name, us, nbytes, flops, peak, err=None, extra=None):
+        limit = max(nbytes / hbm_bw, flops / peak)
+        r = dict(op=name, M=M, N=N, K=K, us=round(us, 3), roofline_us=round(limit * 1e6, 3),
+                 pct_roofline=round(100 * limit * 1e6 / us, 1), tops=round(flops / us * 1e-6, 1))
+        if err is not None:
+            r["rel_err"] = err
+        if extra:
+            r.update(extra)
+        out[name] = r
+        rows.append(r)
+
+    def want(name):
+        return which is None or name in which
+
+    flops = 2.0 * M * N * K
+    act_bytes = M * K * 2 + M * N * 2
+    # ---- bf16 cuBLAS
+    if want("bf16"):
+        ws = [w] + [w.clone() for _ in range(copies_for(w.numel() * 2) - 1)]
+        rec("bf16", graph_time_us([lambda wi=wi: F.linear(x, wi) for wi in ws]), N * K * 2 + act_bytes, flops,
+            PEAK_FP16)
+        del ws
+    # ---- int4 weights, g128 symmetric (qpass) / asymmetric uint4 (tinygemm)
+    q, s, _ = fmt.quantize_int4(w, 128, symmetric=True)
+    p = fmt.pack_int4(q)
+    s16 = s.to(torch.bfloat16)
+    w4_bytes = p.numel() + s16.numel() * 2
+    if want("tinygemm"):
+        try:
+            u = (q.to(torch.int32) + 8)
+            u8 = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8)
+            tp = torch.ops.aten._convert_weight_to_int4pack(u8, 8)
+            sz = torch.stack([s.t(), -8 * s.t()], dim=-1).to(torch.bfloat16).contiguous()  # w = (u - 8) * s
+            tps = [tp] + [tp.clone() for _ in range(copies_for(w4_bytes) - 1)]
+            y = torch.ops.aten._weight_int4pack_mm(x, tp, 128, sz)
+            yref = ref.w4a16_linear_ref(x, p, s16, None, None, 128)
+            rec("tinygemm", graph_time_us([lambda t=t: torch.ops.aten._weight_int4pack_mm(x, t, 128, sz)
+                                           for t in tps]), w4_bytes + act_bytes, flops, PEAK_FP16,
+                err=rel_err(y, yref))
+            del tps
+        except Exception as e:  # noqa: BLE001
+            print("tinygemm failed:", repr(e)[:200])
+    if want("w4a16"):
+        ps = [p] + [p.clone() for _ in range(copies_for(w4_bytes) - 1)]
+        y = qk.w4a16_linear(x, p, s16, None, None, 128)
+        err = rel_err(y, ref.w4a16_linear_ref(x, p, s16, None, None, 128)) if check else None
+        rec("qpass_w4a16", graph_time_us([lambda pi=pi: qk.w4a16_linear(x, pi, s16, None, None, 128) for pi in ps]),
+            w4_bytes + act_bytes, flops, PEAK_FP16, err=err)
+        del ps
+    # ---- ternary, two planes, g128
+    if want("ternary"):
+        t1, t2, a1, a2 = fmt.quantize_ternary(w, 128)
+        P1, P2 = fmt.pack_trits(t1), fmt.pack_trits(t2)
+        a1, a2 = a1.to(torch.bfloat16), a2.to(torch.bfloat16)
+        tb = 2 * P1.numel() + 4 * a1.numel()
+        pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(tb) - 1)]
+        y = qk.ternary_linear(x, P1, P2, a1, a2, None, 128)
+        err = rel_err(y, ref.ternary_linear_ref(x, P1, P2, a1, a2, None, 128)) if check else None
+        rec("qpass_ternary", graph_time_us([lambda a=a, b=b: qk.ternary_linear(x, a, b, a1, a2, None, 128)
+                                            for a, b in pls]), tb + act_bytes, flops, PEAK_FP16, err=err)
+        del pls
+    # ---- int8 activations
+    xi = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
+    wsc = torch.rand(N, device="cuda") * 1e-3 + 1e-4
+    xsc = torch.rand(M, device="cuda") * 1e-2 + 1e-3
+    i8_act = M * K + M * N * 2
+    if want("int8") or want("int_mm"):
+        wi8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
+        wis = [wi8] + [wi8.clone() for _ in range(copies_for(N * K) - 1)]
+        if want("int_mm"):
+            try:
+                rec("torch_int_mm", graph_time_us([lambda a=a: torch._int_mm(xi, a.t()) for a in wis]),
+                    N * K + M * K + M * N * 4, flops, PEAK_INT8)
+            except Exception as e:  # noqa: BLE001
+                print(f"_int_mm M={M}: {type(e).__name__}")
+        if want("int8"):
+            y = qk.int8_linear(xi, wi8, wsc, xsc, None, torch.bfloat16)
+            err = rel_err(y, ref.int8_linear_ref(xi, wi8, wsc, xsc, None, torch.bfloat16)) if check else None
+            rec("qpass_int8", graph_time_us([lambda a=a: qk.int8_linear(xi, a, wsc, xsc, None, torch.bfloat16)
+                                             for a in wis]), N * K + i8_act, flops, PEAK_INT8, err=err)
+        del wis
+    if want("w4a8"):
+        q8 = torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8)
+        p8 = fmt.pack_int4(q8)
+        p8s = [p8] + [p8.clone() for _ in range(copies_for(p8.numel()) - 1)]
+        y = qk.w4a8_linear(xi, p8, wsc, xsc, None, torch.bfloat16)
+        err = rel_err(y, ref.w4a8_linear_ref(xi, p8, wsc, xsc, None, torch.bfloat16)) if check else None
+        rec("qpass_w4a8", graph_time_us([lambda a=a: qk.w4a8_linear(xi, a, wsc, xsc, None, torch.bfloat16)
+                                         for a in p8s]), p8.numel() + i8_act, flops, PEAK_INT8, err=err)
+        del p8s
+    if want("qact"):
+        yq, ys = qk.quantize_activation_int8(x, None, 127)
+        rq, rs = ref.quantize_activation_int8_ref(x, None, 127)
+        err = (yq.int() - rq.int()).abs().max().item() + (ys - rs).abs().max().item()
+        rec("qpass_quant_act", graph_time_us([lambda: qk.quantize_activation_int8(x, None, 127)]),
+            M * K * 3 + M * 4, 0.0, PEAK_INT8, err=err)
+    return out
+
+
+def sweep(hbm_bw):
+    """Config sweeps for the decode GEMVs and the tensor-core kernels; prints the best of each."""
+    res = []
+    for N, K in [(14336, 4096), (4096, 4096)]:
+        c = Case(1, N, K)
+        q, s, _ = fmt.quantize_int4(c.w, 128)
+        p = fmt.pack_int4(q)
+        s16 = s.to(torch.bfloat16)
+        ps = [p] + [p.clone() for _ in range(copies_for(p.numel()) - 1)]
+        t1, t2, a1, a2 = fmt.quantize_ternary(c.w, 128)
+        P1, P2 = fmt.pack_trits(t1), fmt.pack_trits(t2)
+        a1, a2 = a1.to(torch.bfloat16), a2.to(torch.bfloat16)
+        pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(2 * P1.numel()) - 1)]
+        yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+        yt = ref.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
+        for bn in (8, 16, 32):
+            for bkw in (32, 64, 128):
+                for nw in (4, 8):
+                    for st in (1, 3):
+                        cfg = dict(BLOCK_N=bn, BLOCK_KW=bkw, num_warps=nw, num_stages=st)
+                        try:
+                            y = k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="gemv")
+                            assert rel_err(y, yr) < 1e-2
+                            us = graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
+                                c.x, pi, s16, None, None, 128, config=cfg, kernel="gemv") for pi in ps], reps=10)
+                            res.append(dict(kernel="w4a16_gemv", N=N, K=K, cfg=cfg, us=us))
+                        except Exception as e:  # noqa: BLE001
+                            print("w4a16 gemv", cfg, type(e).__name__)
+                        if bkw <= 64:
+                            try:
+                                y = k_tern.ternary_linear_triton(c.x, P1, P2, a1, a2, None, 128, config=cfg,
+                                                                 kernel="gemv")
+                                assert rel_err(y, yt) < 1e-2
+                                us = graph_time_us([lambda a=a, b=b: k_tern.ternary_linear_triton(
+                                    c.x, a, b, a1, a2, None, 128, config=cfg, kernel="gemv") for a, b in pls], reps=10)
+                                res.append(dict(kernel="ternary_gemv", N=N, K=K, cfg=cfg, us=us))
+                            except Exception as e:  # noqa: BLE001
+                                print("ternary gemv", cfg, type(e).__name__)
+        # tensor-core W4A16 at M = 16
+        c16 = Case(16, N, K)
+        yr16 = ref.w4a16_linear_ref(c16.x, p, s16, None, None, 128)
+        for bn in (64, 128):
+            for bk in (128, 256):
+                for nw in (4,):
+                    for st in (3, 4):
+                        cfg = dict(BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=st)
+                        try:
+                            y = k_w4a16.w4a16_linear_triton(c16.x, p, s16, None, None, 128, config=cfg, kernel="tc")
+                            assert rel_err(y, yr16) < 1e-2
+                            us = graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
+                                c16.x, pi, s16, None, None, 128, config=cfg, kernel="tc") for pi in ps], reps=10)
+                            res.append(dict(kernel="w4a16_tc_m16", N=N, K=K, cfg=cfg, us=us))
+                        except Exception as e:  # noqa: BLE001
+                            print("w4a16 tc", cfg, type(e).__name__)
+        del ps, pls
+    best = {}
+    for r in res:
+        key = (r["kernel"], r["N"], r["K"])
+        if key not in best or r["us"] < best[key]["us"]:
+            best[key] = r
+    for k, r in sorted(best.items()):
+        print("BEST", k, f"{r['us']:.2f} us", r["cfg"])
+    return res
+
+
+def sweep_prefill():
+    res = []
+    M, N, K = 2048, 14336, 4096
+    c = Case(M, N, K)
+    q, s, _ = fmt.quantize_int4(c.w, 128)
+    p = fmt.pack_int4(q)
+    s16 = s.to(torch.bfloat16)
+    yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+    xi = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
+    wi8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
+    p8 = fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8))
+    wsc = torch.rand(N, device="cuda") + 0.5
+    for bm, bn, bk, nw, st in [(128, 128, 64, 8, 3), (128, 128, 128, 8, 3), (128, 256, 64, 8, 3), (64, 256, 64, 4, 4),
+                               (128, 128, 64, 4, 4), (256, 128, 64, 8, 3), (128, 64, 128, 4, 4)]:
+        cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=st)
+        try:
+            y = k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="tc")
+            assert rel_err(y, yr) < 1e-2
+            us = graph_time_us([lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg,
+                                                                     kernel="tc")], reps=10)
+            res.append(dict(kernel="w4a16_tc_m2048", cfg=cfg, us=us))
+        except Exception as e:  # noqa: BLE001
+            print("w4a16 tc prefill", cfg, type(e).__name__, str(e)[:100])
+    for bm, bn, bk, nw, st in [(128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (256, 128, 128, 8, 3),
+                               (128, 128, 128, 4, 4), (128, 256, 64, 8, 4), (128, 128, 256, 8, 3)]:
+        for w_int4, wt in ((False, wi8), (True, p8)):
+            cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=nw, num_stages=st)
+            try:
+                fn = k_int8.w4a8_linear_triton if w_int4 else k_int8.int8_linear_triton
+                y = fn(xi, wt, wsc, None, None, torch.bfloat16, config=cfg)
+                r = (ref.w4a8_linear_ref if w_int4 else ref.int8_linear_ref)(xi, wt, wsc, None, None, torch.bfloat16)
+                assert rel_err(y, r) < 1e-2
+                us = graph_time_us([lambda: fn(xi, wt, wsc, None, None, torch.bfloat16, config=cfg)], reps=10)
+                res.append(dict(kernel="w4a8_m2048" if w_int4 else "int8_m2048", cfg=cfg, us=us))
+            except Exception as e:  # noqa: BLE001
+                print("int8 prefill", w_int4, cfg, type(e).__name__, str(e)[:100])
+    for r in sorted(res, key=lambda r: (r["kernel"], r["us"])):
+        print("PREFILL", r["kernel"], f"{r['us']:.1f} us", r["cfg"])
+    return res
+
+
+def fmt_table(rows, gpu, hbm_bw):
+    lines = [f"GPU: {gpu}; measured HBM copy bandwidth {hbm_bw / 1e12:.2f} TB/s; torch {torch.__version__}, "
+             f"triton {__import__('triton').__version__}", "",
+             "| op | M | N×K | µs | vs bf16 | vs best torch | TOP/s | % roofline | rel err |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    by = {}
+    for r in rows:
+        by.setdefault((r["M"], r["N"], r["K"]), {})[r["op"]] = r
+    for (M, N, K), d in by.items():
+        bf = d.get("bf16", {}).get("us")
+        for name, r in d.items():
+            if name.startswith("qpass_int8") or name.startswith("qpass_w4a8"):
+                base = [d[b]["us"] for b in ("bf16", "torch_int_mm") if b in d]
+            elif name.startswith("qpass"):
+                base = [d[b]["us"] for b in ("bf16", "tinygemm") if b in d]
+            else:
+                base = []
+            if name == "qpass_quant_act":
+                bf, base = None, []
+            vs_bf = f"{bf / r['us']:.2f}x" if bf else "–"
+            vs_best = f"{min(base) / r['us']:.2f}x" if base and name.startswith("qpass") else "–"
+            err = r.get("rel_err")
+            lines.append(f"| {name} | {M} | {N}×{K} | {r['us']:.1f} | {vs_bf} | {vs_best} | {r['tops']} | "
+                         f"{r['pct_roofline']} | {'' if err is None else f'{err:.1e}'} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-only", action="store_true")
+    ap.add_argument("--ms", default=",".join(map(str, MS)))
+    ap.add_argument("--shapes", default="all")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    gpu = torch.cuda.get_device_name()
+    hbm = measure_hbm()
+    print(f"{gpu}: HBM copy {hbm / 1e12:.2f} TB/s", flush=True)
+    result = dict(gpu=gpu, torch=torch.__version__, triton=__import__("triton").__version__, hbm_bytes_per_s=hbm)
+    if args.sweep or args.sweep_only:
+        result["sweep_decode"] = sweep(hbm)
+        result["sweep_prefill"] = sweep_prefill()
+    rows = []
+    if not args.sweep_only:
+        ms = [int(m) for m in args.ms.split(",")]
+        shapes = SHAPES if args.shapes == "all" else [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
+        for N, K in shapes:
+            for M in ms:
+                run_case(M, N, K, hbm, rows)
+                torch.cuda.empty_cache()
+                print(f"done M={M} {N}x{K}", flush=True)
+        # the square int8 case
+        run_case(8192, 8192, 8192, hbm, rows, which={"bf16", "int8", "int_mm", "w4a8"})
+    result["rows"] = rows
+    table = fmt_table(rows, gpu, hbm)
+    name = gpu.replace(" ", "_").replace("/", "_")
+    for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.json").write_text(json.dumps(result, indent=1))
+        (d / f"{name}.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
