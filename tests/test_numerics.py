@@ -1,0 +1,74 @@
+import torch
+
+from qpass import numerics as N
+
+
+def test_symmetric_per_channel_int4_hand_computed():
+    w = torch.tensor([[1.0, -2.0, 0.5, 7.0], [0.3, -0.7, 0.0, 0.1]])
+    qw = N.quantize_weight(w, bits=4, group_size=None)
+    # row 0: scale = 7/7 = 1 -> codes are round(w) with half-to-even: 0.5 -> 0
+    assert torch.equal(qw.qweight[0], torch.tensor([1, -2, 0, 7], dtype=torch.int8))
+    assert torch.allclose(qw.scale[:, 0], torch.tensor([1.0, 0.1]))
+    # row 1: scale = 0.7/7 = 0.1 -> 3, -7, 0, 1
+    assert torch.equal(qw.qweight[1], torch.tensor([3, -7, 0, 1], dtype=torch.int8))
+    assert torch.allclose(qw.dequantize()[1], torch.tensor([0.3, -0.7, 0.0, 0.1]))
+
+
+def test_round_half_to_even_and_clamp_int8():
+    x = torch.tensor([[127.0, 2.5, 3.5, -1.5, -127.0]])
+    q = N.quantize(x, torch.tensor([[1.0]]), None, bits=8, group_size=None)
+    assert q.tolist() == [[127, 2, 4, -2, -127]]
+    # clamp at the negative end is -128 for codes beyond the range
+    q = N.quantize(torch.tensor([[-300.0, 300.0]]), torch.tensor([[1.0]]), None, bits=8, group_size=None)
+    assert q.tolist() == [[-128, 127]]
+
+
+def test_groups_with_short_last_group():
+    w = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0]])  # group 2: [1,2] [3,4] [10]
+    qw = N.quantize_weight(w, bits=8, group_size=2)
+    assert qw.scale.shape == (1, 3)
+    assert torch.allclose(qw.scale[0], torch.tensor([2 / 127, 4 / 127, 10 / 127]))
+    # 1/(2/127) = 63.5 -> 64 (half to even); 3/(4/127) = 95.25 -> 95
+    assert qw.qweight.tolist() == [[64, 127, 95, 127, 127]]
+    assert torch.allclose(qw.dequantize(), w, atol=0.01)
+
+
+def test_asymmetric_hand_computed():
+    w = torch.tensor([[1.0, 3.0, 4.0]])  # range includes zero: [0, 4], scale = 4/15, zero = 0
+    qw = N.quantize_weight(w, bits=4, group_size=None, symmetric=False)
+    assert torch.allclose(qw.scale, torch.tensor([[4 / 15]]))
+    assert qw.zero.tolist() == [[0.0]]
+    assert qw.qweight.tolist() == [[4, 11, 15]]  # 3.75 -> 4, 11.25 -> 11, 15
+    w = torch.tensor([[-1.0, 2.0]])  # scale = 3/15 = 0.2, zero = round(1/0.2) = 5
+    qw = N.quantize_weight(w, bits=4, group_size=None, symmetric=False)
+    assert qw.zero.tolist() == [[5.0]] and qw.qweight.tolist() == [[0, 15]]
+    assert torch.allclose(qw.dequantize(), w)
+
+
+def test_zero_range_groups_do_not_produce_nan():
+    w = torch.zeros(3, 8)
+    w[1] = 5.0  # constant, non-zero row
+    for sym in (True, False):
+        qw = N.quantize_weight(w, bits=4, group_size=4, symmetric=sym)
+        out = qw.dequantize()
+        assert torch.isfinite(out).all()
+        assert torch.allclose(out, w)
+
+
+def test_fake_quant_per_token_and_static_per_channel():
+    x = torch.tensor([[0.1, -0.7, 0.35], [10.0, 5.0, -2.5]])
+    out = N.fake_quant_per_token(x, bits=4)
+    # row 0 scale 0.1: 1, -7, round(3.5)=4 -> 0.4; row 1 scale 10/7
+    assert torch.allclose(out[0], torch.tensor([0.1, -0.7, 0.4]))
+    s = 10 / 7
+    assert torch.allclose(out[1], torch.tensor([7 * s, 4 * s, -2 * s]))  # 3.5 -> 4, -1.75 -> -2
+    scale = torch.tensor([0.1, 0.1, 1.0])
+    out = N.fake_quant_per_channel(x, scale, None, bits=4)
+    assert torch.allclose(out, torch.tensor([[0.1, -0.7, 0.0], [0.7, 0.7, -2.0]]))
+
+
+def test_int3_and_int2_ranges():
+    assert N.qrange(3, True) == (-4, 3) and N.qrange(2, True) == (-2, 1) and N.qrange(4, False) == (0, 15)
+    w = torch.tensor([[3.0, -3.0, 1.0, 0.4]])
+    qw = N.quantize_weight(w, bits=3, group_size=None)
+    assert qw.qweight.tolist() == [[3, -3, 1, 0]]
