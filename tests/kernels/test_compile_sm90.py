@@ -1,0 +1,39 @@
+"""Compile every shipped kernel config for sm_90 (no GPU needed): catches what the interpreter lets through.
+
+Runs in a subprocess because the compiler cannot run in a process where TRITON_INTERPRET=1 is set.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+    import qpass.kernels.configs as C
+
+    def one(i):
+        name, k, sig, ce, o = C.shipped()[i]
+        try:
+            C.compile_sm90(k, sig, ce, o)
+            return name, None
+        except Exception as e:
+            return name, f"{type(e).__name__}: {str(e)[-800:]}"
+
+    if __name__ == "__main__":
+        n = len(C.shipped())
+        with ProcessPoolExecutor(max_workers=max(1, min(4, __import__("os").cpu_count() or 1))) as ex:
+            bad = [(nm, err) for nm, err in ex.map(one, range(n)) if err]
+        for nm, err in bad:
+            print("FAILED", nm, err)
+        print(f"compiled {n - len(bad)}/{n}")
+        sys.exit(1 if bad else 0)
+""")
+
+
+def test_all_shipped_configs_compile_for_sm90(tmp_path):
+    script = tmp_path / "compile_all.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

@@ -1,0 +1,80 @@
+"""int8 x int8 and W4A8/W4A4 (QSM) Triton kernels, and the activation quantizer, vs the references."""
+import pytest
+import torch
+
+from qpass.kernels import formats as F, reference as R
+from qpass.kernels.int8_gemm import int8_linear_triton, w4a8_linear_triton
+from qpass.kernels.w4a8 import quantize_activation_int8_triton
+
+from kernels_util import rel_err
+
+CASES = [  # (M, N, K, x_scale?, bias?, out dtype)
+    (1, 64, 256, True, False, torch.float16),
+    (1, 80, 200, False, True, torch.float32),
+    (2, 40, 300, True, True, torch.float16),
+    (3, 72, 172, False, False, torch.float16),
+    (5, 96, 512, True, False, torch.float32),
+    (7, 33, 100, True, True, torch.float16),
+    (15, 128, 384, False, True, torch.float16),
+    (16, 64, 256, True, False, torch.float16),
+    (17, 100, 192, True, True, torch.float32),
+    (31, 48, 160, False, False, torch.float16),
+    (33, 96, 264, True, True, torch.float16),
+    (63, 128, 256, True, False, torch.float16),
+    (64, 64, 512, False, True, torch.float32),
+    (65, 72, 136, True, True, torch.float16),
+    (100, 200, 320, True, False, torch.float16),
+    (127, 130, 264, False, True, torch.float16),
+    (128, 256, 512, True, True, torch.float16),
+    (1, 256, 1024, True, False, torch.float16),
+    (9, 17, 8, True, True, torch.float16),
+    (70, 300, 136, True, False, torch.float32),
+]
+
+
+def _scales(M, N, xs, bias):
+    ws = torch.rand(N) * 0.01 + 1e-3
+    x_s = torch.rand(M) * 0.1 + 0.01 if xs else None
+    b = torch.randn(N) if bias else None
+    return ws, x_s, b
+
+
+@pytest.mark.parametrize("M,N,K,xs,bias,dtype", CASES)
+def test_int8_linear(M, N, K, xs, bias, dtype):
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    w = torch.randint(-128, 128, (N, K), dtype=torch.int8)
+    ws, x_s, b = _scales(M, N, xs, bias)
+    y = int8_linear_triton(x, w, ws, x_s, b, dtype)
+    assert y.dtype == dtype and y.shape == (M, N)
+    assert rel_err(y, R.int8_linear_ref(x, w, ws, x_s, b, dtype)) < 1e-3
+
+
+@pytest.mark.parametrize("M,N,K,xs,bias,dtype", CASES)
+@pytest.mark.parametrize("a_bits", [8, 4])
+def test_w4a8_linear(M, N, K, xs, bias, dtype, a_bits):
+    lim = 1 << (a_bits - 1)
+    x = torch.randint(-lim, lim, (M, K), dtype=torch.int8)
+    q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
+    p = F.pack_int4(q)
+    ws, x_s, b = _scales(M, N, xs, bias)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, dtype)
+    assert y.dtype == dtype and y.shape == (M, N)
+    assert rel_err(y, R.w4a8_linear_ref(x, p, ws, x_s, b, dtype)) < 1e-3
+    # the integer product itself is exact
+    if dtype == torch.float32 and not xs and not bias:
+        exact = (x.double() @ q.double().t()) * ws.double()
+        assert torch.allclose(y.double(), exact, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("M,K", [(1, 64), (3, 200), (8, 4096), (5, 5000), (17, 100)])
+@pytest.mark.parametrize("qmax", [127, 7])
+@pytest.mark.parametrize("static", [False, True])
+def test_quantize_activation(M, K, qmax, static):
+    x = torch.randn(M, K, dtype=torch.float16) * 3
+    scale = (torch.rand(M) * 0.05 + 0.01) if static else None
+    q, s = quantize_activation_int8_triton(x, scale, qmax)
+    qr, sr = R.quantize_activation_int8_ref(x, scale, qmax)
+    assert q.dtype == torch.int8 and torch.equal(s, sr)
+    diff = (q.int() - qr.int()).abs()
+    assert int(diff.max()) <= 1 and diff.float().mean() < 1e-3  # a tie may round differently, never more
+    assert int(q.max()) <= qmax and int(q.min()) >= -qmax - 1
