@@ -207,8 +207,9 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
     return out
 
 
-def sweep(hbm_bw):
-    """Config sweeps for the decode GEMVs and the tensor-core kernels; prints the best of each."""
+def sweep(hbm_bw, apply=True):
+    """Config sweeps of the M = 1 GEMVs (both variants); with apply, the fastest (summed over the two
+    shapes) becomes the dispatch config of this process (printed as APPLIED, then copied into the source)."""
     res = []
     for N, K in [(14336, 4096), (4096, 4096)]:
         c = Case(1, N, K)
@@ -222,53 +223,48 @@ def sweep(hbm_bw):
         pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(2 * P1.numel()) - 1)]
         yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
         yt = ref.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
-        for bn in (8, 16, 32):
-            for bkw in (32, 64, 128):
-                for nw in (4, 8):
-                    for st in (1, 3):
-                        cfg = dict(BLOCK_N=bn, BLOCK_KW=bkw, num_warps=nw, num_stages=st)
-                        try:
-                            y = k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="gemv")
-                            assert rel_err(y, yr) < 1e-2
-                            us = graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
-                                c.x, pi, s16, None, None, 128, config=cfg, kernel="gemv") for pi in ps], reps=10)
-                            res.append(dict(kernel="w4a16_gemv", N=N, K=K, cfg=cfg, us=us))
-                        except Exception as e:  # noqa: BLE001
-                            print("w4a16 gemv", cfg, type(e).__name__)
+        for kind in ("gemv", "gemv3"):
+            for bn in (8, 16, 32):
+                for bkw in (32, 64, 128):
+                    for nw in (4, 8):
+                        cfg = dict(BLOCK_N=bn, BLOCK_KW=bkw, num_warps=nw, num_stages=1)
+                        if bkw >= 32:
+                            try:
+                                y = k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel=kind)
+                                assert rel_err(y, yr) < 1e-2
+                                us = graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
+                                    c.x, pi, s16, None, None, 128, config=cfg, kernel=kind) for pi in ps], reps=10)
+                                res.append(dict(kernel="w4a16", kind=kind, N=N, K=K, cfg=cfg, us=us))
+                            except Exception as e:  # noqa: BLE001
+                                print("w4a16", kind, cfg, type(e).__name__)
                         if bkw <= 64:
                             try:
                                 y = k_tern.ternary_linear_triton(c.x, P1, P2, a1, a2, None, 128, config=cfg,
-                                                                 kernel="gemv")
+                                                                 kernel=kind)
                                 assert rel_err(y, yt) < 1e-2
                                 us = graph_time_us([lambda a=a, b=b: k_tern.ternary_linear_triton(
-                                    c.x, a, b, a1, a2, None, 128, config=cfg, kernel="gemv") for a, b in pls], reps=10)
-                                res.append(dict(kernel="ternary_gemv", N=N, K=K, cfg=cfg, us=us))
+                                    c.x, a, b, a1, a2, None, 128, config=cfg, kernel=kind) for a, b in pls], reps=10)
+                                res.append(dict(kernel="ternary", kind=kind, N=N, K=K, cfg=cfg, us=us))
                             except Exception as e:  # noqa: BLE001
-                                print("ternary gemv", cfg, type(e).__name__)
-        # tensor-core W4A16 at M = 16
-        c16 = Case(16, N, K)
-        yr16 = ref.w4a16_linear_ref(c16.x, p, s16, None, None, 128)
-        for bn in (64, 128):
-            for bk in (128, 256):
-                for nw in (4,):
-                    for st in (3, 4):
-                        cfg = dict(BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=st)
-                        try:
-                            y = k_w4a16.w4a16_linear_triton(c16.x, p, s16, None, None, 128, config=cfg, kernel="tc")
-                            assert rel_err(y, yr16) < 1e-2
-                            us = graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
-                                c16.x, pi, s16, None, None, 128, config=cfg, kernel="tc") for pi in ps], reps=10)
-                            res.append(dict(kernel="w4a16_tc_m16", N=N, K=K, cfg=cfg, us=us))
-                        except Exception as e:  # noqa: BLE001
-                            print("w4a16 tc", cfg, type(e).__name__)
+                                print("ternary", kind, cfg, type(e).__name__)
         del ps, pls
-    best = {}
-    for r in res:
-        key = (r["kernel"], r["N"], r["K"])
-        if key not in best or r["us"] < best[key]["us"]:
-            best[key] = r
-    for k, r in sorted(best.items()):
-        print("BEST", k, f"{r['us']:.2f} us", r["cfg"])
+    for op, mod in (("w4a16", k_w4a16), ("ternary", k_tern)):
+        tot = {}
+        for r in res:
+            if r["kernel"] == op:
+                key = (r["kind"], tuple(sorted(r["cfg"].items())))
+                tot.setdefault(key, []).append(r["us"])
+        tot = {k: sum(v) for k, v in tot.items() if len(v) == 2}
+        for k, v in sorted(tot.items(), key=lambda kv: kv[1])[:5]:
+            print("SWEEP", op, k[0], dict(k[1]), f"sum {v:.2f} us")
+        if apply and tot:
+            kind, cfg = min(tot, key=tot.get)
+            mod.GEMV_KIND = kind
+            if kind == "gemv":
+                mod.GEMV_CONFIG = dict(cfg)
+            else:
+                mod.GEMV3_CONFIG = dict(cfg)
+            print("APPLIED", op, kind, dict(cfg))
     return res
 
 
@@ -344,6 +340,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-only", action="store_true")
+    ap.add_argument("--sweep-prefill", action="store_true")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--shapes", default="all")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -354,6 +351,7 @@ def main():
     result = dict(gpu=gpu, torch=torch.__version__, triton=__import__("triton").__version__, hbm_bytes_per_s=hbm)
     if args.sweep or args.sweep_only:
         result["sweep_decode"] = sweep(hbm)
+    if args.sweep_prefill:
         result["sweep_prefill"] = sweep_prefill()
     rows = []
     if not args.sweep_only:
@@ -362,18 +360,25 @@ def main():
         for N, K in shapes:
             for M in ms:
                 run_case(M, N, K, hbm, rows)
+                save(result, rows, gpu, hbm, args.out)
                 torch.cuda.empty_cache()
-                print(f"done M={M} {N}x{K}", flush=True)
+                print(f"done M={M} {N}x{K}: " + ", ".join(f"{r['op']} {r['us']:.1f}" for r in rows
+                                                          if (r['M'], r['N'], r['K']) == (M, N, K)), flush=True)
         # the square int8 case
         run_case(8192, 8192, 8192, hbm, rows, which={"bf16", "int8", "int_mm", "w4a8"})
+    save(result, rows, gpu, hbm, args.out)
+    print(fmt_table(rows, gpu, hbm))
+
+
+def save(result, rows, gpu, hbm, out):
     result["rows"] = rows
-    table = fmt_table(rows, gpu, hbm)
+    result["dispatch"] = dict(w4a16_gemv=(k_w4a16.GEMV_KIND, k_w4a16.GEMV_CONFIG, k_w4a16.GEMV3_CONFIG),
+                              ternary_gemv=(k_tern.GEMV_KIND, k_tern.GEMV_CONFIG, k_tern.GEMV3_CONFIG))
     name = gpu.replace(" ", "_").replace("/", "_")
-    for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+    for d in [Path(out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{name}.json").write_text(json.dumps(result, indent=1))
-        (d / f"{name}.md").write_text(table + "\n")
-    print(table)
+        (d / f"{name}.md").write_text(fmt_table(rows, gpu, hbm) + "\n")
 
 
 if __name__ == "__main__":

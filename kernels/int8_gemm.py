@@ -60,12 +60,12 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
 INT8_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=256, GROUP_M=8, num_warps=4, num_stages=4)),
     (64, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)),
-    (1 << 62, dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
+    (1 << 62, dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
 ]
 W4A8_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=256, GROUP_M=8, num_warps=4, num_stages=4)),
     (64, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)),
-    (1 << 62, dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
+    (1 << 62, dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
 ]
 
 
@@ -76,6 +76,11 @@ def _pick(table, M):
     return table[-1][1]
 
 
+# From this M on, W4A8 unpacks the int4 weight to int8 once per call (one HBM pass) and runs the int8
+# kernel: cheaper at prefill than sign-extending the nibbles of every tile in registers.
+UNPACK_MIN_M = 512
+
+
 def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
@@ -83,7 +88,10 @@ def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
         x2 = x2.contiguous()
     M = x2.shape[0]
     N = w.shape[0]
-    if w_int4:
+    if w_int4 and M >= UNPACK_MIN_M and x.is_cuda and config is None:
+        from .w4a16 import dequantize_int4_triton
+        w, w_int4 = dequantize_int4_triton(w, None, None, -1, K, torch.int8, int_out=True), False
+    elif w_int4:
         w = as_words(w)
     y = torch.empty(M, N, dtype=out_dtype, device=x.device)
     cfg = dict(config or _pick(W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))

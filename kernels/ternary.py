@@ -61,6 +61,41 @@ def _ternary_gemv(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, N, K, KW,
 
 
 @triton.jit
+def _ternary_gemv3(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, N, K, KW, NG, G, stride_xm, stride_ym,
+                   HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # 3-D variant: [rows, words, trits]; x loaded as contiguous [words, 16]
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_w = tl.arange(0, BLOCK_KW)
+    offs_j = tl.arange(0, 16)
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+    x_row = x_ptr + m * stride_xm
+    for kw0 in range(0, KW, BLOCK_KW):
+        wi = kw0 + offs_w
+        wmask = n_mask[:, None] & (wi < KW)[None, :]
+        w1 = tl.load(t1_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        w2 = tl.load(t2_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        g = (wi * 16) // G
+        smask = wmask & (g < NG)[None, :]
+        a1 = tl.load(a1_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+        a2 = tl.load(a2_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+        sh = (offs_j * 2)[None, None, :]
+        # a1*t1 + a2*t2 per trit with t = code - 1; codes as exact floats via the 2**23 mantissa trick
+        f1 = (((w1[:, :, None] >> sh) & 3) | _MAGIC).to(tl.float32, bitcast=True) - 8388609.0
+        f2 = (((w2[:, :, None] >> sh) & 3) | _MAGIC).to(tl.float32, bitcast=True) - 8388609.0
+        wv = f1 * a1[:, :, None] + f2 * a2[:, :, None]
+        k = (wi * 16)[:, None] + offs_j[None, :]
+        x2 = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+        acc += tl.sum(wv * x2[None, :, :], axis=2)
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
 def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
                 HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                 GSUB: tl.constexpr):
@@ -101,7 +136,9 @@ def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
 
 
-GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4, num_stages=2)
+GEMV_KIND = "gemv"  # "gemv" (trit slices) or "gemv3" (3-D)
+GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4, num_stages=1)
+GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4, num_stages=1)
 TC_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
     (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
@@ -130,11 +167,11 @@ def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None,
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     b = bias if bias is not None else a1
     if kernel is None:
-        kernel = "gemv" if M == 1 else "tc"
-    if kernel == "gemv":
-        cfg = dict(config or GEMV_CONFIG)
+        kernel = GEMV_KIND if M == 1 else "tc"
+    if kernel in ("gemv", "gemv3"):
+        cfg = dict(config or (GEMV_CONFIG if kernel == "gemv" else GEMV3_CONFIG))
         grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
-        _ternary_gemv[grid](x2, w1, w2, a1, a2, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),
+        (_ternary_gemv if kernel == "gemv" else _ternary_gemv3)[grid](x2, w1, w2, a1, a2, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),
                             HAS_BIAS=bias is not None, **cfg)
     else:
         cfg = dict(config or _tc_config(M))

@@ -66,6 +66,74 @@ def _w4a16_gemv(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, G, strid
 
 
 @triton.jit
+def _w4a16_gemv3(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, G, stride_xm, stride_ym,
+                 HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # 3-D variant: [rows, words, nibbles]; x is loaded as contiguous [words, 8] (16-byte vectors)
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_w = tl.arange(0, BLOCK_KW)
+    offs_i = tl.arange(0, 8)
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+    x_row = x_ptr + m * stride_xm
+    for kw0 in range(0, KW, BLOCK_KW):
+        wi = kw0 + offs_w
+        wmask = n_mask[:, None] & (wi < KW)[None, :]
+        words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        if not HAS_ZERO:
+            words = words ^ _XOR8
+        nib = ((words[:, :, None] >> (offs_i * 4)[None, None, :]) & 15) | _MAGIC
+        f = nib.to(tl.float32, bitcast=True) - 8388608.0
+        k = (wi * 8)[:, None] + offs_i[None, :]
+        x2 = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+        p = tl.sum(f * x2[None, :, :], axis=2)
+        xs = tl.sum(x2, axis=1)
+        g = (wi * 8) // G
+        smask = wmask & (g < NG)[None, :]
+        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+            acc += s * (p - z * xs[None, :])
+        else:
+            acc += s * (p - 8.0 * xs[None, :])
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
+                  HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # one HBM pass: packed int4 [N, KW] -> dense [N, K] (float (q - z) * s, or the int8 values if INT_OUT)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    wi = tl.program_id(1) * BLOCK_KW + tl.arange(0, BLOCK_KW)
+    offs_i = tl.arange(0, 8)
+    wmask = (offs_n < N)[:, None] & (wi < KW)[None, :]
+    words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+    if HAS_ZERO:
+        q = (words[:, :, None] >> (offs_i * 4)[None, None, :]) & 15
+    else:
+        q = (words[:, :, None] << (28 - offs_i * 4)[None, None, :]) >> 28
+    k = (wi * 8)[:, None] + offs_i[None, :]
+    omask = (offs_n < N)[:, None, None] & (k < K)[None, :, :]
+    optr = o_ptr + offs_n[:, None, None] * K + k[None, :, :]
+    if INT_OUT:
+        tl.store(optr, q.to(tl.int8), mask=omask)
+    else:
+        g = (wi * 8) // G
+        smask = wmask & (g < NG)[None, :]
+        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+        wq = q.to(tl.float32)
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+            wq = wq - z[:, :, None]
+        tl.store(optr, (wq * s[:, :, None]).to(o_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
 def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
               HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GSUB: tl.constexpr):
@@ -110,11 +178,17 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stri
 
 
 # M-bucket -> config; one config per launch (autotune with >= 2 configs breaks the interpreter).
-GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=64, num_warps=4, num_stages=2)
+GEMV_KIND = "gemv"  # "gemv" (nibble slices) or "gemv3" (3-D)
+GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=128, num_warps=4, num_stages=1)
+GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=64, num_warps=4, num_stages=1)
+# From this M on, dequantize the weight once per call (one HBM pass) and use cuBLAS: at prefill the
+# in-register dequantization of the tensor-core kernel costs more than the extra weight traffic.
+DEQUANT_MIN_M = 512
+DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)
 TC_CONFIGS = [  # (max M, config)
-    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
+    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)),
     (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
-    (1 << 62, dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)),
+    (1 << 62, dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)),
 ]
 
 
@@ -146,11 +220,14 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
     z = zeros if zeros is not None else dummy
     b = bias if bias is not None else dummy
     if kernel is None:
-        kernel = "gemv" if M == 1 else "tc"
-    if kernel == "gemv":
-        cfg = dict(config or GEMV_CONFIG)
+        kernel = GEMV_KIND if M == 1 else ("dequant" if M >= DEQUANT_MIN_M and x.is_cuda else "tc")
+    if kernel == "dequant":
+        w = dequantize_int4_triton(qweight, scales, zeros, group_size, K, x.dtype)
+        return torch.nn.functional.linear(x, w, bias)
+    if kernel in ("gemv", "gemv3"):
+        cfg = dict(config or (GEMV_CONFIG if kernel == "gemv" else GEMV3_CONFIG))
         grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
-        _w4a16_gemv[grid](x2, words, scales, z, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),
+        (_w4a16_gemv if kernel == "gemv" else _w4a16_gemv3)[grid](x2, words, scales, z, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),
                           HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, **cfg)
     else:
         cfg = dict(config or _tc_config(M))
@@ -161,3 +238,17 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
         _w4a16_tc[grid](x2, words, scales, z, b, y, M, N, K, KW, NG, G, x2.stride(0), y.stride(0),
                         HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, GSUB=gsub, **cfg)
     return y.reshape(*x.shape[:-1], N)
+
+
+def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtype, int_out=False, config=None):
+    """Packed int4 [N, KW*4 bytes] -> dense [N, K] (dtype, (q - z) * s) or int8 values if int_out."""
+    words = as_words(qweight)
+    N, KW = words.shape
+    out = torch.empty(N, K, dtype=torch.int8 if int_out else dtype, device=qweight.device)
+    cfg = dict(config or DEQUANT_CONFIG)
+    s = scales if scales is not None else out
+    grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(KW, cfg["BLOCK_KW"]))
+    _int4_dequant[grid](words, s, zeros if zeros is not None else s, out, N, K, KW,
+                        scales.shape[1] if scales is not None else 1, norm_group(K, group_size),
+                        HAS_ZERO=zeros is not None, INT_OUT=int_out, **cfg)
+    return out
