@@ -140,7 +140,7 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
             u = (q.to(torch.int32) + 8)
             u8 = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8)
             tp = torch.ops.aten._convert_weight_to_int4pack(u8, 8)
-            sz = torch.stack([s.t(), -8 * s.t()], dim=-1).to(torch.bfloat16).contiguous()  # w = (u - 8) * s
+            sz = torch.stack([s.t(), torch.zeros_like(s.t())], dim=-1).to(torch.bfloat16).contiguous()  # w=(u-8)*s+0
             tps = [tp] + [tp.clone() for _ in range(copies_for(w4_bytes) - 1)]
             y = torch.ops.aten._weight_int4pack_mm(x, tp, 128, sz)
             yref = ref.w4a16_linear_ref(x, p, s16, None, None, 128)

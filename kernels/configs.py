@@ -26,6 +26,13 @@ def shipped():
         c, o = _split(w4a16.GEMV_CONFIG)
         out.append((f"w4a16_gemv[{dt}]", w4a16._w4a16_gemv, sig, {**flags, **c}, o))
         out.append((f"w4a16_gemv_zero[{dt}]", w4a16._w4a16_gemv, sig, {**flags, "HAS_ZERO": True, **c}, o))
+        c3, o3 = _split(w4a16.GEMV3_CONFIG)
+        out.append((f"w4a16_gemv3[{dt}]", w4a16._w4a16_gemv3, sig, {**flags, **c3}, o3))
+        c, o = _split(w4a16.DEQUANT_CONFIG)
+        dsig = dict(w_ptr="*i32", s_ptr=dt, z_ptr=dt, o_ptr=dt, N="i32", K="i32", KW="i32", NG="i32", G="i32")
+        out.append((f"int4_dequant[{dt}]", w4a16._int4_dequant, dsig, {"HAS_ZERO": True, "INT_OUT": False, **c}, o))
+        out.append((f"int4_unpack_i8[{dt}]", w4a16._int4_dequant, dict(dsig, o_ptr="*i8"),
+                    {"HAS_ZERO": False, "INT_OUT": True, **c}, o))
         sig_tc = dict(sig, M="i32")
         for max_m, cfg in w4a16.TC_CONFIGS:
             c, o = _split(cfg)
@@ -36,6 +43,8 @@ def shipped():
                     K="i32", KW="i32", NG="i32", G="i32", stride_xm="i32", stride_ym="i32")
         c, o = _split(ternary.GEMV_CONFIG)
         out.append((f"ternary_gemv[{dt}]", ternary._ternary_gemv, tsig, {"HAS_BIAS": True, **c}, o))
+        c3, o3 = _split(ternary.GEMV3_CONFIG)
+        out.append((f"ternary_gemv3[{dt}]", ternary._ternary_gemv3, tsig, {"HAS_BIAS": True, **c3}, o3))
         for max_m, cfg in ternary.TC_CONFIGS:
             c, o = _split(cfg)
             for gsub in sorted({32, c["BLOCK_K"]}):

@@ -137,7 +137,7 @@ def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW
 
 
 GEMV_KIND = "gemv"  # "gemv" (trit slices) or "gemv3" (3-D)
-GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4, num_stages=1)
+GEMV_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4, num_stages=1)  # H100 sweep winner
 GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4, num_stages=1)
 TC_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),

@@ -179,7 +179,7 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stri
 
 # M-bucket -> config; one config per launch (autotune with >= 2 configs breaks the interpreter).
 GEMV_KIND = "gemv"  # "gemv" (nibble slices) or "gemv3" (3-D)
-GEMV_CONFIG = dict(BLOCK_N=16, BLOCK_KW=128, num_warps=4, num_stages=1)
+GEMV_CONFIG = dict(BLOCK_N=8, BLOCK_KW=128, num_warps=4, num_stages=1)  # H100 sweep winner
 GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=64, num_warps=4, num_stages=1)
 # From this M on, dequantize the weight once per call (one HBM pass) and use cuBLAS: at prefill the
 # in-register dequantization of the tensor-core kernel costs more than the extra weight traffic.

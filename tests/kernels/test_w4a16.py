@@ -66,3 +66,19 @@ def test_w4a16_3d_input():
     y = w4a16_linear_triton(x.view(2, 3, 128), p, s, z, b, 64)
     assert y.shape == (2, 3, 64)
     assert rel_err(y.reshape(6, 64), R.w4a16_linear_ref(x, p, s, z, b, 64)) < 2e-3
+
+
+@pytest.mark.parametrize("M,N,K,G,sym", [(1, 64, 200, 64, True), (2, 40, 172, -1, False), (1, 96, 256, 32, False)])
+def test_w4a16_gemv3_variant(M, N, K, G, sym):
+    x, p, s, z, b = _make(M, N, K, G, sym, torch.float16)
+    assert rel_err(w4a16_linear_triton(x, p, s, z, b, G, kernel="gemv3"), R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
+
+
+@pytest.mark.parametrize("N,K,G,sym", [(40, 200, 64, True), (33, 172, -1, False), (64, 300, 32, False)])
+def test_int4_dequant_kernel(N, K, G, sym):
+    from qpass.kernels.w4a16 import dequantize_int4_triton
+    q, s, z = F.quantize_int4(torch.randn(N, K), G, sym)
+    p = F.pack_int4(q)
+    assert torch.equal(dequantize_int4_triton(p, s, z, G, K, torch.float32), F.dequantize_int4(q, s, z, G))
+    if sym:
+        assert torch.equal(dequantize_int4_triton(p, None, None, -1, K, torch.int8, int_out=True), q)
