@@ -1,0 +1,45 @@
+"""The qpass command, run as a user would, on the real (tiny) stories260K Llama."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"
+
+
+def run(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "qpass.cli", *args], capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stderr)
+    return p
+
+
+def test_recipes_lists_presets_as_json():
+    out = json.loads(run("recipes", "--json").stdout)
+    assert {"w8a8", "w4a16", "w4a8", "w4a4"} <= set(out)
+    assert "group_size: 64" in run("recipes", "w4a16").stdout
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
+def test_quantize_json_on_stories260k(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: mine\nweights: {bits: 4, group_size: 64}\nactivations: {bits: 8, granularity: per_channel}\n"
+                      "calibration: {num_samples: 4, seq_len: 128}\n")
+    out = json.loads(run("quantize", "--model", str(STORIES), "--recipe", str(recipe), "--eval-tokens", "1024",
+                         "--seq-len", "256", "--json").stdout)
+    s = out["report"]["summary"]
+    assert s["linear_sites"] == 36 and s["quantized"] == 35 and s["graph_breaks"] == 0
+    assert out["ppl_before"] > 1 and out["ppl_after"] > 1 and out["ppl_after"] != out["ppl_before"]
+    down = next(r for r in out["report"]["rows"] if r["name"] == "model.layers.0.mlp.down_proj")
+    assert down["shape"] == "172 -> 64" and down["scheme"].startswith("w4 g64")  # 172 = 64 + 64 + 44
+
+
+def test_errors_are_clear_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"weights": {"bits": 4, "grup_size": 64}}')
+    p = run("quantize", "--recipe", str(bad), "--no-eval", check=False)
+    assert p.returncode == 2 and "weights.grup_size: unknown key" in p.stderr
+    p = run("eval", "--model", str(tmp_path), check=False)
+    assert p.returncode == 2 and "not a local Hugging Face model folder" in p.stderr
