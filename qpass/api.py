@@ -81,7 +81,7 @@ def compile(
     if recipe.needs_calibration:
         percentile = recipe.activations.percentile if recipe.activations and recipe.activations.observer == "percentile" else None
         observers = calibrate(qmodel, calib, set(selected), percentile, progress)
-    ctx = PassContext(qmodel, recipe, analysis, selected, observers)
+    ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress)
     for i, spec in enumerate(recipe.passes):
         registry.get(spec.name).fn(ctx, registry.validate(spec, f"passes[{i}]"))
     plan_quantization(ctx)

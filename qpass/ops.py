@@ -41,3 +41,19 @@ def fake_quant_per_channel(x: torch.Tensor, scale: torch.Tensor, zero: torch.Ten
 @fake_quant_per_channel.register_fake
 def _(x, scale, zero, bits):
     return torch.empty_like(x)
+
+
+@torch.library.custom_op("qpass::dequantize_trit_planes", mutates_args=())
+def dequantize_trit_planes(
+    t1: torch.Tensor, t2: torch.Tensor, alpha1: torch.Tensor, alpha2: torch.Tensor, group_size: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """Trit planes T1, T2 [O, C] in {-1,0,1} with per-(row, group) α1, α2 -> α1·T1 + α2·T2 [O, C]."""
+    c = t1.shape[-1]
+    a1 = numerics.expand_groups(alpha1.float(), group_size, c)
+    a2 = numerics.expand_groups(alpha2.float(), group_size, c)
+    return (a1 * t1.float() + a2 * t2.float()).to(dtype)
+
+
+@dequantize_trit_planes.register_fake
+def _(t1, t2, alpha1, alpha2, group_size, dtype):
+    return t1.new_empty(t1.shape, dtype=dtype)

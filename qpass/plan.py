@@ -14,6 +14,7 @@ from .analysis import GraphAnalysis, LinearSite
 from .calibrate import ChannelObserver
 from .numerics import QuantizedWeight, qrange
 from .recipe import ActivationSpec, Recipe
+from .tritplane import TritPlanes
 
 
 @dataclass
@@ -34,14 +35,16 @@ class SitePlan:
     site: str
     weight_fqn: str
     dtype: torch.dtype
-    weight: QuantizedWeight | None = None
+    weight: QuantizedWeight | TritPlanes | None = None
     activation: ActQuant | None = None
     weight_error: float | None = None  # ‖W − Ŵ‖ / ‖W‖
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = []
-        if self.weight is not None:
+        if isinstance(self.weight, TritPlanes):
+            parts.append(f"ternary 2-plane g{self.weight.group_size}")
+        elif self.weight is not None:
             w = self.weight
             group = f"g{w.group_size}" if w.group_size else "per-channel"
             parts.append(f"w{w.bits} {group}{'' if w.zero is None else ' asym'}")

@@ -261,6 +261,8 @@ def _presets() -> dict[str, Recipe]:
         "w4a8": Recipe("w4a8", weights=WeightSpec(bits=4, group_size=64), activations=per_token(8)),
         "w4a4": Recipe("w4a4", weights=WeightSpec(bits=4, group_size=None), activations=per_token(4)),
         "w3a16": Recipe("w3a16", weights=WeightSpec(bits=3, group_size=64)),
+        # Data-free PTQTP trit planes on every linear; embeddings, lm_head and norms untouched.
+        "ternary": Recipe("ternary", weights=None, passes=[PassSpec("trit_planes")]),
         "w8a8-static": Recipe(
             "w8a8-static",
             weights=WeightSpec(bits=8, group_size=None),

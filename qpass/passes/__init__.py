@@ -1,0 +1,2 @@
+"""Passes: each a function over (PassContext, options), registered by name in `registry`."""
+from . import registry, trit_planes  # noqa: F401  (importing a pass module registers it)

@@ -21,6 +21,7 @@ class PassContext:
     observers: dict[str, ChannelObserver] = field(default_factory=dict)
     plan: dict[str, SitePlan] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)  # notes for the report
+    progress: bool = True  # show progress bars on long passes
 
     def weight(self, site: LinearSite) -> torch.Tensor:
         """The site's weight in the canonical [out, in] layout (a view for Conv1D-style [in, out] weights)."""

@@ -12,6 +12,7 @@ from ..analysis import analyze
 from ..capture import CapturedGraph
 from ..numerics import quantize_weight
 from ..plan import ActQuant, SitePlan, static_activation
+from ..tritplane import TritPlanes
 from .context import PassContext
 
 
@@ -63,7 +64,13 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
                 scale = _attr(gm, graph, f"{prefix}_input_scale", a.scale)
                 zero = _attr(gm, graph, f"{prefix}_input_zero", a.zero)
                 x = graph.call_function(torch.ops.qpass.fake_quant_per_channel.default, (x, scale, zero, a.bits))
-            if sp.weight is not None:
+            if isinstance(sp.weight, TritPlanes):
+                tp = sp.weight
+                args = [_attr(gm, graph, f"{prefix}_{k}", getattr(tp, k)) for k in ("t1", "t2", "alpha1", "alpha2")]
+                weight = graph.call_function(
+                    torch.ops.qpass.dequantize_trit_planes.default, (*args, tp.group_size, sp.dtype)
+                )
+            elif sp.weight is not None:
                 w = sp.weight
                 q = _attr(gm, graph, f"{prefix}_qweight", w.qweight)
                 scale = _attr(gm, graph, f"{prefix}_weight_scale", w.scale)
