@@ -72,6 +72,10 @@ def _keeps_last_dim(node: fx.Node) -> bool:
 def is_transparent(node: fx.Node) -> bool:
     if node.op == "call_function" and node.target is operator.getitem:
         return _keeps_last_dim(node)
+    if node.op == "call_function" and node.target is torch.ops.aten.slice.Tensor:  # export's x[:, a:b, :]
+        x = node_value(node.args[0])
+        dim = node.args[1] if len(node.args) > 1 else 0
+        return x is not None and dim % x.dim() != x.dim() - 1
     if node.op == "call_method":
         return node.target in _TRANSPARENT_METHODS
     return node.op == "call_function" and node.target in _TRANSPARENT_FUNCTIONS
@@ -93,6 +97,7 @@ class Producer:
     site: str | None = None  # kind=linear: the producing linear site
     norm_weight: str | None = None  # kind=norm: the FQN of the norm's scale γ
     norm_form: str | None = None  # kind=norm: "gamma" (x·γ) or "one_plus_gamma" (x·(1+γ), Gemma)
+    norm_bias: str | None = None  # kind=norm: the FQN of the norm's shift β (LayerNorm), if any
 
 
 @dataclass
@@ -211,7 +216,8 @@ def classify_producer(
     if node.op == "call_function" and node.target in _NORM_FUNCTIONS:
         idx = _NORM_FUNCTIONS[node.target]
         w = node.args[idx] if len(node.args) > idx else node.kwargs.get("weight")
-        return Producer("norm", name, norm_weight=cap.fqn_of.get(w), norm_form="gamma")
+        b = node.args[idx + 1] if len(node.args) > idx + 1 else node.kwargs.get("bias")
+        return Producer("norm", name, norm_weight=cap.fqn_of.get(w), norm_form="gamma", norm_bias=cap.fqn_of.get(b))
     if node.op == "call_function" and node.target in _MUL and len(node.args) == 2:
         for scale_arg, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
             scale = _norm_scale(cap, scale_arg)

@@ -133,3 +133,26 @@ def compile_forward(
     del forward.__wrapped__
     compiled = torch.compile(forward, backend=make_backend(model, transform, counter), fullgraph=fullgraph, dynamic=dynamic)
     return compiled, counter
+
+
+def export_graph(model: torch.nn.Module, input_ids: torch.Tensor, dynamic: bool = False):
+    """(ExportedProgram, CapturedGraph) through torch.export (non-strict) — the capture path for export.
+
+    The graph is pre-dispatch ATen (`aten.linear.default`, `aten.scaled_dot_product_attention.default` kept);
+    parameter placeholders are named from the graph signature. Export aliases live parameters: clone before
+    folding anything into them.
+    """
+    from torch.export import Dim, export
+
+    shapes = {"input_ids": {0: Dim("batch"), 1: Dim("seq")}, "use_cache": None} if dynamic else None
+    ep = export(model, (), {"input_ids": input_ids, "use_cache": False}, strict=False, dynamic_shapes=shapes)
+    cap = CapturedGraph(ep.graph_module)
+    names = tensor_names(model)  # tied weights get the same first name on both capture paths
+    placeholders = {n.name: n for n in ep.graph_module.graph.nodes if n.op == "placeholder"}
+    for spec in ep.graph_signature.input_specs:
+        node = placeholders.get(spec.arg.name)
+        if node is not None and spec.target is not None:
+            value = ep.state_dict.get(spec.target, ep.constants.get(spec.target))
+            if isinstance(value, torch.Tensor):
+                cap.tensor_of[node], cap.fqn_of[node] = value, names.get(id(value), spec.target)
+    return ep, cap

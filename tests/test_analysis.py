@@ -98,3 +98,16 @@ def test_unsupported_use_of_a_weight_is_reported():
     a = captured[0]
     assert [s.name for s in a.linears] == ["lin"]
     assert len(a.unsupported) == 1 and a.unsupported[0].tensor == "table" and "expand" in a.unsupported[0].op
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_export_capture_gives_the_same_analysis(analyses, arch):
+    from qpass.capture import export_graph
+
+    model, dynamo, _ = analyses[arch]
+    _, cap = export_graph(model, torch.randint(0, 256, (1, 10)))
+    exported = analyze(cap)
+    assert [(s.name, s.weight, s.op, s.producer.kind, s.producer.norm_weight, sorted(s.siblings)) for s in exported.linears] == [
+        (s.name, s.weight, s.op, s.producer.kind, s.producer.norm_weight, sorted(s.siblings)) for s in dynamo.linears
+    ]
+    assert [a.sources for a in exported.attention] == [a.sources for a in dynamo.attention]
