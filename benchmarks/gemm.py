@@ -309,6 +309,99 @@ def sweep_prefill():
     return res
 
 
+def sweep2():
+    """Config sweeps of the gemv2 decode kernels (W4A16, ternary), the fused prefill kernels (W4A16 mm,
+    W4A8 in-register unpack) and the int8 GEMM tiles; prints one line per config, returns the rows."""
+    res = []
+
+    def t(tag, fn, ref_y, fns, tol=1e-2, **kw):
+        try:
+            e = rel_err(fn(), ref_y)
+            assert e < tol, e
+            us = graph_time_us(fns, reps=10)
+            res.append(dict(kernel=tag, us=us, err=e, **kw))
+            print("SW2", tag, f"{us:.1f} us", kw, flush=True)
+        except Exception as ex:  # noqa: BLE001
+            print("SW2 FAIL", tag, kw, type(ex).__name__, str(ex)[:150], flush=True)
+
+    for N, K in [(14336, 4096), (4096, 4096), (4096, 14336)]:
+        c = Case(1, N, K)
+        q, s, _ = fmt.quantize_int4(c.w, 128)
+        p = fmt.pack_int4(q)
+        s16 = s.to(torch.bfloat16)
+        ps = [p] + [p.clone() for _ in range(copies_for(p.numel()) - 1)]
+        yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+        for bn, nw, mult in [(2, 4, 128), (4, 4, 128), (8, 4, 128), (16, 4, 128), (4, 8, 128), (8, 8, 128),
+                             (4, 2, 128), (8, 2, 128), (16, 2, 128), (8, 4, 64), (16, 1, 128), (8, 1, 128)]:
+            cfg = dict(BLOCK_N=bn, BLOCK_KW=mult * nw, num_warps=nw, num_stages=1)
+            t("w4a16_gemv2", lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg,
+                                                                  kernel="gemv2"), yr,
+              [lambda pi=pi: k_w4a16.w4a16_linear_triton(c.x, pi, s16, None, None, 128, config=cfg, kernel="gemv2")
+               for pi in ps], N=N, K=K, cfg=cfg)
+        t1, t2, a1, a2 = fmt.quantize_ternary(c.w, 128)
+        P1, P2 = fmt.pack_trits(t1), fmt.pack_trits(t2)
+        a1, a2 = a1.to(torch.bfloat16), a2.to(torch.bfloat16)
+        pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(2 * P1.numel()) - 1)]
+        yt = ref.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
+        for bn, nw in [(4, 2), (8, 2), (16, 2), (4, 4), (8, 4), (8, 1), (16, 1), (2, 4)]:
+            cfg = dict(BLOCK_N=bn, BLOCK_KW=128 * nw, num_warps=nw, num_stages=1)
+            t("ternary_gemv2", lambda: k_tern.ternary_linear_triton(c.x, P1, P2, a1, a2, None, 128, config=cfg,
+                                                                     kernel="gemv2"), yt,
+              [lambda a=a, b=b: k_tern.ternary_linear_triton(c.x, a, b, a1, a2, None, 128, config=cfg,
+                                                             kernel="gemv2") for a, b in pls], N=N, K=K, cfg=cfg)
+        del ps, pls
+        torch.cuda.empty_cache()
+    M, N, K = 2048, 14336, 4096
+    c = Case(M, N, K)
+    q, s, _ = fmt.quantize_int4(c.w, 128)
+    p = fmt.pack_int4(q)
+    s16 = s.to(torch.bfloat16)
+    yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+    t("bf16_m2048", lambda: F.linear(c.x, c.w), c.x.float() @ c.w.float().t(), [lambda: F.linear(c.x, c.w)])
+    t("w4a16_dequant_m2048", lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, kernel="dequant"),
+      yr, [lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, kernel="dequant")])
+    t("int4_dequant_only", lambda: k_w4a16.dequantize_int4_triton(p, s16, None, 128, K, torch.bfloat16).float(),
+      fmt.dequantize_int4(q, s, None, 128), [lambda: k_w4a16.dequantize_int4_triton(p, s16, None, 128, K, torch.bfloat16)])
+    for bm, bn, bk, nw, st, up in [(128, 256, 64, 8, 3, 0), (128, 256, 64, 8, 3, 1), (128, 128, 64, 8, 3, 0),
+                                   (128, 128, 64, 8, 4, 1), (256, 128, 64, 8, 3, 0), (256, 128, 64, 8, 3, 1),
+                                   (128, 256, 32, 8, 4, 0), (128, 128, 64, 4, 4, 0), (128, 128, 128, 8, 3, 0),
+                                   (64, 256, 64, 4, 4, 0)]:
+        cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, UNPACK=up, num_warps=nw, num_stages=st)
+        t("w4a16_mm_m2048", lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="mm"),
+          yr, [lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="mm")], cfg=cfg)
+    xi = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
+    wi8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
+    p8 = fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8))
+    wsc = torch.rand(N, device="cuda") + 0.5
+    r8 = ref.w4a8_linear_ref(xi, p8, wsc, None, None, torch.bfloat16)
+    ri = ref.int8_linear_ref(xi, wi8, wsc, None, None, torch.bfloat16)
+    for bm, bn, bk, nw, st in [(128, 256, 128, 8, 3), (256, 128, 128, 8, 3), (128, 256, 64, 8, 4),
+                               (128, 128, 128, 8, 4), (128, 256, 128, 8, 4), (256, 128, 64, 8, 4)]:
+        for up in (0, 1):
+            cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, UNPACK=up, num_warps=nw, num_stages=st)
+            t("w4a8_fused_m2048", lambda: k_int8.w4a8_linear_triton(xi, p8, wsc, None, None, torch.bfloat16, config=cfg),
+              r8, [lambda: k_int8.w4a8_linear_triton(xi, p8, wsc, None, None, torch.bfloat16, config=cfg)], cfg=cfg)
+        cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=nw, num_stages=st)
+        t("int8_m2048", lambda: k_int8.int8_linear_triton(xi, wi8, wsc, None, None, torch.bfloat16, config=cfg), ri,
+          [lambda: k_int8.int8_linear_triton(xi, wi8, wsc, None, None, torch.bfloat16, config=cfg)], cfg=cfg)
+    del xi, wi8, p8, c
+    torch.cuda.empty_cache()
+    S = 8192
+    xi = torch.randint(-127, 128, (S, S), device="cuda", dtype=torch.int8)
+    wi8 = torch.randint(-127, 128, (S, S), device="cuda", dtype=torch.int8)
+    wsc = torch.rand(S, device="cuda") + 0.5
+    ri = ref.int8_linear_ref(xi[:256], wi8, wsc, None, None, torch.bfloat16)
+    for bm, bn, bk, nw, st, gm in [(256, 128, 128, 8, 3, 8), (128, 256, 128, 8, 3, 8), (128, 256, 128, 8, 4, 8),
+                                   (256, 128, 128, 8, 4, 8), (128, 256, 64, 8, 4, 8), (256, 128, 128, 8, 3, 16),
+                                   (128, 128, 128, 4, 4, 8), (256, 256, 64, 8, 3, 8)]:
+        cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, num_warps=nw, num_stages=st)
+        t("int8_8192", lambda: k_int8.int8_linear_triton(xi, wi8, wsc, None, None, torch.bfloat16, config=cfg)[:256],
+          ri, [lambda: k_int8.int8_linear_triton(xi, wi8, wsc, None, None, torch.bfloat16, config=cfg)], cfg=cfg)
+    for r in sorted(res, key=lambda r: (r["kernel"], r.get("N", 0), r.get("K", 0), r["us"])):
+        print("SW2SORT", r["kernel"], r.get("N", ""), r.get("K", ""), f"{r['us']:.1f}", r.get("cfg", ""))
+    return res
+
+
 def fmt_table(rows, gpu, hbm_bw):
     lines = [f"GPU: {gpu}; measured HBM copy bandwidth {hbm_bw / 1e12:.2f} TB/s; torch {torch.__version__}, "
              f"triton {__import__('triton').__version__}", "",
@@ -341,6 +434,7 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-only", action="store_true")
     ap.add_argument("--sweep-prefill", action="store_true")
+    ap.add_argument("--sweep2", action="store_true", help="gemv2 / fused prefill / int8 tile sweeps only")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--shapes", default="all")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -353,6 +447,13 @@ def main():
         result["sweep_decode"] = sweep(hbm)
     if args.sweep_prefill:
         result["sweep_prefill"] = sweep_prefill()
+    if args.sweep2:
+        result["sweep2"] = sweep2()
+        name = gpu.replace(" ", "_").replace("/", "_")
+        for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{name}.sweep2.json").write_text(json.dumps(result, indent=1))
+        return
     rows = []
     if not args.sweep_only:
         ms = [int(m) for m in args.ms.split(",")]

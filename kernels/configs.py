@@ -26,6 +26,19 @@ def shipped():
         c, o = _split(w4a16.GEMV_CONFIG)
         out.append((f"w4a16_gemv[{dt}]", w4a16._w4a16_gemv, sig, {**flags, **c}, o))
         out.append((f"w4a16_gemv_zero[{dt}]", w4a16._w4a16_gemv, sig, {**flags, "HAS_ZERO": True, **c}, o))
+        sig2 = {k: v for k, v in sig.items() if k != "G"}
+        c, o = _split(w4a16.GEMV2_CONFIG)
+        for gw in (0, 16):
+            out.append((f"w4a16_gemv2[{dt},GW={gw}]", w4a16._w4a16_gemv2, sig2, {**flags, "GW": gw, **c}, o))
+        out.append((f"w4a16_gemv2_zero[{dt}]", w4a16._w4a16_gemv2, sig2, {**flags, "HAS_ZERO": True, "GW": 16, **c}, o))
+        c, o = _split(w4a16.MM_CONFIG)
+        out.append((f"w4a16_mm[{dt}]", w4a16._w4a16_mm, dict(sig, M="i32"),
+                    {**flags, "SCALAR_G": True, **c}, o))
+        c, o = _split(w4a16.DEQUANT_FLAT_CONFIG)
+        fsig = dict(w_ptr="*i32", s_ptr=dt, z_ptr=dt, o_ptr=dt, TOTAL_W="i32", KW="i32", NG="i32", G="i32")
+        out.append((f"int4_dequant_flat[{dt}]", w4a16._int4_dequant_flat, fsig, {"HAS_ZERO": True, "INT_OUT": False, **c}, o))
+        out.append((f"int4_unpack_flat_i8[{dt}]", w4a16._int4_dequant_flat, dict(fsig, o_ptr="*i8"),
+                    {"HAS_ZERO": False, "INT_OUT": True, **c}, o))
         c3, o3 = _split(w4a16.GEMV3_CONFIG)
         out.append((f"w4a16_gemv3[{dt}]", w4a16._w4a16_gemv3, sig, {**flags, **c3}, o3))
         c, o = _split(w4a16.DEQUANT_CONFIG)
@@ -43,6 +56,10 @@ def shipped():
                     K="i32", KW="i32", NG="i32", G="i32", stride_xm="i32", stride_ym="i32")
         c, o = _split(ternary.GEMV_CONFIG)
         out.append((f"ternary_gemv[{dt}]", ternary._ternary_gemv, tsig, {"HAS_BIAS": True, **c}, o))
+        c, o = _split(ternary.GEMV2_CONFIG)
+        t2sig = {k: v for k, v in tsig.items() if k != "G"}
+        for gw in (0, 8):
+            out.append((f"ternary_gemv2[{dt},GW={gw}]", ternary._ternary_gemv2, t2sig, {"HAS_BIAS": True, "GW": gw, **c}, o))
         c3, o3 = _split(ternary.GEMV3_CONFIG)
         out.append((f"ternary_gemv3[{dt}]", ternary._ternary_gemv3, tsig, {"HAS_BIAS": True, **c3}, o3))
         for max_m, cfg in ternary.TC_CONFIGS:
@@ -57,7 +74,7 @@ def shipped():
             c, o = _split(cfg)
             sig = dict(isig, w_ptr="*i32") if int4 else isig
             out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", int8_gemm._int8_mm, sig,
-                        {"W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True, **c}, o))
+                        {"W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True, "UNPACK": 0, **c}, o))
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", q_ptr="*i8", so_ptr="*fp32", K="i32", stride_xm="i32",
                 stride_qm="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "BLOCK_K": 4096}, {"num_warps": 4}))

@@ -15,7 +15,7 @@ from .formats import as_words
 
 @triton.jit
 def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
-             W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr,
+             W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     # grouped program order: GROUP_M row-tiles share each weight tile while it is in L2
     pid = tl.program_id(0)
@@ -36,13 +36,18 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
                     mask=m_mask[:, None] & (k < K)[None, :], other=0)
-        if W_INT4:
+        if W_INT4 and UNPACK == 0:
             BKW: tl.constexpr = BLOCK_K // 8
             wi = k0 // 8 + tl.arange(0, BKW)
             words = tl.load(w_ptr + offs_n[:, None] * stride_wn + wi[None, :],
                             mask=n_mask[:, None] & (wi < stride_wn)[None, :], other=0)
             sh = 28 - tl.arange(0, 8) * 4
             w = tl.reshape(((words[:, :, None] << sh[None, None, :]) >> 28).to(tl.int8), [BLOCK_N, BLOCK_K])
+        elif W_INT4:
+            # the word of every (n, k), re-read 8x from L1; sign-extend nibble k % 8: no 3-D reshape
+            wv = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k // 8)[None, :],
+                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
+            w = ((wv << (28 - (k % 8) * 4)[None, :]) >> 28).to(tl.int8)
         else:
             w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :],
                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
@@ -79,6 +84,7 @@ def _pick(table, M):
 # From this M on, W4A8 unpacks the int4 weight to int8 once per call (one HBM pass) and runs the int8
 # kernel: cheaper at prefill than sign-extending the nibbles of every tile in registers.
 UNPACK_MIN_M = 512
+UNPACK_FIRST = True  # False: fused in-register unpack (W4A8_CONFIGS) at every M
 
 
 def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
@@ -88,7 +94,7 @@ def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
         x2 = x2.contiguous()
     M = x2.shape[0]
     N = w.shape[0]
-    if w_int4 and M >= UNPACK_MIN_M and x.is_cuda and config is None:
+    if w_int4 and M >= UNPACK_MIN_M and x.is_cuda and config is None and UNPACK_FIRST:
         from .w4a16 import dequantize_int4_triton
         w, w_int4 = dequantize_int4_triton(w, None, None, -1, K, torch.int8, int_out=True), False
     elif w_int4:
@@ -99,7 +105,8 @@ def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
     _int8_mm[grid](x2, w, w_scale, xs, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0),
-                   W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, **cfg)
+                   W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None,
+                   **{"UNPACK": 0, **cfg})
     return y.reshape(*x.shape[:-1], N)
 
 

@@ -61,6 +61,54 @@ def _ternary_gemv(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, N, K, KW,
 
 
 @triton.jit
+def _ternary_gemv2(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym,
+                   GW: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # _ternary_gemv with the W4A16 gemv2 tiling: [BLOCK_N, 128 * num_warps] words, each thread all rows x 4
+    # consecutive words of both planes (16-byte loads), x shared by the rows in registers; GW = words per group.
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_w = tl.arange(0, BLOCK_KW)
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+    x_row = x_ptr + m * stride_xm
+    for kw0 in range(0, KW, BLOCK_KW):
+        wi = kw0 + offs_w
+        wmask = n_mask[:, None] & (wi < KW)[None, :]
+        w1 = tl.load(t1_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        w2 = tl.load(t2_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        if GW == 0:
+            g = wi * 0
+        else:
+            g = wi // GW
+        a1 = tl.load(a1_ptr + offs_n[:, None] * NG + g[None, :], mask=wmask, other=0.0).to(tl.float32)
+        a2 = tl.load(a2_ptr + offs_n[:, None] * NG + g[None, :], mask=wmask, other=0.0).to(tl.float32)
+        h1 = w1 >> 16
+        h2 = w2 >> 16
+        p1 = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+        p2 = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+        xs = tl.zeros([BLOCK_KW], dtype=tl.float32)
+        for j in tl.static_range(16):
+            k = wi * 16 + j
+            xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+            xs += xv
+            xj = (xv * (1.0 / (4 ** (j % 8))))[None, :]
+            if j < 8:
+                v1 = (w1 & (3 << (2 * j))) | _MAGIC
+                v2 = (w2 & (3 << (2 * j))) | _MAGIC
+            else:
+                v1 = (h1 & (3 << (2 * (j - 8)))) | _MAGIC
+                v2 = (h2 & (3 << (2 * (j - 8)))) | _MAGIC
+            p1 += (v1.to(tl.float32, bitcast=True) - 8388608.0) * xj
+            p2 += (v2.to(tl.float32, bitcast=True) - 8388608.0) * xj
+        acc += a1 * (p1 - xs[None, :]) + a2 * (p2 - xs[None, :])
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
 def _ternary_gemv3(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, N, K, KW, NG, G, stride_xm, stride_ym,
                    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     # 3-D variant: [rows, words, trits]; x loaded as contiguous [words, 16]
@@ -136,8 +184,9 @@ def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
 
 
-GEMV_KIND = "gemv"  # "gemv" (trit slices) or "gemv3" (3-D)
-GEMV_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4, num_stages=1)  # H100 sweep winner
+GEMV_KIND = "gemv2"  # "gemv2" (rows x 16-byte words per thread), "gemv" (trit slices) or "gemv3" (3-D)
+GEMV_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4, num_stages=1)
+GEMV2_CONFIG = dict(BLOCK_N=4, BLOCK_KW=256, num_warps=2, num_stages=1)  # H100 sweep2 winner; BLOCK_KW = 128 * num_warps
 GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4, num_stages=1)
 TC_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
@@ -168,7 +217,12 @@ def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None,
     b = bias if bias is not None else a1
     if kernel is None:
         kernel = GEMV_KIND if M == 1 else "tc"
-    if kernel in ("gemv", "gemv3"):
+    if kernel == "gemv2":
+        cfg = dict(config or GEMV2_CONFIG)
+        grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
+        _ternary_gemv2[grid](x2, w1, w2, a1, a2, b, y, N, K, KW, NG, x2.stride(0), y.stride(0),
+                             GW=0 if G >= K else G // 16, HAS_BIAS=bias is not None, **cfg)
+    elif kernel in ("gemv", "gemv3"):
         cfg = dict(config or (GEMV_CONFIG if kernel == "gemv" else GEMV3_CONFIG))
         grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
         (_ternary_gemv if kernel == "gemv" else _ternary_gemv3)[grid](x2, w1, w2, a1, a2, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),

@@ -105,6 +105,119 @@ def _w4a16_gemv3(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, G, stri
 
 
 @triton.jit
+def _w4a16_gemv2(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym,
+                 GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # Same decode as _w4a16_gemv, but the tile is [BLOCK_N, 128 * num_warps] words: the load layout then
+    # gives each thread all BLOCK_N rows x 4 consecutive words (one 16-byte load per row), so the x values
+    # (and their pre-scaling and sums) of those 4 words are shared by BLOCK_N rows in registers.
+    # GW = words per group (constexpr, 0 = one group per row): the scale index is known per word.
+    pid_n = tl.program_id(0)
+    m = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    offs_w = tl.arange(0, BLOCK_KW)
+    acc = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+    x_row = x_ptr + m * stride_xm
+    for kw0 in range(0, KW, BLOCK_KW):
+        wi = kw0 + offs_w
+        wmask = n_mask[:, None] & (wi < KW)[None, :]
+        words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+        if not HAS_ZERO:
+            words = words ^ _XOR8
+        if GW == 0:
+            g = wi * 0
+        else:
+            g = wi // GW
+        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=wmask, other=0.0).to(tl.float32)
+        hi = words >> 16
+        p = tl.zeros([BLOCK_N, BLOCK_KW], dtype=tl.float32)
+        xs = tl.zeros([BLOCK_KW], dtype=tl.float32)
+        for i in tl.static_range(8):
+            k = wi * 8 + i
+            xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+            xs += xv
+            if i < 4:
+                v = (words & (15 << (4 * i))) | _MAGIC
+            else:
+                v = (hi & (15 << (4 * (i - 4)))) | _MAGIC
+            f = v.to(tl.float32, bitcast=True) - 8388608.0
+            p += f * (xv * (1.0 / (16 ** (i % 4))))[None, :]
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=wmask, other=0.0).to(tl.float32)
+            acc += s * (p - z * xs[None, :])
+        else:
+            acc += s * (p - 8.0 * xs[None, :])
+    y = tl.sum(acc, axis=1)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
+def _w4a16_mm(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
+              HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, SCALAR_G: tl.constexpr, UNPACK: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # Prefill: acc[M-tile, N-tile] = X . W_deq^T with the int4 unpack fused into the K loop (no dequantized
+    # copy of W in HBM).  UNPACK 0: load [BLOCK_N, BLOCK_K / 8] words and split nibbles with a 3-D reshape;
+    # UNPACK 1: load the word of every (n, k) (8x re-read, served by L1) and shift by 4 * (k % 8): no reshape.
+    # SCALAR_G: BLOCK_K divides the group, so one scale (and zero) per row per K step.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    gm = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % gm
+    pid_n = (pid % per_group) // gm
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    offs_k = tl.arange(0, BLOCK_K)
+    BKW: tl.constexpr = BLOCK_K // 8
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs_k
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
+                    mask=m_mask[:, None] & (k < K)[None, :], other=0.0)
+        if UNPACK == 0:
+            wi = k0 // 8 + tl.arange(0, BKW)
+            words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :],
+                            mask=n_mask[:, None] & (wi < KW)[None, :], other=0)
+            sh = tl.arange(0, 8) * 4
+            if HAS_ZERO:
+                q = tl.reshape((words[:, :, None] >> sh[None, None, :]) & 15, [BLOCK_N, BLOCK_K])
+            else:
+                q = tl.reshape((words[:, :, None] << (28 - sh)[None, None, :]) >> 28, [BLOCK_N, BLOCK_K])
+        else:
+            wv = tl.load(w_ptr + offs_n[:, None] * KW + (k // 8)[None, :],
+                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
+            if HAS_ZERO:
+                q = (wv >> ((k % 8) * 4)[None, :]) & 15
+            else:
+                q = (wv << (28 - (k % 8) * 4)[None, :]) >> 28
+        wq = q.to(tl.float32)
+        if SCALAR_G:
+            g = k0 // G
+            s = tl.load(s_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+            if HAS_ZERO:
+                wq = wq - tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+        else:
+            gk = k // G
+            gmask = n_mask[:, None] & (k < K)[None, :]
+            s = tl.load(s_ptr + offs_n[:, None] * NG + gk[None, :], mask=gmask, other=0.0).to(tl.float32)
+            if HAS_ZERO:
+                wq = wq - tl.load(z_ptr + offs_n[:, None] * NG + gk[None, :], mask=gmask, other=0.0).to(tl.float32)
+        w = (wq * s).to(x.dtype)
+        acc = tl.dot(x, tl.trans(w), acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
 def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
                   HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     # one HBM pass: packed int4 [N, KW] -> dense [N, K] (float (q - z) * s, or the int8 values if INT_OUT)
@@ -131,6 +244,34 @@ def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
             z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
             wq = wq - z[:, :, None]
         tl.store(optr, (wq * s[:, :, None]).to(o_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, o_ptr, TOTAL_W, KW, NG, G,
+                       HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_W: tl.constexpr):
+    # K % 8 == 0: packed words and the dense output are both one contiguous stream (word j -> out[8j:8j+8]),
+    # so each program reads BLOCK_W consecutive words and writes 8 * BLOCK_W consecutive values (16-byte
+    # stores for bf16): no row structure, every access contiguous.
+    j = tl.program_id(0).to(tl.int64) * BLOCK_W + tl.arange(0, BLOCK_W)
+    jm = j < TOTAL_W
+    words = tl.load(w_ptr + j, mask=jm, other=0)
+    offs_i = tl.arange(0, 8)
+    if HAS_ZERO:
+        q = (words[:, None] >> (offs_i * 4)[None, :]) & 15
+    else:
+        q = (words[:, None] << (28 - offs_i * 4)[None, :]) >> 28
+    optr = o_ptr + (j * 8)[:, None] + offs_i[None, :]
+    omask = jm[:, None]
+    if INT_OUT:
+        tl.store(optr, q.to(tl.int8), mask=omask)
+    else:
+        row = j // KW
+        sidx = row * NG + ((j - row * KW) * 8) // G
+        s = tl.load(s_ptr + sidx, mask=jm, other=0.0).to(tl.float32)
+        wq = q.to(tl.float32)
+        if HAS_ZERO:
+            wq = wq - tl.load(z_ptr + sidx, mask=jm, other=0.0).to(tl.float32)[:, None]
+        tl.store(optr, (wq * s[:, None]).to(o_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -178,13 +319,17 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stri
 
 
 # M-bucket -> config; one config per launch (autotune with >= 2 configs breaks the interpreter).
-GEMV_KIND = "gemv"  # "gemv" (nibble slices) or "gemv3" (3-D)
-GEMV_CONFIG = dict(BLOCK_N=8, BLOCK_KW=128, num_warps=4, num_stages=1)  # H100 sweep winner
+GEMV_KIND = "gemv2"  # "gemv2" (rows x 16-byte words per thread), "gemv" (nibble slices) or "gemv3" (3-D)
+GEMV_CONFIG = dict(BLOCK_N=8, BLOCK_KW=128, num_warps=4, num_stages=1)
+GEMV2_CONFIG = dict(BLOCK_N=4, BLOCK_KW=256, num_warps=2, num_stages=1)  # H100 sweep2 winner; BLOCK_KW = 128 * num_warps
 GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=64, num_warps=4, num_stages=1)
-# From this M on, dequantize the weight once per call (one HBM pass) and use cuBLAS: at prefill the
-# in-register dequantization of the tensor-core kernel costs more than the extra weight traffic.
+# From this M on: "mm" = the int4 unpack fused into the K loop of a tensor-core GEMM; "dequant" = dequantize
+# the weight once per call (one HBM pass) and use cuBLAS.
+PREFILL_KIND = "dequant"  # H100 sweep2: mm 830 us at best vs dequant + cuBLAS 553 us (M=2048)
 DEQUANT_MIN_M = 512
-DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)
+DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)  # 2-D kernel (K % 8 != 0)
+DEQUANT_FLAT_CONFIG = dict(BLOCK_W=512, num_warps=4)  # flat kernel (K % 8 == 0)
+MM_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, UNPACK=0, num_warps=4, num_stages=4)
 TC_CONFIGS = [  # (max M, config)
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)),
     (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
@@ -220,11 +365,27 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
     z = zeros if zeros is not None else dummy
     b = bias if bias is not None else dummy
     if kernel is None:
-        kernel = GEMV_KIND if M == 1 else ("dequant" if M >= DEQUANT_MIN_M and x.is_cuda else "tc")
+        if M == 1:
+            kernel = GEMV_KIND
+        elif M >= DEQUANT_MIN_M and x.is_cuda:
+            kernel = PREFILL_KIND
+        else:
+            kernel = "tc"
     if kernel == "dequant":
         w = dequantize_int4_triton(qweight, scales, zeros, group_size, K, x.dtype)
         return torch.nn.functional.linear(x, w, bias)
-    if kernel in ("gemv", "gemv3"):
+    if kernel == "gemv2":
+        cfg = dict(config or GEMV2_CONFIG)
+        grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
+        _w4a16_gemv2[grid](x2, words, scales, z, b, y, N, K, KW, NG, x2.stride(0), y.stride(0),
+                           GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, **cfg)
+    elif kernel == "mm":
+        cfg = dict(config or MM_CONFIG)
+        grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+        _w4a16_mm[grid](x2, words, scales, z, b, y, M, N, K, KW, NG, G, x2.stride(0), y.stride(0),
+                        HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+                        SCALAR_G=G >= K or G % cfg["BLOCK_K"] == 0, **cfg)
+    elif kernel in ("gemv", "gemv3"):
         cfg = dict(config or (GEMV_CONFIG if kernel == "gemv" else GEMV3_CONFIG))
         grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
         (_w4a16_gemv if kernel == "gemv" else _w4a16_gemv3)[grid](x2, words, scales, z, b, y, N, K, KW, NG, G, x2.stride(0), y.stride(0),
@@ -245,10 +406,18 @@ def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtyp
     words = as_words(qweight)
     N, KW = words.shape
     out = torch.empty(N, K, dtype=torch.int8 if int_out else dtype, device=qweight.device)
-    cfg = dict(config or DEQUANT_CONFIG)
     s = scales if scales is not None else out
+    z = zeros if zeros is not None else s
+    G = norm_group(K, group_size)
+    NG = scales.shape[1] if scales is not None else 1
+    if K % 8 == 0 and (config is None or "BLOCK_W" in config):
+        cfg = dict(config or DEQUANT_FLAT_CONFIG)
+        grid = (triton.cdiv(N * KW, cfg["BLOCK_W"]),)
+        _int4_dequant_flat[grid](words, s, z, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
+                                 INT_OUT=int_out, **cfg)
+        return out
+    cfg = dict(config or DEQUANT_CONFIG)
     grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(KW, cfg["BLOCK_KW"]))
-    _int4_dequant[grid](words, s, zeros if zeros is not None else s, out, N, K, KW,
-                        scales.shape[1] if scales is not None else 1, norm_group(K, group_size),
+    _int4_dequant[grid](words, s, z, out, N, K, KW, NG, G,
                         HAS_ZERO=zeros is not None, INT_OUT=int_out, **cfg)
     return out

@@ -78,3 +78,15 @@ def test_quantize_activation(M, K, qmax, static):
     diff = (q.int() - qr.int()).abs()
     assert int(diff.max()) <= 1 and diff.float().mean() < 1e-3  # a tie may round differently, never more
     assert int(q.max()) <= qmax and int(q.min()) >= -qmax - 1
+
+
+@pytest.mark.parametrize("M,N,K", [(5, 64, 256), (70, 48, 200), (9, 17, 8)])
+def test_w4a8_in_register_unpack_variant(M, N, K):
+    """UNPACK=1: the word of every (n, k) re-read and shifted by 4 * (k % 8) (no 3-D reshape)."""
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
+    p = F.pack_int4(q)
+    ws, x_s, b = _scales(M, N, True, True)
+    cfg = dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, GROUP_M=4, UNPACK=1, num_warps=4, num_stages=2)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, config=cfg)
+    assert rel_err(y, R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32)) < 1e-5

@@ -57,8 +57,17 @@ def test_w4a16_matches_reference(M, N, K, G, sym, dtype):
 def test_w4a16_both_kernels_any_m(M, N, K, G, sym):
     x, p, s, z, b = _make(M, N, K, G, sym, torch.float16)
     yr = R.w4a16_linear_ref(x, p, s, z, b, G)
-    for kernel in ("gemv", "tc"):
+    for kernel in ("gemv", "gemv2", "tc"):
         assert rel_err(w4a16_linear_triton(x, p, s, z, b, G, kernel=kernel), yr) < 2e-3
+
+
+@pytest.mark.parametrize("M,N,K,G,sym,unpack", [(3, 40, 200, 64, True, 0), (5, 33, 256, -1, False, 1),
+                                                 (2, 48, 192, 32, False, 0), (4, 64, 256, 128, True, 1)])
+def test_w4a16_fused_mm(M, N, K, G, sym, unpack):
+    x, p, s, z, b = _make(M, N, K, G, sym, torch.float16)
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=2, UNPACK=unpack, num_warps=4, num_stages=2)
+    y = w4a16_linear_triton(x, p, s, z, b, G, kernel="mm", config=cfg)
+    assert rel_err(y, R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
 
 
 def test_w4a16_3d_input():
