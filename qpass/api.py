@@ -10,7 +10,7 @@ from typing import Iterable
 import torch
 
 from .analysis import GraphAnalysis, analyze
-from .calibrate import calibrate
+from .calibrate import calibrate, statistics_for
 from .capture import compile_forward
 from .passes import registry
 from .passes.context import PassContext
@@ -80,7 +80,7 @@ def compile(
     observers = {}
     if recipe.needs_calibration:
         percentile = recipe.activations.percentile if recipe.activations and recipe.activations.observer == "percentile" else None
-        observers = calibrate(qmodel, calib, set(selected), percentile, progress)
+        observers = calibrate(qmodel, calib, set(selected), percentile, progress, **statistics_for(recipe))
     ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress)
     for i, spec in enumerate(recipe.passes):
         registry.get(spec.name).fn(ctx, registry.validate(spec, f"passes[{i}]"))

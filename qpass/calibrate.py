@@ -16,11 +16,24 @@ _QUANTILE_MAX_ELEMENTS = 1 << 24
 
 
 class ChannelObserver:
-    """Per-input-channel abs-max, min, max and (optionally) a percentile of |x|, over all tokens seen."""
+    """Per-input-channel abs-max, min, max and (optionally) a percentile of |x|, over all tokens seen.
 
-    def __init__(self, channels: int, percentile: float | None = None):
+    Optional statistics for data-driven passes: `skip_tokens` leaves the first tokens of each sequence out of
+    every statistic (attention sinks must not set static ranges); `hessian` accumulates XᵀX (GPTQ);
+    `samples` keeps up to that many random tokens (clip search, per-layer output error).
+    """
+
+    def __init__(self, channels: int, percentile: float | None = None, *, skip_tokens: int = 0,
+                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024):
         self.channels = channels
         self.percentile = percentile
+        self.skip_tokens = skip_tokens
+        self.hessian = torch.zeros(channels, channels, dtype=torch.float64) if hessian else None
+        self.hessian_count = 0
+        self.hessian_tokens = hessian_tokens  # per call: a random subset keeps XᵀX cheap on CPU
+        self.max_samples = samples
+        self.samples: torch.Tensor | None = None
+        self._gen = torch.Generator().manual_seed(0)
         self.absmax = torch.zeros(channels)
         self.min = torch.full((channels,), float("inf"))
         self.max = torch.full((channels,), float("-inf"))
@@ -31,7 +44,12 @@ class ChannelObserver:
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, self.channels).float().cpu()
+        x = x.detach()
+        if self.skip_tokens and x.dim() >= 3:
+            x = x[..., self.skip_tokens :, :]
+        x = x.reshape(-1, self.channels).float().cpu()
+        if x.shape[0] == 0:
+            return
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             self.nonfinite += int((~finite).sum())
@@ -46,6 +64,36 @@ class ChannelObserver:
             stride = max(1, a.numel() // _QUANTILE_MAX_ELEMENTS + 1)
             self._pct_sum += torch.quantile(a[::stride], self.percentile / 100.0, dim=0)
             self._pct_batches += 1
+        if self.hessian is not None or self.max_samples:
+            self._extra(torch.where(finite, x, torch.zeros_like(x)))
+
+    def _extra(self, x: torch.Tensor) -> None:
+        if self.hessian is not None:
+            sub = x[torch.randperm(x.shape[0], generator=self._gen)[: self.hessian_tokens]]
+            self.hessian += (sub.T @ sub).double()
+            self.hessian_count += sub.shape[0]
+        if self.max_samples:
+            # Reservoir-free subsample: a fixed share of every call, trimmed to max_samples at the end.
+            take = x[torch.randperm(x.shape[0], generator=self._gen)[: self.max_samples]]
+            self.samples = take if self.samples is None else torch.cat([self.samples, take])
+            if self.samples.shape[0] > 4 * self.max_samples:
+                keep = torch.randperm(self.samples.shape[0], generator=self._gen)[: self.max_samples]
+                self.samples = self.samples[keep]
+
+    def token_samples(self) -> torch.Tensor | None:
+        """Up to `samples` calibration tokens [N, C] (random, deterministic)."""
+        if self.samples is None:
+            return None
+        if self.samples.shape[0] > self.max_samples:
+            keep = torch.randperm(self.samples.shape[0], generator=torch.Generator().manual_seed(1))
+            self.samples = self.samples[keep[: self.max_samples]]
+        return self.samples
+
+    def mean_hessian(self) -> torch.Tensor:
+        """E[xᵀx] over the sampled tokens, float32 [C, C]."""
+        if self.hessian is None or not self.hessian_count:
+            raise ValueError("no Hessian was collected: calibrate with hessian=True")
+        return (self.hessian / self.hessian_count).float()
 
     def range(self, observer: str, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(low, high) per channel for the chosen statistic; channels never seen finite get (0, 0)."""
@@ -59,15 +107,22 @@ class ChannelObserver:
         return lo, hi
 
 
-def insert_observers(cap: CapturedGraph, observers: dict[str, ChannelObserver], site_names: set[str], percentile):
-    """Graph transform: call each selected site's observer on its input (no change to the computation)."""
+def insert_observers(cap: CapturedGraph, observers: dict[str, ChannelObserver], site_names: set[str], percentile, **stats):
+    """Graph transform: call each selected site's observer on its input (no change to the computation).
+    Sites reading the same tensor (q/k/v; gate/up) share one observer: one update, identical statistics."""
+    shared: dict = {}
     for site in analyze(cap).linears:
         if site.name not in site_names:
             continue
         if site.name not in observers:
-            observers[site.name] = ChannelObserver(site.in_features, percentile)
+            observers[site.name] = ChannelObserver(site.in_features, percentile, **stats)
+        obs = observers[site.name]
+        if site.input in shared:
+            observers[site.name] = shared[site.input] if shared[site.input].channels == obs.channels else obs
+            continue
+        shared[site.input] = obs
         with cap.graph.inserting_after(site.input):
-            cap.graph.call_function(observers[site.name].update, (site.input,))
+            cap.graph.call_function(obs.update, (site.input,))
 
 
 @torch.no_grad()
@@ -77,11 +132,32 @@ def calibrate(
     site_names: set[str],
     percentile: float | None = None,
     progress: bool = True,
+    **stats,
 ) -> dict[str, ChannelObserver]:
-    """Run `batches` (token ids [B, T]) through the model with observers on the selected linear sites."""
+    """Run `batches` (token ids [B, T]) through the model with observers on the selected linear sites.
+    `stats`: ChannelObserver's optional statistics (skip_tokens, hessian, samples, hessian_tokens)."""
     observers: dict[str, ChannelObserver] = {}
-    forward, _ = compile_forward(model, lambda cap: insert_observers(cap, observers, site_names, percentile))
+    forward, _ = compile_forward(model, lambda cap: insert_observers(cap, observers, site_names, percentile, **stats))
     batches = list(batches)
     for ids in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
         forward(input_ids=ids, use_cache=False)
     return observers
+
+
+# Which optional statistics a recipe needs: pass modules add `name -> fn(options) -> dict` here when imported.
+PASS_STATISTICS: dict = {}
+
+
+def statistics_for(recipe) -> dict:
+    """ChannelObserver keyword options the recipe's passes and weight rounding need."""
+    from .passes import registry
+
+    stats: dict = {"skip_tokens": recipe.calibration.skip_tokens}
+    if recipe.weights is not None and recipe.weights.rounding == "gptq":
+        stats["hessian"] = True
+    for i, spec in enumerate(recipe.passes):
+        fn = PASS_STATISTICS.get(spec.name)
+        if fn is not None:
+            for k, v in fn(registry.validate(spec, f"passes[{i}]")).items():
+                stats[k] = max(stats.get(k, v), v) if not isinstance(v, bool) else (stats.get(k, False) or v)
+    return stats

@@ -43,6 +43,11 @@ def cmd_quantize(args) -> dict:
     out["report"] = rep.to_dict()
     if not args.json:
         print(rep.format())
+    if args.plot:
+        from .report import plot_errors
+
+        plot_errors(rep, args.plot)
+        out["plot"] = args.plot
     if not args.no_eval:
         out["ppl_after"] = perplexity(qmodel, ids, args.seq_len, progress=not args.json)
     if not args.json:
@@ -97,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-novel", default="emma", choices=data.NOVELS, help="calibration text")
     q.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
     q.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
+    q.add_argument("--plot", metavar="FILE.png", default=None, help="draw each layer's relative output MSE")
     _add_model_args(q)
     q.set_defaults(fn=cmd_quantize)
 

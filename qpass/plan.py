@@ -39,6 +39,11 @@ class SitePlan:
     activation: ActQuant | None = None
     weight_error: float | None = None  # ‖W − Ŵ‖ / ‖W‖
     notes: list[str] = field(default_factory=list)
+    # Static-activation passes (qsm, smoothquant) may add:
+    input_step: torch.Tensor | None = None  # [C]: explicit x / step before quantizing (no producer could absorb it)
+    gather: torch.Tensor | None = None  # [C'] int64: the GEMM reads x[..., gather] (sort, split, pad; C = zero pad)
+    output_error: float | None = None  # relative output MSE on calibration tokens, ‖Y − Ŷ‖² / ‖Y‖²
+    lowering: dict = field(default_factory=dict)  # what a kernel needs beyond weight/activation (see docs/qsm.md)
 
     def describe(self) -> str:
         parts = []

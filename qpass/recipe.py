@@ -26,8 +26,11 @@ class WeightSpec:
     bits: int = 4
     group_size: int | None = 64  # None: one scale per output channel
     symmetric: bool = True
-    rounding: Literal["rtn"] = "rtn"  # round to nearest
+    rounding: Literal["rtn", "gptq"] = "rtn"  # round to nearest | GPTQ (needs calibration: Hessian XᵀX)
     clip_ratio: float = 1.0  # scale the range before rounding (1.0 = absmax / min-max)
+    gptq_damp: float = 0.01  # GPTQ: damping, a fraction of the Hessian's mean diagonal
+    gptq_act_order: bool = False  # GPTQ: quantize columns in order of decreasing Hessian diagonal
+    gptq_block: int = 128  # GPTQ: columns per lazy-update block
 
 
 @dataclass
@@ -44,6 +47,7 @@ class ActivationSpec:
 class CalibrationSpec:
     num_samples: int = 32  # sequences
     seq_len: int = 512
+    skip_tokens: int = 0  # leave the first N tokens of each sequence out of the statistics (attention sinks)
 
 
 @dataclass
@@ -109,6 +113,7 @@ class Recipe:
         a = self.activations
         return bool(
             (a is not None and a.granularity == "per_channel")
+            or (self.weights is not None and self.weights.rounding == "gptq")
             or any(registry.get(p.name).needs_calibration for p in self.passes)
         )
 
@@ -224,6 +229,8 @@ def validate(r: Recipe) -> None:
             raise RecipeError(f"weights.group_size: must be a positive integer or null (per channel), got {w.group_size}")
         if not 0 < w.clip_ratio <= 1:
             raise RecipeError(f"weights.clip_ratio: must be in (0, 1], got {w.clip_ratio}")
+        if not 0 <= w.gptq_damp < 1 or w.gptq_block <= 0:
+            raise RecipeError("weights.gptq_damp must be in [0, 1) and weights.gptq_block positive")
     if a is not None:
         if a.bits not in SUPPORTED_BITS:
             raise RecipeError(f"activations.bits: {a.bits} is not supported; allowed: {', '.join(map(str, SUPPORTED_BITS))}")
@@ -238,6 +245,8 @@ def validate(r: Recipe) -> None:
             raise RecipeError(f"activations.clip_ratio: must be in (0, 1], got {a.clip_ratio}")
     if r.calibration.num_samples <= 0 or r.calibration.seq_len <= 1:
         raise RecipeError("calibration: num_samples must be ≥ 1 and seq_len ≥ 2")
+    if not 0 <= r.calibration.skip_tokens < r.calibration.seq_len:
+        raise RecipeError("calibration.skip_tokens: must be in [0, seq_len)")
     if w is None and a is None and not r.passes:
         raise RecipeError("recipe: nothing to do — set weights, activations or passes")
     from .passes import registry
@@ -263,6 +272,34 @@ def _presets() -> dict[str, Recipe]:
         "w3a16": Recipe("w3a16", weights=WeightSpec(bits=3, group_size=64)),
         # Data-free PTQTP trit planes on every linear; embeddings, lm_head and norms untouched.
         "ternary": Recipe("ternary", weights=None, passes=[PassSpec("trit_planes")]),
+        # QSM (docs/qsm.md): static per-channel steps migrated into producers; the first token of each
+        # calibration sequence (attention sink) does not set the ranges.
+        "w4a4-qsm": Recipe(
+            "w4a4-qsm",
+            weights=WeightSpec(bits=4, group_size=64),
+            activations=ActivationSpec(bits=4, granularity="per_channel"),
+            passes=[PassSpec("qsm")],
+            calibration=CalibrationSpec(num_samples=32, skip_tokens=1),
+        ),
+        "w4a8-qsm": Recipe(
+            "w4a8-qsm",
+            weights=WeightSpec(bits=4, group_size=64),
+            activations=ActivationSpec(bits=8, granularity="per_channel"),
+            passes=[PassSpec("qsm")],
+            calibration=CalibrationSpec(num_samples=32, skip_tokens=1),
+        ),
+        "w8a8-smooth": Recipe(
+            "w8a8-smooth",
+            weights=WeightSpec(bits=8, group_size=None),
+            activations=ActivationSpec(bits=8, granularity="per_channel"),
+            passes=[PassSpec("smoothquant", {"alpha": 0.5}), PassSpec("qsm")],
+            calibration=CalibrationSpec(num_samples=32, skip_tokens=1),
+        ),
+        "w4a16-gptq": Recipe(
+            "w4a16-gptq",
+            weights=WeightSpec(bits=4, group_size=64, rounding="gptq"),
+            calibration=CalibrationSpec(num_samples=32),
+        ),
         "w8a8-static": Recipe(
             "w8a8-static",
             weights=WeightSpec(bits=8, group_size=None),

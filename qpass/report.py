@@ -18,6 +18,7 @@ class SiteRow:
     reason: str = ""
     weight_error: float | None = None
     notes: list[str] = field(default_factory=list)
+    output_error: float | None = None  # relative output MSE on calibration tokens (data-driven recipes)
 
 
 @dataclass
@@ -56,13 +57,14 @@ class Report:
             f"{s['full_precision']} in full precision, {s['unsupported_ops']} unsupported ops, "
             f"{s['attention_sites']} attention sites, {s['graph_breaks']} graph breaks ({self.seconds:.1f} s)",
         ]
-        head = f"  {'site':<44} {'in -> out':>13}  {'producer':<12} {'scheme':<40} {'w err':>7}"
+        head = f"  {'site':<44} {'in -> out':>13}  {'producer':<12} {'scheme':<40} {'w err':>7} {'out mse':>8}"
         lines += [head, "  " + "-" * (len(head) - 2)]
         rows = self.rows if max_rows is None else self.rows[:max_rows]
         for r in rows:
             err = f"{r.weight_error:.4f}" if r.weight_error is not None else ""
+            oerr = f"{r.output_error:.2e}" if r.output_error is not None else ""
             scheme = r.scheme if r.status == "quantized" else f"FP: {r.reason}"
-            lines.append(f"  {r.name[-44:]:<44} {r.shape:>13}  {r.producer:<12} {scheme[:40]:<40} {err:>7}")
+            lines.append(f"  {r.name[-44:]:<44} {r.shape:>13}  {r.producer:<12} {scheme[:40]:<40} {err:>7} {oerr:>8}")
             lines += [f"      note: {n}" for n in r.notes]
         if max_rows is not None and len(self.rows) > max_rows:
             lines.append(f"  ... {len(self.rows) - max_rows} more sites (--json for all)")
@@ -99,7 +101,32 @@ def build_report(
                 reason="" if quantized else skipped.get(site.name, "not planned by the recipe"),
                 weight_error=sp.weight_error if sp else None,
                 notes=list(sp.notes) if sp else [],
+                output_error=sp.output_error if sp else None,
             )
         )
     unsupported = [asdict(u) for u in analysis.unsupported]
     return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log))
+
+
+def plot_errors(report: Report, path: str) -> None:
+    """Bar chart of each quantized layer's relative output MSE (log scale), written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.quantized if r.output_error is not None]
+    if not rows:
+        raise ValueError("no per-layer output error in this report: use a data-driven recipe (qsm, gptq)")
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.08), 4))
+    kinds = sorted({r.name.rsplit(".", 1)[-1] for r in rows})
+    colors = {k: plt.cm.tab10(i % 10) for i, k in enumerate(kinds)}
+    ax.bar(range(len(rows)), [r.output_error for r in rows], color=[colors[r.name.rsplit(".", 1)[-1]] for r in rows])
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (graph order)")
+    ax.set_ylabel("relative output MSE")
+    ax.set_title(f"qpass {report.recipe}: per-layer output error on calibration tokens")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()], labels=kinds, fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -10,6 +10,7 @@ import torch.fx as fx
 from .. import ops  # noqa: F401  (registers torch.ops.qpass.*)
 from ..analysis import analyze
 from ..capture import CapturedGraph
+from ..gptq import gptq_quantize, layer_error
 from ..numerics import quantize_weight
 from ..plan import ActQuant, SitePlan, static_activation
 from ..tritplane import TritPlanes
@@ -24,8 +25,17 @@ def plan_quantization(ctx: PassContext) -> None:
         sp = ctx.site_plan(site)
         if wspec is not None and sp.weight is None:
             w = ctx.weight(site).float()
-            sp.weight = quantize_weight(w, wspec.bits, wspec.group_size, wspec.symmetric, wspec.clip_ratio)
+            if wspec.rounding == "gptq":
+                sp.weight = gptq_quantize(
+                    w, ctx.observers[site.name].mean_hessian(), wspec.bits, wspec.group_size, wspec.symmetric,
+                    wspec.clip_ratio, wspec.gptq_damp, wspec.gptq_act_order, wspec.gptq_block,
+                )
+            else:
+                sp.weight = quantize_weight(w, wspec.bits, wspec.group_size, wspec.symmetric, wspec.clip_ratio)
             sp.weight_error = float((sp.weight.dequantize() - w).norm() / w.norm().clamp_min(1e-30))
+            obs = ctx.observers.get(site.name)
+            if obs is not None and obs.hessian is not None and aspec is None:  # weight-only: exact from H
+                sp.output_error = layer_error(w, sp.weight.dequantize(), obs.mean_hessian())
         if aspec is not None and sp.activation is None:
             if aspec.granularity == "per_token":
                 sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric)
@@ -51,19 +61,27 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
     rewritten = 0
     for site in analyze(cap).linears:
         sp = plan.get(site.name)
-        if sp is None or (sp.weight is None and sp.activation is None):
+        if sp is None or (sp.weight is None and sp.activation is None and sp.input_step is None):
             continue
         node, prefix = site.node, f"qpass_{site.name}"
         bias = node.args[0] if site.op == "addmm" else (node.args[2] if len(node.args) > 2 else node.kwargs.get("bias"))
         with graph.inserting_before(node):
             x = site.input
             a = sp.activation
+            if sp.input_step is not None:  # explicit quantize node: no producer absorbed the step
+                step = _attr(gm, graph, f"{prefix}_input_step", sp.input_step)
+                x = graph.call_function(torch.div, (x, step))
             if a is not None and a.granularity == "per_token":
                 x = graph.call_function(torch.ops.qpass.fake_quant_per_token.default, (x, a.bits, a.symmetric))
             elif a is not None:
                 scale = _attr(gm, graph, f"{prefix}_input_scale", a.scale)
                 zero = _attr(gm, graph, f"{prefix}_input_zero", a.zero)
                 x = graph.call_function(torch.ops.qpass.fake_quant_per_channel.default, (x, scale, zero, a.bits))
+            if sp.gather is not None:  # the GEMM reads channels sorted / split / zero-padded
+                if int(sp.gather.max()) >= site.in_features:
+                    x = graph.call_function(torch.nn.functional.pad, (x, (0, 1)))
+                idx = _attr(gm, graph, f"{prefix}_gather", sp.gather)
+                x = graph.call_function(torch.index_select, (x, -1, idx))
             if isinstance(sp.weight, TritPlanes):
                 tp = sp.weight
                 args = [_attr(gm, graph, f"{prefix}_{k}", getattr(tp, k)) for k in ("t1", "t2", "alpha1", "alpha2")]

@@ -1,0 +1,107 @@
+"""QSM: exact step migration on every tiny architecture (and SmolLM2), the GQA tie, the quantized path."""
+import pytest
+import torch
+
+import qpass
+from qpass import ActivationSpec, Recipe, WeightSpec
+from qpass.migration import find_migrations
+from qpass.recipe import CalibrationSpec, PassSpec
+
+from tiny_models import CONFIGS, tiny_model
+
+
+def _ids(n=2, t=24, seed=0):
+    return torch.randint(0, 256, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def _migrate_only(model, calib, sort="step"):
+    r = Recipe("m", weights=None, activations=None, passes=[PassSpec("qsm", {"quantize": False, "sort": sort})])
+    return qpass.compile(model, r, calib, progress=False)
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_migration_without_rounding_is_exact(arch):
+    model = tiny_model(arch)
+    with torch.no_grad():  # make the steps far from 1 so a missed migration would show
+        for n, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in n or n.endswith("ln_1.weight") or n.endswith("ln_2.weight"):
+                p.mul_(torch.linspace(0.5, 2, p.numel()))
+    q = _migrate_only(model, [_ids(seed=1)])
+    ids = _ids()
+    with torch.no_grad():
+        ref, out = model(ids).logits, q(ids).logits
+    assert float((out - ref).norm() / ref.norm()) <= 1e-5
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, q.state_dict()[k])]
+    assert changed  # parameters really moved
+
+
+def test_producers_found_from_the_graph():
+    q = _migrate_only(tiny_model("llama"), [_ids(seed=1)])
+    st = q.qpass_state
+    migs = {tuple(m.sites): m for m in find_migrations(st.analysis, {s.name: s for s in st.analysis.linears if s.name != "lm_head"})}
+    kinds = {k[0].rsplit(".", 1)[-1]: (m.kind, m.reason) for k, m in migs.items()}
+    assert kinds["q_proj"][0] == "norm" and kinds["gate_proj"][0] == "norm"
+    assert kinds["o_proj"][0] == "rows" and "v_proj" in kinds["o_proj"][1] and "GQA 4/2" in kinds["o_proj"][1]
+    assert kinds["down_proj"][0] == "rows" and "up_proj" in kinds["down_proj"][1]
+    o = next(m for k, m in migs.items() if k[0].endswith("layers.0.self_attn.o_proj"))
+    f = o.tie(torch.arange(1.0, 65.0))
+    # heads 0,1 share KV head 0 (head_dim 16): channel d of head 0 and of head 1 get the same factor (their max)
+    assert torch.equal(f[:16], f[16:32]) and torch.equal(f[:16], torch.arange(17.0, 33.0))
+
+
+def test_gpt2_keeps_explicit_quantize_nodes_and_reports_them():
+    model = tiny_model("gpt2")
+    r = Recipe("q", weights=WeightSpec(8, None), activations=ActivationSpec(8, "per_channel"), passes=[PassSpec("qsm")])
+    q = qpass.compile(model, r, [_ids(seed=1)], progress=False)
+    rep = qpass.report(q)
+    explicit = [row.name for row in rep.rows if any("explicit quantize node" in n for n in row.notes)]
+    assert len(explicit) == 4 and all(n.endswith("c_proj") for n in explicit)
+    with torch.no_grad():
+        ref, out = model(_ids()).logits, q(_ids()).logits
+    assert float((out - ref).norm() / ref.norm()) < 0.05
+
+
+def test_w4a8_qsm_with_split_gptq_is_close_and_lowering_ready():
+    model = tiny_model("qwen3")
+    r = Recipe("q", weights=WeightSpec(4, 32, rounding="gptq"), activations=ActivationSpec(8, "per_channel"),
+               passes=[PassSpec("qsm", {"split": 2.0, "tile": 32})], calibration=CalibrationSpec(skip_tokens=1))
+    q = qpass.compile(model, r, [_ids(4, 48, seed=1)], progress=False)
+    with torch.no_grad():
+        ref, out = model(_ids()).logits, q(_ids()).logits
+    assert float((out - ref).norm() / ref.norm()) < 0.3
+    plan = q.qpass_state.plan
+    for sp in plan.values():
+        assert sp.activation.scale.eq(1).all()  # steps migrated: the producer emits integers
+        assert sp.weight.qweight.dtype == torch.int8 and sp.gather is not None
+        assert sp.weight.qweight.shape[1] % 32 == 0 and sp.output_error is not None
+        assert "round+clamp fused into" in sp.lowering["input"]
+    assert "RoPE" in plan["model.layers.0.self_attn.q_proj"].lowering["delta"]
+
+
+def test_report_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from qpass.report import plot_errors
+
+    model = tiny_model("llama")
+    r = Recipe("q", weights=WeightSpec(4, 32), activations=ActivationSpec(4, "per_channel"), passes=[PassSpec("qsm")])
+    rep = qpass.report(qpass.compile(model, r, [_ids(seed=1)], progress=False))
+    assert "out mse" in rep.format()
+    plot_errors(rep, str(tmp_path / "e.png"))
+    assert (tmp_path / "e.png").stat().st_size > 1000
+
+
+def test_smollm2_migration_is_exact():
+    pytest.importorskip("gguf")
+    from qpass import data, models
+
+    try:
+        model, tok = models.load("smollm2")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    calib = data.calibration_batches(tok, "emma", 2, 128)
+    q = _migrate_only(model, calib)
+    ids = data.austen_tokens(tok, "prideprejudice", 256)[None]
+    with torch.no_grad():
+        ref, out = model(ids).logits, q(ids).logits
+    assert float((out - ref).norm() / ref.norm()) <= 1e-5
+    assert "90/90 input tensors migrated exactly" in "".join(qpass.report(q).log)
