@@ -35,5 +35,5 @@ def test_quantized_perplexity(smollm2, recipe, max_ratio):
     assert fp < ppl < fp * max_ratio
     if recipe == "w4a16":
         prompt = tok("The capital of France is", return_tensors="pt").input_ids
-        out = q.generate(prompt, max_new_tokens=4, do_sample=False)
+        out = q.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
         assert out.shape[1] == prompt.shape[1] + 4
