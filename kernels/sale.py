@@ -1,0 +1,322 @@
+"""SALE Triton kernels: int4 Q/K quantization, estimate + select, block-sparse flash attention (forward).
+
+Same math as `sale_reference.py` (read its docstring first).  Layout q [B, H, S, D], k / v [B, Hkv, S, D],
+any strides on the last-but-one dims (the launchers pass them), GQA by head index (no repeat_kv copy).
+
+* `_sale_quant_kernel`: one program per (BLOCK_R rows, head): mean-subtracted int4 rows, packed two per byte
+  (dim c | dim c + D/2 << 4), per-row fp32 scales, and the mean-term biases.
+* `_sale_select_kernel`: one program per (query block, head).  Exact pass over the sink, local and diagonal
+  blocks (online max/sum, base 2), then the int4 estimate (two int8 `tl.dot`s over D/2 → int32: int8 MMA on
+  Hopper) over the other causal blocks; writes the kept key blocks as a compact ascending index list
+  (kv_idx, kv_cnt) and a block mask.
+* `_sale_attn_kernel`: one program per (query block, head): online-softmax flash attention over the listed
+  blocks only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .sale_reference import TAU_DENSE
+
+LOG2E = 1.4426950408889634
+
+# Shipped launch configs (configs checked for sm_90 by tests/kernels/test_sale.py::test_sale_configs_compile_sm90).
+QUANT_CONFIG = dict(BLOCK_R=64, num_warps=4, num_stages=1)
+SELECT_CONFIG = dict(num_warps=4, num_stages=2)
+ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
+
+
+@triton.jit
+def _sale_quant_kernel(x_ptr, mean_ptr, other_ptr, pack_ptr, scale_ptr, bias_ptr,
+                       S, NH, sx_b, sx_h, sx_s,
+                       D: tl.constexpr, BLOCK_R: tl.constexpr, NB: tl.constexpr, DIV: tl.constexpr,
+                       BIAS_RAW: tl.constexpr):
+    """Rows x[b, h, r, :] -> pack [bh, r, D/2] int8, scale [bh, r] fp32; bias[bh*NB + g, r] =
+    (x or x̃)[r] · other[(bh // DIV) * NB + g] for g < NB."""
+    pid_r = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // NH
+    h = bh % NH
+    D2: tl.constexpr = D // 2
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, D2)
+    rmask = rows < S
+    base = x_ptr + b * sx_b + h * sx_h + rows[:, None] * sx_s
+    x_lo = tl.load(base + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
+    x_hi = tl.load(base + D2 + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)
+    mu_lo = tl.load(mean_ptr + bh * D + cols)
+    mu_hi = tl.load(mean_ptr + bh * D + D2 + cols)
+    c_lo = x_lo - mu_lo[None, :]
+    c_hi = x_hi - mu_hi[None, :]
+    amax = tl.maximum(tl.max(tl.abs(c_lo), 1), tl.max(tl.abs(c_hi), 1))
+    scale = amax / 7.0
+    inv = tl.where(scale > 0, 1.0 / scale, 0.0)
+    q_lo = (c_lo * inv[:, None] + 12582912.0) - 12582912.0  # round half to even
+    q_hi = (c_hi * inv[:, None] + 12582912.0) - 12582912.0
+    q_lo = tl.minimum(tl.maximum(q_lo, -7.0), 7.0).to(tl.int32)
+    q_hi = tl.minimum(tl.maximum(q_hi, -7.0), 7.0).to(tl.int32)
+    p = (q_lo & 0xF) | ((q_hi & 0xF) << 4)
+    p = tl.where(p > 127, p - 256, p).to(tl.int8)
+    tl.store(pack_ptr + bh * S * D2 + rows[:, None] * D2 + cols[None, :], p, mask=rmask[:, None])
+    tl.store(scale_ptr + bh * S + rows, scale, mask=rmask)
+    if BIAS_RAW:
+        b_lo, b_hi = x_lo, x_hi
+    else:
+        b_lo, b_hi = c_lo, c_hi
+    for g in tl.static_range(NB):
+        orow = (bh // DIV) * NB + g
+        o_lo = tl.load(other_ptr + orow * D + cols)
+        o_hi = tl.load(other_ptr + orow * D + D2 + cols)
+        bias = tl.sum(b_lo * o_lo[None, :], 1) + tl.sum(b_hi * o_hi[None, :], 1)
+        tl.store(bias_ptr + (bh * NB + g) * S + rows, bias, mask=rmask)
+
+
+@triton.jit
+def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb_ptr, tau_ptr,
+                        idx_ptr, cnt_ptr, mask_ptr,
+                        S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
+                        N_SINK, WINDOW,
+                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    qblk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    kvh = h // G
+    Hkv = H // G
+    kvbh = b * Hkv + kvh
+    NKB = tl.cdiv(S, BLOCK_N)
+    NQB = tl.cdiv(S, BLOCK_M)
+    D2: tl.constexpr = D // 2
+    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < S
+    dcols = tl.arange(0, D)
+    ncols = tl.arange(0, BLOCK_N)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
+    k_base = k_ptr + b * sk_b + kvh * sk_h
+
+    last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)  # last causal key block
+    local_lo = tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N
+    n_sink = tl.minimum(N_SINK, last + 1)
+    local_lo = tl.maximum(local_lo, n_sink)
+    out_row = bh * NQB + qblk
+    idx_base = idx_ptr + out_row * NKB
+    mask_base = mask_ptr + out_row * NKB
+
+    # ---- exact pass: sink blocks [0, n_sink) and local + diagonal blocks [local_lo, last]
+    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    n_exact = n_sink + (last + 1 - local_lo)
+    for t in range(0, n_exact):
+        kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
+        keys = kb * BLOCK_N + ncols
+        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
+        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+        s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+        m_i = m_new
+    # ---- estimate pass over the middle blocks [n_sink, local_lo)
+    cnt = n_sink * 0
+    for t in range(0, n_sink):
+        tl.store(idx_base + cnt, t)
+        tl.store(mask_base + t, 1)
+        cnt += 1
+    tau = tl.load(tau_ptr + h)
+    if tau <= tau_dense:
+        for kb in range(n_sink, local_lo):
+            tl.store(idx_base + cnt, kb)
+            tl.store(mask_base + kb, 1)
+            cnt += 1
+    else:
+        # keep iff some row has est·qk_scale − m_i − log2(l_i) > log2(τ)
+        thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tau)
+        thr = tl.where(rmask, thr, float("inf"))
+        c2 = tl.arange(0, D2)
+        qp = tl.load(qp_ptr + bh * S * D2 + rows[:, None] * D2 + c2[None, :], mask=rmask[:, None], other=0)
+        q_lo = (qp << 4) >> 4
+        q_hi = qp >> 4
+        qsc = tl.load(qs_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
+        qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
+        thr = thr - qbi
+        for kb in range(n_sink, local_lo):
+            keys = kb * BLOCK_N + ncols
+            kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :])
+            k_lo = (kp << 4) >> 4
+            k_hi = kp >> 4
+            acc = tl.dot(q_lo, tl.trans(k_lo))
+            acc = tl.dot(q_hi, tl.trans(k_hi), acc)
+            ksc = tl.load(ks_ptr + kvbh * S + keys)
+            kbi = tl.load(kb_ptr + bh * S + keys) * qk_scale
+            est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + kbi[None, :]
+            hit = tl.max(tl.max(est - thr[:, None], 1), 0) > 0
+            tl.store(idx_base + cnt, kb)  # overwritten by the next kept block when this one is skipped
+            tl.store(mask_base + kb, hit.to(tl.int8))
+            cnt += hit.to(tl.int32)
+    for kb in range(local_lo, last + 1):
+        tl.store(idx_base + cnt, kb)
+        tl.store(mask_base + kb, 1)
+        cnt += 1
+    tl.store(cnt_ptr + out_row, cnt)
+
+
+@triton.jit
+def _sale_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
+                      S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
+                      qk_scale,
+                      D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
+    qblk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    kvh = h // G
+    NKB = tl.cdiv(S, BLOCK_N)
+    NQB = tl.cdiv(S, BLOCK_M)
+    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < S
+    dcols = tl.arange(0, D)
+    ncols = tl.arange(0, BLOCK_N)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    k_base = k_ptr + b * sk_b + kvh * sk_h
+    v_base = v_ptr + b * sv_b + kvh * sv_h
+    out_row = bh * NQB + qblk
+    n = tl.load(cnt_ptr + out_row)
+    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    for t in range(0, n):
+        kb = tl.load(idx_ptr + out_row * NKB + t)
+        keys = kb * BLOCK_N + ncols
+        kmask = keys < S
+        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=kmask[:, None], other=0.0)
+        vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :], mask=kmask[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+        s = tl.where((keys[None, :] <= rows[:, None]) & kmask[None, :], s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
+        m_i = m_new
+    out = acc / tl.maximum(l_i, 1e-30)[:, None]
+    tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=rmask[:, None])
+
+
+# ------------------------------------------------------------------ launchers
+def _interp() -> bool:
+    import os
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check(q, k, v=None):
+    assert q.dim() == 4 and k.dim() == 4 and q.shape[0] == k.shape[0] and q.shape[2] == k.shape[2]
+    assert q.shape[1] % k.shape[1] == 0, "query heads must be a multiple of KV heads"
+    assert q.shape[-1] in (64, 128) and k.shape[-1] == q.shape[-1], "head dim 64 or 128"
+    assert q.stride(-1) == 1 and k.stride(-1) == 1 and (v is None or v.stride(-1) == 1)
+
+
+def sale_quantize_triton(q, k):
+    """(q_pack, q_scale, q_bias, k_pack, k_scale, k_bias) as in `sale_reference.QKQuant`, flattened over
+    (batch, head): q_pack [B*H, S, D/2] int8, scales / biases [B*H(kv), S] fp32."""
+    _check(q, k)
+    B, H, S, D = q.shape
+    Hkv = k.shape[1]
+    G = H // Hkv
+    q_mean = q.float().mean(2).reshape(B * H, D).contiguous()
+    k_mean = k.float().mean(2).reshape(B * Hkv, D).contiguous()
+    dev = q.device
+    q_pack = torch.empty(B * H, S, D // 2, dtype=torch.int8, device=dev)
+    k_pack = torch.empty(B * Hkv, S, D // 2, dtype=torch.int8, device=dev)
+    q_scale = torch.empty(B * H, S, dtype=torch.float32, device=dev)
+    k_scale = torch.empty(B * Hkv, S, dtype=torch.float32, device=dev)
+    q_bias = torch.empty(B * H, S, dtype=torch.float32, device=dev)
+    k_bias = torch.empty(B * H, S, dtype=torch.float32, device=dev)
+    c = QUANT_CONFIG
+    _sale_quant_kernel[(triton.cdiv(S, c["BLOCK_R"]), B * H)](
+        q, q_mean, k_mean, q_pack, q_scale, q_bias, S, H, q.stride(0), q.stride(1), q.stride(2),
+        D=D, BLOCK_R=c["BLOCK_R"], NB=1, DIV=G, BIAS_RAW=True, num_warps=c["num_warps"], num_stages=c["num_stages"])
+    _sale_quant_kernel[(triton.cdiv(S, c["BLOCK_R"]), B * Hkv)](
+        k, k_mean, q_mean, k_pack, k_scale, k_bias, S, Hkv, k.stride(0), k.stride(1), k.stride(2),
+        D=D, BLOCK_R=c["BLOCK_R"], NB=G, DIV=1, BIAS_RAW=False, num_warps=c["num_warps"],
+        num_stages=c["num_stages"])
+    return q_pack, q_scale, q_bias, k_pack, k_scale, k_bias
+
+
+def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
+                       quant=None):
+    """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8)."""
+    _check(q, k)
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    quant = sale_quantize_triton(q, k) if quant is None else quant
+    q_pack, q_scale, q_bias, k_pack, k_scale, k_bias = quant
+    nqb, nkb = triton.cdiv(S, block_m), triton.cdiv(S, block_n)
+    idx = torch.zeros(B, H, nqb, nkb, dtype=torch.int32, device=q.device)
+    cnt = torch.empty(B, H, nqb, dtype=torch.int32, device=q.device)
+    mask = torch.zeros(B, H, nqb, nkb, dtype=torch.int8, device=q.device)
+    tau = torch.as_tensor(tau, dtype=torch.float32, device=q.device).reshape(-1).expand(H).contiguous()
+    _sale_select_kernel[(nqb, B * H)](
+        q, k, q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, tau, idx, cnt, mask,
+        S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, **SELECT_CONFIG)
+    return idx, cnt, mask
+
+
+def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64):
+    _check(q, k, v)
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    nqb = triton.cdiv(S, block_m)
+    o = torch.empty_like(q)
+    _sale_attn_kernel[(nqb, B * H)](
+        q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        scale * LOG2E, D=D, BLOCK_M=block_m, BLOCK_N=block_n,
+        UPCAST=_interp() and q.dtype == torch.bfloat16, **ATTN_CONFIG[D])
+    return o
+
+
+def sale_attention_triton(q, k, v, tau, scale=None, block_m=64, block_n=64, sink=64, window=256,
+                          tau_dense=TAU_DENSE):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense)
+    return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n)
+
+
+def shipped_configs():
+    """[(name, kernel, signature, constexprs, options)] for the sm_90 compile check (kernels/configs.py format)."""
+    out = []
+    for dt in ("*fp16", "*bf16"):
+        for D in (64, 128):
+            c = dict(QUANT_CONFIG)
+            br = c.pop("BLOCK_R")
+            qsig = dict(x_ptr=dt, mean_ptr="*fp32", other_ptr="*fp32", pack_ptr="*i8", scale_ptr="*fp32",
+                        bias_ptr="*fp32", S="i32", NH="i32", sx_b="i32", sx_h="i32", sx_s="i32")
+            out.append((f"sale_quant_q[{dt},D={D}]", _sale_quant_kernel, qsig,
+                        dict(D=D, BLOCK_R=br, NB=1, DIV=4, BIAS_RAW=True), c))
+            out.append((f"sale_quant_k[{dt},D={D}]", _sale_quant_kernel, qsig,
+                        dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False), c))
+            for bm, bn in ((64, 64), (128, 64)):
+                ssig = dict(q_ptr=dt, k_ptr=dt, qp_ptr="*i8", qs_ptr="*fp32", qb_ptr="*fp32", kp_ptr="*i8",
+                            ks_ptr="*fp32", kb_ptr="*fp32", tau_ptr="*fp32", idx_ptr="*i32", cnt_ptr="*i32",
+                            mask_ptr="*i8", S="i32", H="i32", G="i32", sq_b="i32", sq_h="i32", sq_s="i32",
+                            sk_b="i32", sk_h="i32", sk_s="i32", qk_scale="fp32", tau_dense="fp32",
+                            N_SINK="i32", WINDOW="i32")
+                out.append((f"sale_select[{dt},D={D},{bm}x{bn}]", _sale_select_kernel, ssig,
+                            dict(D=D, BLOCK_M=bm, BLOCK_N=bn), dict(SELECT_CONFIG)))
+                asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
+                            H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
+                            qk_scale="fp32")
+                out.append((f"sale_attn[{dt},D={D},{bm}x{bn}]", _sale_attn_kernel, asig,
+                            dict(D=D, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False), dict(ATTN_CONFIG[D])))
+    return out

@@ -1,0 +1,60 @@
+"""SALE custom ops (qpass::sale_*): Triton on CUDA, the pure-torch reference (`sale_reference.py`) elsewhere.
+
+q [B, H, S, D], k / v [B, Hkv, S, D] (SDPA layout, GQA when Hkv < H), tau [H] fp32 per-head thresholds.
+`sale_attention` runs plain causal SDPA when S ≤ min_seq_len (short prefills stay dense, as in the paper).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import sale_reference as R
+
+MIN_SEQ_LEN = 1024
+
+
+def _scale(q: Tensor, scale: Optional[float]) -> float:
+    return q.shape[-1] ** -0.5 if scale is None else float(scale)
+
+
+@torch.library.custom_op("qpass::sale_select", mutates_args=())
+def sale_select(q: Tensor, k: Tensor, tau: Tensor, scale: Optional[float], block_m: int, block_n: int,
+                sink: int, window: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """(kv_idx [B, H, nQB, nKB] int32: kept key blocks of each query block in ascending order, first kv_cnt
+    valid; kv_cnt [B, H, nQB] int32; mask [B, H, nQB, nKB] int8)."""
+    s = _scale(q, scale)
+    if q.is_cuda:
+        from .sale import sale_select_triton
+        return sale_select_triton(q, k, tau, s, block_m, block_n, sink, window)
+    mask = R.sale_select_ref(q, k, tau.cpu(), s, block_m, block_n, sink, window)
+    return (*R.mask_to_index(mask), mask.to(torch.int8))
+
+
+@sale_select.register_fake
+def _(q, k, tau, scale, block_m, block_n, sink, window):
+    B, H, S, _ = q.shape
+    nqb, nkb = -(-S // block_m), -(-S // block_n)
+    return (q.new_empty(B, H, nqb, nkb, dtype=torch.int32), q.new_empty(B, H, nqb, dtype=torch.int32),
+            q.new_empty(B, H, nqb, nkb, dtype=torch.int8))
+
+
+@torch.library.custom_op("qpass::sale_attention", mutates_args=())
+def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional[float], block_m: int,
+                   block_n: int, sink: int, window: int, min_seq_len: int) -> Tensor:
+    """Causal attention over the blocks SALE keeps (estimate + select + block-sparse flash attention)."""
+    s = _scale(q, scale)
+    if q.shape[2] <= min_seq_len:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=s,
+                                              enable_gqa=k.shape[1] != q.shape[1]).contiguous()
+    if q.is_cuda:
+        from .sale import sale_attention_triton
+        return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window)
+    return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window)
+
+
+@sale_attention.register_fake
+def _(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len):
+    return q.new_empty(*q.shape[:-1], v.shape[-1])

@@ -1,0 +1,206 @@
+"""SALE (arXiv 2505.24179) in pure torch: the references the Triton kernels in `sale.py` are tested against, and
+the CPU path of the `qpass::sale_*` ops.  See docs/sale.md.
+
+Layout as SDPA: q [B, H, S, D], k / v [B, Hkv, S, D] (H = G * Hkv, GQA without repeat_kv).  Scores are
+`scale * q·k`; softmax over the causal keys.
+
+1. Quantize (`sale_quantize_ref`): subtract the sequence mean (q̄ per query head, k̄ per KV head), symmetric
+   int4 with one scale per row (per query / per key: the finest granularity; the scale is applied after the
+   integer product, so any row grouping costs the same inside the kernel).  Two int4 values per byte: byte c
+   of a row holds dim c (low nibble) and dim c + D/2 (high nibble), so the kernel's product is two int8 dots
+   over D/2 with no interleaving.  Up to a per-row constant (softmax-invariant), q_i·k_j equals
+   q̃_i·k̃_j + q̄·k̃_j + q_i·k̄, the last two being a per-key bias (`k_bias`, per query head) and a per-row
+   bias (`q_bias`) — the estimate is `qs_i ks_j (Q̃int·K̃int)_ij + k_bias_j + q_bias_i`.
+2. Select (`sale_block_scores_ref`, `sale_select_ref`): per (BLOCK_M queries × BLOCK_N keys) block.  Blocks
+   holding a sink key (< `sink`), overlapping the local window (`window` keys before the query block) or the
+   diagonal are always kept and give each row its exact max m̃_i and sum l̃_i.  Every other causal block gets
+   the log relative attention score R = max_{i,j∈block} (scale·S̃_ij − m̃_i − ln l̃_i) from the estimate and is
+   kept iff R > ln τ_h.  τ_h ≤ `tau_dense` keeps every causal block (a dense head).
+3. Attend (`sale_attention_ref`): causal softmax attention restricted to the kept blocks.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+TAU_DENSE = 1e-4  # a head whose calibrated τ is at or below this runs dense (the paper's rule)
+
+
+class QKQuant(NamedTuple):
+    q_pack: Tensor  # int8 [B, H, S, D/2]: two int4 per byte (dim c low nibble, dim c + D/2 high nibble)
+    q_scale: Tensor  # fp32 [B, H, S]
+    q_bias: Tensor  # fp32 [B, H, S]: q_i · k̄ (raw score units)
+    k_pack: Tensor  # int8 [B, Hkv, S, D/2]
+    k_scale: Tensor  # fp32 [B, Hkv, S]
+    k_bias: Tensor  # fp32 [B, H, S]: q̄_h · k̃_j
+
+
+def round_half_even(x: Tensor) -> Tensor:
+    return torch.round(x)  # torch.round is round-half-to-even, like the kernel's (x + 1.5·2^23) − 1.5·2^23
+
+
+def quantize_int4_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int4 per row of the last dim: (int8 values in [-7, 7], fp32 scale = absmax / 7)."""
+    x = x.float()
+    scale = x.abs().amax(-1) / 7.0
+    inv = torch.where(scale > 0, 1.0 / scale, torch.zeros_like(scale))
+    xi = round_half_even(x * inv[..., None]).clamp(-7, 7).to(torch.int8)
+    return xi, scale
+
+
+def pack_int4_halves(xi: Tensor) -> Tensor:
+    """int8 int4 values [..., D] -> int8 [..., D/2]: dim c in the low nibble, dim c + D/2 in the high one."""
+    d2 = xi.shape[-1] // 2
+    lo, hi = xi[..., :d2].to(torch.int32) & 0xF, xi[..., d2:].to(torch.int32) & 0xF
+    p = lo | (hi << 4)
+    return torch.where(p > 127, p - 256, p).to(torch.int8)
+
+
+def unpack_int4_halves(p: Tensor) -> Tensor:
+    p = p.to(torch.int32)
+    lo = ((p << 28) >> 28)  # sign-extend the low nibble
+    hi = p >> 4  # arithmetic shift keeps the high nibble's sign
+    return torch.cat([lo, hi], -1).to(torch.int8)
+
+
+def sale_quantize_ref(q: Tensor, k: Tensor) -> QKQuant:
+    B, H, S, D = q.shape
+    Hkv = k.shape[1]
+    G = H // Hkv
+    qf, kf = q.float(), k.float()
+    q_mean = qf.mean(2, keepdim=True)  # [B, H, 1, D]
+    k_mean = kf.mean(2, keepdim=True)  # [B, Hkv, 1, D]
+    qi, qs = quantize_int4_rows(qf - q_mean)
+    kc = kf - k_mean
+    ki, ks = quantize_int4_rows(kc)
+    q_bias = (qf * k_mean.repeat_interleave(G, 1)).sum(-1)  # q_i · k̄
+    k_bias = torch.einsum("bhd,bhsd->bhs", q_mean[:, :, 0], kc.repeat_interleave(G, 1))  # q̄ · k̃_j
+    return QKQuant(pack_int4_halves(qi), qs, q_bias, pack_int4_halves(ki), ks, k_bias)
+
+
+def block_layout(S: int, block_m: int, block_n: int, sink: int, window: int):
+    """(n_q_blocks, n_k_blocks, causal [nQB, nKB] bool, always [nQB, nKB] bool)."""
+    nqb, nkb = -(-S // block_m), -(-S // block_n)
+    qb = torch.arange(nqb)[:, None]
+    kb = torch.arange(nkb)[None, :]
+    causal = kb * block_n <= torch.clamp(qb * block_m + block_m - 1, max=S - 1)
+    n_sink = -(-sink // block_n)
+    local_lo = torch.clamp(qb * block_m - window, min=0) // block_n
+    always = causal & ((kb < n_sink) | (kb >= local_lo))
+    return nqb, nkb, causal, always
+
+
+def sale_estimate_ref(quant: QKQuant, rows: slice, keys: int) -> Tensor:
+    """The low-bit estimate S̃ [B, H, len(rows), keys] (raw score units; int products exact in fp32)."""
+    H = quant.q_pack.shape[1]
+    G = H // quant.k_pack.shape[1]
+    qi = unpack_int4_halves(quant.q_pack[:, :, rows]).float()
+    ki = unpack_int4_halves(quant.k_pack[:, :, :keys]).float().repeat_interleave(G, 1)
+    s = qi @ ki.transpose(-1, -2)  # |Σ| ≤ 49·D: exact in fp32
+    s = s * quant.q_scale[:, :, rows, None] * quant.k_scale.repeat_interleave(G, 1)[:, :, None, :keys]
+    return s + quant.q_bias[:, :, rows, None] + quant.k_bias[:, :, None, :keys]
+
+
+def _expand_blocks(m: Tensor, block_m: int, block_n: int, rows: slice, keys: int) -> Tensor:
+    e = m.repeat_interleave(block_m, -2).repeat_interleave(block_n, -1)
+    return e[..., rows, :keys]
+
+
+def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
+                          sink: int = 64, window: int = 256, quant: QKQuant | None = None,
+                          exact: bool = False, chunk_rows: int = 1024) -> Tensor:
+    """R [B, H, nQB, nKB] fp32: +inf for always-kept blocks, -inf for non-causal ones, else the block's max log
+    relative attention score from the int4 estimate (`exact=True`: from the exact scores, the upper bound)."""
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    if quant is None and not exact:
+        quant = sale_quantize_ref(q, k)
+    R = torch.full((B, H, nqb, nkb), float("-inf"))
+    R[..., always] = float("inf")
+    rows_per = max(1, chunk_rows // block_m) * block_m
+    for r0 in range(0, S, rows_per):
+        r1 = min(S, r0 + rows_per)
+        rows = slice(r0, r1)
+        qb0, qb1 = r0 // block_m, -(-r1 // block_m)
+        s = (q[:, :, rows].float() @ k[:, :, :r1].float().repeat_interleave(G, 1).transpose(-1, -2)) * scale
+        ri = torch.arange(r0, r1)[:, None]
+        cj = torch.arange(r1)[None, :]
+        alw = _expand_blocks(always[qb0:qb1], block_m, block_n, slice(r0 - qb0 * block_m, r1 - qb0 * block_m), r1)
+        alw = alw & (cj <= ri)
+        sa = s.masked_fill(~alw, float("-inf"))
+        m = sa.amax(-1, keepdim=True)
+        l = torch.exp(sa - m).sum(-1, keepdim=True)
+        est = s if exact else sale_estimate_ref(quant, rows, r1) * scale
+        rel = est - m - torch.log(l)  # [B, H, rows, keys]
+        rel = rel.masked_fill(alw | (cj > ri), float("-inf"))
+        # block max: pad rows/keys to whole blocks
+        nr = (qb1 - qb0) * block_m
+        pad_r = nr - (r1 - r0) - (r0 - qb0 * block_m)
+        rel = torch.nn.functional.pad(rel, (0, -(-r1 // block_n) * block_n - r1, r0 - qb0 * block_m, pad_r),
+                                      value=float("-inf"))
+        bm = rel.reshape(B, H, qb1 - qb0, block_m, -(-r1 // block_n), block_n).amax((3, 5))
+        cur = R[:, :, qb0:qb1, : bm.shape[-1]]
+        est_blocks = causal[qb0:qb1, : bm.shape[-1]] & ~always[qb0:qb1, : bm.shape[-1]]
+        R[:, :, qb0:qb1, : bm.shape[-1]] = torch.where(est_blocks, bm, cur)
+    return R
+
+
+def mask_from_scores(R: Tensor, tau: Tensor, tau_dense: float = TAU_DENSE) -> Tensor:
+    """Block mask [B, H, nQB, nKB] bool: R > ln τ_h; dense heads keep every causal block."""
+    tau = tau.float().reshape(1, -1, 1, 1)
+    thr = torch.where(tau <= tau_dense, torch.full_like(tau, float("-inf")), torch.log(tau.clamp_min(1e-30)))
+    return (R > thr) | ((R > float("-inf")) & (tau <= tau_dense))
+
+
+def sale_select_ref(q: Tensor, k: Tensor, tau: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
+                    sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE) -> Tensor:
+    """Block mask [B, H, nQB, nKB] bool of the blocks SALE keeps (the estimate + select step)."""
+    return mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window), tau, tau_dense)
+
+
+def sale_attention_ref(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, block_m: int = 64,
+                       block_n: int = 64, chunk_rows: int = 1024) -> Tensor:
+    """Causal softmax attention over the kept blocks of `mask` [B, H, nQB, nKB]; GQA by head index."""
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    out = torch.empty(B, H, S, v.shape[-1], dtype=torch.float32)
+    rows_per = max(1, chunk_rows // block_m) * block_m
+    for r0 in range(0, S, rows_per):
+        r1 = min(S, r0 + rows_per)
+        qb0, qb1 = r0 // block_m, -(-r1 // block_m)
+        kk = k[:, :, :r1].float().repeat_interleave(G, 1)
+        vv = v[:, :, :r1].float().repeat_interleave(G, 1)
+        s = (q[:, :, r0:r1].float() @ kk.transpose(-1, -2)) * scale
+        keep = _expand_blocks(mask[:, :, qb0:qb1].bool(), block_m, block_n, slice(r0 - qb0 * block_m, r1 - qb0 * block_m), r1)
+        keep = keep & (torch.arange(r1)[None, :] <= torch.arange(r0, r1)[:, None])
+        p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1)
+        out[:, :, r0:r1] = p @ vv
+    return out.to(q.dtype)
+
+
+def sale_attention_full_ref(q, k, v, tau, scale, block_m=64, block_n=64, sink=64, window=256,
+                            tau_dense=TAU_DENSE):
+    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense)
+    return sale_attention_ref(q, k, v, mask, scale, block_m, block_n)
+
+
+def causal_block_count(S: int, block_m: int, block_n: int) -> int:
+    return int(block_layout(S, block_m, block_n, 0, 0)[2].sum())
+
+
+def default_scale(d: int) -> float:
+    return 1.0 / math.sqrt(d)
+
+
+def mask_to_index(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Block mask [..., nQB, nKB] -> (kv_idx int32 [..., nQB, nKB], ascending kept blocks first; kv_cnt)."""
+    nkb = mask.shape[-1]
+    ar = torch.arange(nkb, dtype=torch.int32).expand_as(mask)
+    key = torch.where(mask.bool(), ar, ar + nkb)  # kept blocks sort first, in order
+    idx = torch.sort(key, -1).values
+    idx = torch.where(idx >= nkb, torch.zeros_like(idx), idx)
+    return idx.to(torch.int32), mask.bool().sum(-1).to(torch.int32)

@@ -1,0 +1,136 @@
+"""SALE kernels (interpreter) vs the pure-torch reference, the custom ops, and the sm_90 compile check."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qpass.kernels import sale_reference as R
+from qpass.kernels import sale as K
+from qpass.kernels import sale_ops  # noqa: F401  (registers qpass::sale_*)
+
+
+def _structured(B, H, Hkv, S, D, dtype, seed=0):
+    """q/k with a shared direction: keys of 'hot' blocks align with it, the others point away, so the
+    selection keeps some far blocks and skips others."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(D, generator=g)
+    u = u / u.norm() * (D / 64) ** 0.25
+    q = torch.randn(B, H, S, D, generator=g) + 6 * u
+    k = torch.randn(B, Hkv, S, D, generator=g)
+    hot = torch.rand(S // 64 + 1, generator=g) < 0.3
+    sign = torch.where(hot.repeat_interleave(64)[:S], 4.0, -4.0)
+    k = k + sign[:, None] * u
+    v = torch.randn(B, Hkv, S, D, generator=g)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+@pytest.mark.parametrize("D,dtype,G", [(64, torch.float32, 3), (128, torch.float16, 2)])
+def test_quantize_matches_reference(D, dtype, G):
+    q, k, _ = _structured(1, G, 1, 200, D, dtype)
+    q = q.transpose(1, 2).contiguous().transpose(1, 2)  # [B, S, H, D] storage, like a projection's output
+    ref = R.sale_quantize_ref(q, k)
+    got = K.sale_quantize_triton(q, k)
+    for name, a, b in zip(ref._fields, ref, got):
+        a = a.reshape(b.shape)
+        if a.dtype == torch.int8:
+            assert (a != b).float().mean() < 1e-3, name  # rounding ties may differ in a rare element
+        else:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-3 * a.abs().max().item(), msg=name)
+
+
+def test_pack_roundtrip_and_estimate_error():
+    x = torch.randint(-7, 8, (3, 5, 64), dtype=torch.int8)
+    assert torch.equal(R.unpack_int4_halves(R.pack_int4_halves(x)), x)
+    q, k, _ = _structured(1, 2, 1, 256, 64, torch.float32)
+    quant = R.sale_quantize_ref(q, k)
+    est = R.sale_estimate_ref(quant, slice(0, 256), 256)
+    exact = q @ k.transpose(-1, -2)
+    # equal up to a per-row constant (q_i·k̄ is included, so exactly equal in expectation)
+    err = (est - exact)
+    assert err.abs().mean() / exact.abs().mean() < 0.1
+
+
+@pytest.mark.parametrize("D,dtype,H,Hkv", [(64, torch.float32, 2, 1), (128, torch.float16, 2, 2)])
+def test_select_matches_reference(D, dtype, H, Hkv):
+    S, sc = 448, D ** -0.5
+    q, k, _ = _structured(1, H, Hkv, S, D, dtype, seed=1)
+    tau = torch.tensor([0.02] + [1e-5] * (H - 1))  # head 1: dense
+    scores = R.sale_block_scores_ref(q, k, sc, 64, 64, 64, 64)
+    ref = R.mask_from_scores(scores, tau)
+    idx, cnt, m = K.sale_select_triton(q, k, tau, sc, 64, 64, 64, 64)
+    near = (scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-2
+    assert torch.equal(m.bool() | near, ref | near)
+    causal = R.block_layout(S, 64, 64, 0, 0)[2]
+    assert ref[0, 0][causal].float().mean() < 0.9, "test data should skip some blocks"
+    assert ref[0, 0].any(-1).all()
+    if H > 1:
+        assert torch.equal(m[0, 1].bool(), causal)  # the dense head keeps every causal block
+    ridx, rcnt = R.mask_to_index(m)
+    assert torch.equal(cnt, rcnt)
+    for b in range(cnt.shape[2]):
+        n = cnt[0, 0, b]
+        assert torch.equal(idx[0, 0, b, :n], ridx[0, 0, b, :n])
+
+
+@pytest.mark.parametrize("D,dtype,H,Hkv,S", [(64, torch.float32, 4, 2, 320), (128, torch.float16, 2, 1, 256)])
+def test_sparse_attention_matches_reference(D, dtype, H, Hkv, S):
+    q, k, v = _structured(1, H, Hkv, S, D, dtype, seed=2)
+    sc = D ** -0.5
+    nqb, nkb, causal, _ = R.block_layout(S, 64, 64, 0, 0)
+    g = torch.Generator().manual_seed(3)
+    mask = causal & (torch.rand(1, H, nqb, nkb, generator=g) < 0.5)
+    mask |= torch.eye(nqb, nkb, dtype=torch.bool)  # diagonal always kept
+    idx, cnt = R.mask_to_index(mask)
+    got = K.sale_sparse_attention_triton(q, k, v, idx, cnt, sc)
+    ref = R.sale_attention_ref(q, k, v, mask, sc)
+    tol = 1e-4 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
+    # every causal block kept == causal SDPA
+    idx, cnt = R.mask_to_index(causal.expand(1, H, -1, -1))
+    got = K.sale_sparse_attention_triton(q, k, v, idx, cnt, sc)
+    dense = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(got.float(), dense, rtol=tol, atol=tol)
+
+
+def test_ops_cpu():
+    q, k, v = _structured(1, 3, 1, 256, 64, torch.float32, seed=4)
+    tau = torch.full((3,), 0.01)
+    short = torch.ops.qpass.sale_attention(q, k, v, tau, None, 64, 64, 64, 64, 1024)
+    dense = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(short, dense)
+    out = torch.ops.qpass.sale_attention(q, k, v, tau, None, 64, 64, 64, 64, 128)
+    mask = R.sale_select_ref(q, k, tau, 64 ** -0.5, 64, 64, 64, 64)
+    torch.testing.assert_close(out, R.sale_attention_ref(q, k, v, mask, 64 ** -0.5))
+    idx, cnt, m = torch.ops.qpass.sale_select(q, k, tau, None, 64, 64, 64, 64)
+    assert torch.equal(m.bool(), mask) and torch.equal(cnt, mask.sum(-1).int())
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        fq, fk = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 300, 128)
+        assert torch.ops.qpass.sale_attention(fq, fk, fk, torch.empty(4), None, 64, 64, 64, 64, 0).shape == fq.shape
+        assert torch.ops.qpass.sale_select(fq, fk, torch.empty(4), None, 64, 64, 64, 64)[0].shape == (1, 4, 5, 5)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import qpass.kernels.configs as C
+    from qpass.kernels import sale as K
+    bad = 0
+    for name, k, sig, ce, o in K.shipped_configs():
+        try:
+            C.compile_sm90(k, sig, ce, o)
+        except Exception as e:
+            bad += 1
+            print("FAILED", name, type(e).__name__, str(e)[-600:])
+    sys.exit(1 if bad else 0)
+""")
+
+
+def test_sale_configs_compile_sm90(tmp_path):
+    script = tmp_path / "compile_sale.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
