@@ -402,6 +402,100 @@ def sweep2():
     return res
 
 
+def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16)):
+    """Decode (M <= 16) W4A16: bf16 cuBLAS, tinygemm, the previous kernels (gemv2 / tc) and gemv4 configs,
+    side by side in this process; every qpass output checked against the reference (fresh data per case)."""
+    from qpass.kernels import gemv as k_gemv
+    rows = []
+
+    def rec(tag, M, N, K, us, nbytes, err=None, **kw):
+        r = dict(op=tag, M=M, N=N, K=K, us=round(us, 3), hbm_pct=round(100 * nbytes / hbm_bw / (us * 1e-6), 1),
+                 rel_err=err, **kw)
+        rows.append(r)
+        print("GEMV", tag, M, N, K, f"{us:.2f} us", f"{r['hbm_pct']}%", "" if err is None else f"err {err:.1e}",
+              kw.get("cfg", ""), flush=True)
+
+    for N, K in [(4096, 4096), (14336, 4096), (4096, 14336)]:
+        for M in ms:
+            c = Case(M, N, K)
+            x, w = c.x, c.w
+            q, s, _ = fmt.quantize_int4(w, 128, symmetric=True)
+            p = fmt.pack_int4(q)
+            s16 = s.to(torch.bfloat16)
+            wb = p.numel() + s16.numel() * 2 + M * K * 2 + M * N * 2
+            ps = [p] + [p.clone() for _ in range(copies_for(p.numel()) - 1)]
+            yr = ref.w4a16_linear_ref(x, p, s16, None, None, 128)
+            ws = [w] + [w.clone() for _ in range(copies_for(w.numel() * 2) - 1)]
+            rec("bf16", M, N, K, graph_time_us([lambda wi=wi: F.linear(x, wi) for wi in ws]), N * K * 2)
+            del ws
+            u = (q.to(torch.int32) + 8)
+            tp = torch.ops.aten._convert_weight_to_int4pack(((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8), 8)
+            sz = torch.stack([s.t(), torch.zeros_like(s.t())], dim=-1).to(torch.bfloat16).contiguous()
+            tps = [tp] + [tp.clone() for _ in range(len(ps) - 1)]
+            e = rel_err(torch.ops.aten._weight_int4pack_mm(x, tp, 128, sz), yr)
+            rec("tinygemm", M, N, K, graph_time_us([lambda t=t: torch.ops.aten._weight_int4pack_mm(x, t, 128, sz)
+                                                    for t in tps]), wb, e)
+            del tps
+
+            def one(tag, fn, **kw):
+                try:
+                    y = fn(p)
+                    torch.cuda.synchronize()
+                    e = rel_err(y, yr)
+                    assert e < 1e-2 and torch.isfinite(y).all(), e
+                    rec(tag, M, N, K, graph_time_us([lambda pi=pi: fn(pi) for pi in ps]), wb, e, **kw)
+                except Exception as ex:  # noqa: BLE001
+                    print("GEMV FAIL", tag, M, N, K, kw, type(ex).__name__, str(ex)[:200], flush=True)
+
+            old = "gemv2" if M == 1 else "tc"
+            one(f"old_{old}", lambda pi: k_w4a16.w4a16_linear_triton(x, pi, s16, None, None, 128, kernel=old))
+            KW = p.shape[1] // 4
+            if M == 1 and KW <= 512:
+                variants = [(4, 2, 4), (4, 2, 8), (4, 3, 8), (4, 4, 8), (8, 2, 8), (8, 1, 8), (8, 2, 16), (2, 2, 8),
+                            (2, 4, 4), (16, 1, 16)]
+            elif M == 1:
+                variants = [(2, 1, 16), (2, 2, 16), (4, 1, 32), (2, 1, 32), (4, 2, 32)]
+            else:
+                variants = [(2, 4, None), (4, 2, None)]
+            for bn, sm, nw in variants:
+                cfg, _ = k_gemv.gemv4_config(N, KW, block_n=bn, num_warps=nw)
+                y0 = torch.empty(M, N, dtype=x.dtype, device="cuda")
+                try:
+                    kern = k_gemv.w4a16_gemv4(x, p, s16, None, None, 128, y0, config=cfg, per_sm=sm)
+                except Exception as ex:  # noqa: BLE001
+                    print("GEMV FAIL compile", cfg, type(ex).__name__, str(ex)[:200], flush=True)
+                    continue
+                one("gemv4", lambda pi: (k_gemv.w4a16_gemv4(x, pi, s16, None, None, 128, y0, config=cfg, per_sm=sm),
+                                         y0)[1],
+                    cfg=dict(cfg, per_sm=sm, regs=getattr(kern, "n_regs", None), spills=getattr(kern, "n_spills", None)))
+
+            one("op_w4a16", lambda pi: qk.w4a16_linear(x, pi, s16, None, None, 128))
+            del ps
+            torch.cuda.empty_cache()
+    best = {}
+    for r in rows:
+        key = (r["M"], r["N"], r["K"], r["op"])
+        if key not in best or r["us"] < best[key]["us"]:
+            best[key] = r
+    lines = ["| M | N×K | bf16 | tinygemm | old | gemv4 best | op | best cfg | vs tinygemm | % HBM |", "|" + "---|" * 10]
+    for (M, N, K) in sorted({k[:3] for k in best}, key=lambda t: (t[1], t[2], t[0])):
+        g = lambda op: best.get((M, N, K, op), {}).get("us", float("nan"))  # noqa: E731
+        old = min(g("old_gemv2"), g("old_tc")) if M == 1 else g("old_tc")
+        b4 = best.get((M, N, K, "gemv4"), {})
+        lines.append(f"| {M} | {N}×{K} | {g('bf16'):.1f} | {g('tinygemm'):.1f} | {old:.1f} | {g('gemv4'):.1f} | "
+                     f"{g('op_w4a16'):.1f} | {b4.get('cfg', '')} | {g('tinygemm') / g('gemv4'):.2f}x | "
+                     f"{b4.get('hbm_pct', '')} |")
+    table = "\n".join(lines)
+    name = torch.cuda.get_device_name().replace(" ", "_").replace("/", "_")
+    res = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=__import__("triton").__version__,
+               hbm_bytes_per_s=hbm_bw, rows=rows, table=table)
+    for d in [Path(out_dir)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.gemv.json").write_text(json.dumps(res, indent=1))
+    print(table)
+    return rows
+
+
 def fmt_table(rows, gpu, hbm_bw):
     lines = [f"GPU: {gpu}; measured HBM copy bandwidth {hbm_bw / 1e12:.2f} TB/s; torch {torch.__version__}, "
              f"triton {__import__('triton').__version__}", "",
@@ -435,6 +529,7 @@ def main():
     ap.add_argument("--sweep-only", action="store_true")
     ap.add_argument("--sweep-prefill", action="store_true")
     ap.add_argument("--sweep2", action="store_true", help="gemv2 / fused prefill / int8 tile sweeps only")
+    ap.add_argument("--gemv", action="store_true", help="decode W4A16 (M <= 16) comparison only")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--shapes", default="all")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -447,6 +542,10 @@ def main():
         result["sweep_decode"] = sweep(hbm)
     if args.sweep_prefill:
         result["sweep_prefill"] = sweep_prefill()
+    if args.gemv:
+        gemv_bench(hbm, args.out, ms=[int(m) for m in args.ms.split(",")] if args.ms != ",".join(map(str, MS))
+                   else (1, 2, 4, 8, 16))
+        return
     if args.sweep2:
         result["sweep2"] = sweep2()
         name = gpu.replace(" ", "_").replace("/", "_")

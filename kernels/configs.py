@@ -5,7 +5,7 @@ interpreter lets through (dots with K < 16, shared-memory overflow, bad layouts)
 """
 from __future__ import annotations
 
-from . import int8_gemm, ternary, w4a16
+from . import gemv, int8_gemm, ternary, w4a16
 from .w4a8 import _quant_act
 
 _LAUNCH = ("num_warps", "num_stages")
@@ -31,6 +31,15 @@ def shipped():
         for gw in (0, 16):
             out.append((f"w4a16_gemv2[{dt},GW={gw}]", w4a16._w4a16_gemv2, sig2, {**flags, "GW": gw, **c}, o))
         out.append((f"w4a16_gemv2_zero[{dt}]", w4a16._w4a16_gemv2, sig2, {**flags, "HAS_ZERO": True, "GW": 16, **c}, o))
+        sig4 = dict(sig2, NPROG="i32")
+        for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():
+            c4 = dict(BLOCK_N=bn, BLOCK_KW=kw, ONE_CHUNK=True)
+            for gw, hz in ((16, False), (0, False), (16, True)):
+                out.append((f"w4a16_gemv4[{dt},KW<={kw},GW={gw},zero={hz}]", gemv._w4a16_gemv4, sig4,
+                            {**flags, "HAS_ZERO": hz, "HAS_BIAS": True, "GW": gw, **c4}, {"num_warps": nw}))
+        c, o = _split({k: v for k, v in gemv.GEMV4_CHUNK.items()})
+        out.append((f"w4a16_gemv4_chunked[{dt}]", gemv._w4a16_gemv4, sig4,
+                    {**flags, "GW": 16, "ONE_CHUNK": False, **c}, o))
         c, o = _split(w4a16.MM_CONFIG)
         out.append((f"w4a16_mm[{dt}]", w4a16._w4a16_mm, dict(sig, M="i32"),
                     {**flags, "SCALAR_G": True, **c}, o))

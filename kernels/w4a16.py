@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from .formats import as_words, norm_group
+from .gemv import gemv4_supported, w4a16_gemv4
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888 as int32
 _MAGIC = tl.constexpr(1258291200)  # 0x4B000000 = bits of 2**23
@@ -320,6 +321,9 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stri
 
 # M-bucket -> config; one config per launch (autotune with >= 2 configs breaks the interpreter).
 GEMV_KIND = "gemv2"  # "gemv2" (rows x 16-byte words per thread), "gemv" (nibble slices) or "gemv3" (3-D)
+# gemv.py's _w4a16_gemv4 (1.0-magic decode, x in registers, persistent rows) takes fp16/bf16 x with G % 32 == 0
+# or per-channel for M <= GEMV4_MAX_M; other cases fall back to GEMV_KIND / tc.
+GEMV4_MAX_M = 1
 GEMV_CONFIG = dict(BLOCK_N=8, BLOCK_KW=128, num_warps=4, num_stages=1)
 GEMV2_CONFIG = dict(BLOCK_N=4, BLOCK_KW=256, num_warps=2, num_stages=1)  # H100 sweep2 winner; BLOCK_KW = 128 * num_warps
 GEMV3_CONFIG = dict(BLOCK_N=16, BLOCK_KW=64, num_warps=4, num_stages=1)
@@ -365,7 +369,9 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
     z = zeros if zeros is not None else dummy
     b = bias if bias is not None else dummy
     if kernel is None:
-        if M == 1:
+        if M <= GEMV4_MAX_M and gemv4_supported(x2, K, group_size):
+            kernel = "gemv4"
+        elif M == 1:
             kernel = GEMV_KIND
         elif M >= DEQUANT_MIN_M and x.is_cuda:
             kernel = PREFILL_KIND
@@ -374,6 +380,9 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
     if kernel == "dequant":
         w = dequantize_int4_triton(qweight, scales, zeros, group_size, K, x.dtype)
         return torch.nn.functional.linear(x, w, bias)
+    if kernel == "gemv4":
+        w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size, y, config=config)
+        return y.reshape(*x.shape[:-1], N)
     if kernel == "gemv2":
         cfg = dict(config or GEMV2_CONFIG)
         grid = (triton.cdiv(N, cfg["BLOCK_N"]), M)
