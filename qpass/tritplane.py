@@ -193,90 +193,133 @@ def _decompose_paper(weight, G, max_iter, tol, dtype, fp16_scales):
 # method="sorted": same alternation on sorted |w| with prefix sums, several starts per block
 
 
-def _slot_tables(device, dtype):
-    c1 = torch.tensor(_SLOT_C1, dtype=dtype, device=device)
-    c2 = torch.tensor(_SLOT_C2, dtype=dtype, device=device)
-    return c1, c2
+_PERM_LO = (0, 2, 4, 1, 3)  # sorted slots when α2 ≤ α1 − α2: 0, α2, α1−α2, α1, α1+α2
+_PERM_HI = (0, 4, 2, 1, 3)  # otherwise:                      0, α1−α2, α2, α1, α1+α2
 
 
 def _thresholds(al1, al2):
-    """Sorted non-negative levels and the 4 assignment thresholds for canonical (α1 ≥ α2 ≥ 0).
+    """The 4 assignment thresholds on |w| for canonical (α1 ≥ α2 ≥ 0).
 
-    Returns ``v [...,5]`` sorted levels, ``perm [...,5]`` slot of each, ``th [...,4]`` thresholds, ``low [...,4]``
-    whether an element exactly on a threshold goes to the lower side. Duplicate levels keep only the slot that
-    comes first in CODES; the others get empty intervals.
+    Returns ``lo`` (bool, α2 ≤ α1−α2: which of the two slot orders applies), ``eq23`` (sorted slots 2 and 3
+    swapped: max(α2, α1−α2) == α1), ``v`` (list of the 5 sorted levels),
+    ``th`` and ``low`` (lists of 4): element ``a`` goes above boundary k if ``a > th[k]``, or ``a == th[k]`` and
+    not ``low[k]``. Equal levels keep only the slot that comes first in CODES (the others get empty intervals);
+    an element exactly between two levels goes to the one first in CODES.
     """
+    d = al1 - al2
+    lo = al2 <= d
     z = torch.zeros_like(al1)
-    lv = torch.stack([z, al1, al2, al1 + al2, al1 - al2], -1)
-    v, perm = torch.sort(lv, dim=-1, stable=True)  # stable: equal levels stay in CODES order
-    dead = v[..., 1:] == v[..., :-1]  # [...,4]: sorted slot k+1 duplicates slot k
-    th = 0.5 * (v[..., :-1] + v[..., 1:])
-    # rank (= slot index, slots are in CODES order) of the surviving slot of each run of equal levels
-    rr = [perm[..., 0]]
+    v = [z, torch.minimum(al2, d), torch.maximum(al2, d), al1, al1 + al2]
+    # CODES rank of each sorted slot (slot index = rank order): 0, {2,4} or {4,2}, 1, 3
+    # If max(α2, α1−α2) == α1 (α2 = α1, or α2 = 0), the (1,0) slot must come first among the equal levels.
+    eq23 = v[2] == v[3]
+    r1 = torch.where(lo, 2, 4)
+    r2 = torch.where(lo, 4, 2)
+    ranks = [0, r1, torch.where(eq23, 1, r2), torch.where(eq23, r2, 1), 3]
+    dead = [v[k + 1] == v[k] for k in range(4)]  # sorted slot k+1 duplicates slot k (the better-ranked)
+    rr = [ranks[0]]  # rank of the surviving slot of the run of equal levels ending at k
     for k in range(1, 5):
-        rr.append(torch.where(dead[..., k - 1], rr[k - 1], perm[..., k]))
-    low = [rr[k] < perm[..., k + 1] for k in range(4)]
-    ths = [th[..., k] for k in range(4)]
-    inf = torch.full_like(al1, math.inf)
+        rr.append(torch.where(dead[k - 1], rr[k - 1], ranks[k]))
+    low = [torch.as_tensor(rr[k] < ranks[k + 1]) if not torch.is_tensor(rr[k] < ranks[k + 1]) else
+           rr[k] < ranks[k + 1] for k in range(4)]
+    low = [x.expand_as(al1) for x in low]
+    th = [0.5 * (v[k] + v[k + 1]) for k in range(4)]
     for k in range(3, -1, -1):  # a dead slot k+1 takes no elements: boundary k moves to boundary k+1
-        nxt_th = inf if k == 3 else ths[k + 1]
+        nxt_th = torch.full_like(al1, math.inf) if k == 3 else th[k + 1]
         nxt_low = low[3] if k == 3 else low[k + 1]
-        ths[k] = torch.where(dead[..., k], nxt_th, ths[k])
-        low[k] = torch.where(dead[..., k], nxt_low, low[k])
-    return v, perm, torch.stack(ths, -1), torch.stack(low, -1)
+        th[k] = torch.where(dead[k], nxt_th, th[k])
+        low[k] = torch.where(dead[k], nxt_low, low[k])
+    return lo, eq23, v, th, low
 
 
 class _SortedBlocks:
-    """Sorted |w| per block with prefix sums of (weight) and (weight·|w|)."""
+    """Rows of sorted |w| (one per block, or per (block, start) pair after ``subset``) with prefix sums of the
+    weights and of weight·|w|. The prefix sums are shared, flat, and reached through ``base`` (row offset)."""
 
-    def __init__(self, w: Tensor, cw: Tensor):
+    def __init__(self, w: Tensor, cw: Tensor | None, n_real: Tensor):
+        """``cw`` None: unit weights (zero padding then needs no weights: padded zeros always take level 0)."""
         a, idx = torch.sort(w.abs(), dim=1)
-        cw = torch.gather(cw, 1, idx)
+        B, G = a.shape
         self.a = a.contiguous()
-        z = torch.zeros(a.shape[0], 1, dtype=a.dtype, device=a.device)
-        self.P0 = torch.cat([z, cw.cumsum(1)], 1)
-        self.P1 = torch.cat([z, (cw * a).cumsum(1)], 1)
-        self.Q = (cw * a * a).sum(1)
+        z = torch.zeros(B, 1, dtype=a.dtype, device=a.device)
+        if cw is None:
+            self.P0f = None
+            P1 = torch.cat([z, a.cumsum(1)], 1)
+            self.Q = (a * a).sum(1)
+            self.P0_tot = torch.full_like(self.Q, G)
+        else:
+            cw = torch.gather(cw, 1, idx)
+            P0 = torch.cat([z, cw.cumsum(1)], 1)
+            P1 = torch.cat([z, (cw * a).cumsum(1)], 1)
+            self.Q = (cw * a * a).sum(1)
+            self.P0_tot = P0[:, -1].clone()
+            self.P0f = P0.reshape(-1)
+        self.P1_tot = P1[:, -1].clone()
+        self.P1f = P1.reshape(-1)
+        self.base = torch.arange(B, device=a.device) * (G + 1)
+        self.N = n_real  # weight of the real (non-padding) elements
+
+    def prefix(self, which: str, cnt: Tensor) -> Tensor:
+        """Prefix sum (``"P0"`` weight, ``"P1"`` weight·|w|) over the first ``cnt [rows, k]`` sorted elements."""
+        if which == "P0" and self.P0f is None:
+            return cnt.to(self.a.dtype)
+        flat = self.P0f if which == "P0" else self.P1f
+        return flat[self.base[:, None] + cnt]
+
+    def count_le(self, x: Tensor) -> Tensor:
+        """Σ weight over elements with |w| ≤ x (x [rows, k])."""
+        return self.prefix("P0", torch.searchsorted(self.a, x, right=True))
 
     def subset(self, idx):
         new = object.__new__(_SortedBlocks)
-        new.a, new.P0, new.P1, new.Q = self.a[idx], self.P0[idx], self.P1[idx], self.Q[idx]
+        new.P0f, new.P1f = self.P0f, self.P1f
+        for k in ("a", "Q", "P0_tot", "P1_tot", "base", "N"):
+            setattr(new, k, getattr(self, k)[idx])
         return new
 
 
-def _sorted_step(sb: _SortedBlocks, al1, al2, slot_c1, slot_c2):
-    """One alternation step for α [B, S] (S starts per block): the exact assignment for α, its error,
-    and the ridge solve for the next α."""
+def _sorted_step(sb: _SortedBlocks, al1, al2):
+    """One alternation step for α [B, S] (S starts per block): the exact assignment for α, its error, and the
+    ridge solve for the next α (canonicalized)."""
     B, S = al1.shape
-    v, perm, th, low = _thresholds(al1, al2)
-    thf = th.reshape(B, S * 4).contiguous()
-    c_r = torch.searchsorted(sb.a, thf, right=True)
-    c_l = torch.searchsorted(sb.a, thf, right=False)
-    cnt = torch.where(low.reshape(B, S * 4), c_r, c_l).reshape(B, S, 4)
+    lo, eq23, v, th, low = _thresholds(al1, al2)
+    thf = torch.stack(th, -1).reshape(B, S * 4)
+    cnt = torch.searchsorted(sb.a, thf, right=False)  # #{a < th}
+    lowf = torch.stack(low, -1).reshape(B, S * 4)
     G = sb.a.shape[1]
-    bnd = torch.cat([torch.zeros_like(cnt[..., :1]), cnt, torch.full_like(cnt[..., :1], G)], -1)  # [B,S,6]
-    bnd = bnd.reshape(B, S * 6)
-    W = torch.gather(sb.P0, 1, bnd).reshape(B, S, 6).diff(dim=-1)  # [B,S,5] weight per sorted slot
-    Sa = torch.gather(sb.P1, 1, bnd).reshape(B, S, 6).diff(dim=-1)
-    c1, c2 = slot_c1[perm], slot_c2[perm]
-    err = sb.Q[:, None] - 2 * (v * Sa).sum(-1) + (W * v * v).sum(-1)
-    n1, n2 = _ridge_solve((W * c1 * c1).sum(-1), (W * c1 * c2).sum(-1), (W * c2 * c2).sum(-1),
-                          (c1 * Sa).sum(-1), (c2 * Sa).sum(-1))
+    # elements equal to a threshold that go to the lower side: count #{a <= th} there instead
+    on = torch.gather(sb.a, 1, cnt.clamp(max=G - 1)) == thf
+    on &= lowf
+    if bool(on.any()):
+        cnt = torch.where(on, torch.searchsorted(sb.a, thf, right=True), cnt)
+    W = sb.prefix("P0", cnt).reshape(B, S, 4)
+    P = sb.prefix("P1", cnt).reshape(B, S, 4)
+    Wt, Pt = sb.P0_tot[:, None], sb.P1_tot[:, None]
+    Wb, Pb = W.unbind(-1), P.unbind(-1)
+    # per sorted slot 1..4: weight and Σ weight·|w| of its interval
+    n = [Wb[1] - Wb[0], Wb[2] - Wb[1], Wb[3] - Wb[2], Wt - Wb[3]]
+    m = [Pb[1] - Pb[0], Pb[2] - Pb[1], Pb[3] - Pb[2], Pt - Pb[3]]
+    err = sb.Q[:, None] - 2 * (v[1] * m[0] + v[2] * m[1] + v[3] * m[2] + v[4] * m[3]) + (
+        n[0] * v[1] * v[1] + n[1] * v[2] * v[2] + n[2] * v[3] * v[3] + n[3] * v[4] * v[4])
+    # back to code slots: (0,1) [α2], (1,-1) [α1−α2], (1,0) [α1], (1,1) [α1+α2]
+    n10, m10 = torch.where(eq23, n[1], n[2]), torch.where(eq23, m[1], m[2])
+    nb, mb = torch.where(eq23, n[2], n[1]), torch.where(eq23, m[2], m[1])  # slot (1,-1) if lo else (0,1)
+    n01, n1m = torch.where(lo, n[0], nb), torch.where(lo, nb, n[0])
+    m01, m1m = torch.where(lo, m[0], mb), torch.where(lo, mb, m[0])
+    n11, m11 = n[3], m[3]
+    n1, n2 = _ridge_solve(n10 + n11 + n1m, n11 - n1m, n01 + n11 + n1m, m10 + m11 + m1m, m01 + m11 - m1m)
     n1, n2 = _canonical(n1, n2)
     return err, n1, n2
 
 
-def _initial_alphas(sb: _SortedBlocks, starts, slot_c1, slot_c2):
-    """Starting (α1, α2) per block: "sign" = the paper's start (t1 = t2 = sign(w), then one ridge solve);
-    a float r = (α1 = s, α2 = r·s) with s = the least-squares scale of the codebook shape {0, ±r, ±1, ±(1±r)}
-    at the block's RMS-based size. Returns [B, S] tensors."""
+def _initial_alphas(sb: _SortedBlocks, starts):
+    """Starting (α1, α2) per block, [B, S]. ``"sign"`` = the paper's start (t1 = t2 = sign(w), one ridge solve);
+    ``(s, r)`` = (α1, α2) = (s·rms, r·s·rms) with rms the block's root-mean-square weight."""
     B = sb.a.shape[0]
-    tot_w = sb.P0[:, -1]
-    nz = sb.P0[:, -1] - torch.gather(sb.P0, 1, torch.searchsorted(sb.a, torch.zeros(B, 1, dtype=sb.a.dtype,
-                                                                                      device=sb.a.device),
-                                                                  right=True)).squeeze(1)
-    sum_a = sb.P1[:, -1]
-    rms = torch.sqrt(sb.Q / tot_w.clamp_min(1e-300))
+    zero = torch.zeros(B, 1, dtype=sb.a.dtype, device=sb.a.device)
+    nz = sb.N - sb.count_le(zero).squeeze(1) + (sb.P0_tot - sb.N)  # padding (|w| = 0) is in count_le
+    sum_a = sb.P1_tot
+    rms = torch.sqrt(sb.Q / sb.N.clamp_min(1e-300))
     out1, out2 = [], []
     for st in starts:
         if st == "sign":
@@ -291,51 +334,74 @@ def _initial_alphas(sb: _SortedBlocks, starts, slot_c1, slot_c2):
     return torch.stack(out1, 1), torch.stack(out2, 1)
 
 
-DEFAULT_STARTS = ("sign", (1.0, 0.5), (1.2, 0.33), (1.6, 0.33), (1.0, 0.75), (2.0, 0.25))
+# Chosen greedily on SmolLM2 layers (G = 64): each start adds the most error reduction given the previous ones.
+DEFAULT_STARTS = ((1.4, 0.6), (1.8, 0.6), (1.4, 0.15), (1.2, 0.6), (2.4, 0.9), (1.8, 0.15), (1.4, 0.9), (1.4, 0.4))
 
 
-def _decompose_sorted(weight, G, max_iter, tol, dtype, fp16_scales, starts, col_weight):
+def _lloyd(sb: _SortedBlocks, al1, al2, max_iter, tol, prune_after=2, prune_margin=0.05):
+    """Alternate from every start (α [B, S]) until ‖Δα‖ ≤ tol·‖α‖ or max_iter updates. Each (block, start) pair
+    is its own row, dropped from the working set when it converges (it keeps the α its error was evaluated at,
+    within tol of the fixed point). After ``prune_after`` updates, pairs whose error is more than
+    ``prune_margin`` above their block's best are stopped too (None: never). Returns α, its exact error,
+    iterations and convergence flags, all [B, S]."""
+    B, S = al1.shape
+    dtype, dev = al1.dtype, al1.device
+    A1, A2 = al1.reshape(-1).clone(), al2.reshape(-1).clone()
+    E = torch.full((B * S,), math.inf, dtype=dtype, device=dev)
+    IT = torch.zeros(B * S, dtype=torch.long, device=dev)
+    CV = torch.zeros(B * S, dtype=torch.bool, device=dev)
+    ids = torch.arange(B * S, device=dev)
+    cur = sb.subset(ids // S) if S > 1 else sb
+    a1, a2 = A1.clone(), A2.clone()
+    act = torch.ones(B * S, dtype=torch.bool, device=dev)
+    itw = torch.zeros(B * S, dtype=torch.long, device=dev)
+    for it in range(max_iter + 1):
+        e, n1, n2 = _sorted_step(cur, a1[:, None], a2[:, None])
+        e, n1, n2 = e[:, 0], n1[:, 0], n2[:, 0]
+        E[ids[act]] = e[act]
+        stop = (n1 - a1) ** 2 + (n2 - a2) ** 2 <= (tol * tol) * (a1 * a1 + a2 * a2)
+        CV[ids[act & stop]] = True
+        if it == max_iter:
+            stop = torch.ones_like(stop)
+        elif it == prune_after and S > 1 and prune_margin is not None:
+            best = E.view(B, S).min(1).values
+            stop |= e > (1 + prune_margin) * best[ids // S]
+        stop &= act
+        A1[ids[stop]], A2[ids[stop]], IT[ids[stop]] = a1[stop], a2[stop], itw[stop]
+        act &= ~stop
+        n_act = int(act.sum())
+        if n_act == 0:
+            break
+        a1 = torch.where(act, n1, a1)
+        a2 = torch.where(act, n2, a2)
+        itw += act.long()
+        if n_act < 0.6 * act.numel():
+            keep = act.nonzero().squeeze(1)
+            ids, a1, a2, itw = ids[keep], a1[keep], a2[keep], itw[keep]
+            cur = cur.subset(keep)
+            act = torch.ones(keep.numel(), dtype=torch.bool, device=dev)
+    return A1.view(B, S), A2.view(B, S), E.view(B, S), IT.view(B, S), CV.view(B, S)
+
+
+def _decompose_sorted(weight, G, max_iter, tol, dtype, fp16_scales, starts, col_weight, prune_margin):
     t0 = time.perf_counter()
     dev = weight.device
     w, ng, pad = _blocks(weight, G, dtype)
     B = w.shape[0]
     O, C = weight.shape
-    cw = torch.ones(C, dtype=dtype, device=dev) if col_weight is None else col_weight.to(dev, dtype)
-    cw = torch.nn.functional.pad(cw, (0, pad)).reshape(1, ng, G).expand(O, ng, G).reshape(B, G)
-    sb = _SortedBlocks(w, cw)
-    slot_c1, slot_c2 = _slot_tables(dev, dtype)
+    n_real = torch.full((ng,), float(G), dtype=dtype, device=dev)
+    n_real[-1] = G - pad
+    if col_weight is None:
+        cw = None
+    else:
+        cw = torch.nn.functional.pad(col_weight.to(dev, dtype), (0, pad)).reshape(1, ng, G).expand(O, ng, G)
+        cw = cw.reshape(B, G)
+        n_real = cw.sum(1)
+    sb = _SortedBlocks(w, cw, n_real.repeat(O) if cw is None else n_real)
     starts = list(starts)
     S = len(starts)
-    al1, al2 = _initial_alphas(sb, starts, slot_c1, slot_c2)
-    err = torch.full((B, S), math.inf, dtype=dtype, device=dev)
-    iters = torch.zeros(B, S, dtype=torch.long, device=dev)
-    conv = torch.zeros(B, S, dtype=torch.bool, device=dev)
-    frozen = torch.zeros_like(conv)  # converged and evaluated at the α it keeps
-    ids = torch.arange(B, device=dev)  # blocks still being iterated
-    cur = sb
-    a1w, a2w, ew, itw, cvw, fzw = al1, al2, err, iters, conv, frozen
-    for it in range(max_iter + 1):
-        e, n1, n2 = _sorted_step(cur, a1w, a2w, slot_c1, slot_c2)
-        ew = torch.where(fzw, ew, e)  # error of the current α (exact assignment)
-        fzw = cvw.clone()
-        alive = ~fzw.all(1)
-        n_alive = int(alive.sum())
-        if it < max_iter and n_alive:
-            done = torch.sqrt((n1 - a1w) ** 2 + (n2 - a2w) ** 2) <= tol * torch.sqrt(a1w**2 + a2w**2)
-            upd = ~cvw
-            a1w = torch.where(upd, n1, a1w)
-            a2w = torch.where(upd, n2, a2w)
-            itw = itw + upd.long()
-            cvw = cvw | done
-        if it == max_iter or n_alive == 0 or n_alive < 0.6 * ids.numel():
-            # write back and compact the working set
-            al1[ids], al2[ids], err[ids], iters[ids], conv[ids] = a1w, a2w, ew, itw, cvw
-            if it == max_iter or n_alive == 0:
-                break
-            keep = alive.nonzero().squeeze(1)
-            ids = ids[keep]
-            cur = sb.subset(ids)
-            a1w, a2w, ew, itw, cvw, fzw = a1w[keep], a2w[keep], ew[keep], itw[keep], cvw[keep], fzw[keep]
+    al1, al2 = _initial_alphas(sb, starts)
+    al1, al2, err, iters, conv = _lloyd(sb, al1, al2, max_iter, tol, prune_margin=prune_margin)
     best = err.argmin(1)
     b1 = al1.gather(1, best[:, None]).squeeze(1)
     b2 = al2.gather(1, best[:, None]).squeeze(1)
@@ -353,25 +419,32 @@ def _decompose_sorted(weight, G, max_iter, tol, dtype, fp16_scales, starts, col_
 
 def _assign(w: Tensor, al1: Tensor, al2: Tensor, chunk: int = 1 << 22):
     """Nearest-level trits for w [B, G] and canonical α [B] via the thresholds (equals ``nearest_trits``)."""
-    v, perm, th, low = _thresholds(al1, al2)
+    lo, eq23, v, th, low = _thresholds(al1, al2)
+    th = torch.stack(th, 1)
+    low = torch.stack(low, 1)
     B, G = w.shape
-    c1t = torch.tensor(_SLOT_C1, dtype=torch.int8, device=w.device)
-    c2t = torch.tensor(_SLOT_C2, dtype=torch.int8, device=w.device)
-    o1 = torch.empty(B, G, dtype=torch.int8, device=w.device)
+    dev = w.device
+    # per block, code of each sorted slot (slot orders _PERM_LO / _PERM_HI)
+    perms = [list(_PERM_HI), list(_PERM_LO)]
+    perms += [p[:2] + [p[3], p[2]] + p[4:] for p in perms]  # eq23: slots 2 and 3 swapped
+    c1s = torch.tensor([[_SLOT_C1[i] for i in p] for p in perms], dtype=torch.int8, device=dev)
+    c2s = torch.tensor([[_SLOT_C2[i] for i in p] for p in perms], dtype=torch.int8, device=dev)
+    which = lo.long() + 2 * eq23.long()
+    c1s, c2s = c1s[which], c2s[which]
+    o1 = torch.empty(B, G, dtype=torch.int8, device=dev)
     o2 = torch.empty_like(o1)
     step = max(1, chunk // max(1, G))
     for s in range(0, B, step):
         ws = w[s : s + step]
         a = ws.abs()
-        slot = torch.zeros(a.shape, dtype=torch.long, device=w.device)
+        slot = torch.zeros(a.shape, dtype=torch.long, device=dev)
         for k in range(4):
             t = th[s : s + step, k : k + 1]
-            lo = low[s : s + step, k : k + 1]
-            slot += torch.where(lo, a > t, a >= t).long()
-        sl = torch.gather(perm[s : s + step], 1, slot)
+            lw = low[s : s + step, k : k + 1]
+            slot += torch.where(lw, a > t, a >= t).long()
         sg = torch.sign(ws).to(torch.int8)
-        o1[s : s + step] = c1t[sl] * sg
-        o2[s : s + step] = c2t[sl] * sg
+        o1[s : s + step] = torch.gather(c1s[s : s + step], 1, slot) * sg
+        o2[s : s + step] = torch.gather(c2s[s : s + step], 1, slot) * sg
     return o1, o2
 
 
@@ -380,11 +453,13 @@ def _assign(w: Tensor, al1: Tensor, al2: Tensor, chunk: int = 1 << 22):
 
 def decompose(weight: Tensor, group_size: int, *, max_iter: int = 50, tol: float = 1e-4,
               dtype: torch.dtype = torch.float64, method: str = "sorted", starts=DEFAULT_STARTS,
-              col_weight: Tensor | None = None, fp16_scales: bool = True) -> TritPlanes:
+              col_weight: Tensor | None = None, fp16_scales: bool = True,
+              prune_margin: float | None = 0.05) -> TritPlanes:
     """Decompose ``weight [O, C]`` into two trit planes with per-(row, group) scales (groups along C).
 
     method="sorted" (default): several starts per block (``starts``), each alternated to convergence
-    (``‖Δα‖ ≤ tol·‖α‖``) or ``max_iter``, the lowest-error one kept. ``col_weight [C]`` (optional, ≥ 0) makes the
+    (``‖Δα‖ ≤ tol·‖α‖``) or ``max_iter``, the lowest-error one kept; after 2 updates a start more than
+    ``prune_margin`` (relative squared error) above its block's best is dropped (None: never). ``col_weight [C]`` (optional, ≥ 0) makes the
     scale solve minimize Σ_c col_weight[c]·(w_c − ŵ_c)² instead of the plain squared error.
     method="paper": the literal algorithm (sign start, elementwise 9-way search, absolute tol ``‖Δα‖ < tol``).
     """
@@ -398,5 +473,6 @@ def decompose(weight: Tensor, group_size: int, *, max_iter: int = 50, tol: float
                 raise ValueError("col_weight needs method='sorted'")
             return _decompose_paper(weight, group_size, max_iter, tol, dtype, fp16_scales)
         if method == "sorted":
-            return _decompose_sorted(weight, group_size, max_iter, tol, dtype, fp16_scales, starts, col_weight)
+            return _decompose_sorted(weight, group_size, max_iter, tol, dtype, fp16_scales, starts, col_weight,
+                                     prune_margin)
     raise ValueError(f"unknown method {method!r}")

@@ -21,7 +21,9 @@ def test_gaussian_oracle(method):
     zeros = 0.5 * (s["zero_frac_t1"] + s["zero_frac_t2"])
     assert 0.33 < zeros < 0.46, s
     assert 0.30 < s["zero_frac_t2"] < 0.55 and 0.30 < s["zero_frac_t1"] < 0.55, s
-    assert 5 < s["iters_mean"] < 25 and s["converged_frac"] > 0.99, s
+    assert s["converged_frac"] > 0.99, s
+    if method == "paper":
+        assert 8 < s["iters_mean"] < 25, s  # ≈ 15
     if method == "sorted":  # multi-start finds better minima than the sign(w) start
         assert s["rel_fro_error"] < 0.164, s
 
@@ -79,12 +81,16 @@ def test_partial_last_group():
 
 
 def test_hand_checkable():
-    # one block [3, 1, -1, 0]: the levels {0, ±1, ±2, ±3, ±4} contain (α1, α2) = (2, 1) → exact fit
-    w = torch.tensor([[3.0, 1.0, -1.0, 0.0, 2.0, -3.0]])
-    tp = decompose(w, 6)
-    assert tp.alpha1.item() == pytest.approx(2.0) and tp.alpha2.item() == pytest.approx(1.0)
-    assert tp.t1.tolist() == [[1, 0, 0, 0, 1, -1]]
-    assert tp.t2.tolist() == [[1, 1, -1, 0, 0, -1]]
+    # one block whose magnitudes {0, 1, 3, 4, 5} are exactly the levels of (α1, α2) = (4, 1):
+    # 0, α2, α1−α2, α1, α1+α2 — the only pair that fits exactly
+    w = torch.tensor([[5.0, 4.0, -3.0, 1.0, 0.0, -4.0, 3.0, -1.0]])
+    tp = decompose(w, 8)
+    assert tp.alpha1.item() == pytest.approx(4.0) and tp.alpha2.item() == pytest.approx(1.0)
+    assert tp.t1.tolist() == [[1, 1, -1, 0, 0, -1, 1, 0]]
+    assert tp.t2.tolist() == [[1, 0, 1, 1, 0, 0, -1, -1]]
+    # the paper's sign(w) start stops in a local minimum here, (3.125, 1.125), rel. error ≈ 0.099
+    paper = decompose(w, 8, method="paper")
+    assert paper.alpha1.item() == pytest.approx(3.125) and paper.stats["rel_fro_error"] > 0.09
     assert torch.equal(reconstruct(tp), w)
     # ties: α1 = α2 = 1 → 1 is (1,0) not (0,1); 0 is (0,0) not (1,-1)
     c1, c2 = nearest_trits(torch.tensor([[1.0, 0.0, -1.0, 2.0]]), torch.tensor([1.0]), torch.tensor([1.0]))
