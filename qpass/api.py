@@ -14,7 +14,8 @@ from .calibrate import calibrate, statistics_for
 from .capture import compile_forward
 from .passes import registry
 from .passes.context import PassContext
-from .passes.fake_quant import insert_fake_quant, plan_quantization
+from .passes.fake_quant import plan_quantization
+from .lowering import quantize_transform
 from .plan import SitePlan, select_sites
 from .recipe import Recipe, resolve
 from .report import Report, build_report
@@ -29,6 +30,9 @@ class QuantState:
     plan: dict[str, SitePlan]
     report: Report
     graph_counter: object  # counts graphs compiled for the quantized forward
+    lowered: bool = False  # quantized linears run qpass.kernels ops (False: the fake-quant reference graph)
+    lowering: dict = None  # site -> rule name | "unmatched: why" (filled as graphs are compiled)
+    transform: object = None  # the graph transform the forward was compiled with (qpass.save re-applies it)
 
 
 def _merge(analyses: list[GraphAnalysis]) -> GraphAnalysis:
@@ -43,7 +47,8 @@ def _example_input(model: torch.nn.Module, calib: list[torch.Tensor] | None) -> 
     if calib:
         return calib[0][:1, : min(calib[0].shape[-1], 32)]
     vocab = getattr(getattr(model, "config", None), "vocab_size", 2) or 2
-    return torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(0))
+    device = next(model.parameters()).device
+    return torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def capture_analysis(model: torch.nn.Module, example: torch.Tensor) -> tuple[GraphAnalysis, int]:
@@ -61,11 +66,14 @@ def compile(
     calib: Iterable[torch.Tensor] | None = None,
     *,
     progress: bool = True,
+    lower: bool = True,
 ) -> torch.nn.Module:
     """A quantized copy of `model`, called exactly like it (same outputs types; HF `generate` works).
 
     `recipe` is a Recipe, a preset name (see `qpass.recipes()`) or a YAML/JSON file; `calib` an iterable of
     token-id tensors [B, T], needed by recipes with static activations or data-driven passes.
+    `lower=True` replaces the quantized linears by qpass.kernels ops (Triton on CUDA, references on CPU) where
+    a lowering rule matches; `lower=False` keeps the fake-quant graph (the accuracy reference).
     """
     recipe = resolve(recipe)
     start = time.perf_counter()
@@ -82,15 +90,27 @@ def compile(
         percentile = recipe.activations.percentile if recipe.activations and recipe.activations.observer == "percentile" else None
         observers = calibrate(qmodel, calib, set(selected), percentile, progress, **statistics_for(recipe))
     ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress)
-    for i, spec in enumerate(recipe.passes):
+    run_passes(ctx)
+
+    transform = quantize_transform(ctx.plan, lower)
+    forward, counter = compile_forward(qmodel, transform)
+    qmodel.forward = forward
+    if lower:  # compile the first graph now, so the report says which sites were lowered
+        with torch.no_grad():
+            forward(input_ids=_example_input(qmodel, calib), use_cache=False)
+    report = build_report(
+        recipe.name, analysis, ctx.plan, skipped, graphs, time.perf_counter() - start, ctx.log,
+        lowering=transform.outcomes if lower else None,
+    )
+    qmodel.qpass_state = QuantState(recipe, analysis, ctx.plan, report, counter, lower, transform.outcomes, transform)
+    return qmodel
+
+
+def run_passes(ctx: PassContext) -> None:
+    """The recipe's passes in order, then the quantize step every recipe ends with: `ctx.plan` complete."""
+    for i, spec in enumerate(ctx.recipe.passes):
         registry.get(spec.name).fn(ctx, registry.validate(spec, f"passes[{i}]"))
     plan_quantization(ctx)
-
-    forward, counter = compile_forward(qmodel, lambda cap: insert_fake_quant(cap, ctx.plan))
-    qmodel.forward = forward
-    report = build_report(recipe.name, analysis, ctx.plan, skipped, graphs, time.perf_counter() - start, ctx.log)
-    qmodel.qpass_state = QuantState(recipe, analysis, ctx.plan, report, counter)
-    return qmodel
 
 
 def report(qmodel: torch.nn.Module) -> Report:

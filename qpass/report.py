@@ -19,6 +19,7 @@ class SiteRow:
     weight_error: float | None = None
     notes: list[str] = field(default_factory=list)
     output_error: float | None = None  # relative output MSE on calibration tokens (data-driven recipes)
+    lowering: str = ""  # lowered: the rule's name; "unmatched: why"; "" = not lowered (fake-quant graph)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Report:
             "unsupported_ops": len(self.unsupported),
             "attention_sites": self.attention_sites,
             "graph_breaks": max(self.graphs - 1, 0),
+            "lowered": sum(1 for r in self.quantized if r.lowering and not r.lowering.startswith("unmatched")),
+            "not_lowered": [r.name for r in self.quantized if r.lowering.startswith("unmatched")],
         }
 
     def format(self, max_rows: int | None = None) -> str:
@@ -70,6 +73,11 @@ class Report:
             lines.append(f"  ... {len(self.rows) - max_rows} more sites (--json for all)")
         for u in self.unsupported:
             lines.append(f"  UNSUPPORTED {u['op']} on {u['tensor']} in {u['name']}: {u['reason']} (left in full precision)")
+        for r in self.quantized:
+            if r.lowering.startswith("unmatched"):
+                lines.append(f"  NOT LOWERED {r.name} ({r.scheme}): {r.lowering[len('unmatched: '):]} (runs the fake-quant graph)")
+        if any(r.lowering for r in self.rows):
+            lines.append(f"  lowered to qpass.kernels: {s['lowered']}/{s['quantized']} quantized sites")
         lines += [f"  {entry}" for entry in self.log]
         return "\n".join(lines)
 
@@ -85,6 +93,7 @@ def build_report(
     graphs: int,
     seconds: float,
     log: list[str],
+    lowering: dict[str, str] | None = None,
 ) -> Report:
     rows = []
     for site in analysis.linears:
@@ -102,6 +111,7 @@ def build_report(
                 weight_error=sp.weight_error if sp else None,
                 notes=list(sp.notes) if sp else [],
                 output_error=sp.output_error if sp else None,
+                lowering=(lowering or {}).get(site.name, "unmatched: not seen in a compiled graph" if lowering is not None and quantized else ""),
             )
         )
     unsupported = [asdict(u) for u in analysis.unsupported]

@@ -102,6 +102,7 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
                     weight = graph.call_method("t", (weight,))
             new = graph.call_function(torch._C._nn.linear, (x, weight, bias))
         new.meta.update(node.meta)
+        new.meta["qpass_site"] = site.name  # lowering rules find the site by this tag
         node.replace_all_uses_with(new)
         graph.erase_node(node)
         rewritten += 1

@@ -1,0 +1,79 @@
+"""The lowering graph transform: replace each fake-quant linear that a rule matches by its kernel call."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.fx as fx
+
+from qpass.capture import LINEAR_TARGETS, CapturedGraph
+from qpass.plan import SitePlan
+
+from .pattern import Emit, match_linear
+from .rules import RULES
+
+
+def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict) -> int:
+    """Lower every tagged fake-quant linear in `cap.gm`; returns how many were replaced.
+
+    `outcomes[site]` gets the rule's name, or `unmatched: <why>` (what each rule taking the same ops refused,
+    or that no rule takes them). `cache` keeps packed tensors per site across graphs (recompilations).
+    """
+    gm, graph = cap.gm, cap.graph
+    lowered = 0
+    for node in list(graph.nodes):
+        site = node.meta.get("qpass_site")
+        if site is None or node.op != "call_function" or node.target not in LINEAR_TARGETS:
+            continue
+        sp = plan[site]
+        if sp.weight is None:
+            outcomes[site] = "unmatched: activation-only quantization (no kernel takes float weights)"
+            continue
+        m = match_linear(node, sp)
+        if m is None:
+            outcomes[site] = "unmatched: the weight is not a qpass dequantize op"
+            continue
+        why = []
+        for rule in RULES:
+            refusal = rule.pattern.refuse(m)
+            if refusal is None:
+                with graph.inserting_before(node):
+                    new = rule.replace(m, Emit(gm, m, cache))
+                new.meta.update(node.meta)
+                node.replace_all_uses_with(new)
+                graph.erase_node(node)
+                outcomes[site] = rule.name
+                lowered += 1
+                break
+            if rule.pattern.fits_ops(m):
+                why.append(f"{rule.name}: {refusal}")
+        else:
+            near = [w for w in why if " bits " not in w]  # a rule for other widths says little
+            outcomes[site] = "unmatched: " + ("; ".join(near) if near else f"no rule takes {m.describe()}")
+    if lowered:
+        _drop_dead(gm)
+    return lowered
+
+
+def _drop_dead(gm: fx.GraphModule) -> None:
+    """Remove the dequantize / fake-quant nodes the kernels replaced, and their now-unused buffers."""
+    gm.graph.eliminate_dead_code()
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name in [b for b in gm._buffers if b.startswith("qpass_") and b not in used]:
+        del gm._buffers[name]
+
+
+def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: dict | None = None) -> Callable:
+    """The one graph transform qpass runs on each captured graph: fake-quant insertion, then (if `lower`) the
+    rules over the same graph. `outcomes` collects each site's lowering (for the report)."""
+    from qpass.passes.fake_quant import insert_fake_quant
+
+    outcomes = {} if outcomes is None else outcomes
+    cache: dict = {}
+
+    def transform(cap: CapturedGraph) -> None:
+        insert_fake_quant(cap, plan)
+        if lower:
+            lower_graph(cap, plan, outcomes, cache)
+
+    transform.outcomes = outcomes
+    return transform

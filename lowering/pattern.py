@@ -1,0 +1,171 @@
+"""What a lowering rule is: a declarative pattern over the fake-quant linear shape, and a replacement.
+
+The fake-quant transform (`qpass.passes.fake_quant.insert_fake_quant`) writes every planned site as
+
+    x ─[div(step)]─▶ act_op(x, …)? ─[pad, index_select]─▶ linear(·, weight_op(codes, scales, …), bias)
+
+and tags the linear with `meta["qpass_site"]`. `match_linear` reads that shape back into a `LinearMatch`;
+a rule's `Pattern` says which activation op and weight op it takes and which bits / groups / symmetry its
+kernel supports, and `Pattern.refuse(match)` names the first thing that does not fit (None: it fits).
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.fx as fx
+
+from qpass.plan import SitePlan
+
+DEQ_INT = torch.ops.qpass.dequantize_weight.default
+DEQ_TRIT = torch.ops.qpass.dequantize_trit_planes.default
+ACT_TOKEN = torch.ops.qpass.fake_quant_per_token.default
+ACT_CHANNEL = torch.ops.qpass.fake_quant_per_channel.default
+GATHER_OPS = (torch.nn.functional.pad, torch.index_select)  # channel sort / split / pad (QSM), re-applied after quantizing
+
+_OP_NAMES = {DEQ_INT: "dequantize_weight", DEQ_TRIT: "dequantize_trit_planes", ACT_TOKEN: "fake_quant_per_token",
+             ACT_CHANNEL: "fake_quant_per_channel", None: "no activation quantization"}
+
+
+@dataclass
+class LinearMatch:
+    """One fake-quant linear, read back from the graph."""
+
+    node: fx.Node  # the linear
+    site: str
+    plan: SitePlan
+    x: fx.Node  # the activation op's input (or the linear's input when there is none)
+    act_op: object  # ACT_TOKEN | ACT_CHANNEL | None
+    weight_op: object  # DEQ_INT | DEQ_TRIT
+    bias: fx.Node | None
+    gather: list[fx.Node] = field(default_factory=list)  # nodes between the activation op and the linear
+    in_features: int = 0  # K the kernel sees (after gather)
+
+    @property
+    def out_dtype(self) -> torch.dtype:
+        v = self.node.meta.get("example_value", self.node.meta.get("val"))
+        return v.dtype if isinstance(v, torch.Tensor) else self.plan.dtype
+
+    def describe(self) -> str:
+        w = self.plan.weight
+        bits = f"w{w.bits}" if self.weight_op is DEQ_INT else "trit-plane"
+        act = "a16" if self.act_op is None else f"a{self.plan.activation.bits} {self.plan.activation.granularity}"
+        return f"{bits} {act}"
+
+
+def _linear_parts(node: fx.Node):
+    args = list(node.args) + [None] * (3 - len(node.args))
+    return args[0], args[1], node.kwargs.get("bias", args[2])
+
+
+def match_linear(node: fx.Node, plan: SitePlan) -> LinearMatch | None:
+    """The fake-quant shape at `node`, or None when the weight is not a qpass dequantize op."""
+    x, w, bias = _linear_parts(node)
+    if not isinstance(w, fx.Node) or w.target not in (DEQ_INT, DEQ_TRIT):
+        return None
+    gather = []
+    while isinstance(x, fx.Node) and x.op == "call_function" and x.target in GATHER_OPS:
+        gather.insert(0, x)
+        x = x.args[0]
+    act_op = None
+    if isinstance(x, fx.Node) and x.op == "call_function" and x.target in (ACT_TOKEN, ACT_CHANNEL):
+        act_op, x = x.target, x.args[0]
+    w_codes = plan.weight.t1 if w.target is DEQ_TRIT else plan.weight.qweight
+    return LinearMatch(node, plan.site, plan, x, act_op, w.target, bias, gather, int(w_codes.shape[-1]))
+
+
+def kernel_group_ok(K: int, group_size: int) -> bool:
+    """The Triton kernels' group-size support (other sizes would silently run the reference)."""
+    from qpass.kernels.w4a16 import supported_group  # imports triton: only when a rule is tried
+
+    return supported_group(K, group_size)
+
+
+def uniform_step(plan: SitePlan) -> float | None:
+    """The single step of a symmetric static per-channel activation scale, or None if it varies by channel."""
+    a = plan.activation
+    if a is None or a.scale is None or a.zero is not None:
+        return None
+    s = a.scale.flatten()
+    return float(s[0]) if bool(torch.all(s == s[0])) else None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Declarative: which fake-quant ops a rule takes, and what its kernel supports."""
+
+    weight_op: object  # DEQ_INT | DEQ_TRIT
+    act_op: object = None  # ACT_TOKEN | ACT_CHANNEL | None (weight-only)
+    weight_bits: tuple[int, ...] = ()  # int weights: allowed code widths (codes must fit the container)
+    act_bits: tuple[int, ...] = ()
+    symmetric_weight: bool = False  # the kernel has no zero points
+    per_row_weight_scale: bool = False  # the kernel takes one weight scale per output row
+    group_ok: Callable[[int, int], bool] | None = None  # (K, group_size) -> the kernel supports it
+    static_uniform_step: bool = False  # static activations: one step for all channels (the kernel takes a scalar)
+
+    def fits_ops(self, m: LinearMatch) -> bool:
+        return m.weight_op is self.weight_op and m.act_op is self.act_op
+
+    def refuse(self, m: LinearMatch) -> str | None:
+        """None when `m` fits, else why not."""
+        if not self.fits_ops(m):
+            return f"takes {_OP_NAMES[self.act_op]} + {_OP_NAMES[self.weight_op]}"
+        w, a = m.plan.weight, m.plan.activation
+        if m.gather and self.act_op is None:
+            return "channel gather without activation quantization"
+        if self.weight_op is DEQ_INT:
+            if self.weight_bits and w.bits not in self.weight_bits:
+                return f"weight bits {w.bits} not in {self.weight_bits}"
+            if self.symmetric_weight and w.zero is not None:
+                return "asymmetric weights (the kernel has no zero points)"
+            if self.per_row_weight_scale and w.group_size and w.group_size < m.in_features:
+                return f"weight group {w.group_size}: the kernel takes one weight scale per output row"
+        group = (w.group_size or 0) if self.weight_op is DEQ_INT else w.group_size
+        if self.group_ok is not None and not self.group_ok(m.in_features, group):
+            return f"group size {group} at K={m.in_features} is not supported by the kernel"
+        if a is not None:
+            if self.act_bits and a.bits not in self.act_bits:
+                return f"activation bits {a.bits} not in {self.act_bits}"
+            if not a.symmetric:
+                return "asymmetric activations (the kernel quantizes symmetrically)"
+            if self.static_uniform_step and uniform_step(m.plan) is None:
+                return "static per-channel activation steps differ by channel (the kernel takes one step)"
+        return None
+
+
+class Emit:
+    """What a replacement writes with: constants (packed once per site, held as GraphModule buffers) and calls."""
+
+    def __init__(self, gm: fx.GraphModule, m: LinearMatch, cache: dict):
+        self.gm, self.m, self.cache = gm, m, cache
+
+    def const(self, key: str, make: Callable[[], torch.Tensor]) -> fx.Node:
+        ck = (self.m.site, key)
+        if ck not in self.cache:
+            self.cache[ck] = make().contiguous()
+        name = "qpass_lowered_" + "".join(c if c.isalnum() else "_" for c in f"{self.m.site}_{key}")
+        if not hasattr(self.gm, name):
+            self.gm.register_buffer(name, self.cache[ck], persistent=False)
+        return self.gm.graph.get_attr(name)
+
+    def call(self, op, *args) -> fx.Node:
+        return self.gm.graph.call_function(op, tuple(args))
+
+    def item(self, node: fx.Node, i: int) -> fx.Node:
+        return self.gm.graph.call_function(operator.getitem, (node, i))
+
+    def regather(self, x: fx.Node) -> fx.Node:
+        """Re-apply the site's channel gather (pad, index_select) to the quantized input."""
+        for g in self.m.gather:
+            x = self.gm.graph.call_function(g.target, (x, *g.args[1:]), dict(g.kwargs))
+        return x
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # shown in the report (`lowering` column)
+    pattern: Pattern
+    replace: Callable[[LinearMatch, Emit], fx.Node]  # emits the kernel call, returns the node replacing the linear
+    kernel: str  # the qpass:: op it emits (docs)

@@ -1,0 +1,103 @@
+"""Lowering rules on tiny models: lowered graph vs the fake-quant graph, per scheme; unmatched sites reported."""
+import pytest
+import torch
+
+import qpass
+from qpass import ActivationSpec, PassSpec, CalibrationSpec, Recipe, WeightSpec
+from qpass.capture import compile_forward
+from qpass.lowering import RULES, quantize_transform
+
+from tiny_models import tiny_model
+
+KERNEL_OPS = {f"qpass.{k}.default" for k in ("w4a16_linear", "int8_linear", "w4a8_linear", "ternary_linear")}
+FAKE_OPS = {f"qpass.{k}.default" for k in ("dequantize_weight", "dequantize_trit_planes")}
+
+
+def _ids(n=2, t=24, seed=0):
+    return torch.randint(0, 256, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def _lowered_twin(q):
+    """A lowered forward over the same quantized copy and plan as `q` (compiled with lower=False),
+    plus the graphs it compiled: the fake-quant reference and the lowered graph share everything else."""
+    graphs = []
+    transform = quantize_transform(q.qpass_state.plan, lower=True)
+
+    def record(cap):
+        transform(cap)
+        graphs.append(cap.gm)
+
+    forward, _ = compile_forward(q, record)
+    return forward, transform.outcomes, graphs
+
+
+def _per_channel(bits_w, bits_a):
+    return Recipe(f"w{bits_w}a{bits_a}-pc", weights=WeightSpec(bits=bits_w, group_size=None),
+                  activations=ActivationSpec(bits=bits_a, granularity="per_token"))
+
+
+@pytest.mark.parametrize("arch, recipe, rule", [
+    ("llama", "w4a16", "w4a16"),
+    ("gpt2", "w4a16", "w4a16"),
+    ("llama", "w8a8", "w8a8"),
+    ("llama", _per_channel(4, 8), "w4a8"),
+    ("qwen2", "w4a4", "w4a8"),
+    ("llama", Recipe("ternary-g32", weights=None, passes=[PassSpec("trit_planes", {"group_size": 32, "max_iter": 5})]), "ternary"),
+])
+def test_lowered_matches_fake_quant(arch, recipe, rule):
+    q = qpass.compile(tiny_model(arch), recipe, progress=False, lower=False)
+    lowered, outcomes, graphs = _lowered_twin(q)
+    ids = _ids()
+    with torch.no_grad():
+        ref, out = q(ids).logits, lowered(input_ids=ids).logits
+    rel = float((out - ref).norm() / ref.norm())
+    assert rel < 1e-3, rel  # int GEMMs vs float dequant: rounding of the activation step only
+    n_quant = len(q.qpass_state.plan)
+    assert set(outcomes.values()) == {rule} and len(outcomes) == n_quant
+    targets = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
+    assert targets & KERNEL_OPS and not targets & FAKE_OPS  # every dequantize node is gone
+    assert not [b for b in graphs[0]._buffers if b.startswith("qpass_") and "lowered" not in b]  # fake-quant buffers freed
+
+
+def test_compile_lowers_by_default_and_reports_unmatched_sites():
+    model = tiny_model("llama")
+    # g64 weights: w4a8_linear takes one weight scale per row, so only K = 64 sites (one group) lower
+    q = qpass.compile(model, "w4a8", progress=False)
+    rep = qpass.report(q)
+    s = rep.summary()
+    down = [r for r in rep.quantized if r.name.endswith("down_proj")]  # K = 96: two groups
+    assert down and all(r.lowering.startswith("unmatched") and "one weight scale per output row" in r.lowering for r in down)
+    assert s["lowered"] == s["quantized"] - len(down) and sorted(s["not_lowered"]) == sorted(r.name for r in down)
+    assert "NOT LOWERED model.layers.0.mlp.down_proj" in rep.format()
+    # a weight-only 8-bit recipe has no kernel at all; a group the Triton kernels do not support is refused
+    q8 = qpass.compile(model, "w8a16", progress=False)
+    assert all("no rule takes w8 a16" in r.lowering for r in qpass.report(q8).quantized)
+    q48 = qpass.compile(model, Recipe("w4a16-g48", weights=WeightSpec(bits=4, group_size=48)), progress=False)
+    assert all("group size 48" in r.lowering for r in qpass.report(q48).quantized)
+    ids = _ids()
+    with torch.no_grad():  # unmatched sites still run (their fake-quant nodes stay)
+        assert torch.isfinite(q(ids).logits).all() and torch.isfinite(q48(ids).logits).all()
+    assert q.generate(ids[:1, :4], max_new_tokens=3, do_sample=False).shape == (1, 7)
+
+
+def test_static_qsm_sites_lower_to_the_int_gemm_with_the_gather():
+    """QSM with per-row int4 weights: static one-step activations, channel sort/split/pad gather."""
+    calib = [torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    recipe = Recipe("w4a8-qsm-pc", weights=WeightSpec(bits=4, group_size=None),
+                    activations=ActivationSpec(bits=8, granularity="per_channel"),
+                    passes=[PassSpec("qsm", {"split": 2.0, "clip_search": False})],
+                    calibration=CalibrationSpec(num_samples=4, skip_tokens=1))
+    q = qpass.compile(tiny_model("llama"), recipe, calib, progress=False, lower=False)
+    assert any(sp.gather is not None for sp in q.qpass_state.plan.values())
+    lowered, outcomes, _ = _lowered_twin(q)
+    assert set(outcomes.values()) == {"w4a8-static"}
+    ids = _ids()
+    with torch.no_grad():
+        ref, out = q(ids).logits, lowered(input_ids=ids).logits
+    assert float((out - ref).norm() / ref.norm()) < 1e-3
+
+
+def test_rule_table_is_one_table_with_unique_names():
+    names = [r.name for r in RULES]
+    assert len(names) == len(set(names)) and {"w4a16", "w8a8", "w4a8", "ternary"} <= set(names)
+    assert all(r.kernel.startswith("qpass::") for r in RULES)
