@@ -7,6 +7,7 @@
 from . import ops  # noqa: F401  (registers the torch.ops.qpass.* fake-quant ops)
 from .api import compile, report
 from .evaluate import perplexity
+from .export import LoadError, load, save, save_compressed_tensors
 from .recipe import ActivationSpec, CalibrationSpec, PassSpec, Recipe, RecipeError, WeightSpec, recipes
 
 __version__ = "0.1.0"
@@ -15,6 +16,10 @@ __all__ = [
     "compile",
     "report",
     "perplexity",
+    "save",
+    "load",
+    "save_compressed_tensors",
+    "LoadError",
     "recipes",
     "Recipe",
     "WeightSpec",

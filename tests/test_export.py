@@ -1,0 +1,144 @@
+"""qpass.save / qpass.load (fresh process, integrity checks) and the compressed-tensors layout."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import qpass
+from qpass.export import FORMAT_VERSION, LoadError, unpack_from_int32
+
+from tiny_models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    q = qpass.compile(tiny_model("llama"), "w8a8", progress=False)
+    d = tmp_path_factory.mktemp("save") / "tiny-w8a8"
+    qpass.save(q, d)
+    ids = torch.randint(0, 256, (3, 21), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = q(ids).logits
+    return q, d, ids, ref
+
+
+def _copy(d, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(d, dst)
+    return dst
+
+
+def test_fresh_process_load_matches(saved, tmp_path):
+    _, d, ids, ref = saved
+    assert sorted(os.listdir(d)) == ["manifest.json", "program.pt2", "recipe.json", "weights.safetensors"]
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["torch_version"] == torch.__version__
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    save_file({"ids": ids}, str(tmp_path / "ids.safetensors"))
+    code = (
+        "import sys, torch, qpass; from safetensors.torch import load_file, save_file\n"
+        "m = qpass.load(sys.argv[1]); ids = load_file(sys.argv[2])['ids']\n"
+        "ops = {str(n.target) for n in m.module.graph.nodes if n.op == 'call_function'}\n"
+        "assert 'qpass.int8_linear.default' in ops, ops\n"
+        "with torch.no_grad(): save_file({'out': m(ids)}, sys.argv[3])\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    subprocess.run([sys.executable, "-c", code, str(d), str(tmp_path / "ids.safetensors"), str(tmp_path / "out.safetensors")],
+                   check=True, env=env, timeout=300)
+    out = load_file(str(tmp_path / "out.safetensors"))["out"]
+    assert float((out - ref).abs().max()) <= 1e-4
+
+
+def test_flipped_byte_truncation_and_version_are_refused(saved, tmp_path):
+    _, d, _, _ = saved
+    bad = _copy(d, tmp_path)
+    w = bad / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    w.write_bytes(bytes(data))
+    with pytest.raises(LoadError, match="sha256"):
+        qpass.load(bad)
+    w.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(LoadError, match="truncated"):
+        qpass.load(bad)
+    shutil.rmtree(bad)
+    bad = _copy(d, tmp_path)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["format_version"] = FORMAT_VERSION + 1
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(LoadError, match="format version"):
+        qpass.load(bad)
+
+
+def test_pickled_payload_is_refused_even_with_matching_hashes(saved, tmp_path):
+    """A rewritten archive with a pickle in it (and a manifest re-hashed to match) is still not unpickled."""
+    import hashlib
+    import zipfile
+
+    _, d, _, _ = saved
+    bad = _copy(d, tmp_path)
+    pt2 = bad / "program.pt2"
+    with zipfile.ZipFile(d / "program.pt2") as src, zipfile.ZipFile(pt2, "w") as dst:
+        for item in src.infolist():
+            payload = src.read(item.filename)
+            if "sample_inputs" in item.filename:
+                payload = b"\x80\x02cos\nsystem\n."  # a pickle: must never reach pickle.load
+            dst.writestr(item, payload)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["files"]["program.pt2"] = {"sha256": hashlib.sha256(pt2.read_bytes()).hexdigest(), "bytes": pt2.stat().st_size}
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(LoadError, match="unpickle"):
+        qpass.load(bad)
+
+
+def test_save_is_atomic(saved, tmp_path, monkeypatch):
+    q, d, _, _ = saved
+    with pytest.raises(FileExistsError):
+        qpass.save(q, d)
+    target = tmp_path / "new"
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch.export, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        qpass.save(q, target)
+    assert not target.exists() and not list(tmp_path.iterdir())  # no partial directory, no temp left
+
+
+@pytest.mark.parametrize("recipe, fmt", [("w4a16", "pack-quantized"), ("w8a8", "int-quantized")])
+def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
+    q = qpass.compile(tiny_model("llama"), recipe, progress=False, lower=False)
+    qpass.save_compressed_tensors(q, tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    qc = cfg["quantization_config"]
+    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == fmt and qc["ignore"] == ["lm_head"]
+    wcfg = qc["config_groups"]["group_0"]["weights"]
+    t = load_file(str(tmp_path / "model.safetensors"))
+    plan = q.qpass_state.plan["model.layers.0.mlp.down_proj"]
+    prefix = "model.layers.0.mlp.down_proj"
+    assert f"{prefix}.weight_scale" in t and t[f"{prefix}.weight_scale"].dtype == torch.float32
+    if fmt == "pack-quantized":
+        assert wcfg == {**wcfg, "num_bits": 4, "strategy": "group", "group_size": 64, "symmetric": True, "type": "int"}
+        packed = t[f"{prefix}.weight_packed"]
+        assert packed.dtype == torch.int32 and packed.shape == (64, 96 // 8)
+        assert t[f"{prefix}.weight_shape"].tolist() == [64, 96] and f"{prefix}.weight" not in t
+        codes = unpack_from_int32(packed, 4, 96)
+        # offset encoding: nibble j of word w holds q[8w + j] + 8
+        assert int(packed[0, 0]) & 0xF == int(plan.weight.qweight[0, 0]) + 8
+    else:
+        assert qc["config_groups"]["group_0"]["input_activations"]["strategy"] == "token"
+        assert wcfg["strategy"] == "channel" and wcfg["num_bits"] == 8
+        codes = t[f"{prefix}.weight"]
+        assert codes.dtype == torch.int8
+    assert torch.equal(codes, plan.weight.qweight)
+    scale = t[f"{prefix}.weight_scale"]
+    assert scale.shape == plan.weight.scale.shape
+    group = wcfg["group_size"] or 96
+    w = codes.float() * scale.repeat_interleave(group, dim=1)[:, :96]
+    torch.testing.assert_close(w, plan.weight.dequantize())
+    assert torch.equal(t["lm_head.weight"], q.lm_head.weight.detach()) or "lm_head.weight" in t
