@@ -147,8 +147,8 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :])
             k_lo = (kp << 4) >> 4
             k_hi = kp >> 4
-            acc = tl.dot(q_lo, tl.trans(k_lo))
-            acc = tl.dot(q_hi, tl.trans(k_hi), acc)
+            acc = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
+            acc = tl.dot(q_hi, tl.trans(k_hi), acc, out_dtype=tl.int32)
             ksc = tl.load(ks_ptr + kvbh * S + keys)
             kbi = tl.load(kb_ptr + bh * S + keys) * qk_scale
             est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + kbi[None, :]

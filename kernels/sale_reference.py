@@ -204,3 +204,54 @@ def mask_to_index(mask: Tensor) -> tuple[Tensor, Tensor]:
     idx = torch.sort(key, -1).values
     idx = torch.where(idx >= nkb, torch.zeros_like(idx), idx)
     return idx.to(torch.int32), mask.bool().sum(-1).to(torch.int32)
+
+
+def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: float, block_m: int = 64,
+                               block_n: int = 64, sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE,
+                               chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
+    """(out, mask): select + sparse attention in one chunked pass (the CPU evaluation path; same decisions as
+    `sale_select_ref` up to fp32 rounding — the scales and biases are folded into one augmented product
+    rel = [qs·q̃int·scale, scale·q_bias − m − ln l, 1] · [ks·k̃int, 1, scale·k_bias])."""
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    quant = sale_quantize_ref(q, k)
+    qi = unpack_int4_halves(quant.q_pack).float() * (quant.q_scale * scale)[..., None]
+    ki = (unpack_int4_halves(quant.k_pack).float() * quant.k_scale[..., None]).repeat_interleave(G, 1)
+    ones_k = torch.ones(B, H, S, 1)
+    k_aug = torch.cat([ki, ones_k, (quant.k_bias * scale)[..., None]], -1)
+    kk = k.float().repeat_interleave(G, 1)
+    vv = v.float().repeat_interleave(G, 1)
+    tau = tau.float().reshape(1, -1, 1, 1)
+    dense_head = tau <= tau_dense
+    log_tau = torch.log(tau.clamp_min(1e-30))
+    out = torch.empty(B, H, S, v.shape[-1])
+    mask = torch.zeros(B, H, nqb, nkb, dtype=torch.bool)
+    rows_per = max(1, chunk_rows // block_m) * block_m
+    for r0 in range(0, S, rows_per):
+        r1 = min(S, r0 + rows_per)
+        qb0, qb1 = r0 // block_m, -(-r1 // block_m)
+        nk = -(-r1 // block_n)
+        ri, cj = torch.arange(r0, r1)[:, None], torch.arange(r1)[None, :]
+        caus2 = cj <= ri
+        alw2 = _expand_blocks(always[qb0:qb1], block_m, block_n, slice(0, r1 - r0), r1) & caus2
+        s = (q[:, :, r0:r1].float() @ kk[:, :, :r1].transpose(-1, -2)) * scale
+        sa = s.masked_fill(~alw2, float("-inf"))
+        m = sa.amax(-1, keepdim=True)
+        l = torch.exp(sa.sub_(m)).sum(-1, keepdim=True)
+        del sa
+        q_aug = torch.cat([qi[:, :, r0:r1], quant.q_bias[:, :, r0:r1, None] * scale - m - torch.log(l),
+                           torch.ones(B, H, r1 - r0, 1)], -1)
+        rel = q_aug @ k_aug[:, :, :r1].transpose(-1, -2)
+        rel.masked_fill_(alw2 | ~caus2, float("-inf"))
+        rel = torch.nn.functional.pad(rel, (0, nk * block_n - r1, 0, (qb1 - qb0) * block_m - (r1 - r0)),
+                                      value=float("-inf"))
+        bmax = rel.reshape(B, H, qb1 - qb0, block_m, nk, block_n).amax((3, 5))
+        del rel
+        cb, ab = causal[qb0:qb1, :nk], always[qb0:qb1, :nk]
+        keep = ab | (cb & ((bmax > log_tau) | dense_head))
+        mask[:, :, qb0:qb1, :nk] = keep
+        keep2 = _expand_blocks(keep, block_m, block_n, slice(0, r1 - r0), r1) & caus2
+        s.masked_fill_(~keep2, float("-inf"))
+        out[:, :, r0:r1] = torch.softmax(s, -1) @ vv[:, :, :r1]
+    return out.to(q.dtype), mask

@@ -1,0 +1,168 @@
+"""Attention prefill on one GPU: cuDNN / FlashAttention SDPA, FlexAttention with SALE's block mask, and qpass
+SALE (quantize + estimate/select, block-sparse attention), causal, bf16, B=1, 32 query heads, 8 KV heads, d=128.
+
+    python benchmarks/attention.py [--seqs 16384 32768 65536 131072] [--sparsity 0.5 0.8 0.9 0.95] [--out DIR]
+
+Synthetic inputs: random q/k/v (N(0,1)); the compute pass runs on random block masks at a controlled share of
+skipped causal blocks (sink, local window and diagonal always kept, the rest kept at random to reach the
+target), the estimate + select pass on the same q/k with one τ for every head (its time does not depend on
+how many blocks it keeps).  Writes attention_<gpu>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def bench(fn, rep=100):
+    import triton
+    return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median")
+
+
+def random_mask(S, H, bm, bn, sink, window, target, device, seed=0):
+    from qpass.kernels import sale_reference as R
+    nqb, nkb, causal, always = R.block_layout(S, bm, bn, sink, window)
+    causal, always = causal.to(device), always.to(device)
+    middle = causal & ~always
+    r = ((1 - target) * causal.sum() - always.sum()).clamp_min(0) / middle.sum().clamp_min(1)
+    g = torch.Generator(device=device).manual_seed(seed)
+    keep = always | (middle & (torch.rand(1, H, nqb, nkb, device=device, generator=g) < r))
+    return keep, 1 - keep.sum().item() / (causal.sum().item() * H)
+
+
+def mask_to_index_gpu(mask):
+    nkb = mask.shape[-1]
+    ar = torch.arange(nkb, device=mask.device, dtype=torch.int32).expand_as(mask)
+    key = torch.where(mask, ar, ar + nkb)
+    idx = torch.sort(key, -1).values
+    idx = torch.where(idx >= nkb, 0, idx).to(torch.int32).contiguous()
+    return idx, mask.sum(-1).to(torch.int32).contiguous()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seqs", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
+    ap.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95])
+    ap.add_argument("--block", type=int, nargs=2, default=[128, 64])
+    ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
+    ap.add_argument("--no-flex", action="store_true")
+    a = ap.parse_args()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from qpass.kernels import sale as K
+    from qpass.kernels import sale_reference as R
+
+    dev = "cuda"
+    gpu = torch.cuda.get_device_name()
+    H, Hkv, D, dt = 32, 8, 128, torch.bfloat16
+    bm, bn = a.block
+    sink, window = 64, 256
+    scale = D ** -0.5
+    res = {"gpu": gpu, "torch": torch.__version__, "shape": dict(B=1, H=H, Hkv=Hkv, D=D, dtype="bf16", causal=True),
+           "block": [bm, bn], "sink": sink, "window": window, "rows": [], "check": None}
+
+    # correctness on the GPU: Triton path vs the reference at a small size
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 2048, D, device=dev, dtype=dt)
+    k = torch.randn(1, 2, 2048, D, device=dev, dtype=dt) + 2
+    v = torch.randn(1, 2, 2048, D, device=dev, dtype=dt)
+    tau = torch.tensor([0.01, 0.003, 1e-5, 0.05])
+    out = K.sale_attention_triton(q, k, v, tau, scale, bm, bn, sink, window)
+    idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window)
+    sc = R.sale_block_scores_ref(q.cpu().float(), k.cpu().float(), scale, bm, bn, sink, window)
+    mref = R.mask_from_scores(sc, tau)
+    near = (sc - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 0.05
+    ref = R.sale_attention_ref(q.cpu().float(), k.cpu().float(), v.cpu().float(), m.cpu().bool(), scale, bm, bn)
+    res["check"] = {"mask_mismatch_outside_margin": int(((m.cpu().bool() != mref) & ~near).sum()),
+                    "kept_frac": float(m.float().mean()), "max_abs_err": float((out.cpu().float() - ref).abs().max())}
+    print("check", res["check"], flush=True)
+
+    flex = None
+    if not a.no_flex:
+        from torch.nn.attention.flex_attention import BlockMask, flex_attention
+        flex = torch.compile(flex_attention, dynamic=False)
+
+        def causal_mod(b, h, qi, ki):
+            return qi >= ki
+
+    for S in a.seqs:
+        torch.cuda.empty_cache()
+        q = torch.randn(1, H, S, D, device=dev, dtype=dt)
+        k = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
+        v = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
+        row = {"seq": S}
+        flops = 4 * S * S / 2 * D * H  # causal
+        for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            try:
+                with sdpa_kernel(be):
+                    f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa
+                    f()
+                    row[f"{name}_ms"] = bench(f)
+            except Exception as e:  # GQA unsupported by the backend: expanded K/V
+                try:
+                    ke, ve = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
+                    with sdpa_kernel(be):
+                        f = lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=True)  # noqa
+                        f()
+                        row[f"{name}_ms"] = bench(f)
+                    row[f"{name}_note"] = "K/V expanded (no enable_gqa)"
+                    del ke, ve
+                except Exception as e2:
+                    row[f"{name}_error"] = f"{type(e2).__name__}: {str(e2)[:200]}"
+            if f"{name}_ms" in row:
+                row[f"{name}_tflops"] = round(flops / row[f"{name}_ms"] / 1e9, 1)
+        # qpass: quantize, estimate + select (τ = 0.01 every head), and the dense-mask compute pass
+        tau = torch.full((H,), 0.01)
+        row["qpass_quant_ms"] = bench(lambda: K.sale_quantize_triton(q, k))
+        quant = K.sale_quantize_triton(q, k)
+        row["qpass_select_ms"] = bench(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant))
+        idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant)
+        row["qpass_estimate_ms"] = row["qpass_quant_ms"] + row["qpass_select_ms"]
+        causal = R.block_layout(S, bm, bn, 0, 0)[2].sum().item() * H
+        row["random_input_skipped_pct"] = round(100 * (1 - m.sum().item() / causal), 2)
+        del idx, cnt, m, quant
+        full, _ = random_mask(S, H, bm, bn, 0, S, 0.0, dev)
+        idx, cnt = mask_to_index_gpu(full)
+        row["qpass_dense_attn_ms"] = bench(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn))
+        del idx, cnt, full
+        row["sparse"] = []
+        for p in a.sparsity:
+            mask, actual = random_mask(S, H, bm, bn, sink, window, p, dev)
+            idx, cnt = mask_to_index_gpu(mask)
+            r = {"target": p, "skipped": round(actual, 4)}
+            r["qpass_attn_ms"] = bench(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn))
+            r["qpass_total_ms"] = r["qpass_attn_ms"] + row["qpass_estimate_ms"]
+            if "cudnn_ms" in row:
+                r["speedup_vs_cudnn"] = round(row["cudnn_ms"] / r["qpass_total_ms"], 2)
+                r["estimate_share_of_cudnn"] = round(row["qpass_estimate_ms"] / row["cudnn_ms"], 3)
+            r["estimate_share_of_total"] = round(row["qpass_estimate_ms"] / r["qpass_total_ms"], 3)
+            if flex is not None:
+                try:
+                    bmask = BlockMask.from_kv_blocks(cnt, idx, BLOCK_SIZE=(bm, bn), mask_mod=causal_mod,
+                                                     seq_lengths=(S, S))
+                    fl = lambda: flex(q, k, v, block_mask=bmask, enable_gqa=True)  # noqa
+                    fl()
+                    r["flex_ms"] = bench(fl)
+                except Exception as e:
+                    r["flex_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            row["sparse"].append(r)
+            del idx, cnt, mask
+            print(S, r, flush=True)
+        row = {k2: (round(v2, 3) if isinstance(v2, float) else v2) for k2, v2 in row.items()}
+        print({k2: v2 for k2, v2 in row.items() if k2 != "sparse"}, flush=True)
+        res["rows"].append(row)
+        del q, k, v
+        tag = gpu.replace("NVIDIA ", "").split()[0].lower()
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, f"attention_{tag}.json"), "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""SALE per-head τ calibration (docs/sale.md) and the eager attention function that runs SALE in HF models.
+
+Calibration (the paper's rule): for each attention head, τ starts at `tau_init` (0.008) and is halved while
+Σ_i Σ_d |O_sparse − O_dense| ≥ θ · q_len on the calibration prompt; a head whose τ falls to `tau_dense` (1e-4)
+or below runs dense.  One pass over the calibration text: per layer, per head, the estimate's block scores R
+and the dense attention's per-(row, key block) partial sums are computed once; every candidate τ is then a
+cheap masked sum (no re-run per τ).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .context import PassContext
+from .registry import register
+
+
+@dataclass
+class SaleOptions:
+    tau_init: float = 0.008
+    theta: float = 0.4  # L1 bound per query row (Σ_d |ΔO|), as in the paper (0.4 for Llama)
+    tau_dense: float = 1e-4
+    block_m: int = 64
+    block_n: int = 64
+    sink: int = 64
+    window: int = 256
+    min_seq_len: int = 1024  # prefills this short stay dense
+    calib_novel: str = "emma"
+    calib_tokens: int = 4096
+    taus: Any = None  # {attention module path: [τ per head]} to skip calibration
+
+
+@dataclass
+class SaleState:
+    """What the `sale` pass leaves on the model (`qmodel.qpass_sale`) for the lowering / attention function."""
+    taus: dict[str, list[float]]
+    options: SaleOptions
+    table: dict = field(default_factory=dict)  # module -> {"l1": [H][nτ], "kept": [H][nτ]} (calibration)
+
+    def to_dict(self) -> dict:
+        return {"taus": self.taus, "options": self.options.__dict__}
+
+
+def tau_ladder(opts: SaleOptions) -> list[float]:
+    out, t = [], opts.tau_init
+    while t > opts.tau_dense:
+        out.append(t)
+        t /= 2
+    return out
+
+
+def head_tables(q: Tensor, k: Tensor, v: Tensor, scale: float, opts: SaleOptions, ladder: list[float],
+                chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
+    """(l1 [H, nτ]: Σ|O_sparse − O_dense| / q_len, kept [H, nτ]: fraction of causal blocks kept) for q [1, H, S, D]."""
+    from qpass.kernels import sale_reference as R
+
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    bm, bn = opts.block_m, opts.block_n
+    scores = R.sale_block_scores_ref(q, k, scale, bm, bn, opts.sink, opts.window, chunk_rows=chunk_rows)[0]
+    causal = R.block_layout(S, bm, bn, 0, 0)[2]
+    nkb = causal.shape[1]
+    l1 = torch.zeros(H, len(ladder))
+    kept = torch.zeros(H, len(ladder))
+    thr = torch.log(torch.tensor(ladder))
+    for h in range(H):
+        keeps = scores[h][None] > thr[:, None, None]  # [nτ, nQB, nKB]
+        kept[h] = (keeps & causal).flatten(1).sum(1).float() / causal.sum()
+        kh, vh = k[0, h // G].float(), v[0, h // G].float()
+        pad = nkb * bn - S
+        vb = torch.nn.functional.pad(vh, (0, 0, 0, pad)).reshape(nkb, bn, -1)
+        rows_per = max(1, chunk_rows // bm) * bm
+        for r0 in range(0, S, rows_per):
+            r1 = min(S, r0 + rows_per)
+            s = (q[0, h, r0:r1].float() @ kh.T) * scale
+            s = s.masked_fill(torch.arange(S)[None] > torch.arange(r0, r1)[:, None], float("-inf"))
+            p = torch.exp(s - s.amax(-1, keepdim=True))
+            pb = torch.nn.functional.pad(p, (0, pad)).reshape(r1 - r0, nkb, bn)
+            lb = pb.sum(-1)  # [rows, nKB]
+            ob = torch.einsum("rbn,bnd->rbd", pb, vb)  # [rows, nKB, D]
+            dense = ob.sum(1) / lb.sum(1, keepdim=True)
+            qb = torch.arange(r0, r1) // bm
+            for t in range(len(ladder)):
+                km = keeps[t][qb].float()  # [rows, nKB]
+                o = torch.einsum("rb,rbd->rd", km, ob) / (km * lb).sum(1, keepdim=True)
+                l1[h, t] += (o - dense).abs().sum()
+    return l1 / S, kept
+
+
+def choose_taus(l1: Tensor, ladder: list[float], theta: float, tau_dense: float) -> list[float]:
+    """Per head: the first τ on the ladder whose L1 error per row is under θ; dense (τ = 0) if none."""
+    out = []
+    for h in range(l1.shape[0]):
+        ok = (l1[h] < theta).nonzero()
+        out.append(ladder[int(ok[0])] if len(ok) else 0.0)
+    return out
+
+
+# ------------------------------------------------------------------ HF attention functions
+_MODE: dict = {}
+
+
+def _module_names(model) -> dict[int, str]:
+    return {id(m): n for n, m in model.named_modules()}
+
+
+def attention_fn(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """An HF `AttentionInterface` function: dense SDPA plus the active mode's work (calibration tables, or SALE
+    attention with the calibrated τ).  Assumes causal, unpadded batches (the eval/calibration setting)."""
+    import torch.nn.functional as F
+
+    mode = _MODE
+    name = mode["names"].get(id(module), str(getattr(module, "layer_idx", "?")))
+    S = query.shape[2]
+    gqa = key.shape[1] != query.shape[1]
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
+    out = dense
+    if mode["kind"] == "calibrate" and S > 1:
+        l1, kept = head_tables(query, key, value, scale, mode["opts"], mode["ladder"])
+        mode["tables"][name] = {"l1": l1.tolist(), "kept": kept.tolist()}
+    elif mode["kind"] == "sale" and S > mode["opts"].min_seq_len:
+        from qpass.kernels import sale_reference as R
+
+        o = mode["opts"]
+        tau = torch.tensor(mode["taus"][name])
+        out, mask = R.sale_attention_chunked_ref(query, key, value, tau, scale, o.block_m, o.block_n, o.sink,
+                                                 o.window, o.tau_dense)
+        causal = R.block_layout(S, o.block_m, o.block_n, 0, 0)[2]
+        st = mode["stats"].setdefault(name, {"kept": 0.0, "causal": 0.0, "l1": 0.0, "norm": 0.0})
+        st["kept"] += float((mask & causal).sum())
+        st["causal"] += float(causal.sum()) * mask.shape[0] * mask.shape[1]
+        st["l1"] += float((out - dense).abs().sum())
+        st["norm"] += float(dense.abs().sum())
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register():
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register("qpass_sale", attention_fn)
+    AttentionMaskInterface.register("qpass_sale", sdpa_mask)
+
+
+class use_sale:
+    """Context manager: run `model` (an HF causal LM) with SALE attention ("sale", needs `taus`) or in
+    calibration mode ("calibrate", fills `tables`)."""
+
+    def __init__(self, model, kind: str, opts: SaleOptions, taus: dict | None = None):
+        self.model, self.kind, self.opts, self.taus = model, kind, opts, taus
+        self.tables, self.stats = {}, {}
+
+    def __enter__(self):
+        _register()
+        self.prev = self.model.config._attn_implementation
+        self.model.set_attn_implementation("qpass_sale")
+        _MODE.clear()
+        _MODE.update(kind=self.kind, opts=self.opts, taus=self.taus, ladder=tau_ladder(self.opts),
+                     tables=self.tables, stats=self.stats, names=_module_names(self.model))
+        return self
+
+    def __exit__(self, *exc):
+        self.model.set_attn_implementation(self.prev)
+        _MODE.clear()
+
+
+def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
+    """Per-head τ from one forward over `ids` [1, T] (no grad)."""
+    with torch.no_grad(), use_sale(model, "calibrate", opts) as ctx:
+        model(input_ids=ids.reshape(1, -1), use_cache=False)
+    ladder = tau_ladder(opts)
+    taus = {n: choose_taus(torch.tensor(t["l1"]), ladder, opts.theta, opts.tau_dense) for n, t in ctx.tables.items()}
+    return SaleState(taus, opts, ctx.tables)
+
+
+def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
+    from transformers import AutoTokenizer
+
+    from qpass.data import austen_tokens
+
+    path = getattr(getattr(ctx.model, "config", None), "_name_or_path", None)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return austen_tokens(tok, opts.calib_novel, opts.calib_tokens)[None]
+    except Exception as e:  # no tokenizer beside the model: random tokens (noted in the report)
+        ctx.log.append(f"sale: no tokenizer at {path!r} ({type(e).__name__}); calibrating on random tokens")
+        vocab = ctx.model.config.vocab_size
+        return torch.randint(0, vocab, (1, opts.calib_tokens), generator=torch.Generator().manual_seed(0))
+
+
+@register("sale", SaleOptions)
+def sale(ctx: PassContext, opts: SaleOptions) -> None:
+    """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `qmodel.qpass_sale`."""
+    if opts.taus is not None:
+        state = SaleState({k: list(map(float, v)) for k, v in dict(opts.taus).items()}, opts)
+    else:
+        state = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts)
+    ctx.model.qpass_sale = state
+    heads = [t for v in state.taus.values() for t in v]
+    dense = sum(t <= opts.tau_dense for t in heads)
+    ctx.log.append(f"sale: τ for {len(heads)} heads in {len(state.taus)} attention modules "
+                   f"(median {sorted(heads)[len(heads) // 2] if heads else float('nan'):.2g}, {dense} dense)")
