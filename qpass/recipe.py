@@ -272,6 +272,7 @@ def _presets() -> dict[str, Recipe]:
         "w3a16": Recipe("w3a16", weights=WeightSpec(bits=3, group_size=64)),
         # Data-free PTQTP trit planes on every linear; embeddings, lm_head and norms untouched.
         "ternary": Recipe("ternary", weights=None, passes=[PassSpec("trit_planes")]),
+        "sale": Recipe("sale", weights=None, passes=[PassSpec("sale")]),  # SALE sparse attention (docs/sale.md)
         # QSM (docs/qsm.md): static per-channel steps migrated into producers; the first token of each
         # calibration sequence (attention sink) does not set the ranges.
         "w4a4-qsm": Recipe(
