@@ -16,7 +16,7 @@ Two implementations of the same alternation:
   from ``w``), and nearest-level assignment on sorted data is 4 thresholds (midpoints between adjacent levels).
   With prefix sums of ``|w|`` the 2×2 normal equations and the block error need only 4 binary searches per
   block, so an iteration costs O(log G) per block instead of O(9·G). That makes it cheap to run the
-  alternation from several starting points per block and keep the best (``n_starts``), which is where the
+  alternation from several starting points per block and keep the best (``starts``), which is where the
   accuracy gain comes from (the alternation is Lloyd's algorithm on a 2-parameter codebook and gets stuck in
   local minima from the sign(w) start). The final trits are assigned once, per element, in the original layout.
 
