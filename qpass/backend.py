@@ -1,0 +1,114 @@
+"""`torch.compile(model, backend="qpass", options={"recipe": ...})`: quantize and lower inside torch.compile.
+
+Each graph Dynamo hands over is planned and rewritten with the same machinery as qpass.compile — analysis,
+site selection, a PassContext over the graph's parameter placeholders, the recipe's passes, then the one
+transform (fake-quant insertion, then the lowering rules) — and the result goes to inductor (or the backend
+named by options["backend"]). Calibration-free recipes only: a backend never sees data before it compiles.
+No global torch/inductor setting is changed.
+
+options: recipe (required: preset name, Recipe, dict or file), lower (default True), backend (default
+"inductor"; "aot_eager" / "eager" for debugging). torch.compile passes `options` through to a registered
+backend as a keyword argument (torch._TorchCompileWrapper), `mode` likewise.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx as fx
+
+from .analysis import analyze
+from .capture import CapturedGraph
+from .passes.context import PassContext
+from .plan import select_sites
+from .recipe import Recipe, RecipeError, resolve
+
+OPTIONS = ("recipe", "lower", "backend")
+
+
+def _fqn(source_name: str) -> str:
+    """`L['self']._modules['model']._modules['layers']._modules['0']._parameters['weight']` -> FQN."""
+    s = re.sub(r"\._(?:modules|parameters|buffers)\['([^']*)'\]", r".\1", source_name)
+    s = re.sub(r"\['([^']*)'\]", r".\1", s)
+    s = re.sub(r"\[(\d+)\]", r".\1", s)
+    s = re.sub(r"^L\.(self|model|mod|m)\b\.?", "", s)
+    return s.strip(".")
+
+
+class _Parameters(torch.nn.Module):
+    """The graph's parameter placeholders seen as a model: what PassContext reads (get_parameter)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        super().__init__()
+        self._tensors = tensors
+
+    def get_parameter(self, target: str) -> torch.Tensor:
+        return self._tensors[target]
+
+
+def capture_from_dynamo(gm: fx.GraphModule, example_inputs) -> CapturedGraph:
+    """A CapturedGraph with placeholder -> FQN from Dynamo's graph arguments (their guard sources)."""
+    cap = CapturedGraph(gm)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, value in zip(placeholders, example_inputs):
+        grapharg = node.meta.get("grapharg")
+        source = getattr(grapharg, "source", None)
+        if not isinstance(value, torch.Tensor) or source is None:
+            continue
+        name = source.name() if callable(source.name) else source.name
+        if "_parameters" in name or "_buffers" in name or isinstance(value, torch.nn.Parameter):
+            cap.tensor_of[node] = value
+            cap.fqn_of[node] = _fqn(name)
+    return cap
+
+
+def _options(options) -> tuple[Recipe, bool, str]:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise RecipeError(f"backend='qpass' options: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
+    if "recipe" not in options:
+        raise RecipeError("backend='qpass' needs options={'recipe': <preset name | Recipe | file>}")
+    recipe = options["recipe"]
+    recipe = Recipe.from_dict(recipe) if isinstance(recipe, dict) else resolve(recipe)
+    if recipe.needs_calibration:
+        raise RecipeError(
+            f"backend='qpass': recipe {recipe.name!r} needs calibration data, which a torch.compile backend never "
+            "sees; use qpass.compile(model, recipe, calib) for it, or a calibration-free recipe"
+        )
+    return recipe, bool(options.get("lower", True)), str(options.get("backend", "inductor"))
+
+
+def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
+    """The registered `qpass` Dynamo backend (see the module docstring)."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    from .api import run_passes
+    from .lowering import quantize_transform
+
+    recipe, lower, inner = _options(options)
+    cap = capture_from_dynamo(gm, example_inputs)
+    analysis = analyze(cap)
+    selected, _ = select_sites(analysis, recipe)
+    params = _Parameters({cap.fqn_of[n]: t for n, t in cap.tensor_of.items()})
+    ctx = PassContext(params, recipe, analysis, selected, progress=False)
+    with torch.no_grad():
+        run_passes(ctx)
+    transform = quantize_transform(ctx.plan, lower)
+    transform(cap)
+    gm.graph.lint()
+    # A fresh GraphModule over the edited graph: Dynamo's parameter-source table does not list the packed
+    # buffers the rewrite added, and AOT autograd would refuse them; the packed tensors are constants anyway.
+    gm = fx.GraphModule(gm, gm.graph)
+    gm.meta["qpass_lowering"] = dict(transform.outcomes)
+    compiler = lookup_backend(inner)
+    if inner == "inductor" and mode is not None:
+        return compiler(gm, example_inputs, mode=mode)
+    return compiler(gm, example_inputs)
+
+
+def register() -> None:
+    from torch._dynamo.backends.registry import _BACKENDS, register_backend
+
+    if "qpass" not in _BACKENDS:
+        register_backend(name="qpass")(qpass_backend)

@@ -1,0 +1,67 @@
+"""torch.compile(model, backend="qpass", options={"recipe": ...}): same plan/transform as qpass.compile."""
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import qpass
+from qpass import data, models
+
+from tiny_models import tiny_model
+
+
+def _ids(n=2, t=24, seed=0):
+    return torch.randint(0, 256, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("arch, recipe, inner", [("llama", "w4a16", "inductor"), ("gpt2", "w8a8", "aot_eager")])
+def test_backend_matches_qpass_compile(arch, recipe, inner):
+    torch._dynamo.reset()
+    model = tiny_model(arch)
+    ref = qpass.compile(model, recipe, progress=False)
+    compiled = torch.compile(model, backend="qpass", options={"recipe": recipe, "backend": inner}, fullgraph=True)
+    ids = _ids()
+    with torch.no_grad():
+        out, expect = compiled(ids).logits, ref(ids).logits
+    assert _rel(out, expect) < 1e-4
+    assert not any(p.dtype == torch.int8 for p in model.parameters())  # the user's model is untouched
+
+
+def test_no_recompiles_across_batch_and_sequence_lengths():
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(tiny_model("qwen3"), backend="qpass", options={"recipe": "w8a8", "backend": "aot_eager"},
+                             fullgraph=True, dynamic=True)
+    graphs = []
+    with torch.no_grad():
+        for bs in range(1, 9):
+            ids = _ids(bs, 5 + 3 * bs, seed=bs)
+            torch._dynamo.decorators.mark_unbacked(ids, 0)  # else Dynamo specializes batch 1 (0/1 specialization)
+            compiled(ids)
+            graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs == [1] * 8, graphs
+
+
+def test_calibration_recipes_and_bad_options_are_refused():
+    torch._dynamo.reset()
+    model = tiny_model("llama")
+    with pytest.raises(Exception, match="needs calibration data"):
+        torch.compile(model, backend="qpass", options={"recipe": "w4a8-qsm"})(_ids())
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="unknown key"):
+        torch.compile(model, backend="qpass", options={"recipe": "w4a16", "bits": 3})(_ids())
+
+
+@pytest.mark.slow
+def test_backend_on_smollm2_matches_qpass_compile():
+    torch._dynamo.reset()
+    model, tok = models.load("smollm2")
+    ids = data.austen_tokens(tok, "prideprejudice", 256).reshape(1, -1)
+    ref = qpass.compile(model, "w8a8", progress=False)
+    compiled = torch.compile(model, backend="qpass", options={"recipe": "w8a8", "backend": "aot_eager"}, fullgraph=True)
+    with torch.no_grad():
+        out, expect = compiled(ids).logits, ref(ids).logits
+    assert _rel(out, expect) <= 1e-2
