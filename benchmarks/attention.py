@@ -6,7 +6,8 @@ SALE (quantize + estimate/select, block-sparse attention), causal, bf16, B=1, 32
 Synthetic inputs: random q/k/v (N(0,1)); the compute pass runs on random block masks at a controlled share of
 skipped causal blocks (sink, local window and diagonal always kept, the rest kept at random to reach the
 target), the estimate + select pass on the same q/k with one τ for every head (its time does not depend on
-how many blocks it keeps).  Writes attention_<gpu>.json.
+how many blocks it keeps); `qpass_select_ms` is the default (one block map per KV group),
+`qpass_select_per_head_ms` the per-head selection (group=False).  Writes attention_<gpu>.json.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def main():
     ap.add_argument("--block", type=int, nargs=2, default=[128, 64])
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--select-only", action="store_true", help="time quantize + select only (group and per-head)")
     a = ap.parse_args()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -76,10 +78,14 @@ def main():
     out = K.sale_attention_triton(q, k, v, tau, scale, bm, bn, sink, window)
     idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window)
     sc = R.sale_block_scores_ref(q.cpu().float(), k.cpu().float(), scale, bm, bn, sink, window)
-    mref = R.mask_from_scores(sc, tau)
-    near = (sc - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 0.05
+    mref = R.group_union(R.mask_from_scores(sc, tau), 2)  # default: one block map per KV group
+    near = R.group_union((sc - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 0.05, 2)
     ref = R.sale_attention_ref(q.cpu().float(), k.cpu().float(), v.cpu().float(), m.cpu().bool(), scale, bm, bn)
+    m1 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, group=False)[2]
+    near1 = (sc - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 0.05
     res["check"] = {"mask_mismatch_outside_margin": int(((m.cpu().bool() != mref) & ~near).sum()),
+                    "per_head_mask_mismatch_outside_margin": int(((m1.cpu().bool() != R.mask_from_scores(sc, tau))
+                                                                  & ~near1).sum()),
                     "kept_frac": float(m.float().mean()), "max_abs_err": float((out.cpu().float() - ref).abs().max())}
     print("check", res["check"], flush=True)
 
@@ -97,6 +103,15 @@ def main():
         k = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
         v = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
         row = {"seq": S}
+        if a.select_only:
+            tau = torch.full((H,), 0.01)
+            quant = K.sale_quantize_triton(q, k)
+            row["qpass_quant_ms"] = bench(lambda: K.sale_quantize_triton(q, k))
+            for grp in (True, False):
+                row[f"qpass_select_{'group' if grp else 'head'}_ms"] = bench(
+                    lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, group=grp))
+            print(row, flush=True)
+            continue
         flops = 4 * S * S / 2 * D * H  # causal
         for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
             try:
@@ -122,6 +137,8 @@ def main():
         row["qpass_quant_ms"] = bench(lambda: K.sale_quantize_triton(q, k))
         quant = K.sale_quantize_triton(q, k)
         row["qpass_select_ms"] = bench(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant))
+        row["qpass_select_per_head_ms"] = bench(
+            lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, group=False))
         idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant)
         row["qpass_estimate_ms"] = row["qpass_quant_ms"] + row["qpass_select_ms"]
         causal = R.block_layout(S, bm, bn, 0, 0)[2].sum().item() * H

@@ -26,7 +26,12 @@ LOG2E = 1.4426950408889634
 
 # Shipped launch configs (configs checked for sm_90 by tests/kernels/test_sale.py::test_sale_configs_compile_sm90).
 QUANT_CONFIG = dict(BLOCK_R=64, num_warps=4, num_stages=1)
-SELECT_CONFIG = dict(num_warps=4, num_stages=2)
+SELECT_CONFIG = dict(num_warps=4, num_stages=2)  # stacked rows (GS * BLOCK_M) <= 128
+
+
+def select_config(rows):
+    """Launch config of the select kernel by stacked query rows (GS * BLOCK_M)."""
+    return dict(num_warps=max(4, rows // 32), num_stages=2)
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
 
 
@@ -76,72 +81,94 @@ def _sale_quant_kernel(x_ptr, mean_ptr, other_ptr, pack_ptr, scale_ptr, bias_ptr
 
 
 @triton.jit
-def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb_ptr, tau_ptr,
+def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb_ptr, tau_ptr, thr_ptr,
                         idx_ptr, cnt_ptr, mask_ptr,
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
                         N_SINK, WINDOW,
-                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr):
+    """One program per (query block, group of GS query heads sharing a KV head; GS = 1: one head).  The GS
+    heads' query rows are stacked into one [GS*BLOCK_M, D/2] int8 tile, so each key tile is loaded and unpacked
+    once and the int8 dots run at GS*BLOCK_M rows.  A block is kept for the whole group iff some head keeps it
+    (union of the per-head decisions); outputs are per group ([B, H/GS, ...])."""
     qblk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    kvh = h // G
+    bg = tl.program_id(1)
+    NG = H // GS
+    b = bg // NG
+    h0 = (bg % NG) * GS
+    kvh = h0 // G
     Hkv = H // G
     kvbh = b * Hkv + kvh
     NKB = tl.cdiv(S, BLOCK_N)
     NQB = tl.cdiv(S, BLOCK_M)
     D2: tl.constexpr = D // 2
+    GM: tl.constexpr = GS * BLOCK_M
     rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < S
     dcols = tl.arange(0, D)
     ncols = tl.arange(0, BLOCK_N)
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
     k_base = k_ptr + b * sk_b + kvh * sk_h
 
     last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)  # last causal key block
     local_lo = tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N
     n_sink = tl.minimum(N_SINK, last + 1)
     local_lo = tl.maximum(local_lo, n_sink)
-    out_row = bh * NQB + qblk
+    out_row = bg * NQB + qblk
     idx_base = idx_ptr + out_row * NKB
     mask_base = mask_ptr + out_row * NKB
-
-    # ---- exact pass: sink blocks [0, n_sink) and local + diagonal blocks [local_lo, last]
-    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
     n_exact = n_sink + (last + 1 - local_lo)
-    for t in range(0, n_exact):
-        kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
-        keys = kb * BLOCK_N + ncols
-        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
-        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-        s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
-        m_i = m_new
-    # ---- estimate pass over the middle blocks [n_sink, local_lo)
+
+    # ---- exact pass per head: sink blocks [0, n_sink) and local + diagonal blocks [local_lo, last];
+    # each row's threshold (base 2, q_bias folded in; -inf for a dense head) goes to the scratch thr_ptr
+    n_sparse = n_sink * 0
+    for g in range(0, GS):
+        h = h0 + g
+        bh = b * H + h
+        q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None],
+                    other=0.0)
+        m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        for t in range(0, n_exact):
+            kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
+            keys = kb * BLOCK_N + ncols
+            kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
+            s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+            s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+            m_i = m_new
+        tau = tl.load(tau_ptr + h)
+        qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
+        thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
+        thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+        thr = tl.where(rmask, thr, float("inf"))
+        tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
+        n_sparse += (tau > tau_dense).to(tl.int32)
+    tl.debug_barrier()
+
     cnt = n_sink * 0
     for t in range(0, n_sink):
         tl.store(idx_base + cnt, t)
         tl.store(mask_base + t, 1)
         cnt += 1
-    tau = tl.load(tau_ptr + h)
-    if tau <= tau_dense:
+    if n_sparse == 0:
         for kb in range(n_sink, local_lo):
             tl.store(idx_base + cnt, kb)
             tl.store(mask_base + kb, 1)
             cnt += 1
     else:
-        # keep iff some row has est·qk_scale − m_i − log2(l_i) > log2(τ)
-        thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tau)
-        thr = tl.where(rmask, thr, float("inf"))
+        # keep iff some row of some head has est·qk_scale − m_i − log2(l_i) > log2(τ_h)
+        r = tl.arange(0, GM)
+        grow = r // BLOCK_M
+        srow = qblk * BLOCK_M + (r % BLOCK_M)
+        smask = srow < S
+        sbh = b * H + h0 + grow
+        thr = tl.load(thr_ptr + sbh * S + srow, mask=smask, other=float("inf"))
         c2 = tl.arange(0, D2)
-        qp = tl.load(qp_ptr + bh * S * D2 + rows[:, None] * D2 + c2[None, :], mask=rmask[:, None], other=0)
+        qp = tl.load(qp_ptr + sbh[:, None] * S * D2 + srow[:, None] * D2 + c2[None, :], mask=smask[:, None],
+                     other=0)
         q_lo = (qp << 4) >> 4
         q_hi = qp >> 4
-        qsc = tl.load(qs_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
-        qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
-        thr = thr - qbi
+        qsc = tl.load(qs_ptr + sbh * S + srow, mask=smask, other=0.0) * qk_scale
         for kb in range(n_sink, local_lo):
             keys = kb * BLOCK_N + ncols
             kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :])
@@ -150,8 +177,11 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             acc = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
             acc = tl.dot(q_hi, tl.trans(k_hi), acc, out_dtype=tl.int32)
             ksc = tl.load(ks_ptr + kvbh * S + keys)
-            kbi = tl.load(kb_ptr + bh * S + keys) * qk_scale
-            est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + kbi[None, :]
+            bias = tl.zeros([GM, BLOCK_N], tl.float32)
+            for gg in tl.static_range(GS):
+                kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys) * qk_scale
+                bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
+            est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + bias
             hit = tl.max(tl.max(est - thr[:, None], 1), 0) > 0
             tl.store(idx_base + cnt, kb)  # overwritten by the next kept block when this one is skipped
             tl.store(mask_base + kb, hit.to(tl.int8))
@@ -252,23 +282,34 @@ def sale_quantize_triton(q, k):
 
 
 def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
-                       quant=None):
-    """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8)."""
+                       quant=None, group=True):
+    """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
+    group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md)."""
     _check(q, k)
     B, H, S, D = q.shape
     G = H // k.shape[1]
+    GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
     quant = sale_quantize_triton(q, k) if quant is None else quant
     q_pack, q_scale, q_bias, k_pack, k_scale, k_bias = quant
     nqb, nkb = triton.cdiv(S, block_m), triton.cdiv(S, block_n)
-    idx = torch.zeros(B, H, nqb, nkb, dtype=torch.int32, device=q.device)
-    cnt = torch.empty(B, H, nqb, dtype=torch.int32, device=q.device)
-    mask = torch.zeros(B, H, nqb, nkb, dtype=torch.int8, device=q.device)
+    NG = H // GS
+    idx = torch.zeros(B, NG, nqb, nkb, dtype=torch.int32, device=q.device)
+    cnt = torch.empty(B, NG, nqb, dtype=torch.int32, device=q.device)
+    mask = torch.zeros(B, NG, nqb, nkb, dtype=torch.int8, device=q.device)
+    thr = torch.empty(B * H, S, dtype=torch.float32, device=q.device)
     tau = torch.as_tensor(tau, dtype=torch.float32, device=q.device).reshape(-1).expand(H).contiguous()
-    _sale_select_kernel[(nqb, B * H)](
-        q, k, q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, tau, idx, cnt, mask,
+    _sale_select_kernel[(nqb, B * NG)](
+        q, k, q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, tau, thr, idx, cnt, mask,
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
-        D=D, BLOCK_M=block_m, BLOCK_N=block_n, **SELECT_CONFIG)
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, **select_config(GS * block_m))
+    if GS > 1:
+        idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
+    elif group and G > 1:  # group size not a power of two (or too many rows): per-head kernel, union here
+        from .sale_reference import group_union, mask_to_index
+        mask = group_union(mask.bool(), k.shape[1])
+        idx, cnt = mask_to_index(mask)
+        mask = mask.to(torch.int8)
     return idx, cnt, mask
 
 
@@ -287,9 +328,9 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
 
 
 def sale_attention_triton(q, k, v, tau, scale=None, block_m=64, block_n=64, sink=64, window=256,
-                          tau_dense=TAU_DENSE):
+                          tau_dense=TAU_DENSE, group=True):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense)
+    idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group=group)
     return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n)
 
 
@@ -308,12 +349,13 @@ def shipped_configs():
                         dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False), c))
             for bm, bn in ((64, 64), (128, 64)):
                 ssig = dict(q_ptr=dt, k_ptr=dt, qp_ptr="*i8", qs_ptr="*fp32", qb_ptr="*fp32", kp_ptr="*i8",
-                            ks_ptr="*fp32", kb_ptr="*fp32", tau_ptr="*fp32", idx_ptr="*i32", cnt_ptr="*i32",
+                            ks_ptr="*fp32", kb_ptr="*fp32", tau_ptr="*fp32", thr_ptr="*fp32", idx_ptr="*i32", cnt_ptr="*i32",
                             mask_ptr="*i8", S="i32", H="i32", G="i32", sq_b="i32", sq_h="i32", sq_s="i32",
                             sk_b="i32", sk_h="i32", sk_s="i32", qk_scale="fp32", tau_dense="fp32",
                             N_SINK="i32", WINDOW="i32")
-                out.append((f"sale_select[{dt},D={D},{bm}x{bn}]", _sale_select_kernel, ssig,
-                            dict(D=D, BLOCK_M=bm, BLOCK_N=bn), dict(SELECT_CONFIG)))
+                for gs in (1, 4):
+                    out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs}]", _sale_select_kernel, ssig,
+                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs), select_config(gs * bm)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")

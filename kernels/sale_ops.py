@@ -2,6 +2,7 @@
 
 q [B, H, S, D], k / v [B, Hkv, S, D] (SDPA layout, GQA when Hkv < H), tau [H] fp32 per-head thresholds.
 `sale_attention` runs plain causal SDPA when S ≤ min_seq_len (short prefills stay dense, as in the paper).
+`group` (default True): one block map per KV group, the union of its query heads' selections (docs/sale.md).
 """
 from __future__ import annotations
 
@@ -22,19 +23,19 @@ def _scale(q: Tensor, scale: Optional[float]) -> float:
 
 @torch.library.custom_op("qpass::sale_select", mutates_args=())
 def sale_select(q: Tensor, k: Tensor, tau: Tensor, scale: Optional[float], block_m: int, block_n: int,
-                sink: int, window: int) -> Tuple[Tensor, Tensor, Tensor]:
+                sink: int, window: int, group: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
     """(kv_idx [B, H, nQB, nKB] int32: kept key blocks of each query block in ascending order, first kv_cnt
     valid; kv_cnt [B, H, nQB] int32; mask [B, H, nQB, nKB] int8)."""
     s = _scale(q, scale)
     if q.is_cuda:
         from .sale import sale_select_triton
-        return sale_select_triton(q, k, tau, s, block_m, block_n, sink, window)
-    mask = R.sale_select_ref(q, k, tau.cpu(), s, block_m, block_n, sink, window)
+        return sale_select_triton(q, k, tau, s, block_m, block_n, sink, window, group=group)
+    mask = R.sale_select_ref(q, k, tau.cpu(), s, block_m, block_n, sink, window, group=group)
     return (*R.mask_to_index(mask), mask.to(torch.int8))
 
 
 @sale_select.register_fake
-def _(q, k, tau, scale, block_m, block_n, sink, window):
+def _(q, k, tau, scale, block_m, block_n, sink, window, group=True):
     B, H, S, _ = q.shape
     nqb, nkb = -(-S // block_m), -(-S // block_n)
     return (q.new_empty(B, H, nqb, nkb, dtype=torch.int32), q.new_empty(B, H, nqb, dtype=torch.int32),
@@ -43,7 +44,7 @@ def _(q, k, tau, scale, block_m, block_n, sink, window):
 
 @torch.library.custom_op("qpass::sale_attention", mutates_args=())
 def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional[float], block_m: int,
-                   block_n: int, sink: int, window: int, min_seq_len: int) -> Tensor:
+                   block_n: int, sink: int, window: int, min_seq_len: int, group: bool = True) -> Tensor:
     """Causal attention over the blocks SALE keeps (estimate + select + block-sparse flash attention)."""
     s = _scale(q, scale)
     if q.shape[2] <= min_seq_len:
@@ -51,10 +52,10 @@ def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional
                                               enable_gqa=k.shape[1] != q.shape[1]).contiguous()
     if q.is_cuda:
         from .sale import sale_attention_triton
-        return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window)
-    return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window)
+        return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window, group=group)
+    return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window, group=group)
 
 
 @sale_attention.register_fake
-def _(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len):
+def _(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len, group=True):
     return q.new_empty(*q.shape[:-1], v.shape[-1])

@@ -156,10 +156,20 @@ def mask_from_scores(R: Tensor, tau: Tensor, tau_dense: float = TAU_DENSE) -> Te
     return (R > thr) | ((R > float("-inf")) & (tau <= tau_dense))
 
 
+def group_union(mask: Tensor, hkv: int) -> Tensor:
+    """Per-head block mask [B, H, ...] -> one map per KV group (the OR of its H/hkv query heads), per head."""
+    B, H = mask.shape[:2]
+    G = H // hkv
+    return mask.reshape(B, hkv, G, *mask.shape[2:]).any(2, keepdim=True).expand(B, hkv, G, *mask.shape[2:]) \
+        .reshape(mask.shape)
+
+
 def sale_select_ref(q: Tensor, k: Tensor, tau: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
-                    sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE) -> Tensor:
-    """Block mask [B, H, nQB, nKB] bool of the blocks SALE keeps (the estimate + select step)."""
-    return mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window), tau, tau_dense)
+                    sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE, group: bool = False) -> Tensor:
+    """Block mask [B, H, nQB, nKB] bool of the blocks SALE keeps (the estimate + select step); group=True: the
+    union over each KV group's query heads (what the GPU kernel computes by default)."""
+    m = mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window), tau, tau_dense)
+    return group_union(m, k.shape[1]) if group else m
 
 
 def sale_attention_ref(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, block_m: int = 64,
@@ -183,8 +193,8 @@ def sale_attention_ref(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: flo
 
 
 def sale_attention_full_ref(q, k, v, tau, scale, block_m=64, block_n=64, sink=64, window=256,
-                            tau_dense=TAU_DENSE):
-    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense)
+                            tau_dense=TAU_DENSE, group=False):
+    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group)
     return sale_attention_ref(q, k, v, mask, scale, block_m, block_n)
 
 
@@ -199,7 +209,7 @@ def default_scale(d: int) -> float:
 def mask_to_index(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Block mask [..., nQB, nKB] -> (kv_idx int32 [..., nQB, nKB], ascending kept blocks first; kv_cnt)."""
     nkb = mask.shape[-1]
-    ar = torch.arange(nkb, dtype=torch.int32).expand_as(mask)
+    ar = torch.arange(nkb, dtype=torch.int32, device=mask.device).expand_as(mask)
     key = torch.where(mask.bool(), ar, ar + nkb)  # kept blocks sort first, in order
     idx = torch.sort(key, -1).values
     idx = torch.where(idx >= nkb, torch.zeros_like(idx), idx)
