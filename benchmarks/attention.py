@@ -110,6 +110,9 @@ def main():
             for grp in (True, False):
                 row[f"qpass_select_{'group' if grp else 'head'}_ms"] = bench(
                     lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, group=grp))
+            for pool in (8, 16):
+                row[f"qpass_select_group_pool{pool}_ms"] = bench(
+                    lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, pool=pool))
             print(row, flush=True)
             continue
         flops = 4 * S * S / 2 * D * H  # causal

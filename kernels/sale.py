@@ -85,11 +85,14 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                         idx_ptr, cnt_ptr, mask_ptr,
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
                         N_SINK, WINDOW,
-                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr):
+                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
+                        POOL: tl.constexpr):
     """One program per (query block, group of GS query heads sharing a KV head; GS = 1: one head).  The GS
     heads' query rows are stacked into one [GS*BLOCK_M, D/2] int8 tile, so each key tile is loaded and unpacked
     once and the int8 dots run at GS*BLOCK_M rows.  A block is kept for the whole group iff some head keeps it
-    (union of the per-head decisions); outputs are per group ([B, H/GS, ...])."""
+    (union of the per-head decisions); outputs are per group ([B, H/GS, ...]).  POOL > 1 (coarse option): qp /
+    qs hold mean-pooled query rows (POOL consecutive rows each, S/POOL rows per head) and each pooled row is
+    compared with the lowest threshold of its POOL rows."""
     qblk = tl.program_id(0)
     bg = tl.program_id(1)
     NG = H // GS
@@ -157,18 +160,27 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             cnt += 1
     else:
         # keep iff some row of some head has est·qk_scale − m_i − log2(l_i) > log2(τ_h)
-        r = tl.arange(0, GM)
-        grow = r // BLOCK_M
-        srow = qblk * BLOCK_M + (r % BLOCK_M)
-        smask = srow < S
+        MP: tl.constexpr = BLOCK_M // POOL
+        GP: tl.constexpr = GM // POOL
+        r = tl.arange(0, GP)
+        grow = r // MP
+        prow = qblk * MP + (r % MP)  # pooled row index
+        SP = tl.cdiv(S, POOL)
+        smask = prow < SP
         sbh = b * H + h0 + grow
-        thr = tl.load(thr_ptr + sbh * S + srow, mask=smask, other=float("inf"))
+        if POOL == 1:
+            thr = tl.load(thr_ptr + sbh * S + prow, mask=smask, other=float("inf"))
+        else:
+            pr = prow[:, None] * POOL + tl.arange(0, POOL)[None, :]
+            thr = tl.min(tl.load(thr_ptr + sbh[:, None] * S + pr, mask=pr < S, other=float("inf")), 1)
+        srow = prow
+        S_q = SP
         c2 = tl.arange(0, D2)
-        qp = tl.load(qp_ptr + sbh[:, None] * S * D2 + srow[:, None] * D2 + c2[None, :], mask=smask[:, None],
+        qp = tl.load(qp_ptr + sbh[:, None] * S_q * D2 + srow[:, None] * D2 + c2[None, :], mask=smask[:, None],
                      other=0)
         q_lo = (qp << 4) >> 4
         q_hi = qp >> 4
-        qsc = tl.load(qs_ptr + sbh * S + srow, mask=smask, other=0.0) * qk_scale
+        qsc = tl.load(qs_ptr + sbh * S_q + srow, mask=smask, other=0.0) * qk_scale
         for kb in range(n_sink, local_lo):
             keys = kb * BLOCK_N + ncols
             kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :])
@@ -177,7 +189,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             acc = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
             acc = tl.dot(q_hi, tl.trans(k_hi), acc, out_dtype=tl.int32)
             ksc = tl.load(ks_ptr + kvbh * S + keys)
-            bias = tl.zeros([GM, BLOCK_N], tl.float32)
+            bias = tl.zeros([GP, BLOCK_N], tl.float32)
             for gg in tl.static_range(GS):
                 kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys) * qk_scale
                 bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
@@ -281,16 +293,40 @@ def sale_quantize_triton(q, k):
     return q_pack, q_scale, q_bias, k_pack, k_scale, k_bias
 
 
+def _pool_quantize_q(q, pool):
+    """Mean-pooled query rows (pool consecutive rows; a short last group averages its valid rows), quantized like
+    the full rows (mean-subtracted int4, per-row scale): (pack [B*H, ceil(S/pool), D/2], scale)."""
+    B, H, S, D = q.shape
+    SP = triton.cdiv(S, pool)
+    qf = torch.nn.functional.pad(q.float(), (0, 0, 0, SP * pool - S))
+    cnt = torch.full((SP,), float(pool), device=q.device)
+    cnt[-1] = S - (SP - 1) * pool
+    qpool = (qf.view(B, H, SP, pool, D).sum(3) / cnt[:, None]).contiguous()
+    q_mean = q.float().mean(2).reshape(B * H, D).contiguous()
+    pack = torch.empty(B * H, SP, D // 2, dtype=torch.int8, device=q.device)
+    scale = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
+    bias = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
+    c = QUANT_CONFIG
+    _sale_quant_kernel[(triton.cdiv(SP, c["BLOCK_R"]), B * H)](
+        qpool, q_mean, q_mean, pack, scale, bias, SP, H, qpool.stride(0), qpool.stride(1), qpool.stride(2),
+        D=D, BLOCK_R=c["BLOCK_R"], NB=1, DIV=1, BIAS_RAW=True, num_warps=c["num_warps"], num_stages=c["num_stages"])
+    return pack, scale
+
+
 def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
-                       quant=None, group=True):
+                       quant=None, group=True, pool=1):
     """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
-    group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md)."""
+    group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md).
+    pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m)."""
     _check(q, k)
     B, H, S, D = q.shape
     G = H // k.shape[1]
     GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
     quant = sale_quantize_triton(q, k) if quant is None else quant
     q_pack, q_scale, q_bias, k_pack, k_scale, k_bias = quant
+    if pool > 1:
+        assert block_m % pool == 0 and pool & (pool - 1) == 0 and GS * block_m // pool >= 16
+        q_pack, q_scale = _pool_quantize_q(q, pool)
     nqb, nkb = triton.cdiv(S, block_m), triton.cdiv(S, block_n)
     NG = H // GS
     idx = torch.zeros(B, NG, nqb, nkb, dtype=torch.int32, device=q.device)
@@ -302,7 +338,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
         q, k, q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, tau, thr, idx, cnt, mask,
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
-        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, **select_config(GS * block_m))
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, **select_config(GS * block_m // pool))
     if GS > 1:
         idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
     elif group and G > 1:  # group size not a power of two (or too many rows): per-head kernel, union here
@@ -353,9 +389,9 @@ def shipped_configs():
                             mask_ptr="*i8", S="i32", H="i32", G="i32", sq_b="i32", sq_h="i32", sq_s="i32",
                             sk_b="i32", sk_h="i32", sk_s="i32", qk_scale="fp32", tau_dense="fp32",
                             N_SINK="i32", WINDOW="i32")
-                for gs in (1, 4):
-                    out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs}]", _sale_select_kernel, ssig,
-                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs), select_config(gs * bm)))
+                for gs, pool in ((1, 1), (4, 1), (4, 8), (4, 16)):
+                    out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
+                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool), select_config(gs * bm // pool)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")

@@ -265,3 +265,39 @@ def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, sca
         s.masked_fill_(~keep2, float("-inf"))
         out[:, :, r0:r1] = torch.softmax(s, -1) @ vv[:, :, :r1]
     return out.to(q.dtype), mask
+
+
+def sale_block_scores_pooled_ref(q: Tensor, k: Tensor, scale: float, block_m: int, block_n: int, sink: int,
+                                 window: int, pool: int) -> Tensor:
+    """The coarse option (`pool` > 1, small shapes: full S×S): R [B, H, nQB, nKB] like `sale_block_scores_ref`
+    but from mean-pooled query rows (pool consecutive rows, mean-subtracted int4, per pooled-row scale), each
+    pooled row compared with the lowest threshold m_i + ln l_i − scale·q_bias_i of its rows."""
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    quant = sale_quantize_ref(q, k)
+    SP = -(-S // pool)
+    qf = torch.nn.functional.pad(q.float(), (0, 0, 0, SP * pool - S))
+    cnt = torch.full((SP,), float(pool))
+    cnt[-1] = S - (SP - 1) * pool
+    qp = qf.reshape(B, H, SP, pool, D).sum(3) / cnt[:, None]
+    qpi, qps = quantize_int4_rows(qp - q.float().mean(2, keepdim=True))
+    ki = unpack_int4_halves(quant.k_pack).float().repeat_interleave(G, 1)
+    est = (qpi.float() @ ki.transpose(-1, -2)) * qps[..., None] * quant.k_scale.repeat_interleave(G, 1)[:, :, None]
+    est = (est + quant.k_bias[:, :, None]) * scale  # [B, H, SP, S]
+    s = (q.float() @ k.float().repeat_interleave(G, 1).transpose(-1, -2)) * scale
+    ri, cj = torch.arange(S)[:, None], torch.arange(S)[None, :]
+    alw = _expand_blocks(always, block_m, block_n, slice(0, S), S) & (cj <= ri)
+    sa = s.masked_fill(~alw, float("-inf"))
+    m = sa.amax(-1)
+    lse = m + torch.log(torch.exp(sa - m[..., None]).sum(-1))
+    thr = lse - scale * quant.q_bias  # [B, H, S]
+    thr = torch.nn.functional.pad(thr, (0, SP * pool - S), value=float("inf")).reshape(B, H, SP, pool).amin(-1)
+    rel = est - thr[..., None]
+    rel = torch.nn.functional.pad(rel, (0, nkb * block_n - S, 0, nqb * (block_m // pool) - SP), value=float("-inf"))
+    bm = rel.reshape(B, H, nqb, block_m // pool, nkb, block_n).amax((3, 5))
+    R = torch.full((B, H, nqb, nkb), float("-inf"))
+    R[..., always] = float("inf")
+    mid = causal & ~always
+    R[..., mid] = bm[..., mid]
+    return R

@@ -83,6 +83,21 @@ def test_select_matches_reference(D, dtype, H, Hkv, group):
             assert torch.equal(idx[0, h, b, :n], ridx[0, h, b, :n])
 
 
+def test_select_pooled_matches_reference():
+    S, D, H, Hkv, sc = 448, 64, 4, 2, 64 ** -0.5
+    q, k, _ = _structured(1, H, Hkv, S - 24, D, torch.float32, seed=1)  # S not a multiple of the pool
+    S = S - 24
+    tau = torch.tensor([0.2, 0.4, 0.1, 0.3])
+    scores = R.sale_block_scores_pooled_ref(q, k, sc, 64, 64, 64, 64, pool=8)
+    ref = R.group_union(R.mask_from_scores(scores, tau), Hkv)
+    near = R.group_union((scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-2, Hkv)
+    idx, cnt, m = K.sale_select_triton(q, k, tau, sc, 64, 64, 64, 64, group=True, pool=8)
+    assert torch.equal(m.bool() | near, ref | near)
+    causal = R.block_layout(S, 64, 64, 0, 0)[2]
+    assert ref[0, 0][causal].float().mean() < 0.97
+    assert torch.equal(cnt, m.sum(-1).int())
+
+
 @pytest.mark.parametrize("D,dtype,H,Hkv,S", [(64, torch.float32, 4, 2, 320), (128, torch.float16, 2, 1, 256)])
 def test_sparse_attention_matches_reference(D, dtype, H, Hkv, S):
     q, k, v = _structured(1, H, Hkv, S, D, dtype, seed=2)
