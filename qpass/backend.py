@@ -92,8 +92,19 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     selected, _ = select_sites(analysis, recipe)
     params = _Parameters({cap.fqn_of[n]: t for n, t in cap.tensor_of.items()})
     ctx = PassContext(params, recipe, analysis, selected, progress=False)
-    with torch.no_grad():
-        run_passes(ctx)
+    # Plans are kept on the live weight tensors, per recipe: a recompilation (new shapes, prefill vs decode)
+    # reuses them instead of re-running the passes; they go away with the model.
+    key = recipe.to_json()
+    cached = {name: getattr(params.get_parameter(site.weight), "_qpass_plans", {}).get((key, name)) for name, site in selected.items()}
+    if selected and all(sp is not None for sp in cached.values()):
+        ctx.plan.update(cached)
+    else:
+        with torch.no_grad():
+            run_passes(ctx)
+        for name, site in selected.items():
+            w = params.get_parameter(site.weight)
+            if name in ctx.plan:
+                w.__dict__.setdefault("_qpass_plans", {})[(key, name)] = ctx.plan[name]
     transform = quantize_transform(ctx.plan, lower)
     transform(cap)
     gm.graph.lint()
