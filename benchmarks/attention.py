@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--select-only", action="store_true", help="time quantize + select only (group and per-head)")
+    ap.add_argument("--sweep", action="store_true", help="with --select-only: key blocks / warps / stages sweep")
     a = ap.parse_args()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -114,6 +115,22 @@ def main():
                 row[f"qpass_select_group_pool{pool}_ms"] = bench(
                     lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, pool=pool))
             print(row, flush=True)
+            if S == a.seqs[0] and a.sweep:
+                for kb_, w_, st_ in ((1, 4, 2), (1, 8, 2), (2, 4, 2), (2, 8, 2), (4, 8, 2), (1, 8, 3), (2, 8, 1)):
+                    os.environ.update(QPASS_SALE_KB=str(kb_), QPASS_SALE_WARPS=str(w_), QPASS_SALE_STAGES=str(st_))
+                    out = {"kb": kb_, "warps": w_, "stages": st_}
+                    for name, kw in (("group", {}), ("head", dict(group=False)), ("pool16", dict(pool=16)),
+                                     ("pool8", dict(pool=8))):
+                        if name == "group" and (kb_, w_) in ((1, 4), (2, 4)):
+                            continue
+                        try:
+                            out[name] = round(bench(lambda: K.sale_select_triton(
+                                q, k, tau, scale, bm, bn, sink, window, quant=quant, **kw), rep=30), 2)
+                        except Exception as e:
+                            out[name] = type(e).__name__
+                    print("sweep", out, flush=True)
+                for v_ in ("QPASS_SALE_KB", "QPASS_SALE_WARPS", "QPASS_SALE_STAGES"):
+                    os.environ.pop(v_)
             continue
         flops = 4 * S * S / 2 * D * H  # causal
         for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):

@@ -29,8 +29,19 @@ QUANT_CONFIG = dict(BLOCK_R=64, num_warps=4, num_stages=1)
 SELECT_CONFIG = dict(num_warps=4, num_stages=2)  # stacked rows (GS * BLOCK_M) <= 128
 
 
+def key_blocks(rows, block_n):
+    """Key blocks per estimate iteration: up to 256 keys, at most 32K int32 accumulators per tile."""
+    import os
+    if os.environ.get("QPASS_SALE_KB"):  # tuning sweep (benchmarks/attention.py --sweep)
+        return int(os.environ["QPASS_SALE_KB"])
+    return max(1, min(256 // block_n, 32768 // (rows * block_n)))
+
+
 def select_config(rows):
     """Launch config of the select kernel by stacked query rows (GS * BLOCK_M)."""
+    import os
+    if os.environ.get("QPASS_SALE_WARPS"):
+        return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
     return dict(num_warps=max(4, rows // 32), num_stages=2)
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
 
@@ -86,7 +97,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
                         N_SINK, WINDOW,
                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
-                        POOL: tl.constexpr):
+                        POOL: tl.constexpr, KB: tl.constexpr):
     """One program per (query block, group of GS query heads sharing a KV head; GS = 1: one head).  The GS
     heads' query rows are stacked into one [GS*BLOCK_M, D/2] int8 tile, so each key tile is loaded and unpacked
     once and the int8 dots run at GS*BLOCK_M rows.  A block is kept for the whole group iff some head keeps it
@@ -181,23 +192,37 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
         q_lo = (qp << 4) >> 4
         q_hi = qp >> 4
         qsc = tl.load(qs_ptr + sbh * S_q + srow, mask=smask, other=0.0) * qk_scale
-        for kb in range(n_sink, local_lo):
-            keys = kb * BLOCK_N + ncols
-            kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :])
+        KN: tl.constexpr = KB * BLOCK_N
+        kcols = tl.arange(0, KN)
+        sub = tl.arange(0, KB)
+        for kb0 in range(n_sink, local_lo, KB):  # KB key blocks per iteration, one decision per block
+            keys = kb0 * BLOCK_N + kcols
+            kvalid = keys < local_lo * BLOCK_N
+            kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :], mask=kvalid[:, None], other=0)
             k_lo = (kp << 4) >> 4
             k_hi = kp >> 4
             acc = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
             acc = tl.dot(q_hi, tl.trans(k_hi), acc, out_dtype=tl.int32)
-            ksc = tl.load(ks_ptr + kvbh * S + keys)
-            bias = tl.zeros([GP, BLOCK_N], tl.float32)
+            ksc = tl.load(ks_ptr + kvbh * S + keys, mask=kvalid, other=0.0)
+            bias = tl.zeros([GP, KN], tl.float32)
             for gg in tl.static_range(GS):
-                kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys) * qk_scale
+                kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
                 bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
-            est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + bias
-            hit = tl.max(tl.max(est - thr[:, None], 1), 0) > 0
-            tl.store(idx_base + cnt, kb)  # overwritten by the next kept block when this one is skipped
-            tl.store(mask_base + kb, hit.to(tl.int8))
-            cnt += hit.to(tl.int32)
+            est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + bias - thr[:, None]
+            if KB == 1:
+                hit = (tl.max(tl.max(est, 1), 0) > 0).to(tl.int32)
+                tl.store(idx_base + cnt, kb0)  # overwritten by the next kept block when this one is skipped
+                tl.store(mask_base + kb0, hit.to(tl.int8))
+                cnt += hit
+            else:
+                hmax = tl.max(tl.max(tl.reshape(est, [GP, KB, BLOCK_N]), 2), 0)  # [KB]
+                kbs = kb0 + sub
+                valid = kbs < local_lo
+                hit = ((hmax > 0) & valid).to(tl.int32)
+                pos = cnt + tl.cumsum(hit, 0) - hit
+                tl.store(idx_base + pos, kbs, mask=hit > 0)
+                tl.store(mask_base + kbs, hit.to(tl.int8), mask=valid)
+                cnt += tl.sum(hit, 0)
     for kb in range(local_lo, last + 1):
         tl.store(idx_base + cnt, kb)
         tl.store(mask_base + kb, 1)
@@ -338,7 +363,8 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
         q, k, q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, tau, thr, idx, cnt, mask,
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
-        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, **select_config(GS * block_m // pool))
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, KB=key_blocks(GS * block_m // pool, block_n),
+        **select_config(GS * block_m // pool))
     if GS > 1:
         idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
     elif group and G > 1:  # group size not a power of two (or too many rows): per-head kernel, union here
@@ -391,7 +417,8 @@ def shipped_configs():
                             N_SINK="i32", WINDOW="i32")
                 for gs, pool in ((1, 1), (4, 1), (4, 8), (4, 16)):
                     out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
-                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool), select_config(gs * bm // pool)))
+                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool,
+                                     KB=key_blocks(gs * bm // pool, bn)), select_config(gs * bm // pool)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")
