@@ -159,6 +159,10 @@ def main():
         row["qpass_select_ms"] = bench(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant))
         row["qpass_select_per_head_ms"] = bench(
             lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, group=False))
+        for pool in (8, 16):
+            row[f"qpass_select_pool{pool}_ms"] = bench(
+                lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant, pool=pool))
+            row[f"qpass_estimate_pool{pool}_ms"] = row["qpass_quant_ms"] + row[f"qpass_select_pool{pool}_ms"]
         idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant)
         row["qpass_estimate_ms"] = row["qpass_quant_ms"] + row["qpass_select_ms"]
         causal = R.block_layout(S, bm, bn, 0, 0)[2].sum().item() * H
@@ -175,9 +179,12 @@ def main():
             r = {"target": p, "skipped": round(actual, 4)}
             r["qpass_attn_ms"] = bench(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn))
             r["qpass_total_ms"] = r["qpass_attn_ms"] + row["qpass_estimate_ms"]
+            r["qpass_total_pool16_ms"] = r["qpass_attn_ms"] + row["qpass_estimate_pool16_ms"]
             if "cudnn_ms" in row:
                 r["speedup_vs_cudnn"] = round(row["cudnn_ms"] / r["qpass_total_ms"], 2)
                 r["estimate_share_of_cudnn"] = round(row["qpass_estimate_ms"] / row["cudnn_ms"], 3)
+                r["speedup_vs_cudnn_pool16"] = round(row["cudnn_ms"] / r["qpass_total_pool16_ms"], 2)
+                r["estimate_pool16_share_of_cudnn"] = round(row["qpass_estimate_pool16_ms"] / row["cudnn_ms"], 3)
             r["estimate_share_of_total"] = round(row["qpass_estimate_ms"] / r["qpass_total_ms"], 3)
             if flex is not None:
                 try:

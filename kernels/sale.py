@@ -34,7 +34,14 @@ def key_blocks(rows, block_n):
     import os
     if os.environ.get("QPASS_SALE_KB"):  # tuning sweep (benchmarks/attention.py --sweep)
         return int(os.environ["QPASS_SALE_KB"])
-    return max(1, min(256 // block_n, 32768 // (rows * block_n)))
+    return max(1, min(256 // block_n, 8192 // (rows * block_n)))  # measured: larger tiles spill (docs/sale.md)
+
+
+def use_fp8():
+    """fp8 (e4m3) estimate operands on the GPU (Hopper+); int8 in the interpreter and when QPASS_SALE_INT8=1."""
+    import os
+    return not _interp() and os.environ.get("QPASS_SALE_INT8", "0") != "1" and torch.cuda.is_available() \
+        and torch.cuda.get_device_capability() >= (8, 9)
 
 
 def select_config(rows):
@@ -42,7 +49,7 @@ def select_config(rows):
     import os
     if os.environ.get("QPASS_SALE_WARPS"):
         return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
-    return dict(num_warps=max(4, rows // 32), num_stages=2)
+    return dict(num_warps=4, num_stages=2) if rows <= 128 else dict(num_warps=8, num_stages=3)
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
 
 
@@ -97,7 +104,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
                         N_SINK, WINDOW,
                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
-                        POOL: tl.constexpr, KB: tl.constexpr):
+                        POOL: tl.constexpr, KB: tl.constexpr, F8: tl.constexpr):
     """One program per (query block, group of GS query heads sharing a KV head; GS = 1: one head).  The GS
     heads' query rows are stacked into one [GS*BLOCK_M, D/2] int8 tile, so each key tile is loaded and unpacked
     once and the int8 dots run at GS*BLOCK_M rows.  A block is kept for the whole group iff some head keeps it
@@ -191,6 +198,9 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                      other=0)
         q_lo = (qp << 4) >> 4
         q_hi = qp >> 4
+        if F8:  # int4 values are exact in e4m3 and the fp32 sums (|Σ| ≤ 49·D) are exact: same result as int8,
+            q_lo = q_lo.to(tl.float16).to(tl.float8e4nv)  # with no int->float conversion per score element
+            q_hi = q_hi.to(tl.float16).to(tl.float8e4nv)
         qsc = tl.load(qs_ptr + sbh * S_q + srow, mask=smask, other=0.0) * qk_scale
         KN: tl.constexpr = KB * BLOCK_N
         kcols = tl.arange(0, KN)
@@ -201,14 +211,20 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :], mask=kvalid[:, None], other=0)
             k_lo = (kp << 4) >> 4
             k_hi = kp >> 4
-            acc = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
-            acc = tl.dot(q_hi, tl.trans(k_hi), acc, out_dtype=tl.int32)
+            if F8:
+                k_lo = k_lo.to(tl.float16).to(tl.float8e4nv)
+                k_hi = k_hi.to(tl.float16).to(tl.float8e4nv)
+                acc = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.float32)
+                acc = tl.dot(q_hi, tl.trans(k_hi), acc, out_dtype=tl.float32)
+            else:
+                acc_i = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
+                acc = tl.dot(q_hi, tl.trans(k_hi), acc_i, out_dtype=tl.int32).to(tl.float32)
             ksc = tl.load(ks_ptr + kvbh * S + keys, mask=kvalid, other=0.0)
             bias = tl.zeros([GP, KN], tl.float32)
             for gg in tl.static_range(GS):
                 kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
                 bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
-            est = acc.to(tl.float32) * qsc[:, None] * ksc[None, :] + bias - thr[:, None]
+            est = acc * qsc[:, None] * ksc[None, :] + bias - thr[:, None]
             if KB == 1:
                 hit = (tl.max(tl.max(est, 1), 0) > 0).to(tl.int32)
                 tl.store(idx_base + cnt, kb0)  # overwritten by the next kept block when this one is skipped
@@ -298,8 +314,8 @@ def sale_quantize_triton(q, k):
     B, H, S, D = q.shape
     Hkv = k.shape[1]
     G = H // Hkv
-    q_mean = q.float().mean(2).reshape(B * H, D).contiguous()
-    k_mean = k.float().mean(2).reshape(B * Hkv, D).contiguous()
+    q_mean = q.mean(2, dtype=torch.float32).reshape(B * H, D).contiguous()
+    k_mean = k.mean(2, dtype=torch.float32).reshape(B * Hkv, D).contiguous()
     dev = q.device
     q_pack = torch.empty(B * H, S, D // 2, dtype=torch.int8, device=dev)
     k_pack = torch.empty(B * Hkv, S, D // 2, dtype=torch.int8, device=dev)
@@ -323,11 +339,14 @@ def _pool_quantize_q(q, pool):
     the full rows (mean-subtracted int4, per-row scale): (pack [B*H, ceil(S/pool), D/2], scale)."""
     B, H, S, D = q.shape
     SP = triton.cdiv(S, pool)
-    qf = torch.nn.functional.pad(q.float(), (0, 0, 0, SP * pool - S))
-    cnt = torch.full((SP,), float(pool), device=q.device)
-    cnt[-1] = S - (SP - 1) * pool
-    qpool = (qf.view(B, H, SP, pool, D).sum(3) / cnt[:, None]).contiguous()
-    q_mean = q.float().mean(2).reshape(B * H, D).contiguous()
+    if S % pool == 0:
+        qpool = q.reshape(B, H, SP, pool, D).mean(3, dtype=torch.float32)
+    else:
+        qf = torch.nn.functional.pad(q.float(), (0, 0, 0, SP * pool - S))
+        cnt = torch.full((SP,), float(pool), device=q.device)
+        cnt[-1] = S - (SP - 1) * pool
+        qpool = (qf.view(B, H, SP, pool, D).sum(3) / cnt[:, None]).contiguous()
+    q_mean = q.mean(2, dtype=torch.float32).reshape(B * H, D).contiguous()
     pack = torch.empty(B * H, SP, D // 2, dtype=torch.int8, device=q.device)
     scale = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
     bias = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
@@ -364,6 +383,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
         D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, KB=key_blocks(GS * block_m // pool, block_n),
+        F8=use_fp8(),
         **select_config(GS * block_m // pool))
     if GS > 1:
         idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
@@ -417,7 +437,7 @@ def shipped_configs():
                             N_SINK="i32", WINDOW="i32")
                 for gs, pool in ((1, 1), (4, 1), (4, 8), (4, 16)):
                     out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
-                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool,
+                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, F8=True,
                                      KB=key_blocks(gs * bm // pool, bn)), select_config(gs * bm // pool)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
