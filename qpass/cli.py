@@ -87,9 +87,13 @@ def cmd_recipes(args) -> dict:
             w = r.weights
             a = r.activations
             wd = f"w{w.bits} {'g' + str(w.group_size) if w.group_size else 'per-channel'}" if w else "weights FP"
+            if w and w.rounding != "rtn":
+                wd += f" {w.rounding}"
+            elif not w and r.passes:
+                wd = "weights by pass"
             ad = f"a{a.bits} {'dynamic per-token' if a.granularity == 'per_token' else 'static per-channel'}" if a else "activations FP"
             passes = ", ".join(p.name for p in r.passes) or "-"
-            print(f"{name:<14} {wd:<16} {ad:<26} passes: {passes}")
+            print(f"{name:<14} {wd:<20} {ad:<26} passes: {passes}")
     return {name: r.to_dict() for name, r in presets.items()}
 
 
