@@ -90,7 +90,7 @@ def cmd_recipes(args) -> dict:
             if w and w.rounding != "rtn":
                 wd += f" {w.rounding}"
             elif not w and r.passes:
-                wd = "weights by pass"
+                wd = "(weights: passes)"  # e.g. trit_planes decides the weights; sale leaves them FP
             ad = f"a{a.bits} {'dynamic per-token' if a.granularity == 'per_token' else 'static per-channel'}" if a else "activations FP"
             passes = ", ".join(p.name for p in r.passes) or "-"
             print(f"{name:<14} {wd:<20} {ad:<26} passes: {passes}")
