@@ -11,21 +11,14 @@ import triton
 import triton.language as tl
 
 from .formats import as_words
+from .tiling import grouped_tile
 
 
 @triton.jit
 def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
              W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    # grouped program order: GROUP_M row-tiles share each weight tile while it is in L2
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    gm = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % gm
-    pid_n = (pid % per_group) // gm
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_mask = offs_m < M

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from .formats import as_words, norm_group
+from .tiling import grouped_tile
 from .gemv import gemv4_supported, w4a16_gemv4
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888 as int32
@@ -163,14 +164,7 @@ def _w4a16_mm(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stri
     # copy of W in HBM).  UNPACK 0: load [BLOCK_N, BLOCK_K / 8] words and split nibbles with a 3-D reshape;
     # UNPACK 1: load the word of every (n, k) (8x re-read, served by L1) and shift by 4 * (k % 8): no reshape.
     # SCALAR_G: BLOCK_K divides the group, so one scale (and zero) per row per K step.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    gm = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % gm
-    pid_n = (pid % per_group) // gm
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_mask = offs_m < M
