@@ -1,17 +1,23 @@
 """End-to-end GPU benchmark: a Llama-3-8B-shaped model (random bf16 weights, built on the GPU from the config).
 
-Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token prefill, for bf16 eager,
-bf16 + torch.compile, and qpass w4a16 / w4a8 / ternary through torch.compile(backend="qpass") (quantized
-linears lowered to qpass.kernels, the rest to inductor). Writes benchmarks/results/e2e_<gpu>.json (or --out).
+Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token prefill, for
+
+- `bf16_eager`:   HF's plain loop over a DynamicCache (what `generate` does without compilation);
+- `bf16_compile`: `torch.compile` (inductor), decode over a StaticCache with the step replayed as a CUDA graph;
+- `w4a16`, `w4a8`, `ternary`: `torch.compile(backend="qpass")` (quantized linears lowered to qpass.kernels,
+  the rest to inductor), the same StaticCache + CUDA-graph decode loop as `bf16_compile`.
+
+The compiled variants share one decode loop (gpt-fast style): the step (model forward + argmax written back
+into the input buffer) is captured once and replayed per token, so per-token Python and launch overhead is
+gone for all of them alike. Prefills (the 512-token prompt, the 4K prefill) run the compiled model directly,
+keeping logits for the last position only (`logits_to_keep=1`). Writes benchmarks/results/e2e_<gpu>.json.
 
     python benchmarks/e2e.py [--layers 32] [--variants bf16_eager,bf16_compile,w4a16,w4a8,ternary]
-
-Decode runs a plain loop over HF's DynamicCache (no CUDA graphs, no static cache): per-token Python and
-launch overhead is included and the same for every variant.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -30,6 +36,8 @@ RECIPES = {
     # speed only (random weights): few PTQTP iterations to keep the build short
     "ternary": Recipe("ternary", weights=None, passes=[PassSpec("trit_planes", {"group_size": 128, "max_iter": 3})]),
 }
+# transformers renamed the forward's cache argument (5.17: past_key_values; later: cache)
+CACHE_KW = "cache" if "cache" in inspect.signature(tf.LlamaForCausalLM.forward).parameters else "past_key_values"
 
 
 def llama3_8b_config(layers: int) -> tf.LlamaConfig:
@@ -40,13 +48,12 @@ def llama3_8b_config(layers: int) -> tf.LlamaConfig:
     )
 
 
-def build(layers: int) -> torch.nn.Module:
+def build(cfg: tf.LlamaConfig, device: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = llama3_8b_config(layers)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
-        with torch.device("cuda"):
+        with torch.device(device):
             model = tf.LlamaForCausalLM(cfg)
     finally:
         torch.set_default_dtype(old)
@@ -56,64 +63,139 @@ def build(layers: int) -> torch.nn.Module:
     return model.eval()
 
 
-def sync_time(fn) -> float:
-    torch.cuda.synchronize()
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def forward(model, ids, cache=None, last_only=True):
+    kw = {CACHE_KW: cache, "use_cache": cache is not None}
+    if last_only:
+        kw["logits_to_keep"] = 1
+    return model(input_ids=ids, **kw).logits[:, -1:].argmax(-1)
+
+
+class GraphDecoder:
+    """Greedy decode over a StaticCache, one CUDA-graph replay per token (the compiled variants).
+
+    The captured step reads the token in `self.ids`, writes K/V at the cache's on-device position counter, and
+    writes the argmax back into `self.ids`, so replays chain without any host work but the launch.
+    """
+
+    def __init__(self, model, cfg, max_len: int, device: str):
+        self.model, self.cache = model, tf.StaticCache(config=cfg, max_cache_len=max_len)
+        self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.graph = None
+
+    def _step(self):
+        self.ids.copy_(forward(self.model, self.ids, self.cache))
+
+    def prefill(self, prompt) -> None:
+        self.cache.reset()
+        self.ids.copy_(forward(self.model, prompt, self.cache))
+
+    def capture(self, prompt) -> None:
+        """Compile and warm the step on a side stream, then capture it (capture records, it does not run)."""
+        self.prefill(prompt)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream().wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
+
+    def generate(self, prompt, new_tokens: int) -> tuple[float, float, torch.Tensor]:
+        out = torch.empty(new_tokens + 1, dtype=torch.long, device=self.ids.device)
+        sync()
+        t0 = time.perf_counter()
+        self.prefill(prompt)
+        out[0] = self.ids[0, 0]
+        sync()
+        t1 = time.perf_counter()
+        for i in range(new_tokens):
+            self.graph.replay() if self.graph is not None else self._step()
+            out[i + 1] = self.ids[0, 0]
+        sync()
+        return t1 - t0, time.perf_counter() - t1, out
+
+
+@torch.no_grad()
+def eager_generate(model, prompt, new_tokens: int) -> tuple[float, float, torch.Tensor]:
+    """HF's plain loop over a DynamicCache (logits for the last position only, as generate asks)."""
+    cache = tf.DynamicCache()
+    out = torch.empty(new_tokens + 1, dtype=torch.long, device=prompt.device)
+    sync()
+    t0 = time.perf_counter()
+    nxt = forward(model, prompt, cache)
+    out[0] = nxt[0, 0]
+    sync()
+    t1 = time.perf_counter()
+    for i in range(new_tokens):
+        nxt = forward(model, nxt, cache)
+        out[i + 1] = nxt[0, 0]
+    sync()
+    return t1 - t0, time.perf_counter() - t1, out
+
+
+@torch.no_grad()
+def prefill_time(model, ids) -> float:
+    sync()
     t = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
+    forward(model, ids)
+    sync()
     return time.perf_counter() - t
 
 
 @torch.no_grad()
-def greedy(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float]:
-    """(prefill seconds, decode seconds for new_tokens tokens)."""
-    cache = tf.DynamicCache()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
-    nxt = out.logits[:, -1:].argmax(-1)
-    torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    for _ in range(new_tokens):
-        out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-        nxt = out.logits[:, -1:].argmax(-1)
-    torch.cuda.synchronize()
-    return t1 - t0, time.perf_counter() - t1
-
-
-@torch.no_grad()
-def prefill(model, ids: torch.Tensor) -> float:
-    return sync_time(lambda: model(input_ids=ids, past_key_values=tf.DynamicCache(), use_cache=True))
-
-
-def run_variant(name: str, base, args) -> dict:
+def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     t_build = time.perf_counter()
     if name == "bf16_eager":
         model = base
     elif name == "bf16_compile":
-        model = torch.compile(base, dynamic=True)
+        model = torch.compile(base, dynamic=False)
     else:
-        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=True)
-    g = torch.Generator(device="cuda").manual_seed(1)
-    prompt = torch.randint(0, 128256, (1, args.prompt), device="cuda", generator=g)
-    long = torch.randint(0, 128256, (1, args.prefill), device="cuda", generator=g)
-    greedy(model, prompt, 8)  # warm-up: compiles the prefill and decode graphs
-    prefill(model, long)
+        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=False)
+    g = torch.Generator(device=args.device).manual_seed(1)
+    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt), device=args.device, generator=g)
+    long = torch.randint(0, cfg.vocab_size, (1, args.prefill), device=args.device, generator=g)
+    if name == "bf16_eager":
+        gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
+    else:
+        dec = GraphDecoder(model, cfg, args.prompt + args.decode + 1, args.device)
+        if args.device == "cuda":
+            dec.capture(prompt)  # compiles prefill + decode graphs
+        gen = lambda: dec.generate(prompt, args.decode)  # noqa: E731
+    gen()  # warm-up (eager: allocator; compiled: everything compiled already)
+    prefill_time(model, long)  # compiles the no-cache prefill graph
     warm = time.perf_counter() - t_build
-    runs = [greedy(model, prompt, args.decode) for _ in range(args.repeats)]
-    pre = [prefill(model, long) for _ in range(args.repeats)]
-    dec = statistics.median(r[1] for r in runs)
+    runs = [gen() for _ in range(args.repeats)]
+    pre = [prefill_time(model, long) for _ in range(args.repeats)]
+    dec_s = statistics.median(r[1] for r in runs)
     res = {
-        "decode_tok_s": args.decode / dec,
-        "decode_ms_per_token": 1e3 * dec / args.decode,
+        "decode_tok_s": args.decode / dec_s,
+        "decode_ms_per_token": 1e3 * dec_s / args.decode,
         "prompt_prefill_ms": 1e3 * statistics.median(r[0] for r in runs),
-        "prefill_4k_ms": 1e3 * statistics.median(pre),
+        "prefill_ms": 1e3 * statistics.median(pre),
         "build_compile_warmup_s": warm,
-        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+        "repeat_decode_s": [r[1] for r in runs],
     }
-    print(f"{name:>13}: {res['decode_tok_s']:.1f} tok/s decode, {res['prefill_4k_ms']:.1f} ms prefill {args.prefill}, "
+    print(f"{name:>13}: {res['decode_tok_s']:.1f} tok/s decode, {res['prefill_ms']:.1f} ms prefill {args.prefill}, "
           f"warm-up {warm:.0f} s", flush=True)
-    return res
+    return res, runs[-1][2]
+
+
+def add_ratios(variants: dict) -> None:
+    for ref in ("bf16_eager", "bf16_compile"):
+        if "decode_tok_s" not in variants.get(ref, {}):
+            continue
+        for r in variants.values():
+            if "decode_tok_s" in r:
+                r[f"decode_speedup_vs_{ref}"] = r["decode_tok_s"] / variants[ref]["decode_tok_s"]
+                r[f"prefill_speedup_vs_{ref}"] = variants[ref]["prefill_ms"] / r["prefill_ms"]
 
 
 def main():
@@ -125,45 +207,58 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", default="bf16_eager,bf16_compile,w4a16,w4a8,ternary")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants past this wall time")
+    ap.add_argument("--tiny", action="store_true", help="a small config (CPU smoke test of the script)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    # cuDNN's SDPA builds a new plan for every new KV length (≈31 ms CPU per call seen on the H100, torch 2.11):
-    # batch-1 decode over a growing DynamicCache measured that, not the model. Same setting for every variant.
+    args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = llama3_8b_config(args.layers)
+    if args.tiny:
+        cfg = tf.LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=args.layers,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+    # cuDNN's SDPA builds a new plan per KV length (≈31 ms CPU per call seen on the H100, torch 2.11): off for all.
     torch.backends.cuda.enable_cudnn_sdp(False)
-    gpu = torch.cuda.get_device_name()
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"e2e_{gpu.replace(' ', '_')}.json")
     start = time.perf_counter()
-    base = build(args.layers)
+    base = build(cfg, args.device)
     result = {
-        "gpu": gpu, "torch": torch.__version__, "model": f"Llama-3-8B shapes, {args.layers} layers, random bf16 weights",
-        "command": "python benchmarks/e2e.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "gpu": gpu, "torch": torch.__version__, "transformers": tf.__version__,
+        "model": f"{'tiny Llama' if args.tiny else 'Llama-3-8B shapes'}, {args.layers} layers, random bf16 weights",
+        "command": "python benchmarks/e2e.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("device", "tiny")),
         "settings": {k: v for k, v in vars(args).items() if k != "out"}, "variants": {}, "skipped": [],
     }
+    tokens = {}
     for name in args.variants.split(","):
         if time.perf_counter() - start > args.budget_s:
             result["skipped"].append(name)
             continue
         try:
-            result["variants"][name] = run_variant(name, base, args)
+            result["variants"][name], tokens[name] = run_variant(name, base, cfg, args)
         except Exception as e:  # report and go on: one failing variant must not lose the others
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
             print(f"{name}: FAILED {type(e).__name__}: {str(e)[:400]}", flush=True)
         torch._dynamo.reset()
         for p in base.parameters():  # the qpass backend keeps plans on the weights: drop them between variants
             p.__dict__.pop("_qpass_plans", None)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        v = result["variants"]
-        for ref in ("bf16_eager", "bf16_compile"):
-            if "decode_tok_s" in v.get(ref, {}):
-                for r in v.values():
-                    if "decode_tok_s" in r:
-                        r[f"decode_speedup_vs_{ref}"] = r["decode_tok_s"] / v[ref]["decode_tok_s"]
-                        r[f"prefill_speedup_vs_{ref}"] = v[ref]["prefill_4k_ms"] / r["prefill_4k_ms"]
-        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        add_ratios(result["variants"])
+        # sanity: greedy tokens of each variant against bf16 eager (bf16 + compile should agree for a while)
+        if "bf16_eager" in tokens and name in tokens:
+            same = (tokens[name] == tokens["bf16_eager"]).int().cumprod(0).sum().item()
+            result["variants"][name]["tokens_equal_to_bf16_eager_prefix"] = same
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
         with open(out, "w") as f:
             json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))
+    print(f"\n{'variant':>13} | tok/s | vs eager | vs compile | prefill ms | vs compile | warm-up s")
+    for name, r in result["variants"].items():
+        if "decode_tok_s" in r:
+            print(f"{name:>13} | {r['decode_tok_s']:6.1f} | {r.get('decode_speedup_vs_bf16_eager', 0):.2f} | "
+                  f"{r.get('decode_speedup_vs_bf16_compile', 0):.2f} | {r['prefill_ms']:8.1f} | "
+                  f"{r.get('prefill_speedup_vs_bf16_compile', 0):.2f} | {r['build_compile_warmup_s']:.0f}")
 
 
 if __name__ == "__main__":

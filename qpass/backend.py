@@ -7,8 +7,9 @@ named by options["backend"]). Calibration-free recipes only: a backend never see
 No global torch/inductor setting is changed.
 
 options: recipe (required: preset name, Recipe, dict or file), lower (default True), backend (default
-"inductor"; "aot_eager" / "eager" for debugging). torch.compile passes `options` through to a registered
-backend as a keyword argument (torch._TorchCompileWrapper), `mode` likewise.
+"inductor"; "aot_eager" / "eager" for debugging), mode (inductor's mode: "reduce-overhead", "max-autotune",
+...; torch.compile refuses `mode=` together with `options=`, so it travels here). torch.compile passes `options`
+through to a registered backend as a keyword argument (torch._TorchCompileWrapper).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from .passes.context import PassContext
 from .plan import select_sites
 from .recipe import Recipe, RecipeError, resolve
 
-OPTIONS = ("recipe", "lower", "backend")
+OPTIONS = ("recipe", "lower", "backend", "mode")
+_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _fqn(source_name: str) -> str:
@@ -62,7 +64,7 @@ def capture_from_dynamo(gm: fx.GraphModule, example_inputs) -> CapturedGraph:
     return cap
 
 
-def _options(options) -> tuple[Recipe, bool, str]:
+def _options(options) -> tuple[Recipe, bool, str, str | None]:
     options = dict(options or {})
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -76,17 +78,21 @@ def _options(options) -> tuple[Recipe, bool, str]:
             f"backend='qpass': recipe {recipe.name!r} needs calibration data, which a torch.compile backend never "
             "sees; use qpass.compile(model, recipe, calib) for it, or a calibration-free recipe"
         )
-    return recipe, bool(options.get("lower", True)), str(options.get("backend", "inductor"))
+    mode = options.get("mode")
+    if mode is not None and mode not in _MODES:
+        raise RecipeError(f"backend='qpass' options: mode {mode!r} is not one of {', '.join(_MODES)}")
+    return recipe, bool(options.get("lower", True)), str(options.get("backend", "inductor")), mode
 
 
 def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
-    """The registered `qpass` Dynamo backend (see the module docstring)."""
+    """The registered `qpass` Dynamo backend (see the module docstring). `mode=` only arrives without
+    `options` (torch.compile refuses both), so the recipe is then missing and the call is refused."""
     from torch._dynamo.backends.registry import lookup_backend
 
     from .api import run_passes
     from .lowering import quantize_transform
 
-    recipe, lower, inner = _options(options)
+    recipe, lower, inner, inductor_mode = _options(options)
     cap = capture_from_dynamo(gm, example_inputs)
     analysis = analyze(cap)
     selected, _ = select_sites(analysis, recipe)
@@ -113,8 +119,11 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     gm = fx.GraphModule(gm, gm.graph)
     gm.meta["qpass_lowering"] = dict(transform.outcomes)
     compiler = lookup_backend(inner)
-    if inner == "inductor" and mode is not None:
-        return compiler(gm, example_inputs, mode=mode)
+    if inner == "inductor" and inductor_mode not in (None, "default"):
+        # inductor takes a mode as its config patches
+        from torch._inductor import list_mode_options
+
+        return compiler(gm, example_inputs, config_patches=list_mode_options(inductor_mode))
     return compiler(gm, example_inputs)
 
 

@@ -65,3 +65,24 @@ def test_backend_on_smollm2_matches_qpass_compile():
     with torch.no_grad():
         out, expect = compiled(ids).logits, ref(ids).logits
     assert _rel(out, expect) <= 1e-2
+
+
+def test_mode_reaches_inductor_as_config_patches(monkeypatch):
+    """options={"mode": "reduce-overhead"} with backend="qpass": inductor gets that mode's config patches."""
+    import torch._inductor.compile_fx as cfx
+
+    seen = {}
+
+    def fake_compile_fx(gm, example_inputs, **kwargs):
+        seen.update(kwargs)
+        return gm.forward
+
+    monkeypatch.setattr(cfx, "compile_fx", fake_compile_fx)
+    torch._dynamo.reset()
+    compiled = torch.compile(tiny_model("llama"), backend="qpass", options={"recipe": "w4a16", "mode": "reduce-overhead"})
+    with torch.no_grad():
+        compiled(_ids())
+    assert seen.get("config_patches", {}).get("triton.cudagraphs") is True, seen
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="mode 'fast'"):
+        torch.compile(tiny_model("llama"), backend="qpass", options={"recipe": "w4a16", "mode": "fast"})(_ids())
