@@ -2,7 +2,7 @@
 Pride and Prejudice at 4K and 8K context — block sparsity, attention-output relative L1 error vs dense, and
 perplexity change.
 
-    python benchmarks/sale_smollm2.py [--calib 4096] [--ctx 4096 8192] [--tokens 8192] [--theta 0.4 ...]
+    python benchmarks/sale_smollm2.py [--calib 4096] [--ctx 4096 8192] [--tokens 8192] [--theta 0.4 ...] [--pool 1 4 ...]
 
 Writes benchmarks/results/sale_smollm2_cpu.json.
 """
@@ -44,14 +44,33 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tau-init", type=float, default=0.008)
     ap.add_argument("--load-calib", default=None, help="reuse the calibration tables of an earlier JSON")
+    ap.add_argument("--pool", type=int, nargs="+", default=[1],
+                    help="coarse estimate: query rows mean-pooled P at a time (τ calibrated with the same P); "
+                         "several values: one calibration + eval each, dense PPL computed once, one JSON per P "
+                         "(--out with _pool<P> before .json when P > 1)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, tok = qpass.models.load("smollm2")
-    opts = SaleOptions(block_m=a.block[0], block_n=a.block[1], calib_tokens=a.calib, tau_init=a.tau_init)
+    pp = austen_tokens(tok, "prideprejudice", max(a.tokens, max(a.ctx)))
+    dense = {}
+    for L in sorted(a.ctx, reverse=True):
+        t0 = time.time()
+        dense[L] = nll(model, pp, L)
+        print(f"dense L={L}: ppl {math.exp(dense[L][0] / dense[L][1]):.4f} ({time.time() - t0:.0f}s)", flush=True)
+    for pool in a.pool:
+        out = a.out if pool == 1 else a.out.replace(".json", f"_pool{pool}.json")
+        run(a, model, tok, pp, dense, pool, out)
+
+
+def run(a, model, tok, pp, dense, pool, out):
+    opts = SaleOptions(block_m=a.block[0], block_n=a.block[1], calib_tokens=a.calib, tau_init=a.tau_init,
+                       pool=pool, theta=a.theta[0])
+    args = {k: v for k, v in vars(a).items() if k != "out" and v is not None} | {"pool": pool}
     res = {"command": "python benchmarks/sale_smollm2.py " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(a).items() if k != "out"),
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in args.items()),
         "model": "SmolLM2-135M-Instruct fp32", "device": "CPU (reference implementation)", "options": None,
         "calibration": {}, "eval": []}
+    print(f"=== pool {pool} -> {out}", flush=True)
     t0 = time.time()
     if a.load_calib:
         res["calibration"] = json.loads(Path(a.load_calib).read_text())["calibration"]
@@ -59,21 +78,15 @@ def main():
     else:
         table = calibrate_taus(model, austen_tokens(tok, "emma", a.calib)[None], opts).table
         res["calibration"] = {"novel": "emma", "tokens": a.calib, "seconds": round(time.time() - t0, 1),
-                              "ladder": tau_ladder(opts), "tables": table}
+                              "pool": pool, "ladder": tau_ladder(opts), "tables": table}
     print(f"calibrated in {time.time() - t0:.0f}s", flush=True)
     l1 = torch.tensor([t["l1"] for t in table.values()])
     kept = torch.tensor([t["kept"] for t in table.values()])
     print("tau ladder", [f"{t:.2g}" for t in tau_ladder(opts)])
     print("mean L1/row per tau", [f"{x:.3f}" for x in l1.mean((0, 1)).tolist()])
     print("mean skipped per tau", [f"{1 - x:.3f}" for x in kept.mean((0, 1)).tolist()], flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    res["options"] = opts.__dict__
-    pp = austen_tokens(tok, "prideprejudice", max(a.tokens, max(a.ctx)))
-    dense = {}
-    for L in sorted(a.ctx, reverse=True):
-        t0 = time.time()
-        dense[L] = nll(model, pp, L)
-        print(f"dense L={L}: ppl {math.exp(dense[L][0] / dense[L][1]):.4f} ({time.time() - t0:.0f}s)", flush=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    res["options"] = dict(opts.__dict__)
     ladder = tau_ladder(opts)
     for theta in a.theta:
         taus = {n: choose_taus(torch.tensor(t["l1"]), ladder, theta, opts.tau_dense) for n, t in table.items()}
@@ -86,7 +99,7 @@ def main():
             kept = sum(v["kept"] for v in st.values()) / sum(v["causal"] for v in st.values())
             l1 = sum(v["l1"] for v in st.values()) / sum(v["norm"] for v in st.values())
             d_ppl, s_ppl = math.exp(dense[L][0] / dense[L][1]), math.exp(s_nll[0] / s_nll[1])
-            row = {"theta": theta, "ctx": L, "windows": pp.numel() // L, "dense_ppl": round(d_ppl, 4),
+            row = {"pool": pool, "theta": theta, "ctx": L, "windows": pp.numel() // L, "dense_ppl": round(d_ppl, 4),
                    "sale_ppl": round(s_ppl, 4), "ppl_change_pct": round(100 * (s_ppl / d_ppl - 1), 3),
                    "causal_blocks_skipped_pct": round(100 * (1 - kept), 2), "attn_out_rel_l1": round(l1, 5),
                    "dense_heads": sum(t <= opts.tau_dense for t in heads), "heads": len(heads),
@@ -95,8 +108,8 @@ def main():
                    "seconds": round(time.time() - t0, 1), "taus": taus}
             res["eval"].append(row)
             print({k: v for k, v in row.items() if k not in ("taus", "per_layer_skipped_pct")}, flush=True)
-            Path(a.out).write_text(json.dumps(res, indent=1))
-    Path(a.out).write_text(json.dumps(res, indent=1))
+            Path(out).write_text(json.dumps(res, indent=1))
+    Path(out).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

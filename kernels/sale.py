@@ -104,13 +104,14 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
                         N_SINK, WINDOW,
                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
-                        POOL: tl.constexpr, KB: tl.constexpr, F8: tl.constexpr):
+                        POOL: tl.constexpr, PR: tl.constexpr, KB: tl.constexpr, F8: tl.constexpr):
     """One program per (query block, group of GS query heads sharing a KV head; GS = 1: one head).  The GS
     heads' query rows are stacked into one [GS*BLOCK_M, D/2] int8 tile, so each key tile is loaded and unpacked
     once and the int8 dots run at GS*BLOCK_M rows.  A block is kept for the whole group iff some head keeps it
     (union of the per-head decisions); outputs are per group ([B, H/GS, ...]).  POOL > 1 (coarse option): qp /
     qs hold mean-pooled query rows (POOL consecutive rows each, S/POOL rows per head) and each pooled row is
-    compared with the lowest threshold of its POOL rows."""
+    compared with the lowest threshold of its POOL rows.  PR = max(GS*BLOCK_M/POOL, 16): the estimate tile's
+    rows (padded to the smallest dot; padding rows have threshold +inf, so they never keep a block)."""
     qblk = tl.program_id(0)
     bg = tl.program_id(1)
     NG = H // GS
@@ -180,17 +181,18 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
         # keep iff some row of some head has est·qk_scale − m_i − log2(l_i) > log2(τ_h)
         MP: tl.constexpr = BLOCK_M // POOL
         GP: tl.constexpr = GM // POOL
-        r = tl.arange(0, GP)
+        r = tl.arange(0, PR)
         grow = r // MP
         prow = qblk * MP + (r % MP)  # pooled row index
         SP = tl.cdiv(S, POOL)
-        smask = prow < SP
+        smask = (prow < SP) & (r < GP)
         sbh = b * H + h0 + grow
         if POOL == 1:
             thr = tl.load(thr_ptr + sbh * S + prow, mask=smask, other=float("inf"))
         else:
             pr = prow[:, None] * POOL + tl.arange(0, POOL)[None, :]
-            thr = tl.min(tl.load(thr_ptr + sbh[:, None] * S + pr, mask=pr < S, other=float("inf")), 1)
+            thr = tl.min(tl.load(thr_ptr + sbh[:, None] * S + pr, mask=(pr < S) & smask[:, None],
+                                 other=float("inf")), 1)
         srow = prow
         S_q = SP
         c2 = tl.arange(0, D2)
@@ -220,7 +222,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                 acc_i = tl.dot(q_lo, tl.trans(k_lo), out_dtype=tl.int32)
                 acc = tl.dot(q_hi, tl.trans(k_hi), acc_i, out_dtype=tl.int32).to(tl.float32)
             ksc = tl.load(ks_ptr + kvbh * S + keys, mask=kvalid, other=0.0)
-            bias = tl.zeros([GP, KN], tl.float32)
+            bias = tl.zeros([PR, KN], tl.float32)
             for gg in tl.static_range(GS):
                 kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
                 bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
@@ -231,7 +233,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                 tl.store(mask_base + kb0, hit.to(tl.int8))
                 cnt += hit
             else:
-                hmax = tl.max(tl.max(tl.reshape(est, [GP, KB, BLOCK_N]), 2), 0)  # [KB]
+                hmax = tl.max(tl.max(tl.reshape(est, [PR, KB, BLOCK_N]), 2), 0)  # [KB]
                 kbs = kb0 + sub
                 valid = kbs < local_lo
                 hit = ((hmax > 0) & valid).to(tl.int32)
@@ -361,7 +363,8 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
                        quant=None, group=True, pool=1):
     """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
     group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md).
-    pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m)."""
+    pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m;
+    reference `sale_reference.sale_block_scores_ref(..., pool=pool)`)."""
     _check(q, k)
     B, H, S, D = q.shape
     G = H // k.shape[1]
@@ -369,8 +372,9 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     quant = sale_quantize_triton(q, k) if quant is None else quant
     q_pack, q_scale, q_bias, k_pack, k_scale, k_bias = quant
     if pool > 1:
-        assert block_m % pool == 0 and pool & (pool - 1) == 0 and GS * block_m // pool >= 16
+        assert block_m % pool == 0 and pool & (pool - 1) == 0, "pool: a power of two dividing block_m"
         q_pack, q_scale = _pool_quantize_q(q, pool)
+    pr = max(GS * block_m // pool, 16)
     nqb, nkb = triton.cdiv(S, block_m), triton.cdiv(S, block_n)
     NG = H // GS
     idx = torch.zeros(B, NG, nqb, nkb, dtype=torch.int32, device=q.device)
@@ -382,9 +386,8 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
         q, k, q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, tau, thr, idx, cnt, mask,
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
-        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, KB=key_blocks(GS * block_m // pool, block_n),
-        F8=use_fp8(),
-        **select_config(GS * block_m // pool))
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, PR=pr, KB=key_blocks(pr, block_n),
+        F8=use_fp8(), **select_config(pr))
     if GS > 1:
         idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
     elif group and G > 1:  # group size not a power of two (or too many rows): per-head kernel, union here
@@ -410,9 +413,10 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
 
 
 def sale_attention_triton(q, k, v, tau, scale=None, block_m=64, block_n=64, sink=64, window=256,
-                          tau_dense=TAU_DENSE, group=True):
+                          tau_dense=TAU_DENSE, group=True, pool=1):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group=group)
+    idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group=group,
+                                     pool=pool)
     return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n)
 
 
@@ -435,10 +439,11 @@ def shipped_configs():
                             mask_ptr="*i8", S="i32", H="i32", G="i32", sq_b="i32", sq_h="i32", sq_s="i32",
                             sk_b="i32", sk_h="i32", sk_s="i32", qk_scale="fp32", tau_dense="fp32",
                             N_SINK="i32", WINDOW="i32")
-                for gs, pool in ((1, 1), (4, 1), (4, 8), (4, 16)):
+                for gs, pool in ((1, 1), (4, 1), (4, 8), (4, 16), (1, 16)):
+                    pr = max(gs * bm // pool, 16)
                     out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
-                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, F8=True,
-                                     KB=key_blocks(gs * bm // pool, bn)), select_config(gs * bm // pool)))
+                                dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, PR=pr, F8=True,
+                                     KB=key_blocks(pr, bn)), select_config(pr)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")

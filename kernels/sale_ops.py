@@ -2,7 +2,10 @@
 
 q [B, H, S, D], k / v [B, Hkv, S, D] (SDPA layout, GQA when Hkv < H), tau [H] fp32 per-head thresholds.
 `sale_attention` runs plain causal SDPA when S ≤ min_seq_len (short prefills stay dense, as in the paper).
+`attn_mask` (optional, what HF passes under tracing): SALE when it is the bool causal mask, checked at run time
+inside the op; any other mask runs SDPA with it.
 `group` (default True): one block map per KV group, the union of its query heads' selections (docs/sale.md).
+`pool` (default 1): > 1 estimates from mean-pooled query rows (`pool` rows each; a power of two dividing block_m).
 """
 from __future__ import annotations
 
@@ -17,25 +20,33 @@ from . import sale_reference as R
 MIN_SEQ_LEN = 1024
 
 
+def is_causal_mask(mask: Tensor, S: int) -> bool:
+    """`mask` [..., S, S] is the bool lower-triangular causal mask (every batch / head)."""
+    if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
+        return False
+    causal = torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()
+    return bool((mask == causal).all())
+
+
 def _scale(q: Tensor, scale: Optional[float]) -> float:
     return q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
 @torch.library.custom_op("qpass::sale_select", mutates_args=())
 def sale_select(q: Tensor, k: Tensor, tau: Tensor, scale: Optional[float], block_m: int, block_n: int,
-                sink: int, window: int, group: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+                sink: int, window: int, group: bool = True, pool: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
     """(kv_idx [B, H, nQB, nKB] int32: kept key blocks of each query block in ascending order, first kv_cnt
     valid; kv_cnt [B, H, nQB] int32; mask [B, H, nQB, nKB] int8)."""
     s = _scale(q, scale)
     if q.is_cuda:
         from .sale import sale_select_triton
-        return sale_select_triton(q, k, tau, s, block_m, block_n, sink, window, group=group)
-    mask = R.sale_select_ref(q, k, tau.cpu(), s, block_m, block_n, sink, window, group=group)
+        return sale_select_triton(q, k, tau, s, block_m, block_n, sink, window, group=group, pool=pool)
+    mask = R.sale_select_ref(q, k, tau.cpu(), s, block_m, block_n, sink, window, group=group, pool=pool)
     return (*R.mask_to_index(mask), mask.to(torch.int8))
 
 
 @sale_select.register_fake
-def _(q, k, tau, scale, block_m, block_n, sink, window, group=True):
+def _(q, k, tau, scale, block_m, block_n, sink, window, group=True, pool=1):
     B, H, S, _ = q.shape
     nqb, nkb = -(-S // block_m), -(-S // block_n)
     return (q.new_empty(B, H, nqb, nkb, dtype=torch.int32), q.new_empty(B, H, nqb, dtype=torch.int32),
@@ -44,18 +55,22 @@ def _(q, k, tau, scale, block_m, block_n, sink, window, group=True):
 
 @torch.library.custom_op("qpass::sale_attention", mutates_args=())
 def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional[float], block_m: int,
-                   block_n: int, sink: int, window: int, min_seq_len: int, group: bool = True) -> Tensor:
+                   block_n: int, sink: int, window: int, min_seq_len: int, group: bool = True,
+                   pool: int = 1, attn_mask: Optional[Tensor] = None) -> Tensor:
     """Causal attention over the blocks SALE keeps (estimate + select + block-sparse flash attention)."""
     s = _scale(q, scale)
+    if attn_mask is not None and not is_causal_mask(attn_mask, q.shape[2]):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=s,
+                                              enable_gqa=k.shape[1] != q.shape[1]).contiguous()
     if q.shape[2] <= min_seq_len:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=s,
                                               enable_gqa=k.shape[1] != q.shape[1]).contiguous()
     if q.is_cuda:
         from .sale import sale_attention_triton
-        return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window, group=group)
-    return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window, group=group)
+        return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window, group=group, pool=pool)
+    return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window, group=group, pool=pool)
 
 
 @sale_attention.register_fake
-def _(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len, group=True):
+def _(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len, group=True, pool=1, attn_mask=None):
     return q.new_empty(*q.shape[:-1], v.shape[-1])

@@ -81,6 +81,35 @@ def sale_quantize_ref(q: Tensor, k: Tensor) -> QKQuant:
     return QKQuant(pack_int4_halves(qi), qs, q_bias, pack_int4_halves(ki), ks, k_bias)
 
 
+def pool_rows(x: Tensor, pool: int) -> Tensor:
+    """Means of `pool` consecutive rows (dim -2) [..., S, D] -> [..., ceil(S/pool), D] fp32; a short last group
+    averages its valid rows."""
+    S = x.shape[-2]
+    SP = -(-S // pool)
+    xf = torch.nn.functional.pad(x.float(), (0, 0, 0, SP * pool - S))
+    cnt = torch.full((SP,), float(pool), device=x.device)
+    cnt[-1] = S - (SP - 1) * pool
+    return xf.reshape(*x.shape[:-2], SP, pool, x.shape[-1]).sum(-2) / cnt[:, None]
+
+
+def pool_min(t: Tensor, pool: int) -> Tensor:
+    """Min over `pool` consecutive entries of the last dim [..., S] -> [..., ceil(S/pool)] (short last group)."""
+    S = t.shape[-1]
+    SP = -(-S // pool)
+    return torch.nn.functional.pad(t, (0, SP * pool - S), value=float("inf")).reshape(*t.shape[:-1], SP, pool).amin(-1)
+
+
+def quantize_pooled_q(q: Tensor, pool: int) -> tuple[Tensor, Tensor]:
+    """The pooled estimate's query side: mean-pooled rows minus the sequence mean q̄, symmetric int4 per pooled
+    row: (int8 values [B, H, ceil(S/pool), D], fp32 scale [B, H, ceil(S/pool)])."""
+    return quantize_int4_rows(pool_rows(q, pool) - q.float().mean(2, keepdim=True))
+
+
+def check_pool(pool: int, block_m: int) -> None:
+    if not (isinstance(pool, int) and pool >= 1 and pool & (pool - 1) == 0 and block_m % pool == 0):
+        raise ValueError(f"pool must be a power of two dividing block_m ({block_m}), got {pool!r}")
+
+
 def block_layout(S: int, block_m: int, block_n: int, sink: int, window: int):
     """(n_q_blocks, n_k_blocks, causal [nQB, nKB] bool, always [nQB, nKB] bool)."""
     nqb, nkb = -(-S // block_m), -(-S // block_n)
@@ -111,14 +140,23 @@ def _expand_blocks(m: Tensor, block_m: int, block_n: int, rows: slice, keys: int
 
 def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
                           sink: int = 64, window: int = 256, quant: QKQuant | None = None,
-                          exact: bool = False, chunk_rows: int = 1024) -> Tensor:
+                          exact: bool = False, chunk_rows: int = 1024, pool: int = 1) -> Tensor:
     """R [B, H, nQB, nKB] fp32: +inf for always-kept blocks, -inf for non-causal ones, else the block's max log
-    relative attention score from the int4 estimate (`exact=True`: from the exact scores, the upper bound)."""
+    relative attention score from the int4 estimate (`exact=True`: from the exact scores, the upper bound).
+    `pool` > 1: the coarse estimate (`pool` consecutive query rows mean-pooled, each pooled row compared with the
+    lowest threshold m_i + ln l_i − scale·q_bias_i of its rows; see `sale_block_scores_pooled_ref`)."""
     B, H, S, D = q.shape
     G = H // k.shape[1]
     nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    if pool > 1:
+        check_pool(pool, block_m)
+        assert not exact, "exact scores have no pooled form"
+        qpi, qps = quantize_pooled_q(q, pool)
+        qpi = qpi.float() * qps[..., None]
     if quant is None and not exact:
         quant = sale_quantize_ref(q, k)
+    if pool > 1:
+        kiq = (unpack_int4_halves(quant.k_pack).float() * quant.k_scale[..., None]).repeat_interleave(G, 1)
     R = torch.full((B, H, nqb, nkb), float("-inf"))
     R[..., always] = float("inf")
     rows_per = max(1, chunk_rows // block_m) * block_m
@@ -134,15 +172,26 @@ def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64,
         sa = s.masked_fill(~alw, float("-inf"))
         m = sa.amax(-1, keepdim=True)
         l = torch.exp(sa - m).sum(-1, keepdim=True)
-        est = s if exact else sale_estimate_ref(quant, rows, r1) * scale
-        rel = est - m - torch.log(l)  # [B, H, rows, keys]
-        rel = rel.masked_fill(alw | (cj > ri), float("-inf"))
-        # block max: pad rows/keys to whole blocks
-        nr = (qb1 - qb0) * block_m
-        pad_r = nr - (r1 - r0) - (r0 - qb0 * block_m)
-        rel = torch.nn.functional.pad(rel, (0, -(-r1 // block_n) * block_n - r1, r0 - qb0 * block_m, pad_r),
-                                      value=float("-inf"))
-        bm = rel.reshape(B, H, qb1 - qb0, block_m, -(-r1 // block_n), block_n).amax((3, 5))
+        if pool > 1:  # r0 is a multiple of block_m, so of pool: pooled rows [r0/pool, ceil(r1/pool))
+            thr = pool_min((m + torch.log(l))[..., 0] - scale * quant.q_bias[:, :, rows], pool)
+            p0 = r0 // pool
+            est = (qpi[:, :, p0:p0 + thr.shape[-1]] @ kiq[:, :, :r1].transpose(-1, -2)
+                   + quant.k_bias[:, :, None, :r1]) * scale
+            rel = est - thr[..., None]  # [B, H, pooled rows, keys]; only blocks left of the window are read
+            mp = block_m // pool
+            rel = torch.nn.functional.pad(rel, (0, -(-r1 // block_n) * block_n - r1, 0,
+                                                (qb1 - qb0) * mp - rel.shape[-2]), value=float("-inf"))
+            bm = rel.reshape(B, H, qb1 - qb0, mp, -(-r1 // block_n), block_n).amax((3, 5))
+        else:
+            est = s if exact else sale_estimate_ref(quant, rows, r1) * scale
+            rel = est - m - torch.log(l)  # [B, H, rows, keys]
+            rel = rel.masked_fill(alw | (cj > ri), float("-inf"))
+            # block max: pad rows/keys to whole blocks
+            nr = (qb1 - qb0) * block_m
+            pad_r = nr - (r1 - r0) - (r0 - qb0 * block_m)
+            rel = torch.nn.functional.pad(rel, (0, -(-r1 // block_n) * block_n - r1, r0 - qb0 * block_m, pad_r),
+                                          value=float("-inf"))
+            bm = rel.reshape(B, H, qb1 - qb0, block_m, -(-r1 // block_n), block_n).amax((3, 5))
         cur = R[:, :, qb0:qb1, : bm.shape[-1]]
         est_blocks = causal[qb0:qb1, : bm.shape[-1]] & ~always[qb0:qb1, : bm.shape[-1]]
         R[:, :, qb0:qb1, : bm.shape[-1]] = torch.where(est_blocks, bm, cur)
@@ -165,10 +214,13 @@ def group_union(mask: Tensor, hkv: int) -> Tensor:
 
 
 def sale_select_ref(q: Tensor, k: Tensor, tau: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
-                    sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE, group: bool = False) -> Tensor:
+                    sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE, group: bool = False,
+                    pool: int = 1) -> Tensor:
     """Block mask [B, H, nQB, nKB] bool of the blocks SALE keeps (the estimate + select step); group=True: the
-    union over each KV group's query heads (what the GPU kernel computes by default)."""
-    m = mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window), tau, tau_dense)
+    union over each KV group's query heads (what the GPU kernel computes by default); pool > 1: the coarse
+    estimate from mean-pooled query rows."""
+    m = mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window, pool=pool), tau,
+                         tau_dense)
     return group_union(m, k.shape[1]) if group else m
 
 
@@ -193,8 +245,8 @@ def sale_attention_ref(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: flo
 
 
 def sale_attention_full_ref(q, k, v, tau, scale, block_m=64, block_n=64, sink=64, window=256,
-                            tau_dense=TAU_DENSE, group=False):
-    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group)
+                            tau_dense=TAU_DENSE, group=False, pool=1):
+    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group, pool)
     return sale_attention_ref(q, k, v, mask, scale, block_m, block_n)
 
 
@@ -218,15 +270,21 @@ def mask_to_index(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: float, block_m: int = 64,
                                block_n: int = 64, sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE,
-                               chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
+                               chunk_rows: int = 1024, pool: int = 1) -> tuple[Tensor, Tensor]:
     """(out, mask): select + sparse attention in one chunked pass (the CPU evaluation path; same decisions as
     `sale_select_ref` up to fp32 rounding — the scales and biases are folded into one augmented product
-    rel = [qs·q̃int·scale, scale·q_bias − m − ln l, 1] · [ks·k̃int, 1, scale·k_bias])."""
+    rel = [qs·q̃int·scale, scale·q_bias − m − ln l, 1] · [ks·k̃int, 1, scale·k_bias]).  pool > 1: the rows of
+    the product are the mean-pooled query rows, the middle column max_i∈pool (scale·q_bias_i − m_i − ln l_i)."""
     B, H, S, D = q.shape
     G = H // k.shape[1]
     nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
     quant = sale_quantize_ref(q, k)
-    qi = unpack_int4_halves(quant.q_pack).float() * (quant.q_scale * scale)[..., None]
+    if pool > 1:
+        check_pool(pool, block_m)
+        qpi, qps = quantize_pooled_q(q, pool)
+        qi = qpi.float() * (qps * scale)[..., None]
+    else:
+        qi = unpack_int4_halves(quant.q_pack).float() * (quant.q_scale * scale)[..., None]
     ki = (unpack_int4_halves(quant.k_pack).float() * quant.k_scale[..., None]).repeat_interleave(G, 1)
     ones_k = torch.ones(B, H, S, 1)
     k_aug = torch.cat([ki, ones_k, (quant.k_bias * scale)[..., None]], -1)
@@ -250,13 +308,21 @@ def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, sca
         m = sa.amax(-1, keepdim=True)
         l = torch.exp(sa.sub_(m)).sum(-1, keepdim=True)
         del sa
-        q_aug = torch.cat([qi[:, :, r0:r1], quant.q_bias[:, :, r0:r1, None] * scale - m - torch.log(l),
-                           torch.ones(B, H, r1 - r0, 1)], -1)
-        rel = q_aug @ k_aug[:, :, :r1].transpose(-1, -2)
-        rel.masked_fill_(alw2 | ~caus2, float("-inf"))
-        rel = torch.nn.functional.pad(rel, (0, nk * block_n - r1, 0, (qb1 - qb0) * block_m - (r1 - r0)),
+        mid = quant.q_bias[:, :, r0:r1, None] * scale - m - torch.log(l)
+        if pool > 1:  # blocks estimated lie left of the query block: no causal / always element inside
+            mid = -pool_min(-mid[..., 0], pool)[..., None]
+            p0 = r0 // pool
+            q_aug = torch.cat([qi[:, :, p0:p0 + mid.shape[-2]], mid, torch.ones(B, H, mid.shape[-2], 1)], -1)
+            rel = q_aug @ k_aug[:, :, :r1].transpose(-1, -2)
+            mp = block_m // pool
+        else:
+            q_aug = torch.cat([qi[:, :, r0:r1], mid, torch.ones(B, H, r1 - r0, 1)], -1)
+            rel = q_aug @ k_aug[:, :, :r1].transpose(-1, -2)
+            rel.masked_fill_(alw2 | ~caus2, float("-inf"))
+            mp = block_m
+        rel = torch.nn.functional.pad(rel, (0, nk * block_n - r1, 0, (qb1 - qb0) * mp - rel.shape[-2]),
                                       value=float("-inf"))
-        bmax = rel.reshape(B, H, qb1 - qb0, block_m, nk, block_n).amax((3, 5))
+        bmax = rel.reshape(B, H, qb1 - qb0, mp, nk, block_n).amax((3, 5))
         del rel
         cb, ab = causal[qb0:qb1, :nk], always[qb0:qb1, :nk]
         keep = ab | (cb & ((bmax > log_tau) | dense_head))

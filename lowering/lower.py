@@ -1,26 +1,44 @@
-"""The lowering graph transform: replace each fake-quant linear that a rule matches by its kernel call."""
+"""The lowering graph transform: replace each fake-quant linear, and each attention (SDPA) node the plan has an
+attention method for, that a rule of the one table (rules.py) matches by its kernel call."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch.fx as fx
 
-from qpass.capture import LINEAR_TARGETS, CapturedGraph
+from qpass.capture import LINEAR_TARGETS, SDPA_TARGETS, CapturedGraph
 from qpass.plan import SitePlan
 
-from .pattern import Emit, match_linear
+from .pattern import AttentionPlan, Emit, Pattern, SdpaPattern, match_linear, match_sdpa
 from .rules import RULES
 
 
-def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict) -> int:
-    """Lower every tagged fake-quant linear in `cap.gm`; returns how many were replaced.
+class Plan(dict):
+    """What the transform lowers: the per-site linear plan (this mapping, site -> SitePlan) and `attention`
+    ({attention module path: AttentionPlan}, e.g. SALE's τ; empty: SDPA nodes are left alone).  A plain dict
+    works wherever a Plan does (no attention).  `qpass.compile` builds it, so `qpass.save` (which re-runs
+    `quantize_transform(state.plan, ...)` on the torch.export graph) lowers the same attention."""
 
-    `outcomes[site]` gets the rule's name, or `unmatched: <why>` (what each rule taking the same ops refused,
-    or that no rule takes them). `cache` keeps packed tensors per site across graphs (recompilations).
+    def __init__(self, sites=(), attention: dict[str, AttentionPlan] | None = None):
+        super().__init__(sites)
+        self.attention = dict(attention or {})
+
+
+def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict) -> int:
+    """Lower every tagged fake-quant linear in `cap.gm`, and every SDPA node when the plan has attention
+    methods (`Plan.attention`); returns how many nodes were replaced.
+
+    `outcomes[site]` (site: a linear's name, or an attention module's path) gets the rule's name, or
+    `unmatched: <why>` (what each rule taking the same ops refused, or that no rule takes them). `cache` keeps
+    packed tensors per site across graphs (recompilations).
     """
     gm, graph = cap.gm, cap.graph
     lowered = 0
+    attention = getattr(plan, "attention", None) or {}
     for node in list(graph.nodes):
+        if attention and node.op == "call_function" and node.target in SDPA_TARGETS:
+            lowered += _lower_sdpa(gm, node, attention, outcomes, cache)
+            continue
         site = node.meta.get("qpass_site")
         if site is None or node.op != "call_function" or node.target not in LINEAR_TARGETS:
             continue
@@ -33,7 +51,7 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
             outcomes[site] = "unmatched: the weight is not a qpass dequantize op"
             continue
         why = []
-        for rule in RULES:
+        for rule in LINEAR_RULES:
             refusal = rule.pattern.refuse(m)
             if refusal is None:
                 with graph.inserting_before(node):
@@ -52,6 +70,28 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
     if lowered:
         _drop_dead(gm)
     return lowered
+
+
+LINEAR_RULES = [r for r in RULES if isinstance(r.pattern, Pattern)]
+SDPA_RULES = [r for r in RULES if isinstance(r.pattern, SdpaPattern)]
+
+
+def _lower_sdpa(gm: fx.GraphModule, node: fx.Node, attention: dict, outcomes: dict, cache: dict) -> int:
+    m = match_sdpa(node, attention)
+    why = []
+    for rule in SDPA_RULES:
+        refusal = rule.pattern.refuse(m)
+        if refusal is None:
+            with gm.graph.inserting_before(node):
+                new = rule.replace(m, Emit(gm, m, cache))
+            new.meta.update(node.meta)
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            outcomes[m.site] = rule.name
+            return 1
+        why.append(f"{rule.name}: {refusal}" if len(SDPA_RULES) > 1 else refusal)
+    outcomes[m.site or "<sdpa>"] = "unmatched: " + ("; ".join(why) or f"no rule takes {m.describe()}")
+    return 0
 
 
 def _drop_dead(gm: fx.GraphModule) -> None:

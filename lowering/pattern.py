@@ -7,6 +7,11 @@ The fake-quant transform (`qpass.passes.fake_quant.insert_fake_quant`) writes ev
 and tags the linear with `meta["qpass_site"]`. `match_linear` reads that shape back into a `LinearMatch`;
 a rule's `Pattern` says which activation op and weight op it takes and which bits / groups / symmetry its
 kernel supports, and `Pattern.refuse(match)` names the first thing that does not fit (None: it fits).
+
+Attention rules match `scaled_dot_product_attention` nodes instead (`match_sdpa` → `SdpaMatch`, `SdpaPattern`):
+the module's entry in the plan's `attention` table (an `AttentionPlan`, e.g. SALE's per-head τ) says which
+method, and the pattern refuses what its kernel cannot take (no plan, not causal, dropout, GQA without
+`enable_gqa`).
 """
 from __future__ import annotations
 
@@ -138,7 +143,7 @@ class Pattern:
 class Emit:
     """What a replacement writes with: constants (packed once per site, held as GraphModule buffers) and calls."""
 
-    def __init__(self, gm: fx.GraphModule, m: LinearMatch, cache: dict):
+    def __init__(self, gm: fx.GraphModule, m: LinearMatch | SdpaMatch, cache: dict):
         self.gm, self.m, self.cache = gm, m, cache
 
     def const(self, key: str, make: Callable[[], torch.Tensor]) -> fx.Node:
@@ -163,9 +168,82 @@ class Emit:
         return x
 
 
+# ------------------------------------------------------------------ attention (SDPA) rules
+@dataclass
+class AttentionPlan:
+    """What the plan says about one attention module: the method (e.g. "sale") and its per-module data."""
+
+    method: str
+    taus: list[float]  # SALE: τ per query head
+    options: object  # SALE: the pass's SaleOptions (blocks, sink, window, min_seq_len, pool)
+
+
+@dataclass
+class SdpaMatch:
+    """One `scaled_dot_product_attention` node, read back from the graph."""
+
+    node: fx.Node
+    site: str  # the attention module's path (the report's key)
+    plan: AttentionPlan | None
+    q: fx.Node
+    k: fx.Node
+    v: fx.Node
+    mask: fx.Node | None
+    is_causal: bool
+    dropout: object
+    scale: object  # float | None
+    enable_gqa: bool
+
+    def describe(self) -> str:
+        return f"sdpa ({'is_causal' if self.is_causal else 'mask' if self.mask is not None else 'no mask'})"
+
+
+def _sdpa_arg(node: fx.Node, i: int, name: str, default=None):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def match_sdpa(node: fx.Node, attention: dict) -> SdpaMatch:
+    from qpass.capture import module_path
+
+    site = module_path(node)
+    return SdpaMatch(node, site, attention.get(site), *node.args[:3], _sdpa_arg(node, 3, "attn_mask"),
+                     bool(_sdpa_arg(node, 5, "is_causal", False)), _sdpa_arg(node, 4, "dropout_p", 0.0),
+                     _sdpa_arg(node, 6, "scale"), bool(_sdpa_arg(node, 7, "enable_gqa", False)))
+
+
+@dataclass(frozen=True)
+class SdpaPattern:
+    """Declarative: which attention method's plan a rule takes, and what its kernel supports (causal only)."""
+
+    method: str
+
+    def refuse(self, m: SdpaMatch) -> str | None:
+        from qpass.capture import node_value
+
+        if m.plan is None:
+            return "no attention plan for this module (not calibrated)"
+        if m.plan.method != self.method:
+            return f"takes {self.method} plans, not {m.plan.method}"
+        if m.mask is None and not m.is_causal:
+            return "not causal (no mask, is_causal=False)"
+        if m.is_causal and m.mask is not None:
+            return "both a mask and is_causal"
+        if isinstance(m.dropout, fx.Node) or float(m.dropout or 0.0) != 0.0:
+            return "dropout"
+        q, k = node_value(m.q), node_value(m.k)
+        if q is not None and k is not None:
+            if q.dim() != 4 or k.dim() != 4:
+                return "not [B, H, S, D] inputs"
+            if q.shape[1] != k.shape[1] and not m.enable_gqa:
+                return "query and key heads differ without enable_gqa"
+            if len(m.plan.taus) != q.shape[1]:
+                return f"{len(m.plan.taus)} τ for {q.shape[1]} query heads"
+        return None
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str  # shown in the report (`lowering` column)
-    pattern: Pattern
-    replace: Callable[[LinearMatch, Emit], fx.Node]  # emits the kernel call, returns the node replacing the linear
+    pattern: Pattern | SdpaPattern  # a linear pattern, or an attention (SDPA) pattern
+    replace: Callable[[LinearMatch, Emit], fx.Node]  # emits the kernel call, returns the node replacing the match
     kernel: str  # the qpass:: op it emits (docs)

@@ -15,7 +15,7 @@ from .capture import compile_forward
 from .passes import registry
 from .passes.context import PassContext
 from .passes.fake_quant import plan_quantization
-from .lowering import quantize_transform
+from .lowering import Plan, attention_plans, quantize_transform
 from .plan import SitePlan, select_sites
 from .recipe import Recipe, resolve
 from .report import Report, build_report
@@ -31,7 +31,7 @@ class QuantState:
     report: Report
     graph_counter: object  # counts graphs compiled for the quantized forward
     lowered: bool = False  # quantized linears run qpass.kernels ops (False: the fake-quant reference graph)
-    lowering: dict = None  # site -> rule name | "unmatched: why" (filled as graphs are compiled)
+    lowering: dict = None  # site (or attention module) -> rule name | "unmatched: why" (filled as graphs compile)
     transform: object = None  # the graph transform the forward was compiled with (qpass.save re-applies it)
 
 
@@ -92,17 +92,21 @@ def compile(
     ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress)
     run_passes(ctx)
 
-    transform = quantize_transform(ctx.plan, lower)
+    # one plan for the one transform: linear sites, plus the attention methods passes left (SALE's τ)
+    plan = Plan(ctx.plan, attention=attention_plans(getattr(qmodel, "qpass_sale", None)))
+    if plan.attention and not lower:
+        ctx.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
+    transform = quantize_transform(plan, lower)
     forward, counter = compile_forward(qmodel, transform)
     qmodel.forward = forward
     if lower:  # compile the first graph now, so the report says which sites were lowered
         with torch.no_grad():
             forward(input_ids=_example_input(qmodel, calib), use_cache=False)
     report = build_report(
-        recipe.name, analysis, ctx.plan, skipped, graphs, time.perf_counter() - start, ctx.log,
+        recipe.name, analysis, plan, skipped, graphs, time.perf_counter() - start, ctx.log,
         lowering=transform.outcomes if lower else None,
     )
-    qmodel.qpass_state = QuantState(recipe, analysis, ctx.plan, report, counter, lower, transform.outcomes, transform)
+    qmodel.qpass_state = QuantState(recipe, analysis, plan, report, counter, lower, transform.outcomes, transform)
     return qmodel
 
 

@@ -31,6 +31,7 @@ class Report:
     graphs: int  # graphs Dynamo produced for the capture; graphs - 1 = graph breaks
     seconds: float
     log: list[str] = field(default_factory=list)
+    attention_lowering: dict[str, str] = field(default_factory=dict)  # attention module -> rule | "unmatched: why"
 
     @property
     def quantized(self) -> list[SiteRow]:
@@ -51,6 +52,8 @@ class Report:
             "graph_breaks": max(self.graphs - 1, 0),
             "lowered": sum(1 for r in self.quantized if r.lowering and not r.lowering.startswith("unmatched")),
             "not_lowered": [r.name for r in self.quantized if r.lowering.startswith("unmatched")],
+            "attention_lowered": sum(1 for v in self.attention_lowering.values() if not v.startswith("unmatched")),
+            "attention_not_lowered": [k for k, v in self.attention_lowering.items() if v.startswith("unmatched")],
         }
 
     def format(self, max_rows: int | None = None) -> str:
@@ -78,6 +81,13 @@ class Report:
                 lines.append(f"  NOT LOWERED {r.name} ({r.scheme}): {r.lowering[len('unmatched: '):]} (runs the fake-quant graph)")
         if any(r.lowering for r in self.rows):
             lines.append(f"  lowered to qpass.kernels: {s['lowered']}/{s['quantized']} quantized sites")
+        for name, how in self.attention_lowering.items():
+            if how.startswith("unmatched"):
+                lines.append(f"  NOT LOWERED attention {name}: {how[len('unmatched: '):]} (runs SDPA)")
+        if self.attention_lowering:
+            kinds = sorted({v for v in self.attention_lowering.values() if not v.startswith("unmatched")})
+            lines.append(f"  attention lowered: {s['attention_lowered']}/{len(self.attention_lowering)} SDPA "
+                         f"sites{' (' + ', '.join(kinds) + ')' if kinds else ''}")
         lines += [f"  {entry}" for entry in self.log]
         return "\n".join(lines)
 
@@ -115,7 +125,9 @@ def build_report(
             )
         )
     unsupported = [asdict(u) for u in analysis.unsupported]
-    return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log))
+    linear = {site.name for site in analysis.linears}
+    attention = {k: v for k, v in (lowering or {}).items() if k not in linear}  # SDPA rules (e.g. SALE)
+    return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log), attention)
 
 
 def plot_errors(report: Report, path: str) -> None:

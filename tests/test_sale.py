@@ -37,16 +37,71 @@ def test_calibrate_lower_and_compile():
         with use_sale(model, "sale", opts, state.taus) as ctx:
             eager = model(input_ids=ids, use_cache=False).logits
         assert sum(v["kept"] for v in ctx.stats.values()) < sum(v["causal"] for v in ctx.stats.values())
-        # the recipe path: `sale` pass with given τ (weights untouched), then the SDPA lowering
+        # the recipe path: `sale` pass with given τ (weights untouched); qpass.compile lowers SDPA itself
         recipe = Recipe("sale-test", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": state.taus})])
         qm = qpass.compile(model, recipe, progress=False)
         assert qm.qpass_sale.taus == state.taus
-        from qpass.lowering.sale import apply_sale
-        outcomes = apply_sale(qm)
         lowered = qm(input_ids=ids, use_cache=False).logits
-    assert list(outcomes.values()) == ["qpass::sale_attention"] * 2, outcomes
+    rep = qpass.report(qm)
+    assert rep.attention_lowering == {n: "sale" for n in state.taus}, rep.attention_lowering
+    assert rep.summary()["attention_lowered"] == 2 and "attention lowered: 2/2 SDPA sites (sale)" in rep.format()
+    assert qm.qpass_state.lowering == rep.attention_lowering  # one outcomes dict (no quantized linears here)
     torch.testing.assert_close(lowered, eager, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(eager, dense, atol=1e-6)  # some blocks were really skipped
+
+
+def _graph_nodes(qm):
+    """The call_function nodes of the graphs qpass compiled for `qm` (re-run the transform on a fresh capture)."""
+    from qpass.capture import compile_forward
+
+    nodes = []
+
+    def record(cap):
+        qm.qpass_state.transform(cap)
+        nodes.extend(n for n in cap.graph.nodes if n.op == "call_function")
+
+    fwd, _ = compile_forward(qm, record)
+    with torch.no_grad():
+        fwd(input_ids=torch.zeros(1, 8, dtype=torch.long), use_cache=False)
+    return nodes
+
+
+def test_sale_composes_with_a_weight_recipe_and_pool():
+    """w4a16 weights + SALE with the pooled estimate: one transform lowers the linears and the SDPA nodes."""
+    model = _model()
+    taus = {f"model.layers.{i}.self_attn": [0.05, 0.02, 0.1, 0.01] for i in range(2)}
+    recipe = Recipe("w4a16-sale", weights=qpass.WeightSpec(bits=4, group_size=64),
+                    passes=[PassSpec("sale", {**OPTS, "taus": taus, "pool": 16})])
+    qm = qpass.compile(model, recipe, progress=False)
+    rep = qpass.report(qm)
+    assert set(rep.attention_lowering.values()) == {"sale"} and rep.summary()["lowered"] == rep.summary()["quantized"]
+    ids = torch.randint(0, 256, (1, 300), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = qm(input_ids=ids, use_cache=False).logits
+    assert torch.isfinite(out).all()
+    ops = [str(n.target) for n in _graph_nodes(qm)]
+    assert "qpass.sale_attention.default" in ops and "qpass.w4a16_linear.default" in ops
+
+
+def test_sale_options_are_validated():
+    import pytest
+
+    from qpass.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="pool"):  # through qpass.compile: the pass checks its options
+        qpass.compile(_model(), Recipe("bad", weights=None, passes=[PassSpec("sale", {**OPTS, "pool": 3, "taus": {}})]),
+                      progress=False)
+    for bad, key in (({"pool": 128}, "pool"), ({"pool": 0}, "pool"), ({"block_m": 48}, "block_m"),
+                     ({"tau_init": 1e-5}, "tau_init")):
+        with pytest.raises(RecipeError, match=key):
+            SaleOptions(**{**OPTS, **bad})
+    assert SaleOptions(**OPTS, pool=64).pool == 64
+    # lower=False keeps dense SDPA (and says so)
+    taus = {f"model.layers.{i}.self_attn": [0.05] * 4 for i in range(2)}
+    off = qpass.compile(_model(), Recipe("sale", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": taus})]),
+                        progress=False, lower=False)
+    rep = qpass.report(off)
+    assert rep.attention_lowering == {} and any("lower=False keeps dense SDPA" in x for x in rep.log)
 
 
 def test_sale_preset():

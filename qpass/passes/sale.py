@@ -32,6 +32,29 @@ class SaleOptions:
     calib_novel: str = "emma"
     calib_tokens: int = 4096
     taus: Any = None  # {attention module path: [τ per head]} to skip calibration
+    pool: int = 1  # > 1: coarse estimate from `pool` mean-pooled query rows (power of two dividing block_m)
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> "SaleOptions":
+        """Raise RecipeError naming the option when a value is out of range (the recipe builder does not call
+        __post_init__, so the pass calls this)."""
+        from qpass.recipe import RecipeError
+
+        def pow2(x):
+            return isinstance(x, int) and x >= 1 and x & (x - 1) == 0
+
+        if not (pow2(self.block_m) and pow2(self.block_n) and self.block_m >= 16 and self.block_n >= 16):
+            raise RecipeError(f"sale.block_m / block_n: powers of two ≥ 16, got {self.block_m} x {self.block_n}")
+        if not (pow2(self.pool) and self.block_m % self.pool == 0):
+            raise RecipeError(f"sale.pool: a power of two dividing block_m ({self.block_m}), got {self.pool!r}")
+        if self.sink < 0 or self.window < 0 or self.min_seq_len < 0:
+            raise RecipeError("sale.sink / window / min_seq_len: must be ≥ 0")
+        if not (self.tau_init > self.tau_dense >= 0 and self.theta > 0):
+            raise RecipeError(f"sale.tau_init > tau_dense ≥ 0 and theta > 0 required, got tau_init {self.tau_init}, "
+                              f"tau_dense {self.tau_dense}, theta {self.theta}")
+        return self
 
 
 @dataclass
@@ -61,7 +84,8 @@ def head_tables(q: Tensor, k: Tensor, v: Tensor, scale: float, opts: SaleOptions
     B, H, S, D = q.shape
     G = H // k.shape[1]
     bm, bn = opts.block_m, opts.block_n
-    scores = R.sale_block_scores_ref(q, k, scale, bm, bn, opts.sink, opts.window, chunk_rows=chunk_rows)[0]
+    scores = R.sale_block_scores_ref(q, k, scale, bm, bn, opts.sink, opts.window, chunk_rows=chunk_rows,
+                                     pool=opts.pool)[0]
     causal = R.block_layout(S, bm, bn, 0, 0)[2]
     nkb = causal.shape[1]
     l1 = torch.zeros(H, len(ladder))
@@ -129,7 +153,7 @@ def attention_fn(module, query, key, value, attention_mask, dropout=0.0, scaling
         o = mode["opts"]
         tau = torch.tensor(mode["taus"][name])
         out, mask = R.sale_attention_chunked_ref(query, key, value, tau, scale, o.block_m, o.block_n, o.sink,
-                                                 o.window, o.tau_dense)
+                                                 o.window, o.tau_dense, pool=o.pool)
         causal = R.block_layout(S, o.block_m, o.block_n, 0, 0)[2]
         st = mode["stats"].setdefault(name, {"kept": 0.0, "causal": 0.0, "l1": 0.0, "norm": 0.0})
         st["kept"] += float((mask & causal).sum())
@@ -196,6 +220,7 @@ def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
 @register("sale", SaleOptions)
 def sale(ctx: PassContext, opts: SaleOptions) -> None:
     """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `qmodel.qpass_sale`."""
+    opts.check()
     if opts.taus is not None:
         state = SaleState({k: list(map(float, v)) for k, v in dict(opts.taus).items()}, opts)
     else:

@@ -83,19 +83,47 @@ def test_select_matches_reference(D, dtype, H, Hkv, group):
             assert torch.equal(idx[0, h, b, :n], ridx[0, h, b, :n])
 
 
-def test_select_pooled_matches_reference():
-    S, D, H, Hkv, sc = 448, 64, 4, 2, 64 ** -0.5
-    q, k, _ = _structured(1, H, Hkv, S - 24, D, torch.float32, seed=1)  # S not a multiple of the pool
-    S = S - 24
-    tau = torch.tensor([0.2, 0.4, 0.1, 0.3])
-    scores = R.sale_block_scores_pooled_ref(q, k, sc, 64, 64, 64, 64, pool=8)
-    ref = R.group_union(R.mask_from_scores(scores, tau), Hkv)
-    near = R.group_union((scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-2, Hkv)
-    idx, cnt, m = K.sale_select_triton(q, k, tau, sc, 64, 64, 64, 64, group=True, pool=8)
+@pytest.mark.parametrize("D,dtype,H,Hkv,S,pool,group", [
+    (64, torch.float32, 4, 2, 424, 8, True),  # stacked heads (GS 2): 128 rows / 8 = 16 estimate rows
+    (64, torch.float32, 3, 1, 451, 16, True),  # G 3 (per-head kernel, union in torch): 4 rows padded to 16
+    (128, torch.float16, 2, 1, 300, 4, False),  # per head, S not a multiple of the block
+])
+def test_select_pooled_matches_reference(D, dtype, H, Hkv, S, pool, group):
+    sc = D ** -0.5
+    q, k, _ = _structured(1, H, Hkv, S, D, dtype, seed=1)  # S not a multiple of the pool / block
+    tau = torch.tensor([0.2, 0.4, 0.1, 0.3][:H])
+    scores = R.sale_block_scores_pooled_ref(q, k, sc, 64, 64, 64, 64, pool=pool)
+    # the chunked reference (the CPU path of the ops and of calibration) gives the same scores
+    chunked = R.sale_block_scores_ref(q, k, sc, 64, 64, 64, 64, chunk_rows=128, pool=pool)
+    fin = torch.isfinite(scores)
+    assert torch.equal(fin, torch.isfinite(chunked)) and torch.equal(scores[~fin], chunked[~fin])
+    torch.testing.assert_close(chunked[fin], scores[fin], rtol=1e-5, atol=1e-4)
+    ref = R.mask_from_scores(scores, tau)
+    near = (scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-2
+    if group:
+        ref, near = R.group_union(ref, Hkv), R.group_union(near, Hkv)
+    idx, cnt, m = K.sale_select_triton(q, k, tau, sc, 64, 64, 64, 64, group=group, pool=pool)
     assert torch.equal(m.bool() | near, ref | near)
     causal = R.block_layout(S, 64, 64, 0, 0)[2]
-    assert ref[0, 0][causal].float().mean() < 0.97
+    assert ref[0, 0][causal].float().mean() < 0.97, "test data should skip some blocks"
     assert torch.equal(cnt, m.sum(-1).int())
+    assert torch.equal(R.sale_select_ref(q, k, tau, sc, 64, 64, 64, 64, group=group, pool=pool), ref)
+
+
+def test_pooled_chunked_attention_matches_reference():
+    """The CPU evaluation path (`sale_attention_chunked_ref`, chunked, augmented product) with pool: same mask
+    and output as select + attend."""
+    q, k, v = _structured(1, 3, 1, 451, 64, torch.float32, seed=5)
+    sc, tau = 0.125, torch.tensor([0.05, 0.0, 0.2])
+    for pool in (4, 16):
+        scores = R.sale_block_scores_pooled_ref(q, k, sc, 64, 64, 64, 64, pool=pool)
+        ref = R.mask_from_scores(scores, tau)
+        near = (scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-4
+        out, m = R.sale_attention_chunked_ref(q, k, v, tau, sc, 64, 64, 64, 64, chunk_rows=128, pool=pool)
+        assert torch.equal(m | near, ref | near)
+        torch.testing.assert_close(out, R.sale_attention_ref(q, k, v, m, sc))
+    with pytest.raises(ValueError, match="pool"):
+        R.sale_block_scores_ref(q, k, sc, 64, 64, 64, 64, pool=3)
 
 
 @pytest.mark.parametrize("D,dtype,H,Hkv,S", [(64, torch.float32, 4, 2, 320), (128, torch.float16, 2, 1, 256)])
@@ -131,6 +159,10 @@ def test_ops_cpu():
     assert torch.equal(m1.bool(), R.sale_select_ref(q, k, tau, 64 ** -0.5, 64, 64, 64, 64))
     idx, cnt, m = torch.ops.qpass.sale_select(q, k, tau, None, 64, 64, 64, 64)
     assert torch.equal(m.bool(), mask) and torch.equal(cnt, mask.sum(-1).int())
+    pooled = torch.ops.qpass.sale_attention(q, k, v, tau, None, 64, 64, 64, 64, 128, True, 8)
+    pmask = R.sale_select_ref(q, k, tau, 64 ** -0.5, 64, 64, 64, 64, group=True, pool=8)
+    torch.testing.assert_close(pooled, R.sale_attention_ref(q, k, v, pmask, 64 ** -0.5))
+    assert torch.equal(torch.ops.qpass.sale_select(q, k, tau, None, 64, 64, 64, 64, True, 8)[2].bool(), pmask)
     with torch._subclasses.fake_tensor.FakeTensorMode():
         fq, fk = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 300, 128)
         assert torch.ops.qpass.sale_attention(fq, fk, fk, torch.empty(4), None, 64, 64, 64, 64, 0).shape == fq.shape
