@@ -24,13 +24,18 @@ class ChannelObserver:
     """
 
     def __init__(self, channels: int, percentile: float | None = None, *, skip_tokens: int = 0,
-                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024):
+                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024, sink_weight: float = 0.0):
         self.channels = channels
         self.percentile = percentile
         self.skip_tokens = skip_tokens
         self.hessian = torch.zeros(channels, channels, dtype=torch.float64) if hessian else None
         self.hessian_count = 0
         self.hessian_tokens = hessian_tokens  # per call: a random subset keeps XᵀX cheap on CPU
+        # Skipped (sink) tokens still enter the Hessian, down-weighted: each counts `sink_weight` of a token.
+        self.sink_weight = sink_weight
+        self.sink_hessian = (torch.zeros(channels, channels, dtype=torch.float64)
+                             if hessian and skip_tokens and sink_weight > 0 else None)
+        self.sink_count = 0
         self.max_samples = samples
         self.samples: torch.Tensor | None = None
         self._gen = torch.Generator().manual_seed(0)
@@ -46,6 +51,10 @@ class ChannelObserver:
     def update(self, x: torch.Tensor) -> None:
         x = x.detach()
         if self.skip_tokens and x.dim() >= 3:
+            if self.sink_hessian is not None:
+                sink = torch.nan_to_num(x[..., : self.skip_tokens, :].reshape(-1, self.channels).float().cpu(), 0.0, 0.0, 0.0)
+                self.sink_hessian += (sink.T @ sink).double()
+                self.sink_count += sink.shape[0]
             x = x[..., self.skip_tokens :, :]
         x = x.reshape(-1, self.channels).float().cpu()
         if x.shape[0] == 0:
@@ -90,10 +99,16 @@ class ChannelObserver:
         return self.samples
 
     def mean_hessian(self) -> torch.Tensor:
-        """E[xᵀx] over the sampled tokens, float32 [C, C]."""
+        """E[xᵀx] over the sampled tokens, float32 [C, C]; skipped sink tokens weighted by `sink_weight`
+        (their share of the sum counts as if each sink were `sink_weight` ordinary tokens' worth of samples)."""
         if self.hessian is None or not self.hessian_count:
             raise ValueError("no Hessian was collected: calibrate with hessian=True")
-        return (self.hessian / self.hessian_count).float()
+        h, n = self.hessian, self.hessian_count
+        if self.sink_hessian is not None and self.sink_count:
+            # Per-token weight relative to the sampled tokens: the sampled share of all non-sink tokens.
+            w = self.sink_weight * self.hessian_count / max(self.tokens, 1)
+            h, n = h + w * self.sink_hessian, n + w * self.sink_count
+        return (h / n).float()
 
     def range(self, observer: str, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(low, high) per channel for the chosen statistic; channels never seen finite get (0, 0)."""
@@ -155,6 +170,8 @@ def statistics_for(recipe) -> dict:
     stats: dict = {"skip_tokens": recipe.calibration.skip_tokens}
     if recipe.weights is not None and recipe.weights.rounding == "gptq":
         stats["hessian"] = True
+        if recipe.calibration.sink_hessian_weight:
+            stats["sink_weight"] = recipe.calibration.sink_hessian_weight
     for i, spec in enumerate(recipe.passes):
         fn = PASS_STATISTICS.get(spec.name)
         if fn is not None:

@@ -189,6 +189,8 @@ def rescale_observer(obs, f: torch.Tensor) -> None:
     if obs.hessian is not None:
         d = (1 / f).double()
         obs.hessian = obs.hessian * d[:, None] * d[None, :]
+    if getattr(obs, "sink_hessian", None) is not None:
+        obs.sink_hessian = obs.sink_hessian * d[:, None] * d[None, :]
 
 
 def output_placement(site: LinearSite, analysis: GraphAnalysis) -> str:

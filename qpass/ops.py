@@ -43,6 +43,31 @@ def _(x, scale, zero, bits):
     return torch.empty_like(x)
 
 
+@torch.library.custom_op("qpass::fake_quant_per_channel_guarded", mutates_args=())
+def fake_quant_per_channel_guarded(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, keep_first: int, outlier: float
+) -> torch.Tensor:
+    """`fake_quant_per_channel`, except tokens that stay in full precision (PrefixQuant-style sink handling):
+    - `keep_first > 0`: the first `keep_first` positions of a call that sees more than `keep_first` positions
+      (a prefill; one-token decode steps are quantized);
+    - `outlier > 0`: any token whose max |x / scale| exceeds `outlier` × the largest code (an attention sink or
+      other massive-activation token that the static range would clip)."""
+    q = numerics.fake_quant_per_channel(x, scale, zero, bits)
+    keep = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+    if outlier > 0:
+        qmax = 2 ** (bits - 1) - 1 if zero is None else 2**bits - 1
+        keep |= (x.float() / scale).abs().amax(-1) > outlier * qmax
+    if keep_first > 0 and x.dim() >= 2 and x.shape[-2] > keep_first:
+        pos = torch.arange(x.shape[-2], device=x.device)
+        keep |= (pos < keep_first).expand(x.shape[:-1]) if x.dim() >= 3 else pos < keep_first
+    return torch.where(keep[..., None], x, q)
+
+
+@fake_quant_per_channel_guarded.register_fake
+def _(x, scale, zero, bits, keep_first, outlier):
+    return torch.empty_like(x)
+
+
 @torch.library.custom_op("qpass::dequantize_trit_planes", mutates_args=())
 def dequantize_trit_planes(
     t1: torch.Tensor, t2: torch.Tensor, alpha1: torch.Tensor, alpha2: torch.Tensor, group_size: int, dtype: torch.dtype

@@ -48,6 +48,9 @@ class CalibrationSpec:
     num_samples: int = 32  # sequences
     seq_len: int = 512
     skip_tokens: int = 0  # leave the first N tokens of each sequence out of the statistics (attention sinks)
+    # GPTQ with skip_tokens: the skipped tokens still enter the Hessian, each weighted like this many ordinary
+    # tokens (0: left out; 1: as any token — their huge norm then dominates XᵀX)
+    sink_hessian_weight: float = 0.0
 
 
 @dataclass
@@ -247,12 +250,18 @@ def validate(r: Recipe) -> None:
         raise RecipeError("calibration: num_samples must be ≥ 1 and seq_len ≥ 2")
     if not 0 <= r.calibration.skip_tokens < r.calibration.seq_len:
         raise RecipeError("calibration.skip_tokens: must be in [0, seq_len)")
+    if r.calibration.sink_hessian_weight < 0:
+        raise RecipeError(f"calibration.sink_hessian_weight: must be ≥ 0, got {r.calibration.sink_hessian_weight}")
+    if r.calibration.sink_hessian_weight and not r.calibration.skip_tokens:
+        raise RecipeError("calibration.sink_hessian_weight: needs calibration.skip_tokens ≥ 1 (it weights the skipped tokens)")
     if w is None and a is None and not r.passes:
         raise RecipeError("recipe: nothing to do — set weights, activations or passes")
     from .passes import registry
 
     for i, p in enumerate(r.passes):
-        registry.validate(p, f"passes[{i}]")
+        opts = registry.validate(p, f"passes[{i}]")
+        if hasattr(opts, "check_values"):  # value checks of a pass's options (they name passes[i].<option>)
+            opts.check_values(f"passes[{i}]")
     for i, pat in enumerate(r.ignore):
         if not isinstance(pat, str) or not pat:
             raise RecipeError(f"ignore[{i}]: expected a non-empty module-name pattern, got {pat!r}")

@@ -105,3 +105,91 @@ def test_smollm2_migration_is_exact():
         ref, out = model(ids).logits, q(ids).logits
     assert float((out - ref).norm() / ref.norm()) <= 1e-5
     assert "120/120 input tensors migrated exactly" in "".join(qpass.report(q).log)
+
+
+def test_guarded_activation_op_keeps_sink_tokens():
+    from qpass import ops  # noqa: F401
+
+    x = torch.randn(2, 6, 8)
+    x[:, 3] *= 100.0  # a massive-activation token in the middle
+    scale = torch.full((8,), 0.5)
+    plain = torch.ops.qpass.fake_quant_per_channel(x, scale, None, 4)
+    g = torch.ops.qpass.fake_quant_per_channel_guarded(x, scale, None, 4, 0, 8.0)
+    assert torch.equal(g[:, 3], x[:, 3]) and not torch.equal(plain[:, 3], x[:, 3])
+    assert torch.equal(g[:, :3], plain[:, :3]) and torch.equal(g[:, 4:], plain[:, 4:])
+    k = torch.ops.qpass.fake_quant_per_channel_guarded(x, scale, None, 4, 1, 0.0)
+    assert torch.equal(k[:, 0], x[:, 0]) and torch.equal(k[:, 1:], plain[:, 1:])
+    one = x[:, :1]  # a one-token decode step is quantized (keep_first acts on prefills only)
+    assert torch.equal(torch.ops.qpass.fake_quant_per_channel_guarded(one, scale, None, 4, 1, 0.0),
+                       torch.ops.qpass.fake_quant_per_channel(one, scale, None, 4))
+
+
+def _sink_llama():
+    model = tiny_model("llama")
+    with torch.no_grad():  # token 0 becomes a sink: after the norm all its energy sits in channel 0, far above
+        model.model.embed_tokens.weight[0].zero_()  # the static range the other tokens set there
+        model.model.embed_tokens.weight[0, 0] = 50.0
+    return model
+
+
+def test_keep_first_protects_the_sink_token():
+    model = _sink_llama()
+    ids = _ids(2, 32, seed=1)
+    ids[:, 0] = 0
+    errs = {}
+    for name, extra in (("plain", {}), ("first", {"keep_first": 1})):  # outlier_guard: the op test above
+        r = Recipe("q", weights=WeightSpec(8, None), activations=ActivationSpec(8, "per_channel"),
+                   passes=[PassSpec("qsm", {"clip_search": False, **extra})], calibration=CalibrationSpec(skip_tokens=1))
+        q = qpass.compile(model, r, [ids], progress=False)
+        with torch.no_grad():
+            ref, out = model(ids).logits, q(ids).logits
+        errs[name] = float((out - ref).norm() / ref.norm())
+        if extra:
+            sp = q.qpass_state.plan["model.layers.0.mlp.down_proj"]
+            assert sp.lowering[next(iter(extra))] == next(iter(extra.values()))
+    assert errs["first"] < 0.5 * errs["plain"], errs
+
+
+def test_asymmetric_steps_and_joint_clip():
+    model = tiny_model("llama")
+    calib = [_ids(4, 48, seed=1)]
+    r = Recipe("q", weights=WeightSpec(8, None), activations=ActivationSpec(4, "per_channel", symmetric=False),
+               passes=[PassSpec("qsm", {"joint_clip": True})])
+    q = qpass.compile(model, r, calib, progress=False)
+    sp = q.qpass_state.plan["model.layers.0.mlp.gate_proj"]
+    z = sp.activation.zero
+    assert z is not None and sp.activation.scale.eq(1).all() and z.min() >= 0 and z.max() <= 15
+    assert not z.eq(z[0]).all()  # centred per channel, not one zero point
+    with torch.no_grad():
+        ref, out = model(_ids(seed=1)).logits, q(_ids(seed=1)).logits
+    assert float((out - ref).norm() / ref.norm()) < 0.3
+
+
+@pytest.mark.parametrize("opt,msg", [({"outlier_guard": -1.0}, "passes[0].outlier_guard"),
+                                     ({"keep_first": -2}, "passes[0].keep_first"),
+                                     ({"act_clip_grid": [1.5]}, "passes[0].act_clip_grid"),
+                                     ({"sort": "x"}, "passes[0].sort")])
+def test_qsm_option_values_validated_in_the_recipe(opt, msg):
+    from qpass.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        Recipe("q", weights=WeightSpec(4, 32), activations=ActivationSpec(4, "per_channel"), passes=[PassSpec("qsm", opt)])
+
+
+def test_untie_gives_o_proj_a_step_per_query_head():
+    model = tiny_model("llama")  # GQA 4/2: two query heads share each V row
+    calib = [_ids(4, 48, seed=1)]
+    base = dict(weights=WeightSpec(8, None), activations=ActivationSpec(8, "per_channel"))
+    q = qpass.compile(model, Recipe("q", **base, passes=[PassSpec("qsm", {"untie": True})]), calib, progress=False)
+    plan = q.qpass_state.plan
+    r = plan["model.layers.0.self_attn.o_proj"].input_step
+    assert r is not None and r.max() <= 1 + 1e-6 and r.min() < 0.999  # ratio to the group max, explicit x/r
+    assert plan["model.layers.0.self_attn.q_proj"].input_step is None  # norm producers need no tie
+    with torch.no_grad():
+        ref, out = model(_ids(seed=1)).logits, q(_ids(seed=1)).logits
+    assert float((out - ref).norm() / ref.norm()) < 0.1
+    r2 = Recipe("m", weights=None, activations=None, passes=[PassSpec("qsm", {"quantize": False, "untie": True})])
+    u = qpass.compile(model, r2, calib, progress=False)  # without rounding it stays exact
+    with torch.no_grad():
+        ref = model(_ids()).logits
+        assert float((u(_ids()).logits - ref).norm() / ref.norm()) <= 1e-5

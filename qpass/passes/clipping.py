@@ -8,10 +8,13 @@ from ..gptq import gptq_quantize
 from ..numerics import QuantizedWeight, quantize_weight
 
 
-def int_act(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric round + clamp at unit step: what a producer's fused epilogue emits once the step migrated."""
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return torch.round(x).clamp_(lo, hi)
+def int_act(x: torch.Tensor, bits: int, zero: torch.Tensor | None = None) -> torch.Tensor:
+    """Round + clamp at unit step: what a producer's fused epilogue emits once the step migrated. Symmetric codes
+    [-2^(b-1), 2^(b-1)-1]; with a per-channel `zero`, codes [0, 2^b-1] and the zero subtracted back (x̂ = q - z)."""
+    if zero is None:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        return torch.round(x).clamp_(lo, hi)
+    return (torch.round(x) + zero).clamp_(0, 2**bits - 1) - zero
 
 
 def gather_cols(x: torch.Tensor, gather: torch.Tensor | None, div: torch.Tensor | None = None) -> torch.Tensor:

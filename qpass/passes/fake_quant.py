@@ -76,7 +76,12 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
             elif a is not None:
                 scale = _attr(gm, graph, f"{prefix}_input_scale", a.scale)
                 zero = _attr(gm, graph, f"{prefix}_input_zero", a.zero)
-                x = graph.call_function(torch.ops.qpass.fake_quant_per_channel.default, (x, scale, zero, a.bits))
+                keep, guard = int(sp.lowering.get("keep_first", 0)), float(sp.lowering.get("outlier_guard", 0.0))
+                if keep or guard:  # sink / massive-activation tokens stay in full precision (qsm options)
+                    x = graph.call_function(torch.ops.qpass.fake_quant_per_channel_guarded.default,
+                                            (x, scale, zero, a.bits, keep, guard))
+                else:
+                    x = graph.call_function(torch.ops.qpass.fake_quant_per_channel.default, (x, scale, zero, a.bits))
             if sp.gather is not None:  # the GEMM reads channels sorted / split / zero-padded
                 if int(sp.gather.max()) >= site.in_features:
                     x = graph.call_function(torch.nn.functional.pad, (x, (0, 1)))

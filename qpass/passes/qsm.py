@@ -32,6 +32,21 @@ class QSMOptions:
     act_clip_grid: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
     weight_clip_grid: list[float] = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.85, 0.8, 0.75])
     samples: int = 256  # calibration tokens kept per site for the search and the error report
+    joint_clip: bool = False  # activation clip scored with each consumer's best weight clip (else with clip 1.0)
+    keep_first: int = 0  # inference: the first N positions of a prefill stay in full precision (sink tokens)
+    outlier_guard: float = 0.0  # inference: tokens with max |x/Δ| > this × the largest code stay in full precision
+    untie: bool = False  # GQA (o_proj): a step per query head; the ratio to the tied step is an explicit x/r node
+
+    def check_values(self, path: str = "passes.qsm") -> None:
+        for key, allowed in (("sort", ("step", "column", "none")), ("granularity", ("channel", "tensor"))):
+            if getattr(self, key) not in allowed:
+                raise RecipeError(f"{path}.{key}: {getattr(self, key)!r} is not allowed; allowed: {' | '.join(allowed)}")
+        for key in ("keep_first", "outlier_guard", "split"):
+            if getattr(self, key) < 0:
+                raise RecipeError(f"{path}.{key}: must be ≥ 0 (0: off), got {getattr(self, key)}")
+        for key in ("act_clip_grid", "weight_clip_grid"):
+            if not getattr(self, key) or not all(0 < c <= 1 for c in getattr(self, key)):
+                raise RecipeError(f"{path}.{key}: needs ratios in (0, 1], got {getattr(self, key)}")
 
 
 def _stats(opts: QSMOptions) -> dict:
@@ -61,22 +76,34 @@ def _gather(step, cols, opts: QSMOptions):
     return idx, div
 
 
-def _steps(a, m, bits, clip, granularity):
-    qmax = 2 ** (bits - 1) - 1
-    base = a.amax().expand_as(a) if granularity == "tensor" else a
-    return m.tie((base * clip / qmax).clamp_min(1e-8))
+def _steps(obs, m, bits, clip, granularity, symmetric=True, tie=True):
+    """(step Δ [C], zero [C] or None). Asymmetric: codes [0, 2^b-1] cover [min, max]·clip, centred per channel
+    (the tie may widen a channel's step beyond its own range)."""
+    if symmetric:
+        a = obs.absmax.clamp_min(1e-8)
+        base = a.amax().expand_as(a) if granularity == "tensor" else a
+        st = (base * clip / (2 ** (bits - 1) - 1)).clamp_min(1e-8)
+        return (m.tie(st) if tie else st), None
+    lo, hi = obs.range("minmax", False)
+    lo, hi = lo.clamp_max(0) * clip, hi.clamp_min(0) * clip
+    if granularity == "tensor":
+        lo, hi = lo.amin().expand_as(lo), hi.amax().expand_as(hi)
+    n = 2**bits - 1
+    st = ((hi - lo) / n).clamp_min(1e-8)
+    st = m.tie(st) if tie else st
+    return st, torch.round(n / 2 - (lo + hi) / (2 * st)).clamp(0, n)
 
 
 @register("qsm", QSMOptions, needs_calibration=True)
 @torch.no_grad()
 def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     """Static per-channel activations with steps migrated into producers; reconstruction, clipping, GPTQ."""
-    if opts.sort not in ("step", "column", "none") or opts.granularity not in ("channel", "tensor"):
-        raise RecipeError("passes.qsm: sort must be step | column | none; granularity channel | tensor")
+    opts.check_values()
     a_spec, w_spec = ctx.recipe.activations, ctx.recipe.weights
-    if opts.quantize and (a_spec is None or a_spec.granularity != "per_channel" or not a_spec.symmetric):
-        raise RecipeError("passes.qsm: needs activations: {granularity: per_channel, symmetric: true}")
+    if opts.quantize and (a_spec is None or a_spec.granularity != "per_channel"):
+        raise RecipeError("passes.qsm: needs activations: {granularity: per_channel}")
     bits = a_spec.bits if a_spec is not None else 8
+    sym = a_spec.symmetric if a_spec is not None else True
     by_name = ctx.analysis.by_name()
     migrations = find_migrations(ctx.analysis, ctx.sites)
     plans = []  # (site, gather, div)
@@ -84,26 +111,37 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     for m in tqdm(migrations, desc="qsm: steps", unit="tensor", disable=not ctx.progress):
         sites = [by_name[n] for n in m.sites]
         obs = ctx.observers[sites[0].name]
-        a = obs.absmax.clamp_min(1e-8)
         ws = [ctx.weight(s).float() for s in sites]
         cols = lambda st: torch.stack([(w * st).abs().amax(0) for w in ws]).amax(0)  # noqa: E731
         clip, err = 1.0, None
         x = obs.token_samples()
+        untie = opts.untie and m.exact and m.rows is not None and m.kind == "rows"
         if opts.quantize and opts.clip_search and x is not None and w_spec is not None:
             ys = [x @ w.T for w in ws]
             for c in opts.act_clip_grid:
-                st = _steps(a, m, bits, c, opts.granularity)
+                st, z = _steps(obs, m, bits, c, opts.granularity, sym, not untie)
                 g, d = _gather(st, cols(st), opts)
-                xq = gather_cols(int_act(x / st, bits), g)
-                e = sum(rel_mse(y, xq @ quantize(gather_cols(w * st, g, d), w_spec, 1.0, None).dequantize().T)
-                        for y, w in zip(ys, ws))
+                xq = gather_cols(int_act(x / st, bits, z), g)
+                if opts.joint_clip:
+                    e = sum(best_weight_clip(xq, y, gather_cols(w * st, g, d), w_spec, opts.weight_clip_grid)[1]
+                            for y, w in zip(ys, ws))
+                else:
+                    e = sum(rel_mse(y, xq @ quantize(gather_cols(w * st, g, d), w_spec, 1.0, None).dequantize().T)
+                            for y, w in zip(ys, ws))
                 if err is None or e < err:
                     clip, err = c, e
-        step = _steps(a, m, bits, clip, opts.granularity)
+        step, zero = _steps(obs, m, bits, clip, opts.granularity, sym, not untie)
         g, d = _gather(step, cols(step), opts)
+        ratio = None
         if m.exact:
-            apply(ctx.model, ctx.analysis, m, step)
+            tied = m.tie(step)
+            apply(ctx.model, ctx.analysis, m, tied)
             where = m.reason
+            if untie:  # the producer rows take the group's max; each query head's ratio r ≤ 1 stays explicit
+                ratio = step / tied
+                for s in sites:
+                    scale_columns(ctx.model, s, ratio)
+                where += " + per-query-head x/r (attention epilogue)"
         else:
             for s in sites:
                 scale_columns(ctx.model, s, step)
@@ -114,18 +152,22 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
             sp = ctx.site_plan(s)
             sp.lowering = {"input": f"round+clamp fused into {where}", "act_clip": clip,
                            "delta": output_placement(s, ctx.analysis)}
+            if opts.keep_first or opts.outlier_guard:  # read by fake_quant: the guarded activation op
+                sp.lowering.update({"keep_first": opts.keep_first, "outlier_guard": opts.outlier_guard})
+            if ratio is not None:
+                sp.input_step = ratio.clone()
             if not m.exact:
                 sp.input_step = step.clone()
                 sp.notes.append(f"explicit quantize node: {m.reason}")
-            plans.append((s, g, d))
+            plans.append((s, g, d, zero))
     exact = sum(m.exact for m in migrations)
     ctx.log.append(f"qsm: {exact}/{len(migrations)} input tensors migrated exactly into their producers")
     if not opts.quantize:
         return
     # Phase 2: weights from the final migrated model (producer row scalings included).
-    for s, g, d in tqdm(plans, desc="qsm: weights", unit="layer", disable=not ctx.progress):
+    for s, g, d, zero in tqdm(plans, desc="qsm: weights", unit="layer", disable=not ctx.progress):
         sp, obs = ctx.site_plan(s), ctx.observers[s.name]
-        sp.activation = ActQuant(bits, "per_channel", True, torch.ones(s.in_features))
+        sp.activation = ActQuant(bits, "per_channel", zero is None, torch.ones(s.in_features), zero)
         sp.gather = g
         if w_spec is None:
             continue
@@ -133,7 +175,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         w_g = gather_cols(w, g, d)
         x = obs.token_samples()
         y = x @ w.T if x is not None else None
-        xq = gather_cols(int_act(x, bits), g) if x is not None else None
+        xq = gather_cols(int_act(x, bits, zero), g) if x is not None else None
         wclip = 1.0
         if opts.clip_search and x is not None:
             wclip, _ = best_weight_clip(xq, y, w_g, w_spec, opts.weight_clip_grid)
