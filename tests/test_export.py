@@ -142,3 +142,35 @@ def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
     w = codes.float() * scale.repeat_interleave(group, dim=1)[:, :96]
     torch.testing.assert_close(w, plan.weight.dequantize())
     assert torch.equal(t["lm_head.weight"], q.lm_head.weight.detach()) or "lm_head.weight" in t
+
+
+def test_sale_model_saves_with_sale_attention_and_reloads(tmp_path):
+    """A SALE recipe (τ given, 16x16 blocks for the tiny model): the saved program holds the lowered
+    qpass::sale_attention (the plan's attention table travels with qpass_state.plan) and reloads to the same
+    output in a fresh process."""
+    from qpass import PassSpec, Recipe
+
+    taus = {f"model.layers.{i}.self_attn": [0.05, 0.2, 0.0, 0.1] for i in range(2)}
+    opts = dict(block_m=16, block_n=16, sink=16, window=16, min_seq_len=0, taus=taus, pool=4)
+    q = qpass.compile(tiny_model("llama"), Recipe("sale-tiny", weights=None, passes=[PassSpec("sale", opts)]),
+                      progress=False)
+    assert set(qpass.report(q).attention_lowering.values()) == {"sale"}
+    d = tmp_path / "tiny-sale"
+    qpass.save(q, d)
+    ids = torch.randint(0, 256, (2, 150), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = q(ids).logits
+        assert not torch.allclose(ref, tiny_model("llama")(ids).logits, atol=1e-3)  # weights untouched: SALE did this
+    save_file({"ids": ids}, str(tmp_path / "ids.safetensors"))
+    code = (
+        "import sys, torch, qpass; from safetensors.torch import load_file, save_file\n"
+        "m = qpass.load(sys.argv[1]); ids = load_file(sys.argv[2])['ids']\n"
+        "ops = {str(n.target) for n in m.module.graph.nodes if n.op == 'call_function'}\n"
+        "assert 'qpass.sale_attention.default' in ops, ops\n"
+        "with torch.no_grad(): save_file({'out': m(ids)}, sys.argv[3])\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    subprocess.run([sys.executable, "-c", code, str(d), str(tmp_path / "ids.safetensors"), str(tmp_path / "out.safetensors")],
+                   check=True, env=env, timeout=300)
+    out = load_file(str(tmp_path / "out.safetensors"))["out"]
+    assert float((out - ref).abs().max()) <= 1e-4
