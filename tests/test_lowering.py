@@ -99,5 +99,34 @@ def test_static_qsm_sites_lower_to_the_int_gemm_with_the_gather():
 
 def test_rule_table_is_one_table_with_unique_names():
     names = [r.name for r in RULES]
-    assert len(names) == len(set(names)) and {"w4a16", "w8a8", "w4a8", "ternary"} <= set(names)
+    assert len(names) == len(set(names)) and {"w4a16", "w8a8", "w4a8", "ternary", "sale"} <= set(names)
     assert all(r.kernel.startswith("qpass::") for r in RULES)
+
+
+def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
+    """The attention rule of the same table: SDPA of a module with a SALE plan → qpass::sale_attention; a plan
+    that does not fit (τ count ≠ heads) and a module without a plan are reported, and run SDPA."""
+    from qpass.lowering import AttentionPlan, Plan
+    from qpass.passes.sale import SaleOptions
+
+    model = tiny_model("llama")
+    o = SaleOptions(block_m=16, block_n=16, sink=16, window=16, min_seq_len=0)
+    plan = Plan({}, attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o),
+                               "model.layers.1.self_attn": AttentionPlan("sale", [0.05] * 3, o)})
+    graphs = []
+    transform = quantize_transform(plan, lower=True)
+    forward, _ = compile_forward(model, lambda cap: (transform(cap), graphs.append(cap.gm)))
+    ids = _ids(1, 100)
+    with torch.no_grad():
+        out, dense = forward(input_ids=ids).logits, model(input_ids=ids).logits
+    assert transform.outcomes == {"model.layers.0.self_attn": "sale",
+                                  "model.layers.1.self_attn": "unmatched: 3 τ for 4 query heads"}
+    targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
+    assert targets.count("qpass.sale_attention.default") == 1
+    assert torch.isfinite(out).all() and not torch.allclose(out, dense, atol=1e-4)
+    only0 = Plan({}, attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o)})
+    t2 = quantize_transform(only0, lower=True)
+    forward, _ = compile_forward(tiny_model("llama"), t2)
+    with torch.no_grad():
+        forward(input_ids=_ids(1, 20))
+    assert t2.outcomes["model.layers.1.self_attn"].startswith("unmatched: no attention plan")
