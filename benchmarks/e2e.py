@@ -4,7 +4,7 @@ Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token pre
 
 - `bf16_eager`:   HF's plain loop over a DynamicCache (what `generate` does without compilation);
 - `bf16_compile`: `torch.compile` (inductor), decode over a StaticCache with the step replayed as a CUDA graph;
-- `w4a16`, `w4a8`, `ternary`: `torch.compile(backend="qpass")` (quantized linears lowered to qpass.kernels,
+- `w4a16`, `w4a16_all` (lm_head too), `w4a8`, `ternary`: `torch.compile(backend="qpass")` (quantized linears lowered to qpass.kernels,
   the rest to inductor), the same StaticCache + CUDA-graph decode loop as `bf16_compile`.
 
 The compiled variants share one decode loop (gpt-fast style): the step (model forward + argmax written back
@@ -31,6 +31,8 @@ from qpass import ActivationSpec, PassSpec, Recipe, WeightSpec
 
 RECIPES = {
     "w4a16": Recipe("w4a16", weights=WeightSpec(bits=4, group_size=128)),
+    # lm_head quantized too (qpass presets keep it in bf16; torchao's int4 weight-only and gpt-fast quantize it)
+    "w4a16_all": Recipe("w4a16-all", weights=WeightSpec(bits=4, group_size=128), ignore=[]),
     # the W4A8 kernel takes one weight scale per output row: per-channel int4 weights, dynamic per-token int8
     "w4a8": Recipe("w4a8-pc", weights=WeightSpec(bits=4, group_size=None), activations=ActivationSpec(bits=8, granularity="per_token")),
     # speed only (random weights): few PTQTP iterations to keep the build short
@@ -149,6 +151,24 @@ def prefill_time(model, ids) -> float:
     return time.perf_counter() - t
 
 
+def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
+    """Kernel times of `args.profile` decode steps, launched without the graph (the graph hides its kernels
+    from the profiler); written next to the JSON. Replay time vs summed kernel time = launch gaps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dec.prefill(prompt)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.profile):
+            dec._step()
+        sync()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    per_step_us = sum(e.device_time_total for e in events) / args.profile
+    with open(f"{os.path.splitext(args.out_path)[0]}.prof_{name}.txt", "w") as f:
+        f.write(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us\n{table}\n")
+    print(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us", flush=True)
+
+
 @torch.no_grad()
 def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     t_build = time.perf_counter()
@@ -172,6 +192,8 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     prefill_time(model, long)  # compiles the no-cache prefill graph
     warm = time.perf_counter() - t_build
     runs = [gen() for _ in range(args.repeats)]
+    if args.profile and name != "bf16_eager" and args.device == "cuda":
+        profile_step(dec, prompt, name, args)
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
     dec_s = statistics.median(r[1] for r in runs)
     res = {
@@ -207,6 +229,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", default="bf16_eager,bf16_compile,w4a16,w4a8,ternary")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants past this wall time")
+    ap.add_argument("--profile", type=int, default=0, help="profile N decode steps of each compiled variant (CUDA)")
     ap.add_argument("--tiny", action="store_true", help="a small config (CPU smoke test of the script)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -219,14 +242,15 @@ def main():
     torch.backends.cuda.enable_cudnn_sdp(False)
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     out = args.out or os.path.join(os.path.dirname(__file__), "results", f"e2e_{gpu.replace(' ', '_')}.json")
+    args.out_path = out
     start = time.perf_counter()
     base = build(cfg, args.device)
     result = {
         "gpu": gpu, "torch": torch.__version__, "transformers": tf.__version__,
         "model": f"{'tiny Llama' if args.tiny else 'Llama-3-8B shapes'}, {args.layers} layers, random bf16 weights",
         "command": "python benchmarks/e2e.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("device", "tiny")),
-        "settings": {k: v for k, v in vars(args).items() if k != "out"}, "variants": {}, "skipped": [],
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("device", "tiny", "out_path")),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "out_path")}, "variants": {}, "skipped": [],
     }
     tokens = {}
     for name in args.variants.split(","):
