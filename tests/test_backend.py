@@ -86,3 +86,24 @@ def test_mode_reaches_inductor_as_config_patches(monkeypatch):
     torch._dynamo.reset()
     with pytest.raises(Exception, match="mode 'fast'"):
         torch.compile(tiny_model("llama"), backend="qpass", options={"recipe": "w4a16", "mode": "fast"})(_ids())
+
+
+def test_static_cache_decode_keeps_kv_projections():
+    """A StaticCache writes K/V with `index_copy_` (no users): lowering's dead-code pass must keep it and the
+    k/v projections feeding it. Decode through the backend matches the fake-quant graph (lower=False)."""
+    import inspect
+
+    import transformers as tf
+
+    kw = "cache" if "cache" in inspect.signature(tf.LlamaForCausalLM.forward).parameters else "past_key_values"
+    model = tiny_model("llama")
+    prompt, step = _ids(1, 12, seed=3), _ids(1, 1, seed=4)
+    logits = {}
+    for lower in (True, False):
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="qpass", options={"recipe": "w4a16", "lower": lower, "backend": "eager"})
+        cache = tf.StaticCache(config=model.config, max_cache_len=16)
+        with torch.no_grad():
+            compiled(input_ids=prompt, use_cache=True, **{kw: cache})
+            logits[lower] = compiled(input_ids=step, use_cache=True, **{kw: cache}).logits
+    assert _rel(logits[True], logits[False]) < 1e-4
