@@ -116,6 +116,16 @@ def _program_tensors(ep) -> dict[str, torch.Tensor]:
     return out
 
 
+def _hollow(ep) -> None:
+    """Replace the program's tensors by zero-stride views of one zero (same shape and dtype, one element of
+    storage), so program.pt2 holds the graph and not a second copy of the weights; load fills them back."""
+    for store in (ep.state_dict, ep.constants):
+        for k, v in list(store.items()):
+            if isinstance(v, torch.Tensor):
+                hollow = torch.zeros((), dtype=v.dtype).expand(v.shape)
+                store[k] = torch.nn.Parameter(hollow, requires_grad=False) if isinstance(v, torch.nn.Parameter) else hollow
+
+
 def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Tensor | None = None,
          overwrite: bool = False) -> Path:
     """Write `qmodel` (from qpass.compile) to directory `path`; returns it. Atomic: a reader sees the old
@@ -133,6 +143,7 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
     try:
         (tmp / "recipe.json").write_text(qmodel.qpass_state.recipe.to_json())
         save_file(_program_tensors(ep), str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
+        _hollow(ep)  # the tensors live in weights.safetensors only
         ep._example_inputs = None  # no pickled sample inputs in the archive (see _refuse_pickle)
         torch.export.save(ep, tmp / "program.pt2")
         manifest = {

@@ -53,6 +53,17 @@ def test_fresh_process_load_matches(saved, tmp_path):
     assert float((out - ref).abs().max()) <= 1e-4
 
 
+def test_weights_are_stored_once(saved):
+    """program.pt2 keeps the graph; its tensors are one-element hollow views, weights.safetensors has the data."""
+    import zipfile
+
+    _, d, _, _ = saved
+    with zipfile.ZipFile(d / "program.pt2") as z:
+        data = [i for i in z.infolist() if "/data/" in i.filename and not i.filename.endswith(".json")]
+    assert data and max(i.file_size for i in data) <= 8, sorted((i.file_size, i.filename) for i in data)[-3:]
+    assert sum(v.numel() for v in load_file(str(d / "weights.safetensors")).values()) > 10_000
+
+
 def test_flipped_byte_truncation_and_version_are_refused(saved, tmp_path):
     _, d, _, _ = saved
     bad = _copy(d, tmp_path)
