@@ -226,14 +226,16 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             for gg in tl.static_range(GS):
                 kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
                 bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
-            est = acc * qsc[:, None] * ksc[None, :] + bias - thr[:, None]
+            # the row threshold is subtracted after each row's max over the block (one subtraction per row, not per
+            # score; exact: fl(x - t) is monotonic in x, so max_j fl(x_j - t) = fl(max_j x_j - t))
+            est = acc * qsc[:, None] * ksc[None, :] + bias
             if KB == 1:
-                hit = (tl.max(tl.max(est, 1), 0) > 0).to(tl.int32)
+                hit = (tl.max(tl.max(est, 1) - thr, 0) > 0).to(tl.int32)
                 tl.store(idx_base + cnt, kb0)  # overwritten by the next kept block when this one is skipped
                 tl.store(mask_base + kb0, hit.to(tl.int8))
                 cnt += hit
             else:
-                hmax = tl.max(tl.max(tl.reshape(est, [PR, KB, BLOCK_N]), 2), 0)  # [KB]
+                hmax = tl.max(tl.max(tl.reshape(est, [PR, KB, BLOCK_N]), 2) - thr[:, None], 0)  # [KB]
                 kbs = kb0 + sub
                 valid = kbs < local_lo
                 hit = ((hmax > 0) & valid).to(tl.int32)
