@@ -224,7 +224,7 @@ def _refuse_pickle(pt2: Path) -> None:
 
 
 class LoadedModel(torch.nn.Module):
-    """A model loaded by qpass.load: `model(input_ids) -> logits`."""
+    """A model loaded by qpass.load: `model(input_ids) -> logits`, and a cache-less greedy `generate`."""
 
     def __init__(self, module: torch.nn.Module, manifest: dict, recipe: dict):
         super().__init__()
@@ -233,6 +233,25 @@ class LoadedModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.module(input_ids)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, eos_token_id: int | None = None) -> torch.Tensor:
+        """Greedy decoding: `input_ids` [batch, seq] followed by up to `max_new_tokens` tokens. The program
+        has no KV cache, so every step re-runs the whole prefix (quadratic; fine for checks, not for
+        serving — HF `generate` on the `qpass.compile` model has the cache). Finished rows (eos) keep eos."""
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        ids = input_ids
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            nxt = self(ids)[:, -1].argmax(-1)
+            if eos_token_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+                done |= nxt == eos_token_id
+            ids = torch.cat([ids, nxt[:, None].to(ids.dtype)], dim=1)
+            if eos_token_id is not None and bool(done.all()):
+                break
+        return ids
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> LoadedModel:

@@ -64,6 +64,19 @@ def test_weights_are_stored_once(saved):
     assert sum(v.numel() for v in load_file(str(d / "weights.safetensors")).values()) > 10_000
 
 
+def test_loaded_model_generates_like_the_compiled_one(saved):
+    q, d, ids, _ = saved
+    m = qpass.load(d)
+    prompt = ids[:2, :7]
+    out = m.generate(prompt, max_new_tokens=5)
+    with torch.no_grad():
+        expect = q.generate(prompt, max_new_tokens=5, do_sample=False, min_new_tokens=5)
+    assert out.shape == (2, 12) and torch.equal(out, expect)
+    first = int(out[0, 7])
+    stopped = m.generate(prompt[:1], max_new_tokens=5, eos_token_id=first)
+    assert stopped.shape == (1, 8) and int(stopped[0, -1]) == first
+
+
 def test_flipped_byte_truncation_and_version_are_refused(saved, tmp_path):
     _, d, _, _ = saved
     bad = _copy(d, tmp_path)
