@@ -107,5 +107,27 @@ def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, config
     return _launch(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config)
 
 
-def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None):
+def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None, kernel=None):
+    """kernel: None = "gemv" for one row on CUDA (decode), else "mma" (the int8 tensor-core GEMM)."""
+    rows = x_int8.numel() // x_int8.shape[-1] if x_int8.shape[-1] else 0
+    if kernel is None:
+        kernel = "gemv" if rows == 1 and config is None and x_int8.is_cuda else "mma"
+    if kernel == "gemv":
+        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype)
     return _launch(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config)
+
+
+def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
+    """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the
+    int8 (or int4) activation values are exact in fp16, so the W4A16 GEMV (same int4 packing) computes
+    X_int·W_int with fp32 accumulation, the row's step folded into the per-row weight scale."""
+    from .gemv import w4a16_gemv4
+
+    K, N = x_int8.shape[-1], qweight.shape[0]
+    x = x_int8.reshape(1, K).to(torch.float16)
+    scale = w_scale.float().reshape(N, 1)
+    if x_scale is not None:
+        scale = scale * x_scale.float().reshape(1, 1)
+    y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
+    w4a16_gemv4(x, qweight, scale, None, bias, 0, y)
+    return y.reshape(*x_int8.shape[:-1], N)

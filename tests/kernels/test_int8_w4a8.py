@@ -66,6 +66,23 @@ def test_w4a8_linear(M, N, K, xs, bias, dtype, a_bits):
         assert torch.allclose(y.double(), exact, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("N,K", [(48, 64), (17, 200), (64, 1000)])
+@pytest.mark.parametrize("xs,bias,dtype", [(True, True, torch.float16), (False, False, torch.float32),
+                                           (True, False, torch.bfloat16)])
+@pytest.mark.parametrize("a_bits", [8, 4])
+def test_w4a8_decode_gemv(N, K, xs, bias, dtype, a_bits):
+    """One row through the W4A16 GEMV (the CUDA default at M = 1) against the reference."""
+    lim = 1 << (a_bits - 1)
+    x = torch.randint(-lim, lim, (1, 1, K), dtype=torch.int8)
+    q = torch.randint(-8, 8, (N, K), dtype=torch.int8)
+    p = F.pack_int4(q)
+    ws, x_s, b = _scales(1, N, xs, bias)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, dtype, kernel="gemv")
+    assert y.dtype == dtype and y.shape == (1, 1, N)
+    ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32)
+    assert rel_err(y.float(), ref) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
 @pytest.mark.parametrize("M,K", [(1, 64), (3, 200), (8, 4096), (5, 5000), (17, 100)])
 @pytest.mark.parametrize("qmax", [127, 7])
 @pytest.mark.parametrize("static", [False, True])
