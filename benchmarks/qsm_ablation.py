@@ -1,7 +1,11 @@
 """QSM ablation on SmolLM2: calibrate once (Emma, N × 512, first token skipped), then compile each variant from
 copies of the same statistics and measure perplexity on the first T tokens of Pride and Prejudice (seq 512).
     python benchmarks/qsm_ablation.py [--samples 16] [--tokens 2048] [--bits 4]
-writes benchmarks/results/qsm_ablation_a{bits}.json."""
+writes benchmarks/results/qsm_ablation_a{bits}.json.
+Screening mode (the dev loop of docs/qsm.md): variants = a preset + JSON overrides (as in qsm_smollm2.py), one
+calibration per skip_tokens shared by all of them (samples, Hessian and sink Hessian always collected):
+    python benchmarks/qsm_ablation.py --samples 16 --tokens 2048 --screen PRESET 'JSON' [PRESET 'JSON' ...]
+prints one RESULT line per variant and writes benchmarks/results/qsm_screen_{name}.json with --name NAME."""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +46,11 @@ def main():
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--only", default=None)
+    p.add_argument("--screen", nargs="+", default=None, metavar="PRESET JSON")
+    p.add_argument("--name", default=None)
     args = p.parse_args()
+    if args.screen:
+        return screen(args)
     model, tok = models.load("smollm2")
     ids = data.austen_tokens(tok, "prideprejudice", args.tokens)
     calib = data.calibration_batches(tok, "emma", args.samples, 512)
@@ -75,6 +83,50 @@ def main():
            "calib_samples": args.samples, "eval_tokens": args.tokens, "results": results}
     with open(f"benchmarks/results/qsm_ablation_a{args.bits}.json", "w") as f:
         json.dump(out, f, indent=2)
+
+
+def screen(args):
+    from qsm_smollm2 import merge
+
+    from qpass.calibrate import statistics_for
+    from qpass.recipe import resolve
+
+    model, tok = models.load("smollm2")
+    ids = data.austen_tokens(tok, "prideprejudice", args.tokens)
+    calib = data.calibration_batches(tok, "emma", args.samples, 512)
+    cache, results = {}, {}
+    for preset, js in zip(args.screen[::2], args.screen[1::2]):
+        recipe = Recipe.from_dict(merge(resolve(preset).to_dict(), json.loads(js)))
+        stats = statistics_for(recipe)
+        sink_weight = stats.pop("sink_weight", 0.0)
+        stats.update(samples=256, hessian=True, sink_weight=1e-9 if stats["skip_tokens"] else 0.0)
+        t = time.perf_counter()
+        m = copy.deepcopy(model)
+        a, _ = api.capture_analysis(m, calib[0][:1, :32])
+        sel, _ = select_sites(a, recipe)
+        obs = {}
+        if recipe.needs_calibration:
+            if stats["skip_tokens"] not in cache:
+                cache[stats["skip_tokens"]] = calibrate(model, calib, set(sel), None, False, **stats)
+            obs = copy.deepcopy(cache[stats["skip_tokens"]])
+            for o in obs.values():
+                o.sink_weight = sink_weight
+        ctx = PassContext(m, recipe, a, sel, obs, progress=False)
+        for spec in recipe.passes:
+            registry.get(spec.name).fn(ctx, registry.validate(spec, "passes"))
+        plan_quantization(ctx)
+        fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, ctx.plan))
+        m.forward = fwd
+        secs = time.perf_counter() - t
+        ppl = qpass.perplexity(m, ids, 512, progress=False)
+        errs = [sp.output_error for sp in ctx.plan.values() if sp.output_error is not None]
+        results[f"{preset} {js}"] = {"ppl": ppl, "seconds": secs, "mean_output_error": sum(errs) / max(len(errs), 1)}
+        print(f"RESULT {preset} {js}: ppl {ppl:.3f}  ({secs:.0f} s)", flush=True)
+    if args.name:
+        out = {"command": f"python benchmarks/qsm_ablation.py --samples {args.samples} --tokens {args.tokens} --screen ...",
+               "calib_samples": args.samples, "eval_tokens": args.tokens, "results": results}
+        with open(f"benchmarks/results/qsm_screen_{args.name}.json", "w") as f:
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,12 @@ def gptq_quantize(
     damp: float = 0.01,
     act_order: bool = False,
     block: int = 128,
+    static_groups: bool = False,
 ) -> QuantizedWeight:
-    """GPTQ of `w [O, C]` given `hessian [C, C]` (any positive scale). With act_order, group scales are fixed
-    up front from `w` ("static groups"), so groups stay contiguous in the stored order."""
+    """GPTQ of `w [O, C]` given `hessian [C, C]` (any positive scale). With act_order or static_groups, group
+    scales are fixed up front from `w` ("static groups": the RTN grid), so groups stay contiguous in the stored
+    order; otherwise each group's scales come from the error-updated weights when the group starts."""
+    static = act_order or static_groups
     W = w.detach().float().clone()
     O, C = W.shape
     H = hessian.detach().float().clone()
@@ -50,7 +53,7 @@ def gptq_quantize(
     n_groups = -(-C // gs)
     scale = torch.zeros(O, n_groups)
     zero = None if symmetric else torch.zeros(O, n_groups)
-    if act_order:  # static groups, from the original weight
+    if static:  # static groups, from the original weight
         s, z = compute_qparams(w.float(), bits, group_size, symmetric, clip_ratio)
         scale = s if group_size else s.expand(O, 1).clone()
         if z is not None:
@@ -64,7 +67,7 @@ def gptq_quantize(
             col = i1 + i
             orig = int(perm[col])
             g = orig // gs
-            if not act_order and orig % gs == 0:  # a new group starts: scales from the error-updated weights
+            if not static and orig % gs == 0:  # a new group starts: scales from the error-updated weights
                 rest = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, : min(gs, C - orig)]
                 s, z = compute_qparams(rest, bits, None, symmetric, clip_ratio)
                 scale[:, g] = s[:, 0]

@@ -39,3 +39,15 @@ def test_gptq_recipe_on_a_tiny_model():
     q = qpass.compile(model, r, [ids], progress=False)
     rows = qpass.report(q).quantized
     assert all(row.output_error is not None and row.output_error < 0.1 for row in rows)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_static_groups_keep_the_rtn_grid_and_beat_rtn(symmetric):
+    w, h = _layer(seed=2)
+    rtn = quantize_weight(w, 4, 32, symmetric)
+    q = gptq_quantize(w, h, 4, 32, symmetric, static_groups=True)
+    assert torch.equal(q.scale, rtn.scale) and (symmetric or torch.equal(q.zero, rtn.zero))
+    assert layer_error(w, q.dequantize(), h) < 0.8 * layer_error(w, rtn.dequantize(), h)
+    # on a weight already on the RTN grid (a model dequantized from a 4-bit format), nothing moves
+    on_grid = rtn.dequantize()
+    assert torch.allclose(gptq_quantize(on_grid, h, 4, 32, symmetric, static_groups=True).dequantize(), on_grid, atol=1e-6)

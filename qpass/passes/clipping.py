@@ -35,7 +35,7 @@ def quantize(w_g: torch.Tensor, spec, clip: float, hessian: torch.Tensor | None)
     """RTN, or GPTQ when the recipe asks for it and a Hessian (of the gathered input) is given."""
     if spec.rounding == "gptq" and hessian is not None:
         return gptq_quantize(w_g, hessian, spec.bits, spec.group_size, spec.symmetric, clip, spec.gptq_damp,
-                             spec.gptq_act_order, spec.gptq_block)
+                             spec.gptq_act_order, spec.gptq_block, spec.gptq_static_groups)
     return quantize_weight(w_g, spec.bits, spec.group_size, spec.symmetric, clip)
 
 

@@ -28,7 +28,7 @@ def plan_quantization(ctx: PassContext) -> None:
             if wspec.rounding == "gptq":
                 sp.weight = gptq_quantize(
                     w, ctx.observers[site.name].mean_hessian(), wspec.bits, wspec.group_size, wspec.symmetric,
-                    wspec.clip_ratio, wspec.gptq_damp, wspec.gptq_act_order, wspec.gptq_block,
+                    wspec.clip_ratio, wspec.gptq_damp, wspec.gptq_act_order, wspec.gptq_block, wspec.gptq_static_groups,
                 )
             else:
                 sp.weight = quantize_weight(w, wspec.bits, wspec.group_size, wspec.symmetric, wspec.clip_ratio)
