@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from . import api, data, models
+from . import api, data, export, models
 from .evaluate import perplexity
 from .recipe import RecipeError, recipes, resolve
 
@@ -50,7 +50,14 @@ def cmd_quantize(args) -> dict:
         out["plot"] = args.plot
     if not args.no_eval:
         out["ppl_after"] = perplexity(qmodel, ids, args.seq_len, progress=not args.json)
+    if args.save:
+        out["saved"] = str(export.save(qmodel, args.save, overwrite=args.overwrite))
+    if args.compressed_tensors:
+        out["compressed_tensors"] = str(export.save_compressed_tensors(qmodel, args.compressed_tensors))
     if not args.json:
+        for key, what in (("saved", "qpass.load"), ("compressed_tensors", "compressed-tensors")):
+            if key in out:
+                print(f"saved ({what}): {out[key]}")
         print(f"\nquantized in {out['quantize_seconds']:.1f} s")
         if not args.no_eval:
             print(
@@ -61,10 +68,15 @@ def cmd_quantize(args) -> dict:
 
 
 def cmd_eval(args) -> dict:
-    model, tok = models.load(args.model)
+    model, tok = models.load(args.model)  # the tokenizer (and, without --load, the model itself)
     ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
     name = "full precision"
-    if args.recipe:
+    if args.load and args.recipe:
+        raise ValueError("eval: --load evaluates a saved model as it is; it takes no --recipe")
+    if args.load:
+        model = export.load(args.load)
+        name = f"{model.recipe.get('name', '?')} (loaded from {args.load})"
+    elif args.recipe:
         recipe = resolve(args.recipe)
         model, name = _quantize(args, recipe, model, tok), recipe.name
     ppl = perplexity(model, ids, args.seq_len, progress=not args.json)
@@ -107,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
     q.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
     q.add_argument("--plot", metavar="FILE.png", default=None, help="draw each layer's relative output MSE")
+    q.add_argument("--save", metavar="DIR", default=None, help="write the quantized model for qpass.load / eval --load")
+    q.add_argument("--overwrite", action="store_true", help="with --save: replace an existing DIR")
+    q.add_argument("--compressed-tensors", metavar="DIR", default=None,
+                   help="also write the compressed-tensors (vLLM) layout (W4A16 / W8A8 recipes)")
     _add_model_args(q)
     q.set_defaults(fn=cmd_quantize)
 
@@ -114,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--recipe", default=None, help="quantize first with this preset or file")
     e.add_argument("--calib-novel", default="emma", choices=data.NOVELS)
     e.add_argument("--calib-samples", type=int, default=None)
+    e.add_argument("--load", metavar="DIR", default=None, help="evaluate a model saved by quantize --save")
     _add_model_args(e)
     e.set_defaults(fn=cmd_eval)
 
@@ -132,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         result = args.fn(args)
-    except (RecipeError, FileNotFoundError, ValueError) as e:
+    except (RecipeError, FileNotFoundError, FileExistsError, ValueError, export.LoadError) as e:
         print(f"qpass: error: {e}", file=sys.stderr)
         return 2
     if args.json:

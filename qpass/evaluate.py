@@ -42,7 +42,8 @@ def perplexity(
         scored_until = end
         if end == ids.numel():
             break
-    device = next(model.parameters()).device
+    first_tensor = next(iter([*model.parameters(), *model.buffers()]), None)  # a qpass.load model has buffers only
+    device = first_tensor.device if first_tensor is not None else torch.device("cpu")
     nll, count = 0.0, 0
     bar = tqdm(total=len(windows), desc="perplexity", unit="window", disable=not progress)
     # Windows of equal length are batched together.
@@ -55,7 +56,8 @@ def perplexity(
                 break
             group.append(nxt)
         batch = torch.stack([ids[s:e] for s, e, _ in group]).to(device)
-        logits = model(input_ids=batch, use_cache=False).logits.float()
+        out = model(input_ids=batch, use_cache=False)
+        logits = getattr(out, "logits", out).float()  # HF output, or the logits tensor of a qpass.load model
         first = group[0][2]
         pred = logits[:, first - 1 : -1]
         target = batch[:, first:]

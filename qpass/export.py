@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -231,7 +232,9 @@ class LoadedModel(torch.nn.Module):
         self.module = module
         self.manifest, self.recipe = manifest, recipe
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, use_cache: bool = False) -> torch.Tensor:
+        if use_cache:
+            raise ValueError("a qpass.load model has no KV cache (use_cache=True)")
         return self.module(input_ids)
 
     @torch.no_grad()
@@ -265,7 +268,9 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> L
     manifest = _check(path)
     recipe = json.loads((path / "recipe.json").read_text())
     tensors = load_file(str(path / "weights.safetensors"), device=str(device or "cpu"))
-    ep = torch.export.load(path / "program.pt2")
+    with warnings.catch_warnings():  # the program's tensors are hollow on purpose (see _hollow)
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        ep = torch.export.load(path / "program.pt2")
     for store in (ep.state_dict, ep.constants):
         for k in list(store):
             if isinstance(store[k], torch.Tensor):

@@ -43,3 +43,16 @@ def test_errors_are_clear_and_exit_2(tmp_path):
     assert p.returncode == 2 and "weights.grup_size: unknown key" in p.stderr
     p = run("eval", "--model", str(tmp_path), check=False)
     assert p.returncode == 2 and "not a local Hugging Face model folder" in p.stderr
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
+def test_quantize_save_then_eval_load(tmp_path):
+    """quantize --save DIR, then eval --load DIR: the saved model scores as the freshly quantized one."""
+    common = ("--model", str(STORIES), "--eval-tokens", "1024", "--seq-len", "256", "--json")
+    q = json.loads(run("quantize", "--recipe", "w8a8", "--save", str(tmp_path / "m"),
+                       "--compressed-tensors", str(tmp_path / "ct"), *common).stdout)
+    assert Path(q["saved"]).joinpath("manifest.json").is_file() and (tmp_path / "ct" / "config.json").is_file()
+    e = json.loads(run("eval", "--load", str(tmp_path / "m"), *common).stdout)
+    assert abs(e["ppl"] - q["ppl_after"]) <= 1e-4 * q["ppl_after"] and "loaded from" in e["recipe"]
+    p = run("quantize", "--recipe", "w8a8", "--no-eval", "--save", str(tmp_path / "m"), "--model", str(STORIES), check=False)
+    assert p.returncode == 2 and "exists" in p.stderr
