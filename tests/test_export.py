@@ -32,24 +32,29 @@ def _copy(d, tmp_path):
     return dst
 
 
+def _reload_in_fresh_process(d, ids, op, tmp_path):
+    """qpass.load(d) in a new interpreter: asserts the program calls `op`, returns its logits for `ids`."""
+    save_file({"ids": ids}, str(tmp_path / "ids.safetensors"))
+    code = (
+        "import sys, torch, qpass; from safetensors.torch import load_file, save_file\n"
+        "m = qpass.load(sys.argv[1]); ids = load_file(sys.argv[2])['ids']\n"
+        "ops = {str(n.target) for n in m.module.graph.nodes if n.op == 'call_function'}\n"
+        "assert sys.argv[4] in ops, ops\n"
+        "with torch.no_grad(): save_file({'out': m(ids)}, sys.argv[3])\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    subprocess.run([sys.executable, "-c", code, str(d), str(tmp_path / "ids.safetensors"), str(tmp_path / "out.safetensors"),
+                    op], check=True, env=env, timeout=600)
+    return load_file(str(tmp_path / "out.safetensors"))["out"]
+
+
 def test_fresh_process_load_matches(saved, tmp_path):
     _, d, ids, ref = saved
     assert sorted(os.listdir(d)) == ["manifest.json", "program.pt2", "recipe.json", "weights.safetensors"]
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION and manifest["torch_version"] == torch.__version__
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
-    save_file({"ids": ids}, str(tmp_path / "ids.safetensors"))
-    code = (
-        "import sys, torch, qpass; from safetensors.torch import load_file, save_file\n"
-        "m = qpass.load(sys.argv[1]); ids = load_file(sys.argv[2])['ids']\n"
-        "ops = {str(n.target) for n in m.module.graph.nodes if n.op == 'call_function'}\n"
-        "assert 'qpass.int8_linear.default' in ops, ops\n"
-        "with torch.no_grad(): save_file({'out': m(ids)}, sys.argv[3])\n"
-    )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    subprocess.run([sys.executable, "-c", code, str(d), str(tmp_path / "ids.safetensors"), str(tmp_path / "out.safetensors")],
-                   check=True, env=env, timeout=300)
-    out = load_file(str(tmp_path / "out.safetensors"))["out"]
+    out = _reload_in_fresh_process(d, ids, "qpass.int8_linear.default", tmp_path)
     assert float((out - ref).abs().max()) <= 1e-4
 
 
@@ -185,16 +190,5 @@ def test_sale_model_saves_with_sale_attention_and_reloads(tmp_path):
     with torch.no_grad():
         ref = q(ids).logits
         assert not torch.allclose(ref, tiny_model("llama")(ids).logits, atol=1e-3)  # weights untouched: SALE did this
-    save_file({"ids": ids}, str(tmp_path / "ids.safetensors"))
-    code = (
-        "import sys, torch, qpass; from safetensors.torch import load_file, save_file\n"
-        "m = qpass.load(sys.argv[1]); ids = load_file(sys.argv[2])['ids']\n"
-        "ops = {str(n.target) for n in m.module.graph.nodes if n.op == 'call_function'}\n"
-        "assert 'qpass.sale_attention.default' in ops, ops\n"
-        "with torch.no_grad(): save_file({'out': m(ids)}, sys.argv[3])\n"
-    )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    subprocess.run([sys.executable, "-c", code, str(d), str(tmp_path / "ids.safetensors"), str(tmp_path / "out.safetensors")],
-                   check=True, env=env, timeout=300)
-    out = load_file(str(tmp_path / "out.safetensors"))["out"]
+    out = _reload_in_fresh_process(d, ids, "qpass.sale_attention.default", tmp_path)
     assert float((out - ref).abs().max()) <= 1e-4
