@@ -25,6 +25,7 @@ from .plan import select_sites
 from .recipe import Recipe, RecipeError, resolve
 
 OPTIONS = ("recipe", "lower", "backend", "mode")
+ATTENTION = "<attention>"  # the cache key of a recipe's attention plans (SALE τ), beside the site plans
 _MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -78,6 +79,11 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
             f"backend='qpass': recipe {recipe.name!r} needs calibration data, which a torch.compile backend never "
             "sees; use qpass.compile(model, recipe, calib) for it, or a calibration-free recipe"
         )
+    if any(p.name == "sale" and not p.options.get("taus") for p in recipe.passes):
+        raise RecipeError(
+            "backend='qpass': the sale pass calibrates τ by running the model, which a torch.compile backend "
+            "cannot do; give `taus` in its options (e.g. a qpass.compile model's qpass_sale.taus) or use qpass.compile"
+        )
     mode = options.get("mode")
     if mode is not None and mode not in _MODES:
         raise RecipeError(f"backend='qpass' options: mode {mode!r} is not one of {', '.join(_MODES)}")
@@ -90,7 +96,7 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     from torch._dynamo.backends.registry import lookup_backend
 
     from .api import run_passes
-    from .lowering import quantize_transform
+    from .lowering import Plan, attention_plans, quantize_transform
 
     recipe, lower, inner, inductor_mode = _options(options)
     cap = capture_from_dynamo(gm, example_inputs)
@@ -102,16 +108,21 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     # reuses them instead of re-running the passes; they go away with the model.
     key = recipe.to_json()
     cached = {name: getattr(params.get_parameter(site.weight), "_qpass_plans", {}).get((key, name)) for name, site in selected.items()}
+    anchor = params.get_parameter(next(iter(selected.values())).weight).__dict__ if selected else {}
     if selected and all(sp is not None for sp in cached.values()):
         ctx.plan.update(cached)
+        attention = anchor["_qpass_plans"].get((key, ATTENTION), {})
     else:
         with torch.no_grad():
             run_passes(ctx)
+        attention = attention_plans(getattr(params, "qpass_sale", None))  # SALE's τ (given in the recipe)
         for name, site in selected.items():
             w = params.get_parameter(site.weight)
             if name in ctx.plan:
                 w.__dict__.setdefault("_qpass_plans", {})[(key, name)] = ctx.plan[name]
-    transform = quantize_transform(ctx.plan, lower)
+        if selected:
+            anchor.setdefault("_qpass_plans", {})[(key, ATTENTION)] = attention
+    transform = quantize_transform(Plan(ctx.plan, attention=attention), lower)
     transform(cap)
     gm.graph.lint()
     # A fresh GraphModule over the edited graph: Dynamo's parameter-source table does not list the packed

@@ -107,3 +107,36 @@ def test_static_cache_decode_keeps_kv_projections():
             compiled(input_ids=prompt, use_cache=True, **{kw: cache})
             logits[lower] = compiled(input_ids=step, use_cache=True, **{kw: cache}).logits
     assert _rel(logits[True], logits[False]) < 1e-4
+
+
+def test_sale_with_given_taus_is_lowered_by_the_backend_on_every_graph():
+    """A weights + SALE recipe with τ in its options: each graph (a new length recompiles, reusing the cached
+    plans) gets qpass::sale_attention; the output matches qpass.compile's. Without τ the backend refuses."""
+    from torch._dynamo import register_backend
+
+    from qpass import ActivationSpec, PassSpec, Recipe, WeightSpec
+
+    taus = {f"model.layers.{i}.self_attn": [0.05, 0.2, 0.0, 0.1] for i in range(2)}
+    opts = dict(block_m=16, block_n=16, sink=16, window=16, min_seq_len=0, taus=taus)
+    recipe = Recipe("w8a8-sale", weights=WeightSpec(bits=8, group_size=None),
+                    activations=ActivationSpec(bits=8, granularity="per_token"), passes=[PassSpec("sale", opts)])
+    sale_nodes = []
+
+    @register_backend(name="qpass_test_spy")
+    def spy(gm, example_inputs):
+        sale_nodes.append(sum("sale_attention" in str(n.target) for n in gm.graph.nodes))
+        return gm.forward
+
+    model = tiny_model("llama")
+    ref = qpass.compile(model, recipe, progress=False)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="qpass", options={"recipe": recipe, "backend": "qpass_test_spy"}, dynamic=False)
+    with torch.no_grad():
+        for t in (70, 90):
+            ids = _ids(1, t, seed=t)
+            assert _rel(compiled(ids).logits, ref(ids).logits) < 1e-4
+    assert sale_nodes == [2, 2], sale_nodes
+    torch._dynamo.reset()
+    no_taus = Recipe("sale-cal", weights=None, passes=[PassSpec("sale", {"block_m": 16, "block_n": 16})])
+    with pytest.raises(Exception, match="give `taus`"):
+        torch.compile(model, backend="qpass", options={"recipe": no_taus})(_ids())
