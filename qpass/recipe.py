@@ -286,14 +286,14 @@ def _presets() -> dict[str, Recipe]:
         # QSM (docs/qsm.md): static per-channel steps migrated into producers; the first token of each
         # calibration sequence (attention sink) does not set the ranges; GPTQ rounding (ablation: 124.6 -> 101.7).
         # w4a4: asymmetric steps, the sink (first position of a prefill) kept in full precision, o_proj steps
-        # untied from the GQA max, GPTQ with act-order and static groups, the sink in H at weight 0.05,
-        # joint activation x weight clip search (50.82).
+        # untied from the GQA max, GPTQ with act-order and static groups, the sink in H at weight 0.2,
+        # joint activation x weight clip search (50.69).
         "w4a4-qsm": Recipe(
             "w4a4-qsm",
             weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
             activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
             passes=[PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
-            calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.05),
+            calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
         ),
         "w4a8-qsm": Recipe(
             "w4a8-qsm",
