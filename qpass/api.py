@@ -89,7 +89,7 @@ def compile(
     if recipe.needs_calibration:
         percentile = recipe.activations.percentile if recipe.activations and recipe.activations.observer == "percentile" else None
         observers = calibrate(qmodel, calib, set(selected), percentile, progress, **statistics_for(recipe))
-    ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress)
+    ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress, calib=calib)
     run_passes(ctx)
 
     # one plan for the one transform: linear sites, plus the attention methods passes left (SALE's τ)

@@ -107,3 +107,18 @@ def test_sale_options_are_validated():
 def test_sale_preset():
     r = qpass.recipe.resolve("sale")
     assert r.weights is None and [p.name for p in r.passes] == ["sale"]
+
+
+def test_tau_calibration_uses_the_callers_calibration_data():
+    """qpass.compile(model, sale_recipe, calib): τ come from the caller's tokens (rows joined) when they are long
+    enough — the same τ as calibrating on them directly; too short, and the report says what was used instead."""
+    model = _model()
+    calib = [torch.randint(0, 256, (2, 200), generator=torch.Generator().manual_seed(5))]
+    opts = {**OPTS, "tau_init": 0.05, "theta": 0.05, "calib_tokens": 320}
+    qm = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", opts)]), calib, progress=False)
+    expect = calibrate_taus(model, calib[0].reshape(-1)[:320][None], SaleOptions(**opts))
+    assert qm.qpass_sale.taus == expect.taus
+    assert any("first 320 tokens of the calibration data" in line for line in qm.qpass_state.report.log)
+    short = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", {**opts, "calib_tokens": 512})]),
+                          calib, progress=False)
+    assert any("400 tokens < calib_tokens 512" in line for line in short.qpass_state.report.log)

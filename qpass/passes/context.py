@@ -22,6 +22,7 @@ class PassContext:
     plan: dict[str, SitePlan] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)  # notes for the report
     progress: bool = True  # show progress bars on long passes
+    calib: list[torch.Tensor] | None = None  # the user's calibration token ids [B, T] (passes that run the model)
 
     def weight(self, site: LinearSite) -> torch.Tensor:
         """The site's weight in the canonical [out, in] layout (a view for Conv1D-style [in, out] weights)."""

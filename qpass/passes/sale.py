@@ -203,9 +203,19 @@ def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
 
 
 def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
+    """One long sequence of `calib_tokens` ids: the user's calibration batches (rows joined) when they hold that
+    many tokens, else the `calib_novel` text (SALE needs long context; short calibration rows are not enough)."""
     from transformers import AutoTokenizer
 
     from qpass.data import austen_tokens
+
+    if ctx.calib:
+        ids = torch.cat([b.reshape(-1) for b in ctx.calib])
+        if ids.numel() >= opts.calib_tokens:
+            ctx.log.append(f"sale: τ calibrated on the first {opts.calib_tokens} tokens of the calibration data")
+            return ids[: opts.calib_tokens][None]
+        ctx.log.append(f"sale: calibration data has {ids.numel()} tokens < calib_tokens {opts.calib_tokens}; "
+                       f"calibrating on {opts.calib_novel!r} instead")
 
     path = getattr(getattr(ctx.model, "config", None), "_name_or_path", None)
     try:
