@@ -64,25 +64,32 @@ def main():
     for name, recipe in variants(args.bits).items():
         if args.only and args.only not in name:
             continue
-        t = time.perf_counter()
-        m = copy.deepcopy(model)
-        a, _ = api.capture_analysis(m, calib[0][:1, :32])
-        sel, _ = select_sites(a, recipe)
-        ctx = PassContext(m, recipe, a, sel, copy.deepcopy(obs), progress=False)
-        for spec in recipe.passes:
-            registry.get(spec.name).fn(ctx, registry.validate(spec, "passes"))
-        plan_quantization(ctx)
-        fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, ctx.plan))
-        m.forward = fwd
-        secs = time.perf_counter() - t
-        ppl = qpass.perplexity(m, ids, 512, progress=False)
-        errs = [sp.output_error for sp in ctx.plan.values() if sp.output_error is not None]
-        results[name] = {"ppl": ppl, "passes_seconds": secs, "mean_output_error": sum(errs) / max(len(errs), 1)}
+        ppl, secs, err = evaluate_variant(model, recipe, calib, lambda sel: copy.deepcopy(obs), ids)
+        results[name] = {"ppl": ppl, "passes_seconds": secs, "mean_output_error": err}
         print(f"{name:<48} ppl {ppl:9.2f}  mean out err {results[name]['mean_output_error']:.4f}  ({secs:.0f} s)", flush=True)
     out = {"command": f"python benchmarks/qsm_ablation.py --samples {args.samples} --tokens {args.tokens} --bits {args.bits}",
            "calib_samples": args.samples, "eval_tokens": args.tokens, "results": results}
     with open(f"benchmarks/results/qsm_ablation_a{args.bits}.json", "w") as f:
         json.dump(out, f, indent=2)
+
+
+def evaluate_variant(model, recipe, calib, observers, ids):
+    """Compile a copy of `model` with `recipe` from calibration statistics (`observers(selected sites)`), run the
+    passes and fake-quant it; returns (perplexity on `ids`, seconds for the passes, mean relative output error)."""
+    t = time.perf_counter()
+    m = copy.deepcopy(model)
+    a, _ = api.capture_analysis(m, calib[0][:1, :32])
+    sel, _ = select_sites(a, recipe)
+    ctx = PassContext(m, recipe, a, sel, observers(sel), progress=False)
+    for spec in recipe.passes:
+        registry.get(spec.name).fn(ctx, registry.validate(spec, "passes"))
+    plan_quantization(ctx)
+    fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, ctx.plan))
+    m.forward = fwd
+    secs = time.perf_counter() - t
+    ppl = qpass.perplexity(m, ids, 512, progress=False)
+    errs = [sp.output_error for sp in ctx.plan.values() if sp.output_error is not None]
+    return ppl, secs, sum(errs) / max(len(errs), 1)
 
 
 def screen(args):
@@ -100,27 +107,18 @@ def screen(args):
         stats = statistics_for(recipe)
         sink_weight = stats.pop("sink_weight", 0.0)
         stats.update(samples=256, hessian=True, sink_weight=1e-9 if stats["skip_tokens"] else 0.0)
-        t = time.perf_counter()
-        m = copy.deepcopy(model)
-        a, _ = api.capture_analysis(m, calib[0][:1, :32])
-        sel, _ = select_sites(a, recipe)
-        obs = {}
-        if recipe.needs_calibration:
+        def observers(sel, recipe=recipe, stats=stats, sink_weight=sink_weight):
+            if not recipe.needs_calibration:
+                return {}
             if stats["skip_tokens"] not in cache:
                 cache[stats["skip_tokens"]] = calibrate(model, calib, set(sel), None, False, **stats)
             obs = copy.deepcopy(cache[stats["skip_tokens"]])
             for o in obs.values():
                 o.sink_weight = sink_weight
-        ctx = PassContext(m, recipe, a, sel, obs, progress=False)
-        for spec in recipe.passes:
-            registry.get(spec.name).fn(ctx, registry.validate(spec, "passes"))
-        plan_quantization(ctx)
-        fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, ctx.plan))
-        m.forward = fwd
-        secs = time.perf_counter() - t
-        ppl = qpass.perplexity(m, ids, 512, progress=False)
-        errs = [sp.output_error for sp in ctx.plan.values() if sp.output_error is not None]
-        results[f"{preset} {js}"] = {"ppl": ppl, "seconds": secs, "mean_output_error": sum(errs) / max(len(errs), 1)}
+            return obs
+
+        ppl, secs, err = evaluate_variant(model, recipe, calib, observers, ids)
+        results[f"{preset} {js}"] = {"ppl": ppl, "seconds": secs, "mean_output_error": err}
         print(f"RESULT {preset} {js}: ppl {ppl:.3f}  ({secs:.0f} s)", flush=True)
     if args.name:
         out = {"command": f"python benchmarks/qsm_ablation.py --samples {args.samples} --tokens {args.tokens} --screen ...",
