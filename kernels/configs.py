@@ -5,7 +5,7 @@ interpreter lets through (dots with K < 16, shared-memory overflow, bad layouts)
 """
 from __future__ import annotations
 
-from . import gemv, int8_gemm, ternary, w4a16
+from . import gemv, int8_gemm, sale, ternary, w4a16
 from .w4a8 import _quant_act
 
 _LAUNCH = ("num_warps", "num_stages")
@@ -87,6 +87,15 @@ def shipped():
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", q_ptr="*i8", so_ptr="*fp32", K="i32", stride_xm="i32",
                 stride_qm="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "BLOCK_K": 4096}, {"num_warps": 4}))
+    # W4A8 at one row (int8_gemm._w4a8_gemv): gemv4 on the int values in fp16, fp32 row scales, model-dtype out
+    for y in ("*fp16", "*bf16"):
+        wsig = dict(x_ptr="*fp16", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, y_ptr=y, N="i32", K="i32",
+                    KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
+        for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():
+            out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,
+                        {"HAS_ZERO": False, "HAS_BIAS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
+                         "ONE_CHUNK": True}, {"num_warps": nw}))
+    out.extend(sale.shipped_configs())
     return out
 
 
