@@ -2,6 +2,7 @@
 first of its window scored once (or, with `stride`, overlapping windows scoring only their new tokens)."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -42,7 +43,7 @@ def perplexity(
         scored_until = end
         if end == ids.numel():
             break
-    first_tensor = next(iter([*model.parameters(), *model.buffers()]), None)  # a qpass.load model has buffers only
+    first_tensor = next(itertools.chain(model.parameters(), model.buffers()), None)  # qpass.load: buffers only
     device = first_tensor.device if first_tensor is not None else torch.device("cpu")
     nll, count = 0.0, 0
     bar = tqdm(total=len(windows), desc="perplexity", unit="window", disable=not progress)
