@@ -1,0 +1,62 @@
+"""qpass::attention: dense SDPA as a custom op, with faster paths for the two cases compiled HF gets wrong.
+
+Semantics = F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=...),
+q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (`choose_path`, CUDA only; elsewhere SDPA itself, the reference):
+  * "decode": S == 1 and `attention.supported(...)`: the Triton split-K flash-decoding kernel (HF's decode step
+    over a static cache with a materialized bool mask otherwise runs SDPA's slow masked kernel).
+  * "causal": S > 1, the mask is the bool causal mask with S == L, outside CUDA-graph capture: SDPA with
+    is_causal=True and no mask, so flash attention runs (the check syncs once per call).
+  * "sdpa": anything else, SDPA as given.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .sale_ops import is_causal_mask
+
+
+def _capturing(q: Tensor) -> bool:
+    return q.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def choose_path(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
+                enable_gqa: bool) -> str:
+    """'decode', 'causal' or 'sdpa' for tensors on a CUDA device (see the module docstring)."""
+    from .attention import supported
+    S = q.shape[-2]
+    if S == 1 and supported(q, k, v, attn_mask, is_causal, enable_gqa):
+        return "decode"
+    if (S > 1 and attn_mask is not None and not is_causal and k.shape[-2] == S and not _capturing(q)
+            and is_causal_mask(attn_mask, S)):
+        return "causal"
+    return "sdpa"
+
+
+def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
+             scale: Optional[float], enable_gqa: bool) -> Tensor:
+    # .contiguous(): the fake output is contiguous, and SDPA may return q's (transposed) layout
+    if path == "decode":
+        from .attention import decode_attention_triton
+        return decode_attention_triton(q, k, v, attn_mask, scale)  # is_causal here only with L == 1: no-op
+    if path == "causal":
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                              enable_gqa=enable_gqa).contiguous()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale,
+                                          enable_gqa=enable_gqa).contiguous()
+
+
+@torch.library.custom_op("qpass::attention", mutates_args=())
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
+              scale: Optional[float], enable_gqa: bool) -> Tensor:
+    """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv], contiguous."""
+    path = choose_path(q, k, v, attn_mask, is_causal, enable_gqa) if q.is_cuda else "sdpa"
+    return run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+
+
+@attention.register_fake
+def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+    return q.new_empty(*q.shape[:-1], v.shape[-1])
