@@ -51,15 +51,26 @@ def select_config(rows):
         return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
     return dict(num_warps=4, num_stages=2) if rows <= 128 else dict(num_warps=8, num_stages=3)
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
+ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=3)}  # v2, by head dim
+# Defaults of the launchers (v2 kernels: same decisions / outputs; not yet timed on a GPU, see docs/sale.md)
+SELECT_IMPL = "v1"
+ATTN_IMPL = "v1"
+
+
+def attn2_tail(block_m, block_n):
+    """Entries at the end of a kept-block list that may need the causal mask (a power of two ≥ the diagonal
+    blocks + 1)."""
+    return triton.next_power_of_2(max(block_m // block_n, 1) + 1)
 
 
 @triton.jit
-def _sale_quant_kernel(x_ptr, mean_ptr, other_ptr, pack_ptr, scale_ptr, bias_ptr,
+def _sale_quant_kernel(x_ptr, mean_ptr, other_ptr, pack_ptr, scale_ptr, bias_ptr, x8_ptr,
                        S, NH, sx_b, sx_h, sx_s,
                        D: tl.constexpr, BLOCK_R: tl.constexpr, NB: tl.constexpr, DIV: tl.constexpr,
-                       BIAS_RAW: tl.constexpr):
+                       BIAS_RAW: tl.constexpr, UNPACK: tl.constexpr = False):
     """Rows x[b, h, r, :] -> pack [bh, r, D/2] int8, scale [bh, r] fp32; bias[bh*NB + g, r] =
-    (x or x̃)[r] · other[(bh // DIV) * NB + g] for g < NB."""
+    (x or x̃)[r] · other[(bh // DIV) * NB + g] for g < NB.  UNPACK: also the int4 values unpacked, in dim order,
+    to x8 [bh, r, D] (fp8 e4m3 or int8: the estimate operand of `_sale_select2_kernel`, no in-loop unpack)."""
     pid_r = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // NH
@@ -86,6 +97,10 @@ def _sale_quant_kernel(x_ptr, mean_ptr, other_ptr, pack_ptr, scale_ptr, bias_ptr
     p = tl.where(p > 127, p - 256, p).to(tl.int8)
     tl.store(pack_ptr + bh * S * D2 + rows[:, None] * D2 + cols[None, :], p, mask=rmask[:, None])
     tl.store(scale_ptr + bh * S + rows, scale, mask=rmask)
+    if UNPACK:  # exact small integers; fp32 -> fp16 -> target (fp8 e4m3 or int8)
+        x8_base = x8_ptr + bh * S * D + rows[:, None] * D + cols[None, :]
+        tl.store(x8_base, q_lo.to(tl.float16).to(x8_ptr.dtype.element_ty), mask=rmask[:, None])
+        tl.store(x8_base + D2, q_hi.to(tl.float16).to(x8_ptr.dtype.element_ty), mask=rmask[:, None])
     if BIAS_RAW:
         b_lo, b_hi = x_lo, x_hi
     else:
@@ -251,6 +266,235 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
 
 
 @triton.jit
+def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, kb_ptr, tau_ptr, thr_ptr,
+                         idx_ptr, cnt_ptr, mask_ptr,
+                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
+                         N_SINK, WINDOW,
+                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
+                         POOL: tl.constexpr, QB: tl.constexpr, RQ: tl.constexpr, KB: tl.constexpr,
+                         F8: tl.constexpr):
+    """v2 of `_sale_select_kernel` (same decisions): one program per (QB consecutive query blocks, group of GS
+    heads), heaviest (last) query blocks first.  The estimate tile stacks the QB blocks' (pooled) rows of the GS
+    heads — rows r = qi·RQ + g·MP + p (RQ ≥ GS·MP rows per block, padding rows never keep) — so each key tile is
+    loaded once for all of them; the keys come pre-unpacked ([S, D] fp8 e4m3 / int8 from the quantize kernel):
+    one dot with K = D and no in-loop unpack.  Per query block: its own causal / window limits (a mask over the
+    [QB, KB] decisions), its own index list and count."""
+    pid = tl.program_id(0)
+    bg = tl.program_id(1)
+    NQB = tl.cdiv(S, BLOCK_M)
+    NP = tl.cdiv(NQB, QB)
+    qblk0 = (NP - 1 - pid) * QB  # heaviest first
+    NG = H // GS
+    b = bg // NG
+    h0 = (bg % NG) * GS
+    kvh = h0 // G
+    Hkv = H // G
+    kvbh = b * Hkv + kvh
+    NKB = tl.cdiv(S, BLOCK_N)
+    D2: tl.constexpr = D // 2
+    dcols = tl.arange(0, D)
+    ncols = tl.arange(0, BLOCK_N)
+    k_base = k_ptr + b * sk_b + kvh * sk_h
+
+    # per query block limits, as vectors over the QB blocks
+    qv = qblk0 + tl.arange(0, QB)
+    qvalid = qv < NQB
+    last_v = tl.minimum((qv * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
+    nsink_v = tl.minimum(N_SINK, last_v + 1)
+    lo_v = tl.maximum(tl.maximum(qv * BLOCK_M - WINDOW, 0) // BLOCK_N, nsink_v)
+    out_v = bg * NQB + qv
+    idx_v = idx_ptr + out_v * NKB
+    mask_v = mask_ptr + out_v * NKB
+
+    # ---- exact pass per (query block, head), as in v1; thresholds to the scratch thr_ptr
+    n_sparse = N_SINK * 0
+    for qi in range(0, QB):
+        qblk = qblk0 + qi
+        rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+        rmask = rows < S
+        last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
+        n_sink = tl.minimum(N_SINK, last + 1)
+        local_lo = tl.maximum(tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N, n_sink)
+        n_exact = tl.where(qblk < NQB, n_sink + (last + 1 - local_lo), 0)
+        for g in range(0, GS):
+            h = h0 + g
+            bh = b * H + h
+            q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None],
+                        other=0.0)
+            m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            for t in range(0, n_exact):
+                kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
+                keys = kb * BLOCK_N + ncols
+                kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
+                s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+                s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+                m_i = m_new
+            tau = tl.load(tau_ptr + h)
+            qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
+            thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
+            thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+            tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
+            n_sparse += (tau > tau_dense).to(tl.int32)
+    tl.debug_barrier()
+
+    cnt_v = tl.zeros([QB], tl.int32)
+    for t in range(0, N_SINK):  # sink blocks
+        st = qvalid & (t < nsink_v)
+        tl.store(idx_v + cnt_v, t, mask=st)
+        tl.store(mask_v + t, 1, mask=st)
+        cnt_v += st.to(tl.int32)
+    hi = tl.max(tl.where(qvalid, lo_v, 0), 0)  # estimated key blocks: [N_SINK, lo_v) per query block
+    if n_sparse == 0:
+        for kb in range(N_SINK, hi):
+            st = qvalid & (kb < lo_v)
+            tl.store(idx_v + cnt_v, kb, mask=st)
+            tl.store(mask_v + kb, 1, mask=st)
+            cnt_v += st.to(tl.int32)
+    else:
+        MP: tl.constexpr = BLOCK_M // POOL
+        PR: tl.constexpr = QB * RQ
+        r = tl.arange(0, PR)
+        rr = r % RQ
+        grow = rr // MP
+        prow = (qblk0 + r // RQ) * MP + (rr % MP)  # pooled row index
+        SP = tl.cdiv(S, POOL)
+        smask = (prow < SP) & (rr < GS * MP)
+        sbh = b * H + h0 + grow
+        if POOL == 1:
+            thr = tl.load(thr_ptr + sbh * S + prow, mask=smask, other=float("inf"))
+        else:
+            pr = prow[:, None] * POOL + tl.arange(0, POOL)[None, :]
+            thr = tl.min(tl.load(thr_ptr + sbh[:, None] * S + pr, mask=(pr < S) & smask[:, None],
+                                 other=float("inf")), 1)
+        # query operand [PR, D] in dim order from the packed rows: dim c is byte c % D2, nibble c // D2
+        qp = tl.load(qp_ptr + sbh[:, None] * SP * D2 + prow[:, None] * D2 + (dcols % D2)[None, :],
+                     mask=smask[:, None], other=0)
+        qx = tl.where((dcols < D2)[None, :], (qp << 4) >> 4, qp >> 4)
+        if F8:
+            qx = qx.to(tl.float16).to(tl.float8e4nv)
+        qsc = tl.load(qs_ptr + sbh * SP + prow, mask=smask, other=0.0) * qk_scale
+        KN: tl.constexpr = KB * BLOCK_N
+        kcols = tl.arange(0, KN)
+        sub = tl.arange(0, KB)
+        for kb0 in range(N_SINK, hi, KB):
+            keys = kb0 * BLOCK_N + kcols
+            kvalid = keys < hi * BLOCK_N
+            kl = tl.minimum(keys, hi * BLOCK_N - 1)  # unmasked load (clamped rows; blocks ≥ hi are never kept)
+            kx = tl.load(kx_ptr + kvbh * S * D + kl[:, None] * D + dcols[None, :])
+            if F8:
+                acc = tl.dot(qx, tl.trans(kx), out_dtype=tl.float32)
+            else:
+                acc = tl.dot(qx, tl.trans(kx), out_dtype=tl.int32).to(tl.float32)
+            ksc = tl.load(ks_ptr + kvbh * S + keys, mask=kvalid, other=0.0)
+            bias = tl.zeros([PR, KN], tl.float32)
+            for gg in tl.static_range(GS):
+                kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
+                bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
+            est = acc * qsc[:, None] * ksc[None, :] + bias
+            if KB == 1:
+                hq = tl.max(tl.reshape(tl.max(est, 1) - thr, [QB, RQ]), 1)  # [QB]
+                st = (hq > 0) & qvalid & (kb0 < lo_v)
+                tl.store(idx_v + cnt_v, kb0, mask=st)
+                tl.store(mask_v + kb0, st.to(tl.int8), mask=qvalid & (kb0 < lo_v))
+                cnt_v += st.to(tl.int32)
+            else:
+                rmax = tl.max(tl.reshape(est, [PR, KB, BLOCK_N]), 2) - thr[:, None]  # [PR, KB]
+                hq = tl.max(tl.reshape(rmax, [QB, RQ, KB]), 1)  # [QB, KB]
+                kbs = kb0 + sub
+                valid = qvalid[:, None] & (kbs[None, :] < lo_v[:, None])
+                hit = ((hq > 0) & valid).to(tl.int32)
+                pos = cnt_v[:, None] + tl.cumsum(hit, 1) - hit
+                tl.store(idx_v[:, None] + pos, kbs[None, :] + 0 * pos, mask=hit > 0)
+                tl.store(mask_v[:, None] + kbs[None, :], hit.to(tl.int8), mask=valid)
+                cnt_v += tl.sum(hit, 1)
+    lo_min = tl.min(tl.where(qvalid, lo_v, NKB), 0)
+    last_max = tl.max(tl.where(qvalid, last_v, -1), 0)
+    for kb in range(lo_min, last_max + 1):  # local window + diagonal
+        st = qvalid & (kb >= lo_v) & (kb <= last_v)
+        tl.store(idx_v + cnt_v, kb, mask=st)
+        tl.store(mask_v + kb, 1, mask=st)
+        cnt_v += st.to(tl.int32)
+    tl.store(cnt_ptr + out_v, cnt_v, mask=qvalid)
+
+
+@triton.jit
+def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
+                       S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
+                       qk_scale,
+                       D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
+                       ND: tl.constexpr):
+    """v2 of `_sale_attn_kernel` (same result): heaviest query blocks first; the kept blocks entirely below the
+    diagonal (kb < qblk·BLOCK_M / BLOCK_N) run without any mask, only the tail of the list (≤ ND entries, found by
+    looking at the last ND indices of the ascending list) runs the causal / length mask; the softmax scale is
+    folded into one FMA (exp2(qk·c − m))."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    NQB = tl.cdiv(S, BLOCK_M)
+    qblk = NQB - 1 - pid
+    b = bh // H
+    h = bh % H
+    kvh = h // G
+    NKB = tl.cdiv(S, BLOCK_N)
+    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < S
+    dcols = tl.arange(0, D)
+    ncols = tl.arange(0, BLOCK_N)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    k_base = k_ptr + b * sk_b + kvh * sk_h
+    v_base = v_ptr + b * sv_b + kvh * sv_h
+    out_row = bh * NQB + qblk
+    lst = idx_ptr + out_row * NKB
+    n = tl.load(cnt_ptr + out_row)
+    kb_d = (qblk * BLOCK_M) // BLOCK_N  # first key block that can hold a key > some row of this block
+    tpos = n - ND + tl.arange(0, ND)
+    tail = tl.load(lst + tpos, mask=tpos >= 0, other=-1)
+    n_full = n - tl.sum((tail >= kb_d).to(tl.int32), 0)
+    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    for t in range(0, n_full):  # below the diagonal: no mask
+        kb = tl.load(lst + t)
+        keys = kb * BLOCK_N + ncols
+        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :])
+        vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :])
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        qk = tl.dot(q, tl.trans(kt)).to(tl.float32)
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk * qk_scale - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
+        m_i = m_new
+    for t in range(n_full, n):  # diagonal / last blocks: causal and length mask
+        kb = tl.load(lst + t)
+        keys = kb * BLOCK_N + ncols
+        kmask = keys < S
+        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=kmask[:, None], other=0.0)
+        vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :], mask=kmask[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+        s = tl.where((keys[None, :] <= rows[:, None]) & kmask[None, :], s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
+        m_i = m_new
+    out = acc / tl.maximum(l_i, 1e-30)[:, None]
+    tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=rmask[:, None])
+
+
+@triton.jit
 def _sale_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                       S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
                       qk_scale,
@@ -311,9 +555,10 @@ def _check(q, k, v=None):
     assert q.stride(-1) == 1 and k.stride(-1) == 1 and (v is None or v.stride(-1) == 1)
 
 
-def sale_quantize_triton(q, k):
+def sale_quantize_triton(q, k, unpack=False):
     """(q_pack, q_scale, q_bias, k_pack, k_scale, k_bias) as in `sale_reference.QKQuant`, flattened over
-    (batch, head): q_pack [B*H, S, D/2] int8, scales / biases [B*H(kv), S] fp32."""
+    (batch, head): q_pack [B*H, S, D/2] int8, scales / biases [B*H(kv), S] fp32.  unpack=True appends k_x
+    [B*Hkv, S, D]: the keys' int4 values unpacked in dim order (fp8 e4m3 on Hopper, else int8; select v2)."""
     _check(q, k)
     B, H, S, D = q.shape
     Hkv = k.shape[1]
@@ -329,13 +574,20 @@ def sale_quantize_triton(q, k):
     k_bias = torch.empty(B * H, S, dtype=torch.float32, device=dev)
     c = QUANT_CONFIG
     _sale_quant_kernel[(triton.cdiv(S, c["BLOCK_R"]), B * H)](
-        q, q_mean, k_mean, q_pack, q_scale, q_bias, S, H, q.stride(0), q.stride(1), q.stride(2),
+        q, q_mean, k_mean, q_pack, q_scale, q_bias, q_pack, S, H, q.stride(0), q.stride(1), q.stride(2),
         D=D, BLOCK_R=c["BLOCK_R"], NB=1, DIV=G, BIAS_RAW=True, num_warps=c["num_warps"], num_stages=c["num_stages"])
+    k_x = torch.empty(B * Hkv, S, D, dtype=_x8_dtype(), device=dev) if unpack else k_pack
     _sale_quant_kernel[(triton.cdiv(S, c["BLOCK_R"]), B * Hkv)](
-        k, k_mean, q_mean, k_pack, k_scale, k_bias, S, Hkv, k.stride(0), k.stride(1), k.stride(2),
-        D=D, BLOCK_R=c["BLOCK_R"], NB=G, DIV=1, BIAS_RAW=False, num_warps=c["num_warps"],
+        k, k_mean, q_mean, k_pack, k_scale, k_bias, k_x, S, Hkv, k.stride(0), k.stride(1), k.stride(2),
+        D=D, BLOCK_R=c["BLOCK_R"], NB=G, DIV=1, BIAS_RAW=False, UNPACK=unpack, num_warps=c["num_warps"],
         num_stages=c["num_stages"])
+    if unpack:
+        return q_pack, q_scale, q_bias, k_pack, k_scale, k_bias, k_x
     return q_pack, q_scale, q_bias, k_pack, k_scale, k_bias
+
+
+def _x8_dtype():
+    return torch.float8_e4m3fn if use_fp8() else torch.int8
 
 
 def _pool_quantize_q(q, pool):
@@ -356,18 +608,47 @@ def _pool_quantize_q(q, pool):
     bias = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
     c = QUANT_CONFIG
     _sale_quant_kernel[(triton.cdiv(SP, c["BLOCK_R"]), B * H)](
-        qpool, q_mean, q_mean, pack, scale, bias, SP, H, qpool.stride(0), qpool.stride(1), qpool.stride(2),
+        qpool, q_mean, q_mean, pack, scale, bias, pack, SP, H, qpool.stride(0), qpool.stride(1), qpool.stride(2),
         D=D, BLOCK_R=c["BLOCK_R"], NB=1, DIV=1, BIAS_RAW=True, num_warps=c["num_warps"], num_stages=c["num_stages"])
     return pack, scale
 
 
+def select_impl(impl=None):
+    """Estimate/select kernel: "v1" (`_sale_select_kernel`) or "v2" (`_sale_select2_kernel`); env QPASS_SALE_SELECT."""
+    import os
+    impl = impl or os.environ.get("QPASS_SALE_SELECT") or SELECT_IMPL
+    assert impl in ("v1", "v2"), impl
+    return impl
+
+
+def attn_impl(impl=None):
+    """Sparse attention kernel: "v1" (`_sale_attn_kernel`) or "v2" (`_sale_attn2_kernel`); env QPASS_SALE_ATTN."""
+    import os
+    impl = impl or os.environ.get("QPASS_SALE_ATTN") or ATTN_IMPL
+    assert impl in ("v1", "v2"), impl
+    return impl
+
+
+def select2_blocks(gs, block_m, pool, qb=None):
+    """(QB query blocks per program, RQ estimate rows per query block) of select v2: by default as many blocks as
+    fit 128 stacked rows (P = 16, GS 4, 128-row blocks: QB 4; P = 8: 2; full resolution: 1); env QPASS_SALE_QB."""
+    import os
+    rows = gs * block_m // pool
+    if qb is None:
+        qb = int(os.environ.get("QPASS_SALE_QB", 0)) or max(1, min(4, 128 // rows))
+    return qb, max(rows, 16 // qb)
+
+
 def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
-                       quant=None, group=True, pool=1):
+                       quant=None, group=True, pool=1, impl=None, qb=None):
     """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
     group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md).
     pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m;
-    reference `sale_reference.sale_block_scores_ref(..., pool=pool)`)."""
+    reference `sale_reference.sale_block_scores_ref(..., pool=pool)`).  impl: "v1" / "v2" kernel (`select_impl`;
+    same decisions), qb: v2's query blocks per program (`select2_blocks`)."""
     _check(q, k)
+    if select_impl(impl) == "v2":
+        return _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb)
     B, H, S, D = q.shape
     G = H // k.shape[1]
     GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
@@ -400,12 +681,67 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     return idx, cnt, mask
 
 
-def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64):
+def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb):
+    B, H, S, D = q.shape
+    G = H // k.shape[1]
+    GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
+    quant = sale_quantize_triton(q, k, unpack=True) if quant is None else quant
+    q_pack, q_scale, q_bias, k_pack, k_scale, k_bias = quant[:6]
+    if len(quant) > 6:
+        k_x = quant[6]
+    else:  # a v1 quant tuple: unpack the keys here
+        from .sale_reference import unpack_int4_halves
+        k_x = unpack_int4_halves(k_pack)
+        k_x = k_x.to(torch.float16).to(_x8_dtype()) if _x8_dtype() != torch.int8 else k_x.contiguous()
+    if pool > 1:
+        assert block_m % pool == 0 and pool & (pool - 1) == 0, "pool: a power of two dividing block_m"
+        q_pack, q_scale = _pool_quantize_q(q, pool)
+    QB, RQ = select2_blocks(GS, block_m, pool, qb)
+    pr = QB * RQ
+    nqb, nkb = triton.cdiv(S, block_m), triton.cdiv(S, block_n)
+    NG = H // GS
+    idx = torch.zeros(B, NG, nqb, nkb, dtype=torch.int32, device=q.device)
+    cnt = torch.empty(B, NG, nqb, dtype=torch.int32, device=q.device)
+    mask = torch.zeros(B, NG, nqb, nkb, dtype=torch.int8, device=q.device)
+    thr = torch.empty(B * H, S, dtype=torch.float32, device=q.device)
+    tau = torch.as_tensor(tau, dtype=torch.float32, device=q.device).reshape(-1).expand(H).contiguous()
+    _sale_select2_kernel[(triton.cdiv(nqb, QB), B * NG)](
+        q, k, q_pack, q_scale, q_bias, k_x, k_scale, k_bias, tau, thr, idx, cnt, mask,
+        S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, QB=QB, RQ=RQ, KB=key_blocks(pr, block_n),
+        F8=k_x.dtype != torch.int8, **select_config(pr))
+    if GS > 1:
+        idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
+    elif group and G > 1:
+        from .sale_reference import group_union, mask_to_index
+        mask = group_union(mask.bool(), k.shape[1])
+        idx, cnt = mask_to_index(mask)
+        mask = mask.to(torch.int8)
+    return idx, cnt, mask
+
+
+def attn2_config(D):
+    import os
+    if os.environ.get("QPASS_SALE_ATTN_WARPS"):
+        return dict(num_warps=int(os.environ["QPASS_SALE_ATTN_WARPS"]),
+                    num_stages=int(os.environ.get("QPASS_SALE_ATTN_STAGES", 2)))
+    return dict(ATTN2_CONFIG[D])
+
+
+def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64, impl=None):
     _check(q, k, v)
     B, H, S, D = q.shape
     G = H // k.shape[1]
     nqb = triton.cdiv(S, block_m)
     o = torch.empty_like(q)
+    if attn_impl(impl) == "v2":
+        _sale_attn2_kernel[(nqb, B * H)](
+            q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+            k.stride(2), v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+            scale * LOG2E, D=D, BLOCK_M=block_m, BLOCK_N=block_n,
+            UPCAST=_interp() and q.dtype == torch.bfloat16, ND=attn2_tail(block_m, block_n), **attn2_config(D))
+        return o
     _sale_attn_kernel[(nqb, B * H)](
         q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
         k.stride(2), v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
@@ -415,11 +751,11 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
 
 
 def sale_attention_triton(q, k, v, tau, scale=None, block_m=64, block_n=64, sink=64, window=256,
-                          tau_dense=TAU_DENSE, group=True, pool=1):
+                          tau_dense=TAU_DENSE, group=True, pool=1, select=None, attn=None):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group=group,
-                                     pool=pool)
-    return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n)
+                                     pool=pool, impl=select)
+    return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n, impl=attn)
 
 
 def shipped_configs():
@@ -430,11 +766,13 @@ def shipped_configs():
             c = dict(QUANT_CONFIG)
             br = c.pop("BLOCK_R")
             qsig = dict(x_ptr=dt, mean_ptr="*fp32", other_ptr="*fp32", pack_ptr="*i8", scale_ptr="*fp32",
-                        bias_ptr="*fp32", S="i32", NH="i32", sx_b="i32", sx_h="i32", sx_s="i32")
+                        bias_ptr="*fp32", x8_ptr="*i8", S="i32", NH="i32", sx_b="i32", sx_h="i32", sx_s="i32")
             out.append((f"sale_quant_q[{dt},D={D}]", _sale_quant_kernel, qsig,
                         dict(D=D, BLOCK_R=br, NB=1, DIV=4, BIAS_RAW=True), c))
             out.append((f"sale_quant_k[{dt},D={D}]", _sale_quant_kernel, qsig,
                         dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False), c))
+            out.append((f"sale_quant_k_unpack[{dt},D={D}]", _sale_quant_kernel, dict(qsig, x8_ptr="*fp8e4nv"),
+                        dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False, UNPACK=True), c))
             for bm, bn in ((64, 64), (128, 64)):
                 ssig = dict(q_ptr=dt, k_ptr=dt, qp_ptr="*i8", qs_ptr="*fp32", qb_ptr="*fp32", kp_ptr="*i8",
                             ks_ptr="*fp32", kb_ptr="*fp32", tau_ptr="*fp32", thr_ptr="*fp32", idx_ptr="*i32", cnt_ptr="*i32",
@@ -446,9 +784,24 @@ def shipped_configs():
                     out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
                                 dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, PR=pr, F8=True,
                                      KB=key_blocks(pr, bn)), select_config(pr)))
+                    qbs = [select2_blocks(gs, bm, pool, None)[0]]
+                    if (dt, D, bm, gs) == ("*bf16", 128, 128, 4) and pool > 1:  # benchmark --quick sweeps QB
+                        qbs = sorted({*qbs, 1, 2, 4})
+                    for qb in qbs:
+                        qb_, rq = select2_blocks(gs, bm, pool, qb)
+                        pr2 = qb_ * rq
+                        out.append((f"sale_select2[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool},QB={qb_}]",
+                                    _sale_select2_kernel, {("kx_ptr" if a == "kp_ptr" else a): ("*fp8e4nv" if a == "kp_ptr" else t) for a, t in ssig.items()},
+                                    dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, QB=qb_, RQ=rq, F8=True,
+                                         KB=key_blocks(pr2, bn)), select_config(pr2)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")
                 out.append((f"sale_attn[{dt},D={D},{bm}x{bn}]", _sale_attn_kernel, asig,
                             dict(D=D, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False), dict(ATTN_CONFIG[D])))
+                for cfg in [ATTN2_CONFIG[D]] + ([dict(num_warps=8, num_stages=2), dict(num_warps=4, num_stages=3)]
+                                                if (dt, D, bm) == ("*bf16", 128, 128) else []):
+                    out.append((f"sale_attn2[{dt},D={D},{bm}x{bn},w{cfg['num_warps']}s{cfg['num_stages']}]",
+                                _sale_attn2_kernel, asig, dict(D=D, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False,
+                                                              ND=attn2_tail(bm, bn)), dict(cfg)))
     return out
