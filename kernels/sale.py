@@ -55,6 +55,7 @@ ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_
 # Defaults of the launchers (v2 kernels: same decisions / outputs; not yet timed on a GPU, see docs/sale.md)
 SELECT_IMPL = "v1"
 ATTN_IMPL = "v1"
+ATTN2_NPI = 1  # kept blocks per unmasked iteration of attn v2 (2: 128-key tiles with 64-key blocks)
 
 
 def attn2_tail(block_m, block_n):
@@ -425,11 +426,13 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                        S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
                        qk_scale,
                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
-                       ND: tl.constexpr):
+                       ND: tl.constexpr, NPI: tl.constexpr = 1):
     """v2 of `_sale_attn_kernel` (same result): heaviest query blocks first; the kept blocks entirely below the
     diagonal (kb < qblk·BLOCK_M / BLOCK_N) run without any mask, only the tail of the list (≤ ND entries, found by
     looking at the last ND indices of the ascending list) runs the causal / length mask; the softmax scale is
-    folded into one FMA (exp2(qk·c − m))."""
+    folded into one FMA (exp2(qk·c − m)).  NPI = 2: the unmasked part takes two kept blocks per iteration (a
+    [2·BLOCK_N, D] gathered key tile: the 128-key tile of the usual Hopper flash config; an odd last one is masked
+    by a per-column −inf)."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     NQB = tl.cdiv(S, BLOCK_M)
@@ -457,21 +460,44 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
     m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D], tl.float32)
-    for t in range(0, n_full):  # below the diagonal: no mask
-        kb = tl.load(lst + t)
-        keys = kb * BLOCK_N + ncols
-        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :])
-        vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :])
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vt = vt.to(tl.float32)
-        qk = tl.dot(q, tl.trans(kt)).to(tl.float32)
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk * qk_scale - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
-        m_i = m_new
+    if NPI == 1:
+        for t in range(0, n_full):  # below the diagonal: no mask
+            kb = tl.load(lst + t)
+            keys = kb * BLOCK_N + ncols
+            kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :])
+            vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :])
+            if UPCAST:
+                kt = kt.to(tl.float32)
+                vt = vt.to(tl.float32)
+            qk = tl.dot(q, tl.trans(kt)).to(tl.float32)
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(qk * qk_scale - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
+            m_i = m_new
+    else:
+        pcols = tl.arange(0, 2 * BLOCK_N)
+        second = pcols >= BLOCK_N
+        for t in range(0, n_full, 2):  # below the diagonal, two kept blocks per iteration
+            kb_a = tl.load(lst + t)
+            has_b = t + 1 < n_full
+            kb_b = tl.load(lst + t + 1, mask=has_b, other=0)
+            kb_b = tl.where(has_b, kb_b, kb_a)
+            keys = tl.where(second, kb_b * BLOCK_N - BLOCK_N, kb_a * BLOCK_N) + pcols
+            kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :])
+            vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :])
+            if UPCAST:
+                kt = kt.to(tl.float32)
+                vt = vt.to(tl.float32)
+            cb = tl.where(second & (t + 1 >= n_full), -float("inf"), 0.0)
+            qk = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale + cb[None, :]
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(qk - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
+            m_i = m_new
     for t in range(n_full, n):  # diagonal / last blocks: causal and length mask
         kb = tl.load(lst + t)
         keys = kb * BLOCK_N + ncols
@@ -729,7 +755,11 @@ def attn2_config(D):
     return dict(ATTN2_CONFIG[D])
 
 
-def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64, impl=None):
+def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64, impl=None, npi=None):
+    """impl: "v1" / "v2" kernel (`attn_impl`); npi: v2's kept blocks per unmasked iteration (1 or 2; default
+    ATTN2_NPI, env QPASS_SALE_NPI)."""
+    import os
+    npi = npi or int(os.environ.get("QPASS_SALE_NPI", 0)) or ATTN2_NPI
     _check(q, k, v)
     B, H, S, D = q.shape
     G = H // k.shape[1]
@@ -740,7 +770,8 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
             q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
             k.stride(2), v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
             scale * LOG2E, D=D, BLOCK_M=block_m, BLOCK_N=block_n,
-            UPCAST=_interp() and q.dtype == torch.bfloat16, ND=attn2_tail(block_m, block_n), **attn2_config(D))
+            UPCAST=_interp() and q.dtype == torch.bfloat16, ND=attn2_tail(block_m, block_n), NPI=npi,
+            **attn2_config(D))
         return o
     _sale_attn_kernel[(nqb, B * H)](
         q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
@@ -803,5 +834,9 @@ def shipped_configs():
                                                 if (dt, D, bm) == ("*bf16", 128, 128) else []):
                     out.append((f"sale_attn2[{dt},D={D},{bm}x{bn},w{cfg['num_warps']}s{cfg['num_stages']}]",
                                 _sale_attn2_kernel, asig, dict(D=D, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False,
-                                                              ND=attn2_tail(bm, bn)), dict(cfg)))
+                                                              ND=attn2_tail(bm, bn), NPI=ATTN2_NPI), dict(cfg)))
+                    if (dt, D, bm) == ("*bf16", 128, 128):  # benchmark --quick: two blocks per iteration
+                        out.append((f"sale_attn2[{dt},D={D},{bm}x{bn},w{cfg['num_warps']}s{cfg['num_stages']},NPI=2]",
+                                    _sale_attn2_kernel, asig, dict(D=D, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False,
+                                                                  ND=attn2_tail(bm, bn), NPI=2), dict(cfg)))
     return out
