@@ -2,6 +2,7 @@
 SALE (quantize + estimate/select, block-sparse attention), causal, bf16, B=1, 32 query heads, 8 KV heads, d=128.
 
     python benchmarks/attention.py [--seqs 16384 32768 65536 131072] [--sparsity 0.5 0.8 0.9 0.95] [--out DIR]
+    python benchmarks/attention.py --quick --out $OUT/attention_quick.json   # v1 vs v2 kernels, ≤ ~200 s on H100
 
 Synthetic inputs: random q/k/v (N(0,1)); the compute pass runs on random block masks at a controlled share of
 skipped causal blocks (sink, local window and diagonal always kept, the rest kept at random to reach the
@@ -46,6 +47,192 @@ def mask_to_index_gpu(mask):
     return idx, mask.sum(-1).to(torch.int32).contiguous()
 
 
+# ------------------------------------------------------------------ --quick: old vs new kernels, one process
+def quick(a):
+    """64K (and 128K when time is left): cuDNN SDPA, quantize, select v1 vs v2 (P ∈ {1, 8, 16}, v2's QB sweep),
+    sparse compute v1 vs v2 variants at 90 / 95% skipped, totals; a GPU check of v2 vs v1 / the reference first.
+    Writes attention_quick.json (to --out: a .json path or a folder) after every section; prints a table last."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from qpass.kernels import sale as K
+    from qpass.kernels import sale_reference as R
+
+    t0 = time.time()
+    budget = a.budget
+    dev = "cpu" if a.dry_run else "cuda"
+    H, Hkv, D, dt = (8, 2, 128, torch.float16) if a.dry_run else (32, 8, 128, torch.bfloat16)
+    bm, bn = a.block
+    sink, window = 64, 256
+    scale = D ** -0.5
+    out_path = a.out if a.out.endswith(".json") else os.path.join(a.out, "attention_quick.json")
+    res = {"gpu": "dry-run (CPU interpreter)" if a.dry_run else torch.cuda.get_device_name(), "torch": torch.__version__, "mode": "quick",
+           "shape": dict(B=1, H=H, Hkv=Hkv, D=D, dtype="bf16", causal=True), "block": [bm, bn],
+           "defaults": dict(select=K.SELECT_IMPL, attn=K.ATTN_IMPL, npi=K.ATTN2_NPI), "check": {}, "rows": [],
+           "skipped": []}
+
+    def save():
+        res["elapsed_s"] = round(time.time() - t0, 1)
+        d = os.path.dirname(out_path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        with open(out_path, "w") as f:
+            json.dump(res, f, indent=1)
+
+    def left():
+        return budget - (time.time() - t0)
+
+    def tm(fn, rep=60):
+        if a.dry_run:
+            t = time.time()
+            fn()
+            return round(1e3 * (time.time() - t), 3)
+        return round(bench(fn, rep=rep), 3)
+
+    # ---- GPU correctness: v2 vs v1 (identical arithmetic: expect 0 mismatches), v1 vs the reference (margin)
+    torch.manual_seed(0)
+    Sc = 512 if a.dry_run else 4096
+    q = torch.randn(1, 8, Sc, D, device=dev, dtype=dt)
+    k = torch.randn(1, 2, Sc, D, device=dev, dtype=dt) + 1
+    v = torch.randn(1, 2, Sc, D, device=dev, dtype=dt)
+    tau = torch.tensor([0.01, 0.003, 1e-5, 0.05, 0.02, 0.01, 0.1, 0.004])
+    quant1 = K.sale_quantize_triton(q, k)
+    quant2 = K.sale_quantize_triton(q, k, unpack=True)
+    chk = res["check"]
+    chk["quant_unpack_same_pack"] = all(torch.equal(x, y) for x, y in zip(quant1, quant2[:6]))
+    kx = R.unpack_int4_halves(quant1[3]).float()
+    chk["quant_unpack_matches"] = bool(torch.equal(quant2[6].float(), kx))
+    for pool in (1, 8, 16):
+        m1 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant1, pool=pool, impl="v1")
+        for qb in (None, 1, 2, 4):
+            m2 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool, impl="v2",
+                                      qb=qb)
+            chk[f"select_v2_vs_v1_mask_diff_P{pool}_qb{qb or 'def'}"] = int((m1[2] != m2[2]).sum())
+            chk[f"select_v2_vs_v1_cnt_diff_P{pool}_qb{qb or 'def'}"] = int((m1[1] != m2[1]).sum())
+        if pool in (1, 8):  # v1 (and so v2) vs the CPU reference, outside a margin
+            sc = R.sale_block_scores_ref(q.cpu().float(), k.cpu().float(), scale, bm, bn, sink, window, pool=pool)
+            ref = R.group_union(R.mask_from_scores(sc, tau), 2)
+            near = R.group_union((sc - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 0.05, 2)
+            chk[f"select_v1_vs_ref_outside_margin_P{pool}"] = int(((m1[2].cpu().bool() != ref) & ~near).sum())
+            chk[f"kept_frac_P{pool}"] = round(float(m1[2].float().mean()), 4)
+    idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant1, pool=8)
+    o1 = K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, impl="v1")
+    ref = R.sale_attention_ref(q.cpu().float(), k.cpu().float(), v.cpu().float(), m.cpu().bool(), scale, bm, bn)
+    chk["attn_v1_vs_ref_max_abs"] = float((o1.cpu().float() - ref).abs().max())
+    for npi in (1, 2):
+        o2 = K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, impl="v2", npi=npi)
+        chk[f"attn_v2_npi{npi}_vs_v1_max_abs"] = float((o2.float() - o1.float()).abs().max())
+        chk[f"attn_v2_npi{npi}_vs_ref_max_abs"] = float((o2.cpu().float() - ref).abs().max())
+    del q, k, v, quant1, quant2, idx, cnt, m, o1, o2
+    print("check", json.dumps(chk), f"({time.time() - t0:.0f} s)", flush=True)
+    save()
+
+    attn_variants = [("v1", dict(impl="v1")), ("v2", dict(impl="v2", npi=1)), ("v2_npi2", dict(impl="v2", npi=2)),
+                     ("v2_w8s2", dict(impl="v2", npi=1, env=("8", "2"))),
+                     ("v2_npi2_w8s2", dict(impl="v2", npi=2, env=("8", "2")))]
+
+    def run_attn(q, k, v, idx, cnt, kw):
+        kw = dict(kw)
+        env = kw.pop("env", None)
+        if env:
+            os.environ.update(QPASS_SALE_ATTN_WARPS=env[0], QPASS_SALE_ATTN_STAGES=env[1])
+        try:
+            return tm(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, **kw))
+        finally:
+            os.environ.pop("QPASS_SALE_ATTN_WARPS", None)
+            os.environ.pop("QPASS_SALE_ATTN_STAGES", None)
+
+    for S in a.quick_seqs:
+        if S != a.quick_seqs[0] and left() < 70:
+            res["skipped"].append(f"S={S}: {left():.0f} s left")
+            continue
+        torch.cuda.empty_cache()
+        q = torch.randn(1, H, S, D, device=dev, dtype=dt)
+        k = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
+        v = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
+        row = {"seq": S, "select": {}, "attn": {}}
+        res["rows"].append(row)
+        try:
+            with sdpa_kernel(SDPBackend.CPP if a.dry_run else SDPBackend.CUDNN_ATTENTION):
+                f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa
+                f()
+                row["cudnn_ms"] = tm(f)
+        except Exception as e:
+            row["cudnn_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa
+            row["sdpa_default_ms"] = tm(f)
+        row["quant_ms"] = tm(lambda: K.sale_quantize_triton(q, k))
+        row["quant_unpack_ms"] = tm(lambda: K.sale_quantize_triton(q, k, unpack=True))
+        quant1 = K.sale_quantize_triton(q, k)
+        quant2 = K.sale_quantize_triton(q, k, unpack=True)
+        tau = torch.full((H,), 0.01)
+        sel = row["select"]
+        for pool in (16, 8, 1):
+            if pool == 1 and (S > 65536 or left() < 60 or a.dry_run):
+                continue
+            sel[f"v1_P{pool}"] = tm(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant1,
+                                                                  pool=pool, impl="v1"), rep=40)
+            qbs = [None] + ([1, 2, 4] if pool > 1 and S == a.quick_seqs[0] else [])
+            for qb in qbs:
+                if qb is not None and qb == K.select2_blocks(4, bm, pool)[0]:
+                    continue
+                sel[f"v2_P{pool}_qb{qb or K.select2_blocks(4, bm, pool)[0]}"] = tm(
+                    lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool,
+                                                 impl="v2", qb=qb), rep=40)
+            print(S, "select", sel, f"({time.time() - t0:.0f} s)", flush=True)
+            save()
+        del quant1, quant2
+        for p in a.quick_sparsity:
+            mask, actual = random_mask(S, H, bm, bn, sink, window, p, dev)
+            idx, cnt = mask_to_index_gpu(mask)
+            del mask
+            ar = row["attn"][str(p)] = {"skipped": round(actual, 4)}
+            for name, kw in attn_variants:
+                if name not in ("v1", "v2", "v2_npi2") and (S != a.quick_seqs[0] or left() < 40):
+                    continue
+                ar[name] = run_attn(q, k, v, idx, cnt, kw)
+            del idx, cnt
+            print(S, "attn", p, ar, f"({time.time() - t0:.0f} s)", flush=True)
+            save()
+        # totals: old = quant + select v1 + attn v1; new = quant (unpack) + best v2 select + best v2 attn
+        row["totals"] = {}
+        for p, ar in row["attn"].items():
+            best_attn = min((v_, k_) for k_, v_ in ar.items() if k_.startswith("v2"))
+            for pool in (16, 8, 1):
+                if f"v1_P{pool}" not in sel:
+                    continue
+                best_sel = min((v_, k_) for k_, v_ in sel.items() if k_.startswith(f"v2_P{pool}_"))
+                t_old = row["quant_ms"] + sel[f"v1_P{pool}"] + ar["v1"]
+                t_new = row["quant_unpack_ms"] + best_sel[0] + best_attn[0]
+                tt = {"old_ms": round(t_old, 2), "new_ms": round(t_new, 2), "new_select": best_sel[1],
+                      "new_attn": best_attn[1]}
+                if "cudnn_ms" in row:
+                    c = row["cudnn_ms"]
+                    tt.update(old_speedup=round(c / t_old, 2), new_speedup=round(c / t_new, 2),
+                              old_est_share=round((row["quant_ms"] + sel[f"v1_P{pool}"]) / c, 3),
+                              new_est_share=round((row["quant_unpack_ms"] + best_sel[0]) / c, 3))
+                row["totals"][f"{p}_P{pool}"] = tt
+        save()
+        del q, k, v
+
+    # ---- table
+    print("\n== attention --quick (ms; old = v1 kernels, new = best v2 variant) ==")
+    for row in res["rows"]:
+        c = row.get("cudnn_ms")
+        print(f"S={row['seq']}  cuDNN {c}  quant {row['quant_ms']} / unpack {row['quant_unpack_ms']}")
+        print("  select: " + "  ".join(f"{k_} {v_}" for k_, v_ in row["select"].items()))
+        for p, ar in row["attn"].items():
+            print(f"  attn {p} (skipped {ar['skipped']}): " + "  ".join(f"{k_} {v_}" for k_, v_ in ar.items()
+                                                                       if k_ != "skipped"))
+        print(f"  {'sparsity_P':<10} {'old':>7} {'new':>7} {'old x':>6} {'new x':>6} {'old est':>7} {'new est':>7}  new via")
+        for key, tt in row.get("totals", {}).items():
+            print(f"  {key:<10} {tt['old_ms']:>7} {tt['new_ms']:>7} {tt.get('old_speedup', '-'):>6} "
+                  f"{tt.get('new_speedup', '-'):>6} {tt.get('old_est_share', '-'):>7} {tt.get('new_est_share', '-'):>7}"
+                  f"  {tt['new_select']} + {tt['new_attn']}")
+    print("acceptance: total <= cuDNN/3 and quant + select <= 0.15 x cuDNN; check:", json.dumps(res["check"]))
+    print(f"elapsed {time.time() - t0:.0f} s; wrote {out_path}")
+    save()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqs", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
@@ -55,7 +242,22 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--select-only", action="store_true", help="time quantize + select only (group and per-head)")
     ap.add_argument("--sweep", action="store_true", help="with --select-only: key blocks / warps / stages sweep")
+    ap.add_argument("--quick", action="store_true",
+                    help="one-process old (v1) vs new (v2) kernel comparison at 64K (+128K if time is left); "
+                         "--out may name the .json file")
+    ap.add_argument("--quick-seqs", type=int, nargs="+", default=[65536, 131072])
+    ap.add_argument("--quick-sparsity", type=float, nargs="+", default=[0.9, 0.95])
+    ap.add_argument("--budget", type=float, default=170.0, help="--quick: seconds after which optional parts are skipped")
+    ap.add_argument("--dry-run", action="store_true", help="--quick logic on the CPU (TRITON_INTERPRET=1, tiny)")
     a = ap.parse_args()
+    from qpass.kernels import sale as K  # noqa: F401  (imports checked before asking for CUDA)
+    from qpass.kernels import sale_reference as R  # noqa: F401
+    if a.quick and a.dry_run:
+        return quick(a)
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/attention.py needs a CUDA GPU (arguments parsed: %s)" % vars(a))
+    if a.quick:
+        return quick(a)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from qpass.kernels import sale as K
