@@ -5,7 +5,7 @@ interpreter lets through (dots with K < 16, shared-memory overflow, bad layouts)
 """
 from __future__ import annotations
 
-from . import gemv, int8_gemm, sale, ternary, w4a16
+from . import attention, gemv, int8_gemm, sale, ternary, w4a16
 from .w4a8 import _quant_act
 
 _LAUNCH = ("num_warps", "num_stages")
@@ -95,6 +95,7 @@ def shipped():
             out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,
                         {"HAS_ZERO": False, "HAS_BIAS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
                          "ONE_CHUNK": True}, {"num_warps": nw}))
+    out.extend(attention.shipped_configs())  # qpass::attention decode kernels (split + combine)
     out.extend(sale.shipped_configs())
     return out
 
