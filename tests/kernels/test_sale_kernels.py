@@ -163,3 +163,63 @@ def test_ops_cpu():
         fq, fk = torch.empty(1, 4, 300, 128), torch.empty(1, 2, 300, 128)
         assert torch.ops.qpass.sale_attention(fq, fk, fk, torch.empty(4), None, 64, 64, 64, 64, 0).shape == fq.shape
         assert torch.ops.qpass.sale_select(fq, fk, torch.empty(4), None, 64, 64, 64, 64)[0].shape == (1, 4, 5, 5)
+
+
+# ---- v2 kernels (`_sale_select2_kernel`, `_sale_attn2_kernel`): same decisions / outputs as v1 and the reference
+@pytest.mark.parametrize("D,dtype,H,Hkv,S,pool,group,bm,qb,tau", [
+    (64, torch.float32, 4, 2, 424, 8, True, 64, None, [0.2, 0.4, 0.1, 1e-5]),  # stacked GS 2, QB 4; a dense head
+    (64, torch.float32, 3, 1, 451, 16, True, 64, 2, [0.2, 0.4, 0.1]),  # G 3 (per-head + union), padded rows
+    (128, torch.float16, 2, 1, 300, 4, False, 64, None, [0.2, 0.3]),  # D 128 fp16, S not a multiple of the block
+    (64, torch.float32, 4, 2, 600, 1, True, 128, 2, [0.2, 0.4, 0.1, 0.3]),  # full resolution, QB 2 (KB 1 path)
+    (64, torch.float32, 2, 2, 100, 8, True, 128, None, [0.2, 0.3]),  # one short query block (M < BLOCK_M)
+])
+def test_select_v2_matches_v1_and_reference(D, dtype, H, Hkv, S, pool, group, bm, qb, tau):
+    sc = D ** -0.5
+    q, k, _ = _structured(1, H, Hkv, S, D, dtype, seed=1)
+    tau = torch.tensor(tau)
+    v1 = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v1")
+    v2 = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v2", qb=qb)
+    for a, b in zip(v1, v2):
+        assert torch.equal(a, b)
+    scores = R.sale_block_scores_pooled_ref(q, k, sc, bm, 64, 64, 64, pool=pool)
+    ref = R.mask_from_scores(scores, tau)
+    near = (scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-2
+    if group:
+        ref, near = R.group_union(ref, Hkv), R.group_union(near, Hkv)
+    assert torch.equal(v2[2].bool() | near, ref | near)
+    ridx, rcnt = R.mask_to_index(v2[2].bool())
+    assert torch.equal(v2[1], rcnt)
+    for h in range(H):
+        for b in range(rcnt.shape[2]):
+            assert torch.equal(v2[0][0, h, b, :rcnt[0, h, b]], ridx[0, h, b, :rcnt[0, h, b]])
+    # a v1 quant tuple (no unpacked keys) is accepted too
+    quant = K.sale_quantize_triton(q, k)
+    v2b = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, quant=quant, group=group, pool=pool, impl="v2", qb=qb)
+    assert torch.equal(v2b[2], v1[2])
+
+
+def test_quantize_unpacked_keys():
+    q, k, _ = _structured(1, 2, 1, 200, 64, torch.float32)
+    quant = K.sale_quantize_triton(q, k, unpack=True)
+    assert len(quant) == 7 and quant[6].shape == (1, 200, 64)
+    assert torch.equal(quant[6], R.unpack_int4_halves(quant[3]))
+    for a, b in zip(quant[:6], K.sale_quantize_triton(q, k)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("D,dtype,H,Hkv,S,bm,bn", [(64, torch.float32, 4, 2, 320, 64, 64),
+                                                  (128, torch.float16, 2, 1, 300, 128, 64),
+                                                  (64, torch.float32, 2, 1, 200, 64, 128),
+                                                  (64, torch.float32, 3, 1, 260, 32, 64)])
+def test_sparse_attention_v2_matches_reference(D, dtype, H, Hkv, S, bm, bn):
+    q, k, v = _structured(1, H, Hkv, S, D, dtype, seed=2)
+    sc = D ** -0.5
+    nqb, nkb, causal, always = R.block_layout(S, bm, bn, 64, 64)
+    g = torch.Generator().manual_seed(3)
+    mask = always | (causal & (torch.rand(1, H, nqb, nkb, generator=g) < 0.5))  # odd and even kept counts
+    idx, cnt = R.mask_to_index(mask)
+    ref = R.sale_attention_ref(q, k, v, mask, sc, bm, bn)
+    tol = 1e-4 if dtype == torch.float32 else 2e-3
+    for npi in (1, 2):
+        got = K.sale_sparse_attention_triton(q, k, v, idx, cnt, sc, bm, bn, impl="v2", npi=npi)
+        torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
