@@ -161,6 +161,11 @@ def _mask_fits(mask, q, B, H, L) -> bool:
         return False
 
 
+def _int32_offsets(t) -> bool:
+    """The kernel indexes with int32: the last element's offset must fit."""
+    return t is None or sum((n - 1) * st for n, st in zip(t.shape, t.stride()) if n > 0) < 2 ** 31
+
+
 def supported(q, k, v, attn_mask, is_causal: bool, enable_gqa: bool) -> bool:
     """Whether `decode_attention_triton` computes SDPA(q, k, v, attn_mask, is_causal=..., enable_gqa=...)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
@@ -174,7 +179,7 @@ def supported(q, k, v, attn_mask, is_causal: bool, enable_gqa: bool) -> bool:
             and Hkv > 0 and H % Hkv == 0 and H // Hkv <= 64 and (enable_gqa or Hkv == H)
             and q.stride(-1) == 1 and k.stride(-1) == 1 and v.stride(-1) == 1  # vector loads along D
             and (not is_causal or (L == 1 and attn_mask is None))  # causal at S = 1 hides keys 1.. (top-left)
-            and _mask_fits(attn_mask, q, B, H, L))
+            and _mask_fits(attn_mask, q, B, H, L) and all(map(_int32_offsets, (q, k, v, attn_mask))))
 
 
 def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Optional[float],

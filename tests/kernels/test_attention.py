@@ -127,6 +127,11 @@ def test_supported():
     assert not A.supported(q.float(), k.float(), v.float(), m, False, True)  # fp32: SDPA
     assert not A.supported(q, k[..., :48], v[..., :48], m, False, True)  # D not a power of two
     assert not A.supported(q, k, v.transpose(-1, -2).contiguous().transpose(-1, -2), m, False, True)
+    qm = torch.empty(1, 2, 1, 64, dtype=f16, device="meta")
+    big = torch.empty(1, 2, 2 ** 20, 64, dtype=f16, device="meta").as_strided((1, 2, 2 ** 20, 64),
+                                                                               (2 ** 32, 2 ** 31, 64, 1))
+    assert A.supported(qm, big[:, :1], big[:, :1], None, False, True)
+    assert not A.supported(qm, big, big, None, False, True)  # int32 offsets would overflow
     q1, k1, v1 = make_inputs(1, 4, 4, 64, 1, f16)
     assert A.supported(q1, k1, v1, None, True, False)  # causal with one key = no mask
 
