@@ -146,8 +146,15 @@ def check(dev, dry):
     """Op vs fp32 SDPA (math) on the same inputs: every mask kind, G = 3, D = 64, strided q, graph capture,
     all-masked rows, and the causal-mask prefill path. Returns the failures."""
     from qpass.kernels import attention_ops as ops
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     fails = []
     gen = torch.Generator(device=dev).manual_seed(1)
+
+    def reference(q, k, v, m):  # fp32 math SDPA: all-masked rows give 0 there (fused CUDA kernels: see below)
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                  m if m is None or m.dtype == torch.bool else m.float(),
+                                                  enable_gqa=True)
 
     def compare(name, out, ref, dt, want_path=None, path=None):
         tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}[dt]
@@ -173,9 +180,7 @@ def check(dev, dry):
                          torch.rand(B, 1, 1, L, device=dev, generator=gen) < 0.3, -float("inf")).to(dt)}[kind]
                 if kind == "head":
                     m[0, 0] = False  # a row with every key masked: 0 (math SDPA gives 0 too)
-                ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                                     m if m is None or m.dtype == torch.bool else m.float(),
-                                                     enable_gqa=True)
+                ref = reference(q, k, v, m)
                 compare(f"decode {str(dt)[6:]} B={B} H={Hq}/{Hkv} D={Dh} L={L} mask={kind}",
                         qpass_attention(q, k, v, m), ref, dt, "decode", ops.choose_path(q, k, v, m, False, True))
     dt = dts[0]
@@ -199,8 +204,15 @@ def check(dev, dry):
     q, k, v = (torch.randn(1, h, S, 128, device=dev, dtype=dt, generator=gen) for h in (32, 8, 8))
     causal = torch.ones(S, S, dtype=torch.bool, device=dev).tril()[None, None]
     compare(f"prefill causal mask S={S}", qpass_attention(q, k, v, causal),
-            F.scaled_dot_product_attention(q.float(), k.float(), v.float(), causal, enable_gqa=True), dt,
+            reference(q, k, v, causal), dt,
             "causal", ops.choose_path(q, k, v, causal, False, True))
+    # for docs/attention.md: what SDPA's default CUDA kernel gives for a row whose keys are all masked
+    q, k, v = (torch.randn(1, h, 1, 128, device=dev, dtype=dt, generator=gen) for h in (8, 8, 8))
+    k, v = k.expand(1, 8, 40, 128), v.expand(1, 8, 40, 128)
+    none = torch.zeros(1, 1, 1, 40, dtype=torch.bool, device=dev)
+    o = F.scaled_dot_product_attention(q, k, v, none)
+    print(f"info: SDPA (default backend, {str(dt)[6:]}) on an all-masked row gives "
+          f"{'NaN' if o.isnan().any() else 'max |o| = %.3g' % o.abs().max().item()}", flush=True)
     return fails
 
 
