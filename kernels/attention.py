@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)
 MAX_SPLITS = 64  # bounds the combine tile [SPLIT_PAD, D]; 64 splits x 64 keys cover 4096 keys at one block each
 PROGRAMS_PER_SM = 2
 COMBINE_WARPS = 4
@@ -102,7 +103,7 @@ def _decode_split(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr,
                 bias = 0.0
             else:  # additive float mask, -inf = masked
                 bias = tl.load(mask_rows + keys[None, :] * sm_l, mask=keep, other=-float("inf")).to(tl.float32)
-                bias = bias * 1.4426950408889634
+                bias = bias * _LOG2E  # the scores are in the log2 domain
                 keep = keep & (bias != -float("inf"))
             # skip the block (no K/V traffic) when no head of the group may see any of its keys
             if tl.max(tl.max(keep.to(tl.int32), 1), 0) > 0:
