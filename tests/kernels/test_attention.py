@@ -66,6 +66,8 @@ CASES = [  # B, H, Hkv, D, L, mask, dtype, strided
     (1, 4, 1, 64, 300, "none", f16, False),
     (2, 4, 1, 128, 64, "bool", f32, False),
     (1, 4, 1, 64, 37, "float", f16, True),
+    (1, 4, 2, 16, 70, "bool", f16, False),  # smallest supported head dim (tl.dot K = 16)
+    (2, 4, 2, 32, 37, "float", f32, False),
 ]
 
 
