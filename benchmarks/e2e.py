@@ -5,7 +5,9 @@ Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token pre
 - `bf16_eager`:   HF's plain loop over a DynamicCache (what `generate` does without compilation);
 - `bf16_compile`: `torch.compile` (inductor), decode over a StaticCache with the step replayed as a CUDA graph;
 - `w4a16`, `w4a16_all` (lm_head too), `w4a8`, `ternary`: `torch.compile(backend="qpass")` (quantized linears lowered to qpass.kernels,
-  the rest to inductor), the same StaticCache + CUDA-graph decode loop as `bf16_compile`.
+  sibling linears stacked into one call, SDPA to `qpass::attention`, the rest to inductor), the same
+  StaticCache + CUDA-graph decode loop as `bf16_compile`;
+- `bf16_qpass`: the qpass backend with nothing quantized — the attention lowering's share of the gains.
 
 The compiled variants share one decode loop (gpt-fast style): the step (model forward + argmax written back
 into the input buffer) is captured once and replayed per token, so per-token Python and launch overhead is
@@ -35,6 +37,9 @@ RECIPES = {
     "w4a16_all": Recipe("w4a16-all", weights=WeightSpec(bits=4, group_size=128), ignore=[]),
     # the W4A8 kernel takes one weight scale per output row: per-channel int4 weights, dynamic per-token int8
     "w4a8": Recipe("w4a8-pc", weights=WeightSpec(bits=4, group_size=None), activations=ActivationSpec(bits=8, granularity="per_token")),
+    # nothing quantized: what the qpass backend's attention lowering alone changes (kernels/attention_ops.py)
+    # (a recipe must quantize something: every linear is ignored instead)
+    "bf16_qpass": Recipe("attention-only", weights=WeightSpec(bits=4, group_size=128), ignore=["*"]),
     # speed only (random weights): few PTQTP iterations to keep the build short
     "ternary": Recipe("ternary", weights=None, passes=[PassSpec("trit_planes", {"group_size": 128, "max_iter": 3})]),
 }

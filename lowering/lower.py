@@ -1,5 +1,6 @@
-"""The lowering graph transform: replace each fake-quant linear, and each attention (SDPA) node the plan has an
-attention method for, that a rule of the one table (rules.py) matches by its kernel call."""
+"""The lowering graph transform: replace each fake-quant linear that a rule of the one table (rules.py) matches
+by its kernel call (siblings stacked into one, lowering/fuse.py), and each attention (SDPA) node by the plan's
+attention method (SALE) or the dense attention op."""
 from __future__ import annotations
 
 import operator
@@ -10,13 +11,14 @@ import torch.fx as fx
 from qpass.capture import LINEAR_TARGETS, SDPA_TARGETS, CapturedGraph
 from qpass.plan import SitePlan
 
+from .fuse import sibling_groups, split_output, stacked_match
 from .pattern import AttentionPlan, Emit, Pattern, SdpaPattern, match_linear, match_sdpa
 from .rules import RULES
 
 
 class Plan(dict):
     """What the transform lowers: the per-site linear plan (this mapping, site -> SitePlan) and `attention`
-    ({attention module path: AttentionPlan}, e.g. SALE's τ; empty: SDPA nodes are left alone).  A plain dict
+    ({attention module path: AttentionPlan}, e.g. SALE's τ; empty: every SDPA node runs dense `qpass::attention`).  A plain dict
     works wherever a Plan does (no attention).  `qpass.compile` builds it, so `qpass.save` (which re-runs
     `quantize_transform(state.plan, ...)` on the torch.export graph) lowers the same attention."""
 
@@ -25,19 +27,22 @@ class Plan(dict):
         self.attention = dict(attention or {})
 
 
-def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict) -> int:
-    """Lower every tagged fake-quant linear in `cap.gm`, and every SDPA node when the plan has attention
-    methods (`Plan.attention`); returns how many nodes were replaced.
+def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict,
+                fuse: bool = True) -> int:
+    """Lower every tagged fake-quant linear in `cap.gm`, and every SDPA node (the plan's attention method where
+    it has one and fits, else dense `qpass::attention`); returns how many nodes were replaced.
 
     `outcomes[site]` (site: a linear's name, or an attention module's path) gets the rule's name, or
     `unmatched: <why>` (what each rule taking the same ops refused, or that no rule takes them). `cache` keeps
-    packed tensors per site across graphs (recompilations).
+    packed tensors per site across graphs (recompilations). `fuse`: sibling linears (same input, same rule)
+    run as one call on their row-stacked weights (lowering/fuse.py).
     """
     gm, graph = cap.gm, cap.graph
     lowered = 0
     attention = getattr(plan, "attention", None) or {}
+    matched = []  # (LinearMatch, Rule), in graph order
     for node in list(graph.nodes):
-        if attention and node.op == "call_function" and node.target in SDPA_TARGETS:
+        if node.op == "call_function" and node.target in SDPA_TARGETS:
             lowered += _lower_sdpa(gm, node, attention, outcomes, cache)
             continue
         site = node.meta.get("qpass_site")
@@ -55,19 +60,16 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
         for rule in LINEAR_RULES:
             refusal = rule.pattern.refuse(m)
             if refusal is None:
-                with graph.inserting_before(node):
-                    new = rule.replace(m, Emit(gm, m, cache))
-                new.meta.update(node.meta)
-                node.replace_all_uses_with(new)
-                graph.erase_node(node)
-                outcomes[site] = rule.name
-                lowered += 1
+                matched.append((m, rule))
                 break
             if rule.pattern.fits_ops(m):
                 why.append(f"{rule.name}: {refusal}")
         else:
             near = [w for w in why if " bits " not in w]  # a rule for other widths says little
             outcomes[site] = "unmatched: " + ("; ".join(near) if near else f"no rule takes {m.describe()}")
+    for group in sibling_groups(matched) if fuse else [[mr] for mr in matched]:
+        lowered += _lower_linears(gm, group, cache)
+        outcomes.update({m.site: rule.name for m, rule in group})
     if lowered:
         _drop_dead(gm)
     return lowered
@@ -77,7 +79,25 @@ LINEAR_RULES = [r for r in RULES if isinstance(r.pattern, Pattern)]
 SDPA_RULES = [r for r in RULES if isinstance(r.pattern, SdpaPattern)]
 
 
+def _lower_linears(gm: fx.GraphModule, group: list, cache: dict) -> int:
+    """Replace one linear, or a group of siblings by one call on their stacked weights plus a view each."""
+    graph = gm.graph
+    ms, rule = [m for m, _ in group], group[0][1]
+    m = ms[0] if len(ms) == 1 else stacked_match(ms, graph)
+    with graph.inserting_before(ms[0].node):
+        new = rule.replace(m, Emit(gm, m, cache))
+        outs = [new] if len(ms) == 1 else split_output(graph, new, ms)
+    for member, out in zip(ms, outs):
+        out.meta.update(member.node.meta)
+        member.node.replace_all_uses_with(out)
+        graph.erase_node(member.node)
+    return len(ms)
+
+
 def _lower_sdpa(gm: fx.GraphModule, node: fx.Node, attention: dict, outcomes: dict, cache: dict) -> int:
+    """The plan's attention method (e.g. SALE) when the module has one and its rule fits; otherwise the dense
+    rule (the last one, no plan needed). A refused method is reported as `unmatched: <why>` although the dense
+    kernel then runs: the method is what the user asked for."""
     m = match_sdpa(node, attention)
     why = []
     for rule in SDPA_RULES:
@@ -88,9 +108,10 @@ def _lower_sdpa(gm: fx.GraphModule, node: fx.Node, attention: dict, outcomes: di
             new.meta.update(node.meta)
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
-            outcomes[m.site] = rule.name
+            outcomes[m.site or "<sdpa>"] = ("unmatched: " + "; ".join(why)) if why else rule.name
             return 1
-        why.append(f"{rule.name}: {refusal}" if len(SDPA_RULES) > 1 else refusal)
+        if m.plan is not None and rule.pattern.method == m.plan.method:
+            why.append(refusal)
     outcomes[m.site or "<sdpa>"] = "unmatched: " + ("; ".join(why) or f"no rule takes {m.describe()}")
     return 0
 
@@ -118,9 +139,11 @@ def _drop_dead(gm: fx.GraphModule) -> None:
         del gm._buffers[name]
 
 
-def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: dict | None = None) -> Callable:
+def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: dict | None = None,
+                       fuse: bool = True) -> Callable:
     """The one graph transform qpass runs on each captured graph: fake-quant insertion, then (if `lower`) the
-    rules over the same graph. `outcomes` collects each site's lowering (for the report)."""
+    rules over the same graph. `outcomes` collects each site's lowering (for the report); `fuse`: sibling
+    linears share one kernel call (lowering/fuse.py)."""
     from qpass.passes.fake_quant import insert_fake_quant
 
     outcomes = {} if outcomes is None else outcomes
@@ -129,7 +152,7 @@ def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: 
     def transform(cap: CapturedGraph) -> None:
         insert_fake_quant(cap, plan)
         if lower:
-            lower_graph(cap, plan, outcomes, cache)
+            lower_graph(cap, plan, outcomes, cache, fuse)
 
     transform.outcomes = outcomes
     return transform

@@ -213,21 +213,25 @@ def match_sdpa(node: fx.Node, attention: dict) -> SdpaMatch:
 
 @dataclass(frozen=True)
 class SdpaPattern:
-    """Declarative: which attention method's plan a rule takes, and what its kernel supports (causal only)."""
+    """Declarative: which attention method's plan a rule takes (None: any node, no plan — the dense rule) and
+    what its kernel supports (`causal`: only causal attention, as SALE)."""
 
-    method: str
+    method: str | None
+    causal: bool = True
 
     def refuse(self, m: SdpaMatch) -> str | None:
         from qpass.capture import node_value
 
-        if m.plan is None:
-            return "no attention plan for this module (not calibrated)"
-        if m.plan.method != self.method:
-            return f"takes {self.method} plans, not {m.plan.method}"
-        if m.mask is None and not m.is_causal:
-            return "not causal (no mask, is_causal=False)"
-        if m.is_causal and m.mask is not None:
-            return "both a mask and is_causal"
+        if self.method is not None:
+            if m.plan is None:
+                return "no attention plan for this module (not calibrated)"
+            if m.plan.method != self.method:
+                return f"takes {self.method} plans, not {m.plan.method}"
+        if self.causal:
+            if m.mask is None and not m.is_causal:
+                return "not causal (no mask, is_causal=False)"
+            if m.is_causal and m.mask is not None:
+                return "both a mask and is_causal"
         if isinstance(m.dropout, fx.Node) or float(m.dropout or 0.0) != 0.0:
             return "dropout"
         q, k = node_value(m.q), node_value(m.k)
@@ -236,7 +240,7 @@ class SdpaPattern:
                 return "not [B, H, S, D] inputs"
             if q.shape[1] != k.shape[1] and not m.enable_gqa:
                 return "query and key heads differ without enable_gqa"
-            if len(m.plan.taus) != q.shape[1]:
+            if self.method is not None and len(m.plan.taus) != q.shape[1]:
                 return f"{len(m.plan.taus)} τ for {q.shape[1]} query heads"
         return None
 

@@ -52,8 +52,9 @@ def test_lowered_matches_fake_quant(arch, recipe, rule):
         ref, out = q(ids).logits, lowered(input_ids=ids).logits
     rel = float((out - ref).norm() / ref.norm())
     assert rel < 1e-3, rel  # int GEMMs vs float dequant: rounding of the activation step only
-    n_quant = len(q.qpass_state.plan)
-    assert set(outcomes.values()) == {rule} and len(outcomes) == n_quant
+    plan = q.qpass_state.plan
+    assert {outcomes[site] for site in plan} == {rule}
+    assert {v for k, v in outcomes.items() if k not in plan} == {"attention"}  # every SDPA: the dense rule
     targets = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
     assert targets & KERNEL_OPS and not targets & FAKE_OPS  # every dequantize node is gone
     assert not [b for b in graphs[0]._buffers if b.startswith("qpass_") and "lowered" not in b]  # fake-quant buffers freed
@@ -93,7 +94,7 @@ def test_static_qsm_sites_lower_to_the_int_gemm_with_the_gather():
     ids = _ids()
     with torch.no_grad():
         ref, out = q(ids).logits, lowered(input_ids=ids).logits
-    assert set(outcomes.values()) == {"w4a8-static"}
+    assert {outcomes[site] for site in q.qpass_state.plan} == {"w4a8-static"}
     assert float((out - ref).norm() / ref.norm()) < 1e-3
 
 
@@ -104,8 +105,8 @@ def test_rule_table_is_one_table_with_unique_names():
 
 
 def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
-    """The attention rule of the same table: SDPA of a module with a SALE plan → qpass::sale_attention; a plan
-    that does not fit (τ count ≠ heads) and a module without a plan are reported, and run SDPA."""
+    """The attention rules of the same table: SDPA of a module with a SALE plan → qpass::sale_attention; a plan
+    that does not fit (τ count ≠ heads) is reported; both it and a module without a plan run dense attention."""
     from qpass.lowering import AttentionPlan, Plan
     from qpass.passes.sale import SaleOptions
 
@@ -122,11 +123,35 @@ def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     assert transform.outcomes == {"model.layers.0.self_attn": "sale",
                                   "model.layers.1.self_attn": "unmatched: 3 τ for 4 query heads"}
     targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
-    assert targets.count("qpass.sale_attention.default") == 1
+    assert targets.count("qpass.sale_attention.default") == 1 and targets.count("qpass.attention.default") == 1
     assert torch.isfinite(out).all() and not torch.allclose(out, dense, atol=1e-4)
     only0 = Plan({}, attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o)})
     t2 = quantize_transform(only0, lower=True)
     forward, _ = compile_forward(tiny_model("llama"), t2)
     with torch.no_grad():
         forward(input_ids=_ids(1, 20))
-    assert t2.outcomes["model.layers.1.self_attn"].startswith("unmatched: no attention plan")
+    assert t2.outcomes["model.layers.1.self_attn"] == "attention"
+
+
+@pytest.mark.parametrize("arch, recipe", [("llama", "w4a16"), ("qwen2", "w4a16"), ("qwen2", "w8a8"),
+                                          ("llama", _per_channel(4, 8))])
+def test_sibling_linears_share_one_kernel_call(arch, recipe):
+    """q/k/v and gate/up read one input: one call on row-stacked weights (Qwen2: biases concatenated), a view
+    per member; outputs equal the unfused lowering's, every site is still reported by its rule."""
+    q = qpass.compile(tiny_model(arch), recipe, progress=False, lower=False)
+    ids = _ids()
+    calls, outs = {}, {}
+    for fuse in (True, False):
+        graphs = []
+        transform = quantize_transform(q.qpass_state.plan, lower=True, fuse=fuse)
+        forward, _ = compile_forward(q, lambda cap: (transform(cap), graphs.append(cap.gm)))
+        with torch.no_grad():
+            outs[fuse] = forward(input_ids=ids).logits
+        calls[fuse] = sum(str(n.target) in KERNEL_OPS for n in graphs[0].graph.nodes)
+        quant = sum("quantize_activation" in str(n.target) for n in graphs[0].graph.nodes)
+        assert {transform.outcomes[s] for s in q.qpass_state.plan} != set() and \
+            not any(v.startswith("unmatched") for v in transform.outcomes.values())
+        assert quant in (0, calls[fuse])  # int rules: one activation quantization per call, shared by siblings
+    layers = q.config.num_hidden_layers
+    assert calls[False] == 7 * layers and calls[True] == 4 * layers  # qkv, o, gate+up, down
+    assert torch.equal(outs[True], outs[False])
