@@ -11,6 +11,10 @@ any strides on the last-but-one dims (the launchers pass them), GQA by head inde
   (kv_idx, kv_cnt) and a block mask.
 * `_sale_attn_kernel`: one program per (query block, head): online-softmax flash attention over the listed
   blocks only.
+* v2 kernels (same decisions / outputs; selectable per call `impl=`, env `QPASS_SALE_SELECT` / `QPASS_SALE_ATTN`,
+  defaults `SELECT_IMPL` / `ATTN_IMPL`): `_sale_select2_kernel` (QB query blocks per program sharing each key
+  tile, keys pre-unpacked to [S, D] fp8 by the quantize kernel, heaviest blocks first) and `_sale_attn2_kernel`
+  (unmasked loop below the diagonal, optional two kept blocks per iteration, heaviest blocks first).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from .sale_reference import TAU_DENSE
 
 LOG2E = 1.4426950408889634
 
-# Shipped launch configs (configs checked for sm_90 by tests/kernels/test_sale.py::test_sale_configs_compile_sm90).
+# Shipped launch configs (all of `shipped_configs()` compile for sm_90 in tests/kernels/test_compile_sm90.py).
 QUANT_CONFIG = dict(BLOCK_R=64, num_warps=4, num_stages=1)
 SELECT_CONFIG = dict(num_warps=4, num_stages=2)  # stacked rows (GS * BLOCK_M) <= 128
 
@@ -799,9 +803,9 @@ def shipped_configs():
             qsig = dict(x_ptr=dt, mean_ptr="*fp32", other_ptr="*fp32", pack_ptr="*i8", scale_ptr="*fp32",
                         bias_ptr="*fp32", x8_ptr="*i8", S="i32", NH="i32", sx_b="i32", sx_h="i32", sx_s="i32")
             out.append((f"sale_quant_q[{dt},D={D}]", _sale_quant_kernel, qsig,
-                        dict(D=D, BLOCK_R=br, NB=1, DIV=4, BIAS_RAW=True), c))
+                        dict(D=D, BLOCK_R=br, NB=1, DIV=4, BIAS_RAW=True, UNPACK=False), c))
             out.append((f"sale_quant_k[{dt},D={D}]", _sale_quant_kernel, qsig,
-                        dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False), c))
+                        dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False, UNPACK=False), c))
             out.append((f"sale_quant_k_unpack[{dt},D={D}]", _sale_quant_kernel, dict(qsig, x8_ptr="*fp8e4nv"),
                         dict(D=D, BLOCK_R=br, NB=4, DIV=1, BIAS_RAW=False, UNPACK=True), c))
             for bm, bn in ((64, 64), (128, 64)):
@@ -815,6 +819,8 @@ def shipped_configs():
                     out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
                                 dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, PR=pr, F8=True,
                                      KB=key_blocks(pr, bn)), select_config(pr)))
+                    if gs == 4 and bm == 64:  # v2: the stacked 4-head kernel ships with 128-row blocks only
+                        continue
                     qbs = [select2_blocks(gs, bm, pool, None)[0]]
                     if (dt, D, bm, gs) == ("*bf16", 128, 128, 4) and pool > 1:  # benchmark --quick sweeps QB
                         qbs = sorted({*qbs, 1, 2, 4})
