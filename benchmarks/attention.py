@@ -151,15 +151,25 @@ def quick(a):
         v = torch.randn(1, Hkv, S, D, device=dev, dtype=dt)
         row = {"seq": S, "select": {}, "attn": {}}
         res["rows"].append(row)
+        be = SDPBackend.MATH if a.dry_run else SDPBackend.CUDNN_ATTENTION
         try:
-            with sdpa_kernel(SDPBackend.CPP if a.dry_run else SDPBackend.CUDNN_ATTENTION):
+            with sdpa_kernel(be):
                 f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa
                 f()
                 row["cudnn_ms"] = tm(f)
-        except Exception as e:
-            row["cudnn_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-            f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa
-            row["sdpa_default_ms"] = tm(f)
+        except Exception as e:  # GQA unsupported by the backend: expanded K/V (as the full benchmark does)
+            try:
+                ke, ve = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
+                with sdpa_kernel(be):
+                    f = lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=True)  # noqa
+                    f()
+                    row["cudnn_ms"] = tm(f)
+                row["cudnn_note"] = f"K/V expanded (enable_gqa: {type(e).__name__})"
+                del ke, ve
+            except Exception as e2:
+                row["cudnn_error"] = f"{type(e2).__name__}: {str(e2)[:200]}"
+        print(S, {k_: v_ for k_, v_ in row.items() if k_.startswith("cudnn")}, f"({time.time() - t0:.0f} s)",
+              flush=True)
         row["quant_ms"] = tm(lambda: K.sale_quantize_triton(q, k))
         row["quant_unpack_ms"] = tm(lambda: K.sale_quantize_triton(q, k, unpack=True))
         quant1 = K.sale_quantize_triton(q, k)
@@ -228,7 +238,14 @@ def quick(a):
             print(f"  {key:<10} {tt['old_ms']:>7} {tt['new_ms']:>7} {tt.get('old_speedup', '-'):>6} "
                   f"{tt.get('new_speedup', '-'):>6} {tt.get('old_est_share', '-'):>7} {tt.get('new_est_share', '-'):>7}"
                   f"  {tt['new_select']} + {tt['new_attn']}")
-    print("acceptance: total <= cuDNN/3 and quant + select <= 0.15 x cuDNN; check:", json.dumps(res["check"]))
+    c = res["check"]
+    print("check (S=4096): select v2 != v1 entries (max over P, QB):",
+          max(v_ for k_, v_ in c.items() if k_.startswith("select_v2_vs_v1")),
+          "| v1 vs reference outside margin:", [v_ for k_, v_ in c.items() if k_.startswith("select_v1_vs_ref")],
+          "| attn max abs: v1 vs ref %.2g, v2 vs v1 %.2g, v2 npi2 vs v1 %.2g" % (
+              c["attn_v1_vs_ref_max_abs"], c["attn_v2_npi1_vs_v1_max_abs"], c["attn_v2_npi2_vs_v1_max_abs"]),
+          "| unpack ok:", c["quant_unpack_same_pack"] and c["quant_unpack_matches"])
+    print("acceptance (64K, 90%): new total <= cuDNN / 3 (new x >= 3) and quant + select <= 0.15 x cuDNN (new est)")
     print(f"elapsed {time.time() - t0:.0f} s; wrote {out_path}")
     save()
 
