@@ -108,6 +108,9 @@ def quick(a):
                                       qb=qb)
             chk[f"select_v2_vs_v1_mask_diff_P{pool}_qb{qb or 'def'}"] = int((m1[2] != m2[2]).sum())
             chk[f"select_v2_vs_v1_cnt_diff_P{pool}_qb{qb or 'def'}"] = int((m1[1] != m2[1]).sum())
+        m2 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool, impl="v2",
+                                  bias_mma=True)
+        chk[f"select_v2_vs_v1_mask_diff_P{pool}_biasmma"] = int((m1[2] != m2[2]).sum())  # ties only
         if pool in (1, 8):  # v1 (and so v2) vs the CPU reference, outside a margin
             sc = R.sale_block_scores_ref(q.cpu().float(), k.cpu().float(), scale, bm, bn, sink, window, pool=pool)
             ref = R.group_union(R.mask_from_scores(sc, tau), 2)
@@ -188,6 +191,22 @@ def quick(a):
                 sel[f"v2_P{pool}_qb{qb or K.select2_blocks(4, bm, pool)[0]}"] = tm(
                     lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool,
                                                  impl="v2", qb=qb), rep=40)
+            if pool > 1 and S == a.quick_seqs[0] and left() > 60:  # variants: one-hot MMA bias, warps
+                qd = K.select2_blocks(4, bm, pool)[0]
+                sel[f"v2_P{pool}_qb{qd}_biasmma"] = tm(
+                    lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool,
+                                                 impl="v2", bias_mma=True), rep=40)
+                for name, impl, w in (("v2_P%d_qb%d_w4" % (pool, qd), "v2", "4"), ("v1_P%d_w8" % pool, "v1", "8")):
+                    os.environ.update(QPASS_SALE_WARPS=w, QPASS_SALE_STAGES="2")
+                    try:
+                        sel[name] = tm(lambda: K.sale_select_triton(
+                            q, k, tau, scale, bm, bn, sink, window, quant=quant2 if impl == "v2" else quant1,
+                            pool=pool, impl=impl), rep=40)
+                    except Exception as e:
+                        res["skipped"].append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
+                    finally:
+                        os.environ.pop("QPASS_SALE_WARPS")
+                        os.environ.pop("QPASS_SALE_STAGES")
             print(S, "select", sel, f"({time.time() - t0:.0f} s)", flush=True)
             save()
         del quant1, quant2

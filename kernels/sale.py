@@ -54,11 +54,21 @@ def select_config(rows):
     if os.environ.get("QPASS_SALE_WARPS"):
         return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
     return dict(num_warps=4, num_stages=2) if rows <= 128 else dict(num_warps=8, num_stages=3)
+def select2_config(rows):
+    """Launch config of select v2: 8 warps at every tile size (ptxas -v for sm_90a, D 128, 128x64 blocks: 4 warps
+    spill 0.5-1 KB per thread at 255 registers; 8 warps use ~245 registers with no spill for P = 8 / 16)."""
+    import os
+    if os.environ.get("QPASS_SALE_WARPS"):
+        return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
+    return dict(num_warps=8, num_stages=2)
+
+
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
 ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=3)}  # v2, by head dim
 # Defaults of the launchers (v2 kernels: same decisions / outputs; not yet timed on a GPU, see docs/sale.md)
 SELECT_IMPL = "v1"
 ATTN_IMPL = "v1"
+SELECT2_BIAS_MMA = False  # select v2: key bias by a one-hot fp16 MMA instead of per-head selects
 ATTN2_NPI = 1  # kept blocks per unmasked iteration of attn v2 (2: 128-key tiles with 64-key blocks)
 
 
@@ -277,13 +287,16 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
                          N_SINK, WINDOW,
                          D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
                          POOL: tl.constexpr, QB: tl.constexpr, RQ: tl.constexpr, KB: tl.constexpr,
-                         F8: tl.constexpr):
+                         F8: tl.constexpr, BIAS_MMA: tl.constexpr = False):
     """v2 of `_sale_select_kernel` (same decisions): one program per (QB consecutive query blocks, group of GS
     heads), heaviest (last) query blocks first.  The estimate tile stacks the QB blocks' (pooled) rows of the GS
     heads — rows r = qi·RQ + g·MP + p (RQ ≥ GS·MP rows per block, padding rows never keep) — so each key tile is
     loaded once for all of them; the keys come pre-unpacked ([S, D] fp8 e4m3 / int8 from the quantize kernel):
     one dot with K = D and no in-loop unpack.  Per query block: its own causal / window limits (a mask over the
-    [QB, KB] decisions), its own index list and count."""
+    [QB, KB] decisions), its own index list and count.  BIAS_MMA (GS > 1): the per-head key bias is added by a
+    small fp16 MMA (a loop-invariant one-hot [rows, 32] × the GS heads' biases split hi + lo into fp16, [32, keys],
+    accumulating onto the scaled estimate) instead of GS selects per score; the split keeps ~22 bits of the bias,
+    so decisions can differ from v1 only at near-exact ties."""
     pid = tl.program_id(0)
     bg = tl.program_id(1)
     NQB = tl.cdiv(S, BLOCK_M)
@@ -384,6 +397,9 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
         KN: tl.constexpr = KB * BLOCK_N
         kcols = tl.arange(0, KN)
         sub = tl.arange(0, KB)
+        hc = tl.arange(0, 32)  # BIAS_MMA: columns c < 16 pick head c's hi part, 16 + c its lo part
+        onehot = ((hc[None, :] % 16) == grow[:, None]).to(tl.float16)
+        hvalid = (hc % 16) < GS
         for kb0 in range(N_SINK, hi, KB):
             keys = kb0 * BLOCK_N + kcols
             kvalid = keys < hi * BLOCK_N
@@ -394,11 +410,22 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
             else:
                 acc = tl.dot(qx, tl.trans(kx), out_dtype=tl.int32).to(tl.float32)
             ksc = tl.load(ks_ptr + kvbh * S + keys, mask=kvalid, other=0.0)
-            bias = tl.zeros([PR, KN], tl.float32)
-            for gg in tl.static_range(GS):
-                kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
-                bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
-            est = acc * qsc[:, None] * ksc[None, :] + bias
+            if GS == 1:
+                kbi = tl.load(kb_ptr + (b * H + h0) * S + keys, mask=kvalid, other=0.0) * qk_scale
+                est = acc * qsc[:, None] * ksc[None, :] + kbi[None, :]
+            elif BIAS_MMA:
+                kbm = tl.load(kb_ptr + (b * H + h0 + hc % 16)[:, None] * S + keys[None, :],
+                              mask=hvalid[:, None] & kvalid[None, :], other=0.0) * qk_scale  # [32, KN]
+                b_hi = kbm.to(tl.float16)
+                b_lo = (kbm - b_hi.to(tl.float32)).to(tl.float16)
+                kbm16 = tl.where((hc < 16)[:, None], b_hi, b_lo)
+                est = tl.dot(onehot, kbm16, acc * qsc[:, None] * ksc[None, :], out_dtype=tl.float32)
+            else:
+                bias = tl.zeros([PR, KN], tl.float32)
+                for gg in tl.static_range(GS):
+                    kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
+                    bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
+                est = acc * qsc[:, None] * ksc[None, :] + bias
             if KB == 1:
                 hq = tl.max(tl.reshape(tl.max(est, 1) - thr, [QB, RQ]), 1)  # [QB]
                 st = (hq > 0) & qvalid & (kb0 < lo_v)
@@ -669,8 +696,16 @@ def select2_blocks(gs, block_m, pool, qb=None):
     return qb, max(rows, 16 // qb)
 
 
+def select2_bias_mma(bias_mma=None):
+    """select v2: key biases by a one-hot MMA (True) or by per-head selects (False); env QPASS_SALE_BIAS_MMA."""
+    import os
+    if bias_mma is None:
+        bias_mma = os.environ.get("QPASS_SALE_BIAS_MMA", str(int(SELECT2_BIAS_MMA))) == "1"
+    return bool(bias_mma)
+
+
 def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
-                       quant=None, group=True, pool=1, impl=None, qb=None):
+                       quant=None, group=True, pool=1, impl=None, qb=None, bias_mma=None):
     """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
     group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md).
     pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m;
@@ -678,7 +713,8 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     same decisions), qb: v2's query blocks per program (`select2_blocks`)."""
     _check(q, k)
     if select_impl(impl) == "v2":
-        return _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb)
+        return _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb,
+                          bias_mma)
     B, H, S, D = q.shape
     G = H // k.shape[1]
     GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
@@ -711,7 +747,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     return idx, cnt, mask
 
 
-def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb):
+def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb, bias_mma=None):
     B, H, S, D = q.shape
     G = H // k.shape[1]
     GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
@@ -740,7 +776,7 @@ def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quan
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
         D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, QB=QB, RQ=RQ, KB=key_blocks(pr, block_n),
-        F8=k_x.dtype != torch.int8, **select_config(pr))
+        F8=k_x.dtype != torch.int8, BIAS_MMA=select2_bias_mma(bias_mma), **select2_config(pr))
     if GS > 1:
         idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
     elif group and G > 1:
@@ -830,7 +866,14 @@ def shipped_configs():
                         out.append((f"sale_select2[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool},QB={qb_}]",
                                     _sale_select2_kernel, {("kx_ptr" if a == "kp_ptr" else a): ("*fp8e4nv" if a == "kp_ptr" else t) for a, t in ssig.items()},
                                     dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, QB=qb_, RQ=rq, F8=True,
-                                         KB=key_blocks(pr2, bn)), select_config(pr2)))
+                                         KB=key_blocks(pr2, bn), BIAS_MMA=SELECT2_BIAS_MMA), select2_config(pr2)))
+                    if (dt, D, bm, gs) == ("*bf16", 128, 128, 4):  # benchmark --quick: the one-hot MMA bias
+                        qb_, rq = select2_blocks(gs, bm, pool, None)
+                        out.append((f"sale_select2[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool},QB={qb_},BIAS_MMA]",
+                                    _sale_select2_kernel, out[-1][2],
+                                    dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, QB=qb_, RQ=rq, F8=True,
+                                         KB=key_blocks(qb_ * rq, bn), BIAS_MMA=not SELECT2_BIAS_MMA),
+                                    select2_config(qb_ * rq)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")

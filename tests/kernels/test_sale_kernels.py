@@ -181,6 +181,10 @@ def test_select_v2_matches_v1_and_reference(D, dtype, H, Hkv, S, pool, group, bm
     v2 = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v2", qb=qb)
     for a, b in zip(v1, v2):
         assert torch.equal(a, b)
+    if group and H > Hkv and (H // Hkv) & (H // Hkv - 1) == 0:  # stacked heads: the one-hot MMA bias
+        v2m = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v2", qb=qb,
+                                   bias_mma=True)
+        assert torch.equal(v2m[2], v1[2]) and torch.equal(v2m[1], v1[1])
     scores = R.sale_block_scores_pooled_ref(q, k, sc, bm, 64, 64, 64, pool=pool)
     ref = R.mask_from_scores(scores, tau)
     near = (scores - torch.log(tau).reshape(1, -1, 1, 1)).abs() < 1e-2
