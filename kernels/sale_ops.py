@@ -6,6 +6,8 @@ q [B, H, S, D], k / v [B, Hkv, S, D] (SDPA layout, GQA when Hkv < H), tau [H] fp
 inside the op; any other mask runs SDPA with it.
 `group` (default True): one block map per KV group, the union of its query heads' selections (docs/sale.md).
 `pool` (default 1): > 1 estimates from mean-pooled query rows (`pool` rows each; a power of two dividing block_m).
+Kernel versions on CUDA (same decisions / outputs): `sale.SELECT_IMPL` / `sale.ATTN_IMPL` ("v1" / "v2"), per process
+env `QPASS_SALE_SELECT`, `QPASS_SALE_ATTN` (docs/sale.md "Kernel v2").
 """
 from __future__ import annotations
 
