@@ -103,14 +103,20 @@ def quick(a):
     chk["quant_unpack_matches"] = bool(torch.equal(quant2[6].float(), kx))
     for pool in (1, 8, 16):
         m1 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant1, pool=pool, impl="v1")
-        for qb in (None, 1, 2, 4):
+        for qb in ((None, 1) if pool > 1 else (None,)):  # (the interpreter tests cover every QB)
             m2 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool, impl="v2",
                                       qb=qb)
             chk[f"select_v2_vs_v1_mask_diff_P{pool}_qb{qb or 'def'}"] = int((m1[2] != m2[2]).sum())
             chk[f"select_v2_vs_v1_cnt_diff_P{pool}_qb{qb or 'def'}"] = int((m1[1] != m2[1]).sum())
-        m2 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool, impl="v2",
-                                  bias_mma=True)
-        chk[f"select_v2_vs_v1_mask_diff_P{pool}_biasmma"] = int((m1[2] != m2[2]).sum())  # ties only
+        if pool > 1:
+            m2 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool, impl="v2",
+                                      bias_mma=True)
+            chk[f"select_v2_vs_v1_mask_diff_P{pool}_biasmma"] = int((m1[2] != m2[2]).sum())  # ties only
+        for qb in ((None, 1) if pool > 1 else (None,)):
+            m2 = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool, impl="v2",
+                                      qb=qb, split=True)
+            chk[f"select_v2_vs_v1_mask_diff_P{pool}_split_qb{qb or 'def'}"] = int((m1[2] != m2[2]).sum())
+            chk[f"select_v2_vs_v1_cnt_diff_P{pool}_split_qb{qb or 'def'}"] = int((m1[1] != m2[1]).sum())
         if pool in (1, 8):  # v1 (and so v2) vs the CPU reference, outside a margin
             sc = R.sale_block_scores_ref(q.cpu().float(), k.cpu().float(), scale, bm, bn, sink, window, pool=pool)
             ref = R.group_union(R.mask_from_scores(sc, tau), 2)
@@ -184,29 +190,35 @@ def quick(a):
                 continue
             sel[f"v1_P{pool}"] = tm(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant1,
                                                                   pool=pool, impl="v1"), rep=40)
-            qbs = [None] + ([1, 2, 4] if pool > 1 and S == a.quick_seqs[0] else [])
-            for qb in qbs:
-                if qb is not None and qb == K.select2_blocks(4, bm, pool)[0]:
+            qd = K.select2_blocks(4, bm, pool)[0]
+            first = pool > 1 and S == a.quick_seqs[0]
+            # (name, kwargs, env): v2 default first, then the variants in order of interest (skipped when time runs out)
+            variants = [(f"v2_P{pool}_qb{qd}", {}, None)]
+            if first:
+                variants += [(f"v2_P{pool}_qb{qd}_split", dict(split=True), None)]
+                variants += [(f"v2_P{pool}_qb{x}_split", dict(split=True, qb=x), None) for x in (1, 2, 4) if x != qd]
+                variants += [(f"v2_P{pool}_qb{x}", dict(qb=x), None) for x in (1, 2, 4) if x != qd]
+                variants += [(f"v2_P{pool}_qb{qd}_split_biasmma", dict(split=True, bias_mma=True), None),
+                             (f"v2_P{pool}_qb{qd}_biasmma", dict(bias_mma=True), None),
+                             (f"v1_P{pool}_w8", dict(impl="v1"), "8")]
+            elif pool > 1:
+                variants += [(f"v2_P{pool}_qb{qd}_split", dict(split=True), None)]
+            for i, (name, kw, warps) in enumerate(variants):
+                if i > 0 and left() < 45:
+                    res["skipped"].append(f"{S} {name}: {left():.0f} s left")
                     continue
-                sel[f"v2_P{pool}_qb{qb or K.select2_blocks(4, bm, pool)[0]}"] = tm(
-                    lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool,
-                                                 impl="v2", qb=qb), rep=40)
-            if pool > 1 and S == a.quick_seqs[0] and left() > 60:  # variants: one-hot MMA bias, warps
-                qd = K.select2_blocks(4, bm, pool)[0]
-                sel[f"v2_P{pool}_qb{qd}_biasmma"] = tm(
-                    lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant2, pool=pool,
-                                                 impl="v2", bias_mma=True), rep=40)
-                for name, impl, w in (("v2_P%d_qb%d_w4" % (pool, qd), "v2", "4"), ("v1_P%d_w8" % pool, "v1", "8")):
-                    os.environ.update(QPASS_SALE_WARPS=w, QPASS_SALE_STAGES="2")
-                    try:
-                        sel[name] = tm(lambda: K.sale_select_triton(
-                            q, k, tau, scale, bm, bn, sink, window, quant=quant2 if impl == "v2" else quant1,
-                            pool=pool, impl=impl), rep=40)
-                    except Exception as e:
-                        res["skipped"].append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
-                    finally:
-                        os.environ.pop("QPASS_SALE_WARPS")
-                        os.environ.pop("QPASS_SALE_STAGES")
+                kw = dict(dict(impl="v2"), **kw)
+                if warps:
+                    os.environ.update(QPASS_SALE_WARPS=warps, QPASS_SALE_STAGES="2")
+                try:
+                    qt = quant2 if kw["impl"] == "v2" else quant1
+                    sel[name] = tm(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=qt,
+                                                                pool=pool, **kw), rep=40)
+                except Exception as e:
+                    res["skipped"].append(f"{S} {name}: {type(e).__name__}: {str(e)[:200]}")
+                finally:
+                    os.environ.pop("QPASS_SALE_WARPS", None)
+                    os.environ.pop("QPASS_SALE_STAGES", None)
             print(S, "select", sel, f"({time.time() - t0:.0f} s)", flush=True)
             save()
         del quant1, quant2

@@ -54,20 +54,22 @@ def select_config(rows):
     if os.environ.get("QPASS_SALE_WARPS"):
         return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
     return dict(num_warps=4, num_stages=2) if rows <= 128 else dict(num_warps=8, num_stages=3)
-def select2_config(rows):
+def select2_config(rows, split=False):
     """Launch config of select v2: 8 warps at every tile size (ptxas -v for sm_90a, D 128, 128x64 blocks: 4 warps
     spill 0.5-1 KB per thread at 255 registers; 8 warps use ~245 registers with no spill for P = 8 / 16)."""
     import os
     if os.environ.get("QPASS_SALE_WARPS"):
         return dict(num_warps=int(os.environ["QPASS_SALE_WARPS"]), num_stages=int(os.environ.get("QPASS_SALE_STAGES", 2)))
-    return dict(num_warps=8, num_stages=2)
+    return dict(num_warps=8, num_stages=2)  # split too (P 16 QB 4: 164 registers, QB 1: 128; 4 warps spill)
 
 
+THR_CONFIG = dict(num_warps=8, num_stages=2)
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
 ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=3)}  # v2, by head dim
 # Defaults of the launchers (v2 kernels: same decisions / outputs; not yet timed on a GPU, see docs/sale.md)
 SELECT_IMPL = "v1"
 ATTN_IMPL = "v1"
+SELECT2_SPLIT = False  # select v2: exact pass in its own kernel (`_sale_thr_kernel`)
 SELECT2_BIAS_MMA = False  # select v2: key bias by a one-hot fp16 MMA instead of per-head selects
 ATTN2_NPI = 1  # kept blocks per unmasked iteration of attn v2 (2: 128-key tiles with 64-key blocks)
 
@@ -287,7 +289,7 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
                          N_SINK, WINDOW,
                          D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
                          POOL: tl.constexpr, QB: tl.constexpr, RQ: tl.constexpr, KB: tl.constexpr,
-                         F8: tl.constexpr, BIAS_MMA: tl.constexpr = False):
+                         F8: tl.constexpr, BIAS_MMA: tl.constexpr = False, SPLIT: tl.constexpr = False):
     """v2 of `_sale_select_kernel` (same decisions): one program per (QB consecutive query blocks, group of GS
     heads), heaviest (last) query blocks first.  The estimate tile stacks the QB blocks' (pooled) rows of the GS
     heads — rows r = qi·RQ + g·MP + p (RQ ≥ GS·MP rows per block, padding rows never keep) — so each key tile is
@@ -296,7 +298,9 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
     [QB, KB] decisions), its own index list and count.  BIAS_MMA (GS > 1): the per-head key bias is added by a
     small fp16 MMA (a loop-invariant one-hot [rows, 32] × the GS heads' biases split hi + lo into fp16, [32, keys],
     accumulating onto the scaled estimate) instead of GS selects per score; the split keeps ~22 bits of the bias,
-    so decisions can differ from v1 only at near-exact ties."""
+    so decisions can differ from v1 only at near-exact ties.  SPLIT: the thresholds come precomputed in thr_ptr
+    (`_sale_thr_kernel`, one program per (query block, head)); this kernel runs the estimate only (fewer live
+    registers)."""
     pid = tl.program_id(0)
     bg = tl.program_id(1)
     NQB = tl.cdiv(S, BLOCK_M)
@@ -326,7 +330,10 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
 
     # ---- exact pass per (query block, head), as in v1; thresholds to the scratch thr_ptr
     n_sparse = N_SINK * 0
-    for qi in range(0, QB):
+    if SPLIT:
+        for g in range(0, GS):
+            n_sparse += (tl.load(tau_ptr + h0 + g) > tau_dense).to(tl.int32)
+    for qi in range(0, 0 if SPLIT else QB):
         qblk = qblk0 + qi
         rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < S
@@ -450,6 +457,46 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
         tl.store(mask_v + kb, 1, mask=st)
         cnt_v += st.to(tl.int32)
     tl.store(cnt_ptr + out_v, cnt_v, mask=qvalid)
+
+
+@triton.jit
+def _sale_thr_kernel(q_ptr, k_ptr, qb_ptr, tau_ptr, thr_ptr,
+                     S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense, N_SINK, WINDOW,
+                     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The exact pass of the select kernels as its own kernel (select v2 SPLIT): one program per (query block,
+    head): online max / sum over the sink, window and diagonal blocks → per-row threshold (base 2, q_bias folded
+    in, −inf for a dense head) to thr [B*H, S]."""
+    qblk = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    kvh = h // G
+    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < S
+    dcols = tl.arange(0, D)
+    ncols = tl.arange(0, BLOCK_N)
+    k_base = k_ptr + b * sk_b + kvh * sk_h
+    last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
+    n_sink = tl.minimum(N_SINK, last + 1)
+    local_lo = tl.maximum(tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N, n_sink)
+    n_exact = n_sink + (last + 1 - local_lo)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
+    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    for t in range(0, n_exact):
+        kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
+        keys = kb * BLOCK_N + ncols
+        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
+        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+        s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+        m_i = m_new
+    tau = tl.load(tau_ptr + h)
+    qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
+    thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
+    thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+    tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
 
 
 @triton.jit
@@ -705,7 +752,7 @@ def select2_bias_mma(bias_mma=None):
 
 
 def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
-                       quant=None, group=True, pool=1, impl=None, qb=None, bias_mma=None):
+                       quant=None, group=True, pool=1, impl=None, qb=None, bias_mma=None, split=None):
     """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
     group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md).
     pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m;
@@ -714,7 +761,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     _check(q, k)
     if select_impl(impl) == "v2":
         return _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb,
-                          bias_mma)
+                          bias_mma, split)
     B, H, S, D = q.shape
     G = H // k.shape[1]
     GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
@@ -747,7 +794,16 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     return idx, cnt, mask
 
 
-def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb, bias_mma=None):
+def select2_split(split=None):
+    """select v2: exact pass in its own kernel (True) or inside the select kernel; env QPASS_SALE_SPLIT."""
+    import os
+    if split is None:
+        split = os.environ.get("QPASS_SALE_SPLIT", str(int(SELECT2_SPLIT))) == "1"
+    return bool(split)
+
+
+def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb, bias_mma=None,
+               split=None):
     B, H, S, D = q.shape
     G = H // k.shape[1]
     GS = G if (group and G > 1 and (G & (G - 1)) == 0 and G * block_m <= 512) else 1
@@ -771,12 +827,18 @@ def _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quan
     mask = torch.zeros(B, NG, nqb, nkb, dtype=torch.int8, device=q.device)
     thr = torch.empty(B * H, S, dtype=torch.float32, device=q.device)
     tau = torch.as_tensor(tau, dtype=torch.float32, device=q.device).reshape(-1).expand(H).contiguous()
+    split = select2_split(split)
+    if split:
+        _sale_thr_kernel[(nqb, B * H)](
+            q, k, q_bias, tau, thr, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+            k.stride(2), scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
+            D=D, BLOCK_M=block_m, BLOCK_N=block_n, **THR_CONFIG)
     _sale_select2_kernel[(triton.cdiv(nqb, QB), B * NG)](
         q, k, q_pack, q_scale, q_bias, k_x, k_scale, k_bias, tau, thr, idx, cnt, mask,
         S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window,
         D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, QB=QB, RQ=RQ, KB=key_blocks(pr, block_n),
-        F8=k_x.dtype != torch.int8, BIAS_MMA=select2_bias_mma(bias_mma), **select2_config(pr))
+        F8=k_x.dtype != torch.int8, BIAS_MMA=select2_bias_mma(bias_mma), SPLIT=split, **select2_config(pr, split))
     if GS > 1:
         idx, cnt, mask = (t.repeat_interleave(GS, 1) for t in (idx, cnt, mask))
     elif group and G > 1:
@@ -866,14 +928,28 @@ def shipped_configs():
                         out.append((f"sale_select2[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool},QB={qb_}]",
                                     _sale_select2_kernel, {("kx_ptr" if a == "kp_ptr" else a): ("*fp8e4nv" if a == "kp_ptr" else t) for a, t in ssig.items()},
                                     dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, QB=qb_, RQ=rq, F8=True,
-                                         KB=key_blocks(pr2, bn), BIAS_MMA=SELECT2_BIAS_MMA), select2_config(pr2)))
+                                         KB=key_blocks(pr2, bn), BIAS_MMA=SELECT2_BIAS_MMA, SPLIT=SELECT2_SPLIT),
+                                    select2_config(pr2, SELECT2_SPLIT)))
+                    if (dt, D, bm, gs) == ("*bf16", 128, 128, 4):  # benchmark --quick: the exact pass split off
+                        for qb_ in qbs:
+                            qb_, rq = select2_blocks(gs, bm, pool, qb_)
+                            out.append((f"sale_select2[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool},QB={qb_},SPLIT]",
+                                        _sale_select2_kernel, out[-1][2],
+                                        dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, QB=qb_, RQ=rq, F8=True,
+                                             KB=key_blocks(qb_ * rq, bn), BIAS_MMA=SELECT2_BIAS_MMA, SPLIT=True),
+                                        select2_config(qb_ * rq, True)))
                     if (dt, D, bm, gs) == ("*bf16", 128, 128, 4):  # benchmark --quick: the one-hot MMA bias
                         qb_, rq = select2_blocks(gs, bm, pool, None)
                         out.append((f"sale_select2[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool},QB={qb_},BIAS_MMA]",
                                     _sale_select2_kernel, out[-1][2],
                                     dict(D=D, BLOCK_M=bm, BLOCK_N=bn, GS=gs, POOL=pool, QB=qb_, RQ=rq, F8=True,
-                                         KB=key_blocks(qb_ * rq, bn), BIAS_MMA=not SELECT2_BIAS_MMA),
-                                    select2_config(qb_ * rq)))
+                                         KB=key_blocks(qb_ * rq, bn), BIAS_MMA=not SELECT2_BIAS_MMA,
+                                         SPLIT=SELECT2_SPLIT), select2_config(qb_ * rq, SELECT2_SPLIT)))
+                tsig = dict(q_ptr=dt, k_ptr=dt, qb_ptr="*fp32", tau_ptr="*fp32", thr_ptr="*fp32", S="i32", H="i32",
+                            G="i32", sq_b="i32", sq_h="i32", sq_s="i32", sk_b="i32", sk_h="i32", sk_s="i32",
+                            qk_scale="fp32", tau_dense="fp32", N_SINK="i32", WINDOW="i32")
+                out.append((f"sale_thr[{dt},D={D},{bm}x{bn}]", _sale_thr_kernel, tsig,
+                            dict(D=D, BLOCK_M=bm, BLOCK_N=bn), dict(THR_CONFIG)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
                             qk_scale="fp32")

@@ -181,6 +181,9 @@ def test_select_v2_matches_v1_and_reference(D, dtype, H, Hkv, S, pool, group, bm
     v2 = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v2", qb=qb)
     for a, b in zip(v1, v2):
         assert torch.equal(a, b)
+    v2s = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v2", qb=qb, split=True)
+    for a, b in zip(v1, v2s):  # the exact pass as its own kernel (`_sale_thr_kernel`)
+        assert torch.equal(a, b)
     if group and H > Hkv and (H // Hkv) & (H // Hkv - 1) == 0:  # stacked heads: the one-hot MMA bias
         v2m = K.sale_select_triton(q, k, tau, sc, bm, 64, 64, 64, group=group, pool=pool, impl="v2", qb=qb,
                                    bias_mma=True)
