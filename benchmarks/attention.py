@@ -193,16 +193,13 @@ def quick(a):
             qd = K.select2_blocks(4, bm, pool)[0]
             first = pool > 1 and S == a.quick_seqs[0]
             # (name, kwargs, env): v2 default first, then the variants in order of interest (skipped when time runs out)
-            variants = [(f"v2_P{pool}_qb{qd}", {}, None)]
+            # v2 with the shipped defaults first (split exact pass + bias MMA, select2_blocks' QB), per-head
+            # selection (group=False, what the lowered op runs), then comparisons (skipped when time runs out)
+            variants = [(f"v2_P{pool}_qb{qd}", {}, None), (f"v2_P{pool}_qb{qd}_head", dict(group=False), None)]
             if first:
-                variants += [(f"v2_P{pool}_qb{qd}_split", dict(split=True), None)]
-                variants += [(f"v2_P{pool}_qb{x}_split", dict(split=True, qb=x), None) for x in (1, 2, 4) if x != qd]
-                variants += [(f"v2_P{pool}_qb{x}", dict(qb=x), None) for x in (1, 2, 4) if x != qd]
-                variants += [(f"v2_P{pool}_qb{qd}_split_biasmma", dict(split=True, bias_mma=True), None),
-                             (f"v2_P{pool}_qb{qd}_biasmma", dict(bias_mma=True), None),
-                             (f"v1_P{pool}_w8", dict(impl="v1"), "8")]
-            elif pool > 1:
-                variants += [(f"v2_P{pool}_qb{qd}_split", dict(split=True), None)]
+                variants += [(f"v2_P{pool}_qb{qd}_nobiasmma", dict(bias_mma=False), None),
+                             (f"v2_P{pool}_qb{qd}_nosplit", dict(split=False), None)]
+                variants += [(f"v2_P{pool}_qb{x}", dict(qb=x), None) for x in (2, 8) if x != qd]
             for i, (name, kw, warps) in enumerate(variants):
                 if i > 0 and left() < 45:
                     res["skipped"].append(f"{S} {name}: {left():.0f} s left")
@@ -251,6 +248,11 @@ def quick(a):
                     tt.update(old_speedup=round(c / t_old, 2), new_speedup=round(c / t_new, 2),
                               old_est_share=round((row["quant_ms"] + sel[f"v1_P{pool}"]) / c, 3),
                               new_est_share=round((row["quant_unpack_ms"] + best_sel[0]) / c, 3))
+                qd = K.select2_blocks(4, bm, pool)[0]
+                if f"v2_P{pool}_qb{qd}" in sel and "v2" in ar and "cudnn_ms" in row:  # the shipped defaults
+                    t_def = row["quant_unpack_ms"] + sel[f"v2_P{pool}_qb{qd}"] + ar["v2"]
+                    tt.update(default_ms=round(t_def, 2), default_speedup=round(row["cudnn_ms"] / t_def, 2),
+                              default_est_share=round((row["quant_unpack_ms"] + sel[f"v2_P{pool}_qb{qd}"]) / row["cudnn_ms"], 3))
                 row["totals"][f"{p}_P{pool}"] = tt
         save()
         del q, k, v
@@ -264,10 +266,12 @@ def quick(a):
         for p, ar in row["attn"].items():
             print(f"  attn {p} (skipped {ar['skipped']}): " + "  ".join(f"{k_} {v_}" for k_, v_ in ar.items()
                                                                        if k_ != "skipped"))
-        print(f"  {'sparsity_P':<10} {'old':>7} {'new':>7} {'old x':>6} {'new x':>6} {'old est':>7} {'new est':>7}  new via")
+        print(f"  {'sparsity_P':<10} {'old':>7} {'new':>7} {'old x':>6} {'new x':>6} {'old est':>7} {'new est':>7} "
+              f"{'default':>7} {'def x':>6} {'def est':>7}  new via")
         for key, tt in row.get("totals", {}).items():
             print(f"  {key:<10} {tt['old_ms']:>7} {tt['new_ms']:>7} {tt.get('old_speedup', '-'):>6} "
                   f"{tt.get('new_speedup', '-'):>6} {tt.get('old_est_share', '-'):>7} {tt.get('new_est_share', '-'):>7}"
+                  f" {tt.get('default_ms', '-'):>7} {tt.get('default_speedup', '-'):>6} {tt.get('default_est_share', '-'):>7}"
                   f"  {tt['new_select']} + {tt['new_attn']}")
     c = res["check"]
     print("check (S=4096): select v2 != v1 entries (max over P, QB):",
@@ -276,7 +280,8 @@ def quick(a):
           "| attn max abs: v1 vs ref %.2g, v2 vs v1 %.2g, v2 npi2 vs v1 %.2g" % (
               c["attn_v1_vs_ref_max_abs"], c["attn_v2_npi1_vs_v1_max_abs"], c["attn_v2_npi2_vs_v1_max_abs"]),
           "| unpack ok:", c["quant_unpack_same_pack"] and c["quant_unpack_matches"])
-    print("acceptance (64K, 90%): new total <= cuDNN / 3 (new x >= 3) and quant + select <= 0.15 x cuDNN (new est)")
+    print("acceptance (64K, 90%): total <= cuDNN / 3 (x >= 3) and quant + select <= 0.15 x cuDNN (est); "
+          "default = the shipped kernel defaults (select v2 as configured, attention v2)")
     print(f"elapsed {time.time() - t0:.0f} s; wrote {out_path}")
     save()
 

@@ -66,12 +66,15 @@ def select2_config(rows, split=False):
 THR_CONFIG = dict(num_warps=8, num_stages=2)
 ATTN_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=2)}  # by head dim
 ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=3)}  # v2, by head dim
-# Defaults of the launchers (v2 kernels: same decisions / outputs; not yet timed on a GPU, see docs/sale.md)
-SELECT_IMPL = "v1"
-ATTN_IMPL = "v1"
-SELECT2_SPLIT = False  # select v2: exact pass in its own kernel (`_sale_thr_kernel`)
-SELECT2_BIAS_MMA = False  # select v2: key bias by a one-hot fp16 MMA instead of per-head selects
-ATTN2_NPI = 1  # kept blocks per unmasked iteration of attn v2 (2: 128-key tiles with 64-key blocks)
+# Defaults of the launchers, from `benchmarks/attention.py --quick` on the H100 (docs/sale.md "Kernel v2"): at
+# 64K select v2 (split exact pass + bias MMA) 5.6 ms vs v1 12.4 (P 16), attention v2 8.9 vs v1 10.1 ms (90%);
+# at full resolution v1 is faster (42.4 vs 48.6 ms), so "auto" = v2 only for pooled estimates (P >= SELECT2_MIN_POOL).
+SELECT_IMPL = "auto"
+SELECT2_MIN_POOL = 8
+ATTN_IMPL = "v2"
+SELECT2_SPLIT = True  # select v2: exact pass in its own kernel (`_sale_thr_kernel`)
+SELECT2_BIAS_MMA = True  # select v2: key bias by a one-hot fp16 MMA instead of per-head selects
+ATTN2_NPI = 1  # kept blocks per unmasked iteration of attn v2 (2: 128-key tiles; faster at 64K, slower at 128K)
 
 
 def attn2_tail(block_m, block_n):
@@ -717,10 +720,13 @@ def _pool_quantize_q(q, pool):
     return pack, scale
 
 
-def select_impl(impl=None):
-    """Estimate/select kernel: "v1" (`_sale_select_kernel`) or "v2" (`_sale_select2_kernel`); env QPASS_SALE_SELECT."""
+def select_impl(impl=None, pool=1):
+    """Estimate/select kernel: "v1" (`_sale_select_kernel`) or "v2" (`_sale_select2_kernel`); "auto": v2 for
+    pooled estimates (pool >= SELECT2_MIN_POOL), v1 at full resolution; env QPASS_SALE_SELECT."""
     import os
     impl = impl or os.environ.get("QPASS_SALE_SELECT") or SELECT_IMPL
+    if impl == "auto":
+        impl = "v2" if pool >= SELECT2_MIN_POOL else "v1"
     assert impl in ("v1", "v2"), impl
     return impl
 
@@ -735,11 +741,12 @@ def attn_impl(impl=None):
 
 def select2_blocks(gs, block_m, pool, qb=None):
     """(QB query blocks per program, RQ estimate rows per query block) of select v2: by default as many blocks as
-    fit 128 stacked rows (P = 16, GS 4, 128-row blocks: QB 4; P = 8: 2; full resolution: 1); env QPASS_SALE_QB."""
+    fit 256 stacked rows, at most 4 (P = 16 or 8, GS 4, 128-row blocks: QB 4; full resolution: 1); env
+    QPASS_SALE_QB.  H100, 64K, P = 8: QB 4 9.5 ms, QB 2 15.4 ms, QB 1 12.8 ms (split exact pass)."""
     import os
     rows = gs * block_m // pool
     if qb is None:
-        qb = int(os.environ.get("QPASS_SALE_QB", 0)) or max(1, min(4, 128 // rows))
+        qb = int(os.environ.get("QPASS_SALE_QB", 0)) or max(1, min(4, 256 // rows))
     return qb, max(rows, 16 // qb)
 
 
@@ -759,7 +766,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     reference `sale_reference.sale_block_scores_ref(..., pool=pool)`).  impl: "v1" / "v2" kernel (`select_impl`;
     same decisions), qb: v2's query blocks per program (`select2_blocks`)."""
     _check(q, k)
-    if select_impl(impl) == "v2":
+    if select_impl(impl, pool) == "v2":
         return _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb,
                           bias_mma, split)
     B, H, S, D = q.shape
