@@ -195,11 +195,13 @@ def quick(a):
             # (name, kwargs, env): v2 default first, then the variants in order of interest (skipped when time runs out)
             # v2 with the shipped defaults first (split exact pass + bias MMA, select2_blocks' QB), per-head
             # selection (group=False, what the lowered op runs), then comparisons (skipped when time runs out)
-            variants = [(f"v2_P{pool}_qb{qd}", {}, None), (f"v2_P{pool}_qb{qd}_head", dict(group=False), None)]
+            qh = K.select2_blocks(1, bm, pool)[0]
+            variants = [(f"v2_P{pool}_qb{qd}", {}, None), (f"v2_P{pool}_qb{qh}_head", dict(group=False), None)]
             if first:
+                variants += [(f"v2_P{pool}_qb{x}_head", dict(group=False, qb=x), None) for x in (4, 8) if x != qh]
                 variants += [(f"v2_P{pool}_qb{qd}_nobiasmma", dict(bias_mma=False), None),
                              (f"v2_P{pool}_qb{qd}_nosplit", dict(split=False), None)]
-                variants += [(f"v2_P{pool}_qb{x}", dict(qb=x), None) for x in (2, 8) if x != qd]
+                variants += [(f"v2_P{pool}_qb{x}", dict(qb=x), None) for x in (2, 4) if x != qd]
             for i, (name, kw, warps) in enumerate(variants):
                 if i > 0 and left() < 45:
                     res["skipped"].append(f"{S} {name}: {left():.0f} s left")
@@ -253,6 +255,11 @@ def quick(a):
                     t_def = row["quant_unpack_ms"] + sel[f"v2_P{pool}_qb{qd}"] + ar["v2"]
                     tt.update(default_ms=round(t_def, 2), default_speedup=round(row["cudnn_ms"] / t_def, 2),
                               default_est_share=round((row["quant_unpack_ms"] + sel[f"v2_P{pool}_qb{qd}"]) / row["cudnn_ms"], 3))
+                qh = K.select2_blocks(1, bm, pool)[0]
+                if f"v2_P{pool}_qb{qh}_head" in sel and "v2" in ar and "cudnn_ms" in row:  # per-head selection
+                    t_h = row["quant_unpack_ms"] + sel[f"v2_P{pool}_qb{qh}_head"] + ar["v2"]
+                    tt.update(head_ms=round(t_h, 2), head_speedup=round(row["cudnn_ms"] / t_h, 2),
+                              head_est_share=round((row["quant_unpack_ms"] + sel[f"v2_P{pool}_qb{qh}_head"]) / row["cudnn_ms"], 3))
                 row["totals"][f"{p}_P{pool}"] = tt
         save()
         del q, k, v
@@ -267,11 +274,12 @@ def quick(a):
             print(f"  attn {p} (skipped {ar['skipped']}): " + "  ".join(f"{k_} {v_}" for k_, v_ in ar.items()
                                                                        if k_ != "skipped"))
         print(f"  {'sparsity_P':<10} {'old':>7} {'new':>7} {'old x':>6} {'new x':>6} {'old est':>7} {'new est':>7} "
-              f"{'default':>7} {'def x':>6} {'def est':>7}  new via")
+              f"{'default':>7} {'def x':>6} {'def est':>7} {'head':>7} {'head x':>6} {'head est':>8}  new via")
         for key, tt in row.get("totals", {}).items():
             print(f"  {key:<10} {tt['old_ms']:>7} {tt['new_ms']:>7} {tt.get('old_speedup', '-'):>6} "
                   f"{tt.get('new_speedup', '-'):>6} {tt.get('old_est_share', '-'):>7} {tt.get('new_est_share', '-'):>7}"
                   f" {tt.get('default_ms', '-'):>7} {tt.get('default_speedup', '-'):>6} {tt.get('default_est_share', '-'):>7}"
+                  f" {tt.get('head_ms', '-'):>7} {tt.get('head_speedup', '-'):>6} {tt.get('head_est_share', '-'):>8}"
                   f"  {tt['new_select']} + {tt['new_attn']}")
     c = res["check"]
     print("check (S=4096): select v2 != v1 entries (max over P, QB):",

@@ -741,12 +741,13 @@ def attn_impl(impl=None):
 
 def select2_blocks(gs, block_m, pool, qb=None):
     """(QB query blocks per program, RQ estimate rows per query block) of select v2: by default as many blocks as
-    fit 256 stacked rows, at most 4 (P = 16 or 8, GS 4, 128-row blocks: QB 4; full resolution: 1); env
-    QPASS_SALE_QB.  H100, 64K, P = 8: QB 4 9.5 ms, QB 2 15.4 ms, QB 1 12.8 ms (split exact pass)."""
+    fit 128 stacked rows, at most 16 (KV-group selection, 128-row blocks: P 16 -> QB 4, P 8 -> 2; per head: P 16
+    -> 16, P 8 -> 8; full resolution: 1); env QPASS_SALE_QB.  H100, 64K, group, P 16: QB 4 5.6 ms, QB 8 6.2,
+    QB 2 10.8; P 8: QB 2 8.5, QB 4 9.2 ms; per head with QB 4 (P 16): 11.1 ms."""
     import os
     rows = gs * block_m // pool
     if qb is None:
-        qb = int(os.environ.get("QPASS_SALE_QB", 0)) or max(1, min(4, 256 // rows))
+        qb = int(os.environ.get("QPASS_SALE_QB", 0)) or max(1, min(16, 128 // rows))
     return qb, max(rows, 16 // qb)
 
 
