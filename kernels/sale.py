@@ -134,6 +134,34 @@ def _sale_quant_kernel(x_ptr, mean_ptr, other_ptr, pack_ptr, scale_ptr, bias_ptr
 
 
 @triton.jit
+def _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo, n_exact,
+                    sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense,
+                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The exact pass of every select kernel, for one head's query rows: online max / sum over the sink blocks
+    [0, n_sink) and the local + diagonal blocks [local_lo, ...) -> each row's keep threshold (base 2, q_bias
+    folded in; -inf for a dense head), and the head's tau."""
+    dcols = tl.arange(0, D)
+    ncols = tl.arange(0, BLOCK_N)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
+    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    for t in range(0, n_exact):
+        kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
+        keys = kb * BLOCK_N + ncols
+        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
+        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+        s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+        m_i = m_new
+    tau = tl.load(tau_ptr + h)
+    qbi = tl.load(qb_ptr + (b * H + h) * S + rows, mask=rmask, other=0.0) * qk_scale
+    thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
+    thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+    return thr, tau
+
+
+@triton.jit
 def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb_ptr, tau_ptr, thr_ptr,
                         idx_ptr, cnt_ptr, mask_ptr,
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
@@ -180,23 +208,8 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
     for g in range(0, GS):
         h = h0 + g
         bh = b * H + h
-        q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None],
-                    other=0.0)
-        m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        for t in range(0, n_exact):
-            kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
-            keys = kb * BLOCK_N + ncols
-            kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
-            s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-            s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
-            m_i = m_new
-        tau = tl.load(tau_ptr + h)
-        qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
-        thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
-        thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+        thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo,
+                                   n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, D, BLOCK_M, BLOCK_N)
         thr = tl.where(rmask, thr, float("inf"))
         tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
         n_sparse += (tau > tau_dense).to(tl.int32)
@@ -347,23 +360,8 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
         for g in range(0, GS):
             h = h0 + g
             bh = b * H + h
-            q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None],
-                        other=0.0)
-            m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
-            l_i = tl.zeros([BLOCK_M], tl.float32)
-            for t in range(0, n_exact):
-                kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
-                keys = kb * BLOCK_N + ncols
-                kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
-                s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-                s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
-                m_new = tl.maximum(m_i, tl.max(s, 1))
-                l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
-                m_i = m_new
-            tau = tl.load(tau_ptr + h)
-            qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
-            thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
-            thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+            thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo,
+                                       n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, D, BLOCK_M, BLOCK_N)
             tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
             n_sparse += (tau > tau_dense).to(tl.int32)
     tl.debug_barrier()
@@ -483,22 +481,8 @@ def _sale_thr_kernel(q_ptr, k_ptr, qb_ptr, tau_ptr, thr_ptr,
     n_sink = tl.minimum(N_SINK, last + 1)
     local_lo = tl.maximum(tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N, n_sink)
     n_exact = n_sink + (last + 1 - local_lo)
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
-    m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    for t in range(0, n_exact):
-        kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
-        keys = kb * BLOCK_N + ncols
-        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
-        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-        s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
-        m_i = m_new
-    tau = tl.load(tau_ptr + h)
-    qbi = tl.load(qb_ptr + bh * S + rows, mask=rmask, other=0.0) * qk_scale
-    thr = m_i + tl.log2(tl.maximum(l_i, 1e-30)) + tl.log2(tl.maximum(tau, 1e-30)) - qbi
-    thr = tl.where(tau <= tau_dense, -float("inf"), thr)
+    thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo,
+                               n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, D, BLOCK_M, BLOCK_N)
     tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
 
 
