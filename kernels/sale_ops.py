@@ -1,9 +1,10 @@
 """SALE custom ops (qpass::sale_*): Triton on CUDA, the pure-torch reference (`sale_reference.py`) elsewhere.
 
 q [B, H, S, D], k / v [B, Hkv, S, D] (SDPA layout, GQA when Hkv < H), tau [H] fp32 per-head thresholds.
-`sale_attention` runs plain causal SDPA when S ≤ min_seq_len (short prefills stay dense, as in the paper).
+`sale_attention` runs dense causal attention when S ≤ min_seq_len (short prefills stay dense, as in the paper).
 `attn_mask` (optional, what HF passes under tracing): SALE when it is the bool causal mask, checked at run time
-inside the op; any other mask runs SDPA with it.
+inside the op; any other mask (a one-token decode step's, padding) runs dense attention with it. Dense = the
+paths of `qpass::attention` (kernels/attention_ops.py).
 `group` (default True): one block map per KV group, the union of its query heads' selections (docs/sale.md).
 `pool` (default 1): > 1 estimates from mean-pooled query rows (`pool` rows each; a power of two dividing block_m).
 Kernel versions on CUDA (same decisions / outputs): `sale.SELECT_IMPL` / `sale.ATTN_IMPL` ("v1" / "v2"), per process
@@ -14,7 +15,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import sale_reference as R
@@ -55,18 +55,26 @@ def _(q, k, tau, scale, block_m, block_n, sink, window, group=True, pool=1):
             q.new_empty(B, H, nqb, nkb, dtype=torch.int8))
 
 
+def _dense(q, k, v, mask, is_causal, scale):
+    """What SALE does not take runs the dense op's paths (kernels/attention_ops.py: the decode kernel for one
+    query row on CUDA, flash attention for causal prefills, SDPA otherwise)."""
+    from .attention_ops import choose_path, run_path
+
+    gqa = k.shape[1] != q.shape[1]
+    path = choose_path(q, k, v, mask, is_causal, gqa) if q.is_cuda else "sdpa"
+    return run_path(path, q, k, v, mask, is_causal, scale, gqa)
+
+
 @torch.library.custom_op("qpass::sale_attention", mutates_args=())
 def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional[float], block_m: int,
                    block_n: int, sink: int, window: int, min_seq_len: int, group: bool = True,
                    pool: int = 1, attn_mask: Optional[Tensor] = None) -> Tensor:
     """Causal attention over the blocks SALE keeps (estimate + select + block-sparse flash attention)."""
     s = _scale(q, scale)
-    if attn_mask is not None and not is_causal_mask(attn_mask, q.shape[2]):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=s,
-                                              enable_gqa=k.shape[1] != q.shape[1]).contiguous()
+    if attn_mask is not None and not is_causal_mask(attn_mask, q.shape[2]):  # decode steps, padding masks
+        return _dense(q, k, v, attn_mask, False, s)
     if q.shape[2] <= min_seq_len:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=s,
-                                              enable_gqa=k.shape[1] != q.shape[1]).contiguous()
+        return _dense(q, k, v, None, True, s)
     if q.is_cuda:
         from .sale import sale_attention_triton
         return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window, group=group, pool=pool)
