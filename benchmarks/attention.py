@@ -294,6 +294,38 @@ def quick(a):
     save()
 
 
+def op_check():
+    """`qpass::sale_attention` as the lowering emits it with the `sale` preset's options (128x64 blocks, per-head
+    selection, pool 8), bf16, 8K, 32/8 heads: τ below the dense cutoff must reproduce causal SDPA; τ = 0.01 must
+    be finite and close; a one-token decode step (mask [1, 1, 1, L]) takes the dense decode path. Exit 1 on a
+    failure."""
+    import qpass.kernels  # noqa: F401  (registers the ops)
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    S, H, Hkv, D = 8192, 32, 8, 128
+    q, k, v = (torch.randn(1, h, S, D, device="cuda", dtype=torch.bfloat16) for h in (H, Hkv, Hkv))
+    mask = torch.ones(S, S, dtype=torch.bool, device="cuda").tril()[None, None]
+    dense = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).float()
+    op = torch.ops.qpass.sale_attention
+    fails = []
+    for name, t in (("dense taus", 1e-6), ("tau 0.01", 0.01)):
+        tau = torch.full((H,), t)
+        out = op(q, k, v, tau, None, 128, 64, 64, 256, 1024, False, 8, mask).float()
+        rel = float((out - dense).norm() / dense.norm())
+        ok = bool(torch.isfinite(out).all()) and rel < (2e-2 if t < 1e-4 else 0.5)
+        print(f"{'ok  ' if ok else 'FAIL'} sale_attention {name}: rel err vs causal SDPA {rel:.2e}", flush=True)
+        fails += [] if ok else [name]
+    qd = q[:, :, -1:]
+    step = torch.ones(1, 1, 1, S, dtype=torch.bool, device="cuda")
+    out = op(qd, k, v, torch.full((H,), 0.01), None, 128, 64, 64, 256, 1024, False, 8, step).float()
+    rel = float((out - dense[:, :, -1:]).norm() / dense[:, :, -1:].norm())
+    ok = rel < 2e-2
+    print(f"{'ok  ' if ok else 'FAIL'} sale_attention decode step: rel err {rel:.2e}", flush=True)
+    fails += [] if ok else ["decode"]
+    raise SystemExit(1 if fails else 0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqs", type=int, nargs="+", default=[16384, 32768, 65536, 131072])
@@ -310,6 +342,8 @@ def main():
     ap.add_argument("--quick-sparsity", type=float, nargs="+", default=[0.9, 0.95])
     ap.add_argument("--budget", type=float, default=170.0, help="--quick: seconds after which optional parts are skipped")
     ap.add_argument("--dry-run", action="store_true", help="--quick logic on the CPU (TRITON_INTERPRET=1, tiny)")
+    ap.add_argument("--op-check", action="store_true",
+                    help="the lowered op qpass::sale_attention as the `sale` preset calls it, vs dense SDPA")
     a = ap.parse_args()
     from qpass.kernels import sale as K  # noqa: F401  (imports checked before asking for CUDA)
     from qpass.kernels import sale_reference as R  # noqa: F401
@@ -319,6 +353,8 @@ def main():
         raise SystemExit("benchmarks/attention.py needs a CUDA GPU (arguments parsed: %s)" % vars(a))
     if a.quick:
         return quick(a)
+    if a.op_check:
+        return op_check()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from qpass.kernels import sale as K
