@@ -402,9 +402,13 @@ def sweep2():
     return res
 
 
-def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16)):
+GEMV_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]
+
+
+def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16), shapes=GEMV_SHAPES, scale_dtype=torch.bfloat16):
     """Decode (M <= 16) W4A16: bf16 cuBLAS, tinygemm, the previous kernels (gemv2 / tc) and gemv4 configs,
-    side by side in this process; every qpass output checked against the reference (fresh data per case)."""
+    side by side in this process; every qpass output checked against the reference (fresh data per case).
+    `scale_dtype`: of the group scales handed to the qpass kernels (the lowering stores fp32)."""
     from qpass.kernels import gemv as k_gemv
     rows = []
 
@@ -415,14 +419,14 @@ def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16)):
         print("GEMV", tag, M, N, K, f"{us:.2f} us", f"{r['hbm_pct']}%", "" if err is None else f"err {err:.1e}",
               kw.get("cfg", ""), flush=True)
 
-    for N, K in [(4096, 4096), (14336, 4096), (4096, 14336)]:
+    for N, K in shapes:
         for M in ms:
             c = Case(M, N, K)
             x, w = c.x, c.w
             q, s, _ = fmt.quantize_int4(w, 128, symmetric=True)
             p = fmt.pack_int4(q)
-            s16 = s.to(torch.bfloat16)
-            wb = p.numel() + s16.numel() * 2 + M * K * 2 + M * N * 2
+            s16 = s.to(scale_dtype)
+            wb = p.numel() + s16.numel() * s16.element_size() + M * K * 2 + M * N * 2
             ps = [p] + [p.clone() for _ in range(copies_for(p.numel()) - 1)]
             yr = ref.w4a16_linear_ref(x, p, s16, None, None, 128)
             ws = [w] + [w.clone() for _ in range(copies_for(w.numel() * 2) - 1)]
@@ -491,7 +495,8 @@ def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16)):
                hbm_bytes_per_s=hbm_bw, rows=rows, table=table)
     for d in [Path(out_dir)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{name}.gemv.json").write_text(json.dumps(res, indent=1))
+        tag = "" if scale_dtype == torch.bfloat16 else f".scales_{str(scale_dtype).split('.')[-1]}"
+        (d / f"{name}.gemv{tag}.json").write_text(json.dumps(res, indent=1))
     print(table)
     return rows
 
@@ -531,6 +536,8 @@ def main():
     ap.add_argument("--sweep2", action="store_true", help="gemv2 / fused prefill / int8 tile sweeps only")
     ap.add_argument("--gemv", action="store_true", help="decode W4A16 (M <= 16) comparison only")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
+    ap.add_argument("--gemv-shapes", default=None, help="--gemv: NxK,... (default: the three Llama-3-8B shapes)")
+    ap.add_argument("--scale-dtypes", default="bfloat16", help="--gemv: group-scale dtypes to run, e.g. bfloat16,float32")
     ap.add_argument("--shapes", default="all")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -543,8 +550,11 @@ def main():
     if args.sweep_prefill:
         result["sweep_prefill"] = sweep_prefill()
     if args.gemv:
-        gemv_bench(hbm, args.out, ms=[int(m) for m in args.ms.split(",")] if args.ms != ",".join(map(str, MS))
-                   else (1, 2, 4, 8, 16))
+        shapes = ([tuple(map(int, x.split("x"))) for x in args.gemv_shapes.split(",")] if args.gemv_shapes
+                  else GEMV_SHAPES)
+        for dt in args.scale_dtypes.split(","):
+            gemv_bench(hbm, args.out, ms=[int(m) for m in args.ms.split(",")] if args.ms != ",".join(map(str, MS))
+                       else (1, 2, 4, 8, 16), shapes=shapes, scale_dtype=getattr(torch, dt))
         return
     if args.sweep2:
         result["sweep2"] = sweep2()
