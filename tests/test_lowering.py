@@ -133,8 +133,10 @@ def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     assert t2.outcomes["model.layers.1.self_attn"] == "attention"
 
 
-@pytest.mark.parametrize("arch, recipe", [("llama", "w4a16"), ("qwen2", "w4a16"), ("qwen2", "w8a8"),
-                                          ("llama", _per_channel(4, 8))])
+@pytest.mark.parametrize("arch, recipe", [
+    ("llama", "w4a16"), ("qwen2", "w4a16"), ("qwen2", "w8a8"), ("llama", _per_channel(4, 8)),
+    ("llama", Recipe("ternary-g32", weights=None, passes=[PassSpec("trit_planes", {"group_size": 32, "max_iter": 2})])),
+])
 def test_sibling_linears_share_one_kernel_call(arch, recipe):
     """q/k/v and gate/up read one input: one call on row-stacked weights (Qwen2: biases concatenated), a view
     per member; outputs equal the unfused lowering's, every site is still reported by its rule."""
