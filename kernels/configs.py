@@ -31,15 +31,16 @@ def shipped():
         for gw in (0, 16):
             out.append((f"w4a16_gemv2[{dt},GW={gw}]", w4a16._w4a16_gemv2, sig2, {**flags, "GW": gw, **c}, o))
         out.append((f"w4a16_gemv2_zero[{dt}]", w4a16._w4a16_gemv2, sig2, {**flags, "HAS_ZERO": True, "GW": 16, **c}, o))
-        sig4 = dict(sig2, NPROG="i32")
+        sig4 = dict(sig2, NPROG="i32", xs_ptr="*fp32")
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():
             c4 = dict(BLOCK_N=bn, BLOCK_KW=kw, ONE_CHUNK=True)
             for gw, hz in ((16, False), (0, False), (16, True)):
                 out.append((f"w4a16_gemv4[{dt},KW<={kw},GW={gw},zero={hz}]", gemv._w4a16_gemv4, sig4,
-                            {**flags, "HAS_ZERO": hz, "HAS_BIAS": True, "GW": gw, **c4}, {"num_warps": nw}))
+                            {**flags, "HAS_ZERO": hz, "HAS_BIAS": True, "HAS_XS": False, "GW": gw, **c4},
+                            {"num_warps": nw}))
         c, o = _split({k: v for k, v in gemv.GEMV4_CHUNK.items()})
         out.append((f"w4a16_gemv4_chunked[{dt}]", gemv._w4a16_gemv4, sig4,
-                    {**flags, "GW": 16, "ONE_CHUNK": False, **c}, o))
+                    {**flags, "GW": 16, "ONE_CHUNK": False, "HAS_XS": False, **c}, o))
         c, o = _split(w4a16.MM_CONFIG)
         out.append((f"w4a16_mm[{dt}]", w4a16._w4a16_mm, dict(sig, M="i32"),
                     {**flags, "SCALAR_G": True, **c}, o))
@@ -87,13 +88,13 @@ def shipped():
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", q_ptr="*i8", so_ptr="*fp32", K="i32", stride_xm="i32",
                 stride_qm="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "BLOCK_K": 4096}, {"num_warps": 4}))
-    # W4A8 at one row (int8_gemm._w4a8_gemv): gemv4 on the int values in fp16, fp32 row scales, model-dtype out
+    # W4A8 at one row (int8_gemm._w4a8_gemv): gemv4 on the int8 row, fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
-        wsig = dict(x_ptr="*fp16", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, y_ptr=y, N="i32", K="i32",
-                    KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
+        wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,
+                    N="i32", K="i32", KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():
             out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,
-                        {"HAS_ZERO": False, "HAS_BIAS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
+                        {"HAS_ZERO": False, "HAS_BIAS": True, "HAS_XS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
                          "ONE_CHUNK": True}, {"num_warps": nw}))
     out.extend(attention.shipped_configs())  # qpass::attention decode kernels (split + combine)
     out.extend(sale.shipped_configs())

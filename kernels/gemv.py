@@ -77,8 +77,9 @@ def _wdot(words, x0, x1, x2, x3, x4, x5, x6, x7, c):
 
 
 @triton.jit
-def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
-                 GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, ONE_CHUNK: tl.constexpr,
+def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
+                 GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
+                 ONE_CHUNK: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     NV: tl.constexpr = BLOCK_KW // 4
     pid = tl.program_id(0)
@@ -123,6 +124,8 @@ def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, stride_
             if HAS_ZERO:
                 p = p - z.to(tl.float32) * xs4
             y = tl.sum(s.to(tl.float32) * p, axis=1)
+            if HAS_XS:  # W4A8 decode: the row's activation step
+                y *= tl.load(xs_ptr + m)
             if HAS_BIAS:
                 y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
             tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
@@ -155,6 +158,8 @@ def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, N, K, KW, NG, stride_
                     p = p - z * tl.sum(xs, axis=2)
                 acc += s * p
             y = tl.sum(acc, axis=1)
+            if HAS_XS:
+                y *= tl.load(xs_ptr + m)
             if HAS_BIAS:
                 y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
             tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
@@ -197,8 +202,10 @@ def _nprog(device, N, block_n, per_sm):
     return min(triton.cdiv(N, block_n), _NUM_SMS[idx] * per_sm)
 
 
-def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None):
-    """x2 [M, K] (fp16/bf16, unit stride) -> y [M, N] (preallocated, x2.dtype)."""
+def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None,
+                x_scale=None):
+    """x2 [M, K] (fp16/bf16, unit stride; or int8 values with `x_scale` [M] fp32, their step: W4A8 decode)
+    -> y [M, N] (preallocated)."""
     M, K = x2.shape
     words = as_words(qweight)
     N, KW = words.shape
@@ -210,6 +217,8 @@ def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=Non
         nprog = _nprog(x2.device, N, cfg["BLOCK_N"], per_sm or sm)
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
-    return _w4a16_gemv4[(nprog, M)](x2, words, scales, z, b, y, N, K, KW, NG, x2.stride(0), y.stride(0), nprog,
+    xs = x_scale if x_scale is not None else scales
+    return _w4a16_gemv4[(nprog, M)](x2, words, scales, z, b, xs, y, N, K, KW, NG, x2.stride(0), y.stride(0), nprog,
                              GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+                             HAS_XS=x_scale is not None,
                              **cfg)

@@ -118,16 +118,21 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, confi
 
 
 def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
-    """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the
-    int8 (or int4) activation values are exact in fp16, so the W4A16 GEMV (same int4 packing) computes
-    X_int·W_int with fp32 accumulation, the row's step folded into the per-row weight scale."""
+    """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
+    GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
+    X_int·W_int in fp32, and scales by the per-row weight step and the row's activation step."""
     from .gemv import w4a16_gemv4
 
     K, N = x_int8.shape[-1], qweight.shape[0]
-    x = x_int8.reshape(1, K).to(torch.float16)
-    scale = w_scale.float().reshape(N, 1)
-    if x_scale is not None:
-        scale = scale * x_scale.float().reshape(1, 1)
+    x = x_int8.reshape(1, K)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    scale = w_scale.reshape(N, 1)
+    if scale.dtype != torch.float32:
+        scale = scale.float()
+    xs = x_scale.reshape(1) if x_scale is not None else None
+    if xs is not None and xs.dtype != torch.float32:
+        xs = xs.float()
     y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
-    w4a16_gemv4(x, qweight, scale, None, bias, 0, y)
+    w4a16_gemv4(x, qweight, scale, None, bias, 0, y, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)
