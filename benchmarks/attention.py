@@ -294,6 +294,74 @@ def quick(a):
     save()
 
 
+def recorded(a):
+    """Real attention patterns: SmolLM2's q, k, v of some layers (benchmarks/record_smollm2_attention.py, with
+    each head's calibrated τ) tiled along the sequence to GPU lengths; per length: cuDNN and flash causal SDPA,
+    qpass SALE with the recording's options (per-head selection, the calibration's pool and blocks) — total,
+    quantize + select, the share of causal blocks skipped, and the output's relative L1 error vs flash."""
+    from safetensors import safe_open
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from triton.testing import do_bench
+
+    from qpass.kernels import sale as K
+    from qpass.kernels import sale_reference as R
+
+    with safe_open(a.recorded, "pt") as f:
+        meta = f.metadata()
+        tensors = {k_: f.get_tensor(k_) for k_ in f.keys()}
+    o = json.loads(meta["options"])
+    pool, bm, bn, sink, window = int(meta["pool"]), o["block_m"], o["block_n"], o["sink"], o["window"]
+    layers = sorted({k_.split(".")[0] for k_ in tensors})
+    res = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "recording": meta, "rows": []}
+    tm = lambda f: do_bench(f, warmup=5, rep=30)  # noqa: E731
+    for layer in layers:
+        q0, k0, v0 = (tensors[f"{layer}.{n}"].to("cuda", torch.bfloat16) for n in "qkv")
+        tau = tensors[f"{layer}.tau"]
+        T, D = q0.shape[2], q0.shape[3]
+        scale = D ** -0.5
+        for S in a.recorded_seqs:
+            rep = -(-S // T)
+            q, k, v = (t.repeat(1, 1, rep, 1)[:, :, :S].contiguous() for t in (q0, k0, v0))
+            row = {"layer": layer, "seq": S, "heads": [q.shape[1], k.shape[1]], "d": D, "tiled_from": T}
+            G = q.shape[1] // k.shape[1]
+            for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+                for kk, vv, gqa in ((k, v, True), (k.repeat_interleave(G, 1), v.repeat_interleave(G, 1), False)):
+                    try:  # the backend may refuse enable_gqa: then on expanded K/V
+                        with sdpa_kernel(be):
+                            f = lambda: F.scaled_dot_product_attention(q, kk, vv, is_causal=True, enable_gqa=gqa)  # noqa
+                            f()
+                            row[f"{name}_ms"] = tm(f)
+                        row[f"{name}_gqa"] = gqa
+                        break
+                    except Exception as e:  # noqa: BLE001
+                        row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+            dense = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            sel = lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, group=False, pool=pool)  # noqa
+            idx, cnt, mask = sel()
+            _, _, causal, _ = R.block_layout(S, bm, bn, sink, window)
+            kept = float(mask.sum()) / (float(causal.sum()) * q.shape[1])
+            out = K.sale_attention_triton(q, k, v, tau, scale, bm, bn, sink, window, group=False, pool=pool)
+            row.update(skipped=round(1 - kept, 4),
+                       rel_l1=float((out.float() - dense.float()).abs().sum() / dense.float().abs().sum()),
+                       qpass_ms=tm(lambda: K.sale_attention_triton(q, k, v, tau, scale, bm, bn, sink, window,
+                                                                    group=False, pool=pool)),
+                       estimate_ms=tm(sel))
+            base = row.get("cudnn_ms", row.get("flash_ms"))
+            row.update(speedup_vs_cudnn=round(base / row["qpass_ms"], 2), estimate_share=round(row["estimate_ms"] / base, 3))
+            res["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            del q, k, v, dense, out, idx, cnt, mask
+            torch.cuda.empty_cache()
+    out_path = a.out if a.out.endswith(".json") else os.path.join(a.out, "attention_recorded.json")
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"\n{'layer':<8} {'S':>6} {'cuDNN':>7} {'flash':>7} {'qpass':>7} {'x cuDNN':>7} {'est/cuDNN':>9} {'skipped':>7} {'rel L1':>7}")
+    for r in res["rows"]:
+        print(f"{r['layer']:<8} {r['seq']:>6} {r.get('cudnn_ms', float('nan')):7.2f} {r.get('flash_ms', float('nan')):7.2f} "
+              f"{r['qpass_ms']:7.2f} {r['speedup_vs_cudnn']:7.2f} {r['estimate_share']:9.3f} {r['skipped']:7.3f} {r['rel_l1']:7.4f}")
+
+
 def op_check():
     """`qpass::sale_attention` as the lowering emits it with the `sale` preset's options (128x64 blocks, per-head
     selection, pool 8), bf16, 32/8 heads, d 128: at 8K, τ below the dense cutoff must reproduce causal SDPA; at
@@ -350,6 +418,9 @@ def main():
     ap.add_argument("--quick-sparsity", type=float, nargs="+", default=[0.9, 0.95])
     ap.add_argument("--budget", type=float, default=170.0, help="--quick: seconds after which optional parts are skipped")
     ap.add_argument("--dry-run", action="store_true", help="--quick logic on the CPU (TRITON_INTERPRET=1, tiny)")
+    ap.add_argument("--recorded", default=None,
+                    help="a benchmarks/record_smollm2_attention.py file: real patterns tiled to --recorded-seqs")
+    ap.add_argument("--recorded-seqs", type=int, nargs="+", default=[16384, 32768, 65536])
     ap.add_argument("--op-check", action="store_true",
                     help="the lowered op qpass::sale_attention as the `sale` preset calls it, vs dense SDPA")
     a = ap.parse_args()
@@ -363,6 +434,8 @@ def main():
         return quick(a)
     if a.op_check:
         return op_check()
+    if a.recorded:
+        return recorded(a)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from qpass.kernels import sale as K
