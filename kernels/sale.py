@@ -487,6 +487,28 @@ def _sale_thr_kernel(q_ptr, k_ptr, qb_ptr, tau_ptr, thr_ptr,
 
 
 @triton.jit
+def _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
+                         D: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
+    """One online-softmax step over key block `kb` with the causal and length masks (both attention kernels)."""
+    dcols = tl.arange(0, D)
+    keys = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    kmask = keys < S
+    kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=kmask[:, None], other=0.0)
+    vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :], mask=kmask[:, None], other=0.0)
+    if UPCAST:
+        kt = kt.to(tl.float32)
+        vt = vt.to(tl.float32)
+    s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
+    s = tl.where((keys[None, :] <= rows[:, None]) & kmask[None, :], s, -float("inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                        S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
                        qk_scale,
@@ -565,21 +587,8 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
             m_i = m_new
     for t in range(n_full, n):  # diagonal / last blocks: causal and length mask
         kb = tl.load(lst + t)
-        keys = kb * BLOCK_N + ncols
-        kmask = keys < S
-        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=kmask[:, None], other=0.0)
-        vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :], mask=kmask[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vt = vt.to(tl.float32)
-        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-        s = tl.where((keys[None, :] <= rows[:, None]) & kmask[None, :], s, -float("inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
-        m_i = m_new
+        m_i, l_i, acc = _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
+                                             D, BLOCK_N, UPCAST)
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
     tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
              mask=rmask[:, None])
@@ -613,21 +622,8 @@ def _sale_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
     acc = tl.zeros([BLOCK_M, D], tl.float32)
     for t in range(0, n):
         kb = tl.load(idx_ptr + out_row * NKB + t)
-        keys = kb * BLOCK_N + ncols
-        kmask = keys < S
-        kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=kmask[:, None], other=0.0)
-        vt = tl.load(v_base + keys[:, None] * sv_s + dcols[None, :], mask=kmask[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vt = vt.to(tl.float32)
-        s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-        s = tl.where((keys[None, :] <= rows[:, None]) & kmask[None, :], s, -float("inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
-        m_i = m_new
+        m_i, l_i, acc = _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
+                                             D, BLOCK_N, UPCAST)
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
     tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
              mask=rmask[:, None])
