@@ -28,14 +28,14 @@ class Plan(dict):
 
 
 def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict,
-                fuse: bool = True) -> int:
+                fuse: bool = True, fused: set | None = None) -> int:
     """Lower every tagged fake-quant linear in `cap.gm`, and every SDPA node (the plan's attention method where
     it has one and fits, else dense `qpass::attention`); returns how many nodes were replaced.
 
     `outcomes[site]` (site: a linear's name, or an attention module's path) gets the rule's name, or
     `unmatched: <why>` (what each rule taking the same ops refused, or that no rule takes them). `cache` keeps
     packed tensors per site across graphs (recompilations). `fuse`: sibling linears (same input, same rule)
-    run as one call on their row-stacked weights (lowering/fuse.py).
+    run as one call on their row-stacked weights (lowering/fuse.py); `fused` collects each such group's sites.
     """
     gm, graph = cap.gm, cap.graph
     lowered = 0
@@ -70,6 +70,8 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
     for group in sibling_groups(matched) if fuse else [[mr] for mr in matched]:
         lowered += _lower_linears(gm, group, cache)
         outcomes.update({m.site: rule.name for m, rule in group})
+        if len(group) > 1 and fused is not None:
+            fused.add(tuple(m.site for m, _ in group))
     if lowered:
         _drop_dead(gm)
     return lowered
@@ -148,11 +150,13 @@ def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: 
 
     outcomes = {} if outcomes is None else outcomes
     cache: dict = {}
+    fused: set = set()
 
     def transform(cap: CapturedGraph) -> None:
         insert_fake_quant(cap, plan)
         if lower:
-            lower_graph(cap, plan, outcomes, cache, fuse)
+            lower_graph(cap, plan, outcomes, cache, fuse, fused)
 
     transform.outcomes = outcomes
+    transform.fused = fused  # sibling groups that run as one kernel call
     return transform

@@ -102,6 +102,10 @@ def compile(
     if lower:  # compile the first graph now, so the report says which sites were lowered
         with torch.no_grad():
             forward(input_ids=_example_input(qmodel, calib), use_cache=False)
+    if transform.fused:
+        n = sum(len(g) for g in transform.fused)
+        ctx.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "
+                       f"(same input, row-stacked weights; e.g. {'+'.join(s.rsplit('.', 1)[-1] for s in sorted(transform.fused)[0])})")
     report = build_report(
         recipe.name, analysis, plan, skipped, graphs, time.perf_counter() - start, ctx.log,
         lowering=transform.outcomes if lower else None,

@@ -154,6 +154,7 @@ def test_sibling_linears_share_one_kernel_call(arch, recipe):
         assert {transform.outcomes[s] for s in q.qpass_state.plan} != set() and \
             not any(v.startswith("unmatched") for v in transform.outcomes.values())
         assert quant in (0, calls[fuse])  # int rules: one activation quantization per call, shared by siblings
+        assert len(transform.fused) == (2 * q.config.num_hidden_layers if fuse else 0)  # qkv and gate+up per layer
     layers = q.config.num_hidden_layers
     assert calls[False] == 7 * layers and calls[True] == 4 * layers  # qkv, o, gate+up, down
     assert torch.equal(outs[True], outs[False])
