@@ -27,6 +27,8 @@ import time
 import torch  # (does not import triton: --dry-run can still set TRITON_INTERPRET)
 import torch.nn.functional as F
 
+from cuda_timing import graph_time_us  # benchmarks/: the script's folder is on sys.path
+
 H, HKV, D = 32, 8, 128
 MASKED_TAIL = 0.1
 L2_BYTES = 50 * 2 ** 20  # H100: 50 MB
@@ -79,28 +81,7 @@ def time_graph(fns, reps=20):
         for f in fns:
             f()
         return (time.perf_counter() - t) * 1e6 / len(fns)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up (Triton compiles, allocator pools) outside the capture
-        for _ in range(2):
-            for f in fns:
-                f()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / len(fns))
-    return sorted(times)[len(times) // 2]
+    return graph_time_us(fns, reps, warmup=2)
 
 
 def bench_shape(B, L, dev, dt, sweep=False):

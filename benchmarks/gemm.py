@@ -14,7 +14,6 @@ import importlib.util
 import json
 import math
 import os
-import statistics
 import sys
 import types
 from pathlib import Path
@@ -40,6 +39,8 @@ def _import_kernels():
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from cuda_timing import graph_time_us  # noqa: E402  (benchmarks/: the script's folder is on sys.path)
+
 qk = _import_kernels()
 from qpass.kernels import formats as fmt, reference as ref  # noqa: E402
 from qpass.kernels import w4a16 as k_w4a16, int8_gemm as k_int8, ternary as k_tern, w4a8 as k_w4a8  # noqa: E402
@@ -49,33 +50,6 @@ MS = [1, 16, 64, 256, 2048]
 ROTATE_BYTES = 256 << 20
 PEAK_FP16 = 989e12  # H100 SXM dense datasheet
 PEAK_INT8 = 1979e12
-
-
-def graph_time_us(fns, reps=20):
-    """Median time per call (µs) of fns (one call per weight copy) captured in one CUDA graph."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for f in fns:
-            f()
-    g.replay()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / len(fns))
-    del g
-    return statistics.median(ts)
 
 
 def copies_for(nbytes):

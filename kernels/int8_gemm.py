@@ -127,12 +127,7 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
     x = x_int8.reshape(1, K)
     if x.stride(-1) != 1:
         x = x.contiguous()
-    scale = w_scale.reshape(N, 1)
-    if scale.dtype != torch.float32:
-        scale = scale.float()
-    xs = x_scale.reshape(1) if x_scale is not None else None
-    if xs is not None and xs.dtype != torch.float32:
-        xs = xs.float()
+    xs = x_scale.reshape(1).float() if x_scale is not None else None  # .float(): no copy when already fp32
     y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
-    w4a16_gemv4(x, qweight, scale, None, bias, 0, y, x_scale=xs)
+    w4a16_gemv4(x, qweight, w_scale.reshape(N, 1).float(), None, bias, 0, y, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)
