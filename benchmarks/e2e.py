@@ -176,17 +176,28 @@ def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
 
 @torch.no_grad()
 def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
+    """`<variant>_nopdl`: the variant with programmatic dependent launch off (QPASS_PDL=0, kernels/launch.py)."""
+    if not name.endswith("_nopdl"):
+        return _run_variant(name, name, base, cfg, args)
+    os.environ["QPASS_PDL"] = "0"
+    try:
+        return _run_variant(name, name.removesuffix("_nopdl"), base, cfg, args)
+    finally:
+        del os.environ["QPASS_PDL"]
+
+
+def _run_variant(name: str, kind: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     t_build = time.perf_counter()
-    if name == "bf16_eager":
+    if kind == "bf16_eager":
         model = base
-    elif name == "bf16_compile":
+    elif kind == "bf16_compile":
         model = torch.compile(base, dynamic=False)
     else:
-        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=False)
+        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[kind]}, dynamic=False)
     g = torch.Generator(device=args.device).manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt), device=args.device, generator=g)
     long = torch.randint(0, cfg.vocab_size, (1, args.prefill), device=args.device, generator=g)
-    if name == "bf16_eager":
+    if kind == "bf16_eager":
         gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
     else:
         dec = GraphDecoder(model, cfg, args.prompt + args.decode + 1, args.device)
@@ -197,7 +208,7 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     prefill_time(model, long)  # compiles the no-cache prefill graph
     warm = time.perf_counter() - t_build
     runs = [gen() for _ in range(args.repeats)]
-    if args.profile and name != "bf16_eager" and args.device == "cuda":
+    if args.profile and kind != "bf16_eager" and args.device == "cuda":
         profile_step(dec, prompt, name, args)
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
     dec_s = statistics.median(r[1] for r in runs)

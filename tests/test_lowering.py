@@ -1,4 +1,6 @@
 """Lowering rules on tiny models: lowered graph vs the fake-quant graph, per scheme; unmatched sites reported."""
+import inspect
+
 import pytest
 import torch
 
@@ -131,6 +133,48 @@ def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     with torch.no_grad():
         forward(input_ids=_ids(1, 20))
     assert t2.outcomes["model.layers.1.self_attn"] == "attention"
+
+
+def test_dense_rule_reads_grouped_kv_without_repeat_kv():
+    """A StaticCache prefill and decode step: HF passes a mask there, so it repeats K/V to the query heads
+    (repeat_kv); the dense rule hands the op the cache's own K/V heads instead, with the same outputs."""
+    import transformers as tf
+
+    from qpass.capture import node_value
+    from qpass.lowering import Plan
+
+    model = tiny_model("llama")
+    heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
+    assert kv_heads < heads
+    graphs, repeats = [], []
+
+    def five_d_expands(gm):  # repeat_kv's x[:, :, None].expand(B, Hkv, n, L, D)
+        return [n for n in gm.graph.nodes if n.target == "expand" and node_value(n).dim() == 5]
+
+    transform = quantize_transform(Plan({}), lower=True)
+    forward, _ = compile_forward(model, lambda cap: (repeats.extend(five_d_expands(cap.gm)), transform(cap),
+                                                     graphs.append(cap.gm)))
+    # transformers renamed the forward's cache argument (5.17: past_key_values; later: cache)
+    cache_kw = "cache" if "cache" in inspect.signature(tf.LlamaForCausalLM.forward).parameters else "past_key_values"
+    ids = _ids(1, 12)
+    outs = []
+    with torch.no_grad():
+        for f in (forward, model):
+            cache = tf.StaticCache(config=model.config, max_cache_len=32)
+            logits = [f(input_ids=ids, use_cache=True, **{cache_kw: cache}).logits[:, -1]]
+            for _ in range(3):
+                nxt = logits[-1].argmax(-1, keepdim=True)
+                logits.append(f(input_ids=nxt, use_cache=True, **{cache_kw: cache}).logits[:, -1])
+            outs.append(torch.stack(logits))
+    assert torch.allclose(outs[0], outs[1], atol=1e-4, rtol=1e-4), (outs[0] - outs[1]).abs().max()
+    calls = [n for g in graphs for n in g.graph.nodes if n.target == torch.ops.qpass.attention.default]
+    assert len(calls) == 2 * model.config.num_hidden_layers  # prefill and decode graphs
+    assert any(n.args[3] is not None for n in calls)  # decode: masked, where HF repeats K/V
+    for n in calls:
+        q, k, v = n.args[:3]
+        assert n.args[6] is True
+        assert node_value(q).shape[1] == heads and node_value(k).shape[1] == node_value(v).shape[1] == kv_heads
+    assert repeats and not [n for g in graphs for n in five_d_expands(g)]  # repeat_kv was there, and is gone
 
 
 @pytest.mark.parametrize("arch, recipe", [
