@@ -158,7 +158,8 @@ def prefill_time(model, ids) -> float:
 
 def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
     """Kernel times of `args.profile` decode steps, launched without the graph (the graph hides its kernels
-    from the profiler); written next to the JSON. Replay time vs summed kernel time = launch gaps."""
+    from the profiler), and of one prompt prefill (CPU time too: it is not a graph); written next to the JSON.
+    Replay time vs summed kernel time = launch gaps."""
     from torch.profiler import ProfilerActivity, profile
 
     dec.prefill(prompt)
@@ -169,35 +170,32 @@ def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
     events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     per_step_us = sum(e.device_time_total for e in events) / args.profile
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as pprof:
+        dec.prefill(prompt)
+        sync()
+    ptable = pprof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+    ctable = pprof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
     with open(f"{os.path.splitext(args.out_path)[0]}.prof_{name}.txt", "w") as f:
-        f.write(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us\n{table}\n")
+        f.write(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us\n{table}\n\n"
+                f"one {args.prompt}-token prompt prefill into the StaticCache, by CUDA time:\n{ptable}\n"
+                f"by CPU time:\n{ctable}\n")
     print(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us", flush=True)
 
 
 @torch.no_grad()
 def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
-    """`<variant>_nopdl`: the variant with programmatic dependent launch off (QPASS_PDL=0, kernels/launch.py)."""
-    if not name.endswith("_nopdl"):
-        return _run_variant(name, name, base, cfg, args)
-    os.environ["QPASS_PDL"] = "0"
-    try:
-        return _run_variant(name, name.removesuffix("_nopdl"), base, cfg, args)
-    finally:
-        del os.environ["QPASS_PDL"]
-
-
-def _run_variant(name: str, kind: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     t_build = time.perf_counter()
-    if kind == "bf16_eager":
+    if name == "bf16_eager":
         model = base
-    elif kind == "bf16_compile":
+    elif name == "bf16_compile":
         model = torch.compile(base, dynamic=False)
     else:
-        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[kind]}, dynamic=False)
+        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=False)
     g = torch.Generator(device=args.device).manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt), device=args.device, generator=g)
     long = torch.randint(0, cfg.vocab_size, (1, args.prefill), device=args.device, generator=g)
-    if kind == "bf16_eager":
+    if name == "bf16_eager":
         gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
     else:
         dec = GraphDecoder(model, cfg, args.prompt + args.decode + 1, args.device)
@@ -208,7 +206,7 @@ def _run_variant(name: str, kind: str, base, cfg, args) -> tuple[dict, torch.Ten
     prefill_time(model, long)  # compiles the no-cache prefill graph
     warm = time.perf_counter() - t_build
     runs = [gen() for _ in range(args.repeats)]
-    if args.profile and kind != "bf16_eager" and args.device == "cuda":
+    if args.profile and name != "bf16_eager" and args.device == "cuda":
         profile_step(dec, prompt, name, args)
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
     dec_s = statistics.median(r[1] for r in runs)

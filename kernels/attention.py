@@ -24,8 +24,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import pdl
-
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
 MAX_SPLITS = 64  # bounds the combine tile [SPLIT_PAD, D]; 64 splits x 64 keys cover 4096 keys at one block each
@@ -71,10 +69,7 @@ def _decode_split(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr,
                   sq_b, sq_h, sk_b, sk_h, sk_l, sv_b, sv_h, sv_l, sm_b, sm_h, sm_l,
                   qk_scale,
                   D: tl.constexpr, G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KIND: tl.constexpr,
-                  UPCAST: tl.constexpr, USE_GDC: tl.constexpr):
-    if USE_GDC:  # PDL (launch.py): q and K/V are the previous kernels' outputs
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+                  UPCAST: tl.constexpr):
     split = tl.program_id(0)
     bk = tl.program_id(1)
     nsplit = tl.num_programs(0)
@@ -121,10 +116,7 @@ def _decode_split(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr,
 
 
 @triton.jit
-def _decode_combine(acc_ptr, m_ptr, l_ptr, o_ptr, NSPLIT, D: tl.constexpr, SPLIT_PAD: tl.constexpr,
-                    USE_GDC: tl.constexpr):
-    if USE_GDC:
-        tl.extra.cuda.gdc_wait()
+def _decode_combine(acc_ptr, m_ptr, l_ptr, o_ptr, NSPLIT, D: tl.constexpr, SPLIT_PAD: tl.constexpr):
     bh = tl.program_id(0)
     s = tl.arange(0, SPLIT_PAD)
     s_ok = s < NSPLIT
@@ -223,9 +215,9 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         *sm, scale * LOG2E,
         D=D, G_PAD=max(16, triton.next_power_of_2(G)), BLOCK_N=block_n, MASK_KIND=kind,
-        UPCAST=_interp() and q.dtype == torch.bfloat16, **pdl(q.device), **cfg)
+        UPCAST=_interp() and q.dtype == torch.bfloat16, **cfg)
     _decode_combine[(B * H,)](acc, m_part, l_part, out, nsplit, D=D,
-                              SPLIT_PAD=max(2, triton.next_power_of_2(nsplit)), **pdl(q.device),
+                              SPLIT_PAD=max(2, triton.next_power_of_2(nsplit)),
                               num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS)
     return out
 
@@ -244,11 +236,10 @@ def shipped_configs():
                     sig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, mask_ptr=mask_t, acc_ptr="*fp32", m_ptr="*fp32",
                                l_ptr="*fp32", **{n: "i32" for n in ints}, qk_scale="fp32")
                     out.append((f"decode_attn_split[{dt},D={D},mask={kind},G_PAD={g_pad}]", _decode_split, sig,
-                                dict(D=D, G_PAD=g_pad, BLOCK_N=block_n, MASK_KIND=kind, UPCAST=False, USE_GDC=True),
-                                dict(cfg, launch_pdl=True)))
+                                dict(D=D, G_PAD=g_pad, BLOCK_N=block_n, MASK_KIND=kind, UPCAST=False), cfg))
             for pad in (2, MAX_SPLITS):
                 csig = dict(acc_ptr="*fp32", m_ptr="*fp32", l_ptr="*fp32", o_ptr=dt, NSPLIT="i32")
                 out.append((f"decode_attn_combine[{dt},D={D},SPLIT_PAD={pad}]", _decode_combine, csig,
-                            dict(D=D, SPLIT_PAD=pad, USE_GDC=True),
-                            dict(num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS, launch_pdl=True)))
+                            dict(D=D, SPLIT_PAD=pad),
+                            dict(num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS)))
     return out

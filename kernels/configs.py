@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import attention, gemv, int8_gemm, sale, ternary, w4a16
 from .w4a8 import _quant_act
 
-_LAUNCH = ("num_warps", "num_stages", "launch_pdl")
+_LAUNCH = ("num_warps", "num_stages")
 
 
 def _split(cfg):
@@ -36,12 +36,11 @@ def shipped():
             c4 = dict(BLOCK_N=bn, BLOCK_KW=kw, ONE_CHUNK=True)
             for gw, hz in ((16, False), (0, False), (16, True)):
                 out.append((f"w4a16_gemv4[{dt},KW<={kw},GW={gw},zero={hz}]", gemv._w4a16_gemv4, sig4,
-                            {**flags, "HAS_ZERO": hz, "HAS_BIAS": True, "HAS_XS": False, "GW": gw, "USE_GDC": True,
-                             **c4}, {"num_warps": nw, "launch_pdl": True}))
+                            {**flags, "HAS_ZERO": hz, "HAS_BIAS": True, "HAS_XS": False, "GW": gw, **c4},
+                            {"num_warps": nw}))
         c, o = _split({k: v for k, v in gemv.GEMV4_CHUNK.items()})
         out.append((f"w4a16_gemv4_chunked[{dt}]", gemv._w4a16_gemv4, sig4,
-                    {**flags, "GW": 16, "ONE_CHUNK": False, "HAS_XS": False, "USE_GDC": True, **c},
-                    dict(o, launch_pdl=True)))
+                    {**flags, "GW": 16, "ONE_CHUNK": False, "HAS_XS": False, **c}, o))
         c, o = _split(w4a16.MM_CONFIG)
         out.append((f"w4a16_mm[{dt}]", w4a16._w4a16_mm, dict(sig, M="i32"),
                     {**flags, "SCALAR_G": True, **c}, o))
@@ -96,7 +95,7 @@ def shipped():
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():
             out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,
                         {"HAS_ZERO": False, "HAS_BIAS": True, "HAS_XS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
-                         "ONE_CHUNK": True, "USE_GDC": True}, {"num_warps": nw, "launch_pdl": True}))
+                         "ONE_CHUNK": True}, {"num_warps": nw}))
     out.extend(attention.shipped_configs())  # qpass::attention decode kernels (split + combine)
     out.extend(sale.shipped_configs())
     return out

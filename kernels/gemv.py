@@ -23,7 +23,6 @@ import triton
 import triton.language as tl
 
 from .formats import as_words, norm_group
-from .launch import pdl
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888: two's complement nibbles -> offset binary (q + 8)
 _ONE = tl.constexpr(1065353216)  # 0x3F800000 = bits of 1.0f
@@ -81,7 +80,7 @@ def _wdot(words, x0, x1, x2, x3, x4, x5, x6, x7, c):
 def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
                  GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
                  ONE_CHUNK: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, USE_GDC: tl.constexpr):
+                 BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     NV: tl.constexpr = BLOCK_KW // 4
     pid = tl.program_id(0)
     m = tl.program_id(1)
@@ -107,9 +106,6 @@ def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG,
             z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=n_mask[:, None] & gmask, other=0.0)
         else:
             z = s
-        if USE_GDC:  # PDL (launch.py): the weights above overlap the previous kernel; x is its output
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
         x0, x1, x2, x3, x4, x5, x6, x7, c, xs = _xprep(x_row, widx, K, HAS_ZERO)
         xs4 = tl.sum(xs, axis=2)  # [1, NV]
         for rb in range(pid, num_rb, NPROG):
@@ -139,9 +135,6 @@ def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG,
             offs_n = offs_n2
             n_mask = n_mask2
     else:
-        if USE_GDC:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
         for rb in range(pid, num_rb, NPROG):
             offs_n = rb * BLOCK_N + offs_r
             n_mask = offs_n < N
@@ -227,4 +220,5 @@ def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=Non
     xs = x_scale if x_scale is not None else scales
     return _w4a16_gemv4[(nprog, M)](x2, words, scales, z, b, xs, y, N, K, KW, NG, x2.stride(0), y.stride(0), nprog,
                              GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
-                             HAS_XS=x_scale is not None, **pdl(x2.device), **cfg)
+                             HAS_XS=x_scale is not None,
+                             **cfg)
