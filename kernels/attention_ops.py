@@ -6,7 +6,7 @@ q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (`choose_path`, CUDA only; elsewhere
     over a static cache with a materialized bool mask otherwise runs SDPA's slow masked kernel).
   * "causal": S > 1, the mask is the bool causal mask with S == L, outside CUDA-graph capture: SDPA with
     is_causal=True and no mask, so flash attention runs (the check syncs once per call).
-  * "sdpa": anything else, SDPA as given.
+  * "sdpa": anything else, SDPA as given (grouped K/V repeated to the query heads when a mask is given too).
 """
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Ten
     if path == "causal":
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
                                               enable_gqa=enable_gqa).contiguous()
+    if enable_gqa and attn_mask is not None and k.shape[-3] != q.shape[-3]:
+        # PyTorch's fused CUDA kernels take a mask or GQA, not both (it would run the math backend: 7x slower
+        # for a 512-token prompt into a Llama-3-8B static cache): repeat K/V to the query heads here instead
+        g = q.shape[-3] // k.shape[-3]
+        k, v, enable_gqa = k.repeat_interleave(g, dim=-3), v.repeat_interleave(g, dim=-3), False
     return F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale,
                                           enable_gqa=enable_gqa).contiguous()
 

@@ -158,6 +158,25 @@ def test_choose_path_and_run_path():
     assert ops.choose_path(q.float()[:, :, :1], k, v, None, False, False) == "sdpa"
 
 
+def test_masked_gqa_sdpa_repeats_kv(monkeypatch):
+    """A mask and grouped K/V together: the SDPA path repeats K/V to the query heads and calls SDPA without
+    enable_gqa (PyTorch's fused CUDA kernels take one or the other; both would run its math backend)."""
+    q, k, v = torch.randn(1, 6, 5, 32), torch.randn(1, 2, 9, 32), torch.randn(1, 2, 9, 32)
+    m = torch.rand(1, 1, 5, 9) > 0.3
+    ref = F.scaled_dot_product_attention(q, k, v, m, enable_gqa=True)
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q_, k_, v_, *args, **kwargs):
+        calls.append((k_.shape[1], kwargs.get("enable_gqa")))
+        return sdpa(q_, k_, v_, *args, **kwargs)
+
+    monkeypatch.setattr(ops.F, "scaled_dot_product_attention", spy)
+    torch.testing.assert_close(ops.run_path("sdpa", q, k, v, m, False, None, True), ref)
+    ops.run_path("sdpa", q, k, v, None, True, None, True)  # no mask: grouped K/V stay grouped
+    assert calls == [(6, False), (2, True)]
+
+
 @pytest.mark.parametrize("S,L,mask,is_causal,scale", [(1, 37, "bool", False, None), (5, 5, "causal", False, 0.2),
                                                       (4, 9, "float", False, None), (6, 6, "none", True, None)])
 def test_op_on_cpu_is_sdpa(S, L, mask, is_causal, scale):
