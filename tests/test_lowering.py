@@ -177,6 +177,32 @@ def test_dense_rule_reads_grouped_kv_without_repeat_kv():
     assert repeats and not [n for g in graphs for n in five_d_expands(g)]  # repeat_kv was there, and is gone
 
 
+@pytest.mark.parametrize("decompose", [False, True])
+def test_unrepeat_kv_reads_export_graphs(decompose):
+    """torch.export spells repeat_kv unsqueeze → expand → reshape (decomposed: → clone → view); other group
+    sizes or shapes are left alone."""
+    import torch.nn.functional as F
+
+    from qpass.lowering.attention import unrepeat_kv
+
+    class Repeat(torch.nn.Module):
+        def forward(self, q, k, v, m):
+            b, h, s, d = k.shape
+            rk = k[:, :, None, :, :].expand(b, h, 3, s, d).reshape(b, h * 3, s, d)
+            rv = v[:, :, None, :, :].expand(b, h, 3, s, d).reshape(b, h * 3, s, d)
+            return F.scaled_dot_product_attention(q, rk, rv, attn_mask=m) + rv.sum()
+
+    args = (torch.randn(1, 6, 1, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8),
+            torch.ones(1, 1, 1, 5, dtype=torch.bool))
+    ep = torch.export.export(Repeat(), args)
+    gm = (ep.run_decompositions() if decompose else ep).graph_module
+    k, v = (n for n in gm.graph.nodes if n.op == "placeholder" and n.name in ("k", "v"))
+    repeated = [n for n in gm.graph.nodes if n.target in (torch.ops.aten.reshape.default, torch.ops.aten.view.default)
+                and tuple(n.meta["val"].shape) == (1, 6, 5, 8)]  # the repeated K and V
+    assert [unrepeat_kv(n, 6) for n in repeated] == [k, v]
+    assert [unrepeat_kv(n, 12) for n in repeated] == [None, None]  # not the query heads
+
+
 @pytest.mark.parametrize("arch, recipe", [
     ("llama", "w4a16"), ("qwen2", "w4a16"), ("qwen2", "w8a8"), ("llama", _per_channel(4, 8)),
     ("llama", Recipe("ternary-g32", weights=None, passes=[PassSpec("trit_planes", {"group_size": 32, "max_iter": 2})])),
