@@ -509,6 +509,32 @@ def _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv
 
 
 @triton.jit
+def _query_tile(q_ptr, k_ptr, v_ptr, qblk, bh, S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sv_b, sv_h,
+                D: tl.constexpr, BLOCK_M: tl.constexpr, UPCAST: tl.constexpr):
+    """A sparse-attention program's batch and head, query rows, q tile [BLOCK_M, D] and the K / V bases of its
+    head's KV head (GQA by index)."""
+    b = bh // H
+    h = bh % H
+    kvh = h // G
+    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
+    dcols = tl.arange(0, D)
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=(rows < S)[:, None],
+                other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    return b, h, rows, q, k_ptr + b * sk_b + kvh * sk_h, v_ptr + b * sv_b + kvh * sv_h
+
+
+@triton.jit
+def _store_tile(o_ptr, acc, l_i, b, h, rows, S, so_b, so_h, so_s, D: tl.constexpr):
+    """Normalize the online-softmax accumulator (an all-masked row gives 0) and store the rows below S."""
+    dcols = tl.arange(0, D)
+    out = acc / tl.maximum(l_i, 1e-30)[:, None]
+    tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=(rows < S)[:, None])
+
+
+@triton.jit
 def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                        S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
                        qk_scale,
@@ -520,23 +546,14 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
     folded into one FMA (exp2(qk·c − m)).  NPI = 2: the unmasked part takes two kept blocks per iteration (a
     [2·BLOCK_N, D] gathered key tile: the 128-key tile of the usual Hopper flash config; an odd last one is masked
     by a per-column −inf)."""
-    pid = tl.program_id(0)
     bh = tl.program_id(1)
     NQB = tl.cdiv(S, BLOCK_M)
-    qblk = NQB - 1 - pid
-    b = bh // H
-    h = bh % H
-    kvh = h // G
+    qblk = NQB - 1 - tl.program_id(0)
     NKB = tl.cdiv(S, BLOCK_N)
-    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
-    rmask = rows < S
     dcols = tl.arange(0, D)
     ncols = tl.arange(0, BLOCK_N)
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-    k_base = k_ptr + b * sk_b + kvh * sk_h
-    v_base = v_ptr + b * sv_b + kvh * sv_h
+    b, h, rows, q, k_base, v_base = _query_tile(q_ptr, k_ptr, v_ptr, qblk, bh, S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h,
+                                                sv_b, sv_h, D, BLOCK_M, UPCAST)
     out_row = bh * NQB + qblk
     lst = idx_ptr + out_row * NKB
     n = tl.load(cnt_ptr + out_row)
@@ -589,9 +606,7 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
         kb = tl.load(lst + t)
         m_i, l_i, acc = _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
                                              D, BLOCK_N, UPCAST)
-    out = acc / tl.maximum(l_i, 1e-30)[:, None]
-    tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=rmask[:, None])
+    _store_tile(o_ptr, acc, l_i, b, h, rows, S, so_b, so_h, so_s, D)
 
 
 @triton.jit
@@ -601,20 +616,10 @@ def _sale_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                       D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
     qblk = tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    kvh = h // G
     NKB = tl.cdiv(S, BLOCK_N)
     NQB = tl.cdiv(S, BLOCK_M)
-    rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
-    rmask = rows < S
-    dcols = tl.arange(0, D)
-    ncols = tl.arange(0, BLOCK_N)
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-    k_base = k_ptr + b * sk_b + kvh * sk_h
-    v_base = v_ptr + b * sv_b + kvh * sv_h
+    b, h, rows, q, k_base, v_base = _query_tile(q_ptr, k_ptr, v_ptr, qblk, bh, S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h,
+                                                sv_b, sv_h, D, BLOCK_M, UPCAST)
     out_row = bh * NQB + qblk
     n = tl.load(cnt_ptr + out_row)
     m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
@@ -624,9 +629,7 @@ def _sale_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
         kb = tl.load(idx_ptr + out_row * NKB + t)
         m_i, l_i, acc = _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
                                              D, BLOCK_N, UPCAST)
-    out = acc / tl.maximum(l_i, 1e-30)[:, None]
-    tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_s + dcols[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=rmask[:, None])
+    _store_tile(o_ptr, acc, l_i, b, h, rows, S, so_b, so_h, so_s, D)
 
 
 # ------------------------------------------------------------------ launchers
