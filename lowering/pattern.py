@@ -203,12 +203,74 @@ def _sdpa_arg(node: fx.Node, i: int, name: str, default=None):
 
 
 def match_sdpa(node: fx.Node, attention: dict) -> SdpaMatch:
+    """The node's arguments, K / V read through HF's repeat_kv (then `enable_gqa`)."""
     from qpass.capture import module_path
 
     site = module_path(node)
-    return SdpaMatch(node, site, attention.get(site), *node.args[:3], _sdpa_arg(node, 3, "attn_mask"),
+    q, k, v = node.args[:3]
+    k, v, gqa = _grouped_kv(q, k, v, bool(_sdpa_arg(node, 7, "enable_gqa", False)))
+    return SdpaMatch(node, site, attention.get(site), q, k, v, _sdpa_arg(node, 3, "attn_mask"),
                      bool(_sdpa_arg(node, 5, "is_causal", False)), _sdpa_arg(node, 4, "dropout_p", 0.0),
-                     _sdpa_arg(node, 6, "scale"), bool(_sdpa_arg(node, 7, "enable_gqa", False)))
+                     _sdpa_arg(node, 6, "scale"), gqa)
+
+
+_RESHAPES = {"reshape", "view", torch.reshape, torch.ops.aten.reshape.default, torch.ops.aten.view.default,
+             torch.ops.aten._unsafe_view.default}
+_EXPANDS = {"expand", torch.ops.aten.expand.default}
+_UNSQUEEZES = {"unsqueeze", torch.unsqueeze, torch.ops.aten.unsqueeze.default}
+_CLONES = {"clone", "contiguous", torch.ops.aten.clone.default}
+_FULL = slice(None, None, None)
+
+
+def _is(node, targets) -> bool:
+    return isinstance(node, fx.Node) and node.op in ("call_method", "call_function") and node.target in targets
+
+
+def _unsqueezed_at_2(node):
+    """x for x[:, :, None] (Dynamo: getitem with None at 2) or x.unsqueeze(2); else None."""
+    if _is(node, {operator.getitem}) and node.args[1] == (_FULL, _FULL, None, _FULL, _FULL):
+        return node.args[0]
+    if _is(node, _UNSQUEEZES) and tuple(node.args[1:]) in ((2,), (-3,)) and not node.kwargs:
+        return node.args[0]
+    return None
+
+
+def unrepeat_kv(node: fx.Node, q_heads: int) -> fx.Node | None:
+    """x for HF's repeat_kv(x, n) = x[:, :, None].expand(B, Hkv, n, L, D).reshape(B, Hkv * n, L, D) with
+    Hkv * n == q_heads (checked on the recorded shapes); None for anything else."""
+    from qpass.capture import node_value
+
+    if not _is(node, _RESHAPES):
+        return None
+    expanded = node.args[0]
+    if _is(expanded, _CLONES):  # export: expand → clone → view
+        expanded = expanded.args[0]
+    if not _is(expanded, _EXPANDS):
+        return None
+    x = _unsqueezed_at_2(expanded.args[0])
+    xv, ev, rv = node_value(x), node_value(expanded), node_value(node)
+    if xv is None or ev is None or rv is None or xv.dim() != 4 or ev.dim() != 5:
+        return None
+    b, hkv, length, d = xv.shape
+    n = ev.shape[2]
+    if tuple(ev.shape) != (b, hkv, n, length, d) or tuple(rv.shape) != (b, hkv * n, length, d) or hkv * n != q_heads:
+        return None
+    return x
+
+
+def _grouped_kv(q: fx.Node, k: fx.Node, v: fx.Node, enable_gqa: bool):
+    """(k, v, enable_gqa): both un-repeated when both are repeat_kv of the same group size, else as given.
+    With a mask HF repeats K/V to the query heads (`repeat_kv`), which inductor materializes: a copy of the whole
+    cache, H/Hkv times over, per layer and token. The attention ops read grouped K/V by index."""
+    from qpass.capture import node_value
+
+    qv = node_value(q)
+    if qv is None or qv.dim() != 4 or enable_gqa:
+        return k, v, enable_gqa
+    k1, v1 = unrepeat_kv(k, qv.shape[1]), unrepeat_kv(v, qv.shape[1])
+    if k1 is None or v1 is None or node_value(k1).shape[1] != node_value(v1).shape[1]:
+        return k, v, enable_gqa
+    return k1, v1, True
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,7 @@ def replace(m: SdpaMatch, e: Emit):
 
     o = m.plan.options
     tau = e.const("sale_tau", lambda: torch.tensor(m.plan.taus, dtype=torch.float32))
-    # group=False: per-head selection, the rule τ was calibrated with.  (The KV-group union would depend on the
-    # graph: HF under Dynamo calls SDPA with enable_gqa and un-expanded K/V, under torch.export with repeat_kv'd
-    # K/V, so the same model would select differently in qpass.compile and in its saved program.)
+    # group=False: per-head selection, the rule τ was calibrated with (whether K/V arrive grouped or repeated).
     return e.call(torch.ops.qpass.sale_attention.default, m.q, m.k, m.v, tau, m.scale, o.block_m, o.block_n,
                   o.sink, o.window, o.min_seq_len, False, int(getattr(o, "pool", 1)), m.mask)
 

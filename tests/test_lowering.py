@@ -135,23 +135,29 @@ def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     assert t2.outcomes["model.layers.1.self_attn"] == "attention"
 
 
-def test_dense_rule_reads_grouped_kv_without_repeat_kv():
-    """A StaticCache prefill and decode step: HF passes a mask there, so it repeats K/V to the query heads
-    (repeat_kv); the dense rule hands the op the cache's own K/V heads instead, with the same outputs."""
+@pytest.mark.parametrize("rule", ["attention", "sale"])
+def test_attention_rules_read_grouped_kv_without_repeat_kv(rule):
+    """A StaticCache prefill and decode steps: HF passes a mask there, so it repeats K/V to the query heads
+    (repeat_kv); both attention rules hand their op the cache's own K/V heads instead, with the same outputs
+    (SALE: prefills this short and decode steps run dense)."""
     import transformers as tf
 
     from qpass.capture import node_value
-    from qpass.lowering import Plan
+    from qpass.lowering import AttentionPlan, Plan
+    from qpass.passes.sale import SaleOptions
 
     model = tiny_model("llama")
     heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
     assert kv_heads < heads
+    sale = AttentionPlan("sale", [0.05] * heads, SaleOptions(block_m=16, block_n=16, sink=16, window=16))
+    attention = {f"model.layers.{i}.self_attn": sale for i in range(2)} if rule == "sale" else {}
+    op = {"attention": torch.ops.qpass.attention.default, "sale": torch.ops.qpass.sale_attention.default}[rule]
     graphs, repeats = [], []
 
     def five_d_expands(gm):  # repeat_kv's x[:, :, None].expand(B, Hkv, n, L, D)
         return [n for n in gm.graph.nodes if n.target == "expand" and node_value(n).dim() == 5]
 
-    transform = quantize_transform(Plan({}), lower=True)
+    transform = quantize_transform(Plan({}, attention=attention), lower=True)
     forward, _ = compile_forward(model, lambda cap: (repeats.extend(five_d_expands(cap.gm)), transform(cap),
                                                      graphs.append(cap.gm)))
     # transformers renamed the forward's cache argument (5.17: past_key_values; later: cache)
@@ -167,12 +173,14 @@ def test_dense_rule_reads_grouped_kv_without_repeat_kv():
                 logits.append(f(input_ids=nxt, use_cache=True, **{cache_kw: cache}).logits[:, -1])
             outs.append(torch.stack(logits))
     assert torch.allclose(outs[0], outs[1], atol=1e-4, rtol=1e-4), (outs[0] - outs[1]).abs().max()
-    calls = [n for g in graphs for n in g.graph.nodes if n.target == torch.ops.qpass.attention.default]
+    assert set(transform.outcomes.values()) == {rule}
+    calls = [n for g in graphs for n in g.graph.nodes if n.target == op]
     assert len(calls) == 2 * model.config.num_hidden_layers  # prefill and decode graphs
-    assert any(n.args[3] is not None for n in calls)  # decode: masked, where HF repeats K/V
+    masks = [n.args[3] if rule == "attention" else n.args[-1] for n in calls]
+    assert any(m is not None for m in masks)  # decode: masked, where HF repeats K/V
+    assert rule == "sale" or all(n.args[6] is True for n in calls)  # enable_gqa
     for n in calls:
         q, k, v = n.args[:3]
-        assert n.args[6] is True
         assert node_value(q).shape[1] == heads and node_value(k).shape[1] == node_value(v).shape[1] == kv_heads
     assert repeats and not [n for g in graphs for n in five_d_expands(g)]  # repeat_kv was there, and is gone
 
@@ -183,7 +191,7 @@ def test_unrepeat_kv_reads_export_graphs(decompose):
     sizes or shapes are left alone."""
     import torch.nn.functional as F
 
-    from qpass.lowering.attention import unrepeat_kv
+    from qpass.lowering.pattern import unrepeat_kv
 
     class Repeat(torch.nn.Module):
         def forward(self, q, k, v, m):
