@@ -10,38 +10,22 @@ reported.  Every qpass output is checked against its pure-torch reference in the
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import sys
-import types
 from pathlib import Path
 
 os.environ["TRITON_INTERPRET"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_kernels():
-    """Load kernels/ as qpass.kernels without importing the rest of qpass (works without pip install)."""
-    if "qpass" not in sys.modules:
-        pkg = types.ModuleType("qpass")
-        pkg.__path__ = [str(ROOT / "qpass")]
-        sys.modules["qpass"] = pkg
-    spec = importlib.util.spec_from_file_location(
-        "qpass.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["qpass.kernels"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cuda_timing import graph_time_us  # noqa: E402  (benchmarks/: the script's folder is on sys.path)
 
-qk = _import_kernels()
+sys.path.insert(0, str(ROOT))  # the checkout's qpass (importing it loads no torch-heavy modules)
+from qpass.kernels import ops as qk  # noqa: E402
 from qpass.kernels import formats as fmt, reference as ref  # noqa: E402
 from qpass.kernels import w4a16 as k_w4a16, int8_gemm as k_int8, ternary as k_tern, w4a8 as k_w4a8  # noqa: E402
 

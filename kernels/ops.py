@@ -100,3 +100,6 @@ def ternary_linear(x: Tensor, t1: Tensor, t2: Tensor, alpha1: Tensor, alpha2: Te
 @ternary_linear.register_fake
 def _(x, t1, t2, alpha1, alpha2, bias, group_size):
     return x.new_empty(*x.shape[:-1], t1.shape[0])
+
+# The attention ops live beside their kernels; importing this module registers every qpass:: kernel op.
+from . import attention_ops, sale_ops  # noqa: E402,F401

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 import torch.fx as fx
 
+import qpass.ops  # noqa: F401  (registers the fake-quant ops the rules match)
 from qpass.plan import SitePlan
 
 DEQ_INT = torch.ops.qpass.dequantize_weight.default

@@ -15,10 +15,11 @@ from .capture import compile_forward
 from .passes import registry
 from .passes.context import PassContext
 from .passes.fake_quant import plan_quantization
-from .lowering import Plan, attention_plans, quantize_transform
+from .lowering.lower import Plan, quantize_transform
+from .lowering.sale import attention_plans
 from .plan import SitePlan, select_sites
 from .recipe import Recipe, resolve
-from .report import Report, build_report
+from .reporting import Report, build_report
 
 
 @dataclass

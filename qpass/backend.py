@@ -96,7 +96,8 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     from torch._dynamo.backends.registry import lookup_backend
 
     from .api import run_passes
-    from .lowering import Plan, attention_plans, quantize_transform
+    from .lowering.lower import Plan, quantize_transform
+    from .lowering.sale import attention_plans
 
     recipe, lower, inner, inductor_mode = _options(options)
     cap = capture_from_dynamo(gm, example_inputs)

