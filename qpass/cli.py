@@ -17,7 +17,45 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=8192, help="evaluate on the first N tokens")
     p.add_argument("--seq-len", type=int, default=512, help="perplexity window")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where --model smollm2 keeps its one-time HF conversion (default $QPASS_CACHE or ~/.cache/qpass)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+
+
+def _positive(name: str, value, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def check_args(args) -> None:
+    """Every check that needs no model, before any work: a mistake costs no quantization run."""
+    from pathlib import Path
+
+    _positive("--eval-tokens", getattr(args, "eval_tokens", None))
+    _positive("--seq-len", getattr(args, "seq_len", None), 2)
+    _positive("--calib-samples", getattr(args, "calib_samples", None))
+    _positive("--threads", getattr(args, "threads", None))
+    if getattr(args, "overwrite", False) and not args.save:
+        raise ValueError("--overwrite only applies with --save DIR")
+    for flag, target in (("--save", getattr(args, "save", None)), ("--compressed-tensors", getattr(args, "compressed_tensors", None))):
+        if target and Path(target).exists() and not (flag == "--save" and args.overwrite):
+            hint = " (add --overwrite to replace it)" if flag == "--save" else ""
+            raise FileExistsError(f"{flag} {target} already exists{hint}")
+    if getattr(args, "plot", None) and not Path(args.plot).resolve().parent.is_dir():
+        raise FileNotFoundError(f"--plot {args.plot}: folder {Path(args.plot).resolve().parent} does not exist")
+    if getattr(args, "load", None):
+        if args.recipe:
+            raise ValueError("eval: --load evaluates a saved model as it is; it takes no --recipe")
+        if not (Path(args.load) / "manifest.json").is_file():
+            raise FileNotFoundError(f"--load {args.load}: not a folder written by qpass quantize --save (no manifest.json)")
+    if getattr(args, "recipe", None) and args.command != "recipes":
+        from .recipe import resolve
+
+        resolve(args.recipe)  # a malformed recipe names its bad key now, not after loading the model
+    if getattr(args, "model", "smollm2") != "smollm2":
+        from .models import check_model_folder
+
+        check_model_folder(args.model)
 
 
 def _quantize(args, recipe, model, tok):
@@ -37,7 +75,7 @@ def cmd_quantize(args) -> dict:
     from .recipe import resolve
 
     recipe = resolve(args.recipe)
-    model, tok = models.load(args.model)
+    model, tok = models.load(args.model, cache_dir=args.cache_dir)
     ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
     out = {"model": args.model, "recipe": recipe.to_dict(), "eval": {"novel": args.eval_novel, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
     if not args.no_eval:
@@ -57,9 +95,9 @@ def cmd_quantize(args) -> dict:
     if not args.no_eval:
         out["ppl_after"] = perplexity(qmodel, ids, args.seq_len, progress=not args.json)
     if args.save:
-        out["saved"] = str(export.save(qmodel, args.save, overwrite=args.overwrite))
+        out["saved"] = str(export.save(qmodel, args.save, overwrite=args.overwrite, tokenizer=tok))
     if args.compressed_tensors:
-        out["compressed_tensors"] = str(export.save_compressed_tensors(qmodel, args.compressed_tensors))
+        out["compressed_tensors"] = str(export.save_compressed_tensors(qmodel, args.compressed_tensors, tokenizer=tok))
     if not args.json:
         for key, what in (("saved", "qpass.load"), ("compressed_tensors", "compressed-tensors")):
             if key in out:
@@ -78,11 +116,9 @@ def cmd_eval(args) -> dict:
     from .evaluate import perplexity
     from .recipe import resolve
 
-    model, tok = models.load(args.model)  # the tokenizer (and, without --load, the model itself)
+    model, tok = models.load(args.model, cache_dir=args.cache_dir)  # the tokenizer (and, without --load, the model)
     ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
     name = "full precision"
-    if args.load and args.recipe:
-        raise ValueError("eval: --load evaluates a saved model as it is; it takes no --recipe")
     if args.load:
         model = export.load(args.load)
         name = f"{model.recipe.get('name', '?')} (loaded from {args.load})"
@@ -155,17 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     from .export import LoadError
     from .recipe import RecipeError
 
     try:
+        check_args(args)
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         result = args.fn(args)
     except (RecipeError, FileNotFoundError, FileExistsError, ValueError, LoadError) as e:
         print(f"qpass: error: {e}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading stdout still gets one JSON document
+            json.dump({"error": str(e), "error_type": type(e).__name__}, sys.stdout)
+            print()
         return 2
     if args.json:
         json.dump(result, sys.stdout, indent=2, default=str)

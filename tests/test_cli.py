@@ -56,3 +56,63 @@ def test_quantize_save_then_eval_load(tmp_path):
     assert abs(e["ppl"] - q["ppl_after"]) <= 1e-4 * q["ppl_after"] and "loaded from" in e["recipe"]
     p = run("quantize", "--recipe", "w8a8", "--no-eval", "--save", str(tmp_path / "m"), "--model", str(STORIES), check=False)
     assert p.returncode == 2 and "exists" in p.stderr
+
+
+def test_help_answers_without_importing_torch():
+    """`qpass --help` is instant: neither the CLI module nor qpass's __init__ load torch."""
+    code = ("import sys\nfrom qpass.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\nprint(sorted(m for m in ('torch', 'transformers', 'triton') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "[]"
+    p = subprocess.run([sys.executable, "-m", "qpass", "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "quantize" in p.stdout
+
+
+def _no_model_loads(monkeypatch):
+    from qpass import models
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(models, "load", refuse)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["quantize", "--save", "{existing}", "--no-eval"], "already exists (add --overwrite to replace it)"),
+    (["quantize", "--compressed-tensors", "{existing}", "--no-eval"], "--compressed-tensors"),
+    (["quantize", "--overwrite", "--no-eval"], "--overwrite only applies with --save"),
+    (["quantize", "--seq-len", "1"], "--seq-len must be at least 2"),
+    (["quantize", "--plot", "{existing}/no/such/dir/x.png"], "does not exist"),
+    (["quantize", "--recipe", "w9a9"], "w9a9"),
+    (["eval", "--load", "{existing}"], "no manifest.json"),
+    (["eval", "--load", "{existing}", "--recipe", "w4a16"], "takes no --recipe"),
+])
+def test_arguments_are_checked_before_any_work(argv, message, tmp_path, monkeypatch, capsys):
+    from qpass.cli import main
+
+    _no_model_loads(monkeypatch)
+    (tmp_path / "out").mkdir()
+    argv = [a.replace("{existing}", str(tmp_path / "out")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_model_folder_without_tokenizer_is_one_clear_line(tmp_path):
+    import shutil
+
+    if not STORIES.exists():
+        pytest.skip("../shared/models/stories260K not present")
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(STORIES / f, tmp_path / f)
+    p = run("eval", "--model", str(tmp_path), check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "has no tokenizer" in p.stderr and "tokenizer.json" in p.stderr
+
+
+def test_json_errors_are_json(tmp_path):
+    p = run("eval", "--model", str(tmp_path), "--json", check=False)
+    assert p.returncode == 2
+    out = json.loads(p.stdout)
+    assert "no config.json" in out["error"] and out["error_type"] == "FileNotFoundError"

@@ -37,3 +37,14 @@ def test_quantized_perplexity(smollm2, recipe, max_ratio):
         prompt = tok("The capital of France is", return_tensors="pt").input_ids
         out = q.generate(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
         assert out.shape[1] == prompt.shape[1] + 4
+
+
+def test_gguf_conversion_says_what_it_does_and_where(tmp_path, capfd):
+    """The one-time GGUF -> HF conversion reports its steps and its cache folder, which the caller chooses."""
+    model, tok = models.load("smollm2", cache_dir=tmp_path)
+    err = capfd.readouterr().err
+    assert f"to an HF folder in {tmp_path / 'SmolLM2-135M-Instruct'}" in err and "--cache-dir" in err
+    assert "1/3" in err and "3/3" in err and "converted in" in err
+    assert (tmp_path / "SmolLM2-135M-Instruct" / "config.json").is_file()
+    models.load("smollm2", cache_dir=tmp_path)  # the second load reads the cache silently
+    assert "converting" not in capfd.readouterr().err
