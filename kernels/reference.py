@@ -59,7 +59,8 @@ def quantize_activation_int8_ref(x, scale, qmax: int):
         s = xf.abs().amax(-1) * torch.tensor(1.0 / qmax, dtype=torch.float32)
         s = torch.where(s > 0, s, torch.ones_like(s))
     else:
-        s = scale.float().reshape(-1).expand(xf.shape[0]).contiguous()
+        # a copy, never a view: with one row and an fp32 step the result would alias the op's input
+        s = scale.float().reshape(-1).expand(xf.shape[0]).clone(memory_format=torch.contiguous_format)
     inv = 1.0 / s
     q = torch.clamp(torch.round(xf * inv[:, None]), -qmax - 1, qmax)
     return q.to(torch.int8).reshape(x.shape), s

@@ -34,3 +34,14 @@ def test_w8a8_smooth_close_to_fp_and_alpha_validated():
     with pytest.raises(RecipeError):
         qpass.compile(model, Recipe("s", weights=WeightSpec(), activations=ActivationSpec(8, "per_channel"),
                                     passes=[PassSpec("smoothquant", {"alpha": 2.0})]), [_ids(1)], progress=False)
+
+
+def test_w8a8_smooth_decodes_on_cpu():
+    """Static int8 activations at one row per step (generate's decode): 32 new tokens."""
+    model = tiny_model("llama")
+    calib = [torch.randint(0, 256, (4, 64), generator=torch.Generator().manual_seed(1))]
+    q = qpass.compile(model, "w8a8-smooth", calib, progress=False)
+    assert qpass.report(q).summary()["lowered"] > 0
+    prompt = _ids()[:1, :8]
+    out = q.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+    assert out.shape == (1, 8 + 32)

@@ -31,6 +31,8 @@ CASES = {
     "w4a8": (torch.ops.qpass.w4a8_linear, _int_args(True)),
     "quant_dynamic": (torch.ops.qpass.quantize_activation_int8, (torch.randn(4, 33), None, 127)),
     "quant_static": (torch.ops.qpass.quantize_activation_int8, (torch.randn(4, 33), torch.tensor(0.05), 7)),
+    # one row (a decode step) with an fp32 step: the returned step must be a copy, not a view of the input
+    "quant_static_one_row": (torch.ops.qpass.quantize_activation_int8, (torch.randn(1, 33), torch.tensor([0.05]), 127)),
 }
 
 
