@@ -8,11 +8,12 @@ from typing import Callable
 
 import torch.fx as fx
 
+import qpass.kernels.ops  # noqa: F401  (registers every qpass:: kernel op the rules emit; kernels/ has no __init__)
 from qpass.capture import LINEAR_TARGETS, SDPA_TARGETS, CapturedGraph
 from qpass.plan import SitePlan
 
 from .fuse import sibling_groups, split_output, stacked_match
-from .pattern import AttentionPlan, Emit, Pattern, SdpaPattern, match_linear, match_sdpa
+from .pattern import KERNEL_GROUPS, AttentionPlan, Emit, GroupRefusal, Pattern, SdpaPattern, match_linear, match_sdpa
 from .rules import RULES
 
 
@@ -28,7 +29,7 @@ class Plan(dict):
 
 
 def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict,
-                fuse: bool = True, fused: set | None = None) -> int:
+                fuse: bool = True, fused: set | None = None, refused_groups: dict | None = None) -> int:
     """Lower every tagged fake-quant linear in `cap.gm`, and every SDPA node (the plan's attention method where
     it has one and fits, else dense `qpass::attention`); returns how many nodes were replaced.
 
@@ -36,6 +37,8 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
     `unmatched: <why>` (what each rule taking the same ops refused, or that no rule takes them). `cache` keeps
     packed tensors per site across graphs (recompilations). `fuse`: sibling linears (same input, same rule)
     run as one call on their row-stacked weights (lowering/fuse.py); `fused` collects each such group's sites.
+    `refused_groups[site] = (rule, group, K)` for sites left unlowered because a kernel whose ops they use does
+    not take their group size (see `group_size_warning`).
     """
     gm, graph = cap.gm, cap.graph
     lowered = 0
@@ -56,7 +59,7 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
         if m is None:
             outcomes[site] = "unmatched: the weight is not a qpass dequantize op"
             continue
-        why = []
+        why, refused_group = [], None
         for rule in LINEAR_RULES:
             refusal = rule.pattern.refuse(m)
             if refusal is None:
@@ -64,7 +67,11 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
                 break
             if rule.pattern.fits_ops(m):
                 why.append(f"{rule.name}: {refusal}")
+                if isinstance(refusal, GroupRefusal) and refused_group is None:
+                    refused_group = (rule.name, refusal.group, refusal.K)
         else:
+            if refused_group is not None and refused_groups is not None:
+                refused_groups[site] = refused_group
             near = [w for w in why if " bits " not in w]  # a rule for other widths says little
             outcomes[site] = "unmatched: " + ("; ".join(near) if near else f"no rule takes {m.describe()}")
     for group in sibling_groups(matched) if fuse else [[mr] for mr in matched]:
@@ -151,12 +158,34 @@ def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: 
     outcomes = {} if outcomes is None else outcomes
     cache: dict = {}
     fused: set = set()
+    refused_groups: dict = {}
 
     def transform(cap: CapturedGraph) -> None:
         insert_fake_quant(cap, plan)
         if lower:
-            lower_graph(cap, plan, outcomes, cache, fuse, fused)
+            lower_graph(cap, plan, outcomes, cache, fuse, fused, refused_groups)
 
     transform.outcomes = outcomes
     transform.fused = fused  # sibling groups that run as one kernel call
+    transform.refused_groups = refused_groups  # site -> (rule, group, K): not lowered for its group size
     return transform
+
+
+def group_size_warning(refused_groups: dict, plan: dict[str, SitePlan]) -> str | None:
+    """One message for all the sites a kernel refused for their group size (`transform.refused_groups`), or
+    None when there are none: how many of the plan's quantized sites, which group, what the kernel takes."""
+    if not refused_groups:
+        return None
+    by = {}
+    for site, (rule, group, K) in refused_groups.items():
+        by.setdefault((rule, group), []).append(site)
+    seen = sum(1 for sp in plan.values() if sp.weight is not None or sp.activation is not None)
+    parts = []
+    for (rule, group), sites in sorted(by.items(), key=lambda kv: str(kv[0])):
+        shown = ", ".join(sites[:3]) + (f", … ({len(sites) - 3} more)" if len(sites) > 3 else "")
+        parts.append(f"group size {group}: the {rule} kernel takes group sizes that are {KERNEL_GROUPS}; "
+                     f"{len(sites)} site{'s' if len(sites) != 1 else ''} ({shown})")
+    n = len(refused_groups)
+    return (f"qpass: {n} of {seen} quantized linear site{'s' if seen != 1 else ''} not lowered to qpass.kernels — "
+            + "; ".join(parts) + ". They stay on the fake-quant reference path (correct but slow); use a supported "
+            "group size (e.g. 64 or 128) to lower them.")

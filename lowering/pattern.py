@@ -89,6 +89,21 @@ def kernel_group_ok(K: int, group_size: int) -> bool:
     return supported_group(K, group_size)
 
 
+# What kernel_group_ok accepts (kernels.w4a16.supported_group), in words for refusals and warnings.
+KERNEL_GROUPS = "a power of two ≥ 16, a multiple of 256, or the whole input row"
+
+
+class GroupRefusal(str):
+    """A refusal because the kernel does not take the weight's group size: the reason, with `group` and `K`
+    (lower_graph collects these sites for one warning per compile)."""
+
+    def __new__(cls, group: int, K: int):
+        self = super().__new__(cls, f"group size {group} at K={K} is not supported by the kernel "
+                                    f"(it takes {KERNEL_GROUPS})")
+        self.group, self.K = group, K
+        return self
+
+
 def uniform_step(plan: SitePlan) -> float | None:
     """The single step of a symmetric static per-channel activation scale, or None if it varies by channel."""
     a = plan.activation
@@ -130,7 +145,7 @@ class Pattern:
                 return f"weight group {w.group_size}: the kernel takes one weight scale per output row"
         group = (w.group_size or 0) if self.weight_op is DEQ_INT else w.group_size
         if self.group_ok is not None and not self.group_ok(m.in_features, group):
-            return f"group size {group} at K={m.in_features} is not supported by the kernel"
+            return GroupRefusal(group, m.in_features)
         if a is not None:
             if self.act_bits and a.bits not in self.act_bits:
                 return f"activation bits {a.bits} not in {self.act_bits}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -15,7 +16,7 @@ from .capture import compile_forward
 from .passes import registry
 from .passes.context import PassContext
 from .passes.fake_quant import plan_quantization
-from .lowering.lower import Plan, quantize_transform
+from .lowering.lower import Plan, group_size_warning, quantize_transform
 from .lowering.sale import attention_plans
 from .plan import SitePlan, select_sites
 from .recipe import Recipe, resolve
@@ -63,7 +64,7 @@ def capture_analysis(model: torch.nn.Module, example: torch.Tensor) -> tuple[Gra
 
 def compile(
     model: torch.nn.Module,
-    recipe: Recipe | str | os.PathLike,
+    recipe: Recipe | dict | str | os.PathLike,
     calib: Iterable[torch.Tensor] | None = None,
     *,
     progress: bool = True,
@@ -71,7 +72,8 @@ def compile(
 ) -> torch.nn.Module:
     """A quantized copy of `model`, called exactly like it (same outputs types; HF `generate` works).
 
-    `recipe` is a Recipe, a preset name (see `qpass.recipes()`) or a YAML/JSON file; `calib` an iterable of
+    `recipe` is a Recipe, a dict (the keys of a YAML/JSON recipe, e.g. `{"weights": {"bits": 4, "group_size":
+    128}}`), a preset name (see `qpass.recipes()`) or a YAML/JSON file; `calib` an iterable of
     token-id tensors [B, T], needed by recipes with static activations or data-driven passes.
     `lower=True` replaces the quantized linears by qpass.kernels ops (Triton on CUDA, references on CPU) where
     a lowering rule matches; `lower=False` keeps the fake-quant graph (the accuracy reference).
@@ -103,6 +105,9 @@ def compile(
     if lower:  # compile the first graph now, so the report says which sites were lowered
         with torch.no_grad():
             forward(input_ids=_example_input(qmodel, calib), use_cache=False)
+        message = group_size_warning(transform.refused_groups, plan)
+        if message:  # one warning per compile; the report lists each site with the same reason
+            warnings.warn(message, UserWarning, stacklevel=2)
     if transform.fused:
         n = sum(len(g) for g in transform.fused)
         ctx.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "

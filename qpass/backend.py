@@ -14,6 +14,7 @@ through to a registered backend as a keyword argument (torch._TorchCompileWrappe
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 import torch.fx as fx
@@ -71,9 +72,9 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
     if unknown:
         raise RecipeError(f"backend='qpass' options: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
     if "recipe" not in options:
-        raise RecipeError("backend='qpass' needs options={'recipe': <preset name | Recipe | file>}")
+        raise RecipeError("backend='qpass' needs options={'recipe': <preset name | Recipe | dict | file>}")
     recipe = options["recipe"]
-    recipe = Recipe.from_dict(recipe) if isinstance(recipe, dict) else resolve(recipe)
+    recipe = resolve(recipe)
     if recipe.needs_calibration:
         raise RecipeError(
             f"backend='qpass': recipe {recipe.name!r} needs calibration data, which a torch.compile backend never "
@@ -96,7 +97,7 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     from torch._dynamo.backends.registry import lookup_backend
 
     from .api import run_passes
-    from .lowering.lower import Plan, quantize_transform
+    from .lowering.lower import Plan, group_size_warning, quantize_transform
     from .lowering.sale import attention_plans
 
     recipe, lower, inner, inductor_mode = _options(options)
@@ -125,18 +126,46 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
             anchor.setdefault("_qpass_plans", {})[(key, ATTENTION)] = attention
     transform = quantize_transform(Plan(ctx.plan, attention=attention), lower)
     transform(cap)
+    message = group_size_warning(transform.refused_groups, ctx.plan)
+    if message:  # per graph; Python shows a repeated message once
+        warnings.warn(message, UserWarning, stacklevel=2)
     gm.graph.lint()
     # A fresh GraphModule over the edited graph: Dynamo's parameter-source table does not list the packed
     # buffers the rewrite added, and AOT autograd would refuse them; the packed tensors are constants anyway.
     gm = fx.GraphModule(gm, gm.graph)
     gm.meta["qpass_lowering"] = dict(transform.outcomes)
     compiler = lookup_backend(inner)
+    kwargs = {}
     if inner == "inductor" and inductor_mode not in (None, "default"):
         # inductor takes a mode as its config patches
         from torch._inductor import list_mode_options
 
-        return compiler(gm, example_inputs, config_patches=list_mode_options(inductor_mode))
-    return compiler(gm, example_inputs)
+        kwargs["config_patches"] = list_mode_options(inductor_mode)
+    if not torch.is_grad_enabled():
+        return compiler(gm, example_inputs, **kwargs)
+    return _inference_under_grad_mode(compiler, gm, example_inputs, kwargs)
+
+
+def _inference_under_grad_mode(compiler, gm: fx.GraphModule, example_inputs, kwargs):
+    """A graph Dynamo captured with grad mode on (the user called the model without torch.no_grad()). The qpass
+    kernels and fake-quant ops are inference ops with no autograd formula, so AOT autograd (inductor,
+    aot_eager) cannot trace a backward for them: compile the inference graph, and run it without grad. The
+    outputs are the same numbers, with no autograd history (`requires_grad=False`). Dynamo guards on grad
+    mode, so this graph only serves calls made with grad mode on; no_grad/inference_mode calls get their own."""
+    for node in list(gm.graph.nodes):
+        # Dynamo records a `with torch.no_grad()` block of the model's forward as _set_grad_enabled(False) ...
+        # _set_grad_enabled(True): that restore would turn grad mode back on in the middle of the graph
+        if node.op == "call_function" and node.target is torch._C._set_grad_enabled:
+            gm.graph.erase_node(node)
+    gm.recompile()
+    with torch.no_grad():
+        compiled = compiler(gm, example_inputs, **kwargs)
+
+    def run(*args):
+        with torch.no_grad():
+            return compiled(*args)
+
+    return run
 
 
 def register() -> None:

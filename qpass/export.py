@@ -6,6 +6,8 @@ Format (directory, written atomically: a temp dir beside the target, then rename
     recipe.json        the recipe (Recipe.to_json)
     weights.safetensors every tensor the program holds (packed int4/trit/int8 weights, scales, fp params)
     program.pt2        the lowered graph via torch.export (input_ids [batch, seq] -> logits, dynamic dims)
+    generation_config.json, tokenizer files   for Hugging Face tools (the model's generation config; the
+                       tokenizer passed as `tokenizer=`): hashed in the manifest's `extra_files`
 Loading checks the version, then every file's size and sha256, then that the program archive holds no pickled
 payload, and only then deserializes anything; the program's tensors are then replaced by the safetensors ones.
 """
@@ -26,6 +28,7 @@ import torch.fx as fx
 FORMAT = "qpass-lowered"
 FORMAT_VERSION = 1
 FILES = ("recipe.json", "weights.safetensors", "program.pt2")
+MANIFEST = "manifest.json"
 
 
 class LoadError(RuntimeError):
@@ -127,10 +130,45 @@ def _hollow(ep) -> None:
                 store[k] = torch.nn.Parameter(hollow, requires_grad=False) if isinstance(v, torch.nn.Parameter) else hollow
 
 
+def _check_tokenizer(tokenizer, who: str) -> None:
+    if tokenizer is not None and not callable(getattr(tokenizer, "save_pretrained", None)):
+        raise TypeError(f"{who}: tokenizer= must be a Hugging Face tokenizer (with save_pretrained), "
+                        f"got {type(tokenizer).__name__}")
+
+
+def _write_hf_files(qmodel: torch.nn.Module, folder: Path, tokenizer, reserved: tuple[str, ...]) -> None:
+    """The files Hugging Face tools read beside the weights: the tokenizer's (`tokenizer.save_pretrained`) and
+    `generation_config.json` (from `qmodel.generation_config`, when the model has one). Written first, so a
+    name of ours they would take is caught instead of silently overwritten."""
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    generation_config = getattr(qmodel, "generation_config", None)
+    if generation_config is not None:
+        generation_config.save_pretrained(str(folder))
+    taken = [name for name in reserved if (folder / name).exists()]
+    if taken:
+        raise ValueError(f"the tokenizer wrote {', '.join(taken)}, a file name the saved model needs")
+
+
+def _extra_files(folder: Path) -> list[str]:
+    """Every file under `folder` other than the format's own, as sorted relative POSIX paths."""
+    own = set(FILES) | {MANIFEST}
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+                  and p.relative_to(folder).as_posix() not in own)
+
+
+def _file_entry(f: Path) -> dict:
+    return {"sha256": _sha256(f), "bytes": f.stat().st_size}
+
+
 def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Tensor | None = None,
-         overwrite: bool = False) -> Path:
+         overwrite: bool = False, tokenizer=None) -> Path:
     """Write `qmodel` (from qpass.compile) to directory `path`; returns it. Atomic: a reader sees the old
-    directory or the complete new one, never a partial write."""
+    directory or the complete new one, never a partial write.
+
+    `tokenizer` (a Hugging Face tokenizer, optional) is saved into the directory too, and the model's
+    `generation_config` always is when it has one, so `AutoTokenizer.from_pretrained(path)` and
+    `GenerationConfig.from_pretrained(path)` work on it; both are hashed in the manifest (`extra_files`)."""
     from safetensors.torch import save_file
 
     import qpass
@@ -138,10 +176,12 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"qpass.save: {path} exists (pass overwrite=True to replace it)")
+    _check_tokenizer(tokenizer, "qpass.save")
     ep = export_program(qmodel, example)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        _write_hf_files(qmodel, tmp, tokenizer, FILES + (MANIFEST,))
         (tmp / "recipe.json").write_text(qmodel.qpass_state.recipe.to_json())
         save_file(_program_tensors(ep), str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
         _hollow(ep)  # the tensors live in weights.safetensors only
@@ -154,9 +194,12 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
             "torch_version": torch.__version__,
             "recipe": qmodel.qpass_state.recipe.name,
             "lowered": bool(qmodel.qpass_state.lowered),
-            "files": {f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in FILES},
+            "files": {f: _file_entry(tmp / f) for f in FILES},
+            # tokenizer / generation config: checked by qpass.load like `files`; a separate key, so a version-1
+            # reader that predates it (and wants `files` to be exactly FILES) still loads the program
+            "extra_files": {f: _file_entry(tmp / f) for f in _extra_files(tmp)},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
@@ -189,7 +232,18 @@ def _check(path: Path) -> dict:
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(FILES):
         raise LoadError(f"qpass.load: the manifest must list exactly {', '.join(FILES)}")
-    for name, meta in files.items():
+    extra = manifest.get("extra_files", {})  # tokenizer, generation_config.json (absent in older saves)
+    if not isinstance(extra, dict):
+        raise LoadError("qpass.load: the manifest's extra_files must be a mapping")
+    root = path.resolve()
+    for name in extra:
+        parts = Path(name).parts if isinstance(name, str) else ()
+        inside = bool(parts) and not Path(name).is_absolute() and ".." not in parts
+        if not inside or name in FILES or name == MANIFEST or root not in (root / name).resolve().parents:
+            raise LoadError(f"qpass.load: the manifest lists {name!r}, which is not a file inside the saved directory")
+    for name, meta in {**files, **extra}.items():
+        if not isinstance(meta, dict):
+            raise LoadError(f"qpass.load: the manifest entry of {name!r} is not a mapping")
         f = path / name
         if not f.is_file():
             raise LoadError(f"qpass.load: {f} is missing")
@@ -335,15 +389,17 @@ def _ct_scheme(plans) -> tuple[str, dict]:
                              "output_activations": None}
 
 
-def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike) -> Path:
+def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike, *, tokenizer=None) -> Path:
     """Write a W4A16 (`pack-quantized`) or W8A8 (`int-quantized`) qpass model as a Hugging Face folder in the
     compressed-tensors layout vLLM loads: config.json with `quantization_config`, model.safetensors with
-    `<module>.weight_packed` int32 / `<module>.weight` int8, `weight_scale` [out, groups], `weight_shape`."""
+    `<module>.weight_packed` int32 / `<module>.weight` int8, `weight_scale` [out, groups], `weight_shape`;
+    generation_config.json when the model has one, and the tokenizer's files when `tokenizer` is given."""
     from safetensors.torch import save_file
 
     state = getattr(qmodel, "qpass_state", None)
     if state is None:
         raise ValueError("save_compressed_tensors: this model was not produced by qpass.compile")
+    _check_tokenizer(tokenizer, "save_compressed_tensors")
     by_name = {s.name: s for s in state.analysis.linears}
     plans = [sp for sp in state.plan.values() if sp.weight is not None or sp.activation is not None]
     fmt, group = _ct_scheme(plans)
@@ -371,6 +427,7 @@ def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike) ->
     config["torch_dtype"] = str(dtype).removeprefix("torch.")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    _write_hf_files(qmodel, path, tokenizer, ())  # first: config.json and model.safetensors below are ours
     seen, out = {}, {}
     for k, v in tensors.items():  # safetensors refuses shared storage (tied embeddings): store copies
         out[k] = v.contiguous().clone() if v.data_ptr() in seen else v.contiguous()

@@ -10,6 +10,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -343,11 +344,14 @@ def recipes() -> dict[str, Recipe]:
     return _presets()
 
 
-def resolve(recipe: "Recipe | str | os.PathLike") -> Recipe:
-    """A Recipe from a Recipe, a preset name, or a path to a YAML/JSON file."""
+def resolve(recipe: "Recipe | dict | str | os.PathLike") -> Recipe:
+    """A Recipe from a Recipe, a dict (the same keys as a YAML/JSON file, through the same validator), a preset
+    name, or a path to a YAML/JSON file."""
     if isinstance(recipe, Recipe):
         validate(recipe)
         return copy.deepcopy(recipe)
+    if isinstance(recipe, Mapping):
+        return Recipe.from_dict(copy.deepcopy(dict(recipe)))  # the caller's dict stays theirs
     if isinstance(recipe, (str, os.PathLike)):
         presets = _presets()
         if isinstance(recipe, str) and recipe in presets:
@@ -355,4 +359,4 @@ def resolve(recipe: "Recipe | str | os.PathLike") -> Recipe:
         if os.path.exists(recipe):
             return Recipe.from_file(recipe)
         raise RecipeError(f"recipe: {os.fspath(recipe)!r} is neither a preset ({', '.join(presets)}) nor a file")
-    raise RecipeError(f"recipe: expected a Recipe, a preset name or a file path, got {type(recipe).__name__}")
+    raise RecipeError(f"recipe: expected a Recipe, a dict, a preset name or a file path, got {type(recipe).__name__}")
