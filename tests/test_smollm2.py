@@ -5,7 +5,7 @@ import torch
 import qpass
 from qpass import data, models
 
-TOKENS = 2048
+TOKENS = 1024  # two 512-token windows: enough to rank recipes, and bounded for CI
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def smollm2():
 def test_fp_perplexity_is_the_reference_protocol(smollm2):
     _, _, ids, fp = smollm2
     assert ids.numel() == TOKENS
-    # measured with this protocol: 8,192 tokens give 26.83 (the published reference); the first 2,048 give this
-    assert 20 < fp < 40
+    # measured with this protocol: 8,192 tokens give 26.83 (the published reference); the first 1,024 give this
+    assert 15 < fp < 30  # 19.52 here
 
 
 @pytest.mark.parametrize("recipe, max_ratio", [("w8a8", 1.05), ("w4a16", 1.8)])
