@@ -45,7 +45,8 @@ class ChannelObserver:
         self._pct_sum = torch.zeros(channels)
         self._pct_batches = 0
         self.tokens = 0
-        self.nonfinite = 0
+        self.nonfinite = 0  # NaN and ±inf input values seen (left out of every statistic)
+        self.nan = 0  # of which NaN
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -62,6 +63,7 @@ class ChannelObserver:
         finite = torch.isfinite(x)
         if not bool(finite.all()):
             self.nonfinite += int((~finite).sum())
+            self.nan += int(torch.isnan(x).sum())
         lo = torch.where(finite, x, torch.full_like(x, float("inf"))).amin(0)
         hi = torch.where(finite, x, torch.full_like(x, float("-inf"))).amax(0)
         self.min = torch.minimum(self.min, lo)
@@ -97,6 +99,15 @@ class ChannelObserver:
             keep = torch.randperm(self.samples.shape[0], generator=torch.Generator().manual_seed(1))
             self.samples = self.samples[keep[: self.max_samples]]
         return self.samples
+
+    def problem(self) -> str | None:
+        """Why these statistics cannot be used to quantize (the site then stays in full precision), or None."""
+        if self.nonfinite:
+            return (f"NaN/inf calibration input ({self.nan} NaN, {self.nonfinite - self.nan} inf values "
+                    f"in {self.tokens} tokens: statistics unusable)")
+        if not self.tokens:
+            return "no calibration tokens reached this site"
+        return None
 
     def mean_hessian(self) -> torch.Tensor:
         """E[xᵀx] over the sampled tokens, float32 [C, C]; skipped sink tokens weighted by `sink_weight`

@@ -30,10 +30,22 @@ def gptq_quantize(
     act_order: bool = False,
     block: int = 128,
     static_groups: bool = False,
+    info: dict | None = None,
 ) -> QuantizedWeight:
     """GPTQ of `w [O, C]` given `hessian [C, C]` (any positive scale). With act_order or static_groups, group
     scales are fixed up front from `w` ("static groups": the RTN grid), so groups stay contiguous in the stored
-    order; otherwise each group's scales come from the error-updated weights when the group starts."""
+    order; otherwise each group's scales come from the error-updated weights when the group starts.
+
+    `damp` (a fraction of H's mean diagonal, ≥ 0) is added to H's diagonal. When the damped H is not positive
+    definite (a rank-deficient XᵀX with damp 0, or rounding on a near-singular one) the damping is raised ×10
+    at a time, up to MAX_DAMP; the damping actually used goes into `info["damp"]` (and `info["note"]` says why),
+    so callers can report it. A non-finite weight or Hessian raises GPTQError (nothing to damp)."""
+    if not torch.isfinite(w).all():
+        raise GPTQError(f"weight has {int((~torch.isfinite(w)).sum())} NaN/inf values")
+    if not torch.isfinite(hessian).all():
+        raise GPTQError(f"Hessian has {int((~torch.isfinite(hessian)).sum())} NaN/inf values")
+    if damp < 0:
+        raise GPTQError(f"damp must be ≥ 0, got {damp}")
     static = act_order or static_groups
     W = w.detach().float().clone()
     O, C = W.shape
@@ -41,12 +53,16 @@ def gptq_quantize(
     dead = torch.diag(H) <= 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H += torch.eye(C) * damp * torch.diag(H).mean()
+    mean_diag = torch.diag(H).mean()
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(C)
     W, H = W[:, perm], H[perm][:, perm]
     # Hinv's upper Cholesky factor: row i holds the update weights for column i over the remaining columns.
-    L = torch.linalg.cholesky(H)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    Hinv, used = _damped_inverse_factor(H, damp, mean_diag)
+    if info is not None:
+        info["damp"] = used
+        if used != damp:
+            info["note"] = (f"GPTQ: Hessian not positive definite with damp {damp:g}; "
+                            f"damping raised to {used:g} of its mean diagonal")
 
     qmin, qmax = qrange(bits, symmetric)
     gs = group_size or C
@@ -86,10 +102,33 @@ def gptq_quantize(
     return QuantizedWeight(codes, scale, zero, bits, group_size)
 
 
+MAX_DAMP = 10.0  # relative to the mean diagonal; beyond it GPTQ is near round-to-nearest anyway
+
+
+class GPTQError(ValueError):
+    """GPTQ cannot run on this layer (non-finite inputs, or a Hessian no damping makes positive definite)."""
+
+
+def _damped_inverse_factor(H: torch.Tensor, damp: float, mean_diag: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(upper Cholesky factor of (H + d·mean_diag·I)⁻¹, d) for the first d in damp, 10·damp, ... ≤ MAX_DAMP
+    (starting at 1e-6 when damp is 0) for which both factorizations succeed and are finite."""
+    eye = torch.eye(H.shape[0], dtype=H.dtype)
+    d = damp
+    while True:
+        L, info = torch.linalg.cholesky_ex(H + eye * d * mean_diag)
+        if int(info) == 0:
+            U, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(L), upper=True)
+            if int(info) == 0 and bool(torch.isfinite(U).all()):
+                return U, d
+        if d >= MAX_DAMP:
+            raise GPTQError(f"Hessian is not positive definite even with damping {d:g} of its mean diagonal")
+        d = min(MAX_DAMP, d * 10 if d > 0 else 1e-6)
+
+
 def layer_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:
     """Relative output error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) implied by the Hessian."""
     d = (w_hat - w).float()
     return float(((d @ hessian) * d).sum() / ((w.float() @ hessian) * w.float()).sum().clamp_min(1e-30))
 
 
-__all__ = ["gptq_quantize", "layer_error", "expand_groups"]
+__all__ = ["GPTQError", "gptq_quantize", "layer_error", "expand_groups"]

@@ -65,9 +65,31 @@ def matches(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*." + pattern)
 
 
+class SiteSelection(dict):
+    """{name: LinearSite} of the sites to quantize, carrying `skipped` ({site: why it stays in full precision}):
+    a pass context that drops a site later (non-finite weight or statistics) records the reason there, in the
+    same dict the report reads."""
+
+    def __init__(self, *args, skipped: dict[str, str] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.skipped = {} if skipped is None else skipped
+
+
+def nonfinite_reason(w: torch.Tensor, what: str = "weight") -> str | None:
+    """"NaN/inf in weight (3 NaN, 0 inf)" when `w` is not all finite, else None (short: the report's text
+    table shows 40 characters of a reason; its JSON all of it)."""
+    bad = ~torch.isfinite(w)
+    if not bool(bad.any()):
+        return None
+    nan = int(torch.isnan(w).sum())
+    return f"NaN/inf in {what} ({nan} NaN, {int(bad.sum()) - nan} inf)"
+
+
 def select_sites(analysis: GraphAnalysis, recipe: Recipe) -> tuple[dict[str, LinearSite], dict[str, str]]:
-    """(sites to quantize, {site: why it stays in full precision})."""
-    selected, skipped = {}, {}
+    """(sites to quantize, {site: why it stays in full precision}); the first is a SiteSelection whose
+    `.skipped` is the second."""
+    skipped: dict[str, str] = {}
+    selected = SiteSelection(skipped=skipped)
     for site in analysis.linears:
         hit = next((p for p in recipe.ignore if matches(site.name, p)), None)
         if hit is not None:

@@ -2,13 +2,14 @@
 statistics, and the plan it fills in."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 from ..analysis import GraphAnalysis, LinearSite
 from ..calibrate import ChannelObserver
-from ..plan import SitePlan
+from ..plan import SitePlan, nonfinite_reason
 from ..recipe import Recipe
 
 
@@ -23,6 +24,44 @@ class PassContext:
     log: list[str] = field(default_factory=list)  # notes for the report
     progress: bool = True  # show progress bars on long passes
     calib: list[torch.Tensor] | None = None  # the user's calibration token ids [B, T] (passes that run the model)
+    # {site: why it stays in full precision}: by default the `skipped` dict select_sites returned with `sites`,
+    # so the report shows the reasons recorded by keep_full_precision
+    skipped: dict[str, str] | None = None
+
+    def __post_init__(self):
+        if self.skipped is None:
+            self.skipped = getattr(self.sites, "skipped", {})
+        self.screen()
+
+    def keep_full_precision(self, name: str, reason: str) -> None:
+        """Take site `name` out of quantization (its plan too); the report lists it in full precision with `reason`."""
+        self.sites.pop(name, None)
+        self.plan.pop(name, None)
+        self.skipped[name] = reason
+
+    @torch.no_grad()
+    def screen(self) -> list[str]:
+        """Before any pass: a selected site whose weight holds NaN/inf, or whose calibration statistics saw
+        NaN/inf inputs (or no tokens at all), stays in full precision — reason per site in the report, a line in
+        the log and one warning. Passes then never see it (no migration folds its NaN into a shared producer)."""
+        dropped = []
+        for name, site in list(self.sites.items()):
+            reason = nonfinite_reason(self.weight(site))
+            obs = self.observers.get(name)
+            if reason is None and obs is not None:
+                reason = obs.problem()
+            elif reason is None and self.observers and self.recipe.needs_calibration:
+                reason = "no calibration statistics (the site did not run during calibration)"
+            if reason is not None:
+                self.keep_full_precision(name, reason)
+                dropped.append(name)
+        if dropped:
+            msg = (f"{len(dropped)} linear site(s) kept in full precision because of NaN/inf weights or "
+                   f"calibration statistics (or no calibration tokens): {', '.join(dropped[:8])}"
+                   f"{' ...' if len(dropped) > 8 else ''}")
+            self.log.append(msg)
+            warnings.warn(msg, UserWarning, stacklevel=5)  # -> the caller of qpass.compile
+        return dropped
 
     def weight(self, site: LinearSite) -> torch.Tensor:
         """The site's weight in the canonical [out, in] layout (a view for Conv1D-style [in, out] weights)."""

@@ -10,28 +10,46 @@ import torch.fx as fx
 from .. import ops  # noqa: F401  (registers torch.ops.qpass.*)
 from ..analysis import analyze
 from ..capture import CapturedGraph
-from ..gptq import gptq_quantize, layer_error
+from ..gptq import GPTQError, gptq_quantize, layer_error
 from ..numerics import quantize_weight
-from ..plan import ActQuant, SitePlan, static_activation
+from ..plan import ActQuant, SitePlan, nonfinite_reason, static_activation
 from ..tritplane import TritPlanes
 from .context import PassContext
 
 
 @torch.no_grad()
 def plan_quantization(ctx: PassContext) -> None:
-    """Fill the plan: RTN weights per `recipe.weights`, input quantization per `recipe.activations`."""
+    """Fill the plan: RTN weights per `recipe.weights`, input quantization per `recipe.activations`.
+
+    A site whose weight (after the passes) or quantization parameters are not finite, or on which GPTQ cannot
+    run, stays in full precision with the reason in the report (ctx.keep_full_precision)."""
     wspec, aspec = ctx.recipe.weights, ctx.recipe.activations
-    for site in ctx.sites.values():
+    for site in list(ctx.sites.values()):
         sp = ctx.site_plan(site)
         if wspec is not None and sp.weight is None:
             w = ctx.weight(site).float()
+            reason = nonfinite_reason(w, "weight after the passes")
+            if reason is not None:
+                ctx.keep_full_precision(site.name, reason)
+                continue
             if wspec.rounding == "gptq":
-                sp.weight = gptq_quantize(
-                    w, ctx.observers[site.name].mean_hessian(), wspec.bits, wspec.group_size, wspec.symmetric,
-                    wspec.clip_ratio, wspec.gptq_damp, wspec.gptq_act_order, wspec.gptq_block, wspec.gptq_static_groups,
-                )
+                info: dict = {}
+                try:
+                    sp.weight = gptq_quantize(
+                        w, ctx.observers[site.name].mean_hessian(), wspec.bits, wspec.group_size, wspec.symmetric,
+                        wspec.clip_ratio, wspec.gptq_damp, wspec.gptq_act_order, wspec.gptq_block,
+                        wspec.gptq_static_groups, info=info,
+                    )
+                except GPTQError as e:
+                    ctx.keep_full_precision(site.name, f"GPTQ failed: {e}")
+                    continue
+                if "note" in info:
+                    sp.notes.append(info["note"])
             else:
                 sp.weight = quantize_weight(w, wspec.bits, wspec.group_size, wspec.symmetric, wspec.clip_ratio)
+            if not bool(torch.isfinite(sp.weight.scale).all()):
+                ctx.keep_full_precision(site.name, "weight scales are not finite (values too large for float32)")
+                continue
             sp.weight_error = float((sp.weight.dequantize() - w).norm() / w.norm().clamp_min(1e-30))
             obs = ctx.observers.get(site.name)
             if obs is not None and obs.hessian is not None and aspec is None:  # weight-only: exact from H
@@ -41,9 +59,11 @@ def plan_quantization(ctx: PassContext) -> None:
                 sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric)
             else:
                 obs = ctx.observers[site.name]
+                problem = obs.problem()  # screened before the passes; a pass may not have re-collected
+                if problem is not None:
+                    ctx.keep_full_precision(site.name, problem)
+                    continue
                 sp.activation = static_activation(aspec, obs)
-                if obs.nonfinite:
-                    sp.notes.append(f"{obs.nonfinite} non-finite calibration values skipped")
 
 
 def _attr(gm: fx.GraphModule, graph: fx.Graph, name: str, value: torch.Tensor | None):

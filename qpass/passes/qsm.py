@@ -6,15 +6,17 @@ a tile), with per-layer clip search and optional GPTQ. See docs/qsm.md for the r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import calibrate
+from ..gptq import GPTQError
 from ..migration import apply, find_migrations, output_placement, rescale_observer, scale_columns
 from ..plan import ActQuant
-from ..recipe import RecipeError
+from ..recipe import RecipeError, opt
 from .clipping import best_weight_clip, gather_cols, int_act, quantize, rel_mse
 from .context import PassContext
 from .registry import register
@@ -23,30 +25,31 @@ from .registry import register
 @dataclass
 class QSMOptions:
     quantize: bool = True  # False: migrate the steps only (nothing rounded) — the exactness check
-    granularity: str = "channel"  # channel: a step per input channel | tensor: one step per tensor
-    sort: str = "step"  # reorder input channels so weight groups hold similar columns: step | column | none
-    split: float = 0.0  # split W̃ columns whose absmax exceeds split × the median column absmax (0: off)
-    max_copies: int = 4
-    tile: int = 64  # pad the reconstructed input dim to a multiple of this (when splitting)
+    granularity: Literal["channel", "tensor"] = "channel"  # channel: a step per input channel | tensor: one per tensor
+    # reorder input channels so weight groups hold similar columns: step | column | none
+    sort: Literal["step", "column", "none"] = "step"
+    # split W̃ columns whose absmax exceeds split × the median column absmax (0: off)
+    split: float = opt(0.0, range="[0, inf)", desc="≥ 0 (0: off)")
+    max_copies: int = opt(4, range="[1, inf)")
+    tile: int = opt(64, range="[1, inf)")  # pad the reconstructed input dim to a multiple of this (when splitting)
     clip_search: bool = True
-    act_clip_grid: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    weight_clip_grid: list[float] = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.85, 0.8, 0.75])
-    samples: int = 256  # calibration tokens kept per site for the search and the error report
+    act_clip_grid: list[float] = opt(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+                                     item_range="(0, 1]", min_len=1)
+    weight_clip_grid: list[float] = opt(default_factory=lambda: [1.0, 0.95, 0.9, 0.85, 0.8, 0.75],
+                                        item_range="(0, 1]", min_len=1)
+    samples: int = opt(256, range="[1, inf)")  # calibration tokens kept per site for the search and the error report
     joint_clip: bool = False  # activation clip scored with each consumer's best weight clip (else with clip 1.0)
-    keep_first: int = 0  # inference: the first N positions of a prefill stay in full precision (sink tokens)
-    outlier_guard: float = 0.0  # inference: tokens with max |x/Δ| > this × the largest code stay in full precision
+    # inference: the first N positions of a prefill stay in full precision (sink tokens)
+    keep_first: int = opt(0, range="[0, inf)", desc="≥ 0 (0: off)")
+    # inference: tokens with max |x/Δ| > this × the largest code stay in full precision
+    outlier_guard: float = opt(0.0, range="[0, inf)", desc="≥ 0 (0: off)")
     untie: bool = False  # GQA (o_proj): a step per query head; the ratio to the tied step is an explicit x/r node
 
-    def check_values(self, path: str = "passes.qsm") -> None:
-        for key, allowed in (("sort", ("step", "column", "none")), ("granularity", ("channel", "tensor"))):
-            if getattr(self, key) not in allowed:
-                raise RecipeError(f"{path}.{key}: {getattr(self, key)!r} is not allowed; allowed: {' | '.join(allowed)}")
-        for key in ("keep_first", "outlier_guard", "split"):
-            if getattr(self, key) < 0:
-                raise RecipeError(f"{path}.{key}: must be ≥ 0 (0: off), got {getattr(self, key)}")
-        for key in ("act_clip_grid", "weight_clip_grid"):
-            if not getattr(self, key) or not all(0 < c <= 1 for c in getattr(self, key)):
-                raise RecipeError(f"{path}.{key}: needs ratios in (0, 1], got {getattr(self, key)}")
+    def check_recipe(self, recipe, path: str) -> None:
+        """What qsm needs from the rest of the recipe (called by the recipe validator)."""
+        a = recipe.activations
+        if self.quantize and (a is None or a.granularity != "per_channel"):
+            raise RecipeError(f"{path}: qsm needs activations: {{granularity: per_channel}} (or quantize: false)")
 
 
 def _stats(opts: QSMOptions) -> dict:
@@ -98,10 +101,7 @@ def _steps(obs, m, bits, clip, granularity, symmetric=True, tie=True):
 @torch.no_grad()
 def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     """Static per-channel activations with steps migrated into producers; reconstruction, clipping, GPTQ."""
-    opts.check_values()
     a_spec, w_spec = ctx.recipe.activations, ctx.recipe.weights
-    if opts.quantize and (a_spec is None or a_spec.granularity != "per_channel"):
-        raise RecipeError("passes.qsm: needs activations: {granularity: per_channel}")
     bits = a_spec.bits if a_spec is not None else 8
     sym = a_spec.symmetric if a_spec is not None else True
     by_name = ctx.analysis.by_name()
@@ -183,7 +183,11 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         if w_spec.rounding == "gptq":
             hm = obs.mean_hessian()
             h = gather_cols(gather_cols(hm, g).T, g) if g is not None else hm
-        sp.weight = quantize(w_g, w_spec, wclip, h)
+        try:
+            sp.weight = quantize(w_g, w_spec, wclip, h, sp.notes)
+        except GPTQError as e:  # steps already migrated (the site cannot go back to FP): round to nearest
+            sp.notes.append(f"GPTQ failed ({e}); weight rounded to nearest instead")
+            sp.weight = quantize(w_g, w_spec, wclip, None)
         deq = sp.weight.dequantize()
         sp.weight_error = float((deq - w_g).norm() / w_g.norm().clamp_min(1e-30))
         if x is not None:

@@ -10,51 +10,47 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ..recipe import RecipeError, build, opt
 from .context import PassContext
 from .registry import register
 
 
 @dataclass
 class SaleOptions:
-    tau_init: float = 0.008
-    theta: float = 0.4  # L1 bound per query row (Σ_d |ΔO|), as in the paper (0.4 for Llama)
-    tau_dense: float = 1e-4
-    block_m: int = 64
-    block_n: int = 64
-    sink: int = 64
-    window: int = 256
-    min_seq_len: int = 1024  # prefills this short stay dense
-    calib_novel: str = "emma"
-    calib_tokens: int = 4096
-    taus: Any = None  # {attention module path: [τ per head]} to skip calibration
-    pool: int = 1  # > 1: coarse estimate from `pool` mean-pooled query rows (power of two dividing block_m)
+    tau_init: float = opt(0.008, range="(0, 1]")
+    theta: float = opt(0.4, range="(0, inf)")  # L1 bound per query row (Σ_d |ΔO|), as in the paper (0.4 for Llama)
+    tau_dense: float = opt(1e-4, range="[0, 1)")
+    block_m: int = opt(64, range="[16, inf)", pow2=True, desc="a power of two ≥ 16")
+    block_n: int = opt(64, range="[16, inf)", pow2=True, desc="a power of two ≥ 16")
+    sink: int = opt(64, range="[0, inf)")
+    window: int = opt(256, range="[0, inf)")
+    min_seq_len: int = opt(1024, range="[0, inf)")  # prefills this short stay dense
+    calib_novel: Literal["emma", "prideprejudice"] = "emma"  # qpass.data.NOVELS
+    calib_tokens: int = opt(4096, range="[1, inf)")
+    # {attention module path: [τ per head]} to skip calibration
+    taus: dict[str, list[float]] | None = None
+    # > 1: coarse estimate from `pool` mean-pooled query rows (power of two dividing block_m)
+    pool: int = opt(1, pow2=True, desc="a power of two dividing block_m")
 
-    def __post_init__(self):
-        self.check()
+    def __post_init__(self):  # built in Python: the same validator as a recipe's pass options
+        build(SaleOptions, self, "sale")
+
+    def check_fields(self, path: str) -> None:
+        if self.block_m % self.pool:
+            raise RecipeError(f"{path}.pool: a power of two dividing block_m ({self.block_m}), got {self.pool!r}")
+        if not self.tau_init > self.tau_dense:
+            raise RecipeError(f"{path}.tau_init: must be > tau_dense ({self.tau_dense}), got {self.tau_init}")
+        if self.taus is not None and any(t < 0 or not t <= 1 for v in self.taus.values() for t in v):
+            raise RecipeError(f"{path}.taus: every τ must be in [0, 1] (0: dense head)")
 
     def check(self) -> "SaleOptions":
-        """Raise RecipeError naming the option when a value is out of range (the recipe builder does not call
-        __post_init__, so the pass calls this)."""
-        from qpass.recipe import RecipeError
-
-        def pow2(x):
-            return isinstance(x, int) and x >= 1 and x & (x - 1) == 0
-
-        if not (pow2(self.block_m) and pow2(self.block_n) and self.block_m >= 16 and self.block_n >= 16):
-            raise RecipeError(f"sale.block_m / block_n: powers of two ≥ 16, got {self.block_m} x {self.block_n}")
-        if not (pow2(self.pool) and self.block_m % self.pool == 0):
-            raise RecipeError(f"sale.pool: a power of two dividing block_m ({self.block_m}), got {self.pool!r}")
-        if self.sink < 0 or self.window < 0 or self.min_seq_len < 0:
-            raise RecipeError("sale.sink / window / min_seq_len: must be ≥ 0")
-        if not (self.tau_init > self.tau_dense >= 0 and self.theta > 0):
-            raise RecipeError(f"sale.tau_init > tau_dense ≥ 0 and theta > 0 required, got tau_init {self.tau_init}, "
-                              f"tau_dense {self.tau_dense}, theta {self.theta}")
-        return self
+        """Re-check the options (after editing them in place); RecipeError naming the option."""
+        return build(SaleOptions, self, "sale")
 
 
 @dataclass
@@ -230,7 +226,6 @@ def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
 @register("sale", SaleOptions)
 def sale(ctx: PassContext, opts: SaleOptions) -> None:
     """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `qmodel.qpass_sale`."""
-    opts.check()
     if opts.taus is not None:
         state = SaleState({k: list(map(float, v)) for k, v in dict(opts.taus).items()}, opts)
     else:

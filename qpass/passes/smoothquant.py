@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..recipe import opt
 from ..migration import apply, find_migrations, rescale_observer
 from .context import PassContext
 from .registry import register
@@ -13,17 +14,13 @@ from .registry import register
 
 @dataclass
 class SmoothQuantOptions:
-    alpha: float = 0.5  # migration strength: 0 leaves X alone, 1 moves all of its range into W
+    alpha: float = opt(0.5, range="[0, 1]")  # migration strength: 0 leaves X alone, 1 moves all of its range into W
 
 
 @register("smoothquant", SmoothQuantOptions, needs_calibration=True)
 @torch.no_grad()
 def smoothquant(ctx: PassContext, opts: SmoothQuantOptions) -> None:
     """Smooth activation outliers into the weights (exact) before quantization."""
-    if not 0 <= opts.alpha <= 1:
-        from ..recipe import RecipeError
-
-        raise RecipeError(f"passes.smoothquant.alpha: must be in [0, 1], got {opts.alpha}")
     by_name = ctx.analysis.by_name()
     done, skipped = 0, []
     for m in find_migrations(ctx.analysis, ctx.sites):

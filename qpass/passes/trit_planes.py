@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from ..recipe import opt
 from ..tritplane import decompose
 from .context import PassContext
 from .registry import register
@@ -14,10 +16,10 @@ from .registry import register
 
 @dataclass
 class TritPlaneOptions:
-    group_size: int | None = None  # None: 128 where it divides the input dim, else 64
-    max_iter: int = 50
-    tol: float = 1e-4
-    method: str = "sorted"  # "sorted" (qpass: multi-start, exact per-block search) | "paper" (the literal algorithm)
+    group_size: int | None = opt(None, range="[1, inf)", desc="a positive integer or null (128 or 64 by layer)")
+    max_iter: int = opt(50, range="[1, inf)")
+    tol: float = opt(1e-4, range="[0, inf)")  # relative scale change that counts as converged
+    method: Literal["sorted", "paper"] = "sorted"  # "sorted" (qpass: multi-start, exact per-block search) | "paper" (the literal algorithm)
 
 
 def _group_size(opts: TritPlaneOptions, in_features: int) -> int:
@@ -30,10 +32,6 @@ def _group_size(opts: TritPlaneOptions, in_features: int) -> int:
 @torch.no_grad()
 def trit_planes(ctx: PassContext, opts: TritPlaneOptions) -> None:
     """Decompose each selected weight into two ternary planes with per-(row, group) scales."""
-    if opts.method not in ("sorted", "paper"):
-        from ..recipe import RecipeError
-
-        raise RecipeError(f"passes.trit_planes.method: {opts.method!r} is not allowed; allowed: 'sorted' | 'paper'")
     start, iters = time.perf_counter(), []
     for site in tqdm(list(ctx.sites.values()), desc="trit planes", unit="layer", disable=not ctx.progress):
         w = ctx.weight(site).float()
