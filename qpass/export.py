@@ -1,23 +1,28 @@
 """Save and load lowered models: qpass's own format (safetensors + torch.export program + JSON manifest) and
 the compressed-tensors layout vLLM loads. See docs/export.md.
 
-Format (directory, written atomically: a temp dir beside the target, then rename):
+Format (directory, written transactionally: a temp dir beside the target, fsync'ed, then renamed in):
     manifest.json      format version, qpass/torch versions, recipe name, sha256 + size of every other file
     recipe.json        the recipe (Recipe.to_json)
     weights.safetensors every tensor the program holds (packed int4/trit/int8 weights, scales, fp params)
     program.pt2        the lowered graph via torch.export (input_ids [batch, seq] -> logits, dynamic dims)
     generation_config.json, tokenizer files   for Hugging Face tools (the model's generation config; the
                        tokenizer passed as `tokenizer=`): hashed in the manifest's `extra_files`
-Loading checks the version, then every file's size and sha256, then that the program archive holds no pickled
-payload, and only then deserializes anything; the program's tensors are then replaced by the safetensors ones.
+Loading checks the version, then every file's size and sha256, then program.pt2 against an allow-list of what a
+qpass program holds (graph JSON, version files, hollow plain tensors; no pickled, opaque or custom-class
+payload, no sample inputs, no guard code, only known operators, sympy-only symbolic expressions), and only then
+lets torch read it; the program's tensors are then replaced by the safetensors ones. Every failure is LoadError.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -161,10 +166,98 @@ def _file_entry(f: Path) -> dict:
     return {"sha256": _sha256(f), "bytes": f.stat().st_size}
 
 
+def _example_for_export(example: torch.Tensor | None) -> torch.Tensor | None:
+    """The example torch.export traces with. Both dims are exported dynamic, and torch.export specializes a
+    dim whose example size is 0 or 1, so a smaller example is tiled (its own token ids repeated) to at least
+    2 rows and 2 positions; the saved program still accepts any [batch, seq], (1, 1) included."""
+    if example is None:
+        return None
+    if not isinstance(example, torch.Tensor) or example.dim() != 2 or example.dtype.is_floating_point \
+            or example.dtype.is_complex or example.dtype == torch.bool:
+        raise ValueError("qpass.save: example= must be an integer input_ids tensor [batch, seq], got "
+                         + (f"{example.dtype} {tuple(example.shape)}" if isinstance(example, torch.Tensor)
+                            else type(example).__name__))
+    b, s = example.shape
+    if b == 0 or s == 0:
+        raise ValueError(f"qpass.save: example= is empty ({tuple(example.shape)}); give at least one token")
+    if b >= 2 and s >= 2:
+        return example
+    rows, cols = max(b, 2), (s if s >= 2 else 16)
+    return example.repeat(-(-rows // b), -(-cols // s))[:rows, :cols].contiguous()
+
+
+def _fsync_file(f: Path) -> None:
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make a directory's entries (creations, renames) durable. Not every platform can open a directory."""
+    try:
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems refuse fsync on a directory (EINVAL): nothing more to do there
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _new_sibling(path: Path, tag: str) -> Path:
+    """A new empty directory `.<name>.qpass-<tag>-<random>` beside `path`, with the permissions a plain mkdir
+    gives (tempfile.mkdtemp's would make the renamed save owner-only)."""
+    while True:
+        d = path.parent / f".{path.name}.qpass-{tag}-{secrets.token_hex(6)}"
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
+
+
+def _is_qpass_save(path: Path) -> str | None:
+    """None when `path` is a directory written by qpass.save (its manifest.json names our format), else why
+    not. Only such a directory may be replaced by save(..., overwrite=True)."""
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if not path.is_dir():
+        return "it is not a directory"
+    mf = path / MANIFEST
+    if not mf.is_file():
+        return f"it has no {MANIFEST}"
+    try:
+        manifest = json.loads(mf.read_bytes())
+    except (OSError, ValueError) as e:
+        return f"its {MANIFEST} cannot be read ({e})"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return f"its {MANIFEST} does not name the {FORMAT} format"
+    return None
+
+
+def _refuse_replacing(path: Path) -> None:
+    why = _is_qpass_save(path)
+    if why is not None:
+        raise FileExistsError(f"qpass.save: {path} exists and is not a qpass save ({why}); overwrite=True only "
+                              "replaces a directory written by qpass.save, so it was left untouched")
+
+
 def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Tensor | None = None,
          overwrite: bool = False, tokenizer=None) -> Path:
-    """Write `qmodel` (from qpass.compile) to directory `path`; returns it. Atomic: a reader sees the old
-    directory or the complete new one, never a partial write.
+    """Write `qmodel` (from qpass.compile) to directory `path`; returns it. Transactional: everything is
+    written (and fsync'ed) into a temporary sibling directory that is then renamed into place, so a reader
+    never sees a partial save (during an overwrite, for the instant between moving the old folder aside and
+    renaming the new one in, it sees none), and a failure at any point leaves the previous save intact and
+    no temporary directory behind.
+
+    `overwrite=True` replaces `path` only when it is a qpass save (its manifest.json names the format);
+    anything else there raises FileExistsError and is left alone. `example` (input_ids [batch, seq],
+    optional) is what torch.export traces with; sizes below 2 are tiled up (the program stays dynamic).
 
     `tokenizer` (a Hugging Face tokenizer, optional) is saved into the directory too, and the model's
     `generation_config` always is when it has one, so `AutoTokenizer.from_pretrained(path)` and
@@ -174,18 +267,21 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
     import qpass
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"qpass.save: {path} exists (pass overwrite=True to replace it)")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(f"qpass.save: {path} exists (pass overwrite=True to replace it)")
+        _refuse_replacing(path)  # before any work: never delete a folder that is not ours
     _check_tokenizer(tokenizer, "qpass.save")
-    ep = export_program(qmodel, example)
+    ep = export_program(qmodel, _example_for_export(example))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = _new_sibling(path, "tmp")
+    backup: Path | None = None  # the previous save, moved aside while the new one is renamed in
     try:
         _write_hf_files(qmodel, tmp, tokenizer, FILES + (MANIFEST,))
         (tmp / "recipe.json").write_text(qmodel.qpass_state.recipe.to_json())
         save_file(_program_tensors(ep), str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
         _hollow(ep)  # the tensors live in weights.safetensors only
-        ep._example_inputs = None  # no pickled sample inputs in the archive (see _refuse_pickle)
+        ep._example_inputs = None  # no pickled sample inputs in the archive (load refuses any)
         torch.export.save(ep, tmp / "program.pt2")
         manifest = {
             "format": FORMAT,
@@ -200,82 +296,269 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
             "extra_files": {f: _file_entry(tmp / f) for f in _extra_files(tmp)},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / path.name)
+        for f in sorted(tmp.rglob("*"), reverse=True):  # files, then their folders, then tmp itself
+            _fsync_file(f) if f.is_file() else _fsync_dir(f)
+        _fsync_dir(tmp)
+        if os.path.lexists(path):  # checked again: something may have appeared since the first check
+            if not overwrite:
+                raise FileExistsError(f"qpass.save: {path} exists (pass overwrite=True to replace it)")
+            _refuse_replacing(path)
+            backup = _new_sibling(path, "old")
+            os.replace(path, backup)  # onto the empty directory reserved for it
         os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if backup is not None and not os.path.lexists(path) and any(backup.iterdir()):
+            os.rename(backup, path)  # put the previous save back (os.rename: independent of os.replace)
+            backup = None
         shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None and not any(backup.iterdir()):
+            backup.rmdir()  # reserved but never used
         raise
+    try:
+        _fsync_dir(path.parent)  # the renames themselves
+    finally:
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)  # only now that the new save is in place
     return path
 
 
+# ------------------------------------------------------------------------------------------------ loading
 def _check(path: Path) -> dict:
-    """Version and integrity checks; reads nothing but JSON and raw bytes."""
-    mf = path / "manifest.json"
-    if not mf.is_file():
-        raise LoadError(f"qpass.load: {path} has no manifest.json (not a qpass save, or incomplete)")
+    """Version, integrity and archive checks (see _check_files); reads nothing but JSON and raw bytes."""
+    return _check_files(path)[0]
+
+
+def _read(f: Path, what: str = "") -> bytes:
     try:
-        manifest = json.loads(mf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LoadError(f"qpass.load: {mf} is not valid JSON ({e})") from None
+        return f.read_bytes()
+    except FileNotFoundError as e:
+        raise LoadError(f"qpass.load: {f} is missing{what}") from e
+    except OSError as e:
+        raise LoadError(f"qpass.load: {f} cannot be read ({e})") from e
+
+
+def _json(f: Path, data: bytes):
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise LoadError(f"qpass.load: {f} is not valid JSON ({e})") from e
+
+
+def _check_files(path: Path) -> tuple[dict, bytes]:
+    """The manifest, then every file it lists (size, sha256), then the program archive's allow-list. Returns
+    the manifest and the bytes of program.pt2 that were hashed and checked: those bytes, not the file (which
+    could change in between), are what torch.export.load reads."""
+    if not path.is_dir():
+        raise LoadError(f"qpass.load: {path} is not a directory")
+    mf = path / MANIFEST
+    manifest = _json(mf, _read(mf, " (not a qpass save, or incomplete)"))
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise LoadError(f"qpass.load: {mf} is not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise LoadError(
-            f"qpass.load: format version {manifest.get('format_version')!r} is not supported; "
+            f"qpass.load: {mf}: format version {manifest.get('format_version')!r} is not supported; "
             f"this qpass reads version {FORMAT_VERSION}"
         )
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(FILES):
-        raise LoadError(f"qpass.load: the manifest must list exactly {', '.join(FILES)}")
+        raise LoadError(f"qpass.load: {mf}: the manifest must list exactly {', '.join(FILES)}")
     extra = manifest.get("extra_files", {})  # tokenizer, generation_config.json (absent in older saves)
     if not isinstance(extra, dict):
-        raise LoadError("qpass.load: the manifest's extra_files must be a mapping")
+        raise LoadError(f"qpass.load: {mf}: the manifest's extra_files must be a mapping")
     root = path.resolve()
     for name in extra:
         parts = Path(name).parts if isinstance(name, str) else ()
         inside = bool(parts) and not Path(name).is_absolute() and ".." not in parts
         if not inside or name in FILES or name == MANIFEST or root not in (root / name).resolve().parents:
-            raise LoadError(f"qpass.load: the manifest lists {name!r}, which is not a file inside the saved directory")
+            raise LoadError(f"qpass.load: {mf}: the manifest lists {name!r}, which is not a file inside the saved directory")
+    program = b""
     for name, meta in {**files, **extra}.items():
         if not isinstance(meta, dict):
-            raise LoadError(f"qpass.load: the manifest entry of {name!r} is not a mapping")
+            raise LoadError(f"qpass.load: {mf}: the manifest entry of {name!r} is not a mapping")
         f = path / name
         if not f.is_file():
             raise LoadError(f"qpass.load: {f} is missing")
-        size = f.stat().st_size
-        if size != meta.get("bytes"):
-            raise LoadError(f"qpass.load: {f} has {size} bytes, the manifest says {meta.get('bytes')} (truncated or replaced)")
-        if _sha256(f) != meta.get("sha256"):
+        try:
+            size = f.stat().st_size
+            if size != meta.get("bytes"):
+                raise LoadError(f"qpass.load: {f} has {size} bytes, the manifest says {meta.get('bytes')} (truncated or replaced)")
+            if name == "program.pt2":
+                program = f.read_bytes()
+                digest = hashlib.sha256(program).hexdigest()
+            else:
+                digest = _sha256(f)
+        except OSError as e:
+            raise LoadError(f"qpass.load: {f} cannot be read ({e})") from e
+        if digest != meta.get("sha256"):
             raise LoadError(f"qpass.load: {f} does not match its sha256 in the manifest (corrupted or tampered)")
-    _refuse_pickle(path / "program.pt2")
-    return manifest
+    _check_archive(path / "program.pt2", program)
+    return manifest, program
 
 
-def _refuse_pickle(pt2: Path) -> None:
-    """torch.export.load unpickles payloads flagged `use_pickle` (tensor subclasses, opaque constants) with
-    weights_only=False; a qpass program has none, so any such flag (or a legacy pickled file) is refused."""
+# What a qpass program.pt2 may hold (torch 2.13 archive layout, every name under one root folder). Anything
+# else (opaque / custom-class / pickled constants, legacy .pt payloads, sample inputs, extra files, AOTI
+# blobs, a second model) is refused before torch reads the archive.
+_ARCHIVE_FIXED = {
+    "archive_format": b"pt2",
+    "archive_version": None,
+    "byteorder": None,
+    ".data/version": None,
+    ".data/serialization_id": None,
+    "models/model.json": None,
+    "data/weights/model_weights_config.json": None,
+    "data/constants/model_constants_config.json": None,
+    "data/sample_inputs/model.pt": b"",  # must stay empty: torch unpickles it with a weights_only=False fallback
+}
+_ARCHIVE_REQUIRED = ("archive_format", "archive_version", "models/model.json",
+                     "data/weights/model_weights_config.json", "data/constants/model_constants_config.json")
+_PAYLOAD_DIRS = {"data/weights/model_weights_config.json": ("data/weights/", re.compile(r"weight_[0-9]+")),
+                 "data/constants/model_constants_config.json": ("data/constants/", re.compile(r"tensor_[0-9]+"))}
+_PAYLOAD_META_KEYS = {"path_name", "is_param", "use_pickle", "tensor_meta"}
+# node targets: ATen, qpass kernels, prims and the python operators / sym helpers torch.export emits
+# (not operator.call / attrgetter / methodcaller, which would turn strings into attribute walks and calls)
+_OPERATORS = ("getitem|add|sub|mul|truediv|floordiv|mod|pow|neg|pos|abs|eq|ne|lt|le|gt|ge|and_|or_|xor|not_|"
+              "invert|lshift|rshift")
+_TARGET = re.compile(r"(torch\.ops\.(aten|qpass|prims)\.[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?"
+                     rf"|_operator\.({_OPERATORS})|math\.(ceil|floor|trunc|sqrt|log2|exp|log)"
+                     r"|torch\.sym_(not|float|int|max|min|ite|sum|sqrt)|torch\._sym_sqrt)")
+# sympy expressions (torch's deserializer sympify()s them, which eval()s): only these names, no attribute
+# access, no subscripts, only the quoted symbol names torch writes (s0, u1, ...)
+_SYM_TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|'[a-z]+[0-9]*'|[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?|\*\*|[-+*/(),=<>!]=?")
+_SYM_NAMES = {
+    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs", "sqrt",
+    "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan",
+    "Equality", "Unequality", "And", "Or", "Not", "true", "false", "True", "False", "oo", "zoo", "nan",
+    "Piecewise", "ITE", "floor", "ceiling", "positive", "negative", "integer", "nonnegative", "nonpositive",
+    "real", "finite", "infinite", "zero", "nonzero", "even", "odd", "commutative",
+    "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv",
+    "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv",
+    "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat",
+    "Identity", "OpaqueUnaryFn_exp", "OpaqueUnaryFn_log", "OpaqueUnaryFn_sqrt", "BitwiseFn_bitwise_and",
+    "BitwiseFn_bitwise_or", "BitwiseFn_bitwise_xor", "Max", "Min",
+}
+_SYM_SYMBOL = re.compile(r"[a-z]+[0-9]+")
+
+
+def _check_sym_expr(pt2: Path, expr) -> None:
+    if not isinstance(expr, str) or len(expr) > 4096:
+        raise LoadError(f"qpass.load: {pt2} holds a malformed symbolic expression; refusing to evaluate it")
+    pos = 0
+    while pos < len(expr):
+        m = _SYM_TOKEN.match(expr, pos)
+        word = m.group(0) if m else expr[pos:pos + 20]
+        if m is None or (word[0].isalpha() or word[0] == "_") and word not in _SYM_NAMES and not _SYM_SYMBOL.fullmatch(word):
+            raise LoadError(f"qpass.load: {pt2} holds a symbolic expression with {word!r} ({expr[:80]!r}); torch "
+                            "would eval() it, refusing to")
+        pos = m.end()
+
+
+def _check_program_json(pt2: Path, model: dict) -> None:
+    """The serialized graph: no custom objects, no guard code, only allowed node targets, and symbolic
+    expressions made of sympy arithmetic only."""
+    if model.get("guards_code") not in ([], None):  # python source torch compiles into the module's guard fn
+        raise LoadError(f"qpass.load: {pt2} carries guard code; refusing to compile it")
+    stack = [model]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, list):
+            stack.extend(o)
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                if k in ("as_custom_obj", "custom_obj", "as_custom_objs") or (k == "custom_obj_values" and v):
+                    raise LoadError(f"qpass.load: {pt2} references a custom object ({k}); refusing to load it")
+                if k == "expr_str":
+                    _check_sym_expr(pt2, v)
+                elif k == "as_operator" and not (isinstance(v, str) and _TARGET.fullmatch(v)):  # a callable argument
+                    raise LoadError(f"qpass.load: {pt2} passes the operator {v!r} as an argument; refusing to load it")
+                elif k == "nodes" and isinstance(v, list):
+                    for node in v:
+                        target = node.get("target") if isinstance(node, dict) else None
+                        if not isinstance(target, str) or not _TARGET.fullmatch(target):
+                            raise LoadError(f"qpass.load: {pt2} calls {target!r}, which is not an operator a qpass "
+                                            "program uses; refusing to load it")
+                stack.append(v)
+
+
+def _check_archive(pt2: Path, data: bytes) -> None:
+    """Allow-list of program.pt2's entries, from the bytes torch will read. A qpass program holds the graph
+    JSON, version files and hollow plain tensors (replaced from weights.safetensors): anything torch would
+    unpickle or compile, or that a qpass program does not contain, is refused."""
     try:
-        with zipfile.ZipFile(pt2) as z:
-            for name in z.namelist():
-                low = name.lower()
-                if "sample_inputs" in low:  # deserialized by torch.load with a weights_only=False fallback
-                    if z.getinfo(name).file_size:
-                        raise LoadError(f"qpass.load: {pt2} holds serialized sample inputs {name!r}; refusing to unpickle them")
-                    continue
-                if low.endswith((".pt", ".pkl", ".pickle")) or "/pickle" in low:
-                    raise LoadError(f"qpass.load: {pt2} holds a pickled entry {name!r}; refusing to load it")
-                if low.endswith(".json") and ("weights_config" in low or "constants_config" in low):
-                    cfg = json.loads(z.read(name))
-                    for fqn, meta in (cfg.get("config") or {}).items():
-                        if isinstance(meta, dict) and meta.get("use_pickle"):
-                            raise LoadError(f"qpass.load: {pt2} stores {fqn!r} pickled; refusing to load it")
-    except zipfile.BadZipFile as e:
-        raise LoadError(f"qpass.load: {pt2} is not a valid archive ({e})") from None
+        z = zipfile.ZipFile(io.BytesIO(data))
+        infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+        raise LoadError(f"qpass.load: {pt2} is not a valid archive ({e})") from e
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):  # zipfile and torch's reader could pick different copies
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise LoadError(f"qpass.load: {pt2} holds duplicate entries {dup[:3]}; refusing to load it")
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1 or not re.fullmatch(r"[A-Za-z0-9_.-]+", next(iter(roots), "")):
+        raise LoadError(f"qpass.load: {pt2} is not a torch.export archive (entries under {sorted(roots)[:3]})")
+    root = roots.pop() + "/"
+    rel = {n[len(root):]: i for n, i in zip(names, infos) if n.startswith(root)}
+    if len(rel) != len(names):
+        raise LoadError(f"qpass.load: {pt2} has entries outside its root folder")
+    payload_files = set()
+    for name, info in rel.items():
+        if name in _ARCHIVE_FIXED:
+            continue
+        if any(name.startswith(d) and rx.fullmatch(name[len(d):]) for d, rx in _PAYLOAD_DIRS.values()):
+            payload_files.add(name)
+            continue
+        raise LoadError(f"qpass.load: {pt2} holds {root + name!r}, which a qpass program does not contain "
+                        "(custom object, pickled payload or unknown entry); refusing to load it")
+    for name in _ARCHIVE_REQUIRED:
+        if name not in rel:
+            raise LoadError(f"qpass.load: {pt2} lacks {root + name!r} (not a torch.export archive)")
+
+    # torch reads the archive with its own zip reader (miniz): it must see exactly the entries checked above,
+    # and the JSON checked below is read through it, so both readers cannot be told different stories
+    try:
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        seen = list(reader.get_all_records())
+    except Exception as e:  # noqa: BLE001  (RuntimeError from c10, or anything the binding raises)
+        raise LoadError(f"qpass.load: {pt2} is not a valid archive ({e})") from e
+    if len(seen) != len(set(seen)) or set(seen) != set(rel):
+        raise LoadError(f"qpass.load: {pt2}: torch's zip reader sees other entries than the archive lists "
+                        f"({sorted(set(seen) ^ set(rel))[:3]}); refusing to load it")
+
+    def read(name: str) -> bytes:
+        try:
+            return bytes(reader.get_record(name))
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"qpass.load: {pt2}: entry {root + name!r} cannot be read ({e})") from e
+
+    for name, expected in _ARCHIVE_FIXED.items():
+        if expected is not None and name in rel and read(name) != expected:
+            what = "serialized sample inputs; refusing to unpickle them" if expected == b"" else f"not {expected!r}"
+            raise LoadError(f"qpass.load: {pt2}: {root + name!r} holds {what}")
+    used = set()
+    for cfg_name, (folder, path_rx) in _PAYLOAD_DIRS.items():
+        cfg = _json(pt2, read(cfg_name))
+        entries = cfg.get("config") if isinstance(cfg, dict) and set(cfg) == {"config"} else None
+        if not isinstance(entries, dict):
+            raise LoadError(f"qpass.load: {pt2}: {root + cfg_name!r} is not a payload config")
+        for fqn, meta in entries.items():
+            if not isinstance(meta, dict) or not set(meta) <= _PAYLOAD_META_KEYS:
+                raise LoadError(f"qpass.load: {pt2}: {root + cfg_name!r} entry {fqn!r} is malformed")
+            if meta.get("use_pickle") is not False:  # tensor subclasses, pickled tensors: torch.load(weights_only=False)
+                raise LoadError(f"qpass.load: {pt2} stores {fqn!r} pickled (use_pickle); refusing to unpickle it")
+            p = meta.get("path_name")
+            if not isinstance(p, str) or not path_rx.fullmatch(p):  # opaque_obj_*, custom_obj_*: pickle / torchbind
+                raise LoadError(f"qpass.load: {pt2} stores {fqn!r} as {p!r}, not a plain tensor "
+                                "(custom or opaque object); refusing to load it")
+            if folder + p not in rel:
+                raise LoadError(f"qpass.load: {pt2} lacks the payload {root + folder + p!r} of {fqn!r}")
+            if not isinstance(meta.get("tensor_meta"), dict):
+                raise LoadError(f"qpass.load: {pt2}: {fqn!r} has no tensor metadata")
+            used.add(folder + p)
+    if payload_files - used:
+        raise LoadError(f"qpass.load: {pt2} holds unreferenced payloads {sorted(payload_files - used)[:3]}")
+    model = _json(pt2, read("models/model.json"))
+    if not isinstance(model, dict):
+        raise LoadError(f"qpass.load: {pt2}: the program JSON is not an object")
+    _check_program_json(pt2, model)
 
 
 class LoadedModel(torch.nn.Module):
@@ -312,28 +595,52 @@ class LoadedModel(torch.nn.Module):
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> LoadedModel:
-    """Load a directory written by qpass.save. Raises LoadError (and loads nothing) on an unknown format
-    version, or a missing, truncated, corrupted or tampered file."""
+    """Load a directory written by qpass.save. Every failure (unknown format version; a missing, truncated,
+    corrupted or tampered file; an archive entry outside the allow-list; unreadable JSON, archive or
+    safetensors; a program torch cannot load; tensors that do not match the program) raises LoadError, naming
+    the file and the reason, and loads nothing. Nothing is unpickled and no code from the folder runs."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     import qpass.kernels.ops  # noqa: F401  (registers the qpass:: kernel ops the program calls)
 
     path = Path(path)
-    manifest = _check(path)
-    recipe = json.loads((path / "recipe.json").read_text())
-    tensors = load_file(str(path / "weights.safetensors"), device=str(device or "cpu"))
-    with warnings.catch_warnings():  # the program's tensors are hollow on purpose (see _hollow)
-        warnings.filterwarnings("ignore", message="No complete tensor found")
-        ep = torch.export.load(path / "program.pt2")
+    manifest, program = _check_files(path)
+    recipe_file = path / "recipe.json"
+    recipe = _json(recipe_file, _read(recipe_file))
+    weights = path / "weights.safetensors"
+    try:
+        tensors = load_file(str(weights))  # memory-mapped; a change after the hash check can only swap tensors
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError) as e:
+        raise LoadError(f"qpass.load: {weights} is not a readable safetensors file ({e})") from e
+    pt2 = path / "program.pt2"
+    try:
+        with warnings.catch_warnings():  # the program's tensors are hollow on purpose (see _hollow)
+            warnings.filterwarnings("ignore", message="No complete tensor found")
+            ep = torch.export.load(io.BytesIO(program))  # the checked bytes, not the file again
+    except Exception as e:  # noqa: BLE001  (torch raises anything from AssertionError to KeyError here)
+        raise LoadError(f"qpass.load: {pt2} cannot be loaded by torch.export.load ({type(e).__name__}: {e})") from e
+    expected = {k for store in (ep.state_dict, ep.constants) for k, v in store.items() if isinstance(v, torch.Tensor)}
+    if set(tensors) != expected:
+        missing, unknown = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise LoadError(f"qpass.load: {weights} does not hold the program's tensors "
+                        f"(missing {missing[:3]}, unknown {unknown[:3]})")
     for store in (ep.state_dict, ep.constants):
         for k in list(store):
             if isinstance(store[k], torch.Tensor):
-                if k not in tensors or tensors[k].shape != store[k].shape or tensors[k].dtype != store[k].dtype:
-                    raise LoadError(f"qpass.load: weights.safetensors does not hold the program's tensor {k!r}")
-                store[k] = torch.nn.Parameter(tensors[k], requires_grad=False) if isinstance(store[k], torch.nn.Parameter) else tensors[k]
-    module = ep.module()
-    if device is not None:
-        module.to(device)
+                t, want = tensors[k], store[k]
+                if t.shape != want.shape or t.dtype != want.dtype:
+                    raise LoadError(f"qpass.load: {weights}: tensor {k!r} is {t.dtype} {tuple(t.shape)}, the program "
+                                    f"in {pt2.name} wants {want.dtype} {tuple(want.shape)}")
+                if device is not None:
+                    t = t.to(device)
+                store[k] = torch.nn.Parameter(t, requires_grad=False) if isinstance(want, torch.nn.Parameter) else t
+    try:
+        module = ep.module()
+        if device is not None:
+            module.to(device)
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"qpass.load: {pt2}: the program cannot be turned into a module ({type(e).__name__}: {e})") from e
     return LoadedModel(module, manifest, recipe)
 
 
