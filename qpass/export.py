@@ -675,6 +675,10 @@ def _ct_scheme(plans) -> tuple[str, dict]:
             raise ValueError(f"compressed-tensors export: site {sp.site} ({sp.describe()}) is not a symmetric "
                              "integer weight without channel gather / input step")
         if a is None and w.bits == 4:
+            if w.group_size and w.qweight.shape[-1] % w.group_size:  # compressed-tensors needs whole groups
+                raise ValueError(f"compressed-tensors export: site {sp.site} has {w.qweight.shape[-1]} input columns, "
+                                 f"not a multiple of its group size {w.group_size}; the layout (and vLLM) takes whole "
+                                 "groups only: choose a group size that divides every layer's input width")
             kinds.add(("w4a16", w.group_size))
         elif a is not None and w.bits == 8 and a.bits == 8 and a.granularity == "per_token" and a.symmetric and not w.group_size:
             kinds.add(("w8a8", None))

@@ -140,7 +140,11 @@ def test_save_is_atomic(saved, tmp_path, monkeypatch):
     assert not target.exists() and not list(tmp_path.iterdir())  # no partial directory, no temp left
 
 
-@pytest.mark.parametrize("recipe, fmt", [("w4a16", "pack-quantized"), ("w8a8", "int-quantized")])
+# group 32: the layout takes whole groups only, and the tiny llama's FFN is 96 wide
+W4A16_G32 = {"name": "w4a16-g32", "weights": {"bits": 4, "group_size": 32}}
+
+
+@pytest.mark.parametrize("recipe, fmt", [(W4A16_G32, "pack-quantized"), ("w8a8", "int-quantized")])
 def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
     q = qpass.compile(tiny_model("llama"), recipe, progress=False, lower=False)
     qpass.save_compressed_tensors(q, tmp_path)
@@ -153,7 +157,7 @@ def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
     prefix = "model.layers.0.mlp.down_proj"
     assert f"{prefix}.weight_scale" in t and t[f"{prefix}.weight_scale"].dtype == torch.float32
     if fmt == "pack-quantized":
-        assert wcfg == {**wcfg, "num_bits": 4, "strategy": "group", "group_size": 64, "symmetric": True, "type": "int"}
+        assert wcfg == {**wcfg, "num_bits": 4, "strategy": "group", "group_size": 32, "symmetric": True, "type": "int"}
         packed = t[f"{prefix}.weight_packed"]
         assert packed.dtype == torch.int32 and packed.shape == (64, 96 // 8)
         assert t[f"{prefix}.weight_shape"].tolist() == [64, 96] and f"{prefix}.weight" not in t
@@ -193,3 +197,16 @@ def test_sale_model_saves_with_sale_attention_and_reloads(tmp_path):
         assert not torch.allclose(ref, tiny_model("llama")(ids).logits, atol=1e-3)  # weights untouched: SALE did this
     out = _reload_in_fresh_process(d, ids, "qpass.sale_attention.default", tmp_path)
     assert float((out - ref).abs().max()) <= 1e-4
+
+
+def test_compressed_tensors_refuses_partial_groups(tmp_path):
+    """compressed-tensors (and so transformers and vLLM) take whole groups only: a layer whose width is not a
+    multiple of the group size is refused at export, not left to fail when someone loads the folder."""
+    import transformers as tf
+
+    cfg = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2)
+    q = qpass.compile(tf.AutoModelForCausalLM.from_config(cfg).eval(), "w4a16", progress=False, lower=False)
+    with pytest.raises(ValueError, match="not a multiple of its group size 64"):
+        qpass.save_compressed_tensors(q, tmp_path / "ct")
+    assert not (tmp_path / "ct").exists()

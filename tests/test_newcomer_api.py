@@ -117,7 +117,9 @@ def test_save_writes_tokenizer_and_generation_config_hashed_and_loadable(tmp_pat
     with pytest.raises(LoadError, match="tokenizer_config.json"):
         qpass.load(d)
 
-    ct = qpass.save_compressed_tensors(q, tmp_path / "stories-ct", tokenizer=tok)
+    # w8a8: stories260K's FFN width 172 takes no whole groups of 64, which compressed-tensors requires
+    qc = qpass.compile(model, "w8a8", progress=False)
+    ct = qpass.save_compressed_tensors(qc, tmp_path / "stories-ct", tokenizer=tok)
     assert AutoTokenizer.from_pretrained(ct)(text).input_ids == tok(text).input_ids
     assert GenerationConfig.from_pretrained(ct).eos_token_id == 2
     assert "quantization_config" in json.loads((ct / "config.json").read_text())
