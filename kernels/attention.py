@@ -188,6 +188,10 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     """SDPA for q [B, H, 1, D], k / v [B, Hkv, L, D] (H % Hkv == 0, GQA by index), mask None, bool (True =
     attend) or additive float, broadcastable to [B, H, 1, L]; any strides (unit stride along D).
     Returns [B, H, 1, D] (contiguous, q's dtype). `splits` overrides the split count (tests)."""
+    from .checks import check_attention
+    check_attention(q, k, v, mask, False, scale, True, op="decode_attention_triton")
+    torch._check(q.shape[2] == 1, lambda: f"decode_attention_triton: q must hold one query row [B, H, 1, D], "
+                                          f"got {list(q.shape)}")
     B, H, _, D = q.shape
     Hkv, L = k.shape[1], k.shape[2]
     G = H // Hkv

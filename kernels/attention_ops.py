@@ -7,6 +7,7 @@ q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (`choose_path`, CUDA only; elsewhere
   * "causal": S > 1, the mask is the bool causal mask with S == L, outside CUDA-graph capture: SDPA with
     is_causal=True and no mask, so flash attention runs (the check syncs once per call).
   * "sdpa": anything else, SDPA as given (grouped K/V repeated to the query heads when a mask is given too).
+Arguments are checked (kernels/checks.py `check_attention`) in the implementation and the fake.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check_attention
 from .sale_ops import is_causal_mask
 
 
@@ -58,10 +60,12 @@ def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Ten
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
               scale: Optional[float], enable_gqa: bool) -> Tensor:
     """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv], contiguous."""
+    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
     path = choose_path(q, k, v, attn_mask, is_causal, enable_gqa) if q.is_cuda else "sdpa"
     return run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
 
 
 @attention.register_fake
 def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
     return q.new_empty(*q.shape[:-1], v.shape[-1])

@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .checks import check_int_linear
 from .formats import as_words
 from .tiling import grouped_tile
 
@@ -104,11 +105,13 @@ def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
 
 
 def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, config=None):
+    check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton")
     return _launch(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config)
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None, kernel=None):
     """kernel: None = "gemv" for one row on CUDA (decode), else "mma" (the int8 tensor-core GEMM)."""
+    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton")
     rows = x_int8.numel() // x_int8.shape[-1] if x_int8.shape[-1] else 0
     if kernel is None:
         kernel = "gemv" if rows == 1 and config is None and x_int8.is_cuda else "mma"

@@ -638,11 +638,23 @@ def _interp() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _check(q, k, v=None):
-    assert q.dim() == 4 and k.dim() == 4 and q.shape[0] == k.shape[0] and q.shape[2] == k.shape[2]
-    assert q.shape[1] % k.shape[1] == 0, "query heads must be a multiple of KV heads"
-    assert q.shape[-1] in (64, 128) and k.shape[-1] == q.shape[-1], "head dim 64 or 128"
-    assert q.stride(-1) == 1 and k.stride(-1) == 1 and (v is None or v.stride(-1) == 1)
+def _check(q, k, v=None, op="sale kernels"):
+    """The SALE launchers' argument checks (what the kernels assume), with messages naming the argument."""
+    from .checks import _qkv
+    _qkv(op, q, k, v, True, same_len=True)
+    torch._check_value(q.shape[-1] in (64, 128), lambda: f"{op}: q's head dim must be 64 or 128, got {q.shape[-1]}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t is not None:
+            torch._check(t.stride(-1) == 1, lambda: f"{op}: {name} must have unit stride along the head dim, "
+                                                    f"got strides {t.stride()}")
+
+
+def _check_blocks(block_m, block_n, pool, op):
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        torch._check_value(isinstance(b, int) and b >= 16 and b & (b - 1) == 0,
+                           lambda: f"{op}: {name} must be a power of two >= 16, got {b}")
+    torch._check_value(pool >= 1 and pool & (pool - 1) == 0 and block_m % pool == 0,
+                       lambda: f"{op}: pool must be a power of two dividing block_m={block_m}, got {pool}")
 
 
 def sale_quantize_triton(q, k, unpack=False):
@@ -749,7 +761,8 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m;
     reference `sale_reference.sale_block_scores_ref(..., pool=pool)`).  impl: "v1" / "v2" kernel (`select_impl`;
     same decisions), qb: v2's query blocks per program (`select2_blocks`)."""
-    _check(q, k)
+    _check(q, k, op="sale_select_triton")
+    _check_blocks(block_m, block_n, pool, "sale_select_triton")
     if select_impl(impl, pool) == "v2":
         return _select_v2(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, quant, group, pool, qb,
                           bias_mma, split)
@@ -853,7 +866,8 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
     ATTN2_NPI, env QPASS_SALE_NPI)."""
     import os
     npi = npi or int(os.environ.get("QPASS_SALE_NPI", 0)) or ATTN2_NPI
-    _check(q, k, v)
+    _check(q, k, v, op="sale_sparse_attention_triton")
+    _check_blocks(block_m, block_n, 1, "sale_sparse_attention_triton")
     B, H, S, D = q.shape
     G = H // k.shape[1]
     nqb = triton.cdiv(S, block_m)
@@ -877,6 +891,7 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
 def sale_attention_triton(q, k, v, tau, scale=None, block_m=64, block_n=64, sink=64, window=256,
                           tau_dense=TAU_DENSE, group=True, pool=1, select=None, attn=None):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    _check(q, k, v, op="sale_attention_triton")
     idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group=group,
                                      pool=pool, impl=select)
     return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n, impl=attn)

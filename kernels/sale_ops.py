@@ -9,6 +9,8 @@ paths of `qpass::attention` (kernels/attention_ops.py).
 `pool` (default 1): > 1 estimates from mean-pooled query rows (`pool` rows each; a power of two dividing block_m).
 Kernel versions on CUDA (same decisions / outputs): `sale.SELECT_IMPL` / `sale.ATTN_IMPL` ("v1" / "v2"), per process
 env `QPASS_SALE_SELECT`, `QPASS_SALE_ATTN` (docs/sale.md "Kernel v2").
+Both ops check their arguments (kernels/checks.py) in the implementation and the fake: shapes of q / k / v and
+τ, dtypes, devices, block sizes, pool, min_seq_len and the mask's broadcast shape.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import checks as C
 from . import sale_reference as R
 
 MIN_SEQ_LEN = 1024
@@ -39,6 +42,7 @@ def sale_select(q: Tensor, k: Tensor, tau: Tensor, scale: Optional[float], block
                 sink: int, window: int, group: bool = True, pool: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
     """(kv_idx [B, H, nQB, nKB] int32: kept key blocks of each query block in ascending order, first kv_cnt
     valid; kv_cnt [B, H, nQB] int32; mask [B, H, nQB, nKB] int8)."""
+    C.check_sale_select(q, k, tau, scale, block_m, block_n, sink, window, group, pool)
     s = _scale(q, scale)
     if q.is_cuda:
         from .sale import sale_select_triton
@@ -49,6 +53,7 @@ def sale_select(q: Tensor, k: Tensor, tau: Tensor, scale: Optional[float], block
 
 @sale_select.register_fake
 def _(q, k, tau, scale, block_m, block_n, sink, window, group=True, pool=1):
+    C.check_sale_select(q, k, tau, scale, block_m, block_n, sink, window, group, pool)
     B, H, S, _ = q.shape
     nqb, nkb = -(-S // block_m), -(-S // block_n)
     return (q.new_empty(B, H, nqb, nkb, dtype=torch.int32), q.new_empty(B, H, nqb, dtype=torch.int32),
@@ -70,6 +75,7 @@ def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional
                    block_n: int, sink: int, window: int, min_seq_len: int, group: bool = True,
                    pool: int = 1, attn_mask: Optional[Tensor] = None) -> Tensor:
     """Causal attention over the blocks SALE keeps (estimate + select + block-sparse flash attention)."""
+    C.check_sale_attention(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len, group, pool, attn_mask)
     s = _scale(q, scale)
     if attn_mask is not None and not is_causal_mask(attn_mask, q.shape[2]):  # decode steps, padding masks
         return _dense(q, k, v, attn_mask, False, s)
@@ -83,4 +89,5 @@ def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional
 
 @sale_attention.register_fake
 def _(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len, group=True, pool=1, attn_mask=None):
+    C.check_sale_attention(q, k, v, tau, scale, block_m, block_n, sink, window, min_seq_len, group, pool, attn_mask)
     return q.new_empty(*q.shape[:-1], v.shape[-1])

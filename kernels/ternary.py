@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .checks import check_ternary
 from .formats import as_words, norm_group
 
 _MAGIC = tl.constexpr(1258291200)  # bits of 2**23
@@ -202,7 +203,21 @@ def _tc_config(M):
     return TC_CONFIGS[-1][1]
 
 
+def supported_group(K: int, group_size: int) -> bool:
+    """Groups the ternary kernels compute correctly: the whole row (group_size <= 0 or >= K), a power of two
+    >= 16, or a multiple of 256 (the W4A16 rule). Others are wrong or fail: 8 is read as per-channel by the GEMV
+    (group = 8 // 16 = 0 words), 24 gives garbage (a group of 1.5 words), 48 passes the GEMV but fails the
+    tensor-core kernel's whole-groups-per-tile assertion (M > 1)."""
+    G = norm_group(K, group_size)
+    return G == K or (G >= 16 and (G & (G - 1)) == 0) or G % 256 == 0
+
+
 def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
+    check_ternary(x, t1, t2, a1, a2, bias, group_size, op="ternary_linear_triton")
+    torch._check_value(supported_group(x.shape[-1], group_size), lambda: (
+        f"ternary_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the ternary kernels "
+        f"(they take the whole row, group_size <= 0, a power of two >= 16 or a multiple of 256); use the reference "
+        f"(reference.ternary_linear_ref) for other groups"))
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:

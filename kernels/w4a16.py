@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .checks import check_w4a16
 from .formats import as_words, norm_group
 from .tiling import grouped_tile
 from .gemv import gemv4_supported, w4a16_gemv4
@@ -348,6 +349,10 @@ def _tc_config(M: int):
 
 
 def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=None):
+    check_w4a16(x, qweight, scales, zeros, bias, group_size, op="w4a16_linear_triton")
+    torch._check_value(supported_group(x.shape[-1], group_size), lambda: (
+        f"w4a16_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the kernels (they "
+        f"take the whole row, a power of two >= 16 or a multiple of 256); use reference.w4a16_linear_ref"))
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:

@@ -41,6 +41,8 @@ def _quant_act(x_ptr, s_ptr, q_ptr, so_ptr, K, stride_xm, stride_qm, qmax, qinv,
 
 
 def quantize_activation_int8_triton(x, scale, qmax: int, block_k: int | None = None):
+    from .checks import check_quantize
+    check_quantize(x, scale, qmax, op="quantize_activation_int8_triton")
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     if x2.stride(-1) != 1:

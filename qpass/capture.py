@@ -86,10 +86,20 @@ def node_value(node) -> torch.Tensor | None:
 
 
 class GraphCounter:
-    """How many graphs a backend compiled (graph breaks and recompilations both add one)."""
+    """How many graphs a backend compiled (graph breaks and recompilations both add one), and how many calls of
+    the compiled forward ran (every one through a compiled graph: a fallback raises `EagerFallbackError`)."""
 
     def __init__(self):
         self.graphs = 0
+        self.calls = 0
+
+
+class EagerFallbackError(RuntimeError):
+    """Dynamo ran the model's original forward instead of a graph compiled through qpass's backend.
+
+    That forward is the full-precision model: running it would silently return unquantized outputs, so the
+    compiled forward raises this instead (recompile limit hit, a Dynamo error it recovered from by running the
+    frame eagerly, or torch.compile disabled, e.g. TORCHDYNAMO_DISABLE=1 or `set_stance("force_eager")`)."""
 
 
 def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], None], counter: GraphCounter):
@@ -108,31 +118,123 @@ def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], No
     return backend
 
 
+# Inputs whose leading dims are batch and sequence (HF causal-LM forwards), and which of their dims to mark.
+DYNAMIC_DIMS = {
+    "input_ids": (0, 1), "attention_mask": (0, 1), "position_ids": (0, 1), "inputs_embeds": (0, 1),
+    "token_type_ids": (0, 1), "labels": (0, 1), "cache_position": (0,),
+}
+CACHE_DIMS = (0, 2)  # K / V cache tensors [B, H_kv, L, D]: batch and cached length
+# Graphs one compiled forward may hold (the global `recompile_limit` default is 8, patched per call). With
+# batch and sequence dynamic, graphs are added per *kind* of call: batch 1 / > 1 x prefill / decode x use_cache,
+# an empty or filled cache, other keyword arguments, grad mode — HF `generate` next to plain calls takes ~10.
+RECOMPILE_LIMIT = 32
+
+
+def _mark(t, dims) -> None:
+    if isinstance(t, torch.Tensor):
+        for d in dims:
+            if d < t.dim():
+                torch._dynamo.maybe_mark_dynamic(t, d)
+
+
+def mark_dynamic_inputs(arguments: dict) -> None:
+    """Mark batch and sequence dims of a forward's inputs (and of a K/V cache's tensors) dynamic, so that Dynamo
+    compiles one graph per kind of call instead of one per shape. Dims of size 1 (batch 1, a decode step's
+    single token) still get a graph of their own: Dynamo specializes sizes 0 and 1."""
+    for name, dims in DYNAMIC_DIMS.items():
+        _mark(arguments.get(name), dims)
+    cache = arguments.get("past_key_values")
+    for layer in getattr(cache, "layers", None) or ():
+        for attr in ("keys", "values"):
+            t = getattr(layer, attr, None)
+            if isinstance(t, torch.Tensor) and t.dim() == 4:
+                _mark(t, CACHE_DIMS)
+
+
 def compile_forward(
     model: torch.nn.Module,
     transform: Callable[[CapturedGraph], None],
     *,
     fullgraph: bool = False,
     dynamic: bool | None = None,
+    recompile_limit: int | None = RECOMPILE_LIMIT,
 ) -> tuple[Callable, GraphCounter]:
     """A compiled version of `model.forward` whose graphs pass through `transform`.
 
     The returned function has its own code object, so its Dynamo cache (and recompile budget) belongs to this
     model alone: two quantized copies of one architecture never share or exhaust each other's compiled graphs.
+
+    Shapes: before each call the batch and sequence dims of the inputs (`input_ids`, `attention_mask`,
+    `position_ids`, `inputs_embeds`, ..., and the K/V tensors of an HF cache's layers) are marked dynamic
+    (`torch._dynamo.maybe_mark_dynamic`), so one graph serves every batch size and length. Dynamo specializes
+    dims of size 1, so a model called with batch 1 and batch > 1, prefill (length > 1) and one-token decode
+    compiles at most four graphs for those four kinds of call (batch 1-64 x length 1-2048), plus one per other
+    change Dynamo guards on (other keyword arguments, grad mode, a cache's first use).
+
+    Never silently unquantized: when Dynamo does not run a graph compiled through `transform` — the recompile
+    limit (`recompile_limit`, this compiled function's own, default `RECOMPILE_LIMIT` = 32; None = the global
+    `torch._dynamo.config.recompile_limit`, 8) is hit, Dynamo recovered from an error by running the frame
+    eagerly, or torch.compile is disabled (TORCHDYNAMO_DISABLE=1, `torch.compiler.set_stance("force_eager")`)
+    — it would run the model's original full-precision forward. The compiled forward raises
+    `EagerFallbackError` instead: the wrapper Dynamo compiles checks `torch.compiler.is_compiling()` first,
+    which is constant True in every traced graph and False only when the frame runs as plain Python. The graphs
+    compiled so far stay cached, so calls of kinds seen before keep working. No global torch config is changed;
+    `counter.calls` counts the calls that ran a compiled graph. Limit: with graph breaks *inside* the model,
+    the frames after a break are Dynamo frames of the model's own code, which this check does not cover.
     """
+    import torch._dynamo
+
     counter = GraphCounter()
     bound = model.forward
     base = type(model).forward
+    limit = recompile_limit if recompile_limit is not None else torch._dynamo.config.recompile_limit
+    signature = inspect.signature(bound)
 
     def forward(*args, **kwargs):
+        # Constant True while Dynamo traces this frame (the check is not in the graph); False only when the
+        # frame runs as plain Python, i.e. Dynamo fell back to the original (unquantized) forward.
+        if not torch.compiler.is_compiling():
+            raise EagerFallbackError(
+                f"qpass: Dynamo fell back to the original full-precision forward of {type(model).__name__} "
+                f"instead of a qpass-compiled graph; refusing to run it unquantized. Input shapes: "
+                f"{_shapes(args, kwargs)}; {counter.graphs} graph(s) compiled so far, recompile limit {limit}. "
+                f"Likely causes: the recompile limit was hit (too many distinct input shapes / keyword arguments "
+                f"/ grad modes: batch and sequence dims are already dynamic), a Dynamo error this frame recovered "
+                f"from by running eagerly (TORCH_LOGS=graph_breaks,recompiles says which), or torch.compile is "
+                f"disabled (TORCHDYNAMO_DISABLE, torch.compiler.set_stance('force_eager'))."
+            )
         return base(model, *args, **kwargs)
 
     forward.__code__ = forward.__code__.replace()  # a fresh code object -> a fresh Dynamo cache
     functools.update_wrapper(forward, base)
-    forward.__signature__ = inspect.signature(bound)  # HF inspects forward's parameters (generate)
+    forward.__signature__ = signature  # HF inspects forward's parameters (generate)
     del forward.__wrapped__
-    compiled = torch.compile(forward, backend=make_backend(model, transform, counter), fullgraph=fullgraph, dynamic=dynamic)
-    return compiled, counter
+    compiled = torch.compile(forward, backend=make_backend(model, transform, counter), fullgraph=fullgraph,
+                             dynamic=dynamic)
+    # The limit applies while this model's frame is compiled, through a scoped config patch: torch.compile's own
+    # `recompile_limit=` argument is newer than torch 2.11, and the global setting stays as the user left it.
+
+    def run(*args, **kwargs):
+        try:
+            arguments = signature.bind_partial(*args, **kwargs).arguments
+        except TypeError:  # let the forward itself report the bad call
+            arguments = kwargs
+        if dynamic is not False:
+            mark_dynamic_inputs(arguments)
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            out = compiled(*args, **kwargs)
+        counter.calls += 1
+        return out
+
+    functools.update_wrapper(run, base)
+    run.__signature__ = signature
+    del run.__wrapped__
+    return run, counter
+
+
+def _shapes(args, kwargs) -> str:
+    items = [(str(i), a) for i, a in enumerate(args)] + list(kwargs.items())
+    return ", ".join(f"{k}={list(v.shape)}" for k, v in items if isinstance(v, torch.Tensor)) or "no tensors"
 
 
 def export_graph(model: torch.nn.Module, input_ids: torch.Tensor, dynamic: bool = False):

@@ -23,8 +23,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _positive(name: str, value, minimum: int = 1) -> None:
-    if value is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if value is not None and (not isinstance(value, int) or value < minimum):  # argparse gives [] for "--x=--"
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
 
 
 def check_args(args) -> None:
@@ -41,14 +41,18 @@ def check_args(args) -> None:
         if target and Path(target).exists() and not (flag == "--save" and args.overwrite):
             hint = " (add --overwrite to replace it)" if flag == "--save" else ""
             raise FileExistsError(f"{flag} {target} already exists{hint}")
+    if getattr(args, "save", None) and args.overwrite and Path(args.save).exists():
+        from .export import check_overwritable
+
+        check_overwritable(Path(args.save))  # --overwrite replaces only an earlier qpass save
     if getattr(args, "plot", None) and not Path(args.plot).resolve().parent.is_dir():
         raise FileNotFoundError(f"--plot {args.plot}: folder {Path(args.plot).resolve().parent} does not exist")
     if getattr(args, "load", None):
-        if args.recipe:
+        if args.recipe is not None:
             raise ValueError("eval: --load evaluates a saved model as it is; it takes no --recipe")
         if not (Path(args.load) / "manifest.json").is_file():
             raise FileNotFoundError(f"--load {args.load}: not a folder written by qpass quantize --save (no manifest.json)")
-    if getattr(args, "recipe", None) and args.command != "recipes":
+    if getattr(args, "recipe", None) is not None and args.command != "recipes":
         from .recipe import resolve
 
         resolve(args.recipe)  # a malformed recipe names its bad key now, not after loading the model
@@ -122,7 +126,7 @@ def cmd_eval(args) -> dict:
     if args.load:
         model = export.load(args.load)
         name = f"{model.recipe.get('name', '?')} (loaded from {args.load})"
-    elif args.recipe:
+    elif args.recipe is not None:
         recipe = resolve(args.recipe)
         model, name = _quantize(args, recipe, model, tok), recipe.name
     ppl = perplexity(model, ids, args.seq_len, progress=not args.json)
@@ -157,8 +161,19 @@ def cmd_recipes(args) -> dict:
     return {name: r.to_dict() for name, r in presets.items()}
 
 
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the CLI's others: one line on stderr, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"qpass: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qpass", description="Quantize Hugging Face causal LMs.")
+    parser = _Parser(prog="qpass", description="Quantize Hugging Face causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quantize", help="quantize a model, print the coverage report and perplexity before/after")
@@ -202,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         result = args.fn(args)
     except (RecipeError, FileNotFoundError, FileExistsError, ValueError, LoadError) as e:
-        print(f"qpass: error: {e}", file=sys.stderr)
+        print(f"qpass: error: {_one_line(e)}", file=sys.stderr)
         if getattr(args, "json", False):  # a script reading stdout still gets one JSON document
-            json.dump({"error": str(e), "error_type": type(e).__name__}, sys.stdout)
+            json.dump({"error": _one_line(e), "error_type": type(e).__name__}, sys.stdout)
             print()
         return 2
     if args.json:

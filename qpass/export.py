@@ -240,7 +240,7 @@ def _is_qpass_save(path: Path) -> str | None:
     return None
 
 
-def _refuse_replacing(path: Path) -> None:
+def check_overwritable(path: Path) -> None:
     why = _is_qpass_save(path)
     if why is not None:
         raise FileExistsError(f"qpass.save: {path} exists and is not a qpass save ({why}); overwrite=True only "
@@ -270,7 +270,7 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
     if os.path.lexists(path):
         if not overwrite:
             raise FileExistsError(f"qpass.save: {path} exists (pass overwrite=True to replace it)")
-        _refuse_replacing(path)  # before any work: never delete a folder that is not ours
+        check_overwritable(path)  # before any work: never delete a folder that is not ours
     _check_tokenizer(tokenizer, "qpass.save")
     ep = export_program(qmodel, _example_for_export(example))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +302,7 @@ def save(qmodel: torch.nn.Module, path: str | os.PathLike, *, example: torch.Ten
         if os.path.lexists(path):  # checked again: something may have appeared since the first check
             if not overwrite:
                 raise FileExistsError(f"qpass.save: {path} exists (pass overwrite=True to replace it)")
-            _refuse_replacing(path)
+            check_overwritable(path)
             backup = _new_sibling(path, "old")
             os.replace(path, backup)  # onto the empty directory reserved for it
         os.replace(tmp, path)
@@ -330,6 +330,8 @@ def _check(path: Path) -> dict:
 
 def _read(f: Path, what: str = "") -> bytes:
     try:
+        if f.exists() and not f.is_file():  # a FIFO or device would block or never end
+            raise LoadError(f"qpass.load: {f} is not a regular file")
         return f.read_bytes()
     except FileNotFoundError as e:
         raise LoadError(f"qpass.load: {f} is missing{what}") from e
@@ -354,7 +356,8 @@ def _check_files(path: Path) -> tuple[dict, bytes]:
     manifest = _json(mf, _read(mf, " (not a qpass save, or incomplete)"))
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise LoadError(f"qpass.load: {mf} is not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # not True, not 1.0
         raise LoadError(
             f"qpass.load: {mf}: format version {manifest.get('format_version')!r} is not supported; "
             f"this qpass reads version {FORMAT_VERSION}"
@@ -369,16 +372,20 @@ def _check_files(path: Path) -> tuple[dict, bytes]:
     for name in extra:
         parts = Path(name).parts if isinstance(name, str) else ()
         inside = bool(parts) and not Path(name).is_absolute() and ".." not in parts
-        if not inside or name in FILES or name == MANIFEST or root not in (root / name).resolve().parents:
+        try:  # a NUL byte or an over-long name make the OS refuse the path itself
+            inside = inside and name not in FILES and name != MANIFEST and root in (root / name).resolve().parents
+        except (ValueError, OSError):
+            inside = False
+        if not inside:
             raise LoadError(f"qpass.load: {mf}: the manifest lists {name!r}, which is not a file inside the saved directory")
     program = b""
     for name, meta in {**files, **extra}.items():
         if not isinstance(meta, dict):
             raise LoadError(f"qpass.load: {mf}: the manifest entry of {name!r} is not a mapping")
         f = path / name
-        if not f.is_file():
-            raise LoadError(f"qpass.load: {f} is missing")
         try:
+            if not f.is_file():
+                raise LoadError(f"qpass.load: {f} is missing")
             size = f.stat().st_size
             if size != meta.get("bytes"):
                 raise LoadError(f"qpass.load: {f} has {size} bytes, the manifest says {meta.get('bytes')} (truncated or replaced)")

@@ -143,7 +143,7 @@ class CalibrationSpec:
     skip_tokens: int = opt(0, range="[0, inf)")
     # GPTQ with skip_tokens: the skipped tokens still enter the Hessian, each weighted like this many ordinary
     # tokens (0: left out; 1: as any token — their huge norm then dominates XᵀX)
-    sink_hessian_weight: float = opt(0.0, range="[0, inf)")
+    sink_hessian_weight: float = opt(0.0, range="[0, 1]")  # the sink rows down-weighted in H
 
     def check_fields(self, path: str) -> None:
         if self.skip_tokens >= self.seq_len:
@@ -178,6 +178,12 @@ class Recipe:
     def check_fields(self, path: str) -> None:
         if self.weights is None and self.activations is None and not self.passes:
             raise RecipeError("recipe: nothing to do — set weights, activations or passes")
+        for i, pattern in enumerate(self.ignore):
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as e:
+                    raise RecipeError(f"ignore[{i}]: {pattern!r} is not a valid regular expression ({e})") from None
         from .passes import registry
 
         for i, p in enumerate(self.passes):
@@ -308,7 +314,10 @@ def load_yaml(text: str, where: str = "recipe") -> Any:
 
     if len(text) > MAX_RECIPE_BYTES:
         raise RecipeError(f"{where}: more than {MAX_RECIPE_BYTES} characters; too large for a recipe")
-    loader = _yaml_loader()(text)
+    try:
+        loader = _yaml_loader()(text)  # the reader already refuses some characters
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{where}: not valid YAML: {e}") from None
     try:
         return loader.get_single_data()
     except RecipeError as e:
@@ -393,7 +402,10 @@ def _build(tp, value, path: str):
     if dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise RecipeError(f"{where}: expected a finite number, got an integer of {len(str(value))} digits") from None
     if tp in (int, float, str, bool):
         if type(value) is not tp:
             raise RecipeError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")

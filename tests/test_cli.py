@@ -82,7 +82,7 @@ def _no_model_loads(monkeypatch):
     (["quantize", "--save", "{existing}", "--no-eval"], "already exists (add --overwrite to replace it)"),
     (["quantize", "--compressed-tensors", "{existing}", "--no-eval"], "--compressed-tensors"),
     (["quantize", "--overwrite", "--no-eval"], "--overwrite only applies with --save"),
-    (["quantize", "--seq-len", "1"], "--seq-len must be at least 2"),
+    (["quantize", "--seq-len", "1"], "--seq-len must be an integer of at least 2"),
     (["quantize", "--plot", "{existing}/no/such/dir/x.png"], "does not exist"),
     (["quantize", "--recipe", "w9a9"], "w9a9"),
     (["eval", "--load", "{existing}"], "no manifest.json"),

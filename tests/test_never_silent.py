@@ -1,0 +1,95 @@
+"""A model from qpass.compile never silently runs its original full-precision forward.
+
+Batch and sequence dims are dynamic (one graph per kind of call, not per shape), and any fallback of Dynamo to
+the original forward (recompile limit, torch.compile disabled) raises `EagerFallbackError`.
+"""
+import pytest
+import torch
+
+import qpass
+from qpass.capture import EagerFallbackError, compile_forward
+from tiny_models import tiny_model
+
+# 20 (batch, length) shapes: batch 1 and 64, length 1 and a few hundred
+SHAPES = [(1, 8), (1, 1), (64, 1), (64, 3), (2, 300), (1, 257), (3, 17), (5, 1), (7, 64), (1, 2),
+          (16, 9), (2, 2), (64, 12), (9, 33), (4, 128), (1, 100), (32, 5), (6, 1), (2, 199), (11, 7)]
+
+
+@pytest.fixture(scope="module")
+def w8a8():
+    model = tiny_model("llama")
+    return model, qpass.compile(model, "w8a8", progress=False)
+
+
+def test_shapes_stay_quantized(w8a8):
+    model, qmodel = w8a8
+    counter = qmodel.qpass_state.graph_counter
+    calls0 = counter.calls
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randint(0, 256, (1, 24), generator=gen)
+    with torch.no_grad():
+        ref_row = qmodel(input_ids=probe, use_cache=False).logits[0]
+        full = model(input_ids=probe, use_cache=False).logits[0]
+        for b, t in SHAPES:
+            ids = torch.randint(0, 256, (b, t), generator=gen)
+            if t == probe.shape[1]:
+                ids[b - 1] = probe[0]
+            logits = qmodel(input_ids=ids, use_cache=False).logits
+            assert logits.shape == (b, t, 256)
+        # per-token dynamic int8: a row's quantized output does not depend on the batch it is in
+        ids = torch.randint(0, 256, (64, 24), generator=gen)
+        ids[37] = probe[0]
+        batched = qmodel(input_ids=ids, use_cache=False).logits[37]
+    # batch {1, >1} x {prefill, decode}: Dynamo specializes dims of size 1, nothing else adds a graph
+    assert counter.graphs <= 4, counter.graphs
+    assert counter.calls - calls0 == len(SHAPES) + 2  # every call ran a qpass-compiled graph (a fallback raises)
+    assert torch.allclose(batched, ref_row, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(ref_row, full, atol=1e-4)  # quantized, not the full-precision forward
+    assert all(v in ("w8a8", "attention") for v in qmodel.qpass_state.lowering.values()), qmodel.qpass_state.lowering
+
+
+def test_lowered_matches_fake_quant_at_any_shape(w8a8):
+    """Dynamic graphs compute what the fake-quant reference (lower=False) computes, at every kind of shape."""
+    model, qmodel = w8a8
+    ref = qpass.compile(model, "w8a8", progress=False, lower=False)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for b, t in [(1, 1), (64, 3), (2, 100), (1, 40)]:
+            ids = torch.randint(0, 256, (b, t), generator=gen)
+            got, want = qmodel(input_ids=ids, use_cache=False).logits, ref(input_ids=ids, use_cache=False).logits
+            full = model(input_ids=ids, use_cache=False).logits
+            # equal up to rare int8 rounding ties (the kernel's x * (1/s) vs the reference's x / s)
+            err = ((got - want).norm() / want.norm()).item()
+            assert err < 1e-4, (b, t, err)
+            assert ((full - want).norm() / want.norm()).item() > 10 * err  # and far from full precision
+    assert ref.qpass_state.graph_counter.graphs <= 4 and ref.qpass_state.graph_counter.calls == 4
+
+
+def test_generate_still_works(w8a8):
+    _, qmodel = w8a8
+    with torch.no_grad():
+        out = qmodel.generate(torch.randint(0, 256, (2, 5)), attention_mask=torch.ones(2, 5, dtype=torch.long),
+                              max_new_tokens=4, do_sample=False, pad_token_id=0)
+        one = qmodel.generate(torch.randint(0, 256, (1, 7)), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (2, 9) and one.shape == (1, 11)
+
+
+def test_recompile_limit_raises_instead_of_falling_back():
+    model = tiny_model("llama")
+    seen = []
+    forward, counter = compile_forward(model, seen.append, recompile_limit=1)
+    with torch.no_grad():
+        forward(input_ids=torch.randint(0, 256, (2, 8)), use_cache=False)
+        forward(input_ids=torch.randint(0, 256, (3, 20)), use_cache=False)  # dynamic: same graph
+        assert counter.graphs == len(seen) == 1 and counter.calls == 2
+        with pytest.raises(EagerFallbackError, match="full-precision forward.*recompile limit 1"):
+            forward(input_ids=torch.randint(0, 256, (2, 1)), use_cache=False)  # a decode shape: new graph
+        forward(input_ids=torch.randint(0, 256, (5, 3)), use_cache=False)  # cached graphs keep working
+    assert counter.calls == 3
+
+
+def test_disabled_compile_raises(w8a8):
+    _, qmodel = w8a8
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+        with pytest.raises(EagerFallbackError, match="unquantized"):
+            qmodel(input_ids=torch.randint(0, 256, (1, 4)), use_cache=False)
