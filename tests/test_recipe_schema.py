@@ -57,7 +57,7 @@ BAD = [
     ({"calibration": {"seq_len": 1}}, "calibration.seq_len", "[2, inf)"),
     ({"calibration": {"skip_tokens": -1}}, "calibration.skip_tokens", "[0, inf)"),
     ({"calibration": {"seq_len": 8, "skip_tokens": 8}}, "calibration.skip_tokens", "seq_len"),
-    ({"calibration": {"sink_hessian_weight": -1}}, "calibration.sink_hessian_weight", "[0, inf)"),
+    ({"calibration": {"sink_hessian_weight": -1}}, "calibration.sink_hessian_weight", "[0, 1]"),
     ({"calibration": {"sink_hessian_weight": 0.5}}, "calibration.sink_hessian_weight", "skip_tokens"),
     ({"calibration": {"num_samples": "32"}}, "calibration.num_samples", "expected int"),
     # top level
