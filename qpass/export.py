@@ -114,7 +114,8 @@ def export_program(qmodel: torch.nn.Module, example: torch.Tensor | None = None)
     program = _Program(_self_contained(ep, cap))
     shapes = {"input_ids": {0: Dim("batch"), 1: Dim("seq")}}
     with torch.no_grad():
-        return export(program, (example,), dynamic_shapes=shapes, strict=False)
+        return export(program, (example,), dynamic_shapes=shapes, strict=False,
+                      prefer_deferred_runtime_asserts_over_guards=True)
 
 
 def _program_tensors(ep) -> dict[str, torch.Tensor]:
