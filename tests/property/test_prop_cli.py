@@ -6,21 +6,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tempfile
 from pathlib import Path
 from unittest import mock
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qpass.cli as cli
 import qpass.models
 
 
-def n(x: int) -> int:
-    return max(1, round(x * float(os.environ.get("QPASS_PROP_SCALE", "1"))))
+from prop_util import n  # noqa: E402
 
 
 class ModelLoaded(BaseException):

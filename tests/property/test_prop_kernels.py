@@ -5,7 +5,6 @@ scales, zero points, steps or bias whose shape does not match the activation mus
 exception type (IndexError, AssertionError ...)."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -22,8 +21,7 @@ TOL = {torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 2e-2}
 ALLOWED = (RuntimeError, ValueError)  # torch._check -> RuntimeError, torch._check_value -> ValueError
 
 
-def n(x: int) -> int:
-    return max(1, round(x * float(os.environ.get("QPASS_PROP_SCALE", "1"))))
+from prop_util import n  # noqa: E402
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 import qpass
 
 
-def n(x: int) -> int:
-    return max(1, round(x * float(os.environ.get("QPASS_PROP_SCALE", "1"))))
+from prop_util import n  # noqa: E402
 
 
 # Relative logit error bounds on random-weight tiny models (random weights quantize worse than trained ones,

@@ -3,12 +3,10 @@ to_dict / to_json / YAML / from_dict unchanged, or raises qpass.RecipeError nami
 never another exception, never a hang (nested YAML aliases included)."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import os
-import signal
 
 import pytest
 import yaml
@@ -19,28 +17,7 @@ import qpass
 from qpass.recipe import RecipeError, resolve
 
 
-def n(x: int) -> int:
-    return max(1, round(x * float(os.environ.get("QPASS_PROP_SCALE", "1"))))
-
-
-class Hang(BaseException):
-    """Raised by the alarm: a BaseException, so that no `except OSError/Exception` in qpass can swallow it."""
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int):
-    def fire(signum, frame):
-        raise Hang(f"hang: no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    except Hang as e:  # reported as an ordinary failure, so hypothesis shows the example
-        raise AssertionError(str(e)) from None
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+from prop_util import n, no_hang  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- valid recipes

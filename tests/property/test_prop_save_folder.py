@@ -4,14 +4,12 @@ qpass.LoadError (nothing else: no KeyError, no zipfile error, no hang); a mutati
 manifest checks must load and give the original logits."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import pickle
 import shutil
-import signal
 import tempfile
 import zipfile
 from pathlib import Path
@@ -26,28 +24,7 @@ from qpass.export import LoadError
 from tiny_models import tiny_model
 
 
-def n(x: int) -> int:
-    return max(1, round(x * float(os.environ.get("QPASS_PROP_SCALE", "1"))))
-
-
-class Hang(BaseException):
-    """Raised by the alarm: a BaseException, so that no `except OSError/Exception` in qpass can swallow it."""
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int):
-    def fire(signum, frame):
-        raise Hang(f"hang: no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    except Hang as e:  # reported as an ordinary failure, so hypothesis shows the example
-        raise AssertionError(str(e)) from None
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+from prop_util import n, no_hang  # noqa: E402
 
 
 IDS = torch.tensor([[1, 5, 9, 33, 2, 200, 17, 4]])
