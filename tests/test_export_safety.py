@@ -213,6 +213,8 @@ def test_the_attack_is_real_against_plain_torch_export_load(saved, tmp_path, att
     """Control: torch.export.load itself runs these payloads (so the refusals above matter)."""
     import qpass.kernels.ops  # noqa: F401
 
+    if attack == "opaque_obj constant" and tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13):
+        pytest.skip("opaque-object constants are unpickled by torch.export.load from torch 2.13 (2.11 has no such path)")
     _, d = saved
     marker = tmp_path / "pwned"
     bad = _tamper(d, tmp_path, ATTACKS[attack][0](marker))
