@@ -30,6 +30,8 @@ def test_backend_matches_qpass_compile(arch, recipe, inner):
     assert not any(p.dtype == torch.int8 for p in model.parameters())  # the user's model is untouched
 
 
+@pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 13),
+                    reason="an unbacked batch dim through HF's SDPA call needs torch >= 2.13 (2.11 guards on batch == 1)")
 def test_no_recompiles_across_batch_and_sequence_lengths():
     torch._dynamo.reset()
     counters.clear()
