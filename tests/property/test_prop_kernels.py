@@ -79,6 +79,16 @@ def test_w4a16_matches_dequant_matmul(shape, group_size, dtype, symmetric, with_
     _close(out, _expected(x.float(), wf, None if bias is None else bias.float(), dtype), dtype)
 
 
+def _scaled_integer_product(x, w, ws, xs, bias):
+    """The int8 / W4A8 ops' definition in float64: (x @ w^T) * ws[n] (* xs[row]) (+ bias)."""
+    acc = x.reshape(-1, x.shape[-1]).double() @ w.double().t() * ws.double()[None, :]
+    if xs is not None:
+        acc = acc * xs.double()[:, None]
+    if bias is not None:
+        acc = acc + bias.double()
+    return acc.reshape(*x.shape[:-1], w.shape[0])
+
+
 # ---------------------------------------------------------------------------------------------- int8
 @settings(max_examples=n(150))
 @given(shapes, st.sampled_from(DTYPES), st.booleans(), st.booleans(), st.integers(0, 2**31 - 1))
@@ -92,12 +102,7 @@ def test_int8_linear_matches_integer_product(shape, out_dtype, with_xs, with_bia
     xs = torch.rand(rows, generator=g) * 0.01 + 1e-4 if with_xs else None
     bias = torch.randn(N, generator=g).to(out_dtype) if with_bias else None
     out = OPS.int8_linear(x, w, ws, xs, bias, out_dtype)
-    acc = x.reshape(rows, K).double() @ w.double().t() * ws.double()[None, :]
-    if xs is not None:
-        acc = acc * xs.double()[:, None]
-    if bias is not None:
-        acc = acc + bias.double()
-    _close(out, acc.reshape(*lead, N).to(out_dtype), out_dtype)
+    _close(out, _scaled_integer_product(x, w, ws, xs, bias).to(out_dtype), out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- W4A8
@@ -115,12 +120,7 @@ def test_w4a8_linear_matches_integer_product(shape, out_dtype, qmax, with_xs, wi
     xs = torch.rand(rows, generator=g) * 0.01 + 1e-4 if with_xs else None
     bias = torch.randn(N, generator=g).to(out_dtype) if with_bias else None
     out = OPS.w4a8_linear(x, packed, ws, xs, bias, out_dtype)
-    acc = x.reshape(rows, K).double() @ q.double().t() * ws.double()[None, :]
-    if xs is not None:
-        acc = acc * xs.double()[:, None]
-    if bias is not None:
-        acc = acc + bias.double()
-    _close(out, acc.reshape(*lead, N).to(out_dtype), out_dtype)
+    _close(out, _scaled_integer_product(x, q, ws, xs, bias).to(out_dtype), out_dtype)
 
 
 # ---------------------------------------------------------------------------------- activation quantizer
