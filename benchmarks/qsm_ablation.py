@@ -19,9 +19,8 @@ import qpass
 from qpass import api, data, models
 from qpass.calibrate import calibrate
 from qpass.capture import compile_forward
-from qpass.passes import registry
-from qpass.passes.context import PassContext
-from qpass.passes.fake_quant import insert_fake_quant, plan_quantization
+from qpass.driver import calibration_statistics, plan_model
+from qpass.lowering.qdq import insert_fake_quant
 from qpass.plan import select_sites
 from qpass.recipe import ActivationSpec, CalibrationSpec, PassSpec, Recipe, WeightSpec
 
@@ -80,22 +79,18 @@ def evaluate_variant(model, recipe, calib, observers, ids):
     m = copy.deepcopy(model)
     a, _ = api.capture_analysis(m, calib[0][:1, :32])
     sel, _ = select_sites(a, recipe)
-    ctx = PassContext(m, recipe, a, sel, observers(sel), progress=False)
-    for spec in recipe.passes:
-        registry.get(spec.name).fn(ctx, registry.validate(spec, "passes"))
-    plan_quantization(ctx)
-    fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, ctx.plan))
+    plan = plan_model(m, recipe, a, observers=observers(sel), progress=False)
+    fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, plan))
     m.forward = fwd
     secs = time.perf_counter() - t
     ppl = qpass.perplexity(m, ids, 512, progress=False)
-    errs = [sp.output_error for sp in ctx.plan.values() if sp.output_error is not None]
+    errs = [sp.output_error for sp in plan.values() if sp.output_error is not None]
     return ppl, secs, sum(errs) / max(len(errs), 1)
 
 
 def screen(args):
     from qsm_smollm2 import merge
 
-    from qpass.calibrate import statistics_for
     from qpass.recipe import resolve
 
     model, tok = models.load("smollm2")
@@ -104,7 +99,7 @@ def screen(args):
     cache, results = {}, {}
     for preset, js in zip(args.screen[::2], args.screen[1::2]):
         recipe = Recipe.from_dict(merge(resolve(preset).to_dict(), json.loads(js)))
-        stats = statistics_for(recipe)
+        stats = calibration_statistics(recipe)
         sink_weight = stats.pop("sink_weight", 0.0)
         stats.update(samples=256, hessian=True, sink_weight=1e-9 if stats["skip_tokens"] else 0.0)
         def observers(sel, recipe=recipe, stats=stats, sink_weight=sink_weight):

@@ -10,25 +10,15 @@ import torch.fx as fx
 
 import qpass.kernels.ops  # noqa: F401  (registers every qpass:: kernel op the rules emit; kernels/ has no __init__)
 from qpass.capture import LINEAR_TARGETS, SDPA_TARGETS, CapturedGraph
-from qpass.plan import SitePlan
+from qpass.plan import Plan
 
 from .fuse import sibling_groups, split_output, stacked_match
-from .pattern import KERNEL_GROUPS, AttentionPlan, Emit, GroupRefusal, Pattern, SdpaPattern, match_linear, match_sdpa
+from .pattern import KERNEL_GROUPS, Emit, GroupRefusal, Pattern, SdpaPattern, match_linear, match_sdpa
+from .qdq import insert_fake_quant
 from .rules import RULES
 
 
-class Plan(dict):
-    """What the transform lowers: the per-site linear plan (this mapping, site -> SitePlan) and `attention`
-    ({attention module path: AttentionPlan}, e.g. SALE's τ; empty: every SDPA node runs dense `qpass::attention`).  A plain dict
-    works wherever a Plan does (no attention).  `qpass.compile` builds it, so `qpass.save` (which re-runs
-    `quantize_transform(state.plan, ...)` on the torch.export graph) lowers the same attention."""
-
-    def __init__(self, sites=(), attention: dict[str, AttentionPlan] | None = None):
-        super().__init__(sites)
-        self.attention = dict(attention or {})
-
-
-def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[str, str], cache: dict,
+def lower_graph(cap: CapturedGraph, plan: Plan, outcomes: dict[str, str], cache: dict,
                 fuse: bool = True, fused: set | None = None, refused_groups: dict | None = None) -> int:
     """Lower every tagged fake-quant linear in `cap.gm`, and every SDPA node (the plan's attention method where
     it has one and fits, else dense `qpass::attention`); returns how many nodes were replaced.
@@ -42,7 +32,7 @@ def lower_graph(cap: CapturedGraph, plan: dict[str, SitePlan], outcomes: dict[st
     """
     gm, graph = cap.gm, cap.graph
     lowered = 0
-    attention = getattr(plan, "attention", None) or {}
+    attention = plan.attention
     matched = []  # (LinearMatch, Rule), in graph order
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target in SDPA_TARGETS:
@@ -148,13 +138,11 @@ def _drop_dead(gm: fx.GraphModule) -> None:
         del gm._buffers[name]
 
 
-def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: dict | None = None,
+def quantize_transform(plan: Plan, lower: bool = True, outcomes: dict | None = None,
                        fuse: bool = True) -> Callable:
     """The one graph transform qpass runs on each captured graph: fake-quant insertion, then (if `lower`) the
     rules over the same graph. `outcomes` collects each site's lowering (for the report); `fuse`: sibling
     linears share one kernel call (lowering/fuse.py)."""
-    from qpass.passes.fake_quant import insert_fake_quant
-
     outcomes = {} if outcomes is None else outcomes
     cache: dict = {}
     fused: set = set()
@@ -171,7 +159,7 @@ def quantize_transform(plan: dict[str, SitePlan], lower: bool = True, outcomes: 
     return transform
 
 
-def group_size_warning(refused_groups: dict, plan: dict[str, SitePlan]) -> str | None:
+def group_size_warning(refused_groups: dict, plan: Plan) -> str | None:
     """One message for all the sites a kernel refused for their group size (`transform.refused_groups`), or
     None when there are none: how many of the plan's quantized sites, which group, what the kernel takes."""
     if not refused_groups:
@@ -179,7 +167,7 @@ def group_size_warning(refused_groups: dict, plan: dict[str, SitePlan]) -> str |
     by = {}
     for site, (rule, group, K) in refused_groups.items():
         by.setdefault((rule, group), []).append(site)
-    seen = sum(1 for sp in plan.values() if sp.weight is not None or sp.activation is not None)
+    seen = len(plan.quantized())
     parts = []
     for (rule, group), sites in sorted(by.items(), key=lambda kv: str(kv[0])):
         shown = ", ".join(sites[:3]) + (f", … ({len(sites) - 3} more)" if len(sites) > 3 else "")

@@ -1,6 +1,6 @@
 """What a lowering rule is: a declarative pattern over the fake-quant linear shape, and a replacement.
 
-The fake-quant transform (`qpass.passes.fake_quant.insert_fake_quant`) writes every planned site as
+The Q/DQ rewrite (`lowering/qdq.py`, `insert_fake_quant`) writes every planned site as
 
     x ─[div(step)]─▶ act_op(x, …)? ─[pad, index_select]─▶ linear(·, weight_op(codes, scales, …), bias)
 
@@ -22,8 +22,9 @@ from typing import Callable
 import torch
 import torch.fx as fx
 
-import qpass.ops  # noqa: F401  (registers the fake-quant ops the rules match)
-from qpass.plan import SitePlan
+from qpass.plan import AttentionPlan, SitePlan
+
+from . import qdq_ops  # noqa: F401  (registers the fake-quant ops the rules match)
 
 DEQ_INT = torch.ops.qpass.dequantize_weight.default
 DEQ_TRIT = torch.ops.qpass.dequantize_trit_planes.default
@@ -185,15 +186,6 @@ class Emit:
 
 
 # ------------------------------------------------------------------ attention (SDPA) rules
-@dataclass
-class AttentionPlan:
-    """What the plan says about one attention module: the method (e.g. "sale") and its per-module data."""
-
-    method: str
-    taus: list[float]  # SALE: τ per query head
-    options: object  # SALE: the pass's SaleOptions (blocks, sink, window, min_seq_len, pool)
-
-
 @dataclass
 class SdpaMatch:
     """One `scaled_dot_product_attention` node, read back from the graph."""

@@ -6,21 +6,13 @@ per-head τ (a graph constant) and the pass's options.  The op runs SDPA itself 
 min_seq_len) and when the mask it is given turns out not to be causal at run time (checked per call inside the
 op, so the graph has no data-dependent branch and exports).
 
-The τ come from the plan: `qpass.compile` hands the transform a `lowering.Plan` whose `attention` maps each
-calibrated module path to an `AttentionPlan` (`attention_plans(qmodel.qpass_sale)`).
+The τ come from the plan: the `sale` pass fills `Plan.attention` ({calibrated module path: AttentionPlan}).
 """
 from __future__ import annotations
 
 import torch
 
-from .pattern import AttentionPlan, Emit, Rule, SdpaMatch, SdpaPattern
-
-
-def attention_plans(state) -> dict[str, AttentionPlan]:
-    """{module path: AttentionPlan("sale", τ per head, options)} from the `sale` pass's SaleState."""
-    if state is None:
-        return {}
-    return {name: AttentionPlan("sale", [float(t) for t in taus], state.options) for name, taus in state.taus.items()}
+from .pattern import Emit, Rule, SdpaMatch, SdpaPattern
 
 
 PATTERN = SdpaPattern(method="sale")

@@ -44,7 +44,7 @@ def __getattr__(name: str):
     if name not in _PUBLIC:
         raise AttributeError(f"module 'qpass' has no attribute {name!r}")
     modules = {m: _importlib.import_module(f".{m}", __name__) for m in sorted(set(_PUBLIC.values()))}
-    _importlib.import_module(".ops", __name__)  # registers the torch.ops.qpass.* fake-quant ops
+    _importlib.import_module(".lowering.qdq_ops", __name__)  # registers the torch.ops.qpass.* fake-quant ops
     _importlib.import_module(".backend", __name__).register()  # torch.compile(model, backend="qpass")
     for public, module in _PUBLIC.items():
         globals()[public] = getattr(modules[module], public)

@@ -11,14 +11,10 @@ from typing import Iterable
 import torch
 
 from .analysis import GraphAnalysis, analyze
-from .calibrate import calibrate, statistics_for
 from .capture import compile_forward
-from .passes import registry
-from .passes.context import PassContext
-from .passes.fake_quant import plan_quantization
-from .lowering.lower import Plan, group_size_warning, quantize_transform
-from .lowering.sale import attention_plans
-from .plan import SitePlan, select_sites
+from .driver import check_calibration, plan_model
+from .lowering.lower import group_size_warning, quantize_transform
+from .plan import Plan
 from .recipe import Recipe, resolve
 from .reporting import Report, build_report
 
@@ -29,7 +25,7 @@ class QuantState:
 
     recipe: Recipe
     analysis: GraphAnalysis
-    plan: dict[str, SitePlan]
+    plan: Plan  # every decision: site plans, attention plans, skipped sites, the passes' log
     report: Report
     graph_counter: object  # counts graphs compiled for the quantized forward
     lowered: bool = False  # quantized linears run qpass.kernels ops (False: the fake-quant reference graph)
@@ -81,24 +77,13 @@ def compile(
     recipe = resolve(recipe)
     start = time.perf_counter()
     calib = [torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]) for b in calib] if calib is not None else None
-    if recipe.needs_calibration and not calib:
-        raise ValueError(f"recipe {recipe.name!r} needs calibration data: pass calib=[token ids [B, T], ...]")
+    check_calibration(recipe, calib)  # before copying the model
 
     qmodel = copy.deepcopy(model).eval()
     analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
-    selected, skipped = select_sites(analysis, recipe)
-
-    observers = {}
-    if recipe.needs_calibration:
-        percentile = recipe.activations.percentile if recipe.activations and recipe.activations.observer == "percentile" else None
-        observers = calibrate(qmodel, calib, set(selected), percentile, progress, **statistics_for(recipe))
-    ctx = PassContext(qmodel, recipe, analysis, selected, observers, progress=progress, calib=calib)
-    run_passes(ctx)
-
-    # one plan for the one transform: linear sites, plus the attention methods passes left (SALE's τ)
-    plan = Plan(ctx.plan, attention=attention_plans(getattr(qmodel, "qpass_sale", None)))
+    plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress)
     if plan.attention and not lower:
-        ctx.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
+        plan.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
     transform = quantize_transform(plan, lower)
     forward, counter = compile_forward(qmodel, transform)
     qmodel.forward = forward
@@ -110,21 +95,14 @@ def compile(
             warnings.warn(message, UserWarning, stacklevel=2)
     if transform.fused:
         n = sum(len(g) for g in transform.fused)
-        ctx.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "
+        plan.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "
                        f"(same input, row-stacked weights; e.g. {'+'.join(s.rsplit('.', 1)[-1] for s in sorted(transform.fused)[0])})")
     report = build_report(
-        recipe.name, analysis, plan, skipped, graphs, time.perf_counter() - start, ctx.log,
+        recipe.name, analysis, plan, plan.skipped, graphs, time.perf_counter() - start, plan.log,
         lowering=transform.outcomes if lower else None,
     )
     qmodel.qpass_state = QuantState(recipe, analysis, plan, report, counter, lower, transform.outcomes, transform)
     return qmodel
-
-
-def run_passes(ctx: PassContext) -> None:
-    """The recipe's passes in order, then the quantize step every recipe ends with: `ctx.plan` complete."""
-    for i, spec in enumerate(ctx.recipe.passes):
-        registry.get(spec.name).fn(ctx, registry.validate(spec, f"passes[{i}]"))
-    plan_quantization(ctx)
 
 
 def report(qmodel: torch.nn.Module) -> Report:

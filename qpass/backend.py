@@ -13,20 +13,24 @@ through to a registered backend as a keyword argument (torch._TorchCompileWrappe
 """
 from __future__ import annotations
 
+import copy
+import operator
 import re
 import warnings
+import weakref
+from typing import Callable
 
 import torch
 import torch.fx as fx
 
 from .analysis import analyze
 from .capture import CapturedGraph
-from .passes.context import PassContext
-from .plan import select_sites
+from .driver import plan_model
+from .lowering.lower import group_size_warning, quantize_transform
+from .plan import Plan
 from .recipe import Recipe, RecipeError, resolve
 
 OPTIONS = ("recipe", "lower", "backend", "mode")
-ATTENTION = "<attention>"  # the cache key of a recipe's attention plans (SALE τ), beside the site plans
 _MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -80,10 +84,10 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
             f"backend='qpass': recipe {recipe.name!r} needs calibration data, which a torch.compile backend never "
             "sees; use qpass.compile(model, recipe, calib) for it, or a calibration-free recipe"
         )
-    if any(p.name == "sale" and not p.options.get("taus") for p in recipe.passes):
+    if any(p.name == "sale" and not p.options.taus for p in recipe.passes):
         raise RecipeError(
             "backend='qpass': the sale pass calibrates τ by running the model, which a torch.compile backend "
-            "cannot do; give `taus` in its options (e.g. a qpass.compile model's qpass_sale.taus) or use qpass.compile"
+            "cannot do; give `taus` in its options (e.g. from a qpass.compile model: {m: p.taus for m, p in qpass_state.plan.attention.items()}) or use qpass.compile"
         )
     mode = options.get("mode")
     if mode is not None and mode not in _MODES:
@@ -91,49 +95,46 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
     return recipe, bool(options.get("lower", True)), str(options.get("backend", "inductor")), mode
 
 
+def _plan(cap: CapturedGraph, recipe: Recipe, key: str) -> Plan:
+    """The graph's plan, made once per set of weights and recipe: kept on the live weight tensor of the graph's
+    first selected site (under the recipe and the graph's site names), so a recompilation (new shapes, prefill
+    vs decode) reuses it instead of re-running the passes; it goes away with the model."""
+    analysis = analyze(cap)
+    params = _Parameters({cap.fqn_of[n]: t for n, t in cap.tensor_of.items()})
+    selected = [s.weight for s in analysis.linears]
+    anchor = params.get_parameter(selected[0]).__dict__.setdefault("_qpass_plans", {}) if selected else {}
+    cache_key = (key, tuple(s.name for s in analysis.linears))
+    if cache_key not in anchor:
+        anchor[cache_key] = plan_model(params, recipe, analysis, progress=False)
+    return anchor[cache_key]
+
+
+def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: bool) -> tuple[fx.GraphModule, list[int]]:
+    """(the planned and rewritten graph, positions of its parameter inputs) — the one transform of qpass.compile."""
+    cap = capture_from_dynamo(gm, example_inputs)
+    plan = _plan(cap, recipe, recipe.to_json())
+    transform = quantize_transform(plan, lower)
+    transform(cap)
+    message = group_size_warning(transform.refused_groups, plan)
+    if message:  # per graph; Python shows a repeated message once
+        warnings.warn(message, UserWarning, stacklevel=3)
+    gm.graph.lint()
+    # A fresh GraphModule over the edited graph: Dynamo's parameter-source table does not list the packed
+    # buffers the rewrite added, and AOT autograd would refuse them; the packed tensors are constants anyway.
+    out = fx.GraphModule(gm, gm.graph)
+    out.meta["qpass_lowering"] = dict(transform.outcomes)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    return out, [i for i, n in enumerate(placeholders) if n in cap.tensor_of]
+
+
 def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     """The registered `qpass` Dynamo backend (see the module docstring). `mode=` only arrives without
     `options` (torch.compile refuses both), so the recipe is then missing and the call is refused."""
     from torch._dynamo.backends.registry import lookup_backend
 
-    from .api import run_passes
-    from .lowering.lower import Plan, group_size_warning, quantize_transform
-    from .lowering.sale import attention_plans
-
     recipe, lower, inner, inductor_mode = _options(options)
-    cap = capture_from_dynamo(gm, example_inputs)
-    analysis = analyze(cap)
-    selected, _ = select_sites(analysis, recipe)
-    params = _Parameters({cap.fqn_of[n]: t for n, t in cap.tensor_of.items()})
-    ctx = PassContext(params, recipe, analysis, selected, progress=False)
-    # Plans are kept on the live weight tensors, per recipe: a recompilation (new shapes, prefill vs decode)
-    # reuses them instead of re-running the passes; they go away with the model.
-    key = recipe.to_json()
-    cached = {name: getattr(params.get_parameter(site.weight), "_qpass_plans", {}).get((key, name)) for name, site in selected.items()}
-    anchor = params.get_parameter(next(iter(selected.values())).weight).__dict__ if selected else {}
-    if selected and all(sp is not None for sp in cached.values()):
-        ctx.plan.update(cached)
-        attention = anchor["_qpass_plans"].get((key, ATTENTION), {})
-    else:
-        with torch.no_grad():
-            run_passes(ctx)
-        attention = attention_plans(getattr(params, "qpass_sale", None))  # SALE's τ (given in the recipe)
-        for name, site in selected.items():
-            w = params.get_parameter(site.weight)
-            if name in ctx.plan:
-                w.__dict__.setdefault("_qpass_plans", {})[(key, name)] = ctx.plan[name]
-        if selected:
-            anchor.setdefault("_qpass_plans", {})[(key, ATTENTION)] = attention
-    transform = quantize_transform(Plan(ctx.plan, attention=attention), lower)
-    transform(cap)
-    message = group_size_warning(transform.refused_groups, ctx.plan)
-    if message:  # per graph; Python shows a repeated message once
-        warnings.warn(message, UserWarning, stacklevel=2)
-    gm.graph.lint()
-    # A fresh GraphModule over the edited graph: Dynamo's parameter-source table does not list the packed
-    # buffers the rewrite added, and AOT autograd would refuse them; the packed tensors are constants anyway.
-    gm = fx.GraphModule(gm, gm.graph)
-    gm.meta["qpass_lowering"] = dict(transform.outcomes)
+    pristine = copy.deepcopy(gm.graph)  # the transform edits gm's graph; other weights are planned from this
+    qgm, positions = _quantize_graph(gm, example_inputs, recipe, lower)
     compiler = lookup_backend(inner)
     kwargs = {}
     if inner == "inductor" and inductor_mode not in (None, "default"):
@@ -141,9 +142,68 @@ def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
         from torch._inductor import list_mode_options
 
         kwargs["config_patches"] = list_mode_options(inductor_mode)
-    if not torch.is_grad_enabled():
-        return compiler(gm, example_inputs, **kwargs)
-    return _inference_under_grad_mode(compiler, gm, example_inputs, kwargs)
+    if torch.is_grad_enabled():
+        compiled = _inference_under_grad_mode(compiler, qgm, example_inputs, kwargs)
+    else:
+        compiled = compiler(qgm, example_inputs, **kwargs)
+
+    def requantize(args) -> Callable:
+        other, _ = _quantize_graph(fx.GraphModule(gm, copy.deepcopy(pristine)), args, recipe, lower)
+        _erase_grad_mode_changes(other)
+        return _without_grad(other.forward)
+
+    return _for_these_weights(compiled, [example_inputs[i] for i in positions], positions, requantize)
+
+
+def _for_these_weights(compiled: Callable, weights: list, positions: list[int], requantize: Callable) -> Callable:
+    """`compiled` for calls that pass the weights it was planned with (the packed tensors are baked into it).
+
+    Dynamo guards a module's parameters on their shapes, not their identity, so a second model of the same class
+    and options reuses this compiled code with its own parameters as inputs: those calls get a graph quantized
+    from *their* weights (re-planned once per model, then cached here), run without inductor (its graph was
+    specialized for the first model's inputs) — correct, slower, and said once in a warning. Never the first
+    model's weights."""
+    if not positions:
+        return compiled
+    pick = operator.itemgetter(*positions)
+    first = positions[0]
+    mine = (tuple(map(id, weights)), weakref.ref(weights[0]))
+    others: list = []  # [(ids, weakref to the first weight, fn)]
+
+    def run(*args):
+        ids = tuple(map(id, pick(args))) if len(positions) > 1 else (id(args[first]),)
+        if ids == mine[0] and mine[1]() is args[first]:
+            return compiled(*args)
+        for key, ref, fn in others:
+            if key == ids and ref() is args[first]:
+                return fn(*args)
+        warnings.warn(
+            "qpass backend: this compiled code was planned for another model's weights (Dynamo reuses compiled "
+            "code across modules of one class); quantizing this model's weights now. Its graphs run without the "
+            "inner compiler — correct but slower; call torch._dynamo.reset() before compiling another model of "
+            "the same class for full speed.", UserWarning, stacklevel=2)
+        fn = requantize(list(args))
+        others[:] = [o for o in others if o[1]() is not None] + [(ids, weakref.ref(args[first]), fn)]
+        return fn(*args)
+
+    return run
+
+
+def _erase_grad_mode_changes(gm: fx.GraphModule) -> None:
+    """Dynamo records a `with torch.no_grad()` block of the model's forward as _set_grad_enabled(False) ...
+    _set_grad_enabled(True): that restore would turn grad mode back on in the middle of an inference graph."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is torch._C._set_grad_enabled:
+            gm.graph.erase_node(node)
+    gm.recompile()
+
+
+def _without_grad(fn: Callable) -> Callable:
+    def run(*args):
+        with torch.no_grad():
+            return fn(*args)
+
+    return run
 
 
 def _inference_under_grad_mode(compiler, gm: fx.GraphModule, example_inputs, kwargs):
@@ -152,20 +212,10 @@ def _inference_under_grad_mode(compiler, gm: fx.GraphModule, example_inputs, kwa
     aot_eager) cannot trace a backward for them: compile the inference graph, and run it without grad. The
     outputs are the same numbers, with no autograd history (`requires_grad=False`). Dynamo guards on grad
     mode, so this graph only serves calls made with grad mode on; no_grad/inference_mode calls get their own."""
-    for node in list(gm.graph.nodes):
-        # Dynamo records a `with torch.no_grad()` block of the model's forward as _set_grad_enabled(False) ...
-        # _set_grad_enabled(True): that restore would turn grad mode back on in the middle of the graph
-        if node.op == "call_function" and node.target is torch._C._set_grad_enabled:
-            gm.graph.erase_node(node)
-    gm.recompile()
+    _erase_grad_mode_changes(gm)
     with torch.no_grad():
         compiled = compiler(gm, example_inputs, **kwargs)
-
-    def run(*args):
-        with torch.no_grad():
-            return compiled(*args)
-
-    return run
+    return _without_grad(compiled)
 
 
 def register() -> None:

@@ -168,24 +168,3 @@ def calibrate(
     for ids in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
         forward(input_ids=ids, use_cache=False)
     return observers
-
-
-# Which optional statistics a recipe needs: pass modules add `name -> fn(options) -> dict` here when imported.
-PASS_STATISTICS: dict = {}
-
-
-def statistics_for(recipe) -> dict:
-    """ChannelObserver keyword options the recipe's passes and weight rounding need."""
-    from .passes import registry
-
-    stats: dict = {"skip_tokens": recipe.calibration.skip_tokens}
-    if recipe.weights is not None and recipe.weights.rounding == "gptq":
-        stats["hessian"] = True
-        if recipe.calibration.sink_hessian_weight:
-            stats["sink_weight"] = recipe.calibration.sink_hessian_weight
-    for i, spec in enumerate(recipe.passes):
-        fn = PASS_STATISTICS.get(spec.name)
-        if fn is not None:
-            for k, v in fn(registry.validate(spec, f"passes[{i}]")).items():
-                stats[k] = max(stats.get(k, v), v) if not isinstance(v, bool) else (stats.get(k, False) or v)
-    return stats

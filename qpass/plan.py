@@ -1,20 +1,25 @@
-"""The quantization plan: per linear site, what its weight and input become. Passes fill it; the fake-quant graph
-transform (and later the lowering rules) read it. Keyed by site name, so it applies to every graph Dynamo
-produces for the model (first call, recompilations, graph breaks).
+"""The quantization plan: every decision the passes make, read by the graph transform (fake-quant insertion, then
+the lowering rules), the report and the savers. Per linear site a `SitePlan` (what its weight and input become),
+per attention module an `AttentionPlan` (e.g. SALE's τ). Keyed by names, so it applies to every graph Dynamo
+produces for the model (first call, recompilations, graph breaks) and to the torch.export graph `qpass.save` lowers.
 """
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
 from .analysis import GraphAnalysis, LinearSite
-from .calibrate import ChannelObserver
 from .numerics import QuantizedWeight, qrange
-from .recipe import ActivationSpec, Recipe
 from .tritplane import TritPlanes
+
+if TYPE_CHECKING:  # annotations only: the recipe module imports the passes, which import this one
+    from .calibrate import ChannelObserver
+    from .recipe import ActivationSpec, Recipe
 
 
 @dataclass
@@ -31,6 +36,24 @@ class ActQuant:
 
 
 @dataclass
+class MigratedInput:
+    """Where a static-activation site's input quantization went (QSM, docs/qsm.md): what a kernel needs beyond
+    the weight and the activation steps."""
+
+    fused_into: str  # which producer's epilogue rounds and clamps the input (or "explicit quantize node: why")
+    act_clip: float  # the activation clip ratio the search chose
+    delta: str  # where the output step δ is applied (the consumer's epilogue, or through RoPE, ...)
+    keep_first: int = 0  # inference: the first N positions of a prefill stay in full precision (guarded op)
+    outlier_guard: float = 0.0  # inference: tokens beyond this × the largest code stay in full precision
+    weight_clip: float | None = None  # the weight clip ratio (set with the weights)
+    reconstructed_in: int | None = None  # input width after sort / split / pad (set with the weights)
+
+    @property
+    def guarded(self) -> bool:
+        return bool(self.keep_first or self.outlier_guard)
+
+
+@dataclass
 class SitePlan:
     site: str
     weight_fqn: str
@@ -43,7 +66,7 @@ class SitePlan:
     input_step: torch.Tensor | None = None  # [C]: explicit x / step before quantizing (no producer could absorb it)
     gather: torch.Tensor | None = None  # [C'] int64: the GEMM reads x[..., gather] (sort, split, pad; C = zero pad)
     output_error: float | None = None  # relative output MSE on calibration tokens, ‖Y − Ŷ‖² / ‖Y‖²
-    lowering: dict = field(default_factory=dict)  # what a kernel needs beyond weight/activation (see docs/qsm.md)
+    migrated: MigratedInput | None = None  # qsm: where the input step went
 
     def describe(self) -> str:
         parts = []
@@ -58,21 +81,52 @@ class SitePlan:
         return " · ".join(parts) or "full precision"
 
 
+@dataclass
+class AttentionPlan:
+    """What the plan says about one attention module: the method (e.g. "sale") and its per-module data."""
+
+    method: str
+    taus: list[float]  # SALE: τ per query head
+    options: object  # SALE: the pass's SaleOptions (blocks, sink, window, min_seq_len, pool)
+
+
+@dataclass
+class Plan(MutableMapping):
+    """Every decision for one model: a mapping site -> SitePlan (`plan["model.layers.0.mlp.up_proj"]`), plus
+    `attention` ({attention module path: AttentionPlan}; empty: every SDPA node runs dense `qpass::attention`),
+    `skipped` ({site: why it stays in full precision}) and `log` (the passes' notes for the report).
+    Passes fill it through their PassContext; nothing else carries a decision."""
+
+    sites: dict[str, SitePlan] = field(default_factory=dict)
+    attention: dict[str, AttentionPlan] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def __getitem__(self, site: str) -> SitePlan:
+        return self.sites[site]
+
+    def __setitem__(self, site: str, sp: SitePlan) -> None:
+        self.sites[site] = sp
+
+    def __delitem__(self, site: str) -> None:
+        del self.sites[site]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sites)
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def quantized(self) -> list[SitePlan]:
+        """The site plans that change something (a quantized weight or input)."""
+        return [sp for sp in self.sites.values() if sp.weight is not None or sp.activation is not None]
+
+
 def matches(name: str, pattern: str) -> bool:
     """Module-name pattern: a glob on the full name or any dotted suffix of it; "re:<regex>" for a regex search."""
     if pattern.startswith("re:"):
         return re.search(pattern[3:], name) is not None
     return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*." + pattern)
-
-
-class SiteSelection(dict):
-    """{name: LinearSite} of the sites to quantize, carrying `skipped` ({site: why it stays in full precision}):
-    a pass context that drops a site later (non-finite weight or statistics) records the reason there, in the
-    same dict the report reads."""
-
-    def __init__(self, *args, skipped: dict[str, str] | None = None, **kw):
-        super().__init__(*args, **kw)
-        self.skipped = {} if skipped is None else skipped
 
 
 def nonfinite_reason(w: torch.Tensor, what: str = "weight") -> str | None:
@@ -86,10 +140,9 @@ def nonfinite_reason(w: torch.Tensor, what: str = "weight") -> str | None:
 
 
 def select_sites(analysis: GraphAnalysis, recipe: Recipe) -> tuple[dict[str, LinearSite], dict[str, str]]:
-    """(sites to quantize, {site: why it stays in full precision}); the first is a SiteSelection whose
-    `.skipped` is the second."""
+    """(sites to quantize, {site: why it stays in full precision})."""
     skipped: dict[str, str] = {}
-    selected = SiteSelection(skipped=skipped)
+    selected: dict[str, LinearSite] = {}
     for site in analysis.linears:
         hit = next((p for p in recipe.ignore if matches(site.name, p)), None)
         if hit is not None:

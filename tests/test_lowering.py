@@ -110,13 +110,12 @@ def test_rule_table_is_one_table_with_unique_names():
 def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     """The attention rules of the same table: SDPA of a module with a SALE plan → qpass::sale_attention; a plan
     that does not fit (τ count ≠ heads) is reported; both it and a module without a plan run dense attention."""
-    from qpass.lowering.lower import Plan
-    from qpass.lowering.pattern import AttentionPlan
     from qpass.passes.sale import SaleOptions
+    from qpass.plan import AttentionPlan, Plan
 
     model = tiny_model("llama")
     o = SaleOptions(block_m=16, block_n=16, sink=16, window=16, min_seq_len=0)
-    plan = Plan({}, attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o),
+    plan = Plan(attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o),
                                "model.layers.1.self_attn": AttentionPlan("sale", [0.05] * 3, o)})
     graphs = []
     transform = quantize_transform(plan, lower=True)
@@ -129,7 +128,7 @@ def test_sdpa_rule_lowers_planned_attention_and_reports_the_rest():
     targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
     assert targets.count("qpass.sale_attention.default") == 1 and targets.count("qpass.attention.default") == 1
     assert torch.isfinite(out).all() and not torch.allclose(out, dense, atol=1e-4)
-    only0 = Plan({}, attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o)})
+    only0 = Plan(attention={"model.layers.0.self_attn": AttentionPlan("sale", [0.05] * 4, o)})
     t2 = quantize_transform(only0, lower=True)
     forward, _ = compile_forward(tiny_model("llama"), t2)
     with torch.no_grad():
@@ -145,9 +144,8 @@ def test_attention_rules_read_grouped_kv_without_repeat_kv(rule):
     import transformers as tf
 
     from qpass.capture import node_value
-    from qpass.lowering.lower import Plan
-    from qpass.lowering.pattern import AttentionPlan
     from qpass.passes.sale import SaleOptions
+    from qpass.plan import AttentionPlan, Plan
 
     model = tiny_model("llama")
     heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads

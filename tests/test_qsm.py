@@ -74,8 +74,8 @@ def test_w4a8_qsm_with_split_gptq_is_close_and_lowering_ready():
         assert sp.activation.scale.eq(1).all()  # steps migrated: the producer emits integers
         assert sp.weight.qweight.dtype == torch.int8 and sp.gather is not None
         assert sp.weight.qweight.shape[1] % 32 == 0 and sp.output_error is not None
-        assert "round+clamp fused into" in sp.lowering["input"]
-    assert "RoPE" in plan["model.layers.0.self_attn.q_proj"].lowering["delta"]
+        assert "round+clamp fused into" in sp.migrated.fused_into
+    assert "RoPE" in plan["model.layers.0.self_attn.q_proj"].migrated.delta
 
 
 def test_report_plot(tmp_path):
@@ -108,7 +108,7 @@ def test_smollm2_migration_is_exact():
 
 
 def test_guarded_activation_op_keeps_sink_tokens():
-    from qpass import ops  # noqa: F401
+    from qpass.lowering import qdq_ops  # noqa: F401
 
     x = torch.randn(2, 6, 8)
     x[:, 3] *= 100.0  # a massive-activation token in the middle
@@ -146,7 +146,7 @@ def test_keep_first_protects_the_sink_token():
         errs[name] = float((out - ref).norm() / ref.norm())
         if extra:
             sp = q.qpass_state.plan["model.layers.0.mlp.down_proj"]
-            assert sp.lowering[next(iter(extra))] == next(iter(extra.values()))
+            assert getattr(sp.migrated, next(iter(extra))) == next(iter(extra.values()))
     assert errs["first"] < 0.5 * errs["plain"], errs
 
 

@@ -208,7 +208,7 @@ def test_yaml_aliases_within_bounds_work_and_other_hazards_are_refused(tmp_path)
     ok.write_text("activations: {granularity: per_channel}\n"
                   "passes: [{name: qsm, act_clip_grid: &g [1.0, 0.9], weight_clip_grid: *g}]\n")
     r = Recipe.from_file(ok)
-    assert r.passes[0].options["weight_clip_grid"] == [1.0, 0.9]
+    assert r.passes[0].options.weight_clip_grid == [1.0, 0.9]
     with pytest.raises(RecipeError, match="containing itself"):
         load_yaml("a: &a [1, *a]\n")
     with pytest.raises(RecipeError, match="duplicate key 'weights'"):

@@ -40,7 +40,7 @@ def test_calibrate_lower_and_compile():
         # the recipe path: `sale` pass with given τ (weights untouched); qpass.compile lowers SDPA itself
         recipe = Recipe("sale-test", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": state.taus})])
         qm = qpass.compile(model, recipe, progress=False)
-        assert qm.qpass_sale.taus == state.taus
+        assert {m: p.taus for m, p in qm.qpass_state.plan.attention.items()} == state.taus
         lowered = qm(input_ids=ids, use_cache=False).logits
     rep = qpass.report(qm)
     assert rep.attention_lowering == {n: "sale" for n in state.taus}, rep.attention_lowering
@@ -117,7 +117,7 @@ def test_tau_calibration_uses_the_callers_calibration_data():
     opts = {**OPTS, "tau_init": 0.05, "theta": 0.05, "calib_tokens": 320}
     qm = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", opts)]), calib, progress=False)
     expect = calibrate_taus(model, calib[0].reshape(-1)[:320][None], SaleOptions(**opts))
-    assert qm.qpass_sale.taus == expect.taus
+    assert {m: p.taus for m, p in qm.qpass_state.plan.attention.items()} == expect.taus
     assert any("first 320 tokens of the calibration data" in line for line in qm.qpass_state.report.log)
     short = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", {**opts, "calib_tokens": 512})]),
                           calib, progress=False)

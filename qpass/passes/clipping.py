@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..gptq import gptq_quantize
-from ..numerics import QuantizedWeight, quantize_weight
+from ..numerics import quantize_weight
 
 
 def int_act(x: torch.Tensor, bits: int, zero: torch.Tensor | None = None) -> torch.Tensor:
@@ -29,20 +28,6 @@ def gather_cols(x: torch.Tensor, gather: torch.Tensor | None, div: torch.Tensor 
 
 def rel_mse(y: torch.Tensor, y_hat: torch.Tensor) -> float:
     return float((y - y_hat).pow(2).sum() / y.pow(2).sum().clamp_min(1e-30))
-
-
-def quantize(w_g: torch.Tensor, spec, clip: float, hessian: torch.Tensor | None,
-             notes: list[str] | None = None) -> QuantizedWeight:
-    """RTN, or GPTQ when the recipe asks for it and a Hessian (of the gathered input) is given. GPTQ's raised
-    damping (a Hessian not positive definite) is appended to `notes`; GPTQError propagates."""
-    if spec.rounding == "gptq" and hessian is not None:
-        info: dict = {}
-        q = gptq_quantize(w_g, hessian, spec.bits, spec.group_size, spec.symmetric, clip, spec.gptq_damp,
-                          spec.gptq_act_order, spec.gptq_block, spec.gptq_static_groups, info=info)
-        if notes is not None and "note" in info:
-            notes.append(info["note"])
-        return q
-    return quantize_weight(w_g, spec.bits, spec.group_size, spec.symmetric, clip)
 
 
 def best_weight_clip(x_g: torch.Tensor, y: torch.Tensor, w_g: torch.Tensor, spec, grid) -> tuple[float, float]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..analysis import GraphAnalysis, LinearSite
 from ..calibrate import ChannelObserver
-from ..plan import SitePlan, nonfinite_reason
-from ..recipe import Recipe
+from ..plan import Plan, SitePlan, nonfinite_reason
+
+if TYPE_CHECKING:  # annotation only: the recipe module imports the passes
+    from ..recipe import Recipe
 
 
 @dataclass
@@ -19,25 +22,24 @@ class PassContext:
     recipe: Recipe
     analysis: GraphAnalysis
     sites: dict[str, LinearSite]  # the sites selected for quantization
+    plan: Plan = field(default_factory=Plan)  # what the passes decide (site plans, attention plans, skipped, log)
     observers: dict[str, ChannelObserver] = field(default_factory=dict)
-    plan: dict[str, SitePlan] = field(default_factory=dict)
-    log: list[str] = field(default_factory=list)  # notes for the report
     progress: bool = True  # show progress bars on long passes
     calib: list[torch.Tensor] | None = None  # the user's calibration token ids [B, T] (passes that run the model)
-    # {site: why it stays in full precision}: by default the `skipped` dict select_sites returned with `sites`,
-    # so the report shows the reasons recorded by keep_full_precision
-    skipped: dict[str, str] | None = None
 
     def __post_init__(self):
-        if self.skipped is None:
-            self.skipped = getattr(self.sites, "skipped", {})
         self.screen()
+
+    @property
+    def log(self) -> list[str]:
+        """Notes for the report (the plan's log)."""
+        return self.plan.log
 
     def keep_full_precision(self, name: str, reason: str) -> None:
         """Take site `name` out of quantization (its plan too); the report lists it in full precision with `reason`."""
         self.sites.pop(name, None)
-        self.plan.pop(name, None)
-        self.skipped[name] = reason
+        self.plan.sites.pop(name, None)
+        self.plan.skipped[name] = reason
 
     @torch.no_grad()
     def screen(self) -> list[str]:
@@ -60,7 +62,7 @@ class PassContext:
                    f"calibration statistics (or no calibration tokens): {', '.join(dropped[:8])}"
                    f"{' ...' if len(dropped) > 8 else ''}")
             self.log.append(msg)
-            warnings.warn(msg, UserWarning, stacklevel=5)  # -> the caller of qpass.compile
+            warnings.warn(msg, UserWarning, stacklevel=6)  # screen < PassContext < plan_model < qpass.compile < caller
         return dropped
 
     def weight(self, site: LinearSite) -> torch.Tensor:

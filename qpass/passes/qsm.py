@@ -5,25 +5,25 @@ a tile), with per-layer clip search and optional GPTQ. See docs/qsm.md for the r
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import calibrate
 from ..gptq import GPTQError
 from ..migration import apply, find_migrations, output_placement, rescale_observer, scale_columns
-from ..plan import ActQuant
-from ..recipe import RecipeError, opt
-from .clipping import best_weight_clip, gather_cols, int_act, quantize, rel_mse
+from ..plan import ActQuant, MigratedInput
+from ..schema import Checked, RecipeError, opt
+from .clipping import best_weight_clip, gather_cols, int_act, rel_mse
 from .context import PassContext
-from .registry import register
+from .rounding import round_weight
 
 
 @dataclass
-class QSMOptions:
+class QSMOptions(Checked):
+    schema_name = "qsm"  # errors name `qsm.<option>`
+
     quantize: bool = True  # False: migrate the steps only (nothing rounded) — the exactness check
     granularity: Literal["channel", "tensor"] = "channel"  # channel: a step per input channel | tensor: one per tensor
     # reorder input channels so weight groups hold similar columns: step | column | none
@@ -52,11 +52,9 @@ class QSMOptions:
             raise RecipeError(f"{path}: qsm needs activations: {{granularity: per_channel}} (or quantize: false)")
 
 
-def _stats(opts: QSMOptions) -> dict:
+def statistics(opts: QSMOptions) -> dict:
+    """The calibration statistics qsm reads: `samples` token rows per site (clip search, output error)."""
     return {"samples": opts.samples if (opts.clip_search or opts.quantize) else 0}
-
-
-calibrate.PASS_STATISTICS["qsm"] = _stats
 
 
 def _gather(step, cols, opts: QSMOptions):
@@ -97,7 +95,6 @@ def _steps(obs, m, bits, clip, granularity, symmetric=True, tie=True):
     return st, torch.round(n / 2 - (lo + hi) / (2 * st)).clamp(0, n)
 
 
-@register("qsm", QSMOptions, needs_calibration=True)
 @torch.no_grad()
 def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     """Static per-channel activations with steps migrated into producers; reconstruction, clipping, GPTQ."""
@@ -126,7 +123,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
                     e = sum(best_weight_clip(xq, y, gather_cols(w * st, g, d), w_spec, opts.weight_clip_grid)[1]
                             for y, w in zip(ys, ws))
                 else:
-                    e = sum(rel_mse(y, xq @ quantize(gather_cols(w * st, g, d), w_spec, 1.0, None).dequantize().T)
+                    e = sum(rel_mse(y, xq @ round_weight(gather_cols(w * st, g, d), w_spec, 1.0, None).dequantize().T)
                             for y, w in zip(ys, ws))
                 if err is None or e < err:
                     clip, err = c, e
@@ -150,10 +147,9 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         rescale_observer(obs, step)
         for s in sites:
             sp = ctx.site_plan(s)
-            sp.lowering = {"input": f"round+clamp fused into {where}", "act_clip": clip,
-                           "delta": output_placement(s, ctx.analysis)}
-            if opts.keep_first or opts.outlier_guard:  # read by fake_quant: the guarded activation op
-                sp.lowering.update({"keep_first": opts.keep_first, "outlier_guard": opts.outlier_guard})
+            # keep_first / outlier_guard: the Q/DQ rewrite then emits the guarded activation op
+            sp.migrated = MigratedInput(f"round+clamp fused into {where}", clip, output_placement(s, ctx.analysis),
+                                        opts.keep_first, opts.outlier_guard)
             if ratio is not None:
                 sp.input_step = ratio.clone()
             if not m.exact:
@@ -184,14 +180,14 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
             hm = obs.mean_hessian()
             h = gather_cols(gather_cols(hm, g).T, g) if g is not None else hm
         try:
-            sp.weight = quantize(w_g, w_spec, wclip, h, sp.notes)
+            sp.weight = round_weight(w_g, w_spec, wclip, h, sp.notes)
         except GPTQError as e:  # steps already migrated (the site cannot go back to FP): round to nearest
             sp.notes.append(f"GPTQ failed ({e}); weight rounded to nearest instead")
-            sp.weight = quantize(w_g, w_spec, wclip, None)
+            sp.weight = round_weight(w_g, w_spec, wclip, None)
         deq = sp.weight.dequantize()
         sp.weight_error = float((deq - w_g).norm() / w_g.norm().clamp_min(1e-30))
         if x is not None:
             sp.output_error = rel_mse(y, xq @ deq.T)
-        sp.lowering.update({"weight_clip": wclip, "reconstructed_in": int(w_g.shape[1])})
+        sp.migrated.weight_clip, sp.migrated.reconstructed_in = wclip, int(w_g.shape[1])
         if g is not None and w_g.shape[1] != s.in_features:
             sp.notes.append(f"input dim {s.in_features} -> {w_g.shape[1]} (split + pad)")

@@ -1,44 +1,46 @@
-"""The one table from recipe pass names to pass functions and their typed options."""
+"""The one table of passes: recipe name -> the pass function, its options type, what it needs from calibration.
+
+A pass is `run(ctx: PassContext, options) -> None`; it reads and edits `ctx` (the model copy, the plan). Its
+entry declares everything the driver needs to know before running it: the options dataclass (validated once,
+when the recipe is — `PassSpec.options` is then an instance of it), whether it needs calibration data, and the
+optional calibration statistics it reads (`statistics(options) -> ChannelObserver keyword options`). To add a
+pass: write its module (options dataclass deriving `qpass.schema.Checked`, and the function), add a row below.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from ..recipe import PassSpec, RecipeError, _build
+from ..schema import RecipeError
+from . import qsm, sale, smoothquant, trit_planes
 
 
 @dataclass(frozen=True)
 class PassInfo:
     name: str
-    fn: Callable  # fn(ctx: PassContext, options) -> None
-    options: type  # a dataclass of the pass's options
-    needs_calibration: bool
-    doc: str
+    run: Callable  # run(ctx: PassContext, options) -> None
+    options: type  # the pass's options dataclass
+    needs_calibration: bool = False
+    statistics: Callable[[object], dict] | None = None  # options -> extra ChannelObserver statistics
+
+    @property
+    def doc(self) -> str:
+        return (self.run.__doc__ or "").strip().split("\n")[0]
 
 
-_PASSES: dict[str, PassInfo] = {}
+_PASSES = {p.name: p for p in (
+    PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions),
+    PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True),
+    PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics),
+    PassInfo("sale", sale.sale, sale.SaleOptions),
+)}
 
 
-def register(name: str, options: type, needs_calibration: bool = False):
-    def wrap(fn):
-        _PASSES[name] = PassInfo(name, fn, options, needs_calibration, (fn.__doc__ or "").strip().split("\n")[0])
-        return fn
-
-    return wrap
-
-
-def get(name: str) -> PassInfo:
+def get(name: str, path: str = "passes") -> PassInfo:
     if name not in _PASSES:
-        raise RecipeError(f"passes: unknown pass {name!r}; available: {', '.join(sorted(_PASSES)) or 'none'}")
+        raise RecipeError(f"{path}: unknown pass {name!r}; available: {', '.join(sorted(_PASSES))}")
     return _PASSES[name]
 
 
 def available() -> dict[str, PassInfo]:
     return dict(_PASSES)
-
-
-def validate(spec: PassSpec, path: str):
-    """The pass's typed options, built from the spec (errors name `passes[i].<option>`)."""
-    if spec.name not in _PASSES:
-        raise RecipeError(f"{path}.name: unknown pass {spec.name!r}; available: {', '.join(sorted(_PASSES)) or 'none'}")
-    return _build(_PASSES[spec.name].options, spec.options, path)

@@ -8,20 +8,21 @@ cheap masked sum (no re-run per τ).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ..recipe import RecipeError, build, opt
+from ..schema import Checked, RecipeError, opt
+from ..plan import AttentionPlan
 from .context import PassContext
-from .registry import register
 
 
 @dataclass
-class SaleOptions:
+class SaleOptions(Checked):
+    schema_name = "sale"  # errors name `sale.<option>`
+
     tau_init: float = opt(0.008, range="(0, 1]")
     theta: float = opt(0.4, range="(0, inf)")  # L1 bound per query row (Σ_d |ΔO|), as in the paper (0.4 for Llama)
     tau_dense: float = opt(1e-4, range="[0, 1)")
@@ -37,9 +38,6 @@ class SaleOptions:
     # > 1: coarse estimate from `pool` mean-pooled query rows (power of two dividing block_m)
     pool: int = opt(1, pow2=True, desc="a power of two dividing block_m")
 
-    def __post_init__(self):  # built in Python: the same validator as a recipe's pass options
-        build(SaleOptions, self, "sale")
-
     def check_fields(self, path: str) -> None:
         if self.block_m % self.pool:
             raise RecipeError(f"{path}.pool: a power of two dividing block_m ({self.block_m}), got {self.pool!r}")
@@ -48,14 +46,10 @@ class SaleOptions:
         if self.taus is not None and any(t < 0 or not t <= 1 for v in self.taus.values() for t in v):
             raise RecipeError(f"{path}.taus: every τ must be in [0, 1] (0: dense head)")
 
-    def check(self) -> "SaleOptions":
-        """Re-check the options (after editing them in place); RecipeError naming the option."""
-        return build(SaleOptions, self, "sale")
-
 
 @dataclass
 class SaleState:
-    """What the `sale` pass leaves on the model (`qmodel.qpass_sale`) for the lowering / attention function."""
+    """What τ calibration found (`calibrate_taus`); the pass puts the τ into the plan (`Plan.attention`)."""
     taus: dict[str, list[float]]
     options: SaleOptions
     table: dict = field(default_factory=dict)  # module -> {"l1": [H][nτ], "kept": [H][nτ]} (calibration)
@@ -121,72 +115,68 @@ def choose_taus(l1: Tensor, ladder: list[float], theta: float, tau_dense: float)
 
 
 # ------------------------------------------------------------------ HF attention functions
-_MODE: dict = {}
-
-
 def _module_names(model) -> dict[int, str]:
     return {id(m): n for n, m in model.named_modules()}
 
 
-def attention_fn(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
-    """An HF `AttentionInterface` function: dense SDPA plus the active mode's work (calibration tables, or SALE
-    attention with the calibrated τ).  Assumes causal, unpadded batches (the eval/calibration setting)."""
-    import torch.nn.functional as F
-
-    mode = _MODE
-    name = mode["names"].get(id(module), str(getattr(module, "layer_idx", "?")))
-    S = query.shape[2]
-    gqa = key.shape[1] != query.shape[1]
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
-    out = dense
-    if mode["kind"] == "calibrate" and S > 1:
-        l1, kept = head_tables(query, key, value, scale, mode["opts"], mode["ladder"])
-        mode["tables"][name] = {"l1": l1.tolist(), "kept": kept.tolist()}
-    elif mode["kind"] == "sale" and S > mode["opts"].min_seq_len:
-        from qpass.kernels import sale_reference as R
-
-        o = mode["opts"]
-        tau = torch.tensor(mode["taus"][name])
-        out, mask = R.sale_attention_chunked_ref(query, key, value, tau, scale, o.block_m, o.block_n, o.sink,
-                                                 o.window, o.tau_dense, pool=o.pool)
-        causal = R.block_layout(S, o.block_m, o.block_n, 0, 0)[2]
-        st = mode["stats"].setdefault(name, {"kept": 0.0, "causal": 0.0, "l1": 0.0, "norm": 0.0})
-        st["kept"] += float((mask & causal).sum())
-        st["causal"] += float(causal.sum()) * mask.shape[0] * mask.shape[1]
-        st["l1"] += float((out - dense).abs().sum())
-        st["norm"] += float(dense.abs().sum())
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _register():
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register("qpass_sale", attention_fn)
-    AttentionMaskInterface.register("qpass_sale", sdpa_mask)
-
-
 class use_sale:
     """Context manager: run `model` (an HF causal LM) with SALE attention ("sale", needs `taus`) or in
-    calibration mode ("calibrate", fills `tables`)."""
+    calibration mode ("calibrate", fills `tables`). Each use registers its own HF attention function (bound to
+    this object, under a name of its own) and removes it on exit: no module-level state chooses the mode."""
 
     def __init__(self, model, kind: str, opts: SaleOptions, taus: dict | None = None):
         self.model, self.kind, self.opts, self.taus = model, kind, opts, taus
         self.tables, self.stats = {}, {}
+        self.ladder, self.names = tau_ladder(opts), {}
+        self.key = f"qpass_sale_{id(self):x}"
 
     def __enter__(self):
-        _register()
+        from transformers import AttentionInterface, AttentionMaskInterface
+        from transformers.masking_utils import sdpa_mask
+
+        AttentionInterface.register(self.key, self.attention)
+        AttentionMaskInterface.register(self.key, sdpa_mask)
+        self.names = _module_names(self.model)
         self.prev = self.model.config._attn_implementation
-        self.model.set_attn_implementation("qpass_sale")
-        _MODE.clear()
-        _MODE.update(kind=self.kind, opts=self.opts, taus=self.taus, ladder=tau_ladder(self.opts),
-                     tables=self.tables, stats=self.stats, names=_module_names(self.model))
+        self.model.set_attn_implementation(self.key)
         return self
 
     def __exit__(self, *exc):
+        from transformers import AttentionInterface, AttentionMaskInterface
+
         self.model.set_attn_implementation(self.prev)
-        _MODE.clear()
+        for interface in (AttentionInterface, AttentionMaskInterface):  # HF has no unregister
+            interface._global_mapping.pop(self.key, None)
+
+    def attention(self, module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                  **kwargs):
+        """An HF `AttentionInterface` function: dense SDPA plus this mode's work (calibration tables, or SALE
+        attention with the calibrated τ).  Assumes causal, unpadded batches (the eval/calibration setting)."""
+        import torch.nn.functional as F
+
+        name = self.names.get(id(module), str(getattr(module, "layer_idx", "?")))
+        S = query.shape[2]
+        gqa = key.shape[1] != query.shape[1]
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
+        out = dense
+        if self.kind == "calibrate" and S > 1:
+            l1, kept = head_tables(query, key, value, scale, self.opts, self.ladder)
+            self.tables[name] = {"l1": l1.tolist(), "kept": kept.tolist()}
+        elif self.kind == "sale" and S > self.opts.min_seq_len:
+            from qpass.kernels import sale_reference as R
+
+            o = self.opts
+            tau = torch.tensor(self.taus[name])
+            out, mask = R.sale_attention_chunked_ref(query, key, value, tau, scale, o.block_m, o.block_n, o.sink,
+                                                     o.window, o.tau_dense, pool=o.pool)
+            causal = R.block_layout(S, o.block_m, o.block_n, 0, 0)[2]
+            st = self.stats.setdefault(name, {"kept": 0.0, "causal": 0.0, "l1": 0.0, "norm": 0.0})
+            st["kept"] += float((mask & causal).sum())
+            st["causal"] += float(causal.sum()) * mask.shape[0] * mask.shape[1]
+            st["l1"] += float((out - dense).abs().sum())
+            st["norm"] += float(dense.abs().sum())
+        return out.transpose(1, 2).contiguous(), None
 
 
 def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
@@ -223,15 +213,14 @@ def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
         return torch.randint(0, vocab, (1, opts.calib_tokens), generator=torch.Generator().manual_seed(0))
 
 
-@register("sale", SaleOptions)
 def sale(ctx: PassContext, opts: SaleOptions) -> None:
-    """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `qmodel.qpass_sale`."""
+    """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `Plan.attention`."""
     if opts.taus is not None:
-        state = SaleState({k: list(map(float, v)) for k, v in dict(opts.taus).items()}, opts)
+        taus = {k: [float(t) for t in v] for k, v in dict(opts.taus).items()}
     else:
-        state = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts)
-    ctx.model.qpass_sale = state
-    heads = [t for v in state.taus.values() for t in v]
+        taus = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts).taus
+    ctx.plan.attention.update({name: AttentionPlan("sale", list(t), opts) for name, t in taus.items()})
+    heads = [t for v in taus.values() for t in v]
     dense = sum(t <= opts.tau_dense for t in heads)
-    ctx.log.append(f"sale: τ for {len(heads)} heads in {len(state.taus)} attention modules "
+    ctx.log.append(f"sale: τ for {len(heads)} heads in {len(taus)} attention modules "
                    f"(median {sorted(heads)[len(heads) // 2] if heads else float('nan'):.2g}, {dense} dense)")

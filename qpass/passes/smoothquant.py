@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 import torch
 
-from ..recipe import opt
+from ..schema import Checked, opt
 from ..migration import apply, find_migrations, rescale_observer
 from .context import PassContext
-from .registry import register
 
 
 @dataclass
-class SmoothQuantOptions:
+class SmoothQuantOptions(Checked):
+    schema_name = "smoothquant"  # errors name `smoothquant.<option>`
+
     alpha: float = opt(0.5, range="[0, 1]")  # migration strength: 0 leaves X alone, 1 moves all of its range into W
 
 
-@register("smoothquant", SmoothQuantOptions, needs_calibration=True)
 @torch.no_grad()
 def smoothquant(ctx: PassContext, opts: SmoothQuantOptions) -> None:
     """Smooth activation outliers into the weights (exact) before quantization."""

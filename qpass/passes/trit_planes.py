@@ -8,14 +8,15 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..recipe import opt
+from ..schema import Checked, opt
 from ..tritplane import decompose
 from .context import PassContext
-from .registry import register
 
 
 @dataclass
-class TritPlaneOptions:
+class TritPlaneOptions(Checked):
+    schema_name = "trit_planes"  # errors name `trit_planes.<option>`
+
     group_size: int | None = opt(None, range="[1, inf)", desc="a positive integer or null (128 or 64 by layer)")
     max_iter: int = opt(50, range="[1, inf)")
     tol: float = opt(1e-4, range="[0, inf)")  # relative scale change that counts as converged
@@ -28,7 +29,6 @@ def _group_size(opts: TritPlaneOptions, in_features: int) -> int:
     return 128 if in_features % 128 == 0 else 64
 
 
-@register("trit_planes", TritPlaneOptions)
 @torch.no_grad()
 def trit_planes(ctx: PassContext, opts: TritPlaneOptions) -> None:
     """Decompose each selected weight into two ternary planes with per-(row, group) scales."""

@@ -5,7 +5,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import qpass.kernels.ops  # noqa: F401  (registers the kernel ops)
-import qpass.ops  # noqa: F401  (registers the fake-quant ops)
+import qpass.lowering.qdq_ops  # noqa: F401  (registers the fake-quant ops)
 from qpass.kernels import formats as F
 
 ops = torch.ops.qpass

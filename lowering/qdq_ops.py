@@ -1,12 +1,13 @@
-"""The fake-quant custom ops that quantized graphs are made of. Lowering rules match these and replace them with
-real low-bit kernels; here they run the reference numerics (qpass.numerics).
+"""The fake-quant (Q/DQ) custom ops that quantized graphs are made of (the rewrite in lowering/qdq.py emits them).
+Lowering rules match these and replace them with real low-bit kernels; here they run the reference numerics
+(qpass.numerics).
 """
 from __future__ import annotations
 
 import torch
 
-from . import numerics
-from .kernels import checks as C
+from qpass import numerics
+from qpass.kernels import checks as C
 
 _INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 

@@ -1,5 +1,7 @@
-"""The quantize step every recipe ends with: plan each selected site's weight (round to nearest) and input
-quantization, then — as a graph transform — insert the quantize-dequantize nodes."""
+"""The Q/DQ rewrite, the first half of the one graph transform (lowering/lower.py `quantize_transform`): every
+planned linear site becomes `linear(fake_quant_act(x), dequantize_weight(q, scale, zero), bias)` in qpass's
+fake-quant ops (lowering/qdq_ops.py), tagged with `meta["qpass_site"]`. The result is the accuracy reference;
+the lowering rules then replace what a kernel takes."""
 from __future__ import annotations
 
 import re
@@ -7,63 +9,12 @@ import re
 import torch
 import torch.fx as fx
 
-from .. import ops  # noqa: F401  (registers torch.ops.qpass.*)
-from ..analysis import analyze
-from ..capture import CapturedGraph
-from ..gptq import GPTQError, gptq_quantize, layer_error
-from ..numerics import quantize_weight
-from ..plan import ActQuant, SitePlan, nonfinite_reason, static_activation
-from ..tritplane import TritPlanes
-from .context import PassContext
+from qpass.analysis import analyze
+from qpass.capture import CapturedGraph
+from qpass.plan import SitePlan
+from qpass.tritplane import TritPlanes
 
-
-@torch.no_grad()
-def plan_quantization(ctx: PassContext) -> None:
-    """Fill the plan: RTN weights per `recipe.weights`, input quantization per `recipe.activations`.
-
-    A site whose weight (after the passes) or quantization parameters are not finite, or on which GPTQ cannot
-    run, stays in full precision with the reason in the report (ctx.keep_full_precision)."""
-    wspec, aspec = ctx.recipe.weights, ctx.recipe.activations
-    for site in list(ctx.sites.values()):
-        sp = ctx.site_plan(site)
-        if wspec is not None and sp.weight is None:
-            w = ctx.weight(site).float()
-            reason = nonfinite_reason(w, "weight after the passes")
-            if reason is not None:
-                ctx.keep_full_precision(site.name, reason)
-                continue
-            if wspec.rounding == "gptq":
-                info: dict = {}
-                try:
-                    sp.weight = gptq_quantize(
-                        w, ctx.observers[site.name].mean_hessian(), wspec.bits, wspec.group_size, wspec.symmetric,
-                        wspec.clip_ratio, wspec.gptq_damp, wspec.gptq_act_order, wspec.gptq_block,
-                        wspec.gptq_static_groups, info=info,
-                    )
-                except GPTQError as e:
-                    ctx.keep_full_precision(site.name, f"GPTQ failed: {e}")
-                    continue
-                if "note" in info:
-                    sp.notes.append(info["note"])
-            else:
-                sp.weight = quantize_weight(w, wspec.bits, wspec.group_size, wspec.symmetric, wspec.clip_ratio)
-            if not bool(torch.isfinite(sp.weight.scale).all()):
-                ctx.keep_full_precision(site.name, "weight scales are not finite (values too large for float32)")
-                continue
-            sp.weight_error = float((sp.weight.dequantize() - w).norm() / w.norm().clamp_min(1e-30))
-            obs = ctx.observers.get(site.name)
-            if obs is not None and obs.hessian is not None and aspec is None:  # weight-only: exact from H
-                sp.output_error = layer_error(w, sp.weight.dequantize(), obs.mean_hessian())
-        if aspec is not None and sp.activation is None:
-            if aspec.granularity == "per_token":
-                sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric)
-            else:
-                obs = ctx.observers[site.name]
-                problem = obs.problem()  # screened before the passes; a pass may not have re-collected
-                if problem is not None:
-                    ctx.keep_full_precision(site.name, problem)
-                    continue
-                sp.activation = static_activation(aspec, obs)
+from . import qdq_ops  # noqa: F401  (registers the torch.ops.qpass fake-quant ops this rewrite emits)
 
 
 def _attr(gm: fx.GraphModule, graph: fx.Graph, name: str, value: torch.Tensor | None):
@@ -96,10 +47,10 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
             elif a is not None:
                 scale = _attr(gm, graph, f"{prefix}_input_scale", a.scale)
                 zero = _attr(gm, graph, f"{prefix}_input_zero", a.zero)
-                keep, guard = int(sp.lowering.get("keep_first", 0)), float(sp.lowering.get("outlier_guard", 0.0))
-                if keep or guard:  # sink / massive-activation tokens stay in full precision (qsm options)
+                mi = sp.migrated
+                if mi is not None and mi.guarded:  # sink / massive-activation tokens stay in full precision (qsm)
                     x = graph.call_function(torch.ops.qpass.fake_quant_per_channel_guarded.default,
-                                            (x, scale, zero, a.bits, keep, guard))
+                                            (x, scale, zero, a.bits, mi.keep_first, mi.outlier_guard))
                 else:
                     x = graph.call_function(torch.ops.qpass.fake_quant_per_channel.default, (x, scale, zero, a.bits))
             if sp.gather is not None:  # the GEMM reads channels sorted / split / zero-padded

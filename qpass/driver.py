@@ -1,0 +1,62 @@
+"""The one driver: a model (or a graph's parameters), its analysed graph and a recipe -> the Plan.
+
+`qpass.compile`, the `torch.compile` backend and (through qpass.compile) the CLI all plan with `plan_model`:
+select the sites, collect the calibration statistics the recipe's passes declare (registry), run the passes in
+order on one PassContext, then the quantize step every recipe ends with (weights rounded, RTN or GPTQ, and
+input quantization). Everything decided is in the returned Plan; the graph transform reads only that.
+"""
+from __future__ import annotations
+
+import torch
+
+from .analysis import GraphAnalysis
+from .calibrate import calibrate
+from .passes import registry
+from .passes.context import PassContext
+from .passes.rounding import plan_quantization
+from .plan import Plan, select_sites
+from .recipe import Recipe
+
+
+def calibration_statistics(recipe: Recipe) -> dict:
+    """The ChannelObserver keyword options the recipe needs: tokens skipped, GPTQ's Hessian, and what each
+    pass's registry entry declares (`statistics`), merged (the larger count, any flag)."""
+    stats: dict = {"skip_tokens": recipe.calibration.skip_tokens}
+    if recipe.weights is not None and recipe.weights.rounding == "gptq":
+        stats["hessian"] = True
+        if recipe.calibration.sink_hessian_weight:
+            stats["sink_weight"] = recipe.calibration.sink_hessian_weight
+    for spec in recipe.passes:
+        declared = registry.get(spec.name).statistics
+        for k, v in (declared(spec.options) if declared else {}).items():
+            stats[k] = (stats.get(k, False) or v) if isinstance(v, bool) else max(stats.get(k, v), v)
+    return stats
+
+
+def check_calibration(recipe: Recipe, calib) -> None:
+    """ValueError when the recipe needs calibration data and `calib` holds none."""
+    if recipe.needs_calibration and not calib:
+        raise ValueError(f"recipe {recipe.name!r} needs calibration data: pass calib=[token ids [B, T], ...]")
+
+
+def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, *,
+               calib: list[torch.Tensor] | None = None, observers: dict | None = None, progress: bool = True) -> Plan:
+    """Plan `recipe` for `model` (the copy being quantized: passes may edit its parameters) whose captured
+    graphs `analysis` describes. `calib`: token-id batches [B, T], required when `recipe.needs_calibration`
+    (calibration runs `model`). Sites the recipe ignores, or that cannot be quantized (NaN/inf, GPTQ failure),
+    are in `plan.skipped` with the reason. `observers`: statistics collected before ({site: ChannelObserver}
+    with what `calibration_statistics(recipe)` asks for), instead of calibrating here (ablations reuse them)."""
+    selected, skipped = select_sites(analysis, recipe)
+    if observers is None:
+        check_calibration(recipe, calib)
+        observers = {}
+    if recipe.needs_calibration and not observers:
+        a = recipe.activations
+        percentile = a.percentile if a is not None and a.observer == "percentile" else None
+        observers = calibrate(model, calib, set(selected), percentile, progress, **calibration_statistics(recipe))
+    ctx = PassContext(model, recipe, analysis, selected, Plan(skipped=skipped), observers, progress, calib)
+    with torch.no_grad():
+        for spec in recipe.passes:
+            registry.get(spec.name).run(ctx, spec.options)
+        plan_quantization(ctx)
+    return ctx.plan

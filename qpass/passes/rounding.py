@@ -1,0 +1,66 @@
+"""Weight rounding, in one place: round to nearest or GPTQ as the recipe says (`round_weight`, also used by
+qsm's clip search), and the quantize step every recipe ends with (`plan_quantization`: each selected site's
+weight and input quantization into the plan)."""
+from __future__ import annotations
+
+import torch
+
+from ..gptq import GPTQError, gptq_quantize, layer_error
+from ..numerics import QuantizedWeight, quantize_weight
+from ..plan import ActQuant, nonfinite_reason, static_activation
+from .context import PassContext
+
+
+def round_weight(w: torch.Tensor, spec, clip: float, hessian: torch.Tensor | None,
+                 notes: list[str] | None = None) -> QuantizedWeight:
+    """`w` [out, in] rounded per the recipe's WeightSpec `spec` with clip ratio `clip`: GPTQ when the spec asks
+    for it and a Hessian (of the layer's input, as the GEMM reads it) is given, else round to nearest. GPTQ's
+    raised damping (a Hessian not positive definite) is appended to `notes`; GPTQError propagates."""
+    if spec.rounding == "gptq" and hessian is not None:
+        info: dict = {}
+        q = gptq_quantize(w, hessian, spec.bits, spec.group_size, spec.symmetric, clip, spec.gptq_damp,
+                          spec.gptq_act_order, spec.gptq_block, spec.gptq_static_groups, info=info)
+        if notes is not None and "note" in info:
+            notes.append(info["note"])
+        return q
+    return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip)
+
+
+@torch.no_grad()
+def plan_quantization(ctx: PassContext) -> None:
+    """Fill the plan: RTN weights per `recipe.weights`, input quantization per `recipe.activations`.
+
+    A site whose weight (after the passes) or quantization parameters are not finite, or on which GPTQ cannot
+    run, stays in full precision with the reason in the report (ctx.keep_full_precision)."""
+    wspec, aspec = ctx.recipe.weights, ctx.recipe.activations
+    for site in list(ctx.sites.values()):
+        sp = ctx.site_plan(site)
+        if wspec is not None and sp.weight is None:
+            w = ctx.weight(site).float()
+            reason = nonfinite_reason(w, "weight after the passes")
+            if reason is not None:
+                ctx.keep_full_precision(site.name, reason)
+                continue
+            hessian = ctx.observers[site.name].mean_hessian() if wspec.rounding == "gptq" else None
+            try:
+                sp.weight = round_weight(w, wspec, wspec.clip_ratio, hessian, sp.notes)
+            except GPTQError as e:
+                ctx.keep_full_precision(site.name, f"GPTQ failed: {e}")
+                continue
+            if not bool(torch.isfinite(sp.weight.scale).all()):
+                ctx.keep_full_precision(site.name, "weight scales are not finite (values too large for float32)")
+                continue
+            sp.weight_error = float((sp.weight.dequantize() - w).norm() / w.norm().clamp_min(1e-30))
+            obs = ctx.observers.get(site.name)
+            if obs is not None and obs.hessian is not None and aspec is None:  # weight-only: exact from H
+                sp.output_error = layer_error(w, sp.weight.dequantize(), obs.mean_hessian())
+        if aspec is not None and sp.activation is None:
+            if aspec.granularity == "per_token":
+                sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric)
+            else:
+                obs = ctx.observers[site.name]
+                problem = obs.problem()  # screened before the passes; a pass may not have re-collected
+                if problem is not None:
+                    ctx.keep_full_precision(site.name, problem)
+                    continue
+                sp.activation = static_activation(aspec, obs)
