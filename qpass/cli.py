@@ -74,7 +74,7 @@ def _quantize(args, recipe, model, tok):
 
 
 def cmd_quantize(args) -> dict:
-    from . import api, data, export, models
+    from . import api, data, export, export_compressed, models
     from .evaluate import perplexity
     from .recipe import resolve
 
@@ -101,7 +101,7 @@ def cmd_quantize(args) -> dict:
     if args.save:
         out["saved"] = str(export.save(qmodel, args.save, overwrite=args.overwrite, tokenizer=tok))
     if args.compressed_tensors:
-        out["compressed_tensors"] = str(export.save_compressed_tensors(qmodel, args.compressed_tensors, tokenizer=tok))
+        out["compressed_tensors"] = str(export_compressed.save_compressed_tensors(qmodel, args.compressed_tensors, tokenizer=tok))
     if not args.json:
         for key, what in (("saved", "qpass.load"), ("compressed_tensors", "compressed-tensors")):
             if key in out:

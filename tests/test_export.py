@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import qpass
-from qpass.export import FORMAT_VERSION, LoadError, unpack_from_int32
+from qpass.export import FORMAT_VERSION, LoadError
 
 from tiny_models import tiny_model
 
@@ -146,6 +146,8 @@ W4A16_G32 = {"name": "w4a16-g32", "weights": {"bits": 4, "group_size": 32}}
 
 @pytest.mark.parametrize("recipe, fmt", [(W4A16_G32, "pack-quantized"), ("w8a8", "int-quantized")])
 def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
+    from compressed_tensors.compressors import unpack_from_int32
+
     q = qpass.compile(tiny_model("llama"), recipe, progress=False, lower=False)
     qpass.save_compressed_tensors(q, tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -161,7 +163,7 @@ def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
         packed = t[f"{prefix}.weight_packed"]
         assert packed.dtype == torch.int32 and packed.shape == (64, 96 // 8)
         assert t[f"{prefix}.weight_shape"].tolist() == [64, 96] and f"{prefix}.weight" not in t
-        codes = unpack_from_int32(packed, 4, 96)
+        codes = unpack_from_int32(packed, 4, torch.Size([64, 96]))
         # offset encoding: nibble j of word w holds q[8w + j] + 8
         assert int(packed[0, 0]) & 0xF == int(plan.weight.qweight[0, 0]) + 8
     else:
