@@ -24,7 +24,8 @@ def _compressed_tensors():
                                                      QuantizationStatus)
     except ImportError as e:
         raise ImportError(f"save_compressed_tensors needs the compressed-tensors package ({INSTALL_HINT}): {e}") from e
-    return CompressionFormat, pack_to_int32, QuantizationArgs, QuantizationConfig, QuantizationScheme, QuantizationStatus
+    return (CompressionFormat, pack_to_int32, QuantizationArgs, QuantizationConfig, QuantizationScheme,
+            QuantizationStatus)
 
 
 def _scheme(plans) -> tuple[str, int | None]:
