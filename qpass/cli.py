@@ -41,6 +41,13 @@ def check_args(args) -> None:
         if target and Path(target).exists() and not (flag == "--save" and args.overwrite):
             hint = " (add --overwrite to replace it)" if flag == "--save" else ""
             raise FileExistsError(f"{flag} {target} already exists{hint}")
+    if getattr(args, "compressed_tensors", None):
+        from .export_compressed import require_package
+
+        try:
+            require_package()
+        except ImportError as e:
+            raise ValueError(f"--compressed-tensors: {e}") from e
     if getattr(args, "save", None) and args.overwrite and Path(args.save).exists():
         from .export import check_overwritable
 

@@ -15,7 +15,7 @@ from .export import _check_tokenizer, _write_hf_files
 INSTALL_HINT = "pip install 'qpass[compressed]'"
 
 
-def _compressed_tensors():
+def require_package():
     """The package's pieces this export uses (present from compressed-tensors 0.16 on), imported on first use."""
     try:
         from compressed_tensors import CompressionFormat
@@ -66,7 +66,7 @@ def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike, *,
     if state is None:
         raise ValueError("save_compressed_tensors: this model was not produced by qpass.compile")
     _check_tokenizer(tokenizer, "save_compressed_tensors")
-    Format, pack_to_int32, Args, Config, Scheme, Status = _compressed_tensors()
+    Format, pack_to_int32, Args, Config, Scheme, Status = require_package()
     by_name = {s.name: s for s in state.analysis.linears}
     plans = [sp for sp in state.plan.values() if sp.weight is not None or sp.activation is not None]
     kind, group = _scheme(plans)
