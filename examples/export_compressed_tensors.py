@@ -3,7 +3,7 @@ plain transformers, and compare perplexity with the qpass model it came from.
 
     python examples/export_compressed_tensors.py --out smollm2-w4a16-ct [--model DIR] [--recipe w4a16]
 
-Needs the `compressed-tensors` package to load the folder back (pip install -e ".[compressed]"). The layout
+Needs the `compressed-tensors` package to write the folder and load it back (pip install -e ".[compressed]"). The layout
 takes whole groups only: every quantized linear's input width must be a multiple of the recipe's group size
 (SmolLM2's 576 and 1536 are, for w4a16's 64); a recipe with `group_size: null` (one scale per row) always fits.
 W8A8 recipes (int8 weights, dynamic per-token int8 activations) export too (--recipe w8a8); transformers then

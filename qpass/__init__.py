@@ -25,7 +25,7 @@ _PUBLIC = {
     "perplexity": "evaluate",
     "save": "export",
     "load": "export",
-    "save_compressed_tensors": "export",
+    "save_compressed_tensors": "export_compressed",
     "LoadError": "export",
     "recipes": "recipe",
     "Recipe": "recipe",

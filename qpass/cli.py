@@ -41,6 +41,13 @@ def check_args(args) -> None:
         if target and Path(target).exists() and not (flag == "--save" and args.overwrite):
             hint = " (add --overwrite to replace it)" if flag == "--save" else ""
             raise FileExistsError(f"{flag} {target} already exists{hint}")
+    if getattr(args, "compressed_tensors", None):
+        from .export_compressed import require_package
+
+        try:
+            require_package()
+        except ImportError as e:
+            raise ValueError(f"--compressed-tensors: {e}") from e
     if getattr(args, "save", None) and args.overwrite and Path(args.save).exists():
         from .export import check_overwritable
 
@@ -74,7 +81,7 @@ def _quantize(args, recipe, model, tok):
 
 
 def cmd_quantize(args) -> dict:
-    from . import api, data, export, models
+    from . import api, data, export, export_compressed, models
     from .evaluate import perplexity
     from .recipe import resolve
 
@@ -101,7 +108,7 @@ def cmd_quantize(args) -> dict:
     if args.save:
         out["saved"] = str(export.save(qmodel, args.save, overwrite=args.overwrite, tokenizer=tok))
     if args.compressed_tensors:
-        out["compressed_tensors"] = str(export.save_compressed_tensors(qmodel, args.compressed_tensors, tokenizer=tok))
+        out["compressed_tensors"] = str(export_compressed.save_compressed_tensors(qmodel, args.compressed_tensors, tokenizer=tok))
     if not args.json:
         for key, what in (("saved", "qpass.load"), ("compressed_tensors", "compressed-tensors")):
             if key in out:

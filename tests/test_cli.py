@@ -99,6 +99,16 @@ def test_arguments_are_checked_before_any_work(argv, message, tmp_path, monkeypa
     assert message in err and err.count("\n") == 1, err
 
 
+def test_compressed_tensors_without_the_package_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from qpass.cli import main
+
+    _no_model_loads(monkeypatch)
+    monkeypatch.setitem(sys.modules, "compressed_tensors", None)  # an import of it now raises ImportError
+    assert main(["quantize", "--compressed-tensors", str(tmp_path / "ct"), "--no-eval"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'qpass[compressed]'" in err and err.count("\n") == 1, err
+
+
 def test_model_folder_without_tokenizer_is_one_clear_line(tmp_path):
     import shutil
 

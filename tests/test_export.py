@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import qpass
-from qpass.export import FORMAT_VERSION, LoadError, unpack_from_int32
+from qpass.export import FORMAT_VERSION, LoadError
 
 from tiny_models import tiny_model
 
@@ -146,6 +146,8 @@ W4A16_G32 = {"name": "w4a16-g32", "weights": {"bits": 4, "group_size": 32}}
 
 @pytest.mark.parametrize("recipe, fmt", [(W4A16_G32, "pack-quantized"), ("w8a8", "int-quantized")])
 def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
+    from compressed_tensors.compressors import unpack_from_int32
+
     q = qpass.compile(tiny_model("llama"), recipe, progress=False, lower=False)
     qpass.save_compressed_tensors(q, tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -161,7 +163,7 @@ def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
         packed = t[f"{prefix}.weight_packed"]
         assert packed.dtype == torch.int32 and packed.shape == (64, 96 // 8)
         assert t[f"{prefix}.weight_shape"].tolist() == [64, 96] and f"{prefix}.weight" not in t
-        codes = unpack_from_int32(packed, 4, 96)
+        codes = unpack_from_int32(packed, 4, torch.Size([64, 96]))
         # offset encoding: nibble j of word w holds q[8w + j] + 8
         assert int(packed[0, 0]) & 0xF == int(plan.weight.qweight[0, 0]) + 8
     else:
@@ -176,6 +178,45 @@ def test_compressed_tensors_layout_reads_back(recipe, fmt, tmp_path):
     w = codes.float() * scale.repeat_interleave(group, dim=1)[:, :96]
     torch.testing.assert_close(w, plan.weight.dequantize())
     assert torch.equal(t["lm_head.weight"], q.lm_head.weight.detach()) or "lm_head.weight" in t
+
+
+@pytest.mark.parametrize("recipe", [W4A16_G32, {"name": "w4a16-per-row", "weights": {"bits": 4, "group_size": None}},
+                                    "w8a8"])
+def test_compressed_tensors_export_loads_in_transformers(recipe, tmp_path):
+    """Plain transformers (through the compressed-tensors package) loads the folder: its linears hold exactly
+    the weights qpass quantized, so W4A16 (full-precision activations on both sides) gives qpass's logits."""
+    import transformers as tf
+    from compressed_tensors.compressors import unpack_from_int32
+
+    q = qpass.compile(tiny_model("llama"), recipe, progress=False, lower=False)
+    qpass.save_compressed_tensors(q, tmp_path / "ct")
+    m = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "ct", dtype=torch.float32).eval()
+    plans = [plan for plan in q.qpass_state.plan.values() if plan.weight is not None]
+    assert len(plans) == 14
+    for plan in plans:  # transformers keeps the layers compressed (decompressing at each forward) or decompresses
+        mod = m.get_submodule(plan.weight_fqn.removesuffix(".weight"))
+        packed = getattr(mod, "weight_packed", None)
+        shape = None if packed is None else torch.Size(mod.weight_shape.tolist())
+        stored = mod.weight.detach() if packed is None else unpack_from_int32(packed, 4, shape)
+        if stored.dtype == torch.int8:  # the very codes and scales
+            assert torch.equal(stored, plan.weight.qweight) and torch.equal(mod.weight_scale, plan.weight.scale)
+        else:
+            assert torch.equal(stored, plan.weight.dequantize())
+    ids = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = q(ids).logits, m(ids).logits
+    if recipe == "w8a8":  # transformers runs the int8 weights with full-precision activations
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=0.05)
+    else:
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+def test_compressed_tensors_export_without_the_package_says_what_to_install(monkeypatch, tmp_path):
+    q = qpass.compile(tiny_model("llama"), "w8a8", progress=False, lower=False)
+    monkeypatch.setitem(sys.modules, "compressed_tensors", None)  # an import of it now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'qpass\[compressed\]'"):
+        qpass.save_compressed_tensors(q, tmp_path / "ct")
+    assert not (tmp_path / "ct").exists()
 
 
 def test_sale_model_saves_with_sale_attention_and_reloads(tmp_path):
