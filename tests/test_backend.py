@@ -142,3 +142,19 @@ def test_sale_with_given_taus_is_lowered_by_the_backend_on_every_graph():
     no_taus = Recipe("sale-cal", weights=None, passes=[PassSpec("sale", {"block_m": 16, "block_n": 16})])
     with pytest.raises(Exception, match="give `taus`"):
         torch.compile(model, backend="qpass", options={"recipe": no_taus})(_ids())
+
+
+def test_a_second_model_of_the_same_class_runs_its_own_weights():
+    """Dynamo reuses compiled code across modules of one class (it guards parameters on shape, not identity), and
+    the graph bakes in the packed weights of the model it was planned for: a second model must get its own."""
+    torch._dynamo.reset()
+    first, second = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
+    options = {"recipe": "w8a8", "backend": "aot_eager"}
+    ids = _ids()
+    with torch.no_grad():
+        expect = qpass.compile(second, "w8a8", progress=False)(ids).logits
+        torch.compile(first, backend="qpass", options=options)(ids)
+        with pytest.warns(UserWarning, match="planned for another model's weights"):
+            out = torch.compile(second, backend="qpass", options=options)(ids).logits
+        again = torch.compile(second, backend="qpass", options=options)(ids).logits  # cached: no new plan
+    assert _rel(out, expect) < 1e-4 and torch.equal(out, again)
