@@ -119,9 +119,13 @@ def _activations(r) -> str:
 def _passes(r) -> str:
     if not r.passes:
         return "–"
-    return ", ".join(f"`{p.name}`" + (f" ({', '.join(f'{k}={_value(v)}' for k, v in p.options.items())})"
-                                      if p.options else "")
-                     for p in r.passes)
+    def changed(options) -> dict:  # the options a preset sets (those that differ from the pass's defaults)
+        default = type(options)()
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+                if getattr(options, f.name) != getattr(default, f.name)}
+
+    return ", ".join(f"`{p.name}`" + (f" ({', '.join(f'{k}={_value(v)}' for k, v in set_.items())})" if set_ else "")
+                     for p in r.passes for set_ in [changed(p.options)])
 
 
 def _calibration(r) -> str:

@@ -35,4 +35,4 @@ def smoothquant(ctx: PassContext, opts: SmoothQuantOptions) -> None:
         rescale_observer(obs, s)
         done += 1
     ctx.log.append(f"smoothquant α={opts.alpha}: {done} input tensors smoothed")
-    ctx.log += [f"smoothquant: not smoothed (no exact migration): {s}" for s in skipped]
+    ctx.log.extend([f"smoothquant: not smoothed (no exact migration): {s}" for s in skipped])
