@@ -18,7 +18,7 @@ PATTERN = SdpaPattern(method=None, causal=False)
 
 
 def replace(m: SdpaMatch, e: Emit):
-    import qpass.kernels.attention_ops  # noqa: F401  (registers qpass::attention)
+    import qpass.kernels.attention.ops  # noqa: F401  (registers qpass::attention)
 
     return e.call(torch.ops.qpass.attention.default, m.q, m.k, m.v, m.mask, m.is_causal, m.scale, m.enable_gqa)
 

@@ -84,7 +84,7 @@ def match_linear(node: fx.Node, plan: SitePlan) -> LinearMatch | None:
 
 def kernel_group_ok(K: int, group_size: int) -> bool:
     """The Triton kernels' group-size support (other sizes would silently run the reference)."""
-    from qpass.kernels.w4a16 import supported_group  # imports triton: only when a rule is tried
+    from qpass.kernels.int4.w4a16 import supported_group  # imports triton: only when a rule is tried
 
     return supported_group(K, group_size)
 

@@ -75,7 +75,7 @@ def tau_ladder(opts: SaleOptions) -> list[float]:
 def head_tables(q: Tensor, k: Tensor, v: Tensor, scale: float, opts: SaleOptions, ladder: list[float],
                 chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
     """(l1 [H, nτ]: Σ|O_sparse − O_dense| / q_len, kept [H, nτ]: fraction of causal blocks kept) for q [1, H, S, D]."""
-    from qpass.kernels import sale_reference as R
+    from qpass.kernels.sale import reference as R
 
     B, H, S, D = q.shape
     G = H // k.shape[1]
@@ -144,7 +144,7 @@ def attention_fn(module, query, key, value, attention_mask, dropout=0.0, scaling
         l1, kept = head_tables(query, key, value, scale, mode["opts"], mode["ladder"])
         mode["tables"][name] = {"l1": l1.tolist(), "kept": kept.tolist()}
     elif mode["kind"] == "sale" and S > mode["opts"].min_seq_len:
-        from qpass.kernels import sale_reference as R
+        from qpass.kernels.sale import reference as R
 
         o = mode["opts"]
         tau = torch.tensor(mode["taus"][name])
