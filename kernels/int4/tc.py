@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words
-from ..tiling import pick, tc_grid, tc_gsub
+from ..tiling import group_scales, pick, swap_ab_step, swap_ab_store, swap_ab_tile, tc_grid, tc_gsub
 
 TC_CONFIGS = [  # (max M, config); one config per launch (autotune with >= 2 configs breaks the interpreter)
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)),
@@ -17,47 +17,35 @@ TC_CONFIGS = [  # (max M, config); one config per launch (autotune with >= 2 con
 
 
 @triton.jit
+def _int4_tile(w_ptr, s_ptr, z_ptr, offs_n, n_mask, k0, KW, NG, G, HAS_ZERO: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, GSUB: tl.constexpr):
+    """The dequantized weight tile [BLOCK_N, BLOCK_K] at k0: (q - z) * s, one scale multiply per element."""
+    NSUB: tl.constexpr = BLOCK_K // GSUB
+    shifts = tl.arange(0, 8) * 4
+    wi = k0 // 8 + tl.arange(0, BLOCK_K // 8)
+    words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=n_mask[:, None] & (wi < KW)[None, :], other=0)
+    if HAS_ZERO:
+        nib = (words[:, :, None] >> shifts[None, None, :]) & 15
+    else:
+        nib = (words[:, :, None] << (28 - shifts)[None, None, :]) >> 28  # sign-extend
+    wq = tl.reshape(nib.to(tl.float32), [BLOCK_N, NSUB, GSUB])
+    s = group_scales(s_ptr, offs_n, n_mask, k0, G, NG, NSUB, GSUB)
+    if HAS_ZERO:
+        wq = wq - group_scales(z_ptr, offs_n, n_mask, k0, G, NG, NSUB, GSUB)[:, :, None]
+    return tl.reshape(wq * s[:, :, None], [BLOCK_N, BLOCK_K])
+
+
+@triton.jit
 def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
               HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GSUB: tl.constexpr):
     # GSUB = min(group, BLOCK_K): the tile holds BLOCK_K // GSUB whole groups (checked by the launcher)
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    NSUB: tl.constexpr = BLOCK_K // GSUB
-    BKW: tl.constexpr = BLOCK_K // 8
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    n_mask = offs_n < N
-    m_mask = offs_m < M
-    offs_kw = tl.arange(0, BKW)
-    shifts = tl.arange(0, 8) * 4
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_sub = tl.arange(0, NSUB)
+    offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        wi = k0 // 8 + offs_kw
-        words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :],
-                        mask=n_mask[:, None] & (wi < KW)[None, :], other=0)
-        if HAS_ZERO:
-            nib = (words[:, :, None] >> shifts[None, None, :]) & 15
-        else:
-            nib = (words[:, :, None] << (28 - shifts)[None, None, :]) >> 28  # sign-extend
-        wq = tl.reshape(nib.to(tl.float32), [BLOCK_N, NSUB, GSUB])
-        g = (k0 + offs_sub * GSUB) // G
-        gmask = n_mask[:, None] & (g < NG)[None, :]
-        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
-        if HAS_ZERO:
-            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
-            wq = wq - z[:, :, None]
-        w = tl.reshape(wq * s[:, :, None], [BLOCK_N, BLOCK_K])
-        k = k0 + offs_k
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
-                    mask=m_mask[:, None] & (k < K)[None, :], other=0.0)
-        acc = tl.dot(w.to(x.dtype), tl.trans(x), acc)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+        w = _int4_tile(w_ptr, s_ptr, z_ptr, offs_n, n_mask, k0, KW, NG, G, HAS_ZERO, BLOCK_N, BLOCK_K, GSUB)
+        acc = swap_ab_step(acc, w, x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K)
+    swap_ab_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS)
 
 
 def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None):

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words
-from ..tiling import pick, tc_grid, tc_gsub
+from ..tiling import group_scales, pick, swap_ab_step, swap_ab_store, swap_ab_tile, tc_grid, tc_gsub
 
 TC_CONFIGS = [  # (max M, config)
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
@@ -17,44 +17,34 @@ TC_CONFIGS = [  # (max M, config)
 
 
 @triton.jit
+def _trit_tile(t1_ptr, t2_ptr, a1_ptr, a2_ptr, offs_n, n_mask, k0, KW, NG, G, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, GSUB: tl.constexpr):
+    """The weight tile [BLOCK_N, BLOCK_K] at k0: a1 * T1 + a2 * T2 (trits = 2-bit codes - 1)."""
+    NSUB: tl.constexpr = BLOCK_K // GSUB
+    shifts = tl.arange(0, 16) * 2
+    wi = k0 // 16 + tl.arange(0, BLOCK_K // 16)
+    wmask = n_mask[:, None] & (wi < KW)[None, :]
+    w1 = tl.load(t1_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+    w2 = tl.load(t2_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+    c1 = ((w1[:, :, None] >> shifts[None, None, :]) & 3) - 1
+    c2 = ((w2[:, :, None] >> shifts[None, None, :]) & 3) - 1
+    c1 = tl.reshape(c1.to(tl.float32), [BLOCK_N, NSUB, GSUB])
+    c2 = tl.reshape(c2.to(tl.float32), [BLOCK_N, NSUB, GSUB])
+    a1 = group_scales(a1_ptr, offs_n, n_mask, k0, G, NG, NSUB, GSUB)
+    a2 = group_scales(a2_ptr, offs_n, n_mask, k0, G, NG, NSUB, GSUB)
+    return tl.reshape(c1 * a1[:, :, None] + c2 * a2[:, :, None], [BLOCK_N, BLOCK_K])
+
+
+@triton.jit
 def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
                 HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                 GSUB: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    NSUB: tl.constexpr = BLOCK_K // GSUB
-    BKW: tl.constexpr = BLOCK_K // 16
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    n_mask = offs_n < N
-    m_mask = offs_m < M
-    offs_kw = tl.arange(0, BKW)
-    shifts = tl.arange(0, 16) * 2
-    offs_k = tl.arange(0, BLOCK_K)
-    offs_sub = tl.arange(0, NSUB)
+    offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        wi = k0 // 16 + offs_kw
-        wmask = n_mask[:, None] & (wi < KW)[None, :]
-        w1 = tl.load(t1_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
-        w2 = tl.load(t2_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
-        c1 = ((w1[:, :, None] >> shifts[None, None, :]) & 3) - 1
-        c2 = ((w2[:, :, None] >> shifts[None, None, :]) & 3) - 1
-        c1 = tl.reshape(c1.to(tl.float32), [BLOCK_N, NSUB, GSUB])
-        c2 = tl.reshape(c2.to(tl.float32), [BLOCK_N, NSUB, GSUB])
-        g = (k0 + offs_sub * GSUB) // G
-        gmask = n_mask[:, None] & (g < NG)[None, :]
-        a1 = tl.load(a1_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
-        a2 = tl.load(a2_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
-        w = tl.reshape(c1 * a1[:, :, None] + c2 * a2[:, :, None], [BLOCK_N, BLOCK_K])
-        k = k0 + offs_k
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
-                    mask=m_mask[:, None] & (k < K)[None, :], other=0.0)
-        acc = tl.dot(w.to(x.dtype), tl.trans(x), acc)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+        w = _trit_tile(t1_ptr, t2_ptr, a1_ptr, a2_ptr, offs_n, n_mask, k0, KW, NG, G, BLOCK_N, BLOCK_K, GSUB)
+        acc = swap_ab_step(acc, w, x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K)
+    swap_ab_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS)
 
 
 def ternary_tc(x2, t1, t2, a1, a2, bias, G: int, y, config=None):
