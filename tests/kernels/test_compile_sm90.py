@@ -52,6 +52,8 @@ def test_all_shipped_configs_compile_for_sm90(tmp_path):
     script = tmp_path / "compile_all.py"
     variants = Path(__file__).resolve().parents[2] / "benchmarks" / "variants"
     script.write_text(SCRIPT.replace("@VARIANTS@", repr(str(variants))))
-    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's qpass, not another one installed
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1", PYTHONPATH=path)
     r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
