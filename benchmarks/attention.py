@@ -28,7 +28,7 @@ def bench(fn, rep=100):
 
 
 def random_mask(S, H, bm, bn, sink, window, target, device, seed=0):
-    from qpass.kernels import sale_reference as R
+    from qpass.kernels.sale import reference as R
     nqb, nkb, causal, always = R.block_layout(S, bm, bn, sink, window)
     causal, always = causal.to(device), always.to(device)
     middle = causal & ~always
@@ -54,8 +54,9 @@ def quick(a):
     Writes attention_quick.json (to --out: a .json path or a folder) after every section; prints a table last."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from qpass.kernels import sale as K
-    from qpass.kernels import sale_reference as R
+    from qpass.kernels.sale import dispatch as K
+    from qpass.kernels.sale import reference as R
+    from variants import sale_attn_v1 as V1  # benchmarks/variants/ (the script's folder is on sys.path)
 
     t0 = time.time()
     budget = a.budget
@@ -67,7 +68,7 @@ def quick(a):
     out_path = a.out if a.out.endswith(".json") else os.path.join(a.out, "attention_quick.json")
     res = {"gpu": "dry-run (CPU interpreter)" if a.dry_run else torch.cuda.get_device_name(), "torch": torch.__version__, "mode": "quick",
            "shape": dict(B=1, H=H, Hkv=Hkv, D=D, dtype="bf16", causal=True), "block": [bm, bn],
-           "defaults": dict(select=K.SELECT_IMPL, attn=K.ATTN_IMPL, npi=K.ATTN2_NPI), "check": {}, "rows": [],
+           "defaults": dict(select=K.SELECT_IMPL, attn="v2", npi=K.ATTN2_NPI), "check": {}, "rows": [],
            "skipped": []}
 
     def save():
@@ -124,31 +125,25 @@ def quick(a):
             chk[f"select_v1_vs_ref_outside_margin_P{pool}"] = int(((m1[2].cpu().bool() != ref) & ~near).sum())
             chk[f"kept_frac_P{pool}"] = round(float(m1[2].float().mean()), 4)
     idx, cnt, m = K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=quant1, pool=8)
-    o1 = K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, impl="v1")
+    o1 = V1.sale_sparse_attention_v1(q, k, v, idx, cnt, scale, bm, bn)
     ref = R.sale_attention_ref(q.cpu().float(), k.cpu().float(), v.cpu().float(), m.cpu().bool(), scale, bm, bn)
     chk["attn_v1_vs_ref_max_abs"] = float((o1.cpu().float() - ref).abs().max())
     for npi in (1, 2):
-        o2 = K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, impl="v2", npi=npi)
+        o2 = K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, npi=npi)
         chk[f"attn_v2_npi{npi}_vs_v1_max_abs"] = float((o2.float() - o1.float()).abs().max())
         chk[f"attn_v2_npi{npi}_vs_ref_max_abs"] = float((o2.cpu().float() - ref).abs().max())
     del q, k, v, quant1, quant2, idx, cnt, m, o1, o2
     print("check", json.dumps(chk), f"({time.time() - t0:.0f} s)", flush=True)
     save()
 
-    attn_variants = [("v1", dict(impl="v1")), ("v2", dict(impl="v2", npi=1)), ("v2_npi2", dict(impl="v2", npi=2)),
-                     ("v2_w8s2", dict(impl="v2", npi=1, env=("8", "2"))),
-                     ("v2_npi2_w8s2", dict(impl="v2", npi=2, env=("8", "2")))]
+    w8s2 = dict(num_warps=8, num_stages=2)
+    attn_variants = [("v1", None), ("v2", dict(npi=1)), ("v2_npi2", dict(npi=2)),
+                     ("v2_w8s2", dict(npi=1, launch=w8s2)), ("v2_npi2_w8s2", dict(npi=2, launch=w8s2))]
 
     def run_attn(q, k, v, idx, cnt, kw):
-        kw = dict(kw)
-        env = kw.pop("env", None)
-        if env:
-            os.environ.update(QPASS_SALE_ATTN_WARPS=env[0], QPASS_SALE_ATTN_STAGES=env[1])
-        try:
-            return tm(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, **kw))
-        finally:
-            os.environ.pop("QPASS_SALE_ATTN_WARPS", None)
-            os.environ.pop("QPASS_SALE_ATTN_STAGES", None)
+        if kw is None:  # v1: benchmarks/variants/sale_attn_v1.py
+            return tm(lambda: V1.sale_sparse_attention_v1(q, k, v, idx, cnt, scale, bm, bn))
+        return tm(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn, **kw))
 
     for S in a.quick_seqs:
         if S != a.quick_seqs[0] and left() < 70:
@@ -208,16 +203,13 @@ def quick(a):
                     continue
                 kw = dict(dict(impl="v2"), **kw)
                 if warps:
-                    os.environ.update(QPASS_SALE_WARPS=warps, QPASS_SALE_STAGES="2")
+                    kw["launch"] = dict(num_warps=int(warps), num_stages=2)
                 try:
                     qt = quant2 if kw["impl"] == "v2" else quant1
                     sel[name] = tm(lambda: K.sale_select_triton(q, k, tau, scale, bm, bn, sink, window, quant=qt,
                                                                 pool=pool, **kw), rep=40)
                 except Exception as e:
                     res["skipped"].append(f"{S} {name}: {type(e).__name__}: {str(e)[:200]}")
-                finally:
-                    os.environ.pop("QPASS_SALE_WARPS", None)
-                    os.environ.pop("QPASS_SALE_STAGES", None)
             print(S, "select", sel, f"({time.time() - t0:.0f} s)", flush=True)
             save()
         del quant1, quant2
@@ -303,8 +295,8 @@ def recorded(a):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
 
-    from qpass.kernels import sale as K
-    from qpass.kernels import sale_reference as R
+    from qpass.kernels.sale import dispatch as K
+    from qpass.kernels.sale import reference as R
 
     with safe_open(a.recorded, "pt") as f:
         meta = f.metadata()
@@ -424,8 +416,8 @@ def main():
     ap.add_argument("--op-check", action="store_true",
                     help="the lowered op qpass::sale_attention as the `sale` preset calls it, vs dense SDPA")
     a = ap.parse_args()
-    from qpass.kernels import sale as K  # noqa: F401  (imports checked before asking for CUDA)
-    from qpass.kernels import sale_reference as R  # noqa: F401
+    from qpass.kernels.sale import dispatch as K  # noqa: F401  (imports checked before asking for CUDA)
+    from qpass.kernels.sale import reference as R  # noqa: F401
     if a.quick and a.dry_run:
         return quick(a)
     if not torch.cuda.is_available():
@@ -438,8 +430,8 @@ def main():
         return recorded(a)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from qpass.kernels import sale as K
-    from qpass.kernels import sale_reference as R
+    from qpass.kernels.sale import dispatch as K
+    from qpass.kernels.sale import reference as R
 
     dev = "cuda"
     gpu = torch.cuda.get_device_name()
@@ -497,7 +489,7 @@ def main():
             print(row, flush=True)
             if S == a.seqs[0] and a.sweep:
                 for kb_, w_, st_ in ((1, 4, 2), (1, 8, 2), (2, 4, 2), (2, 8, 2), (4, 8, 2), (1, 8, 3), (2, 8, 1)):
-                    os.environ.update(QPASS_SALE_KB=str(kb_), QPASS_SALE_WARPS=str(w_), QPASS_SALE_STAGES=str(st_))
+                    tune = dict(kb=kb_, launch=dict(num_warps=w_, num_stages=st_))
                     out = {"kb": kb_, "warps": w_, "stages": st_}
                     for name, kw in (("group", {}), ("head", dict(group=False)), ("pool16", dict(pool=16)),
                                      ("pool8", dict(pool=8))):
@@ -505,12 +497,10 @@ def main():
                             continue
                         try:
                             out[name] = round(bench(lambda: K.sale_select_triton(
-                                q, k, tau, scale, bm, bn, sink, window, quant=quant, **kw), rep=30), 2)
+                                q, k, tau, scale, bm, bn, sink, window, quant=quant, **kw, **tune), rep=30), 2)
                         except Exception as e:
                             out[name] = type(e).__name__
                     print("sweep", out, flush=True)
-                for v_ in ("QPASS_SALE_KB", "QPASS_SALE_WARPS", "QPASS_SALE_STAGES"):
-                    os.environ.pop(v_)
             continue
         flops = 4 * S * S / 2 * D * H  # causal
         for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):

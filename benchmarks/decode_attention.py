@@ -44,7 +44,7 @@ def qpass_attention(q, k, v, mask, is_causal=False, scale=None):
     """torch.ops.qpass.attention; on the CPU (dry run) the path the op takes on CUDA, run by the interpreter."""
     if q.is_cuda:
         return torch.ops.qpass.attention(q, k, v, mask, is_causal, scale, True)
-    from qpass.kernels import attention_ops as ops
+    from qpass.kernels.attention import dense as ops
     return ops.run_path(ops.choose_path(q, k, v, mask, is_causal, True), q, k, v, mask, is_causal, scale, True)
 
 
@@ -106,19 +106,18 @@ def bench_shape(B, L, dev, dt, sweep=False):
     row["err_vs_sdpa_mask"] = (outs["qpass"].float() - outs["sdpa_mask"].float()).abs().max().item()
     row["err_vs_flash_prefix"] = (outs["qpass"].float() - outs["flash_prefix"].float()).abs().max().item()
     row["qpass_GBps_graph"] = kv_bytes * (1 - MASKED_TAIL) / row["qpass_graph_us"] / 1e3
-    from qpass.kernels import attention_ops as ops
+    from qpass.kernels.attention import dense as ops
     row["qpass_path"] = ops.choose_path(qs[0], ks[0], vs[0], mask, False, True)
     row["flash_prefix_is_flash"] = FLASH["ok"]
-    if sweep:  # graph µs of qpass per (programs per SM, key block): to retune attention.py's defaults
-        from qpass.kernels import attention as A
-        saved = A.PROGRAMS_PER_SM, A.split_config
+    if sweep:  # graph µs of the decode kernel per (programs per SM, key block): to retune attention/decode.py
+        from qpass.kernels.attention import decode as A
         row["sweep_graph_us"] = {}
         for per_sm in (1, 2, 4, 8):
             for bn in (32, 64, 128):
-                A.PROGRAMS_PER_SM, A.split_config = per_sm, (lambda D, bn=bn: dict(BLOCK_N=bn, num_warps=4))
-                us = time_graph([(lambda i=i: variants["qpass"](i)) for i in range(layers)])
+                cfg = dict(BLOCK_N=bn, num_warps=4)
+                us = time_graph([(lambda i=i: A.decode_attention_triton(qs[i], ks[i], vs[i], mask, None, per_sm=per_sm,
+                                                                        config=cfg)) for i in range(layers)])
                 row["sweep_graph_us"][f"per_sm={per_sm},BLOCK_N={bn}"] = us
-        A.PROGRAMS_PER_SM, A.split_config = saved
     return row
 
 
@@ -126,7 +125,7 @@ def bench_shape(B, L, dev, dt, sweep=False):
 def check(dev, dry):
     """Op vs fp32 SDPA (math) on the same inputs: every mask kind, G = 3, D = 64, strided q, graph capture,
     all-masked rows, and the causal-mask prefill path. Returns the failures."""
-    from qpass.kernels import attention_ops as ops
+    from qpass.kernels.attention import dense as ops
     from torch.nn.attention import SDPBackend, sdpa_kernel
     fails = []
     gen = torch.Generator(device=dev).manual_seed(1)
@@ -209,7 +208,7 @@ def main():
     a = ap.parse_args()
     if a.dry_run:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
-    import qpass.kernels.attention_ops  # noqa: F401  (registers qpass::attention)
+    import qpass.kernels.attention.ops  # noqa: F401  (registers qpass::attention)
 
     dev = "cpu" if a.dry_run else "cuda"
     if a.check:

@@ -37,7 +37,7 @@ RECIPES = {
     "w4a16_all": Recipe("w4a16-all", weights=WeightSpec(bits=4, group_size=128), ignore=[]),
     # the W4A8 kernel takes one weight scale per output row: per-channel int4 weights, dynamic per-token int8
     "w4a8": Recipe("w4a8-pc", weights=WeightSpec(bits=4, group_size=None), activations=ActivationSpec(bits=8, granularity="per_token")),
-    # nothing quantized: what the qpass backend's attention lowering alone changes (kernels/attention_ops.py)
+    # nothing quantized: what the qpass backend's attention lowering alone changes (kernels/attention/)
     # (a recipe must quantize something: every linear is ignored instead)
     "bf16_qpass": Recipe("attention-only", weights=WeightSpec(bits=4, group_size=128), ignore=["*"]),
     # speed only (random weights): few PTQTP iterations to keep the build short

@@ -26,8 +26,12 @@ from cuda_timing import graph_time_us  # noqa: E402  (benchmarks/: the script's 
 
 sys.path.insert(0, str(ROOT))  # the checkout's qpass (importing it loads no torch-heavy modules)
 from qpass.kernels import ops as qk  # noqa: E402
-from qpass.kernels import formats as fmt, reference as ref  # noqa: E402
-from qpass.kernels import w4a16 as k_w4a16, int8_gemm as k_int8, ternary as k_tern, w4a8 as k_w4a8  # noqa: E402
+from qpass.kernels import formats as fmt  # noqa: E402
+from qpass.kernels.int4 import dequant as k_dequant, reference as ref4, w4a16 as k_w4a16  # noqa: E402
+from qpass.kernels.int8 import gemm as k_int8, reference as ref8, w4a8 as k_w4a8  # noqa: E402
+from qpass.kernels.int4 import gemv as k_gemv4, gemv2 as k_gemv2  # noqa: E402
+from qpass.kernels.ternary import gemv as k_tgemv, reference as reft, ternary as k_tern  # noqa: E402
+from variants import ternary_variants as v_tern, w4a16_variants as v_w4a16  # noqa: E402  (benchmarks/variants/)
 
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]
 MS = [1, 16, 64, 256, 2048]
@@ -101,7 +105,7 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
             sz = torch.stack([s.t(), torch.zeros_like(s.t())], dim=-1).to(torch.bfloat16).contiguous()  # w=(u-8)*s+0
             tps = [tp] + [tp.clone() for _ in range(copies_for(w4_bytes) - 1)]
             y = torch.ops.aten._weight_int4pack_mm(x, tp, 128, sz)
-            yref = ref.w4a16_linear_ref(x, p, s16, None, None, 128)
+            yref = ref4.w4a16_linear_ref(x, p, s16, None, None, 128)
             rec("tinygemm", graph_time_us([lambda t=t: torch.ops.aten._weight_int4pack_mm(x, t, 128, sz)
                                            for t in tps]), w4_bytes + act_bytes, flops, PEAK_FP16,
                 err=rel_err(y, yref))
@@ -111,7 +115,7 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
     if want("w4a16"):
         ps = [p] + [p.clone() for _ in range(copies_for(w4_bytes) - 1)]
         y = qk.w4a16_linear(x, p, s16, None, None, 128)
-        err = rel_err(y, ref.w4a16_linear_ref(x, p, s16, None, None, 128)) if check else None
+        err = rel_err(y, ref4.w4a16_linear_ref(x, p, s16, None, None, 128)) if check else None
         rec("qpass_w4a16", graph_time_us([lambda pi=pi: qk.w4a16_linear(x, pi, s16, None, None, 128) for pi in ps]),
             w4_bytes + act_bytes, flops, PEAK_FP16, err=err)
         del ps
@@ -123,7 +127,7 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
         tb = 2 * P1.numel() + 4 * a1.numel()
         pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(tb) - 1)]
         y = qk.ternary_linear(x, P1, P2, a1, a2, None, 128)
-        err = rel_err(y, ref.ternary_linear_ref(x, P1, P2, a1, a2, None, 128)) if check else None
+        err = rel_err(y, reft.ternary_linear_ref(x, P1, P2, a1, a2, None, 128)) if check else None
         rec("qpass_ternary", graph_time_us([lambda a=a, b=b: qk.ternary_linear(x, a, b, a1, a2, None, 128)
                                             for a, b in pls]), tb + act_bytes, flops, PEAK_FP16, err=err)
         del pls
@@ -143,7 +147,7 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
                 print(f"_int_mm M={M}: {type(e).__name__}")
         if want("int8"):
             y = qk.int8_linear(xi, wi8, wsc, xsc, None, torch.bfloat16)
-            err = rel_err(y, ref.int8_linear_ref(xi, wi8, wsc, xsc, None, torch.bfloat16)) if check else None
+            err = rel_err(y, ref8.int8_linear_ref(xi, wi8, wsc, xsc, None, torch.bfloat16)) if check else None
             rec("qpass_int8", graph_time_us([lambda a=a: qk.int8_linear(xi, a, wsc, xsc, None, torch.bfloat16)
                                              for a in wis]), N * K + i8_act, flops, PEAK_INT8, err=err)
         del wis
@@ -152,13 +156,13 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
         p8 = fmt.pack_int4(q8)
         p8s = [p8] + [p8.clone() for _ in range(copies_for(p8.numel()) - 1)]
         y = qk.w4a8_linear(xi, p8, wsc, xsc, None, torch.bfloat16)
-        err = rel_err(y, ref.w4a8_linear_ref(xi, p8, wsc, xsc, None, torch.bfloat16)) if check else None
+        err = rel_err(y, ref8.w4a8_linear_ref(xi, p8, wsc, xsc, None, torch.bfloat16)) if check else None
         rec("qpass_w4a8", graph_time_us([lambda a=a: qk.w4a8_linear(xi, a, wsc, xsc, None, torch.bfloat16)
                                          for a in p8s]), p8.numel() + i8_act, flops, PEAK_INT8, err=err)
         del p8s
     if want("qact"):
         yq, ys = qk.quantize_activation_int8(x, None, 127)
-        rq, rs = ref.quantize_activation_int8_ref(x, None, 127)
+        rq, rs = ref8.quantize_activation_int8_ref(x, None, 127)
         err = (yq.int() - rq.int()).abs().max().item() + (ys - rs).abs().max().item()
         rec("qpass_quant_act", graph_time_us([lambda: qk.quantize_activation_int8(x, None, 127)]),
             M * K * 3 + M * 4, 0.0, PEAK_INT8, err=err)
@@ -166,8 +170,8 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
 
 
 def sweep(hbm_bw, apply=True):
-    """Config sweeps of the M = 1 GEMVs (both variants); with apply, the fastest (summed over the two
-    shapes) becomes the dispatch config of this process (printed as APPLIED, then copied into the source)."""
+    """Config sweeps of the M = 1 GEMV variants of benchmarks/variants/ ("gemv", "gemv3"); with apply, the fastest
+    (summed over the two shapes) is printed as BEST (to copy into the variant's source)."""
     res = []
     for N, K in [(14336, 4096), (4096, 4096)]:
         c = Case(1, N, K)
@@ -179,8 +183,8 @@ def sweep(hbm_bw, apply=True):
         P1, P2 = fmt.pack_trits(t1), fmt.pack_trits(t2)
         a1, a2 = a1.to(torch.bfloat16), a2.to(torch.bfloat16)
         pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(2 * P1.numel()) - 1)]
-        yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
-        yt = ref.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
+        yr = ref4.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+        yt = reft.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
         for kind in ("gemv", "gemv3"):
             for bn in (8, 16, 32):
                 for bkw in (32, 64, 128):
@@ -188,25 +192,25 @@ def sweep(hbm_bw, apply=True):
                         cfg = dict(BLOCK_N=bn, BLOCK_KW=bkw, num_warps=nw, num_stages=1)
                         if bkw >= 32:
                             try:
-                                y = k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel=kind)
+                                y = v_w4a16.w4a16_variant(c.x, p, s16, None, None, 128, config=cfg, kernel=kind)
                                 assert rel_err(y, yr) < 1e-2
-                                us = graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
+                                us = graph_time_us([lambda pi=pi: v_w4a16.w4a16_variant(
                                     c.x, pi, s16, None, None, 128, config=cfg, kernel=kind) for pi in ps], reps=10)
                                 res.append(dict(kernel="w4a16", kind=kind, N=N, K=K, cfg=cfg, us=us))
                             except Exception as e:  # noqa: BLE001
                                 print("w4a16", kind, cfg, type(e).__name__)
                         if bkw <= 64:
                             try:
-                                y = k_tern.ternary_linear_triton(c.x, P1, P2, a1, a2, None, 128, config=cfg,
-                                                                 kernel=kind)
+                                y = v_tern.ternary_variant(c.x, P1, P2, a1, a2, None, 128, config=cfg,
+                                                           kernel=kind)
                                 assert rel_err(y, yt) < 1e-2
-                                us = graph_time_us([lambda a=a, b=b: k_tern.ternary_linear_triton(
+                                us = graph_time_us([lambda a=a, b=b: v_tern.ternary_variant(
                                     c.x, a, b, a1, a2, None, 128, config=cfg, kernel=kind) for a, b in pls], reps=10)
                                 res.append(dict(kernel="ternary", kind=kind, N=N, K=K, cfg=cfg, us=us))
                             except Exception as e:  # noqa: BLE001
                                 print("ternary", kind, cfg, type(e).__name__)
         del ps, pls
-    for op, mod in (("w4a16", k_w4a16), ("ternary", k_tern)):
+    for op in ("w4a16", "ternary"):
         tot = {}
         for r in res:
             if r["kernel"] == op:
@@ -215,14 +219,9 @@ def sweep(hbm_bw, apply=True):
         tot = {k: sum(v) for k, v in tot.items() if len(v) == 2}
         for k, v in sorted(tot.items(), key=lambda kv: kv[1])[:5]:
             print("SWEEP", op, k[0], dict(k[1]), f"sum {v:.2f} us")
-        if apply and tot:
+        if apply and tot:  # to copy into benchmarks/variants/ (the dispatch's M = 1 kernels are gemv4 / gemv2)
             kind, cfg = min(tot, key=tot.get)
-            mod.GEMV_KIND = kind
-            if kind == "gemv":
-                mod.GEMV_CONFIG = dict(cfg)
-            else:
-                mod.GEMV3_CONFIG = dict(cfg)
-            print("APPLIED", op, kind, dict(cfg))
+            print("BEST", op, kind, dict(cfg))
     return res
 
 
@@ -233,7 +232,7 @@ def sweep_prefill():
     q, s, _ = fmt.quantize_int4(c.w, 128)
     p = fmt.pack_int4(q)
     s16 = s.to(torch.bfloat16)
-    yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+    yr = ref4.w4a16_linear_ref(c.x, p, s16, None, None, 128)
     xi = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
     wi8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
     p8 = fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8))
@@ -254,9 +253,9 @@ def sweep_prefill():
         for w_int4, wt in ((False, wi8), (True, p8)):
             cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=nw, num_stages=st)
             try:
-                fn = k_int8.w4a8_linear_triton if w_int4 else k_int8.int8_linear_triton
+                fn = k_w4a8.w4a8_linear_triton if w_int4 else k_int8.int8_linear_triton
                 y = fn(xi, wt, wsc, None, None, torch.bfloat16, config=cfg)
-                r = (ref.w4a8_linear_ref if w_int4 else ref.int8_linear_ref)(xi, wt, wsc, None, None, torch.bfloat16)
+                r = (ref8.w4a8_linear_ref if w_int4 else ref8.int8_linear_ref)(xi, wt, wsc, None, None, torch.bfloat16)
                 assert rel_err(y, r) < 1e-2
                 us = graph_time_us([lambda: fn(xi, wt, wsc, None, None, torch.bfloat16, config=cfg)], reps=10)
                 res.append(dict(kernel="w4a8_m2048" if w_int4 else "int8_m2048", cfg=cfg, us=us))
@@ -288,7 +287,7 @@ def sweep2():
         p = fmt.pack_int4(q)
         s16 = s.to(torch.bfloat16)
         ps = [p] + [p.clone() for _ in range(copies_for(p.numel()) - 1)]
-        yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+        yr = ref4.w4a16_linear_ref(c.x, p, s16, None, None, 128)
         for bn, nw, mult in [(2, 4, 128), (4, 4, 128), (8, 4, 128), (16, 4, 128), (4, 8, 128), (8, 8, 128),
                              (4, 2, 128), (8, 2, 128), (16, 2, 128), (8, 4, 64), (16, 1, 128), (8, 1, 128)]:
             cfg = dict(BLOCK_N=bn, BLOCK_KW=mult * nw, num_warps=nw, num_stages=1)
@@ -300,7 +299,7 @@ def sweep2():
         P1, P2 = fmt.pack_trits(t1), fmt.pack_trits(t2)
         a1, a2 = a1.to(torch.bfloat16), a2.to(torch.bfloat16)
         pls = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(copies_for(2 * P1.numel()) - 1)]
-        yt = ref.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
+        yt = reft.ternary_linear_ref(c.x, P1, P2, a1, a2, None, 128)
         for bn, nw in [(4, 2), (8, 2), (16, 2), (4, 4), (8, 4), (8, 1), (16, 1), (2, 4)]:
             cfg = dict(BLOCK_N=bn, BLOCK_KW=128 * nw, num_warps=nw, num_stages=1)
             t("ternary_gemv2", lambda: k_tern.ternary_linear_triton(c.x, P1, P2, a1, a2, None, 128, config=cfg,
@@ -314,31 +313,31 @@ def sweep2():
     q, s, _ = fmt.quantize_int4(c.w, 128)
     p = fmt.pack_int4(q)
     s16 = s.to(torch.bfloat16)
-    yr = ref.w4a16_linear_ref(c.x, p, s16, None, None, 128)
+    yr = ref4.w4a16_linear_ref(c.x, p, s16, None, None, 128)
     t("bf16_m2048", lambda: F.linear(c.x, c.w), c.x.float() @ c.w.float().t(), [lambda: F.linear(c.x, c.w)])
     t("w4a16_dequant_m2048", lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, kernel="dequant"),
       yr, [lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, kernel="dequant")])
-    t("int4_dequant_only", lambda: k_w4a16.dequantize_int4_triton(p, s16, None, 128, K, torch.bfloat16).float(),
-      fmt.dequantize_int4(q, s, None, 128), [lambda: k_w4a16.dequantize_int4_triton(p, s16, None, 128, K, torch.bfloat16)])
+    t("int4_dequant_only", lambda: k_dequant.dequantize_int4_triton(p, s16, None, 128, K, torch.bfloat16).float(),
+      fmt.dequantize_int4(q, s, None, 128), [lambda: k_dequant.dequantize_int4_triton(p, s16, None, 128, K, torch.bfloat16)])
     for bm, bn, bk, nw, st, up in [(128, 256, 64, 8, 3, 0), (128, 256, 64, 8, 3, 1), (128, 128, 64, 8, 3, 0),
                                    (128, 128, 64, 8, 4, 1), (256, 128, 64, 8, 3, 0), (256, 128, 64, 8, 3, 1),
                                    (128, 256, 32, 8, 4, 0), (128, 128, 64, 4, 4, 0), (128, 128, 128, 8, 3, 0),
                                    (64, 256, 64, 4, 4, 0)]:
         cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, UNPACK=up, num_warps=nw, num_stages=st)
-        t("w4a16_mm_m2048", lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="mm"),
-          yr, [lambda: k_w4a16.w4a16_linear_triton(c.x, p, s16, None, None, 128, config=cfg, kernel="mm")], cfg=cfg)
+        t("w4a16_mm_m2048", lambda: v_w4a16.w4a16_variant(c.x, p, s16, None, None, 128, config=cfg, kernel="mm"),
+          yr, [lambda: v_w4a16.w4a16_variant(c.x, p, s16, None, None, 128, config=cfg, kernel="mm")], cfg=cfg)
     xi = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
     wi8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
     p8 = fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8))
     wsc = torch.rand(N, device="cuda") + 0.5
-    r8 = ref.w4a8_linear_ref(xi, p8, wsc, None, None, torch.bfloat16)
-    ri = ref.int8_linear_ref(xi, wi8, wsc, None, None, torch.bfloat16)
+    r8 = ref8.w4a8_linear_ref(xi, p8, wsc, None, None, torch.bfloat16)
+    ri = ref8.int8_linear_ref(xi, wi8, wsc, None, None, torch.bfloat16)
     for bm, bn, bk, nw, st in [(128, 256, 128, 8, 3), (256, 128, 128, 8, 3), (128, 256, 64, 8, 4),
                                (128, 128, 128, 8, 4), (128, 256, 128, 8, 4), (256, 128, 64, 8, 4)]:
         for up in (0, 1):
             cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, UNPACK=up, num_warps=nw, num_stages=st)
-            t("w4a8_fused_m2048", lambda: k_int8.w4a8_linear_triton(xi, p8, wsc, None, None, torch.bfloat16, config=cfg),
-              r8, [lambda: k_int8.w4a8_linear_triton(xi, p8, wsc, None, None, torch.bfloat16, config=cfg)], cfg=cfg)
+            t("w4a8_fused_m2048", lambda: k_w4a8.w4a8_linear_triton(xi, p8, wsc, None, None, torch.bfloat16, config=cfg),
+              r8, [lambda: k_w4a8.w4a8_linear_triton(xi, p8, wsc, None, None, torch.bfloat16, config=cfg)], cfg=cfg)
         cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=nw, num_stages=st)
         t("int8_m2048", lambda: k_int8.int8_linear_triton(xi, wi8, wsc, None, None, torch.bfloat16, config=cfg), ri,
           [lambda: k_int8.int8_linear_triton(xi, wi8, wsc, None, None, torch.bfloat16, config=cfg)], cfg=cfg)
@@ -348,7 +347,7 @@ def sweep2():
     xi = torch.randint(-127, 128, (S, S), device="cuda", dtype=torch.int8)
     wi8 = torch.randint(-127, 128, (S, S), device="cuda", dtype=torch.int8)
     wsc = torch.rand(S, device="cuda") + 0.5
-    ri = ref.int8_linear_ref(xi[:256], wi8, wsc, None, None, torch.bfloat16)
+    ri = ref8.int8_linear_ref(xi[:256], wi8, wsc, None, None, torch.bfloat16)
     for bm, bn, bk, nw, st, gm in [(256, 128, 128, 8, 3, 8), (128, 256, 128, 8, 3, 8), (128, 256, 128, 8, 4, 8),
                                    (256, 128, 128, 8, 4, 8), (128, 256, 64, 8, 4, 8), (256, 128, 128, 8, 3, 16),
                                    (128, 128, 128, 4, 4, 8), (256, 256, 64, 8, 3, 8)]:
@@ -367,7 +366,7 @@ def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16), shapes=GEMV_SHAPES, scale_d
     """Decode (M <= 16) W4A16: bf16 cuBLAS, tinygemm, the previous kernels (gemv2 / tc) and gemv4 configs,
     side by side in this process; every qpass output checked against the reference (fresh data per case).
     `scale_dtype`: of the group scales handed to the qpass kernels (the lowering stores fp32)."""
-    from qpass.kernels import gemv as k_gemv
+    from qpass.kernels.int4 import gemv as k_gemv
     rows = []
 
     def rec(tag, M, N, K, us, nbytes, err=None, **kw):
@@ -386,7 +385,7 @@ def gemv_bench(hbm_bw, out_dir, ms=(1, 2, 4, 8, 16), shapes=GEMV_SHAPES, scale_d
             s16 = s.to(scale_dtype)
             wb = p.numel() + s16.numel() * s16.element_size() + M * K * 2 + M * N * 2
             ps = [p] + [p.clone() for _ in range(copies_for(p.numel()) - 1)]
-            yr = ref.w4a16_linear_ref(x, p, s16, None, None, 128)
+            yr = ref4.w4a16_linear_ref(x, p, s16, None, None, 128)
             ws = [w] + [w.clone() for _ in range(copies_for(w.numel() * 2) - 1)]
             rec("bf16", M, N, K, graph_time_us([lambda wi=wi: F.linear(x, wi) for wi in ws]), N * K * 2)
             del ws
@@ -540,8 +539,8 @@ def main():
 
 def save(result, rows, gpu, hbm, out):
     result["rows"] = rows
-    result["dispatch"] = dict(w4a16_gemv=(k_w4a16.GEMV_KIND, k_w4a16.GEMV_CONFIG, k_w4a16.GEMV3_CONFIG),
-                              ternary_gemv=(k_tern.GEMV_KIND, k_tern.GEMV_CONFIG, k_tern.GEMV3_CONFIG))
+    result["dispatch"] = dict(w4a16_gemv=("gemv4", k_gemv4.GEMV4_TABLE, "gemv2", k_gemv2.GEMV2_CONFIG),
+                              ternary_gemv=("gemv2", k_tgemv.GEMV2_CONFIG))
     name = gpu.replace(" ", "_").replace("/", "_")
     for d in [Path(out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
         d.mkdir(parents=True, exist_ok=True)

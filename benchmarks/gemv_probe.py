@@ -19,7 +19,7 @@ import torch
 
 from cuda_timing import graph_time_us  # benchmarks/ is the script's folder
 import gemm  # noqa: F401  (loads kernels/ as qpass.kernels without installing qpass)
-import qpass.kernels.gemv as G  # noqa: E402
+import qpass.kernels.int4.gemv as G  # noqa: E402
 from qpass.kernels import formats as F  # noqa: E402
 
 SHAPES = [(28672, 4096), (4096, 4096), (6144, 4096), (4096, 14336)]

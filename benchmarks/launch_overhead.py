@@ -18,8 +18,9 @@ import triton.language as tl
 
 import gemm  # noqa: F401  (puts the checkout's qpass on sys.path)
 from qpass.kernels import formats as fmt  # noqa: E402
-from qpass.kernels.gemv import w4a16_gemv4  # noqa: E402
-from qpass.kernels.w4a16 import dequantize_int4_triton, w4a16_linear_triton  # noqa: E402
+from qpass.kernels.int4.dequant import dequantize_int4_triton  # noqa: E402
+from qpass.kernels.int4.gemv import w4a16_gemv4  # noqa: E402
+from qpass.kernels.int4.w4a16 import w4a16_linear_triton  # noqa: E402
 
 
 @triton.jit

@@ -252,3 +252,22 @@ def check_sale_attention(q, k, v, tau, scale, block_m, block_n, sink, window, mi
     int_arg(op, "min_seq_len", min_seq_len)
     _value(min_seq_len >= 0, op, f"min_seq_len must be >= 0, got {min_seq_len}")
     _mask(op, attn_mask, q, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]))
+
+
+def check_sale_kernel_args(q, k, v=None, op="sale kernels") -> None:
+    """The SALE launchers' argument checks (what the kernels assume), with messages naming the argument."""
+    _qkv(op, q, k, v, True, same_len=True)
+    torch._check_value(q.shape[-1] in (64, 128), lambda: f"{op}: q's head dim must be 64 or 128, got {q.shape[-1]}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t is not None:
+            torch._check(t.stride(-1) == 1, lambda: f"{op}: {name} must have unit stride along the head dim, "
+                                                    f"got strides {t.stride()}")
+
+
+def check_sale_blocks(block_m, block_n, pool, op) -> None:
+    """The SALE launchers' block sizes and pool factor."""
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        torch._check_value(isinstance(b, int) and b >= 16 and b & (b - 1) == 0,
+                           lambda: f"{op}: {name} must be a power of two >= 16, got {b}")
+    torch._check_value(pool >= 1 and pool & (pool - 1) == 0 and block_m % pool == 0,
+                       lambda: f"{op}: pool must be a power of two dividing block_m={block_m}, got {pool}")

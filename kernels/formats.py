@@ -168,3 +168,10 @@ def dequantize_ternary(t1, t2, a1, a2, group_size: int):
     G = norm_group(K, group_size)
     idx = torch.arange(K, device=t1.device) // G
     return t1.float() * a1.float()[:, idx] + t2.float() * a2.float()[:, idx]
+
+
+def finish_linear(y: torch.Tensor, bias, out_dtype, lead_shape) -> torch.Tensor:
+    """The pure-torch references' last step: y [rows, N] fp32 (+ bias), cast to out_dtype, leading dims back."""
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype).reshape(*lead_shape, y.shape[-1])

@@ -1,4 +1,13 @@
-"""Tile scheduling shared by the tiled GEMM kernels."""
+"""The tile skeleton shared by the tiled kernels: grouped tile order, M-bucket configs, [rows, K] views of x.
+
+The tensor-core kernels of W4A16 (int4/tc.py) and ternary (ternary/tc.py) share one skeleton, "swap AB"
+(acc[N-tile, M-tile] = W_deq . X^T, so the weight tile fills the >= 64-row slot of wgmma even for small M):
+the tile offsets (`swap_ab_tile`), the per-K-step group scales (`group_scales`), the x load + dot (`swap_ab_step`)
+and the bias + transposed store (`swap_ab_store`) are @triton.jit helpers (inlined: the same code as written out
+in each kernel), and the launch (M-bucketed configs `pick`, `tc_gsub`, `tc_grid`) is shared Python. The
+format-specific part is only the in-register weight decode of each kernel's K loop (a separate helper per format,
+not a function passed as a constexpr argument: plain calls are what every supported Triton and the interpreter take).
+"""
 from __future__ import annotations
 
 import triton
@@ -14,3 +23,71 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
     first_m = (pid // per_group) * GROUP_M
     gm = min(num_m - first_m, GROUP_M)
     return first_m + (pid % per_group) % gm, (pid % per_group) // gm
+
+
+@triton.jit
+def swap_ab_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(offs_n, offs_m, n_mask, m_mask) of this program's [BLOCK_N, BLOCK_M] tile (grid `tc_grid`)."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return offs_n, offs_m, offs_n < N, offs_m < M
+
+
+@triton.jit
+def group_scales(s_ptr, offs_n, n_mask, k0, G, NG, NSUB: tl.constexpr, GSUB: tl.constexpr):
+    """[BLOCK_N, NSUB] fp32 per-(row, group) values (scales, zeros) of the NSUB groups of width GSUB from k0."""
+    g = (k0 + tl.arange(0, NSUB) * GSUB) // G
+    gmask = n_mask[:, None] & (g < NG)[None, :]
+    return tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=gmask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def swap_ab_step(acc, w, x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K: tl.constexpr):
+    """acc += w [BLOCK_N, BLOCK_K] . x[offs_m, k0:k0 + BLOCK_K]^T (w cast to x's dtype)."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & (k < K)[None, :], other=0.0)
+    return tl.dot(w.to(x.dtype), tl.trans(x), acc)
+
+
+@triton.jit
+def swap_ab_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS: tl.constexpr):
+    """y[offs_m, offs_n] = acc^T (+ bias[offs_n]), cast to y's dtype."""
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+
+
+def pick(table, M: int) -> dict:
+    """The config of the first (max M, config) bucket that holds M (the last one otherwise)."""
+    for max_m, cfg in table:
+        if M <= max_m:
+            return cfg
+    return table[-1][1]
+
+
+def rows(x):
+    """x [..., K] as [rows, K] with unit stride along K (a copy only when needed)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def tc_gsub(G: int, K: int, block_k: int) -> int:
+    """Sub-group width of a swap-AB tensor-core tile: min(group, BLOCK_K); the tile must hold whole groups."""
+    gsub = block_k if G >= K else min(G, block_k)
+    assert block_k % gsub == 0 and (G <= block_k or G % block_k == 0 or G >= K), (G, block_k)
+    return gsub
+
+
+def tc_grid(N: int, M: int, cfg: dict):
+    """Grid of the swap-AB kernels: axis 0 over N-tiles, axis 1 over M-tiles."""
+    return (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, cfg["BLOCK_M"]))
+
+
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+
+def split_launch(cfg: dict):
+    """(constexprs, launch options) of a config dict such as TC_CONFIGS' entries."""
+    return ({k: v for k, v in cfg.items() if k not in LAUNCH_OPTIONS},
+            {k: v for k, v in cfg.items() if k in LAUNCH_OPTIONS})

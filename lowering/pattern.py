@@ -85,12 +85,12 @@ def match_linear(node: fx.Node, plan: SitePlan) -> LinearMatch | None:
 
 def kernel_group_ok(K: int, group_size: int) -> bool:
     """The Triton kernels' group-size support (other sizes would silently run the reference)."""
-    from qpass.kernels.w4a16 import supported_group  # imports triton: only when a rule is tried
+    from qpass.kernels.int4.w4a16 import supported_group  # imports triton: only when a rule is tried
 
     return supported_group(K, group_size)
 
 
-# What kernel_group_ok accepts (kernels.w4a16.supported_group), in words for refusals and warnings.
+# What kernel_group_ok accepts (kernels/int4/w4a16.py supported_group), in words for refusals and warnings.
 KERNEL_GROUPS = "a power of two ≥ 16, a multiple of 256, or the whole input row"
 
 

@@ -19,7 +19,7 @@ PATTERN = SdpaPattern(method="sale")
 
 
 def replace(m: SdpaMatch, e: Emit):
-    import qpass.kernels.sale_ops  # noqa: F401  (registers qpass::sale_*)
+    import qpass.kernels.sale.ops  # noqa: F401  (registers qpass::sale_*)
 
     o = m.plan.options
     tau = e.const("sale_tau", lambda: torch.tensor(m.plan.taus, dtype=torch.float32))

@@ -69,7 +69,7 @@ def tau_ladder(opts: SaleOptions) -> list[float]:
 def head_tables(q: Tensor, k: Tensor, v: Tensor, scale: float, opts: SaleOptions, ladder: list[float],
                 chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
     """(l1 [H, nτ]: Σ|O_sparse − O_dense| / q_len, kept [H, nτ]: fraction of causal blocks kept) for q [1, H, S, D]."""
-    from qpass.kernels import sale_reference as R
+    from qpass.kernels.sale import reference as R
 
     B, H, S, D = q.shape
     G = H // k.shape[1]
@@ -164,7 +164,7 @@ class use_sale:
             l1, kept = head_tables(query, key, value, scale, self.opts, self.ladder)
             self.tables[name] = {"l1": l1.tolist(), "kept": kept.tolist()}
         elif self.kind == "sale" and S > self.opts.min_seq_len:
-            from qpass.kernels import sale_reference as R
+            from qpass.kernels.sale import reference as R
 
             o = self.opts
             tau = torch.tensor(self.taus[name])

@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from qpass.kernels import formats as F, reference as R
-from qpass.kernels.int8_gemm import int8_linear_triton, w4a8_linear_triton
-from qpass.kernels.w4a8 import quantize_activation_int8_triton
+from qpass.kernels import formats as F
+from qpass.kernels.int8 import reference as R
+from qpass.kernels.int8.gemm import int8_linear_triton
+from qpass.kernels.int8.quant_act import quantize_activation_int8_triton
+from qpass.kernels.int8.w4a8 import w4a8_linear_triton
 
 from kernels_util import rel_err
 

@@ -252,8 +252,8 @@ def test_checks_trace_with_dynamic_shapes():
 def test_ternary_triton_entry_refuses_non_power_of_two_group(K, G):
     """Groups that are not a power of two >= 16 (nor a multiple of 256) gave wrong results or failed in the
     ternary kernels (24: garbage; 8: read as per-channel; 48: the tensor-core kernel's assertion)."""
-    from qpass.kernels.reference import ternary_linear_ref
-    from qpass.kernels.ternary import supported_group, ternary_linear_triton
+    from qpass.kernels.ternary.reference import ternary_linear_ref
+    from qpass.kernels.ternary.ternary import supported_group, ternary_linear_triton
 
     t1, t2, a1, a2 = F.quantize_ternary(torch.randn(4, K), G)
     args = (torch.randn(1, K), F.pack_trits(t1), F.pack_trits(t2), a1, a2, None)
@@ -265,16 +265,17 @@ def test_ternary_triton_entry_refuses_non_power_of_two_group(K, G):
 
 
 def test_ternary_supported_groups():
-    from qpass.kernels.ternary import supported_group
+    from qpass.kernels.ternary.ternary import supported_group
 
     assert all(supported_group(2304, g) for g in (-1, 0, 16, 32, 128, 256, 768, 2304, 4096))
     assert not any(supported_group(2304, g) for g in (1, 8, 24, 48, 96, 100, 1000))
 
 
 def test_triton_entries_check_arguments():
-    from qpass.kernels.int8_gemm import int8_linear_triton, w4a8_linear_triton
-    from qpass.kernels.w4a8 import quantize_activation_int8_triton
-    from qpass.kernels.w4a16 import w4a16_linear_triton
+    from qpass.kernels.int4.w4a16 import w4a16_linear_triton
+    from qpass.kernels.int8.gemm import int8_linear_triton
+    from qpass.kernels.int8.quant_act import quantize_activation_int8_triton
+    from qpass.kernels.int8.w4a8 import w4a8_linear_triton
 
     _, a = w4a16(qweight=F.pack_int4(_q7[0]))
     with pytest.raises(RuntimeError, match="w4a16_linear_triton: qweight"):
@@ -303,8 +304,8 @@ def test_opcheck_with_checks(name):
 
 
 def test_attention_entries_check_arguments():
-    from qpass.kernels.attention import decode_attention_triton
-    from qpass.kernels.sale import sale_select_triton, sale_sparse_attention_triton
+    from qpass.kernels.attention.decode import decode_attention_triton
+    from qpass.kernels.sale.dispatch import sale_select_triton, sale_sparse_attention_triton
 
     q, k, v = torch.randn(1, 2, 1, 16), torch.randn(1, 1, 20, 16), torch.randn(1, 1, 20, 16)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qpass.kernels import sale_reference as R
-from qpass.kernels import sale as K
-from qpass.kernels import sale_ops  # noqa: F401  (registers qpass::sale_*)
+from qpass.kernels.sale import dispatch as K
+from qpass.kernels.sale import ops as _sale_ops  # noqa: F401  (registers qpass::sale_*)
+from qpass.kernels.sale import reference as R
 
 
 def _structured(B, H, Hkv, S, D, dtype, seed=0):
@@ -228,5 +228,5 @@ def test_sparse_attention_v2_matches_reference(D, dtype, H, Hkv, S, bm, bn):
     ref = R.sale_attention_ref(q, k, v, mask, sc, bm, bn)
     tol = 1e-4 if dtype == torch.float32 else 2e-3
     for npi in (1, 2):
-        got = K.sale_sparse_attention_triton(q, k, v, idx, cnt, sc, bm, bn, impl="v2", npi=npi)
+        got = K.sale_sparse_attention_triton(q, k, v, idx, cnt, sc, bm, bn, npi=npi)
         torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)

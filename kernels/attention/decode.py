@@ -17,19 +17,20 @@ Interpreter-safe (bf16 is upcast after loading there: the interpreter's bf16 ari
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
+from ..checks import check_attention
+from ..runtime import cuda_sms, interpreting
+
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
 MAX_SPLITS = 64  # bounds the combine tile [SPLIT_PAD, D]; 64 splits x 64 keys cover 4096 keys at one block each
 PROGRAMS_PER_SM = 2
 COMBINE_WARPS = 4
-_NUM_SMS = {}
 
 MASK_NONE, MASK_BOOL, MASK_FLOAT = 0, 1, 2
 
@@ -132,22 +133,15 @@ def _decode_combine(acc_ptr, m_ptr, l_ptr, o_ptr, NSPLIT, D: tl.constexpr, SPLIT
 
 
 # ------------------------------------------------------------------ launcher
-def _interp() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _num_sms(device) -> int:
     if device.type != "cuda":
         return 2  # interpreter: a few programs, enough to exercise several splits
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _NUM_SMS:
-        _NUM_SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _NUM_SMS[idx]
+    return cuda_sms(device)
 
 
-def num_splits(device, batch_kv_heads: int, key_blocks: int) -> int:
-    """Splits per (batch, KV head) so that programs ~ PROGRAMS_PER_SM x SMs; no split is left without keys."""
-    want = min(MAX_SPLITS, key_blocks, max(1, triton.cdiv(PROGRAMS_PER_SM * _num_sms(device), batch_kv_heads)))
+def num_splits(device, batch_kv_heads: int, key_blocks: int, per_sm: int = PROGRAMS_PER_SM) -> int:
+    """Splits per (batch, KV head) so that programs ~ per_sm x SMs; no split is left without keys."""
+    want = min(MAX_SPLITS, key_blocks, max(1, triton.cdiv(per_sm * _num_sms(device), batch_kv_heads)))
     return triton.cdiv(key_blocks, triton.cdiv(key_blocks, want))
 
 
@@ -184,11 +178,13 @@ def supported(q, k, v, attn_mask, is_causal: bool, enable_gqa: bool) -> bool:
 
 
 def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Optional[float],
-                            splits: Optional[int] = None):
+                            splits: Optional[int] = None, per_sm: Optional[int] = None,
+                            config: Optional[dict] = None):
     """SDPA for q [B, H, 1, D], k / v [B, Hkv, L, D] (H % Hkv == 0, GQA by index), mask None, bool (True =
     attend) or additive float, broadcastable to [B, H, 1, L]; any strides (unit stride along D).
-    Returns [B, H, 1, D] (contiguous, q's dtype). `splits` overrides the split count (tests)."""
-    from .checks import check_attention
+    Returns [B, H, 1, D] (contiguous, q's dtype). `splits` overrides the split count (tests); `per_sm` (programs
+    per SM, default PROGRAMS_PER_SM) and `config` (BLOCK_N and launch options, default `split_config(D)`) are the
+    tuning knobs benchmarks/decode_attention.py --sweep varies."""
     check_attention(q, k, v, mask, False, scale, True, op="decode_attention_triton")
     torch._check(q.shape[2] == 1, lambda: f"decode_attention_triton: q must hold one query row [B, H, 1, D], "
                                           f"got {list(q.shape)}")
@@ -196,10 +192,10 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     Hkv, L = k.shape[1], k.shape[2]
     G = H // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    cfg = split_config(D)
+    cfg = dict(config or split_config(D))
     block_n = cfg.pop("BLOCK_N")
     key_blocks = triton.cdiv(L, block_n)
-    nsplit = splits or num_splits(q.device, B * Hkv, key_blocks)
+    nsplit = splits or num_splits(q.device, B * Hkv, key_blocks, per_sm or PROGRAMS_PER_SM)
     per_split = triton.cdiv(key_blocks, min(nsplit, key_blocks))
     nsplit = triton.cdiv(key_blocks, per_split)
     if mask is None:
@@ -219,7 +215,7 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         *sm, scale * LOG2E,
         D=D, G_PAD=max(16, triton.next_power_of_2(G)), BLOCK_N=block_n, MASK_KIND=kind,
-        UPCAST=_interp() and q.dtype == torch.bfloat16, **cfg)
+        UPCAST=interpreting() and q.dtype == torch.bfloat16, **cfg)
     _decode_combine[(B * H,)](acc, m_part, l_part, out, nsplit, D=D,
                               SPLIT_PAD=max(2, triton.next_power_of_2(nsplit)),
                               num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS)

@@ -1,8 +1,4 @@
-"""W4A8 / W4A4 in QSM form, Y = delta * (X_int . W_int^T) (+ bias), and the fused activation quantizer.
-
-The GEMM itself is int8_gemm._int8_mm with W_INT4 (int4 weights sign-extended to int8 in registers, int8
-tensor-core dot, fp32 epilogue).  W4A4 is the same op with activation values in [-8, 7] stored as int8.
-quantize_activation_int8 turns a float activation into int8 (per-row dynamic or static step) in one pass
+"""The fused activation quantizer of the int GEMMs: float x -> int8 (per-row dynamic or static step) in one pass
 over K for the max and one for the rounding; rounding is half-to-even via the 1.5 * 2**23 trick.
 """
 from __future__ import annotations
@@ -11,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .int8_gemm import w4a8_linear_triton  # noqa: F401  (re-export)
+from ..checks import check_quantize
 
 
 @triton.jit
@@ -41,7 +37,6 @@ def _quant_act(x_ptr, s_ptr, q_ptr, so_ptr, K, stride_xm, stride_qm, qmax, qinv,
 
 
 def quantize_activation_int8_triton(x, scale, qmax: int, block_k: int | None = None):
-    from .checks import check_quantize
     check_quantize(x, scale, qmax, op="quantize_activation_int8_triton")
     K = x.shape[-1]
     x2 = x.reshape(-1, K)

@@ -1,6 +1,6 @@
 """Decode GEMV (M small) for W4A16, on the unchanged formats.pack_int4 layout: `_w4a16_gemv4`.
 
-Differences from w4a16._w4a16_gemv2 (the previous M = 1 kernel):
+Differences from int4/gemv2.py's _w4a16_gemv2 (the previous M = 1 kernel, now the fallback):
   * Tile [BLOCK_N, NV, 4] words: the last axis (4 consecutive int32 = one 16-byte load per row per thread)
     is explicit, so the partial dot of a thread's 4 words is reduced in registers and one group scale per
     row per 4 words is loaded (needs G % 32 == 0 or per-channel).
@@ -22,7 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .formats import as_words, norm_group
+from ..formats import as_words, norm_group
+from ..runtime import cuda_sms
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888: two's complement nibbles -> offset binary (q + 8)
 _ONE = tl.constexpr(1065353216)  # 0x3F800000 = bits of 1.0f
@@ -175,7 +176,6 @@ GEMV4_TABLE = {
 GEMV4_DEFAULT = (4, None, 2)
 GEMV4_MAX_KW = 2048  # K <= 16384 in one chunk
 GEMV4_CHUNK = dict(BLOCK_N=4, BLOCK_KW=256, num_warps=2)  # K > 8 * MAX_KW: x re-read per chunk
-_NUM_SMS = {}
 
 
 def gemv4_supported(x, K, group_size) -> bool:
@@ -196,10 +196,7 @@ def gemv4_config(N, KW, block_n=None, num_warps=None, per_sm=None):
 def _nprog(device, N, block_n, per_sm):
     if device.type != "cuda":
         return triton.cdiv(N, block_n)
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _NUM_SMS:
-        _NUM_SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return min(triton.cdiv(N, block_n), _NUM_SMS[idx] * per_sm)
+    return min(triton.cdiv(N, block_n), cuda_sms(device) * per_sm)
 
 
 def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None,

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qpass.kernels import attention as A
-from qpass.kernels import attention_ops as ops  # registers qpass::attention
+from qpass.kernels.attention import decode as A
+from qpass.kernels.attention import dense as ops  # the op's paths
+from qpass.kernels.attention import ops as _attention_ops  # noqa: F401  (registers qpass::attention)
 
 f32, f16 = torch.float32, torch.float16
 

@@ -1,8 +1,9 @@
-"""int8 x int8 -> int32 tensor-core GEMM with a scaled fp32 epilogue; also the W4A8 kernel (W_INT4).
+"""int8 x int8 -> int32 tensor-core GEMM with a scaled fp32 epilogue; also the W4A8 GEMM (W_INT4).
 
 Y[m, n] = (sum_k X[m, k] * W[n, k]) * w_scale[n] (* x_scale[m]) (+ bias[n]), W row-major [N, K] so both
 operands are K-major, the layout int8 wgmma requires.  With W_INT4 the weight is the packed int4 format
-(formats.pack_int4, signed), loaded as int32 words and sign-extended to int8 in registers (shl + sar).
+(formats.pack_int4, signed), loaded as int32 words and sign-extended to int8 in registers (shl + sar; UNPACK 0:
+3-D reshape of [BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .checks import check_int_linear
-from .formats import as_words
-from .tiling import grouped_tile
+from ..checks import check_int_linear
+from ..formats import as_words
+from ..tiling import grouped_tile, pick, rows
 
 
 @triton.jit
@@ -68,33 +69,16 @@ W4A8_CONFIGS = [
 ]
 
 
-def _pick(table, M):
-    for max_m, cfg in table:
-        if M <= max_m:
-            return cfg
-    return table[-1][1]
-
-
-# From this M on, W4A8 unpacks the int4 weight to int8 once per call (one HBM pass) and runs the int8
-# kernel: cheaper at prefill than sign-extending the nibbles of every tile in registers.
-UNPACK_MIN_M = 512
-UNPACK_FIRST = True  # False: fused in-register unpack (W4A8_CONFIGS) at every M
-
-
-def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
+def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None):
+    """The launcher of `_int8_mm`: x [..., K] int8, w int8 [N, K] or (w_int4) formats.pack_int4 [N, *]."""
     K = x.shape[-1]
-    x2 = x.reshape(-1, K)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = rows(x)
     M = x2.shape[0]
     N = w.shape[0]
-    if w_int4 and M >= UNPACK_MIN_M and x.is_cuda and config is None and UNPACK_FIRST:
-        from .w4a16 import dequantize_int4_triton
-        w, w_int4 = dequantize_int4_triton(w, None, None, -1, K, torch.int8, int_out=True), False
-    elif w_int4:
+    if w_int4:
         w = as_words(w)
     y = torch.empty(M, N, dtype=out_dtype, device=x.device)
-    cfg = dict(config or _pick(W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    cfg = dict(config or pick(W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
@@ -106,31 +90,4 @@ def _launch(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config):
 
 def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, config=None):
     check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton")
-    return _launch(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config)
-
-
-def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None, kernel=None):
-    """kernel: None = "gemv" for one row on CUDA (decode), else "mma" (the int8 tensor-core GEMM)."""
-    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton")
-    rows = x_int8.numel() // x_int8.shape[-1] if x_int8.shape[-1] else 0
-    if kernel is None:
-        kernel = "gemv" if rows == 1 and config is None and x_int8.is_cuda else "mma"
-    if kernel == "gemv":
-        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype)
-    return _launch(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config)
-
-
-def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
-    """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
-    GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
-    X_int·W_int in fp32, and scales by the per-row weight step and the row's activation step."""
-    from .gemv import w4a16_gemv4
-
-    K, N = x_int8.shape[-1], qweight.shape[0]
-    x = x_int8.reshape(1, K)
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    xs = x_scale.reshape(1).float() if x_scale is not None else None  # .float(): no copy when already fp32
-    y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
-    w4a16_gemv4(x, qweight, w_scale.reshape(N, 1).float(), None, bias, 0, y, x_scale=xs)
-    return y.reshape(*x_int8.shape[:-1], N)
+    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config)

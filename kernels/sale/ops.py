@@ -1,14 +1,14 @@
-"""SALE custom ops (qpass::sale_*): Triton on CUDA, the pure-torch reference (`sale_reference.py`) elsewhere.
+"""SALE custom ops (qpass::sale_*): Triton on CUDA (sale/dispatch.py), the pure-torch reference (sale/reference.py)
+elsewhere.
 
 q [B, H, S, D], k / v [B, Hkv, S, D] (SDPA layout, GQA when Hkv < H), tau [H] fp32 per-head thresholds.
 `sale_attention` runs dense causal attention when S ≤ min_seq_len (short prefills stay dense, as in the paper).
 `attn_mask` (optional, what HF passes under tracing): SALE when it is the bool causal mask, checked at run time
 inside the op; any other mask (a one-token decode step's, padding) runs dense attention with it. Dense = the
-paths of `qpass::attention` (kernels/attention_ops.py).
+paths of `qpass::attention` (kernels/attention/dense.py).
 `group` (default True): one block map per KV group, the union of its query heads' selections (docs/sale.md).
 `pool` (default 1): > 1 estimates from mean-pooled query rows (`pool` rows each; a power of two dividing block_m).
-Kernel versions on CUDA (same decisions / outputs): `sale.SELECT_IMPL` / `sale.ATTN_IMPL` ("v1" / "v2"), per process
-env `QPASS_SALE_SELECT`, `QPASS_SALE_ATTN` (docs/sale.md "Kernel v2").
+Kernels on CUDA: the defaults of sale/dispatch.py (select v1 / v2 by pool, docs/sale.md "Kernel v2").
 Both ops check their arguments (kernels/checks.py) in the implementation and the fake: shapes of q / k / v and
 τ, dtypes, devices, block sizes, pool, min_seq_len and the mask's broadcast shape.
 """
@@ -19,18 +19,11 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import checks as C
-from . import sale_reference as R
+from .. import checks as C
+from ..attention.dense import dense, is_causal_mask
+from . import reference as R
 
 MIN_SEQ_LEN = 1024
-
-
-def is_causal_mask(mask: Tensor, S: int) -> bool:
-    """`mask` [..., S, S] is the bool lower-triangular causal mask (every batch / head)."""
-    if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
-        return False
-    causal = torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()
-    return bool((mask == causal).all())
 
 
 def _scale(q: Tensor, scale: Optional[float]) -> float:
@@ -45,7 +38,7 @@ def sale_select(q: Tensor, k: Tensor, tau: Tensor, scale: Optional[float], block
     C.check_sale_select(q, k, tau, scale, block_m, block_n, sink, window, group, pool)
     s = _scale(q, scale)
     if q.is_cuda:
-        from .sale import sale_select_triton
+        from .dispatch import sale_select_triton  # imports triton: only on CUDA
         return sale_select_triton(q, k, tau, s, block_m, block_n, sink, window, group=group, pool=pool)
     mask = R.sale_select_ref(q, k, tau.cpu(), s, block_m, block_n, sink, window, group=group, pool=pool)
     return (*R.mask_to_index(mask), mask.to(torch.int8))
@@ -61,13 +54,9 @@ def _(q, k, tau, scale, block_m, block_n, sink, window, group=True, pool=1):
 
 
 def _dense(q, k, v, mask, is_causal, scale):
-    """What SALE does not take runs the dense op's paths (kernels/attention_ops.py: the decode kernel for one
+    """What SALE does not take runs the dense op's paths (kernels/attention/dense.py: the decode kernel for one
     query row on CUDA, flash attention for causal prefills, SDPA otherwise)."""
-    from .attention_ops import choose_path, run_path
-
-    gqa = k.shape[1] != q.shape[1]
-    path = choose_path(q, k, v, mask, is_causal, gqa) if q.is_cuda else "sdpa"
-    return run_path(path, q, k, v, mask, is_causal, scale, gqa)
+    return dense(q, k, v, mask, is_causal, scale, k.shape[1] != q.shape[1])
 
 
 @torch.library.custom_op("qpass::sale_attention", mutates_args=())
@@ -82,7 +71,7 @@ def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional
     if q.shape[2] <= min_seq_len:
         return _dense(q, k, v, None, True, s)
     if q.is_cuda:
-        from .sale import sale_attention_triton
+        from .dispatch import sale_attention_triton
         return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window, group=group, pool=pool)
     return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window, group=group, pool=pool)
 

@@ -1,13 +1,14 @@
-"""gemv.py's _w4a16_gemv4 (decode W4A16, 1.0-magic nibble decode, x in registers, persistent rows) vs the reference.
+"""int4/gemv.py's _w4a16_gemv4 (decode W4A16, 1.0-magic nibble decode, x in registers, persistent rows) vs the reference.
 
 Interpreter: bf16 stores round differently there, so bf16 cases get a loose bound; fp16 cases a tight one.
 small `nprog` forces several row blocks per program (the register double buffer and its tail)."""
 import pytest
 import torch
 
-from qpass.kernels import formats as F, reference as R
-from qpass.kernels.gemv import gemv4_config, gemv4_supported, w4a16_gemv4
-from qpass.kernels.w4a16 import w4a16_linear_triton
+from qpass.kernels import formats as F
+from qpass.kernels.int4 import reference as R
+from qpass.kernels.int4.gemv import gemv4_config, gemv4_supported, w4a16_gemv4
+from qpass.kernels.int4.w4a16 import w4a16_linear_triton
 
 from kernels_util import rel_err
 

@@ -1,26 +1,11 @@
-"""Pure-torch references: the CPU implementation of every op and the oracle of every kernel test.
-
-They compute in fp32 (int64 for the integer products) and cast to the output dtype at the end.
-"""
+"""Pure-torch references of the integer linears and the activation quantizer: the CPU implementation of
+qpass::int8_linear / w4a8_linear / quantize_activation_int8 and the oracle of the int8 kernels. Integer products in
+fp64 (exact for |sum| < 2**53), scales in fp32, cast to the output dtype at the end."""
 from __future__ import annotations
 
 import torch
 
-from .formats import dequantize_int4, dequantize_ternary, unpack_int4, unpack_trits
-
-
-def _finish(y: torch.Tensor, bias, out_dtype, lead_shape):
-    if bias is not None:
-        y = y + bias.float()
-    return y.to(out_dtype).reshape(*lead_shape, y.shape[-1])
-
-
-def w4a16_linear_ref(x, qweight, scales, zeros, bias, group_size: int):
-    K = x.shape[-1]
-    q = unpack_int4(qweight, K, signed=zeros is None)
-    w = dequantize_int4(q, scales, zeros, group_size)
-    y = x.reshape(-1, K).float() @ w.t()
-    return _finish(y, bias, x.dtype, x.shape[:-1])
+from ..formats import finish_linear, unpack_int4
 
 
 def int_mm_ref(x_int8: torch.Tensor, w_int8: torch.Tensor) -> torch.Tensor:
@@ -32,7 +17,7 @@ def _scale_epilogue(acc, w_scale, x_scale, bias, out_dtype, lead_shape):
     y = acc.float() * w_scale.float()[None, :]
     if x_scale is not None:
         y = y * x_scale.float().reshape(-1)[:, None]
-    return _finish(y, bias, out_dtype, lead_shape)
+    return finish_linear(y, bias, out_dtype, lead_shape)
 
 
 def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype):
@@ -64,10 +49,3 @@ def quantize_activation_int8_ref(x, scale, qmax: int):
     inv = 1.0 / s
     q = torch.clamp(torch.round(xf * inv[:, None]), -qmax - 1, qmax)
     return q.to(torch.int8).reshape(x.shape), s
-
-
-def ternary_linear_ref(x, t1, t2, a1, a2, bias, group_size: int):
-    K = x.shape[-1]
-    w = dequantize_ternary(unpack_trits(t1, K), unpack_trits(t2, K), a1, a2, group_size)
-    y = x.reshape(-1, K).float() @ w.t()
-    return _finish(y, bias, x.dtype, x.shape[:-1])

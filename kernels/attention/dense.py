@@ -1,13 +1,13 @@
-"""qpass::attention: dense SDPA as a custom op, with faster paths for the two cases compiled HF gets wrong.
+"""The dense attention paths, shared by qpass::attention (attention/ops.py) and the SALE ops' dense fallback
+(sale/ops.py): which path a call takes on CUDA (`choose_path`) and running it (`run_path`).
 
 Semantics = F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=...),
-q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (`choose_path`, CUDA only; elsewhere SDPA itself, the reference):
-  * "decode": S == 1 and `attention.supported(...)`: the Triton split-K flash-decoding kernel (HF's decode step
+q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (CUDA only; elsewhere SDPA itself, the reference):
+  * "decode": S == 1 and `decode.supported(...)`: the Triton split-K flash-decoding kernel (HF's decode step
     over a static cache with a materialized bool mask otherwise runs SDPA's slow masked kernel).
   * "causal": S > 1, the mask is the bool causal mask with S == L, outside CUDA-graph capture: SDPA with
     is_causal=True and no mask, so flash attention runs (the check syncs once per call).
   * "sdpa": anything else, SDPA as given (grouped K/V repeated to the query heads when a mask is given too).
-Arguments are checked (kernels/checks.py `check_attention`) in the implementation and the fake.
 """
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import check_attention
-from .sale_ops import is_causal_mask
+
+def is_causal_mask(mask: Tensor, S: int) -> bool:
+    """`mask` [..., S, S] is the bool lower-triangular causal mask (every batch / head)."""
+    if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
+        return False
+    causal = torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()
+    return bool((mask == causal).all())
 
 
 def _capturing(q: Tensor) -> bool:
@@ -28,7 +33,7 @@ def _capturing(q: Tensor) -> bool:
 def choose_path(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
                 enable_gqa: bool) -> str:
     """'decode', 'causal' or 'sdpa' for tensors on a CUDA device (see the module docstring)."""
-    from .attention import supported
+    from .decode import supported  # imports triton: only on CUDA
     S = q.shape[-2]
     if S == 1 and supported(q, k, v, attn_mask, is_causal, enable_gqa):
         return "decode"
@@ -42,7 +47,7 @@ def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Ten
              scale: Optional[float], enable_gqa: bool) -> Tensor:
     # .contiguous(): the fake output is contiguous, and SDPA may return q's (transposed) layout
     if path == "decode":
-        from .attention import decode_attention_triton
+        from .decode import decode_attention_triton
         return decode_attention_triton(q, k, v, attn_mask, scale)  # is_causal here only with L == 1: no-op
     if path == "causal":
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
@@ -56,16 +61,8 @@ def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Ten
                                           enable_gqa=enable_gqa).contiguous()
 
 
-@torch.library.custom_op("qpass::attention", mutates_args=())
-def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
-              scale: Optional[float], enable_gqa: bool) -> Tensor:
-    """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv], contiguous."""
-    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
+def dense(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
+          enable_gqa: bool) -> Tensor:
+    """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa) by the path `choose_path` picks (SDPA off CUDA)."""
     path = choose_path(q, k, v, attn_mask, is_causal, enable_gqa) if q.is_cuda else "sdpa"
     return run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
-
-
-@attention.register_fake
-def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
-    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
-    return q.new_empty(*q.shape[:-1], v.shape[-1])

@@ -1,4 +1,4 @@
-"""SALE (arXiv 2505.24179) in pure torch: the references the Triton kernels in `sale.py` are tested against, and
+"""SALE (arXiv 2505.24179) in pure torch: the references the Triton kernels of kernels/sale/ are tested against, and
 the CPU path of the `qpass::sale_*` ops.  See docs/sale.md.
 
 Layout as SDPA: q [B, H, S, D], k / v [B, Hkv, S, D] (H = G * Hkv, GQA without repeat_kv).  Scores are

@@ -1,0 +1,28 @@
+"""qpass::attention: dense SDPA as a custom op, with faster paths (attention/dense.py) for the two cases compiled
+HF gets wrong: one-token decode over a static cache (the Triton decode kernel) and causal prefills given as a
+materialized bool mask (flash attention). Arguments are checked (kernels/checks.py `check_attention`) in the
+implementation and the fake.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..checks import check_attention
+from .dense import dense
+
+
+@torch.library.custom_op("qpass::attention", mutates_args=())
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
+              scale: Optional[float], enable_gqa: bool) -> Tensor:
+    """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv], contiguous."""
+    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    return dense(q, k, v, attn_mask, is_causal, scale, enable_gqa)
+
+
+@attention.register_fake
+def _(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    return q.new_empty(*q.shape[:-1], v.shape[-1])

@@ -1,0 +1,92 @@
+"""Packed int4 -> dense weight in one HBM pass: float (q - z) * s (W4A16 prefill: dequantize once, then cuBLAS) or
+the int8 values (W4A8 prefill: unpack once, then the int8 GEMM)."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import as_words, norm_group
+
+DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)  # 2-D kernel (K % 8 != 0)
+DEQUANT_FLAT_CONFIG = dict(BLOCK_W=512, num_warps=4)  # flat kernel (K % 8 == 0)
+
+
+@triton.jit
+def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
+                  HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    # one HBM pass: packed int4 [N, KW] -> dense [N, K] (float (q - z) * s, or the int8 values if INT_OUT)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    wi = tl.program_id(1) * BLOCK_KW + tl.arange(0, BLOCK_KW)
+    offs_i = tl.arange(0, 8)
+    wmask = (offs_n < N)[:, None] & (wi < KW)[None, :]
+    words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
+    if HAS_ZERO:
+        q = (words[:, :, None] >> (offs_i * 4)[None, None, :]) & 15
+    else:
+        q = (words[:, :, None] << (28 - offs_i * 4)[None, None, :]) >> 28
+    k = (wi * 8)[:, None] + offs_i[None, :]
+    omask = (offs_n < N)[:, None, None] & (k < K)[None, :, :]
+    optr = o_ptr + offs_n[:, None, None] * K + k[None, :, :]
+    if INT_OUT:
+        tl.store(optr, q.to(tl.int8), mask=omask)
+    else:
+        g = (wi * 8) // G
+        smask = wmask & (g < NG)[None, :]
+        s = tl.load(s_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+        wq = q.to(tl.float32)
+        if HAS_ZERO:
+            z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
+            wq = wq - z[:, :, None]
+        tl.store(optr, (wq * s[:, :, None]).to(o_ptr.dtype.element_ty), mask=omask)
+
+
+@triton.jit
+def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, o_ptr, TOTAL_W, KW, NG, G,
+                       HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_W: tl.constexpr):
+    # K % 8 == 0: packed words and the dense output are both one contiguous stream (word j -> out[8j:8j+8]),
+    # so each program reads BLOCK_W consecutive words and writes 8 * BLOCK_W consecutive values (16-byte
+    # stores for bf16): no row structure, every access contiguous.
+    j = tl.program_id(0).to(tl.int64) * BLOCK_W + tl.arange(0, BLOCK_W)
+    jm = j < TOTAL_W
+    words = tl.load(w_ptr + j, mask=jm, other=0)
+    offs_i = tl.arange(0, 8)
+    if HAS_ZERO:
+        q = (words[:, None] >> (offs_i * 4)[None, :]) & 15
+    else:
+        q = (words[:, None] << (28 - offs_i * 4)[None, :]) >> 28
+    optr = o_ptr + (j * 8)[:, None] + offs_i[None, :]
+    omask = jm[:, None]
+    if INT_OUT:
+        tl.store(optr, q.to(tl.int8), mask=omask)
+    else:
+        row = j // KW
+        sidx = row * NG + ((j - row * KW) * 8) // G
+        s = tl.load(s_ptr + sidx, mask=jm, other=0.0).to(tl.float32)
+        wq = q.to(tl.float32)
+        if HAS_ZERO:
+            wq = wq - tl.load(z_ptr + sidx, mask=jm, other=0.0).to(tl.float32)[:, None]
+        tl.store(optr, (wq * s[:, None]).to(o_ptr.dtype.element_ty), mask=omask)
+
+
+
+def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtype, int_out=False, config=None):
+    """Packed int4 [N, KW*4 bytes] -> dense [N, K] (dtype, (q - z) * s) or int8 values if int_out."""
+    words = as_words(qweight)
+    N, KW = words.shape
+    out = torch.empty(N, K, dtype=torch.int8 if int_out else dtype, device=qweight.device)
+    s = scales if scales is not None else out
+    z = zeros if zeros is not None else s
+    G = norm_group(K, group_size)
+    NG = scales.shape[1] if scales is not None else 1
+    if K % 8 == 0 and (config is None or "BLOCK_W" in config):
+        cfg = dict(config or DEQUANT_FLAT_CONFIG)
+        grid = (triton.cdiv(N * KW, cfg["BLOCK_W"]),)
+        _int4_dequant_flat[grid](words, s, z, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
+                                 INT_OUT=int_out, **cfg)
+        return out
+    cfg = dict(config or DEQUANT_CONFIG)
+    grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(KW, cfg["BLOCK_KW"]))
+    _int4_dequant[grid](words, s, z, out, N, K, KW, NG, G,
+                        HAS_ZERO=zeros is not None, INT_OUT=int_out, **cfg)
+    return out

@@ -1,0 +1,32 @@
+"""qpass::w4a16_linear: the int4 Triton kernels on CUDA (groups they support), the pure-torch reference elsewhere.
+
+x [..., K]; weights [N, *] row-major like nn.Linear; output [..., N]. Arguments are checked (kernels/checks.py)
+in the implementation and the fake.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import checks as C
+from .reference import w4a16_linear_ref
+
+
+@torch.library.custom_op("qpass::w4a16_linear", mutates_args=())
+def w4a16_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Optional[Tensor], bias: Optional[Tensor],
+                 group_size: int) -> Tensor:
+    """x [..., K] (fp16/bf16/fp32) @ dequant(qweight)^T; qweight = formats.pack_int4 (uint8 [N, ceil(K/8)*4]),
+    scales [N, ceil(K/G)], zeros (same shape, float; None = signed symmetric), group_size <= 0 = per-channel."""
+    C.check_w4a16(x, qweight, scales, zeros, bias, group_size)
+    from .w4a16 import supported_group, w4a16_linear_triton  # imports triton: only on first use
+    if x.is_cuda and supported_group(x.shape[-1], group_size):
+        return w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size)
+    return w4a16_linear_ref(x, qweight, scales, zeros, bias, group_size)
+
+
+@w4a16_linear.register_fake
+def _(x, qweight, scales, zeros, bias, group_size):
+    C.check_w4a16(x, qweight, scales, zeros, bias, group_size)
+    return x.new_empty(*x.shape[:-1], qweight.shape[0])

@@ -1,0 +1,66 @@
+"""W4A16 dispatch: fp16/bf16/fp32 activations x int4 weights (formats.pack_int4) with group scales.
+
+Kernel by M (`w4a16_linear_triton`, `kernel=` overrides):
+  * "gemv4" (int4/gemv.py): M <= GEMV4_MAX_M with fp16/bf16 x and groups of 32k or per-channel (decode);
+  * "gemv2" (int4/gemv2.py): the other M = 1 cases;
+  * "dequant" (int4/dequant.py + cuBLAS): M >= DEQUANT_MIN_M on CUDA (prefill: one HBM pass over W, then bf16
+    GEMM; H100 sweep2 at M = 2048: 553 us vs 830 us for the best fused-unpack GEMM, benchmarks/variants/);
+  * "tc" (int4/tc.py): everything else, swap-AB tensor-core GEMM with in-register dequantization.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..checks import check_w4a16
+from ..formats import norm_group
+from ..tiling import rows
+from .dequant import dequantize_int4_triton
+from .gemv import gemv4_supported, w4a16_gemv4
+from .gemv2 import w4a16_gemv2
+from .tc import w4a16_tc
+
+GEMV4_MAX_M = 1
+DEQUANT_MIN_M = 512
+KERNELS = ("gemv4", "gemv2", "dequant", "tc")
+
+
+def supported_group(K: int, group_size: int) -> bool:
+    G = norm_group(K, group_size)
+    return G == K or (G % 16 == 0 and (G & (G - 1)) == 0) or G % 256 == 0
+
+
+def choose_kernel(x2, group_size: int) -> str:
+    """The default kernel for x2 [M, K] (see the module docstring)."""
+    M, K = x2.shape
+    if M <= GEMV4_MAX_M and gemv4_supported(x2, K, group_size):
+        return "gemv4"
+    if M == 1:
+        return "gemv2"
+    if M >= DEQUANT_MIN_M and x2.is_cuda:
+        return "dequant"
+    return "tc"
+
+
+def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=None):
+    """x [..., K] @ dequant(qweight)^T (+ bias); kernel: one of KERNELS (None: `choose_kernel`), config: its
+    launch config (None: the shipped one)."""
+    check_w4a16(x, qweight, scales, zeros, bias, group_size, op="w4a16_linear_triton")
+    torch._check_value(supported_group(x.shape[-1], group_size), lambda: (
+        f"w4a16_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the kernels (they "
+        f"take the whole row, a power of two >= 16 or a multiple of 256); use int4/reference.w4a16_linear_ref"))
+    K = x.shape[-1]
+    x2 = rows(x)
+    kernel = kernel or choose_kernel(x2, group_size)
+    torch._check_value(kernel in KERNELS, lambda: f"w4a16_linear_triton: kernel must be one of {KERNELS}, got "
+                                                  f"{kernel!r}")
+    if kernel == "dequant":
+        w = dequantize_int4_triton(qweight, scales, zeros, group_size, K, x.dtype)
+        return torch.nn.functional.linear(x, w, bias)
+    N = qweight.shape[0]
+    y = torch.empty(x2.shape[0], N, dtype=x.dtype, device=x.device)
+    if kernel == "gemv4":
+        w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size, y, config=config)
+    else:
+        launch = w4a16_gemv2 if kernel == "gemv2" else w4a16_tc
+        launch(x2, qweight, scales, zeros, bias, norm_group(K, group_size), y, config=config)
+    return y.reshape(*x.shape[:-1], N)

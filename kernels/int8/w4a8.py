@@ -1,0 +1,56 @@
+"""W4A8 / W4A4 in QSM form, Y = delta * (X_int . W_int^T) (+ bias): dispatch over three kernels.
+
+W4A4 is the same op with activation values in [-8, 7] stored as int8. Kernel (`w4a8_linear_triton`, `kernel=`
+overrides):
+  * "gemv": one row on CUDA (batch-1 decode): the W4A16 decode GEMV (int4/gemv.py) on the int8 row;
+  * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
+    int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
+  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..checks import check_int_linear
+from ..int4.dequant import dequantize_int4_triton
+from ..int4.gemv import w4a16_gemv4
+from .gemm import int_mm
+
+UNPACK_MIN_M = 512
+KERNELS = ("gemv", "unpack", "mma")
+
+
+def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None, kernel=None):
+    """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config."""
+    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton")
+    K = x_int8.shape[-1]
+    rows = x_int8.numel() // K if K else 0
+    if kernel is None:
+        if rows == 1 and config is None and x_int8.is_cuda:
+            kernel = "gemv"
+        elif rows >= UNPACK_MIN_M and x_int8.is_cuda and config is None:
+            kernel = "unpack"
+        else:
+            kernel = "mma"
+    torch._check_value(kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of {KERNELS}, got "
+                                                  f"{kernel!r}")
+    if kernel == "gemv":
+        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype)
+    if kernel == "unpack":
+        w = dequantize_int4_triton(qweight, None, None, -1, K, torch.int8, int_out=True)
+        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config)
+    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config)
+
+
+def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
+    """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
+    GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
+    X_int·W_int in fp32, and scales by the per-row weight step and the row's activation step."""
+    K, N = x_int8.shape[-1], qweight.shape[0]
+    x = x_int8.reshape(1, K)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    xs = x_scale.reshape(1).float() if x_scale is not None else None  # .float(): no copy when already fp32
+    y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
+    w4a16_gemv4(x, qweight, w_scale.reshape(N, 1).float(), None, bias, 0, y, x_scale=xs)
+    return y.reshape(*x_int8.shape[:-1], N)

@@ -1,0 +1,23 @@
+"""Every shipped ternary kernel config, for the sm_90 compile check (kernels/configs.py format)."""
+from __future__ import annotations
+
+from ..tiling import split_launch
+from . import gemv, tc
+
+
+def shipped_configs():
+    """[(name, kernel, signature (non-constexpr args), constexprs, launch options)]."""
+    out = []
+    for dt in ("*fp16", "*bf16"):
+        tsig = dict(x_ptr=dt, t1_ptr="*i32", t2_ptr="*i32", a1_ptr=dt, a2_ptr=dt, b_ptr=dt, y_ptr=dt, N="i32",
+                    K="i32", KW="i32", NG="i32", G="i32", stride_xm="i32", stride_ym="i32")
+        c, o = split_launch(gemv.GEMV2_CONFIG)
+        t2sig = {k: v for k, v in tsig.items() if k != "G"}
+        for gw in (0, 8):
+            out.append((f"ternary_gemv2[{dt},GW={gw}]", gemv._ternary_gemv2, t2sig, {"HAS_BIAS": True, "GW": gw, **c}, o))
+        for max_m, cfg in tc.TC_CONFIGS:
+            c, o = split_launch(cfg)
+            for gsub in sorted({32, c["BLOCK_K"]}):
+                out.append((f"ternary_tc[{dt},M<={max_m},gsub={gsub}]", tc._ternary_tc, dict(tsig, M="i32"),
+                            {"HAS_BIAS": False, **c, "GSUB": gsub}, o))
+    return out

@@ -1,0 +1,46 @@
+"""Ternary trit-plane GEMM dispatch: Y = X . (diag(a1) T1 + diag(a2) T2)^T with per-(row, group) scales.
+
+Planes use formats.pack_trits (2 bits per trit, code t + 1, 16 trits per int32 word). Kernel by M
+(`ternary_linear_triton`, `kernel=` overrides): "gemv2" (ternary/gemv.py) for M = 1, "tc" (ternary/tc.py, swap-AB
+tensor cores building a1*T1 + a2*T2 in registers) otherwise.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..checks import check_ternary
+from ..formats import norm_group
+from ..tiling import rows
+from .gemv import ternary_gemv2
+from .tc import ternary_tc
+
+KERNELS = ("gemv2", "tc")
+
+
+def supported_group(K: int, group_size: int) -> bool:
+    """Groups the ternary kernels compute correctly: the whole row (group_size <= 0 or >= K), a power of two
+    >= 16, or a multiple of 256 (the W4A16 rule). Others are wrong or fail: 8 is read as per-channel by the GEMV
+    (group = 8 // 16 = 0 words), 24 gives garbage (a group of 1.5 words), 48 passes the GEMV but fails the
+    tensor-core kernel's whole-groups-per-tile assertion (M > 1)."""
+    G = norm_group(K, group_size)
+    return G == K or (G >= 16 and (G & (G - 1)) == 0) or G % 256 == 0
+
+
+def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
+    """x [..., K] @ (diag(a1) T1 + diag(a2) T2)^T (+ bias); kernel: one of KERNELS (None: "gemv2" at M = 1, else
+    "tc"), config: its launch config (None: the shipped one)."""
+    check_ternary(x, t1, t2, a1, a2, bias, group_size, op="ternary_linear_triton")
+    torch._check_value(supported_group(x.shape[-1], group_size), lambda: (
+        f"ternary_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the ternary kernels "
+        f"(they take the whole row, group_size <= 0, a power of two >= 16 or a multiple of 256); use the reference "
+        f"(ternary/reference.ternary_linear_ref) for other groups"))
+    K = x.shape[-1]
+    x2 = rows(x)
+    M, N = x2.shape[0], t1.shape[0]
+    kernel = kernel or ("gemv2" if M == 1 else "tc")
+    torch._check_value(kernel in KERNELS, lambda: f"ternary_linear_triton: kernel must be one of {KERNELS}, got "
+                                                  f"{kernel!r}")
+    y = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    launch = ternary_gemv2 if kernel == "gemv2" else ternary_tc
+    launch(x2, t1, t2, a1, a2, bias, norm_group(K, group_size), y, config=config)
+    return y.reshape(*x.shape[:-1], N)
