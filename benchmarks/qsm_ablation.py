@@ -56,7 +56,7 @@ def main():
     t = time.perf_counter()
     analysis, _ = api.capture_analysis(model, calib[0][:1, :32])
     first = next(iter(variants(args.bits).values()))
-    selected, _ = select_sites(analysis, first)
+    selected, _ = select_sites(analysis, first.ignore)
     obs = calibrate(model, calib, set(selected), None, False, skip_tokens=1, samples=256, hessian=True)
     print(f"calibrated in {time.perf_counter() - t:.0f} s", flush=True)
     results = {}
@@ -78,7 +78,7 @@ def evaluate_variant(model, recipe, calib, observers, ids):
     t = time.perf_counter()
     m = copy.deepcopy(model)
     a, _ = api.capture_analysis(m, calib[0][:1, :32])
-    sel, _ = select_sites(a, recipe)
+    sel, _ = select_sites(a, recipe.ignore)
     plan = plan_model(m, recipe, a, observers=observers(sel), progress=False)
     fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, plan))
     m.forward = fwd

@@ -46,7 +46,7 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
     (calibration runs `model`). Sites the recipe ignores, or that cannot be quantized (NaN/inf, GPTQ failure),
     are in `plan.skipped` with the reason. `observers`: statistics collected before ({site: ChannelObserver}
     with what `calibration_statistics(recipe)` asks for), instead of calibrating here (ablations reuse them)."""
-    selected, skipped = select_sites(analysis, recipe)
+    selected, skipped = select_sites(analysis, recipe.ignore)
     if observers is None:
         check_calibration(recipe, calib)
         observers = {}
@@ -54,7 +54,8 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
         a = recipe.activations
         percentile = a.percentile if a is not None and a.observer == "percentile" else None
         observers = calibrate(model, calib, set(selected), percentile, progress, **calibration_statistics(recipe))
-    ctx = PassContext(model, recipe, analysis, selected, Plan(skipped=skipped), observers, progress, calib)
+    ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected, Plan(skipped=skipped), observers,
+                      progress, calib)
     with torch.no_grad():
         for spec in recipe.passes:
             registry.get(spec.name).run(ctx, spec.options)

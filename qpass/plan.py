@@ -17,9 +17,10 @@ from .analysis import GraphAnalysis, LinearSite
 from .numerics import QuantizedWeight, qrange
 from .tritplane import TritPlanes
 
-if TYPE_CHECKING:  # annotations only: the recipe module imports the passes, which import this one
+from .specs import ActivationSpec
+
+if TYPE_CHECKING:  # annotation only
     from .calibrate import ChannelObserver
-    from .recipe import ActivationSpec, Recipe
 
 
 @dataclass
@@ -139,12 +140,12 @@ def nonfinite_reason(w: torch.Tensor, what: str = "weight") -> str | None:
     return f"NaN/inf in {what} ({nan} NaN, {int(bad.sum()) - nan} inf)"
 
 
-def select_sites(analysis: GraphAnalysis, recipe: Recipe) -> tuple[dict[str, LinearSite], dict[str, str]]:
-    """(sites to quantize, {site: why it stays in full precision})."""
+def select_sites(analysis: GraphAnalysis, ignore: list[str]) -> tuple[dict[str, LinearSite], dict[str, str]]:
+    """(sites to quantize, {site: why it stays in full precision}) under the recipe's `ignore` patterns."""
     skipped: dict[str, str] = {}
     selected: dict[str, LinearSite] = {}
     for site in analysis.linears:
-        hit = next((p for p in recipe.ignore if matches(site.name, p)), None)
+        hit = next((p for p in ignore if matches(site.name, p)), None)
         if hit is not None:
             skipped[site.name] = f"ignored (matches {hit!r})"
         else:

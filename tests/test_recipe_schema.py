@@ -246,7 +246,7 @@ def test_string_ignore_is_one_pattern(tmp_path):
         def __init__(self, name):
             self.name = name
 
-    selected, skipped = select_sites(GraphAnalysis([S("lm_head"), S("model.layers.0.mlp.down_proj")], [], []), r)
+    selected, skipped = select_sites(GraphAnalysis([S("lm_head"), S("model.layers.0.mlp.down_proj")], [], []), r.ignore)
     assert list(selected) == ["model.layers.0.mlp.down_proj"] and "lm_head" in skipped
 
 

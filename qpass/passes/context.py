@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
 
 from ..analysis import GraphAnalysis, LinearSite
 from ..calibrate import ChannelObserver
 from ..plan import Plan, SitePlan, nonfinite_reason
-
-if TYPE_CHECKING:  # annotation only: the recipe module imports the passes
-    from ..recipe import Recipe
+from ..specs import ActivationSpec, WeightSpec
 
 
 @dataclass
 class PassContext:
     model: torch.nn.Module  # a copy: passes may edit its parameters (never the user's model)
-    recipe: Recipe
+    weights: WeightSpec | None  # the recipe's weight and activation specs (None: that side stays in full precision)
+    activations: ActivationSpec | None
     analysis: GraphAnalysis
     sites: dict[str, LinearSite]  # the sites selected for quantization
     plan: Plan = field(default_factory=Plan)  # what the passes decide (site plans, attention plans, skipped, log)
@@ -52,7 +49,7 @@ class PassContext:
             obs = self.observers.get(name)
             if reason is None and obs is not None:
                 reason = obs.problem()
-            elif reason is None and self.observers and self.recipe.needs_calibration:
+            elif reason is None and self.observers:
                 reason = "no calibration statistics (the site did not run during calibration)"
             if reason is not None:
                 self.keep_full_precision(name, reason)

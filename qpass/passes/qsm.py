@@ -98,7 +98,7 @@ def _steps(obs, m, bits, clip, granularity, symmetric=True, tie=True):
 @torch.no_grad()
 def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     """Static per-channel activations with steps migrated into producers; reconstruction, clipping, GPTQ."""
-    a_spec, w_spec = ctx.recipe.activations, ctx.recipe.weights
+    a_spec, w_spec = ctx.activations, ctx.weights
     bits = a_spec.bits if a_spec is not None else 8
     sym = a_spec.symmetric if a_spec is not None else True
     by_name = ctx.analysis.by_name()

@@ -28,11 +28,11 @@ def round_weight(w: torch.Tensor, spec, clip: float, hessian: torch.Tensor | Non
 
 @torch.no_grad()
 def plan_quantization(ctx: PassContext) -> None:
-    """Fill the plan: RTN weights per `recipe.weights`, input quantization per `recipe.activations`.
+    """Fill the plan: weights per the recipe's `weights` (RTN or GPTQ), input quantization per its `activations`.
 
     A site whose weight (after the passes) or quantization parameters are not finite, or on which GPTQ cannot
     run, stays in full precision with the reason in the report (ctx.keep_full_precision)."""
-    wspec, aspec = ctx.recipe.weights, ctx.recipe.activations
+    wspec, aspec = ctx.weights, ctx.activations
     for site in list(ctx.sites.values()):
         sp = ctx.site_plan(site)
         if wspec is not None and sp.weight is None:

@@ -1,0 +1,64 @@
+"""What a recipe says about quantization itself: the weight, activation and calibration specs (schema
+dataclasses, checked by `qpass.schema.build`). Passes, the plan and the pass context read these; the `Recipe`
+that holds them (qpass/recipe.py) also holds the passes' options, so these live apart from it — a pass never
+needs the recipe module, and the recipe module can import the pass table without a circle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .schema import RecipeError, join, opt
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+
+
+@dataclass
+class WeightSpec:
+    bits: int = opt(4, allowed=SUPPORTED_BITS)
+    group_size: int | None = opt(64, range="[1, inf)", desc="a positive integer or null (one scale per row)")
+    symmetric: bool = True
+    rounding: Literal["rtn", "gptq"] = "rtn"  # round to nearest | GPTQ (needs calibration: Hessian XᵀX)
+    clip_ratio: float = opt(1.0, range="(0, 1]")  # scale the range before rounding (1.0 = absmax / min-max)
+    # GPTQ: damping, a fraction of the Hessian's mean diagonal (> 0: with 0 a singular XᵀX cannot be inverted)
+    gptq_damp: float = opt(0.01, range="(0, 1)")
+    gptq_act_order: bool = False  # GPTQ: quantize columns in order of decreasing Hessian diagonal
+    gptq_block: int = opt(128, range="[1, inf)")  # GPTQ: columns per lazy-update block
+    gptq_static_groups: bool = False  # GPTQ: group scales from the original weight (the RTN grid), not the updated one
+
+
+@dataclass
+class ActivationSpec:
+    bits: int = opt(8, allowed=SUPPORTED_BITS)
+    granularity: Literal["per_token", "per_channel"] = "per_token"  # per_token is dynamic, per_channel static
+    symmetric: bool = True
+    observer: Literal["absmax", "minmax", "percentile"] = "absmax"  # static ranges only
+    # observer=percentile: per-channel percentile of |x|, averaged over batches
+    percentile: float = opt(99.99, range="(0, 100]")
+    clip_ratio: float = opt(1.0, range="(0, 1]")
+
+    def check_fields(self, path: str) -> None:
+        if self.granularity == "per_token" and self.observer != "absmax":
+            raise RecipeError(
+                f"{join(path, 'observer')}: per_token activations are dynamic and use no observer; "
+                "an observer (minmax, percentile) needs granularity per_channel"
+            )
+
+
+@dataclass
+class CalibrationSpec:
+    num_samples: int = opt(32, range="[1, inf)")  # sequences
+    seq_len: int = opt(512, range="[2, inf)")
+    # leave the first N tokens of each sequence out of the statistics (attention sinks)
+    skip_tokens: int = opt(0, range="[0, inf)")
+    # GPTQ with skip_tokens: the skipped tokens still enter the Hessian, each weighted like this many ordinary
+    # tokens (0: left out; 1: as any token — their huge norm then dominates XᵀX)
+    sink_hessian_weight: float = opt(0.0, range="[0, 1]")  # the sink rows down-weighted in H
+
+    def check_fields(self, path: str) -> None:
+        if self.skip_tokens >= self.seq_len:
+            raise RecipeError(f"{join(path, 'skip_tokens')}: must be in [0, seq_len) = [0, {self.seq_len}), "
+                              f"got {self.skip_tokens}")
+        if self.sink_hessian_weight and not self.skip_tokens:
+            raise RecipeError(f"{join(path, 'sink_hessian_weight')}: needs {join(path, 'skip_tokens')} ≥ 1 "
+                              "(it weights the skipped tokens)")
