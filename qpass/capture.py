@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 import torch.fx as fx
+import torch.fx.experimental._config as fx_config
 
 # Linear-like call targets as Dynamo (torch-level) and torch.export (aten-level) spell them.
 LINEAR_TARGETS = (torch._C._nn.linear, torch.nn.functional.linear, torch.ops.aten.linear.default)
@@ -118,37 +119,45 @@ def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], No
     return backend
 
 
-# Inputs whose leading dims are batch and sequence (HF causal-LM forwards), and which of their dims to mark.
+# Inputs of HF causal-LM forwards with a batch and sequence-length dim: name -> (batch dim or None, length dims).
 DYNAMIC_DIMS = {
-    "input_ids": (0, 1), "attention_mask": (0, 1), "position_ids": (0, 1), "inputs_embeds": (0, 1),
-    "token_type_ids": (0, 1), "labels": (0, 1), "cache_position": (0,),
+    "input_ids": (0, (1,)), "attention_mask": (0, (1,)), "position_ids": (0, (1,)), "inputs_embeds": (0, (1,)),
+    "token_type_ids": (0, (1,)), "labels": (0, (1,)), "cache_position": (None, (0,)),
 }
-CACHE_DIMS = (0, 2)  # K / V cache tensors [B, H_kv, L, D]: batch and cached length
+CACHE_DIMS = (0, (2,))  # K / V cache tensors [B, H_kv, L, D]: batch and cached length
+CACHE_ARGUMENTS = ("past_key_values", "cache")  # the K/V cache's keyword, by transformers version
 # Graphs one compiled forward may hold (the global `recompile_limit` default is 8, patched per call). With
-# batch and sequence dynamic, graphs are added per *kind* of call: batch 1 / > 1 x prefill / decode x use_cache,
-# an empty or filled cache, other keyword arguments, grad mode — HF `generate` next to plain calls takes ~10.
+# batch and sequence dynamic, graphs are added per *kind* of call: prefill / decode x use_cache, an empty or
+# filled cache, other keyword arguments, grad mode — HF `generate` next to plain calls takes ~6.
 RECOMPILE_LIMIT = 32
 
 
 def _mark(t, dims) -> None:
-    if isinstance(t, torch.Tensor):
-        for d in dims:
-            if d < t.dim():
-                torch._dynamo.maybe_mark_dynamic(t, d)
+    """The batch dim of `t` dynamic (batch 1 included: the compiled call runs with backed_size_oblivious, so a
+    size-1 batch is not specialized), and each length dim when longer than 1. A length-1 sequence (a decode step)
+    stays static: HF computes `is_causal = q_length > 1 and ...`, which a symbolic length 1 would turn into a
+    SymBool handed to SDPA; decode and prefill take different code paths anyway."""
+    if not isinstance(t, torch.Tensor):
+        return
+    batch, lengths = dims
+    if batch is not None and batch < t.dim():
+        torch._dynamo.maybe_mark_dynamic(t, batch)
+    for d in lengths:
+        if d < t.dim():  # static at 1 even after Dynamo has seen the length vary (its automatic dynamic)
+            (torch._dynamo.maybe_mark_dynamic if t.shape[d] > 1 else torch._dynamo.mark_static)(t, d)
 
 
 def mark_dynamic_inputs(arguments: dict) -> None:
-    """Mark batch and sequence dims of a forward's inputs (and of a K/V cache's tensors) dynamic, so that Dynamo
-    compiles one graph per kind of call instead of one per shape. Dims of size 1 (batch 1, a decode step's
-    single token) still get a graph of their own: Dynamo specializes sizes 0 and 1."""
+    """Mark batch and sequence dims of a forward's inputs (and of a K/V cache's tensors, under either name HF
+    uses for it) dynamic, so that Dynamo compiles one graph per kind of call instead of one per shape."""
     for name, dims in DYNAMIC_DIMS.items():
         _mark(arguments.get(name), dims)
-    cache = arguments.get("past_key_values")
-    for layer in getattr(cache, "layers", None) or ():
-        for attr in ("keys", "values"):
-            t = getattr(layer, attr, None)
-            if isinstance(t, torch.Tensor) and t.dim() == 4:
-                _mark(t, CACHE_DIMS)
+    for key in CACHE_ARGUMENTS:
+        for layer in getattr(arguments.get(key), "layers", None) or ():
+            for attr in ("keys", "values"):
+                t = getattr(layer, attr, None)
+                if isinstance(t, torch.Tensor) and t.dim() == 4:
+                    _mark(t, CACHE_DIMS)
 
 
 def compile_forward(
@@ -166,10 +175,11 @@ def compile_forward(
 
     Shapes: before each call the batch and sequence dims of the inputs (`input_ids`, `attention_mask`,
     `position_ids`, `inputs_embeds`, ..., and the K/V tensors of an HF cache's layers) are marked dynamic
-    (`torch._dynamo.maybe_mark_dynamic`), so one graph serves every batch size and length. Dynamo specializes
-    dims of size 1, so a model called with batch 1 and batch > 1, prefill (length > 1) and one-token decode
-    compiles at most four graphs for those four kinds of call (batch 1-64 x length 1-2048), plus one per other
-    change Dynamo guards on (other keyword arguments, grad mode, a cache's first use).
+    (`torch._dynamo.maybe_mark_dynamic`), so one graph serves every batch size and length: the call runs with
+    `torch.fx.experimental._config.backed_size_oblivious` patched on (scoped, as vLLM compiles), so a batch of 1
+    is not specialized; a length of 1 is (see `_mark`). A model called with batch 1-64 x length 1-2048 compiles
+    two graphs, prefill and one-token decode, plus one per other change Dynamo guards on (other keyword
+    arguments, grad mode, a cache's first use).
 
     Never silently unquantized: when Dynamo does not run a graph compiled through `transform` — the recompile
     limit (`recompile_limit`, this compiled function's own, default `RECOMPILE_LIMIT` = 32; None = the global
@@ -221,7 +231,7 @@ def compile_forward(
             arguments = kwargs
         if dynamic is not False:
             mark_dynamic_inputs(arguments)
-        with torch._dynamo.config.patch(recompile_limit=limit):
+        with torch._dynamo.config.patch(recompile_limit=limit), fx_config.patch(backed_size_oblivious=True):
             out = compiled(*args, **kwargs)
         counter.calls += 1
         return out
