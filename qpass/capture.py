@@ -179,7 +179,9 @@ def compile_forward(
     `torch.fx.experimental._config.backed_size_oblivious` patched on (scoped, as vLLM compiles), so a batch of 1
     is not specialized; a length of 1 is (see `_mark`). A model called with batch 1-64 x length 1-2048 compiles
     two graphs, prefill and one-token decode, plus one per other change Dynamo guards on (other keyword
-    arguments, grad mode, a cache's first use).
+    arguments, grad mode, a cache's first use). Where the model's own code branches on batch == 1, batch 1
+    still gets graphs of its own: torch < 2.13's SDPA shape function does, and HF's packed-sequence check for a
+    call with neither a cache nor an attention mask.
 
     Never silently unquantized: when Dynamo does not run a graph compiled through `transform` — the recompile
     limit (`recompile_limit`, this compiled function's own, default `RECOMPILE_LIMIT` = 32; None = the global
