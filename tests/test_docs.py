@@ -340,8 +340,8 @@ def _defines(py: Path, name: str) -> bool:
 
 
 def _resolves(dotted: str) -> bool:
-    """`qpass.kernels.ops`, `qpass.lowering.lower.Plan`: folders, then a module file, then at most a name
-    defined in it. kernels/ and lowering/ are plain folders (no __init__.py), so `qpass.lowering.Plan` fails."""
+    """`qpass.kernels.ops`, `qpass.lowering.lower.quantize_transform`: folders, then a module file, then at most a name
+    defined in it. kernels/ and lowering/ are plain folders (no __init__.py), so `qpass.lowering.quantize_transform` fails."""
     first, *rest = dotted.split(".")[1:]
     path = ROOT / first if first in ("kernels", "lowering") else ROOT / "qpass" / first
     while path.is_dir() and rest and ((path / rest[0]).is_dir() or (path / f"{rest[0]}.py").is_file()):
@@ -356,7 +356,7 @@ def _resolves(dotted: str) -> bool:
 
 
 def test_every_dotted_module_architecture_names_exists():
-    """Dotted names under qpass (`qpass.kernels.ops`, `qpass.lowering.lower.Plan`, `qpass.capture.CapturedGraph`)
+    """Dotted names under qpass (`qpass.kernels.ops`, `qpass.lowering.lower.quantize_transform`, `qpass.capture.CapturedGraph`)
     resolve to a module, or a name defined in one."""
     dotted = set(re.findall(r"`(qpass(?:\.\w+){2,})", ARCHITECTURE_MD.read_text()))
     gone = sorted(d for d in dotted if not _resolves(d))
