@@ -22,6 +22,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
 
 
+def _add_calib_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib-novel", default="emma", choices=NOVELS, help="shipped calibration text (default emma)")
+    p.add_argument("--calib", metavar="FILE", default=None,
+                   help="calibrate on this text file instead: plain text, or JSON Lines (.jsonl; --calib-field); .gz too")
+    p.add_argument("--calib-field", metavar="NAME", default=None, help="--calib FILE.jsonl: the text's field (default text)")
+    p.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
+    p.add_argument("--calib-seq-len", type=int, default=None, help="tokens per calibration sequence (default: the recipe's)")
+
+
 def _positive(name: str, value, minimum: int = 1) -> None:
     if value is not None and (not isinstance(value, int) or value < minimum):  # argparse gives [] for "--x=--"
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
@@ -34,6 +43,18 @@ def check_args(args) -> None:
     _positive("--eval-tokens", getattr(args, "eval_tokens", None))
     _positive("--seq-len", getattr(args, "seq_len", None), 2)
     _positive("--calib-samples", getattr(args, "calib_samples", None))
+    _positive("--calib-seq-len", getattr(args, "calib_seq_len", None), 2)
+    if getattr(args, "calib_field", None) and not getattr(args, "calib", None):
+        raise ValueError("--calib-field only applies with --calib FILE.jsonl")
+    if getattr(args, "calib", None):
+        calib = Path(args.calib)
+        if not calib.is_file():
+            raise FileNotFoundError(f"--calib {args.calib}: no such file")
+        if args.calib_field and not calib.name.removesuffix(".gz").endswith((".jsonl", ".json")):
+            raise ValueError(f"--calib-field applies to a JSON Lines file (.jsonl), not {calib.name}")
+        from .data import read_text_file
+
+        read_text_file(calib, args.calib_field)  # a bad record is named now, not after loading the model
     _positive("--threads", getattr(args, "threads", None))
     if getattr(args, "overwrite", False) and not args.save:
         raise ValueError("--overwrite only applies with --save DIR")
@@ -73,10 +94,14 @@ def _quantize(args, recipe, model, tok):
     from . import api, data
 
     calib = None
-    if recipe.needs_calibration:
+    if recipe.needs_calibration or args.calib:  # a given file also reaches passes that use data when offered (sale)
         c = recipe.calibration
-        samples = args.calib_samples or c.num_samples
-        calib = data.calibration_batches(tok, args.calib_novel, samples, c.seq_len)
+        samples, seq_len = args.calib_samples or c.num_samples, args.calib_seq_len or c.seq_len
+        if args.calib:
+            text = data.read_text_file(args.calib, args.calib_field)
+            calib = data.token_batches(tok, text, samples, seq_len, what=f"--calib {args.calib}")
+        else:
+            calib = data.calibration_batches(tok, args.calib_novel, samples, seq_len)
     return api.compile(model, recipe, calib, progress=not args.json)
 
 
@@ -89,6 +114,10 @@ def cmd_quantize(args) -> dict:
     model, tok = models.load(args.model, cache_dir=args.cache_dir)
     ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
     out = {"model": args.model, "recipe": recipe.to_dict(), "eval": {"novel": args.eval_novel, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
+    if recipe.needs_calibration or args.calib:
+        c = recipe.calibration
+        out["calibration"] = {"source": args.calib or args.calib_novel, "samples": args.calib_samples or c.num_samples,
+                              "seq_len": args.calib_seq_len or c.seq_len}
     if not args.no_eval:
         out["ppl_before"] = perplexity(model, ids, args.seq_len, progress=not args.json)
     t = time.perf_counter()
@@ -185,8 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="quantize a model, print the coverage report and perplexity before/after")
     q.add_argument("--recipe", default="w4a16", help="preset name or YAML/JSON recipe file (default w4a16)")
-    q.add_argument("--calib-novel", default="emma", choices=NOVELS, help="calibration text")
-    q.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
+    _add_calib_args(q)
     q.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
     q.add_argument("--plot", metavar="FILE.png", default=None, help="draw each layer's relative output MSE")
     q.add_argument("--save", metavar="DIR", default=None, help="write the quantized model for qpass.load / eval --load")
@@ -198,8 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="perplexity of a model, optionally quantized with --recipe")
     e.add_argument("--recipe", default=None, help="quantize first with this preset or file")
-    e.add_argument("--calib-novel", default="emma", choices=NOVELS)
-    e.add_argument("--calib-samples", type=int, default=None)
+    _add_calib_args(e)
     e.add_argument("--load", metavar="DIR", default=None, help="evaluate a model saved by quantize --save")
     _add_model_args(e)
     e.set_defaults(fn=cmd_eval)

@@ -126,3 +126,61 @@ def test_json_errors_are_json(tmp_path):
     assert p.returncode == 2
     out = json.loads(p.stdout)
     assert "no config.json" in out["error"] and out["error_type"] == "FileNotFoundError"
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
+def test_calibrate_on_the_users_own_text(tmp_path):
+    """--calib FILE (plain text, or JSON Lines with --calib-field): the static ranges come from that text — a
+    different text gives a different quantized model — and the JSON output says which data was used."""
+    import gzip
+
+    story = "Once upon a time there was a little girl named Lily. She liked to play in the park with her dog.\n\n"
+    (tmp_path / "mine.txt").write_text(story * 60)
+    records = [json.dumps({"id": i, "content": f"Tim threw the red ball number {i} to Sam, and Sam laughed."})
+               for i in range(120)]
+    with gzip.open(tmp_path / "mine.jsonl.gz", "wt") as f:
+        f.write("\n".join(records) + "\n")
+    common = ("quantize", "--model", str(STORIES), "--recipe", "w8a8-static", "--calib-samples", "4",
+              "--calib-seq-len", "64", "--eval-tokens", "512", "--seq-len", "128", "--json")
+    txt = json.loads(run(*common, "--calib", str(tmp_path / "mine.txt")).stdout)
+    jsonl = json.loads(run(*common, "--calib", str(tmp_path / "mine.jsonl.gz"), "--calib-field", "content").stdout)
+    novel = json.loads(run(*common).stdout)
+    assert txt["calibration"] == {"source": str(tmp_path / "mine.txt"), "samples": 4, "seq_len": 64}
+    assert novel["calibration"]["source"] == "emma"
+    assert len({txt["ppl_after"], jsonl["ppl_after"], novel["ppl_after"]}) == 3  # each text its own ranges
+
+
+@pytest.mark.parametrize("content, argv, message", [
+    ('{"content": "hi"}\n', ["--calib", "{f}.jsonl"], ":1: no 'text' field (use --calib-field"),
+    ('{"text": 3}\n', ["--calib", "{f}.jsonl"], "field 'text' holds int, not text"),
+    ('{"text": "a"}\nnot json\n', ["--calib", "{f}.jsonl"], ":2: not a JSON object"),
+    ("   \n", ["--calib", "{f}.txt"], "holds no text"),
+    ("some text", ["--calib", "{f}.txt", "--calib-field", "text"], "applies to a JSON Lines file"),
+    ("some text", ["--calib-field", "text"], "--calib-field only applies with --calib"),
+    ("some text", ["--calib", "{f}.missing.txt"], "no such file"),
+    ("some text", ["--calib", "{f}.txt", "--calib-seq-len", "1"], "--calib-seq-len must be an integer of at least 2"),
+])
+def test_calibration_file_errors_come_before_any_work(content, argv, message, tmp_path, monkeypatch, capsys):
+    from qpass.cli import main
+
+    _no_model_loads(monkeypatch)
+    for suffix in (".jsonl", ".txt"):
+        (tmp_path / f"c{suffix}").write_text(content)
+    argv = [a.replace("{f}", str(tmp_path / "c")) for a in argv]
+    assert main(["quantize", "--recipe", "w8a8-static", "--no-eval", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_too_short_a_calibration_text_names_the_file_and_the_counts():
+    from qpass import data
+
+    class Tok:  # one token per word
+        def __call__(self, text, add_special_tokens=False, return_tensors="pt"):
+            import torch
+
+            return type("T", (), {"input_ids": torch.arange(len(text.split()))[None]})()
+
+    with pytest.raises(ValueError, match=r"mine.txt has only 2 sequences of 10 tokens \(25 tokens\); asked for 3"):
+        data.token_batches(Tok(), "w " * 25, 3, 10, what="mine.txt")
+    assert [b.shape for b in data.token_batches(Tok(), "w " * 25, 2, 10, batch_size=1)] == [(1, 10), (1, 10)]
