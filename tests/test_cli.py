@@ -184,3 +184,28 @@ def test_too_short_a_calibration_text_names_the_file_and_the_counts():
     with pytest.raises(ValueError, match=r"mine.txt has only 2 sequences of 10 tokens \(25 tokens\); asked for 3"):
         data.token_batches(Tok(), "w " * 25, 3, 10, what="mine.txt")
     assert [b.shape for b in data.token_batches(Tok(), "w " * 25, 2, 10, batch_size=1)] == [(1, 10), (1, 10)]
+
+
+WIKITEXT2 = STORIES.parents[1] / "data" / "wikitext-2-raw" / "wiki.test.raw"
+
+
+@pytest.mark.skipif(not WIKITEXT2.exists(), reason="../shared/data/wikitext-2-raw not present")
+def test_wikitext2_text_is_the_papers_join_of_the_hf_rows():
+    from qpass import data
+
+    text = data.wikitext2_text(WIKITEXT2)
+    # HF rows "", " = Robert Boulter = \n", "", " Robert Boulter is ..." joined by blank lines (GPTQ's protocol)
+    assert text.startswith("\n\n = Robert Boulter = \n\n\n\n\n Robert Boulter is an English film")
+    assert text.count("\n\n") >= 4357  # 4,358 rows, one separator between each pair
+
+
+@pytest.mark.skipif(not (STORIES.exists() and WIKITEXT2.exists()), reason="../shared stories260K / wikitext-2-raw not present")
+def test_eval_on_wikitext2_and_on_a_text_file(tmp_path):
+    common = ("eval", "--model", str(STORIES), "--seq-len", "256", "--json")
+    wiki = json.loads(run(*common, "--eval-wikitext2", str(WIKITEXT2), "--eval-tokens", "2048").stdout)
+    assert wiki["text"].startswith("WikiText-2 test") and wiki["tokens"] == 2048 and 1 < wiki["ppl"] < 1e4
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"body": f"Lily saw {i} birds in the tree."}) for i in range(40)))
+    mine = json.loads(run(*common, "--eval-text", str(tmp_path / "t.jsonl"), "--eval-field", "body", "--eval-tokens", "0").stdout)
+    assert mine["text"] == str(tmp_path / "t.jsonl") and mine["tokens"] > 256 and mine["ppl"] != wiki["ppl"]
+    p = run(*common, "--eval-text", str(tmp_path / "t.jsonl"), "--eval-wikitext2", str(WIKITEXT2), check=False)
+    assert p.returncode == 2 and "give one of --eval-text and --eval-wikitext2" in p.stderr

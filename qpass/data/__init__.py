@@ -31,8 +31,7 @@ def join_paragraphs(raw: str) -> str:
 
 def austen_tokens(tokenizer, novel: str, max_tokens: int | None = None) -> torch.Tensor:
     """Token ids [N] of the novel (no special tokens), truncated to `max_tokens`."""
-    ids = tokenizer(austen_text(novel), add_special_tokens=False, return_tensors="pt").input_ids[0]
-    return ids if max_tokens is None else ids[:max_tokens]
+    return tokens(tokenizer, austen_text(novel), max_tokens)
 
 
 def read_text_file(path: str | os.PathLike, field: str | None = None) -> str:
@@ -75,10 +74,24 @@ def _jsonl_texts(lines, path: str, field: str):
         yield record[field]
 
 
+def wikitext2_text(path: str | os.PathLike) -> str:
+    """The WikiText-2 test split as perplexity papers score it (GPTQ's protocol): the Hugging Face rows of
+    `wikitext-2-raw-v1` (`wiki.test.raw`: one row per line, an empty row written as " \\n") joined by blank lines."""
+    raw = read_text_file(path)
+    rows = [line if line.strip() else "" for line in raw.splitlines(keepends=True)]
+    return "\n\n".join(rows)
+
+
+def tokens(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tensor:
+    """Token ids [N] of `text` (no special tokens), the first `max_tokens` of them (None or 0: all)."""
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+    return ids[:max_tokens] if max_tokens else ids
+
+
 def token_batches(tokenizer, text: str, num_samples: int, seq_len: int, batch_size: int = 4, what: str = "the text"):
     """`num_samples` consecutive, non-overlapping sequences of `seq_len` tokens of `text`, as [B, seq_len]
     batches; ValueError naming `what` when the text is too short."""
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0][: num_samples * seq_len]
+    ids = tokens(tokenizer, text, num_samples * seq_len)
     n = ids.numel() // seq_len
     if n < num_samples:
         raise ValueError(f"{what} has only {n} sequences of {seq_len} tokens ({ids.numel()} tokens); "
