@@ -102,10 +102,16 @@ def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike, *,
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     _write_hf_files(qmodel, path, tokenizer, ())  # first: config.json and model.safetensors below are ours
-    seen, out = {}, {}
-    for k, v in tensors.items():  # safetensors refuses shared storage (tied embeddings): store copies
+    # Tied weights (embedding and lm_head sharing one tensor) are written once, under the first name, as
+    # save_pretrained does: transformers ties them again on load because config.json says tie_word_embeddings.
+    # Without that flag a shared tensor is stored twice (safetensors refuses shared storage), so nothing is lost.
+    tied = bool(getattr(qmodel.config, "tie_word_embeddings", False))
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        if v.data_ptr() in seen and tied:
+            continue
         out[k] = v.contiguous().clone() if v.data_ptr() in seen else v.contiguous()
-        seen[v.data_ptr()] = k
+        seen.add(v.data_ptr())
     save_file({k: v.cpu() for k, v in out.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
     (path / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     return path

@@ -251,3 +251,30 @@ def test_compressed_tensors_refuses_partial_groups(tmp_path):
     with pytest.raises(ValueError, match="not a multiple of its group size 64"):
         qpass.save_compressed_tensors(q, tmp_path / "ct")
     assert not (tmp_path / "ct").exists()
+
+
+def test_compressed_tensors_export_writes_tied_weights_once(tmp_path):
+    """A model whose lm_head is tied to its embedding: the export stores that tensor once (as save_pretrained does)
+    and transformers ties it again on load, with the same logits as qpass's."""
+    import copy
+
+    import transformers as tf
+    from safetensors import safe_open
+
+    from tiny_models import CONFIGS
+
+    cfg = copy.deepcopy(CONFIGS["llama"]())
+    cfg.tie_word_embeddings = True
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    q = qpass.compile(model, W4A16_G32, progress=False, lower=False)
+    qpass.save_compressed_tensors(q, tmp_path / "ct")
+    with safe_open(str(tmp_path / "ct" / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys
+    m = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "ct", dtype=torch.float32).eval()
+    assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
+    ids = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids).logits, q(ids).logits, rtol=0, atol=1e-5)
