@@ -76,7 +76,9 @@ def compile(
     """
     recipe = resolve(recipe)
     start = time.perf_counter()
-    calib = [torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]) for b in calib] if calib is not None else None
+    device = next(model.parameters()).device  # calibration batches go where the model is
+    calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(device) for b in calib]
+             if calib is not None else None)
     check_calibration(recipe, calib)  # before copying the model
 
     qmodel = copy.deepcopy(model).eval()

@@ -22,9 +22,25 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=8192, help="evaluate on the first N tokens (0: all)")
     p.add_argument("--seq-len", type=int, default=512, help="perplexity window")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="where the model runs: cpu, cuda, cuda:1, ... (default: cuda when present)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="the model's weights and activations (default float32); statistics stay float32")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="where --model smollm2 keeps its one-time HF conversion (default $QPASS_CACHE or ~/.cache/qpass)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _load_model(args):
+    """(model on --device — default cuda when torch sees a GPU — in --dtype, tokenizer)."""
+    import torch
+
+    from . import models
+
+    model, tok = models.load(args.model, dtype=getattr(torch, args.dtype), cache_dir=args.cache_dir)
+    return model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu")), tok
 
 
 def _add_calib_args(p: argparse.ArgumentParser) -> None:
@@ -85,6 +101,18 @@ def check_args(args) -> None:
     _positive("--calib-samples", getattr(args, "calib_samples", None))
     _positive("--calib-seq-len", getattr(args, "calib_seq_len", None), 2)
     _check_text_file("--calib", getattr(args, "calib", None), "--calib-field", getattr(args, "calib_field", None))
+    _positive("--threads", getattr(args, "threads", None))
+    if getattr(args, "device", None):
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError as e:
+            raise ValueError(f"--device {args.device}: {e}") from None
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device {args.device}: qpass runs on cpu or cuda")
+        if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+            raise ValueError(f"--device {args.device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     if getattr(args, "overwrite", False) and not args.save:
         raise ValueError("--overwrite only applies with --save DIR")
     for flag, target in (("--save", getattr(args, "save", None)), ("--compressed-tensors", getattr(args, "compressed_tensors", None))):
@@ -135,14 +163,15 @@ def _quantize(args, recipe, model, tok):
 
 
 def cmd_quantize(args) -> dict:
-    from . import api, export, export_compressed, models
+    from . import api, export, export_compressed
     from .evaluate import perplexity
     from .recipe import resolve
 
     recipe = resolve(args.recipe)
-    model, tok = models.load(args.model, cache_dir=args.cache_dir)
+    model, tok = _load_model(args)
     ids, text_name = _eval_ids(args, tok)
-    out = {"model": args.model, "recipe": recipe.to_dict(), "eval": {"text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
+    out = {"model": args.model, "device": str(next(model.parameters()).device), "dtype": args.dtype,
+           "recipe": recipe.to_dict(), "eval": {"text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
     if recipe.needs_calibration or args.calib:
         c = recipe.calibration
         out["calibration"] = {"source": args.calib or args.calib_novel, "samples": args.calib_samples or c.num_samples,
@@ -181,15 +210,15 @@ def cmd_quantize(args) -> dict:
 
 
 def cmd_eval(args) -> dict:
-    from . import export, models
+    from . import export
     from .evaluate import perplexity
     from .recipe import resolve
 
-    model, tok = models.load(args.model, cache_dir=args.cache_dir)  # the tokenizer (and, without --load, the model)
+    model, tok = _load_model(args)  # the tokenizer (and, without --load, the model)
     ids, text_name = _eval_ids(args, tok)
     name = "full precision"
     if args.load:
-        model = export.load(args.load)
+        model = export.load(args.load, device=next(model.parameters()).device)
         name = f"{model.recipe.get('name', '?')} (loaded from {args.load})"
     elif args.recipe is not None:
         recipe = resolve(args.recipe)

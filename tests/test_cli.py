@@ -209,3 +209,29 @@ def test_eval_on_wikitext2_and_on_a_text_file(tmp_path):
     assert mine["text"] == str(tmp_path / "t.jsonl") and mine["tokens"] > 256 and mine["ppl"] != wiki["ppl"]
     p = run(*common, "--eval-text", str(tmp_path / "t.jsonl"), "--eval-wikitext2", str(WIKITEXT2), check=False)
     assert p.returncode == 2 and "give one of --eval-text and --eval-wikitext2" in p.stderr
+
+
+@pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
+def test_quantize_in_bfloat16_matches_float32():
+    """--dtype bfloat16 (on the CPU here; --device picks the GPU when there is one): the model, calibration and
+    evaluation run in bf16 and land within 1 % of the float32 perplexity."""
+    common = ("quantize", "--model", str(STORIES), "--recipe", "w8a8-static", "--calib-samples", "4",
+              "--calib-seq-len", "64", "--eval-tokens", "2048", "--seq-len", "256", "--device", "cpu", "--json")
+    f32 = json.loads(run(*common).stdout)
+    b16 = json.loads(run(*common, "--dtype", "bfloat16").stdout)
+    assert (b16["dtype"], b16["device"], f32["dtype"]) == ("bfloat16", "cpu", "float32")
+    assert abs(b16["ppl_after"] - f32["ppl_after"]) <= 0.01 * f32["ppl_after"], (b16["ppl_after"], f32["ppl_after"])
+
+
+def test_a_device_torch_cannot_see_is_refused_before_any_work(monkeypatch, capsys):
+    import torch
+
+    from qpass.cli import main
+
+    _no_model_loads(monkeypatch)
+    bad = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a machine without one)
+    assert main(["quantize", "--device", bad, "--no-eval"]) == 2
+    err = capsys.readouterr().err
+    assert f"--device {bad}: torch sees {torch.cuda.device_count()} CUDA device(s)" in err and err.count("\n") == 1
+    assert main(["quantize", "--device", "tpu", "--no-eval"]) == 2
+    assert "--device tpu" in capsys.readouterr().err
