@@ -22,10 +22,12 @@ from typing import Callable
 
 import torch
 import torch.fx as fx
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .analysis import analyze
 from .capture import CapturedGraph
 from .driver import plan_model
+from .passes import registry
 from .lowering.lower import group_size_warning, quantize_transform
 from .plan import Plan
 from .recipe import Recipe, RecipeError, resolve
@@ -84,6 +86,10 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
             f"backend='qpass': recipe {recipe.name!r} needs calibration data, which a torch.compile backend never "
             "sees; use qpass.compile(model, recipe, calib) for it, or a calibration-free recipe"
         )
+    edits = [p.name for p in recipe.passes if registry.get(p.name).edits_weights]
+    if edits:  # the backend plans on the user's live parameters: no pass may fold anything into them
+        raise RecipeError(f"backend='qpass': pass(es) {', '.join(edits)} edit the model's weights, which the backend "
+                          "works on in place; use qpass.compile (it quantizes a copy)")
     if any(p.name == "sale" and not p.options.taus for p in recipe.passes):
         raise RecipeError(
             "backend='qpass': the sale pass calibrates τ by running the model, which a torch.compile backend "
@@ -95,24 +101,32 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
     return recipe, bool(options.get("lower", True)), str(options.get("backend", "inductor")), mode
 
 
-def _plan(cap: CapturedGraph, recipe: Recipe, key: str) -> Plan:
-    """The graph's plan, made once per set of weights and recipe: kept on the live weight tensor of the graph's
-    first selected site (under the recipe and the graph's site names), so a recompilation (new shapes, prefill
-    vs decode) reuses it instead of re-running the passes; it goes away with the model."""
+# Plans per live weight tensor (the graph's first linear weight): a recompilation (new shapes, prefill vs decode)
+# reuses the plan instead of re-running the passes. Weakly keyed, so a plan goes away with its model, and kept
+# here rather than on the tensor (where pickling the model would carry it along).
+_PLANS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _plan(cap: CapturedGraph, recipe: Recipe) -> Plan:
+    """The graph's plan, made once per set of weights, recipe, graph sites, dtype and device (`model.to(...)`
+    keeps the Parameter objects but changes what the packed tensors must be)."""
     analysis = analyze(cap)
     params = _Parameters({cap.fqn_of[n]: t for n, t in cap.tensor_of.items()})
-    selected = [s.weight for s in analysis.linears]
-    anchor = params.get_parameter(selected[0]).__dict__.setdefault("_qpass_plans", {}) if selected else {}
-    cache_key = (key, tuple(s.name for s in analysis.linears))
-    if cache_key not in anchor:
-        anchor[cache_key] = plan_model(params, recipe, analysis, progress=False)
-    return anchor[cache_key]
+    if not analysis.linears:
+        return plan_model(params, recipe, analysis, progress=False)
+    anchor = params.get_parameter(analysis.linears[0].weight)
+    key = (recipe.to_json(), tuple(s.name for s in analysis.linears), anchor.dtype, anchor.device)
+    plans = _PLANS.setdefault(anchor, {})
+    if key not in plans:
+        plans[key] = plan_model(params, recipe, analysis, progress=False)
+    return plans[key]
 
 
 def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: bool) -> tuple[fx.GraphModule, list[int]]:
-    """(the planned and rewritten graph, positions of its parameter inputs) — the one transform of qpass.compile."""
+    """(the planned and rewritten graph, positions of the inputs whose tensors it baked in: the quantized sites'
+    weights) — the one transform of qpass.compile."""
     cap = capture_from_dynamo(gm, example_inputs)
-    plan = _plan(cap, recipe, recipe.to_json())
+    plan = _plan(cap, recipe)
     transform = quantize_transform(plan, lower)
     transform(cap)
     message = group_size_warning(transform.refused_groups, plan)
@@ -124,7 +138,8 @@ def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: b
     out = fx.GraphModule(gm, gm.graph)
     out.meta["qpass_lowering"] = dict(transform.outcomes)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    return out, [i for i, n in enumerate(placeholders) if n in cap.tensor_of]
+    baked = {sp.weight_fqn for sp in plan.quantized() if sp.weight is not None}
+    return out, [i for i, n in enumerate(placeholders) if cap.fqn_of.get(n) in baked]
 
 
 def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):

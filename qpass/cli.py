@@ -75,6 +75,11 @@ def _check_text_file(flag: str, path, field_flag: str | None = None, field: str 
     read_text_file(path, field)
 
 
+def _uses_calibration(recipe) -> bool:
+    """The recipe reads calibration data: it needs it, or a `sale` pass calibrates τ on it (when given no τ)."""
+    return recipe.needs_calibration or any(p.name == "sale" and not p.options.taus for p in recipe.passes)
+
+
 def _eval_ids(args, tok):
     """(token ids to evaluate on, what they are) from --eval-wikitext2, --eval-text or --eval-novel."""
     from . import data
@@ -137,10 +142,20 @@ def check_args(args) -> None:
             raise ValueError("eval: --load evaluates a saved model as it is; it takes no --recipe")
         if not (Path(args.load) / "manifest.json").is_file():
             raise FileNotFoundError(f"--load {args.load}: not a folder written by qpass quantize --save (no manifest.json)")
+    calib_flags = [f for f, v in (("--calib", "calib"), ("--calib-samples", "calib_samples"),
+                                  ("--calib-seq-len", "calib_seq_len")) if getattr(args, v, None)]
     if getattr(args, "recipe", None) is not None and args.command != "recipes":
         from .recipe import resolve
 
-        resolve(args.recipe)  # a malformed recipe names its bad key now, not after loading the model
+        recipe = resolve(args.recipe)  # a malformed recipe names its bad key now, not after loading the model
+        if calib_flags and not _uses_calibration(recipe):
+            raise ValueError(f"{calib_flags[0]}: recipe {recipe.name!r} uses no calibration data")
+        skip = recipe.calibration.skip_tokens
+        if getattr(args, "calib_seq_len", None) and args.calib_seq_len <= skip:
+            raise ValueError(f"--calib-seq-len must exceed the recipe's calibration.skip_tokens ({skip}), "
+                             f"got {args.calib_seq_len}")
+    elif calib_flags and args.command == "eval":
+        raise ValueError(f"{calib_flags[0]} applies when eval quantizes: give --recipe")
     if getattr(args, "model", "smollm2") != "smollm2":
         from .models import check_model_folder
 
@@ -151,7 +166,7 @@ def _quantize(args, recipe, model, tok):
     from . import api, data
 
     calib = None
-    if recipe.needs_calibration or args.calib:  # a given file also reaches passes that use data when offered (sale)
+    if _uses_calibration(recipe):
         c = recipe.calibration
         samples, seq_len = args.calib_samples or c.num_samples, args.calib_seq_len or c.seq_len
         if args.calib:
@@ -172,7 +187,7 @@ def cmd_quantize(args) -> dict:
     ids, text_name = _eval_ids(args, tok)
     out = {"model": args.model, "device": str(next(model.parameters()).device), "dtype": args.dtype,
            "recipe": recipe.to_dict(), "eval": {"text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
-    if recipe.needs_calibration or args.calib:
+    if _uses_calibration(recipe):
         c = recipe.calibration
         out["calibration"] = {"source": args.calib or args.calib_novel, "samples": args.calib_samples or c.num_samples,
                               "seq_len": args.calib_seq_len or c.seq_len}

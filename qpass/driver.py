@@ -45,9 +45,10 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
     graphs `analysis` describes. `calib`: token-id batches [B, T], required when `recipe.needs_calibration`
     (calibration runs `model`). Sites the recipe ignores, or that cannot be quantized (NaN/inf, GPTQ failure),
     are in `plan.skipped` with the reason. `observers`: statistics collected before ({site: ChannelObserver}
-    with what `calibration_statistics(recipe)` asks for), instead of calibrating here (ablations reuse them)."""
+    with what `calibration_statistics(recipe)` asks for, and the recipe's percentile when its observer is one),
+    instead of calibrating here (ablations reuse them)."""
     selected, skipped = select_sites(analysis, recipe.ignore)
-    if observers is None:
+    if not observers:
         check_calibration(recipe, calib)
         observers = {}
     if recipe.needs_calibration and not observers:

@@ -8,13 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .schema import RecipeError, join, opt
+from .schema import Checked, RecipeError, join, opt
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 
 
 @dataclass
-class WeightSpec:
+class WeightSpec(Checked):
+    schema_name = "weights"  # errors name `weights.<key>`, as in a recipe
+
     bits: int = opt(4, allowed=SUPPORTED_BITS)
     group_size: int | None = opt(64, range="[1, inf)", desc="a positive integer or null (one scale per row)")
     symmetric: bool = True
@@ -28,7 +30,9 @@ class WeightSpec:
 
 
 @dataclass
-class ActivationSpec:
+class ActivationSpec(Checked):
+    schema_name = "activations"  # errors name `activations.<key>`, as in a recipe
+
     bits: int = opt(8, allowed=SUPPORTED_BITS)
     granularity: Literal["per_token", "per_channel"] = "per_token"  # per_token is dynamic, per_channel static
     symmetric: bool = True
@@ -46,7 +50,9 @@ class ActivationSpec:
 
 
 @dataclass
-class CalibrationSpec:
+class CalibrationSpec(Checked):
+    schema_name = "calibration"  # errors name `calibration.<key>`, as in a recipe
+
     num_samples: int = opt(32, range="[1, inf)")  # sequences
     seq_len: int = opt(512, range="[2, inf)")
     # leave the first N tokens of each sequence out of the statistics (attention sinks)

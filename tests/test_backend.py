@@ -158,3 +158,25 @@ def test_a_second_model_of_the_same_class_runs_its_own_weights():
             out = torch.compile(second, backend="qpass", options=options)(ids).logits
         again = torch.compile(second, backend="qpass", options=options)(ids).logits  # cached: no new plan
     assert _rel(out, expect) < 1e-4 and torch.equal(out, again)
+
+
+def test_a_plan_follows_the_model_to_another_dtype():
+    """model.to(dtype) keeps the Parameter objects; the next compilation must not reuse the float32 plan."""
+    torch._dynamo.reset()
+    model = tiny_model("llama")
+    compiled = torch.compile(model, backend="qpass", options={"recipe": "w8a16", "backend": "eager"})
+    with torch.no_grad():
+        compiled(_ids())
+        model.to(torch.bfloat16)
+        out = compiled(_ids()).logits
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_weight_editing_passes_are_refused_by_the_backend():
+    from qpass import ActivationSpec, PassSpec, Recipe
+
+    recipe = Recipe("s", weights=None, activations=ActivationSpec(granularity="per_token"),
+                    passes=[PassSpec("smoothquant")])
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="needs calibration data|edit the model's weights"):
+        torch.compile(tiny_model("llama"), backend="qpass", options={"recipe": recipe})(_ids())

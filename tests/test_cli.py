@@ -151,7 +151,7 @@ def test_calibrate_on_the_users_own_text(tmp_path):
 
 
 @pytest.mark.parametrize("content, argv, message", [
-    ('{"content": "hi"}\n', ["--calib", "{f}.jsonl"], ":1: no 'text' field (use --calib-field"),
+    ('{"content": "hi"}\n', ["--calib", "{f}.jsonl"], ":1: no 'text' field (name the field that holds the text)"),
     ('{"text": 3}\n', ["--calib", "{f}.jsonl"], "field 'text' holds int, not text"),
     ('{"text": "a"}\nnot json\n', ["--calib", "{f}.jsonl"], ":2: not a JSON object"),
     ("   \n", ["--calib", "{f}.txt"], "holds no text"),
@@ -159,6 +159,7 @@ def test_calibrate_on_the_users_own_text(tmp_path):
     ("some text", ["--calib-field", "text"], "--calib-field only applies with --calib"),
     ("some text", ["--calib", "{f}.missing.txt"], "no such file"),
     ("some text", ["--calib", "{f}.txt", "--calib-seq-len", "1"], "--calib-seq-len must be an integer of at least 2"),
+    ("some text", ["--calib", "{f}.txt", "--recipe", "w4a16"], "recipe 'w4a16' uses no calibration data"),
 ])
 def test_calibration_file_errors_come_before_any_work(content, argv, message, tmp_path, monkeypatch, capsys):
     from qpass.cli import main
@@ -221,6 +222,19 @@ def test_quantize_in_bfloat16_matches_float32():
     b16 = json.loads(run(*common, "--dtype", "bfloat16").stdout)
     assert (b16["dtype"], b16["device"], f32["dtype"]) == ("bfloat16", "cpu", "float32")
     assert abs(b16["ppl_after"] - f32["ppl_after"]) <= 0.01 * f32["ppl_after"], (b16["ppl_after"], f32["ppl_after"])
+
+
+def test_calibration_flags_without_a_recipe_that_reads_data_are_refused(tmp_path, monkeypatch, capsys):
+    from qpass.cli import main
+
+    _no_model_loads(monkeypatch)
+    assert main(["eval", "--calib-samples", "3"]) == 2
+    assert "--calib-samples applies when eval quantizes: give --recipe" in capsys.readouterr().err
+    r = tmp_path / "r.yaml"
+    r.write_text("weights: {bits: 8, group_size: null}\nactivations: {granularity: per_channel}\n"
+                 "calibration: {skip_tokens: 4}\n")
+    assert main(["quantize", "--recipe", str(r), "--calib-seq-len", "4", "--no-eval"]) == 2
+    assert "--calib-seq-len must exceed the recipe's calibration.skip_tokens (4), got 4" in capsys.readouterr().err
 
 
 def test_a_device_torch_cannot_see_is_refused_before_any_work(monkeypatch, capsys):

@@ -68,7 +68,7 @@ def _jsonl_texts(lines, path: str, field: str):
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{i}: not a JSON object ({e.msg})") from None
         if not isinstance(record, dict) or field not in record:
-            raise ValueError(f"{path}:{i}: no {field!r} field (use --calib-field to name the text's field)")
+            raise ValueError(f"{path}:{i}: no {field!r} field (name the field that holds the text)")
         if not isinstance(record[field], str):
             raise ValueError(f"{path}:{i}: field {field!r} holds {type(record[field]).__name__}, not text")
         yield record[field]

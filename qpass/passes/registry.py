@@ -2,8 +2,9 @@
 
 A pass is `run(ctx: PassContext, options) -> None`; it reads and edits `ctx` (the model copy, the plan). Its
 entry declares everything the driver needs to know before running it: the options dataclass (validated once,
-when the recipe is — `PassSpec.options` is then an instance of it), whether it needs calibration data, and the
-optional calibration statistics it reads (`statistics(options) -> ChannelObserver keyword options`). To add a
+when the recipe is — `PassSpec.options` is then an instance of it), whether it needs calibration data, the
+optional calibration statistics it reads (`statistics(options) -> ChannelObserver keyword options`), and
+whether it edits the model's weights. To add a
 pass: write its module (options dataclass deriving `qpass.schema.Checked`, and the function), add a row below.
 """
 from __future__ import annotations
@@ -22,16 +23,14 @@ class PassInfo:
     options: type  # the pass's options dataclass
     needs_calibration: bool = False
     statistics: Callable[[object], dict] | None = None  # options -> extra ChannelObserver statistics
-
-    @property
-    def doc(self) -> str:
-        return (self.run.__doc__ or "").strip().split("\n")[0]
+    edits_weights: bool = False  # folds factors into the model's parameters (the torch.compile backend refuses it)
 
 
 _PASSES = {p.name: p for p in (
     PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions),
-    PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True),
-    PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics),
+    PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True,
+             edits_weights=True),
+    PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics, edits_weights=True),
     PassInfo("sale", sale.sale, sale.SaleOptions),
 )}
 
