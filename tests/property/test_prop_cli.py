@@ -79,8 +79,8 @@ def bad_argv(draw, base: Path, parse_errors: bool = True):
                  "file.txt"])))]
         elif e == "recipe_missing":
             argv += ["--recipe", draw(st.sampled_from(["nope", str(base / "missing.yaml"), "W4A16", "w4a16 "]))]
-        elif e == "eval_tokens":
-            v = draw(bad_int)
+        elif e == "eval_tokens":  # 0 means "the whole text": bad is below 0
+            v = draw(bad_int.filter(lambda x: x != "0"))
             argv += [f"--eval-tokens={v}"]
             parse_level |= not v.lstrip("-").isdigit()
         elif e == "seq_len":
