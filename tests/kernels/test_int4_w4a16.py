@@ -6,7 +6,7 @@ from qpass.kernels import formats as F
 from qpass.kernels.int4 import reference as R
 from qpass.kernels.int4.w4a16 import w4a16_linear_triton
 
-from kernels_util import rel_err
+from kernels_util import rel_err, w4a16_case
 
 # (M, N, K, group, symmetric, dtype): M = 1, odd M, K tails (K % 8, % G, % BLOCK_K), N tails, every group
 CASES = [
@@ -35,18 +35,9 @@ CASES = [
 ]
 
 
-def _make(M, N, K, G, sym, dtype, bias=True):
-    w = torch.randn(N, K)
-    q, s, z = F.quantize_int4(w, G, sym)
-    p = F.pack_int4(q)
-    x = torch.randn(M, K).to(dtype)
-    b = torch.randn(N).to(dtype) if bias else None
-    return x, p, s.to(dtype), (z.to(dtype) if z is not None else None), b
-
-
 @pytest.mark.parametrize("M,N,K,G,sym,dtype", CASES)
 def test_w4a16_matches_reference(M, N, K, G, sym, dtype):
-    x, p, s, z, b = _make(M, N, K, G, sym, dtype, bias=(M % 2 == 1))
+    x, p, s, z, b = w4a16_case(M, N, K, G, sym, dtype, bias=(M % 2 == 1))
     y = w4a16_linear_triton(x, p, s, z, b, G)
     yr = R.w4a16_linear_ref(x, p, s, z, b, G)
     assert y.shape == (M, N) and y.dtype == dtype
@@ -56,14 +47,14 @@ def test_w4a16_matches_reference(M, N, K, G, sym, dtype):
 
 @pytest.mark.parametrize("M,N,K,G,sym", [(1, 64, 200, 64, True), (4, 48, 256, 128, False), (1, 40, 172, -1, False)])
 def test_w4a16_both_kernels_any_m(M, N, K, G, sym):
-    x, p, s, z, b = _make(M, N, K, G, sym, torch.float16)
+    x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16)
     yr = R.w4a16_linear_ref(x, p, s, z, b, G)
     for kernel in ("gemv2", "tc"):  # the "gemv" variant: test_variants.py
         assert rel_err(w4a16_linear_triton(x, p, s, z, b, G, kernel=kernel), yr) < 2e-3
 
 
 def test_w4a16_3d_input():
-    x, p, s, z, b = _make(6, 64, 128, 64, True, torch.float16)
+    x, p, s, z, b = w4a16_case(6, 64, 128, 64, True, torch.float16)
     y = w4a16_linear_triton(x.view(2, 3, 128), p, s, z, b, 64)
     assert y.shape == (2, 3, 64)
     assert rel_err(y.reshape(6, 64), R.w4a16_linear_ref(x, p, s, z, b, 64)) < 2e-3

@@ -2,11 +2,10 @@
 import pytest
 import torch
 
-from qpass.kernels import formats as F
 from qpass.kernels.ternary import reference as R
 from qpass.kernels.ternary.ternary import ternary_linear_triton
 
-from kernels_util import rel_err
+from kernels_util import rel_err, ternary_case
 
 CASES = [  # (M, N, K, group, dtype)
     (1, 64, 256, 128, torch.float16),
@@ -33,16 +32,9 @@ CASES = [  # (M, N, K, group, dtype)
 ]
 
 
-def _make(M, N, K, G, dtype, bias=True):
-    t1, t2, a1, a2 = F.quantize_ternary(torch.randn(N, K), G)
-    x = torch.randn(M, K).to(dtype)
-    b = torch.randn(N).to(dtype) if bias else None
-    return x, F.pack_trits(t1), F.pack_trits(t2), a1.to(dtype), a2.to(dtype), b
-
-
 @pytest.mark.parametrize("M,N,K,G,dtype", CASES)
 def test_ternary_matches_reference(M, N, K, G, dtype):
-    x, p1, p2, a1, a2, b = _make(M, N, K, G, dtype, bias=(M % 2 == 1))
+    x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, dtype, bias=(M % 2 == 1))
     y = ternary_linear_triton(x, p1, p2, a1, a2, b, G)
     yr = R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)
     assert y.shape == (M, N) and y.dtype == dtype
@@ -51,7 +43,7 @@ def test_ternary_matches_reference(M, N, K, G, dtype):
 
 @pytest.mark.parametrize("M,N,K,G", [(1, 64, 200, 64), (3, 48, 256, 128), (1, 40, 172, -1)])
 def test_ternary_both_kernels_any_m(M, N, K, G):
-    x, p1, p2, a1, a2, b = _make(M, N, K, G, torch.float16)
+    x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, torch.float16)
     yr = R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)
     for kernel in ("gemv2", "tc"):  # the "gemv" variant: test_variants.py
         assert rel_err(ternary_linear_triton(x, p1, p2, a1, a2, b, G, kernel=kernel), yr) < 2e-3

@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from qpass.kernels import formats as F
 from qpass.kernels.int4 import reference as R4
 from qpass.kernels.sale import reference as RS
 from qpass.kernels.ternary import reference as RT
 
-from kernels_util import rel_err
+from kernels_util import rel_err, ternary_case, w4a16_case
 
 VARIANTS = Path(__file__).resolve().parents[2] / "benchmarks" / "variants"
 
@@ -31,32 +30,16 @@ class R:  # the references the moved tests call
     ternary_linear_ref = staticmethod(RT.ternary_linear_ref)
 
 
-def _w4a16(M, N, K, G, sym, dtype, bias=True):
-    w = torch.randn(N, K)
-    q, s, z = F.quantize_int4(w, G, sym)
-    p = F.pack_int4(q)
-    x = torch.randn(M, K).to(dtype)
-    b = torch.randn(N).to(dtype) if bias else None
-    return x, p, s.to(dtype), (z.to(dtype) if z is not None else None), b
-
-
-def _ternary(M, N, K, G, dtype, bias=True):
-    t1, t2, a1, a2 = F.quantize_ternary(torch.randn(N, K), G)
-    x = torch.randn(M, K).to(dtype)
-    b = torch.randn(N).to(dtype) if bias else None
-    return x, F.pack_trits(t1), F.pack_trits(t2), a1.to(dtype), a2.to(dtype), b
-
-
 @pytest.mark.parametrize("M,N,K,G,sym", [(1, 64, 200, 64, True), (4, 48, 256, 128, False), (1, 40, 172, -1, False)])
 def test_w4a16_gemv_variant_any_m(M, N, K, G, sym):
-    x, p, s, z, b = _w4a16(M, N, K, G, sym, torch.float16)
+    x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16)
     assert rel_err(W.w4a16_variant(x, p, s, z, b, G, kernel="gemv"), R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
 
 
 @pytest.mark.parametrize("M,N,K,G,sym,unpack", [(3, 40, 200, 64, True, 0), (5, 33, 256, -1, False, 1),
                                                  (2, 48, 192, 32, False, 0), (4, 64, 256, 128, True, 1)])
 def test_w4a16_fused_mm(M, N, K, G, sym, unpack):
-    x, p, s, z, b = _w4a16(M, N, K, G, sym, torch.float16)
+    x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16)
     cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=2, UNPACK=unpack, num_warps=4, num_stages=2)
     y = W.w4a16_variant(x, p, s, z, b, G, kernel="mm", config=cfg)
     assert rel_err(y, R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
@@ -64,20 +47,20 @@ def test_w4a16_fused_mm(M, N, K, G, sym, unpack):
 
 @pytest.mark.parametrize("M,N,K,G,sym", [(1, 64, 200, 64, True), (2, 40, 172, -1, False), (1, 96, 256, 32, False)])
 def test_w4a16_gemv3_variant(M, N, K, G, sym):
-    x, p, s, z, b = _w4a16(M, N, K, G, sym, torch.float16)
+    x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16)
     assert rel_err(W.w4a16_variant(x, p, s, z, b, G, kernel="gemv3"), R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
 
 
 @pytest.mark.parametrize("M,N,K,G", [(1, 64, 200, 64), (3, 48, 256, 128), (1, 40, 172, -1)])
 def test_ternary_gemv_variant_any_m(M, N, K, G):
-    x, p1, p2, a1, a2, b = _ternary(M, N, K, G, torch.float16)
+    x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, torch.float16)
     yr = R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)
     assert rel_err(T.ternary_variant(x, p1, p2, a1, a2, b, G, kernel="gemv"), yr) < 2e-3
 
 
 @pytest.mark.parametrize("M,N,K,G", [(1, 64, 200, 64), (2, 40, 172, -1), (1, 96, 256, 32)])
 def test_ternary_gemv3_variant(M, N, K, G):
-    x, p1, p2, a1, a2, b = _ternary(M, N, K, G, torch.float16)
+    x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, torch.float16)
     yr = R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)
     assert rel_err(T.ternary_variant(x, p1, p2, a1, a2, b, G, kernel="gemv3"), yr) < 2e-3
 
