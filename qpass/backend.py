@@ -90,10 +90,10 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
     if edits:  # the backend plans on the user's live parameters: no pass may fold anything into them
         raise RecipeError(f"backend='qpass': pass(es) {', '.join(edits)} edit the model's weights, which the backend "
                           "works on in place; use qpass.compile (it quantizes a copy)")
-    if any(p.name == "sale" and not p.options.taus for p in recipe.passes):
+    if recipe.runs_model:
         raise RecipeError(
-            "backend='qpass': the sale pass calibrates τ by running the model, which a torch.compile backend "
-            "cannot do; give `taus` in its options (e.g. from a qpass.compile model: {m: p.taus for m, p in qpass_state.plan.attention.items()}) or use qpass.compile"
+            "backend='qpass': a pass of this recipe calibrates by running the model (sale: its τ), which a "
+            "torch.compile backend cannot do; give `taus` in the sale pass's options (e.g. from a qpass.compile model: {m: p.taus for m, p in qpass_state.plan.attention.items()}) or use qpass.compile"
         )
     mode = options.get("mode")
     if mode is not None and mode not in _MODES:

@@ -76,8 +76,8 @@ def _check_text_file(flag: str, path, field_flag: str | None = None, field: str 
 
 
 def _uses_calibration(recipe) -> bool:
-    """The recipe reads calibration data: it needs it, or a `sale` pass calibrates τ on it (when given no τ)."""
-    return recipe.needs_calibration or any(p.name == "sale" and not p.options.taus for p in recipe.passes)
+    """The recipe reads calibration data: it needs it, or a pass runs the model on data (SALE without τ)."""
+    return recipe.needs_calibration or recipe.runs_model
 
 
 def _eval_ids(args, tok):

@@ -118,6 +118,12 @@ class Recipe:
             f.write(text)
 
     @property
+    def runs_model(self) -> bool:
+        """A pass of this recipe runs the model on data (it uses calibration data when given, e.g. SALE's τ)."""
+        return any(registry.get(p.name).runs_model is not None and registry.get(p.name).runs_model(p.options)
+                   for p in self.passes)
+
+    @property
     def needs_calibration(self) -> bool:
         a = self.activations
         return bool(

@@ -3,8 +3,8 @@
 A pass is `run(ctx: PassContext, options) -> None`; it reads and edits `ctx` (the model copy, the plan). Its
 entry declares everything the driver needs to know before running it: the options dataclass (validated once,
 when the recipe is — `PassSpec.options` is then an instance of it), whether it needs calibration data, the
-optional calibration statistics it reads (`statistics(options) -> ChannelObserver keyword options`), and
-whether it edits the model's weights. To add a
+optional calibration statistics it reads (`statistics(options) -> ChannelObserver keyword options`), whether it
+edits the model's weights, and whether (given its options) it runs the model on data of its own accord. To add a
 pass: write its module (options dataclass deriving `qpass.schema.Checked`, and the function), add a row below.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ class PassInfo:
     needs_calibration: bool = False
     statistics: Callable[[object], dict] | None = None  # options -> extra ChannelObserver statistics
     edits_weights: bool = False  # folds factors into the model's parameters (the torch.compile backend refuses it)
+    runs_model: Callable[[object], bool] | None = None  # options -> runs the model on data (calibration text)
 
 
 _PASSES = {p.name: p for p in (
@@ -31,7 +32,7 @@ _PASSES = {p.name: p for p in (
     PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True,
              edits_weights=True),
     PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics, edits_weights=True),
-    PassInfo("sale", sale.sale, sale.SaleOptions),
+    PassInfo("sale", sale.sale, sale.SaleOptions, runs_model=sale.runs_model),
 )}
 
 

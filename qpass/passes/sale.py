@@ -213,6 +213,11 @@ def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
         return torch.randint(0, vocab, (1, opts.calib_tokens), generator=torch.Generator().manual_seed(0))
 
 
+def runs_model(opts: SaleOptions) -> bool:
+    """The pass runs the model (on the calibration data, else a shipped novel) unless it is given its τ."""
+    return opts.taus is None
+
+
 def sale(ctx: PassContext, opts: SaleOptions) -> None:
     """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `Plan.attention`."""
     if opts.taus is not None:
