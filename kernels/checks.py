@@ -140,7 +140,7 @@ def check_ternary(x, t1, t2, alpha1, alpha2, bias, group_size, op="qpass::ternar
     same_device(op, "x", x, t1=t1, t2=t2, alpha1=alpha1, alpha2=alpha2, bias=bias)
 
 
-def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op: str) -> None:
+def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op: str, group_size: int = 0) -> None:
     dtype_is(op, "x_int8", x_int8, torch.int8)
     K = last_dim(op, "x_int8", x_int8)
     if w4:
@@ -152,7 +152,13 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
         _check(w.shape[1] == K, op, lambda: f"w_int8 is {_shape(w)} but x_int8's last dim is K={K}: w_int8 must be [N, K]")
         wname = "w_int8"
     N = w.shape[0]
-    row_vector(op, "w_scale", w_scale, N)
+    int_arg(op, "group_size", group_size)
+    if group_size > 0:
+        _value(group_size >= K or group_size % 32 == 0, op,
+               f"group_size must be <= 0 (one step per row), >= K, or a multiple of 32 (the int8 MMA's K), got {group_size}")
+        group_scales(op, "w_scale", w_scale, N, num_groups(op, K, group_size), group_size)
+    else:
+        row_vector(op, "w_scale", w_scale, N)
     if x_scale is not None:
         float_tensor(op, "x_scale", x_scale)
         rows = rows_of(x_int8)
@@ -164,9 +170,9 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
     same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias)
 
 
-def check_quantize(x, scale, qmax, op="qpass::quantize_activation_int8") -> None:
+def check_quantize(x, scale, qmax, zero=None, gather=None, op="qpass::quantize_activation_int8") -> None:
     float_tensor(op, "x", x)
-    last_dim(op, "x", x)
+    K = last_dim(op, "x", x)
     int_arg(op, "qmax", qmax)
     _value(1 <= qmax <= 127, op, f"qmax must lie in [1, 127] (127 for int8, 7 for int4 values), got {qmax}")
     if scale is not None:
@@ -176,6 +182,16 @@ def check_quantize(x, scale, qmax, op="qpass::quantize_activation_int8") -> None
         _check(n == 1 or n == rows, op, lambda: (
             f"scale has {n} elements; a static step is one scalar or one per row of x ({rows} rows)"))
         same_device(op, "x", x, scale=scale)
+    if gather is not None:
+        _type(gather.dtype in (torch.int32, torch.int64), op, f"gather must be int32 or int64, got {gather.dtype}")
+        ndim(op, "gather", gather, 1, "[K'] (the input column of each output column)")
+        same_device(op, "x", x, gather=gather)
+        K = gather.shape[0]
+    if zero is not None:
+        _value(scale is not None, op, "zero needs a static step (scale): dynamic steps are symmetric")
+        float_tensor(op, "zero", zero)
+        shape_is(op, "zero", zero, (K,), "[K'] (one zero point per output column)")
+        same_device(op, "x", x, zero=zero)
 
 
 # ------------------------------------------------------------------ attention

@@ -1,34 +1,115 @@
-"""W8A8: int8 weights (per output row, symmetric) × int8 activations — dynamic per-token, or static with one
-step (QSM/SmoothQuant migrate per-channel steps into producers, leaving a step of 1): `qpass::int8_linear`."""
+"""The integer-GEMM rules: int8 weights × int8 activations (`qpass::int8_linear`), and the shared front and back
+of every int-GEMM rule (lowering/w4a8.py uses them too).
+
+Activations are dynamic per-token, or static (QSM / SmoothQuant migrate per-channel steps into the producers and
+leave one step, usually 1). A static site's quantizer also takes what QSM planned around the GEMM, so nothing else
+runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; their constant
+contribution to every output, sum_k s[n, g(k)] z_k W[n, k], is folded into the bias), and the channel gather (sort by
+step, split copies, zero pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
+or per (row, group of a multiple of 32). Guarded sites (QSM `keep_first` / `outlier_guard`) recompute their
+full-precision tokens with `qpass::restore_guarded_rows`.
+"""
 from __future__ import annotations
 
 import torch
 
-from .pattern import ACT_CHANNEL, ACT_TOKEN, DEQ_INT, Emit, LinearMatch, Pattern, Rule, uniform_step
+from .guarded_rows import restore_guarded_rows  # noqa: F401  (registers qpass::restore_guarded_rows)
+from .pattern import ACT_GUARDED, ACT_TOKEN, ACT_CHANNEL, DEQ_INT, Emit, LinearMatch, Pattern, Rule, int_group_ok, \
+    uniform_step
 
-_W8 = dict(weight_op=DEQ_INT, weight_bits=(8,), act_bits=(8,), symmetric_weight=True, per_row_weight_scale=True)
-DYNAMIC = Pattern(act_op=ACT_TOKEN, **_W8)
-STATIC = Pattern(act_op=ACT_CHANNEL, static_uniform_step=True, **_W8)
+
+def int_patterns(**kernel) -> tuple[Pattern, Pattern, Pattern]:
+    """(dynamic, static, guarded static) patterns of one integer kernel."""
+    common = dict(weight_op=DEQ_INT, symmetric_weight=True, group_ok=int_group_ok, **kernel)
+    static = dict(static_uniform_step=True, act_zero_points=True, **common)
+    return (Pattern(act_op=ACT_TOKEN, **common), Pattern(act_op=ACT_CHANNEL, **static),
+            Pattern(act_op=ACT_GUARDED, **static))
+
+
+def _gather(m: LinearMatch) -> torch.Tensor | None:
+    return None if m.plan.gather is None else m.plan.gather.to(torch.int32)
+
+
+def _signed_zero(m: LinearMatch) -> torch.Tensor:
+    """Per-GEMM-column zero point z - 2**(bits-1) (gathered order; 0 for padding columns, which read x = 0)."""
+    a = m.plan.activation
+    z = a.zero.float().reshape(-1) - 2 ** (a.bits - 1)
+    g = m.plan.gather
+    return z if g is None else torch.cat([z, z.new_zeros(1)])[g.clamp(max=z.numel()).long()]
+
+
+def _weight_steps(m: LinearMatch) -> torch.Tensor:
+    """[N] per-row or [N, groups] per-group weight steps, fp32."""
+    w = m.plan.weight
+    grouped = bool(w.group_size) and w.group_size < m.in_features
+    return w.scale.float() if grouped else w.scale.float().reshape(-1)
+
+
+def _group(m: LinearMatch) -> int:
+    w = m.plan.weight
+    return w.group_size if w.group_size and w.group_size < m.in_features else 0
 
 
 def quantize_input(m: LinearMatch, e: Emit):
-    """(int8 activation after the site's gather, per-row step): the shared front half of every int-GEMM rule."""
-    qmax = 2 ** (m.plan.activation.bits - 1) - 1
-    step = None
-    if m.act_op is ACT_CHANNEL:
-        s = uniform_step(m.plan)
-        step = e.const("input_step", lambda: torch.tensor([s], dtype=torch.float32, device=m.plan.activation.scale.device))
-    qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, step, qmax)
-    return e.regather(e.item(qx, 0)), e.item(qx, 1)
+    """(int8 activation codes in the GEMM's column order, per-row step or None when it is 1)."""
+    a = m.plan.activation
+    qmax = 2 ** (a.bits - 1) - 1
+    if m.act_op is ACT_TOKEN:
+        qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, None, qmax)
+        return e.regather(e.item(qx, 0)), e.item(qx, 1)
+    s = uniform_step(m.plan)
+    step = e.const("input_step", lambda: torch.tensor([s], dtype=torch.float32, device=a.scale.device))
+    zero = e.const("input_zero", lambda: _signed_zero(m)) if a.zero is not None else None
+    gather = e.const("input_gather", lambda: _gather(m)) if m.plan.gather is not None else None
+    qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, step, qmax, zero, gather)
+    return e.item(qx, 0), (None if s == 1.0 else e.item(qx, 1))
 
 
-def replace(m: LinearMatch, e: Emit):
-    w = m.plan.weight
-    xq, xs = quantize_input(m, e)
-    wq = e.const("qweight_int8", lambda: w.qweight.to(torch.int8))
-    ws = e.const("weight_scale", lambda: w.scale.float().reshape(-1))
-    return e.call(torch.ops.qpass.int8_linear.default, xq, wq, ws, xs, m.bias, m.out_dtype)
+def gemm_bias(m: LinearMatch, e: Emit, w_int: torch.Tensor):
+    """The bias the GEMM adds: the site's own, minus the zero points' constant contribution (fp32)."""
+    if m.plan.activation is None or m.plan.activation.zero is None or m.act_op is ACT_TOKEN:
+        return m.bias
+
+    def correction():
+        steps = _weight_steps(m).double()
+        K = w_int.shape[1]
+        G = _group(m)
+        s = steps.repeat_interleave(G, 1)[:, :K] if G else steps[:, None]
+        return -((w_int.double() * s) @ _signed_zero(m).double()).float()
+
+    c = e.const("zero_correction", correction)
+    return c if m.bias is None else e.call(torch.add, m.bias, c)
 
 
-RULES = [Rule("w8a8", DYNAMIC, replace, "qpass::int8_linear"),
-         Rule("w8a8-static", STATIC, replace, "qpass::int8_linear")]
+def int_linear(op, packed_weight, int_codes):
+    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group)`, preceded by the
+    site's quantizer and followed, for guarded sites, by the full-precision rows."""
+
+    def replace(m: LinearMatch, e: Emit):
+        xq, xs = quantize_input(m, e)
+        wq = e.const("qweight", lambda: packed_weight(m.plan.weight.qweight))
+        ws = e.const("weight_scale", lambda: _weight_steps(m))
+        bias = gemm_bias(m, e, int_codes(m.plan.weight.qweight))
+        y = e.call(op, xq, wq, ws, xs, bias, m.out_dtype, _group(m))
+        if m.act_op is not ACT_GUARDED:
+            return y
+        keep_first, outlier = m.act.args[4], m.act.args[5]
+        a = m.plan.activation
+        scale = e.const("input_scale", lambda: a.scale.float())
+        zero = e.const("input_zero_raw", lambda: a.zero.float()) if a.zero is not None else None
+        gather = e.const("input_gather", lambda: _gather(m)) if m.plan.gather is not None else None
+        return e.call(torch.ops.qpass.restore_guarded_rows.default, y, m.x, scale, zero, a.bits, keep_first,
+                      outlier, gather, wq, ws, _group(m), m.bias)
+
+    return replace
+
+
+def _int8(q: torch.Tensor) -> torch.Tensor:
+    return q.to(torch.int8)
+
+
+DYNAMIC, STATIC, GUARDED = int_patterns(weight_bits=(8,), act_bits=(8,))
+_replace = int_linear(torch.ops.qpass.int8_linear.default, _int8, _int8)
+RULES = [Rule("w8a8", DYNAMIC, _replace, "qpass::int8_linear"),
+         Rule("w8a8-static", STATIC, _replace, "qpass::int8_linear"),
+         Rule("w8a8-static-guarded", GUARDED, _replace, "qpass::int8_linear + qpass::restore_guarded_rows")]

@@ -30,10 +30,13 @@ DEQ_INT = torch.ops.qpass.dequantize_weight.default
 DEQ_TRIT = torch.ops.qpass.dequantize_trit_planes.default
 ACT_TOKEN = torch.ops.qpass.fake_quant_per_token.default
 ACT_CHANNEL = torch.ops.qpass.fake_quant_per_channel.default
+ACT_GUARDED = torch.ops.qpass.fake_quant_per_channel_guarded.default  # QSM keep_first / outlier_guard
+ACT_OPS = (ACT_TOKEN, ACT_CHANNEL, ACT_GUARDED)
 GATHER_OPS = (torch.nn.functional.pad, torch.index_select)  # channel sort / split / pad (QSM), re-applied after quantizing
 
 _OP_NAMES = {DEQ_INT: "dequantize_weight", DEQ_TRIT: "dequantize_trit_planes", ACT_TOKEN: "fake_quant_per_token",
-             ACT_CHANNEL: "fake_quant_per_channel", None: "no activation quantization"}
+             ACT_CHANNEL: "fake_quant_per_channel", ACT_GUARDED: "fake_quant_per_channel_guarded",
+             None: "no activation quantization"}
 
 
 @dataclass
@@ -44,11 +47,12 @@ class LinearMatch:
     site: str
     plan: SitePlan
     x: fx.Node  # the activation op's input (or the linear's input when there is none)
-    act_op: object  # ACT_TOKEN | ACT_CHANNEL | None
+    act_op: object  # ACT_TOKEN | ACT_CHANNEL | ACT_GUARDED | None
     weight_op: object  # DEQ_INT | DEQ_TRIT
     bias: fx.Node | None
     gather: list[fx.Node] = field(default_factory=list)  # nodes between the activation op and the linear
     in_features: int = 0  # K the kernel sees (after gather)
+    act: fx.Node | None = None  # the activation op's node (its arguments: the guard's keep_first / outlier)
 
     @property
     def out_dtype(self) -> torch.dtype:
@@ -77,38 +81,48 @@ def match_linear(node: fx.Node, plan: SitePlan) -> LinearMatch | None:
         gather.insert(0, x)
         x = x.args[0]
     act_op = None
-    if isinstance(x, fx.Node) and x.op == "call_function" and x.target in (ACT_TOKEN, ACT_CHANNEL):
-        act_op, x = x.target, x.args[0]
+    act = None
+    if isinstance(x, fx.Node) and x.op == "call_function" and x.target in ACT_OPS:
+        act, act_op, x = x, x.target, x.args[0]
     w_codes = plan.weight.t1 if w.target is DEQ_TRIT else plan.weight.qweight
-    return LinearMatch(node, plan.site, plan, x, act_op, w.target, bias, gather, int(w_codes.shape[-1]))
+    return LinearMatch(node, plan.site, plan, x, act_op, w.target, bias, gather, int(w_codes.shape[-1]), act)
 
 
 def kernel_group_ok(K: int, group_size: int) -> bool:
-    """The Triton kernels' group-size support (other sizes would silently run the reference)."""
+    """The W4A16 / ternary Triton kernels' group-size support (other sizes would silently run the reference)."""
     from qpass.kernels.int4.w4a16 import supported_group  # imports triton: only when a rule is tried
 
     return supported_group(K, group_size)
 
 
-# What kernel_group_ok accepts (kernels/int4/w4a16.py supported_group), in words for refusals and warnings.
+def int_group_ok(K: int, group_size: int) -> bool:
+    """The integer GEMMs' (int8 / W4A8) group-size support."""
+    from qpass.kernels.int8.gemm import int_group_ok as ok  # imports triton: only when a rule is tried
+
+    return ok(K, group_size)
+
+
+# What each group check accepts, in words for refusals and warnings.
 KERNEL_GROUPS = "a power of two ≥ 16, a multiple of 256, or the whole input row"
+GROUPS_IN_WORDS = {kernel_group_ok: KERNEL_GROUPS, int_group_ok: "a multiple of 32, or the whole input row"}
 
 
 class GroupRefusal(str):
     """A refusal because the kernel does not take the weight's group size: the reason, with `group` and `K`
     (lower_graph collects these sites for one warning per compile)."""
 
-    def __new__(cls, group: int, K: int):
+    def __new__(cls, group: int, K: int, takes: str = KERNEL_GROUPS):
         self = super().__new__(cls, f"group size {group} at K={K} is not supported by the kernel "
-                                    f"(it takes {KERNEL_GROUPS})")
+                                    f"(it takes {takes})")
         self.group, self.K = group, K
         return self
 
 
 def uniform_step(plan: SitePlan) -> float | None:
-    """The single step of a symmetric static per-channel activation scale, or None if it varies by channel."""
+    """The single step of a static per-channel activation scale, or None if it varies by channel (zero points,
+    if any, are separate)."""
     a = plan.activation
-    if a is None or a.scale is None or a.zero is not None:
+    if a is None or a.scale is None:
         return None
     s = a.scale.flatten()
     return float(s[0]) if bool(torch.all(s == s[0])) else None
@@ -119,13 +133,13 @@ class Pattern:
     """Declarative: which fake-quant ops a rule takes, and what its kernel supports."""
 
     weight_op: object  # DEQ_INT | DEQ_TRIT
-    act_op: object = None  # ACT_TOKEN | ACT_CHANNEL | None (weight-only)
+    act_op: object = None  # ACT_TOKEN | ACT_CHANNEL | ACT_GUARDED | None (weight-only)
     weight_bits: tuple[int, ...] = ()  # int weights: allowed code widths (codes must fit the container)
     act_bits: tuple[int, ...] = ()
     symmetric_weight: bool = False  # the kernel has no zero points
-    per_row_weight_scale: bool = False  # the kernel takes one weight scale per output row
     group_ok: Callable[[int, int], bool] | None = None  # (K, group_size) -> the kernel supports it
     static_uniform_step: bool = False  # static activations: one step for all channels (the kernel takes a scalar)
+    act_zero_points: bool = False  # static asymmetric activations: the quantizer adds per-channel zero points
 
     def fits_ops(self, m: LinearMatch) -> bool:
         return m.weight_op is self.weight_op and m.act_op is self.act_op
@@ -142,15 +156,13 @@ class Pattern:
                 return f"weight bits {w.bits} not in {self.weight_bits}"
             if self.symmetric_weight and w.zero is not None:
                 return "asymmetric weights (the kernel has no zero points)"
-            if self.per_row_weight_scale and w.group_size and w.group_size < m.in_features:
-                return f"weight group {w.group_size}: the kernel takes one weight scale per output row"
         group = (w.group_size or 0) if self.weight_op is DEQ_INT else w.group_size
         if self.group_ok is not None and not self.group_ok(m.in_features, group):
-            return GroupRefusal(group, m.in_features)
+            return GroupRefusal(group, m.in_features, GROUPS_IN_WORDS.get(self.group_ok, KERNEL_GROUPS))
         if a is not None:
             if self.act_bits and a.bits not in self.act_bits:
                 return f"activation bits {a.bits} not in {self.act_bits}"
-            if not a.symmetric:
+            if not a.symmetric and not self.act_zero_points:
                 return "asymmetric activations (the kernel quantizes symmetrically)"
             if self.static_uniform_step and uniform_step(m.plan) is None:
                 return "static per-channel activation steps differ by channel (the kernel takes one step)"

@@ -138,13 +138,7 @@ def fake_quant_per_channel_guarded(
       other massive-activation token that the static range would clip)."""
     _check_guarded(x, scale, zero, bits, keep_first, outlier)
     q = numerics.fake_quant_per_channel(x, scale, zero, bits)
-    keep = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
-    if outlier > 0:
-        qmax = 2 ** (bits - 1) - 1 if zero is None else 2**bits - 1
-        keep |= (x.float() / scale).abs().amax(-1) > outlier * qmax
-    if keep_first > 0 and x.dim() >= 2 and x.shape[-2] > keep_first:
-        pos = torch.arange(x.shape[-2], device=x.device)
-        keep |= (pos < keep_first).expand(x.shape[:-1]) if x.dim() >= 3 else pos < keep_first
+    keep = numerics.guarded_tokens(x, scale, zero, bits, keep_first, outlier)
     return torch.where(keep[..., None], x, q)
 
 

@@ -146,3 +146,18 @@ def fake_quant_per_channel(
     if zero is not None:
         q = q - zero
     return (q * scale).to(x.dtype)
+
+
+def guarded_tokens(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, keep_first: int,
+                   outlier: float) -> torch.Tensor:
+    """bool [...] (x's shape without its last dim): the tokens a guarded static site keeps in full precision —
+    the first `keep_first` positions of a call that sees more than `keep_first` (a prefill), and (`outlier` > 0)
+    any token whose max |x / scale| exceeds `outlier` × the largest code."""
+    keep = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
+    if outlier > 0:
+        qmax = 2 ** (bits - 1) - 1 if zero is None else 2**bits - 1
+        keep |= (x.float() / scale).abs().amax(-1) > outlier * qmax
+    if keep_first > 0 and x.dim() >= 2 and x.shape[-2] > keep_first:
+        pos = torch.arange(x.shape[-2], device=x.device)
+        keep |= (pos < keep_first).expand(x.shape[:-1]) if x.dim() >= 3 else pos < keep_first
+    return keep

@@ -65,12 +65,16 @@ def test_lowered_matches_fake_quant(arch, recipe, rule):
 
 def test_compile_lowers_by_default_and_reports_unmatched_sites():
     model = tiny_model("llama")
-    # g64 weights: w4a8_linear takes one weight scale per row, so only K = 64 sites (one group) lower
-    q = qpass.compile(model, "w4a8", progress=False)
+    # g80 weights: the int GEMMs take groups that are multiples of 32 (or the whole row), so the K = 64 sites (one
+    # group) lower and down_proj (K = 96: groups of 80 and 16) does not
+    w4a8_g80 = Recipe("w4a8-g80", weights=WeightSpec(bits=4, group_size=80),
+                      activations=ActivationSpec(bits=8, granularity="per_token"))
+    q = qpass.compile(model, w4a8_g80, progress=False)
     rep = qpass.report(q)
     s = rep.summary()
-    down = [r for r in rep.quantized if r.name.endswith("down_proj")]  # K = 96: two groups
-    assert down and all(r.lowering.startswith("unmatched") and "one weight scale per output row" in r.lowering for r in down)
+    down = [r for r in rep.quantized if r.name.endswith("down_proj")]
+    assert down and all(r.lowering.startswith("unmatched") and "group size 80 at K=96" in r.lowering
+                        and "a multiple of 32" in r.lowering for r in down)
     assert s["lowered"] == s["quantized"] - len(down) and sorted(s["not_lowered"]) == sorted(r.name for r in down)
     assert "NOT LOWERED model.layers.0.mlp.down_proj" in rep.format()
     # a weight-only 8-bit recipe has no kernel at all; a group the Triton kernels do not support is refused

@@ -1,11 +1,16 @@
 """int8 x int8 -> int32 tensor-core GEMM with a scaled fp32 epilogue; also the W4A8 GEMM (W_INT4).
 
 Y[m, n] = (sum_k X[m, k] * W[n, k]) * w_scale[n] (* x_scale[m]) (+ bias[n]), W row-major [N, K] so both
-operands are K-major, the layout int8 wgmma requires.  With W_INT4 the weight is the packed int4 format
+operands are K-major, the layout int8 wgmma requires.  With per-group weight scales (GROUP > 0, w_scale
+[N, ceil(K / GROUP)]: what QSM and grouped W4A8 produce) each K tile lies inside one group (BLOCK_K divides
+GROUP), its exact int32 partial product is scaled by the group's step and summed in fp32:
+Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).  With W_INT4 the weight is the packed int4 format
 (formats.pack_int4, signed), loaded as int32 words and sign-extended to int8 in registers (shl + sar; UNPACK 0:
 3-D reshape of [BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -17,8 +22,8 @@ from ..tiling import grouped_tile, pick, rows
 
 
 @triton.jit
-def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
-             W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
+             GROUP: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -27,6 +32,7 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
     n_mask = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    accf = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
@@ -46,8 +52,16 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
         else:
             w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :],
                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
-        acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
-    y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        if GROUP > 0:  # this tile's exact int32 product, scaled by its group's step
+            part = tl.dot(x, tl.trans(w), out_dtype=tl.int32)
+            gs = tl.load(ws_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.float32)
+            accf += part.to(tl.float32) * gs[None, :]
+        else:
+            acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
+    if GROUP > 0:
+        y = accf
+    else:
+        y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
         y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
     if HAS_BIAS:
@@ -69,9 +83,16 @@ W4A8_CONFIGS = [
 ]
 
 
-def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None):
-    """The launcher of `_int8_mm`: x [..., K] int8, w int8 [N, K] or (w_int4) formats.pack_int4 [N, *]."""
+def int_group_ok(K: int, group_size: int) -> bool:
+    """The weight groups `_int8_mm` takes: one per row (<= 0 or >= K), or a multiple of 32 (the int8 MMA's K)."""
+    return group_size <= 0 or group_size >= K or group_size % 32 == 0
+
+
+def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0):
+    """The launcher of `_int8_mm`: x [..., K] int8, w int8 [N, K] or (w_int4) formats.pack_int4 [N, *];
+    w_scale [N], or [N, ceil(K / group_size)] with group_size > 0."""
     K = x.shape[-1]
+    G = group_size if 0 < group_size < K else 0
     x2 = rows(x)
     M = x2.shape[0]
     N = w.shape[0]
@@ -79,15 +100,20 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None):
         w = as_words(w)
     y = torch.empty(M, N, dtype=out_dtype, device=x.device)
     cfg = dict(config or pick(W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    if G:
+        assert int_group_ok(K, G), G
+        cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a tile never straddles two groups
+    ng = w_scale.shape[-1] if G else 1
+    w_scale = w_scale if G else w_scale.reshape(-1)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
-    _int8_mm[grid](x2, w, w_scale, xs, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0),
+    _int8_mm[grid](x2, w, w_scale, xs, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0), ng, GROUP=G,
                    W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None,
                    **{"UNPACK": 0, **cfg})
     return y.reshape(*x.shape[:-1], N)
 
 
-def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, config=None):
-    check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton")
-    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config)
+def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, config=None):
+    check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size)
+    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config, group_size)

@@ -1,5 +1,9 @@
 """The fused activation quantizer of the int GEMMs: float x -> int8 (per-row dynamic or static step) in one pass
 over K for the max and one for the rounding; rounding is half-to-even via the 1.5 * 2**23 trick.
+
+Static QSM sites also add a per-column zero point (asymmetric steps, shifted into the signed range) and read their
+columns through the site's gather (sort by step, split copies, zero pad): x[gather[k]] is loaded where the GEMM
+wants column k, so the reordering costs no pass of its own.
 """
 from __future__ import annotations
 
@@ -11,8 +15,17 @@ from ..checks import check_quantize
 
 
 @triton.jit
-def _quant_act(x_ptr, s_ptr, q_ptr, so_ptr, K, stride_xm, stride_qm, qmax, qinv,
-               STATIC: tl.constexpr, BLOCK_K: tl.constexpr):
+def _load_columns(x_row, g_ptr, k, K, C, GATHER: tl.constexpr):
+    """x_row[k] (or x_row[gather[k]], 0 where gather[k] >= C) as fp32, for the K output columns k."""
+    if GATHER:
+        src = tl.load(g_ptr + k, mask=k < K, other=C)
+        return tl.load(x_row + src, mask=(k < K) & (src < C), other=0.0).to(tl.float32)
+    return tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _quant_act(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, K, C, stride_xm, stride_qm, qmax, qinv,
+               STATIC: tl.constexpr, HAS_ZERO: tl.constexpr, GATHER: tl.constexpr, BLOCK_K: tl.constexpr):
     m = tl.program_id(0)
     offs = tl.arange(0, BLOCK_K)
     x_row = x_ptr + m * stride_xm
@@ -22,24 +35,27 @@ def _quant_act(x_ptr, s_ptr, q_ptr, so_ptr, K, stride_xm, stride_qm, qmax, qinv,
         amax = tl.zeros([BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + offs
-            xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+            xv = _load_columns(x_row, g_ptr, k, K, C, GATHER)
             amax = tl.maximum(amax, tl.abs(xv))
         s = tl.max(amax, axis=0) * qinv
         s = tl.where(s > 0, s, 1.0)
     inv = tl.math.div_rn(1.0, s)  # IEEE reciprocal, identical to torch's 1.0 / s
     for k0 in range(0, K, BLOCK_K):
         k = k0 + offs
-        xv = tl.load(x_row + k, mask=k < K, other=0.0).to(tl.float32)
+        xv = _load_columns(x_row, g_ptr, k, K, C, GATHER)
         r = (xv * inv + 12582912.0) - 12582912.0  # round half to even for |v| < 2**22
+        if HAS_ZERO:
+            r += tl.load(z_ptr + k, mask=k < K, other=0.0).to(tl.float32)
         r = tl.minimum(tl.maximum(r, -qmax - 1.0), qmax * 1.0)
         tl.store(q_ptr + m * stride_qm + k, r.to(tl.int8), mask=k < K)
     tl.store(so_ptr + m, s)
 
 
-def quantize_activation_int8_triton(x, scale, qmax: int, block_k: int | None = None):
-    check_quantize(x, scale, qmax, op="quantize_activation_int8_triton")
-    K = x.shape[-1]
-    x2 = x.reshape(-1, K)
+def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None):
+    check_quantize(x, scale, qmax, zero, gather, op="quantize_activation_int8_triton")
+    C = x.shape[-1]
+    K = gather.shape[0] if gather is not None else C
+    x2 = x.reshape(-1, C)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     M = x2.shape[0]
@@ -50,6 +66,7 @@ def quantize_activation_int8_triton(x, scale, qmax: int, block_k: int | None = N
     else:
         s_in = s_out
     bk = block_k or min(4096, triton.next_power_of_2(K))
-    _quant_act[(M,)](x2, s_in, q, s_out, K, x2.stride(0), q.stride(0), qmax, 1.0 / qmax,
-                     STATIC=scale is not None, BLOCK_K=bk, num_warps=4)
-    return q.reshape(x.shape), s_out
+    _quant_act[(M,)](x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
+                     s_out, K, C, x2.stride(0), q.stride(0), qmax, 1.0 / qmax, STATIC=scale is not None,
+                     HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)
+    return q.reshape(*x.shape[:-1], K), s_out

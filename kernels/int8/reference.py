@@ -1,6 +1,6 @@
 """Pure-torch references of the integer linears and the activation quantizer: the CPU implementation of
-qpass::int8_linear / w4a8_linear / quantize_activation_int8 and the oracle of the int8 kernels. Integer products in
-fp64 (exact for |sum| < 2**53), scales in fp32, cast to the output dtype at the end."""
+qpass::int8_linear / w4a8_linear / quantize_activation_int8 and the oracle of the int8 kernels. Integer products and
+their weight steps in fp64 (exact for |sum| < 2**53), activation steps in fp32, cast to the output dtype at the end."""
 from __future__ import annotations
 
 import torch
@@ -13,31 +13,51 @@ def int_mm_ref(x_int8: torch.Tensor, w_int8: torch.Tensor) -> torch.Tensor:
     return x_int8.double() @ w_int8.double().t()
 
 
-def _scale_epilogue(acc, w_scale, x_scale, bias, out_dtype, lead_shape):
-    y = acc.float() * w_scale.float()[None, :]
+def _grouped_product(x_int8, w_int8, w_scale, group_size: int):
+    """sum over groups g of w_scale[n, g] * (X_g @ W_g^T), as fp64 (w_scale [N], or [N, ceil(K / G)])."""
+    K = x_int8.shape[-1]
+    if group_size <= 0 or group_size >= K:
+        return int_mm_ref(x_int8, w_int8) * w_scale.double().reshape(1, -1)
+    s = w_scale.double().repeat_interleave(group_size, dim=1)[:, :K]  # the step of every (n, k)
+    return x_int8.double() @ (w_int8.double() * s).t()
+
+
+def _scale_epilogue(acc, x_scale, bias, out_dtype, lead_shape):
+    y = acc.float()
     if x_scale is not None:
         y = y * x_scale.float().reshape(-1)[:, None]
     return finish_linear(y, bias, out_dtype, lead_shape)
 
 
-def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype):
+def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0):
     K = x_int8.shape[-1]
-    acc = int_mm_ref(x_int8.reshape(-1, K), w_int8)
-    return _scale_epilogue(acc, w_scale, x_scale, bias, out_dtype, x_int8.shape[:-1])
+    acc = _grouped_product(x_int8.reshape(-1, K), w_int8, w_scale, group_size)
+    return _scale_epilogue(acc, x_scale, bias, out_dtype, x_int8.shape[:-1])
 
 
-def w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
+def w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0):
     K = x_int8.shape[-1]
     w = unpack_int4(qweight, K, signed=True)
-    acc = int_mm_ref(x_int8.reshape(-1, K), w)
-    return _scale_epilogue(acc, w_scale, x_scale, bias, out_dtype, x_int8.shape[:-1])
+    acc = _grouped_product(x_int8.reshape(-1, K), w, w_scale, group_size)
+    return _scale_epilogue(acc, x_scale, bias, out_dtype, x_int8.shape[:-1])
 
 
-def quantize_activation_int8_ref(x, scale, qmax: int):
-    """Symmetric per-row quantization: q = clamp(round_half_even(x * (1/s)), -qmax-1, qmax).
+def gather_columns(x, gather):
+    """x[..., gather] with indices >= x's last dim reading 0 (QSM's zero padding); x itself without `gather`."""
+    if gather is None:
+        return x
+    padded = torch.nn.functional.pad(x, (0, 1))
+    return padded.index_select(-1, gather.clamp(max=x.shape[-1]).long())
 
-    scale None: dynamic per-row s = max|x| * (1/qmax) (rows of zeros get s = 1); else a static step
-    (scalar or per-row).  Returns (int8 [..., K], fp32 scale [rows])."""
+
+def quantize_activation_int8_ref(x, scale, qmax: int, zero=None, gather=None):
+    """q = clamp(round_half_even(x[..., gather] * (1/s)) + zero, -qmax-1, qmax) as int8.
+
+    scale None: dynamic per-row s = max|x| * (1/qmax) (rows of zeros get s = 1); else a static step (scalar or
+    per-row). `zero` [K'] (integer values, static steps only): an asymmetric step's zero point shifted into the
+    signed range, z - 2**(bits-1). `gather` [K']: the GEMM's column order (QSM's sort / split copies / zero pad),
+    read from x in the same pass. Returns (int8 [..., K'], fp32 scale [rows])."""
+    x = gather_columns(x, gather)
     K = x.shape[-1]
     xf = x.reshape(-1, K).float()
     if scale is None:
@@ -47,5 +67,8 @@ def quantize_activation_int8_ref(x, scale, qmax: int):
         # a copy, never a view: with one row and an fp32 step the result would alias the op's input
         s = scale.float().reshape(-1).expand(xf.shape[0]).clone(memory_format=torch.contiguous_format)
     inv = 1.0 / s
-    q = torch.clamp(torch.round(xf * inv[:, None]), -qmax - 1, qmax)
+    q = torch.round(xf * inv[:, None])
+    if zero is not None:
+        q = q + zero.float()
+    q = torch.clamp(q, -qmax - 1, qmax)
     return q.to(torch.int8).reshape(x.shape), s

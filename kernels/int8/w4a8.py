@@ -20,9 +20,11 @@ UNPACK_MIN_M = 512
 KERNELS = ("gemv", "unpack", "mma")
 
 
-def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, config=None, kernel=None):
-    """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config."""
-    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton")
+def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, config=None,
+                       kernel=None):
+    """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config;
+    group_size > 0: w_scale [N, ceil(K / group_size)], one step per (row, group)."""
+    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton", group_size)
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
     if kernel is None:
@@ -35,22 +37,24 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, confi
     torch._check_value(kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of {KERNELS}, got "
                                                   f"{kernel!r}")
     if kernel == "gemv":
-        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype)
+        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size)
     if kernel == "unpack":
         w = dequantize_int4_triton(qweight, None, None, -1, K, torch.int8, int_out=True)
-        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config)
-    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config)
+        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size)
+    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size)
 
 
-def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype):
+def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size):
     """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
     GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
-    X_int·W_int in fp32, and scales by the per-row weight step and the row's activation step."""
+    X_int·W_int in fp32, and scales by the (row, group) weight step and the row's activation step."""
     K, N = x_int8.shape[-1], qweight.shape[0]
     x = x_int8.reshape(1, K)
     if x.stride(-1) != 1:
         x = x.contiguous()
     xs = x_scale.reshape(1).float() if x_scale is not None else None  # .float(): no copy when already fp32
     y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
-    w4a16_gemv4(x, qweight, w_scale.reshape(N, 1).float(), None, bias, 0, y, x_scale=xs)
+    grouped = 0 < group_size < K
+    scales = (w_scale if grouped else w_scale.reshape(N, 1)).float()
+    w4a16_gemv4(x, qweight, scales, None, bias, group_size if grouped else 0, y, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)

@@ -109,3 +109,65 @@ def test_w4a8_in_register_unpack_variant(M, N, K):
     cfg = dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64, GROUP_M=4, UNPACK=1, num_warps=4, num_stages=2)
     y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, config=cfg)
     assert rel_err(y, R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32)) < 1e-5
+
+
+# ------------------------------------------------------------------ per-group weight steps (QSM, grouped W4A8)
+GROUPED = [  # (M, N, K, group): M = 1, tails in M, N and K, K not a multiple of the group or of the tile
+    (1, 48, 256, 64), (3, 40, 200, 64), (17, 72, 320, 32), (33, 64, 384, 128), (70, 100, 136, 64),
+    (5, 33, 96, 96), (2, 64, 512, 256),
+]
+
+
+def _grouped_case(M, N, K, G, w4):
+    lim = 8 if w4 else 128
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    q = torch.randint(-lim, lim, (N, K), dtype=torch.int8)
+    ws = torch.rand(N, (K + G - 1) // G) * 0.01 + 1e-3
+    return x, q, ws, torch.rand(M) * 0.1 + 0.01, torch.randn(N)
+
+
+@pytest.mark.parametrize("M,N,K,G", GROUPED)
+@pytest.mark.parametrize("w4", [True, False])
+def test_grouped_int_linear(M, N, K, G, w4):
+    """Each K tile's int32 product scaled by its group's step equals the fp64 oracle sum_g s[n,g] X_g W_g^T."""
+    x, q, ws, x_s, b = _grouped_case(M, N, K, G, w4)
+    if w4:
+        p = F.pack_int4(q)
+        y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, group_size=G)
+        ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, group_size=G)
+    else:
+        y = int8_linear_triton(x, q, ws, x_s, b, torch.float32, group_size=G)
+        ref = R.int8_linear_ref(x, q, ws, x_s, b, torch.float32, group_size=G)
+    s_full = ws.double().repeat_interleave(G, 1)[:, :K]
+    exact = (x.double() @ (q.double() * s_full).t()) * x_s.double()[:, None] + b.double()
+    assert torch.allclose(ref.double(), exact, rtol=1e-6, atol=1e-5)
+    assert rel_err(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("kernel", ["gemv", "unpack", "mma"])
+def test_grouped_w4a8_every_kernel(kernel):
+    """The decode GEMV and the unpack-then-int8 path take the same per-group steps as the in-register one."""
+    M = 1 if kernel == "gemv" else 6
+    x, q, ws, x_s, b = _grouped_case(M, 40, 200, 64, True)
+    p = F.pack_int4(q)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, group_size=64, kernel=kernel)
+    assert rel_err(y, R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, group_size=64)) < 1e-5
+
+
+@pytest.mark.parametrize("M,C,K", [(1, 64, 64), (3, 100, 128), (9, 50, 200)])
+@pytest.mark.parametrize("qmax", [127, 7])
+def test_quantize_with_zero_and_gather(M, C, K, qmax):
+    """Static step + per-column zero point + gather (sorted columns, split copies, zero pad) in one pass."""
+    x = torch.randn(M, C) * 4
+    gather = torch.cat([torch.randperm(C), torch.randint(0, C, (K - C - 3,)) if K - C > 3 else torch.empty(0, dtype=torch.long),
+                        torch.full((max(0, min(3, K - C)),), C)])[:K].to(torch.int32)
+    zero = torch.randint(-qmax, qmax, (K,)).float()
+    step = torch.tensor(0.37)
+    q, s = quantize_activation_int8_triton(x, step, qmax, zero, gather)
+    qr, sr = R.quantize_activation_int8_ref(x, step, qmax, zero, gather)
+    assert q.shape == (M, K) and torch.equal(s, sr)
+    assert int((q.int() - qr.int()).abs().max()) <= 1
+    # the oracle itself: the gathered column (0 for padding), rounded, shifted, clamped
+    xg = torch.cat([x, torch.zeros(M, 1)], 1)[:, gather.clamp(max=C).long()]
+    want = torch.clamp(torch.round(xg / 0.37) + zero, -qmax - 1, qmax)
+    assert int((qr.float() - want).abs().max()) <= 1

@@ -1,0 +1,89 @@
+"""Static low-bit activations on the integer kernels (issue: QSM runs on real kernels): every QSM / SmoothQuant
+preset lowers all the sites it quantizes, and the lowered graph matches the fake-quant graph; the guarded
+sites' full-precision rows; sites no kernel takes keep their fake-quant path with the reason."""
+import pytest
+import torch
+
+import qpass
+from qpass import ActivationSpec, Recipe, WeightSpec
+from qpass.lowering.guarded_rows import restore_guarded_rows
+from qpass.lowering.qdq_ops import fake_quant_per_channel_guarded
+from qpass import numerics
+from qpass.kernels.formats import pack_int4
+from qpass.recipe import recipes
+
+from test_lowering import _ids, _lowered_twin
+from tiny_models import tiny_model
+
+STATIC_PRESETS = sorted(n for n, r in recipes().items() if any(p.name in ("qsm", "smoothquant") for p in r.passes))
+INT_RULES = {"w8a8-static", "w8a8-static-guarded", "w4a8-static", "w4a8-static-guarded"}
+
+
+def _calib():
+    return [torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+
+def test_the_static_presets_are_the_ones_the_issue_names():
+    assert {"w4a4-qsm", "w4a8-qsm", "w8a8-smooth", "w8a8-smooth-g64"} <= set(STATIC_PRESETS)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("preset", STATIC_PRESETS)
+def test_static_preset_lowers_every_site_and_matches_fake_quant(arch, preset):
+    q = qpass.compile(tiny_model(arch), preset, _calib(), progress=False, lower=False)
+    lowered, outcomes, graphs = _lowered_twin(q)
+    ids = _ids()
+    with torch.no_grad():
+        ref, out = q(ids).logits, lowered(input_ids=ids).logits
+    plan = q.qpass_state.plan
+    assert plan and {outcomes[s] for s in plan} <= INT_RULES, {outcomes[s] for s in plan}
+    assert float((out - ref).norm() / ref.norm()) < 1e-4
+    targets = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
+    # no fake-quant op is left, and the QSM gather runs inside the quantizer (no index_select of its own)
+    assert not {t for t in targets if "fake_quant" in t or "dequantize" in t}
+    assert "<built-in method index_select of type object>" not in targets and "torch.index_select" not in str(targets)
+
+
+@pytest.mark.parametrize("keep_first, outlier", [(1, 0.0), (3, 0.0), (0, 0.5), (1, 0.5)])
+@pytest.mark.parametrize("w4", [True, False])
+def test_restore_guarded_rows_recomputes_the_kept_tokens_like_the_fake_quant_op(keep_first, outlier, w4):
+    """int GEMM rows + the guarded tokens' float rows == linear(fake_quant_guarded(x)[gather], W_deq)."""
+    g = torch.Generator().manual_seed(0)
+    B, S, C, N, G = 2, 7, 40, 24, 32
+    gather = torch.cat([torch.randperm(C, generator=g), torch.tensor([3, C, C])])  # sort, a split copy, padding
+    K = gather.numel()
+    x = torch.randn(B, S, C, generator=g) * 3
+    x[0, 4] *= 40  # an outlier token
+    scale, zero, bits = torch.ones(C), torch.randint(0, 16, (C,), generator=g).float(), 4
+    codes = torch.randint(-8 if w4 else -128, 8 if w4 else 128, (N, K), generator=g, dtype=torch.int8)
+    steps = torch.rand(N, (K + G - 1) // G, generator=g) * 0.1 + 0.01
+    bias = torch.randn(N, generator=g)
+    w_deq = numerics.dequantize(codes, steps, None, G, torch.float32)
+    xq = fake_quant_per_channel_guarded(x, scale, zero, bits, keep_first, outlier)
+    xg = torch.nn.functional.pad(xq, (0, 1)).index_select(-1, gather)
+    want = torch.nn.functional.linear(xg, w_deq, bias)
+    keep = numerics.guarded_tokens(x, scale, zero, bits, keep_first, outlier)
+    assert keep.any() and not keep.all()
+    quantized_rows = torch.nn.functional.linear(
+        torch.nn.functional.pad(numerics.fake_quant_per_channel(x, scale, zero, bits), (0, 1)).index_select(-1, gather),
+        w_deq, bias)
+    qweight = pack_int4(codes) if w4 else codes
+    out = restore_guarded_rows(quantized_rows, x, scale, zero, bits, keep_first, outlier, gather.to(torch.int32),
+                               qweight, steps, G, bias)
+    assert torch.allclose(out, want, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(quantized_rows, want, atol=1e-2)  # the restore changed something
+    assert torch.equal(out[~keep], quantized_rows[~keep])  # and only the kept rows
+
+
+def test_static_steps_that_differ_by_channel_stay_unlowered_with_the_reason():
+    """w8a8-static (no migration: one calibrated step per channel) — no integer kernel takes per-channel steps."""
+    q = qpass.compile(tiny_model("llama"), "w8a8-static", _calib(), progress=False)
+    rep = qpass.report(q)
+    assert rep.quantized and all("static per-channel activation steps differ by channel" in r.lowering
+                                 for r in rep.quantized)
+
+
+def test_bits_no_integer_kernel_takes_are_refused_with_the_reason():
+    r = Recipe("w4a3", weights=WeightSpec(bits=4, group_size=64), activations=ActivationSpec(bits=3, granularity="per_token"))
+    rep = qpass.report(qpass.compile(tiny_model("llama"), r, progress=False))
+    assert rep.quantized and all(r.lowering.startswith("unmatched") and "w4 a3" in r.lowering for r in rep.quantized)
