@@ -30,19 +30,39 @@ import transformers as tf
 
 import qpass
 from qpass import ActivationSpec, PassSpec, Recipe, WeightSpec
+from qpass.recipe import resolve
 
 RECIPES = {
     "w4a16": Recipe("w4a16", weights=WeightSpec(bits=4, group_size=128)),
     # lm_head quantized too (qpass presets keep it in bf16; torchao's int4 weight-only and gpt-fast quantize it)
     "w4a16_all": Recipe("w4a16-all", weights=WeightSpec(bits=4, group_size=128), ignore=[]),
-    # the W4A8 kernel takes one weight scale per output row: per-channel int4 weights, dynamic per-token int8
+    # per-channel int4 weights, dynamic per-token int8 activations
     "w4a8": Recipe("w4a8-pc", weights=WeightSpec(bits=4, group_size=None), activations=ActivationSpec(bits=8, granularity="per_token")),
+    # the w4a8 preset: g64 int4 weights (steps applied inside the int GEMM's K loop), dynamic per-token int8
+    "w4a8_g64": "w4a8",
     # nothing quantized: what the qpass backend's attention lowering alone changes (kernels/attention/)
     # (a recipe must quantize something: every linear is ignored instead)
     "bf16_qpass": Recipe("attention-only", weights=WeightSpec(bits=4, group_size=128), ignore=["*"]),
     # speed only (random weights): few PTQTP iterations to keep the build short
     "ternary": Recipe("ternary", weights=None, passes=[PassSpec("trit_planes", {"group_size": 128, "max_iter": 3})]),
 }
+# Static low-bit activations (QSM) need calibration, which a torch.compile backend never sees: these variants go
+# through qpass.compile(..., compiler="inductor") on a few random-token calibration batches. Speed only (random
+# weights): RTN weights and no clip search keep the build short; the kernels and graph are the presets' own.
+QSM_PRESETS = {"w4a8_qsm": "w4a8-qsm", "w4a4_qsm": "w4a4-qsm", "w8a8_smooth": "w8a8-smooth-g64"}
+SPEED_ONLY = {"weights": {"rounding": "rtn"}, "calibration": {"num_samples": 4, "seq_len": 256}}
+
+
+def qsm_recipe(preset: str) -> Recipe:
+    d = resolve(preset).to_dict()
+    for k, v in SPEED_ONLY.items():
+        d[k] = {**d[k], **v}
+    for p in d["passes"]:
+        if p["name"] == "qsm":
+            p["options"] = {**p["options"], "clip_search": False, "joint_clip": False}
+    return Recipe.from_dict(d)
+
+
 # transformers renamed the forward's cache argument (5.17: past_key_values; later: cache)
 CACHE_KW = "cache" if "cache" in inspect.signature(tf.LlamaForCausalLM.forward).parameters else "past_key_values"
 
@@ -190,6 +210,13 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
         model = base
     elif name == "bf16_compile":
         model = torch.compile(base, dynamic=False)
+    elif name in QSM_PRESETS:
+        g = torch.Generator(device=args.device).manual_seed(2)
+        calib = [torch.randint(0, cfg.vocab_size, (1, 256), device=args.device, generator=g) for _ in range(4)]
+        model = qpass.compile(base, qsm_recipe(QSM_PRESETS[name]), calib, progress=False, compiler="inductor")
+        s = qpass.report(model).summary()
+        print(f"{name}: {s['lowered']} of {s['quantized']} quantized sites lowered; built in "
+              f"{time.perf_counter() - t_build:.0f} s", flush=True)
     else:
         model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=False)
     g = torch.Generator(device=args.device).manual_seed(1)

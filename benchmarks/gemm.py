@@ -160,6 +160,33 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
         rec("qpass_w4a8", graph_time_us([lambda a=a: qk.w4a8_linear(xi, a, wsc, xsc, None, torch.bfloat16)
                                          for a in p8s]), p8.numel() + i8_act, flops, PEAK_INT8, err=err)
         del p8s
+    # ---- static QSM form: per-(row, group of 64) weight steps inside the K loop, activation step folded (x_scale
+    # None), int8 (W4A8) or int4-valued (W4A4) activations: what the w4a8-qsm / w4a4-qsm / w8a8-smooth-g64 sites run
+    if want("w4a8_g64") or want("int8_g64"):
+        wsg = torch.rand(N, (K + 63) // 64, device="cuda") * 1e-3 + 1e-4
+        for name, codes, op, refop in (
+                ("w4a8_g64", lambda: fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8)),
+                 qk.w4a8_linear, ref8.w4a8_linear_ref),
+                ("int8_g64", lambda: torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8),
+                 qk.int8_linear, ref8.int8_linear_ref)):
+            if not want(name):
+                continue
+            wq = codes()
+            wqs = [wq] + [wq.clone() for _ in range(copies_for(wq.numel()) - 1)]
+            y = op(xi, wq, wsg, None, None, torch.bfloat16, 64)
+            err = rel_err(y, refop(xi, wq, wsg, None, None, torch.bfloat16, 64)) if check else None
+            rec(f"qpass_{name}", graph_time_us([lambda a=a: op(xi, a, wsg, None, None, torch.bfloat16, 64)
+                                                for a in wqs]), wq.numel() + wsg.numel() * 4 + i8_act, flops,
+                PEAK_INT8, err=err)
+            del wqs
+    if want("qact_static"):  # QSM's quantizer: step 1, per-column zero points, the sorted-channel gather
+        gidx = torch.randperm(K, device="cuda").to(torch.int32)
+        zq = torch.randint(-8, 8, (K,), device="cuda").float()
+        one = torch.ones(1, device="cuda")
+        yq, _ = qk.quantize_activation_int8(x, one, 7, zq, gidx)
+        rq, _ = ref8.quantize_activation_int8_ref(x, one, 7, zq, gidx)
+        rec("qpass_quant_act_static", graph_time_us([lambda: qk.quantize_activation_int8(x, one, 7, zq, gidx)]),
+            M * K * 3 + K * 8, 0.0, PEAK_INT8, err=(yq.int() - rq.int()).abs().max().item())
     if want("qact"):
         yq, ys = qk.quantize_activation_int8(x, None, 127)
         rq, rs = ref8.quantize_activation_int8_ref(x, None, 127)
@@ -475,7 +502,7 @@ def fmt_table(rows, gpu, hbm_bw):
                 base = [d[b]["us"] for b in ("bf16", "tinygemm") if b in d]
             else:
                 base = []
-            if name == "qpass_quant_act":
+            if name.startswith("qpass_quant_act"):
                 bf, base = None, []
             vs_bf = f"{bf / r['us']:.2f}x" if bf else "–"
             vs_best = f"{min(base) / r['us']:.2f}x" if base and name.startswith("qpass") else "–"
@@ -496,6 +523,7 @@ def main():
     ap.add_argument("--gemv-shapes", default=None, help="--gemv: NxK,... (default: the three Llama-3-8B shapes)")
     ap.add_argument("--scale-dtypes", default="bfloat16", help="--gemv: group-scale dtypes to run, e.g. bfloat16,float32")
     ap.add_argument("--shapes", default="all")
+    ap.add_argument("--ops", default=None, help="only these ops of the table, e.g. bf16,int_mm,w4a8,w4a8_g64,qact_static")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
@@ -526,13 +554,13 @@ def main():
         shapes = SHAPES if args.shapes == "all" else [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
         for N, K in shapes:
             for M in ms:
-                run_case(M, N, K, hbm, rows)
+                run_case(M, N, K, hbm, rows, which=set(args.ops.split(",")) if args.ops else None)
                 save(result, rows, gpu, hbm, args.out)
                 torch.cuda.empty_cache()
                 print(f"done M={M} {N}x{K}: " + ", ".join(f"{r['op']} {r['us']:.1f}" for r in rows
                                                           if (r['M'], r['N'], r['K']) == (M, N, K)), flush=True)
         # the square int8 case
-        run_case(8192, 8192, 8192, hbm, rows, which={"bf16", "int8", "int_mm", "w4a8"})
+        run_case(8192, 8192, 8192, hbm, rows, which={"bf16", "int8", "int_mm", "w4a8", "w4a8_g64", "int8_g64"})
     save(result, rows, gpu, hbm, args.out)
     print(fmt_table(rows, gpu, hbm))
 

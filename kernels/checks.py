@@ -140,7 +140,8 @@ def check_ternary(x, t1, t2, alpha1, alpha2, bias, group_size, op="qpass::ternar
     same_device(op, "x", x, t1=t1, t2=t2, alpha1=alpha1, alpha2=alpha2, bias=bias)
 
 
-def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op: str, group_size: int = 0) -> None:
+def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op: str, group_size: int = 0,
+                     x_zero=None) -> None:
     dtype_is(op, "x_int8", x_int8, torch.int8)
     K = last_dim(op, "x_int8", x_int8)
     if w4:
@@ -164,10 +165,13 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
         rows = rows_of(x_int8)
         _check(x_scale.numel() == rows, op, lambda: (
             f"x_scale has {x_scale.numel()} elements but x_int8 has {rows} rows: one step per row"))
+    if x_zero is not None:
+        float_tensor(op, "x_zero", x_zero)
+        shape_is(op, "x_zero", x_zero, (K,), "[K] (the activation codes' zero point per column)")
     row_vector(op, "bias", bias, N)
     _type(isinstance(out_dtype, torch.dtype) and out_dtype in FLOATS, op,
           f"out_dtype must be one of {[str(d) for d in FLOATS]}, got {out_dtype}")
-    same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias)
+    same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias, x_zero=x_zero)
 
 
 def check_quantize(x, scale, qmax, zero=None, gather=None, op="qpass::quantize_activation_int8") -> None:

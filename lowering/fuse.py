@@ -6,13 +6,14 @@ call).  Their weights stacked by rows are one weight (every kernel computes outp
 the group becomes ONE match over the row-concatenated plan: the rule packs and emits it as for any site, and
 `torch.narrow` hands each member its columns of the output.
 
-Only exact stacking is fused: same input node, no QSM channel gather, no static activation steps (they may
-differ by site), the same weight format (bits, group, zero points or not), biases all absent or all graph
-constants.
+Only exact stacking is fused: same input node, the same activation quantization (static sites: equal steps,
+zero points and channel gather — QSM plans them per input tensor, so q/k/v and gate/up share them), the same
+weight format (bits, group, zero points or not), biases all absent or all graph constants.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import torch
 import torch.fx as fx
@@ -23,7 +24,7 @@ from .pattern import LinearMatch
 def _signature(m: LinearMatch):
     """What must be equal for two matches to stack, or None when `m` is never fused."""
     a = m.plan.activation
-    if m.gather or (a is not None and a.scale is not None) or m.plan.input_step is not None:
+    if m.plan.input_step is not None:
         return None
     if m.bias is not None and not (isinstance(m.bias, fx.Node) and m.bias.op in ("get_attr", "placeholder")):
         return None
@@ -35,8 +36,17 @@ def _signature(m: LinearMatch):
             fields.append((f.name, tuple(v.shape[1:]), v.dtype, str(v.device)))
         elif f.name != "stats":
             fields.append((f.name, v))
-    act = None if a is None else (a.bits, a.granularity, a.symmetric)
+    act = None if a is None else (a.bits, a.granularity, a.symmetric, _fingerprint(a.scale), _fingerprint(a.zero),
+                                  _fingerprint(m.plan.gather))
     return (type(w).__name__, tuple(fields), act, m.bias is None, m.out_dtype, m.weight_op, m.act_op)
+
+
+def _fingerprint(t: torch.Tensor | None):
+    """Equal for equal tensors (shape, dtype and bytes)."""
+    if t is None:
+        return None
+    raw = t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return tuple(t.shape), t.dtype, hashlib.sha1(raw).hexdigest()
 
 
 def sibling_groups(matches: list[tuple[LinearMatch, object]]) -> list[list[tuple[LinearMatch, object]]]:

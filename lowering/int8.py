@@ -3,9 +3,9 @@ of every int-GEMM rule (lowering/w4a8.py uses them too).
 
 Activations are dynamic per-token, or static (QSM / SmoothQuant migrate per-channel steps into the producers and
 leave one step, usually 1). A static site's quantizer also takes what QSM planned around the GEMM, so nothing else
-runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; their constant
-contribution to every output, sum_k s[n, g(k)] z_k W[n, k], is folded into the bias), and the channel gather (sort by
-step, split copies, zero pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
+runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; the GEMM takes the
+same zero points and subtracts their share exactly in int32), and the channel gather (sort by step, split copies,
+zero pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
 or per (row, group of a multiple of 32). Guarded sites (QSM `keep_first` / `outlier_guard`) recompute their
 full-precision tokens with `qpass::restore_guarded_rows`.
 """
@@ -51,46 +51,30 @@ def _group(m: LinearMatch) -> int:
 
 
 def quantize_input(m: LinearMatch, e: Emit):
-    """(int8 activation codes in the GEMM's column order, per-row step or None when it is 1)."""
+    """(int8 activation codes in the GEMM's column order, per-row step or None when it is 1, zero points [K] or
+    None)."""
     a = m.plan.activation
     qmax = 2 ** (a.bits - 1) - 1
     if m.act_op is ACT_TOKEN:
         qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, None, qmax)
-        return e.regather(e.item(qx, 0)), e.item(qx, 1)
+        return e.regather(e.item(qx, 0)), e.item(qx, 1), None
     s = uniform_step(m.plan)
     step = e.const("input_step", lambda: torch.tensor([s], dtype=torch.float32, device=a.scale.device))
     zero = e.const("input_zero", lambda: _signed_zero(m)) if a.zero is not None else None
     gather = e.const("input_gather", lambda: _gather(m)) if m.plan.gather is not None else None
     qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, step, qmax, zero, gather)
-    return e.item(qx, 0), (None if s == 1.0 else e.item(qx, 1))
+    return e.item(qx, 0), (None if s == 1.0 else e.item(qx, 1)), zero
 
 
-def gemm_bias(m: LinearMatch, e: Emit, w_int: torch.Tensor):
-    """The bias the GEMM adds: the site's own, minus the zero points' constant contribution (fp32)."""
-    if m.plan.activation is None or m.plan.activation.zero is None or m.act_op is ACT_TOKEN:
-        return m.bias
-
-    def correction():
-        steps = _weight_steps(m).double()
-        K = w_int.shape[1]
-        G = _group(m)
-        s = steps.repeat_interleave(G, 1)[:, :K] if G else steps[:, None]
-        return -((w_int.double() * s) @ _signed_zero(m).double()).float()
-
-    c = e.const("zero_correction", correction)
-    return c if m.bias is None else e.call(torch.add, m.bias, c)
-
-
-def int_linear(op, packed_weight, int_codes):
-    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group)`, preceded by the
-    site's quantizer and followed, for guarded sites, by the full-precision rows."""
+def int_linear(op, packed_weight):
+    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group, x_zero)`, preceded
+    by the site's quantizer and followed, for guarded sites, by the full-precision rows."""
 
     def replace(m: LinearMatch, e: Emit):
-        xq, xs = quantize_input(m, e)
+        xq, xs, zero = quantize_input(m, e)
         wq = e.const("qweight", lambda: packed_weight(m.plan.weight.qweight))
         ws = e.const("weight_scale", lambda: _weight_steps(m))
-        bias = gemm_bias(m, e, int_codes(m.plan.weight.qweight))
-        y = e.call(op, xq, wq, ws, xs, bias, m.out_dtype, _group(m))
+        y = e.call(op, xq, wq, ws, xs, m.bias, m.out_dtype, _group(m), zero)
         if m.act_op is not ACT_GUARDED:
             return y
         keep_first, outlier = m.act.args[4], m.act.args[5]
@@ -109,7 +93,7 @@ def _int8(q: torch.Tensor) -> torch.Tensor:
 
 
 DYNAMIC, STATIC, GUARDED = int_patterns(weight_bits=(8,), act_bits=(8,))
-_replace = int_linear(torch.ops.qpass.int8_linear.default, _int8, _int8)
+_replace = int_linear(torch.ops.qpass.int8_linear.default, _int8)
 RULES = [Rule("w8a8", DYNAMIC, _replace, "qpass::int8_linear"),
          Rule("w8a8-static", STATIC, _replace, "qpass::int8_linear"),
          Rule("w8a8-static-guarded", GUARDED, _replace, "qpass::int8_linear + qpass::restore_guarded_rows")]

@@ -36,7 +36,7 @@ def lower_graph(cap: CapturedGraph, plan: Plan, outcomes: dict[str, str], cache:
     matched = []  # (LinearMatch, Rule), in graph order
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target in SDPA_TARGETS:
-            lowered += _lower_sdpa(gm, node, attention, outcomes, cache)
+            lowered += _lower_sdpa(gm, node, attention, outcomes, cache, cap.module_path(node))
             continue
         site = node.meta.get("qpass_site")
         if site is None or node.op != "call_function" or node.target not in LINEAR_TARGETS:
@@ -93,11 +93,11 @@ def _lower_linears(gm: fx.GraphModule, group: list, cache: dict) -> int:
     return len(ms)
 
 
-def _lower_sdpa(gm: fx.GraphModule, node: fx.Node, attention: dict, outcomes: dict, cache: dict) -> int:
+def _lower_sdpa(gm: fx.GraphModule, node: fx.Node, attention: dict, outcomes: dict, cache: dict, site: str) -> int:
     """The plan's attention method (e.g. SALE) when the module has one and its rule fits; otherwise the dense
     rule (the last one, no plan needed). A refused method is reported as `unmatched: <why>` although the dense
     kernel then runs: the method is what the user asked for."""
-    m = match_sdpa(node, attention)
+    m = match_sdpa(node, attention, site)
     why = []
     for rule in SDPA_RULES:
         refusal = rule.pattern.refuse(m)

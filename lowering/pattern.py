@@ -222,11 +222,9 @@ def _sdpa_arg(node: fx.Node, i: int, name: str, default=None):
     return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
 
 
-def match_sdpa(node: fx.Node, attention: dict) -> SdpaMatch:
-    """The node's arguments, K / V read through HF's repeat_kv (then `enable_gqa`)."""
-    from qpass.capture import module_path
-
-    site = module_path(node)
+def match_sdpa(node: fx.Node, attention: dict, site: str) -> SdpaMatch:
+    """The node's arguments, K / V read through HF's repeat_kv (then `enable_gqa`); `site`: the attention
+    module's model-level path (`CapturedGraph.module_path`)."""
     q, k, v = node.args[:3]
     k, v, gqa = _grouped_kv(q, k, v, bool(_sdpa_arg(node, 7, "enable_gqa", False)))
     return SdpaMatch(node, site, attention.get(site), q, k, v, _sdpa_arg(node, 3, "attn_mask"),

@@ -18,7 +18,6 @@ from .capture import (
     MATMUL_TARGETS,
     SDPA_TARGETS,
     CapturedGraph,
-    module_path,
     node_value,
 )
 
@@ -255,7 +254,7 @@ def _is_activation_matmul(node) -> bool:
     return isinstance(node, fx.Node) and node.op == "call_function" and node.target in MATMUL_TARGETS
 
 
-def _attention_site(node: fx.Node, site_of_output: dict[fx.Node, str]) -> AttentionSite | None:
+def _attention_site(cap: CapturedGraph, node: fx.Node, site_of_output: dict[fx.Node, str]) -> AttentionSite | None:
     """An SDPA call, or eager attention: matmul(softmax(matmul(q, kᵀ) ...), v)."""
     if node.op == "call_function" and node.target in SDPA_TARGETS:
         q, k, v = node.args[:3]
@@ -281,7 +280,7 @@ def _attention_site(node: fx.Node, site_of_output: dict[fx.Node, str]) -> Attent
         return None
     qv = node_value(q)
     return AttentionSite(
-        name=module_path(node),
+        name=cap.module_path(node),
         sources={name: _linear_sources(t, site_of_output) for name, t in (("q", q), ("k", k), ("v", v))},
         is_causal=causal,
         has_mask=has_mask,
@@ -301,12 +300,12 @@ def analyze(cap: CapturedGraph) -> GraphAnalysis:
     site_of_output = {}
     names_used: dict[str, int] = defaultdict(int)
     for node, (_, w, _, _, _) in matches.items():
-        base = module_path(node) or cap.fqn_of[w].rsplit(".", 1)[0]
+        base = cap.module_path(node) or cap.fqn_of[w].rsplit(".", 1)[0]
         names_used[base] += 1
         # A module that calls several linears (rare) gets numbered sites.
         site_of_output[node] = base if names_used[base] == 1 else f"{base}#{names_used[base] - 1}"
 
-    attention = [a for node in graph.nodes if (a := _attention_site(node, site_of_output))]
+    attention = [a for node in graph.nodes if (a := _attention_site(cap, node, site_of_output))]
     attention_outputs = {a.node for a in attention}
 
     linears = []
@@ -344,5 +343,5 @@ def analyze(cap: CapturedGraph) -> GraphAnalysis:
                 continue
             if user.op == "call_function" and user.target in EMBEDDING_TARGETS:
                 continue
-            unsupported.append(Unsupported(module_path(user) or fqn, fqn, op_name(user), "unsupported op"))
+            unsupported.append(Unsupported(cap.module_path(user) or fqn, fqn, op_name(user), "unsupported op"))
     return GraphAnalysis(linears, attention, unsupported)

@@ -65,6 +65,7 @@ def compile(
     *,
     progress: bool = True,
     lower: bool = True,
+    compiler: str | None = None,
 ) -> torch.nn.Module:
     """A quantized copy of `model`, called exactly like it (same outputs types; HF `generate` works).
 
@@ -73,8 +74,12 @@ def compile(
     token-id tensors [B, T], needed by recipes with static activations or data-driven passes.
     `lower=True` replaces the quantized linears by qpass.kernels ops (Triton on CUDA, references on CPU) where
     a lowering rule matches; `lower=False` keeps the fake-quant graph (the accuracy reference).
+    `compiler`: None runs the rewritten graphs as FX Python (no compile time; what the tests use); "inductor"
+    compiles them (norms, RoPE, residuals fused around the qpass kernels: the fast path on a GPU, as the qpass
+    torch.compile backend does).
     """
     recipe = resolve(recipe)
+    _check_compiler(compiler)
     start = time.perf_counter()
     device = next(model.parameters()).device  # calibration batches go where the model is
     calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(device) for b in calib]
@@ -87,7 +92,7 @@ def compile(
     if plan.attention and not lower:
         plan.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
     transform = quantize_transform(plan, lower)
-    forward, counter = compile_forward(qmodel, transform)
+    forward, counter = compile_forward(qmodel, transform, inner=compiler)
     qmodel.forward = forward
     if lower:  # compile the first graph now, so the report says which sites were lowered
         with torch.no_grad():
@@ -105,6 +110,15 @@ def compile(
     )
     qmodel.qpass_state = QuantState(recipe, analysis, plan, report, counter, lower, transform.outcomes, transform)
     return qmodel
+
+
+def _check_compiler(compiler: str | None) -> None:
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if compiler is not None and (compiler not in known or compiler == "qpass"):
+        raise ValueError(f"qpass.compile: compiler must be None or a Dynamo backend name such as 'inductor', "
+                         f"'aot_eager' or 'eager', got {compiler!r}")
 
 
 def report(qmodel: torch.nn.Module) -> Report:

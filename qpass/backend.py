@@ -27,13 +27,13 @@ from torch.utils.weak import WeakIdKeyDictionary
 from .analysis import analyze
 from .capture import CapturedGraph
 from .driver import plan_model
+from .inner import MODES, compile_inner, erase_grad_mode_changes, without_grad
 from .passes import registry
 from .lowering.lower import group_size_warning, quantize_transform
 from .plan import Plan
 from .recipe import Recipe, RecipeError, resolve
 
 OPTIONS = ("recipe", "lower", "backend", "mode")
-_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _fqn(source_name: str) -> str:
@@ -96,8 +96,8 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
             "torch.compile backend cannot do; give `taus` in the sale pass's options (e.g. from a qpass.compile model: {m: p.taus for m, p in qpass_state.plan.attention.items()}) or use qpass.compile"
         )
     mode = options.get("mode")
-    if mode is not None and mode not in _MODES:
-        raise RecipeError(f"backend='qpass' options: mode {mode!r} is not one of {', '.join(_MODES)}")
+    if mode is not None and mode not in MODES:
+        raise RecipeError(f"backend='qpass' options: mode {mode!r} is not one of {', '.join(MODES)}")
     return recipe, bool(options.get("lower", True)), str(options.get("backend", "inductor")), mode
 
 
@@ -145,27 +145,15 @@ def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: b
 def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):
     """The registered `qpass` Dynamo backend (see the module docstring). `mode=` only arrives without
     `options` (torch.compile refuses both), so the recipe is then missing and the call is refused."""
-    from torch._dynamo.backends.registry import lookup_backend
-
     recipe, lower, inner, inductor_mode = _options(options)
     pristine = copy.deepcopy(gm.graph)  # the transform edits gm's graph; other weights are planned from this
     qgm, positions = _quantize_graph(gm, example_inputs, recipe, lower)
-    compiler = lookup_backend(inner)
-    kwargs = {}
-    if inner == "inductor" and inductor_mode not in (None, "default"):
-        # inductor takes a mode as its config patches
-        from torch._inductor import list_mode_options
-
-        kwargs["config_patches"] = list_mode_options(inductor_mode)
-    if torch.is_grad_enabled():
-        compiled = _inference_under_grad_mode(compiler, qgm, example_inputs, kwargs)
-    else:
-        compiled = compiler(qgm, example_inputs, **kwargs)
+    compiled = compile_inner(qgm, example_inputs, inner, inductor_mode)
 
     def requantize(args) -> Callable:
         other, _ = _quantize_graph(fx.GraphModule(gm, copy.deepcopy(pristine)), args, recipe, lower)
-        _erase_grad_mode_changes(other)
-        return _without_grad(other.forward)
+        erase_grad_mode_changes(other)
+        return without_grad(other.forward)
 
     return _for_these_weights(compiled, [example_inputs[i] for i in positions], positions, requantize)
 
@@ -202,35 +190,6 @@ def _for_these_weights(compiled: Callable, weights: list, positions: list[int], 
         return fn(*args)
 
     return run
-
-
-def _erase_grad_mode_changes(gm: fx.GraphModule) -> None:
-    """Dynamo records a `with torch.no_grad()` block of the model's forward as _set_grad_enabled(False) ...
-    _set_grad_enabled(True): that restore would turn grad mode back on in the middle of an inference graph."""
-    for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target is torch._C._set_grad_enabled:
-            gm.graph.erase_node(node)
-    gm.recompile()
-
-
-def _without_grad(fn: Callable) -> Callable:
-    def run(*args):
-        with torch.no_grad():
-            return fn(*args)
-
-    return run
-
-
-def _inference_under_grad_mode(compiler, gm: fx.GraphModule, example_inputs, kwargs):
-    """A graph Dynamo captured with grad mode on (the user called the model without torch.no_grad()). The qpass
-    kernels and fake-quant ops are inference ops with no autograd formula, so AOT autograd (inductor,
-    aot_eager) cannot trace a backward for them: compile the inference graph, and run it without grad. The
-    outputs are the same numbers, with no autograd history (`requires_grad=False`). Dynamo guards on grad
-    mode, so this graph only serves calls made with grad mode on; no_grad/inference_mode calls get their own."""
-    _erase_grad_mode_changes(gm)
-    with torch.no_grad():
-        compiled = compiler(gm, example_inputs, **kwargs)
-    return _without_grad(compiled)
 
 
 def register() -> None:

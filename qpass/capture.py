@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,10 +36,33 @@ class CapturedGraph:
     gm: fx.GraphModule
     tensor_of: dict[fx.Node, torch.Tensor] = field(default_factory=dict)  # placeholder -> live tensor
     fqn_of: dict[fx.Node, str] = field(default_factory=dict)  # placeholder -> parameter/buffer FQN
+    _prefix: str | None = field(default=None, repr=False)
 
     @property
     def graph(self) -> fx.Graph:
         return self.gm.graph
+
+    def module_path(self, node: fx.Node) -> str:
+        """The model-level dotted path of the module that produced `node` (`module_path`, plus the root prefix
+        of this graph's frame)."""
+        path = module_path(node)
+        return self.root_prefix() + path if path else ""
+
+    def root_prefix(self) -> str:
+        """Where this graph's frame sits in the model: "" for the model's own forward; "model." for a frame of
+        the inner `LlamaModel` (Dynamo compiles the frames after a graph break in the model's code through the
+        same backend, and their module stacks are relative to that frame). Read off the parameters: a weight's
+        FQN (from tensor identity, model-level) ends with its user's module path plus the parameter name."""
+        if self._prefix is None:
+            votes: Counter = Counter()
+            for node, fqn in self.fqn_of.items():
+                owner = fqn.rsplit(".", 1)[0] if "." in fqn else ""
+                for user in node.users:
+                    path = module_path(user)
+                    if path and (owner == path or owner.endswith("." + path)):
+                        votes[owner[: len(owner) - len(path)]] += 1
+            self._prefix = votes.most_common(1)[0][0] if votes else ""
+        return self._prefix
 
 
 def tensor_names(model: torch.nn.Module) -> dict[int, str]:
@@ -103,7 +127,10 @@ class EagerFallbackError(RuntimeError):
     frame eagerly, or torch.compile disabled, e.g. TORCHDYNAMO_DISABLE=1 or `set_stance("force_eager")`)."""
 
 
-def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], None], counter: GraphCounter):
+def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], None], counter: GraphCounter,
+                 inner: str | None = None):
+    """The Dynamo backend of `compile_forward`: each graph through `transform`, then run as FX Python (`inner`
+    None) or compiled by the Dynamo backend named `inner` (e.g. "inductor")."""
     names = tensor_names(model)
 
     def backend(gm: fx.GraphModule, example_inputs):
@@ -114,7 +141,12 @@ def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], No
         gm.graph.lint()
         gm.recompile()
         counter.graphs += 1
-        return gm.forward
+        if inner is None:
+            return gm.forward
+        from .inner import compile_inner
+
+        # a fresh GraphModule: Dynamo's parameter-source table does not list the packed buffers the rewrite added
+        return compile_inner(fx.GraphModule(gm, gm.graph), example_inputs, inner)
 
     return backend
 
@@ -167,8 +199,10 @@ def compile_forward(
     fullgraph: bool = False,
     dynamic: bool | None = None,
     recompile_limit: int | None = RECOMPILE_LIMIT,
+    inner: str | None = None,
 ) -> tuple[Callable, GraphCounter]:
-    """A compiled version of `model.forward` whose graphs pass through `transform`.
+    """A compiled version of `model.forward` whose graphs pass through `transform` (then, with `inner`, through
+    that Dynamo backend, e.g. "inductor": the unquantized rest of the graph fused and compiled).
 
     The returned function has its own code object, so its Dynamo cache (and recompile budget) belongs to this
     model alone: two quantized copies of one architecture never share or exhaust each other's compiled graphs.
@@ -221,7 +255,7 @@ def compile_forward(
     functools.update_wrapper(forward, base)
     forward.__signature__ = signature  # HF inspects forward's parameters (generate)
     del forward.__wrapped__
-    compiled = torch.compile(forward, backend=make_backend(model, transform, counter), fullgraph=fullgraph,
+    compiled = torch.compile(forward, backend=make_backend(model, transform, counter, inner), fullgraph=fullgraph,
                              dynamic=dynamic)
     # The limit applies while this model's frame is compiled, through a scoped config patch: torch.compile's own
     # `recompile_limit=` argument is newer than torch 2.11, and the global setting stays as the user left it.

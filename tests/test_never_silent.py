@@ -97,3 +97,16 @@ def test_disabled_compile_raises(w8a8):
     with torch.no_grad(), torch.compiler.set_stance("force_eager"):
         with pytest.raises(EagerFallbackError, match="unquantized"):
             qmodel(input_ids=torch.randint(0, 256, (1, 4)), use_cache=False)
+
+
+def test_frames_after_a_graph_break_inside_the_model_are_quantized_too():
+    """`output_hidden_states=True` graph-breaks inside transformers' output recording: Dynamo then compiles the
+    inner model's frame through the same backend, with module paths relative to that frame. Its sites must still
+    be found (model-level names) and quantized — the result equals the unbroken call's, not the FP model's."""
+    model = tiny_model("llama")
+    q = qpass.compile(model, "w4a16", progress=False)
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain, broken, fp = q(ids).logits, q(ids, output_hidden_states=True), model(ids).logits
+    assert len(broken.hidden_states) == 3
+    assert torch.allclose(broken.logits, plain, atol=1e-6) and not torch.allclose(broken.logits, fp, atol=1e-4)

@@ -4,7 +4,9 @@ Y[m, n] = (sum_k X[m, k] * W[n, k]) * w_scale[n] (* x_scale[m]) (+ bias[n]), W r
 operands are K-major, the layout int8 wgmma requires.  With per-group weight scales (GROUP > 0, w_scale
 [N, ceil(K / GROUP)]: what QSM and grouped W4A8 produce) each K tile lies inside one group (BLOCK_K divides
 GROUP), its exact int32 partial product is scaled by the group's step and summed in fp32:
-Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).  With W_INT4 the weight is the packed int4 format
+Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).  Asymmetric activation codes (x_zero [K], a
+zero point per column) enter as (X - z) W^T = X W^T - (z W^T): the second term is summed per tile in int32
+(exact, and per group before the group's step, so no large terms cancel in fp32).  With W_INT4 the weight is the packed int4 format
 (formats.pack_int4, signed), loaded as int32 words and sign-extended to int8 in registers (shl + sar; UNPACK 0:
 3-D reshape of [BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
 """
@@ -22,8 +24,8 @@ from ..tiling import grouped_tile, pick, rows
 
 
 @triton.jit
-def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
-             GROUP: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
+             GROUP: tl.constexpr, HAS_XZ: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -33,6 +35,7 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     accf = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    zacc = tl.zeros([BLOCK_N], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
@@ -52,15 +55,24 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
         else:
             w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :],
                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
+        if HAS_XZ:  # sum_k z_k W[n, k] over this tile, exact in int32 (CUDA cores: 1/BLOCK_M of the MMA's work)
+            xz = tl.load(xz_ptr + k, mask=k < K, other=0.0).to(tl.int32)
+            zsum = tl.sum(w.to(tl.int32) * xz[None, :], axis=1)
         if GROUP > 0:  # this tile's exact int32 product, scaled by its group's step
             part = tl.dot(x, tl.trans(w), out_dtype=tl.int32)
+            if HAS_XZ:
+                part = part - zsum[None, :]
             gs = tl.load(ws_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.float32)
             accf += part.to(tl.float32) * gs[None, :]
         else:
             acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
+            if HAS_XZ:
+                zacc += zsum
     if GROUP > 0:
         y = accf
     else:
+        if HAS_XZ:
+            acc = acc - zacc[None, :]
         y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
         y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
@@ -88,9 +100,10 @@ def int_group_ok(K: int, group_size: int) -> bool:
     return group_size <= 0 or group_size >= K or group_size % 32 == 0
 
 
-def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0):
+def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0, x_zero=None):
     """The launcher of `_int8_mm`: x [..., K] int8, w int8 [N, K] or (w_int4) formats.pack_int4 [N, *];
-    w_scale [N], or [N, ceil(K / group_size)] with group_size > 0."""
+    w_scale [N], or [N, ceil(K / group_size)] with group_size > 0; x_zero [K]: the codes' zero point per column
+    (the product is (x - x_zero) W^T, the zero's share subtracted exactly in int32)."""
     K = x.shape[-1]
     G = group_size if 0 < group_size < K else 0
     x2 = rows(x)
@@ -108,12 +121,14 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
-    _int8_mm[grid](x2, w, w_scale, xs, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0), ng, GROUP=G,
-                   W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None,
+    _int8_mm[grid](x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale, b, y, M, N, K, x2.stride(0),
+                   w.stride(0), y.stride(0), ng, GROUP=G, HAS_XZ=x_zero is not None, W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None,
                    **{"UNPACK": 0, **cfg})
     return y.reshape(*x.shape[:-1], N)
 
 
-def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, config=None):
-    check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size)
-    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config, group_size)
+def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
+                       config=None):
+    check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size,
+                     x_zero)
+    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero)

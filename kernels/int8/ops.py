@@ -17,39 +17,43 @@ from . import reference as R
 # ------------------------------------------------------------------ int8 x int8
 @torch.library.custom_op("qpass::int8_linear", mutates_args=())
 def int8_linear(x_int8: Tensor, w_int8: Tensor, w_scale: Tensor, x_scale: Optional[Tensor],
-                bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0) -> Tensor:
+                bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0,
+                x_zero: Optional[Tensor] = None) -> Tensor:
     """(x_int8 [..., K] @ w_int8 [N, K]^T, int32 accumulation) * w_scale[N] (* x_scale[rows]) (+ bias);
-    group_size > 0: w_scale [N, ceil(K / group_size)], each group's int32 partial product scaled by its step."""
-    C.check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear", group_size)
+    group_size > 0: w_scale [N, ceil(K / group_size)], each group's int32 partial product scaled by its step;
+    x_zero [K]: the activation codes' zero point per column (asymmetric static steps): the product uses x - x_zero."""
+    C.check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear", group_size, x_zero)
     if x_int8.is_cuda:
         from .gemm import int8_linear_triton
-        return int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size)
-    return R.int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size)
+        return int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
+    return R.int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
 
 
 @int8_linear.register_fake
-def _(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size=0):
-    C.check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear", group_size)
+def _(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None):
+    C.check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear", group_size, x_zero)
     return x_int8.new_empty(*x_int8.shape[:-1], w_int8.shape[0], dtype=out_dtype)
 
 
 # ------------------------------------------------------------------ W4A8 / W4A4 (QSM)
 @torch.library.custom_op("qpass::w4a8_linear", mutates_args=())
 def w4a8_linear(x_int8: Tensor, qweight: Tensor, w_scale: Tensor, x_scale: Optional[Tensor],
-                bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0) -> Tensor:
+                bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0,
+                x_zero: Optional[Tensor] = None) -> Tensor:
     """Y = delta * (X_int @ W_int^T) (+ bias): x_int8 [..., K] (int8, or int4 values in int8 for W4A4),
     qweight = formats.pack_int4 of signed int4 [N, K], w_scale = delta [N] fp32 (static steps folded in),
-    x_scale optional per-row dynamic step [rows]; group_size > 0: w_scale [N, ceil(K / group_size)]."""
-    C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size)
+    x_scale optional per-row dynamic step [rows]; group_size > 0: w_scale [N, ceil(K / group_size)]; x_zero [K]:
+    the activation codes' zero point per column (the product uses x_int8 - x_zero)."""
+    C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size, x_zero)
     if x_int8.is_cuda:
         from .w4a8 import w4a8_linear_triton
-        return w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size)
-    return R.w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size)
+        return w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
+    return R.w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
 
 
 @w4a8_linear.register_fake
-def _(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0):
-    C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size)
+def _(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None):
+    C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size, x_zero)
     return x_int8.new_empty(*x_int8.shape[:-1], qweight.shape[0], dtype=out_dtype)
 
 

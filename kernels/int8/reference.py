@@ -13,13 +13,14 @@ def int_mm_ref(x_int8: torch.Tensor, w_int8: torch.Tensor) -> torch.Tensor:
     return x_int8.double() @ w_int8.double().t()
 
 
-def _grouped_product(x_int8, w_int8, w_scale, group_size: int):
-    """sum over groups g of w_scale[n, g] * (X_g @ W_g^T), as fp64 (w_scale [N], or [N, ceil(K / G)])."""
+def _grouped_product(x_int8, w_int8, w_scale, group_size: int, x_zero=None):
+    """sum over groups g of w_scale[n, g] * ((X - x_zero)_g @ W_g^T), as fp64 (w_scale [N], or [N, ceil(K / G)])."""
     K = x_int8.shape[-1]
+    x = x_int8.double() if x_zero is None else x_int8.double() - x_zero.double()
     if group_size <= 0 or group_size >= K:
-        return int_mm_ref(x_int8, w_int8) * w_scale.double().reshape(1, -1)
+        return (x @ w_int8.double().t()) * w_scale.double().reshape(1, -1)
     s = w_scale.double().repeat_interleave(group_size, dim=1)[:, :K]  # the step of every (n, k)
-    return x_int8.double() @ (w_int8.double() * s).t()
+    return x @ (w_int8.double() * s).t()
 
 
 def _scale_epilogue(acc, x_scale, bias, out_dtype, lead_shape):
@@ -29,16 +30,16 @@ def _scale_epilogue(acc, x_scale, bias, out_dtype, lead_shape):
     return finish_linear(y, bias, out_dtype, lead_shape)
 
 
-def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0):
+def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None):
     K = x_int8.shape[-1]
-    acc = _grouped_product(x_int8.reshape(-1, K), w_int8, w_scale, group_size)
+    acc = _grouped_product(x_int8.reshape(-1, K), w_int8, w_scale, group_size, x_zero)
     return _scale_epilogue(acc, x_scale, bias, out_dtype, x_int8.shape[:-1])
 
 
-def w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0):
+def w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None):
     K = x_int8.shape[-1]
     w = unpack_int4(qweight, K, signed=True)
-    acc = _grouped_product(x_int8.reshape(-1, K), w, w_scale, group_size)
+    acc = _grouped_product(x_int8.reshape(-1, K), w, w_scale, group_size, x_zero)
     return _scale_epilogue(acc, x_scale, bias, out_dtype, x_int8.shape[:-1])
 
 

@@ -20,11 +20,13 @@ UNPACK_MIN_M = 512
 KERNELS = ("gemv", "unpack", "mma")
 
 
-def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, config=None,
-                       kernel=None):
+def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
+                       config=None, kernel=None):
     """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config;
-    group_size > 0: w_scale [N, ceil(K / group_size)], one step per (row, group)."""
-    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton", group_size)
+    group_size > 0: w_scale [N, ceil(K / group_size)], one step per (row, group); x_zero [K]: the activation codes'
+    zero point per column (Y uses x_int8 - x_zero)."""
+    check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton", group_size,
+                     x_zero)
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
     if kernel is None:
@@ -37,19 +39,22 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
     torch._check_value(kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of {KERNELS}, got "
                                                   f"{kernel!r}")
     if kernel == "gemv":
-        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size)
+        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
     if kernel == "unpack":
         w = dequantize_int4_triton(qweight, None, None, -1, K, torch.int8, int_out=True)
-        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size)
-    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size)
+        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero)
+    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero)
 
 
-def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size):
+def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero):
     """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
     GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
-    X_int·W_int in fp32, and scales by the (row, group) weight step and the row's activation step."""
+    X_int·W_int in fp32, and scales by the (row, group) weight step and the row's activation step. With zero
+    points the row is centred first, (x - z) as fp16 (integers up to 255: exact)."""
     K, N = x_int8.shape[-1], qweight.shape[0]
     x = x_int8.reshape(1, K)
+    if x_zero is not None:
+        x = (x.float() - x_zero).to(torch.float16)
     if x.stride(-1) != 1:
         x = x.contiguous()
     xs = x_scale.reshape(1).float() if x_scale is not None else None  # .float(): no copy when already fp32
