@@ -252,6 +252,42 @@ def sweep(hbm_bw, apply=True):
     return res
 
 
+GROUPED_SWEEP = {  # M -> (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages) candidates, group 64
+    16: [(16, 128, 64, 8, 4, 4), (16, 64, 64, 8, 4, 4), (16, 32, 64, 8, 4, 4), (16, 64, 64, 8, 2, 6),
+         (32, 64, 64, 8, 4, 4), (16, 32, 64, 8, 2, 6)],
+    4096: [(256, 128, 64, 8, 8, 3), (128, 128, 64, 8, 4, 4), (128, 128, 64, 8, 8, 4), (128, 256, 64, 8, 8, 3),
+           (64, 128, 64, 8, 4, 4), (128, 64, 64, 8, 4, 4), (128, 128, 64, 8, 4, 3), (64, 256, 64, 8, 4, 4)],
+}
+
+
+def sweep_grouped():
+    """Tile configs of the per-group-step int GEMMs (w4a8 / int8 with g64 steps: the static QSM form)."""
+    res = []
+    for M, cands in GROUPED_SWEEP.items():
+        for N, K in SHAPES:
+            xi = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
+            wsg = torch.rand(N, K // 64, device="cuda") * 1e-3 + 1e-4
+            p8 = fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8))
+            wi8 = torch.randint(-127, 128, (N, K), device="cuda", dtype=torch.int8)
+            for bm, bn, bk, gm, nw, st in cands:
+                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, num_warps=nw, num_stages=st)
+                for name, w, w4, unpack in (("w4a8", p8, True, 0), ("w4a8", p8, True, 1), ("int8", wi8, False, 0)):
+                    if unpack and M > 16:  # the re-read unpack only matters where W dominates
+                        continue
+                    c = dict(cfg, UNPACK=unpack)
+                    try:
+                        fn = lambda: k_int8.int_mm(xi, w, wsg, None, None, torch.bfloat16, w4, c, 64)  # noqa: E731
+                        ref = (ref8.w4a8_linear_ref if w4 else ref8.int8_linear_ref)(xi, w, wsg, None, None,
+                                                                                    torch.bfloat16, 64)
+                        assert rel_err(fn(), ref) < 1e-2
+                        us = graph_time_us([fn], reps=10)
+                        res.append(dict(kernel=f"{name}_g64", M=M, N=N, K=K, cfg=c, us=us))
+                        print(f"GROUPED {name} M={M} {N}x{K} {us:.1f} us {c}", flush=True)
+                    except Exception as e:  # noqa: BLE001
+                        print("GROUPED failed", name, M, N, K, c, type(e).__name__, str(e)[:120], flush=True)
+    return res
+
+
 def sweep_prefill():
     res = []
     M, N, K = 2048, 14336, 4096
@@ -518,6 +554,7 @@ def main():
     ap.add_argument("--sweep-only", action="store_true")
     ap.add_argument("--sweep-prefill", action="store_true")
     ap.add_argument("--sweep2", action="store_true", help="gemv2 / fused prefill / int8 tile sweeps only")
+    ap.add_argument("--sweep-grouped", action="store_true", help="tile sweep of the per-group-step int GEMMs only")
     ap.add_argument("--gemv", action="store_true", help="decode W4A16 (M <= 16) comparison only")
     ap.add_argument("--ms", default=",".join(map(str, MS)))
     ap.add_argument("--gemv-shapes", default=None, help="--gemv: NxK,... (default: the three Llama-3-8B shapes)")
@@ -540,6 +577,13 @@ def main():
         for dt in args.scale_dtypes.split(","):
             gemv_bench(hbm, args.out, ms=[int(m) for m in args.ms.split(",")] if args.ms != ",".join(map(str, MS))
                        else (1, 2, 4, 8, 16), shapes=shapes, scale_dtype=getattr(torch, dt))
+        return
+    if args.sweep_grouped:
+        result["sweep_grouped"] = sweep_grouped()
+        name = gpu.replace(" ", "_").replace("/", "_")
+        for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{name}.sweep_grouped.json").write_text(json.dumps(result, indent=1))
         return
     if args.sweep2:
         result["sweep2"] = sweep2()

@@ -40,7 +40,8 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
             x = site.input
             a = sp.activation
             if sp.input_step is not None:  # explicit quantize node: no producer absorbed the step
-                step = _attr(gm, graph, f"{prefix}_input_step", sp.input_step)
+                # in the model's dtype: an fp32 step would promote a bf16 activation to fp32
+                step = _attr(gm, graph, f"{prefix}_input_step", sp.input_step.to(sp.dtype))
                 x = graph.call_function(torch.div, (x, step))
             if a is not None and a.granularity == "per_token":
                 x = graph.call_function(torch.ops.qpass.fake_quant_per_token.default, (x, a.bits, a.symmetric))

@@ -61,4 +61,6 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
         for spec in recipe.passes:
             registry.get(spec.name).run(ctx, spec.options)
         plan_quantization(ctx)
+    if observers and selected:  # calibrated passes computed on the CPU (PassContext.weight); kernels run here
+        ctx.plan.to_device(model.get_parameter(next(iter(selected.values())).weight).device)
     return ctx.plan

@@ -142,7 +142,7 @@ def find_migrations(analysis: GraphAnalysis, selected: dict[str, LinearSite]) ->
 def scale_columns(model: torch.nn.Module, site: LinearSite, f: torch.Tensor) -> None:
     """W ← W · diag(f) (the consumer side; always exact)."""
     w = model.get_parameter(site.weight)
-    f = f.to(w.dtype)
+    f = f.to(w.device, w.dtype)
     w.mul_(f[:, None] if site.transposed else f[None, :])
 
 
@@ -155,6 +155,7 @@ def apply(model: torch.nn.Module, analysis: GraphAnalysis, m: Migration, f: torc
     sites = analysis.by_name()
     if m.kind == "norm":
         g = model.get_parameter(m.norm_weight)
+        f = f.to(g.device)
         if m.norm_form == "one_plus_gamma":
             g.copy_(((1 + g.float()) / f - 1).to(g.dtype))
         else:
@@ -168,7 +169,7 @@ def apply(model: torch.nn.Module, analysis: GraphAnalysis, m: Migration, f: torc
         if not torch.allclose(fr[m.rows], f):
             raise ValueError(f"factor for {m.sites} is not equal across channels sharing a row of {m.producer.name}")
         w = model.get_parameter(m.producer.weight)
-        fr = fr.to(w.dtype)
+        fr = fr.to(w.device, w.dtype)
         w.div_(fr[None, :] if m.producer.transposed else fr[:, None])
         if m.producer.bias:
             b = model.get_parameter(m.producer.bias)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import MutableMapping
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
@@ -118,9 +119,25 @@ class Plan(MutableMapping):
     def __len__(self) -> int:
         return len(self.sites)
 
+    def to_device(self, device: torch.device) -> None:
+        """Move every tensor of the site plans to `device`, in place (the passes compute on the CPU, where the
+        calibration statistics live; the packed tensors belong where the model runs)."""
+        for sp in self.sites.values():
+            _move_tensors(sp, device)
+
     def quantized(self) -> list[SitePlan]:
         """The site plans that change something (a quantized weight or input)."""
         return [sp for sp in self.sites.values() if sp.weight is not None or sp.activation is not None]
+
+
+def _move_tensors(obj, device: torch.device) -> None:
+    """Tensors held by a dataclass (and by the dataclasses it holds: weights, activations) moved to `device`."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, torch.Tensor):
+            setattr(obj, f.name, v.to(device))
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            _move_tensors(v, device)
 
 
 def matches(name: str, pattern: str) -> bool:

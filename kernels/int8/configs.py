@@ -1,34 +1,42 @@
 """Every shipped int8 / W4A8 kernel config, for the sm_90 compile check (kernels/configs.py format)."""
 from __future__ import annotations
 
-import math
-
 from ..int4 import gemv
 from ..tiling import split_launch
 from . import gemm
+from . import quant_act
 from .quant_act import _quant_act
 
 
 def shipped_configs():
     """[(name, kernel, signature (non-constexpr args), constexprs, launch options)]."""
     out = []
-    isig = dict(x_ptr="*i8", w_ptr="*i8", ws_ptr="*fp32", xs_ptr="*fp32", b_ptr="*bf16", y_ptr="*bf16", M="i32",
-                N="i32", K="i32", stride_xm="i32", stride_wn="i32", stride_ym="i32", NG="i32")
+    isig = dict(x_ptr="*i8", w_ptr="*i8", ws_ptr="*fp32", xs_ptr="*fp32", xz_ptr="*fp32", b_ptr="*bf16", y_ptr="*bf16",
+                M="i32", N="i32", K="i32", stride_xm="i32", stride_wn="i32", stride_ym="i32", NG="i32")
+    for max_m, cfg in gemm.GROUPED_CONFIGS:
+        for int4 in (False, True):
+            c, o = split_launch(cfg)
+            sig = dict(isig, w_ptr="*i32") if int4 else isig
+            out.append((f"{'w4a8' if int4 else 'int8'}-grouped[M<={max_m}]", gemm._int8_mm, sig,
+                        {"GROUP": 64, "HAS_XZ": True, "W_INT4": int4, "HAS_XS": False, "HAS_BIAS": True, "UNPACK": 0,
+                         **c}, o))
     for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
         for max_m, cfg in table:
-            for group in (0, 64, 128):  # per-row steps; QSM / grouped weights (BLOCK_K = gcd(BLOCK_K, group))
-                c, o = split_launch(cfg)
-                if group:
-                    c = dict(c, BLOCK_K=math.gcd(c["BLOCK_K"], group))
-                sig = dict(isig, w_ptr="*i32") if int4 else isig
-                out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m},g{group}]", gemm._int8_mm, sig,
-                            {"GROUP": group, "W_INT4": int4, "HAS_XS": group == 0, "HAS_BIAS": True, "UNPACK": 0, **c}, o))
+            c, o = split_launch(cfg)
+            sig = dict(isig, w_ptr="*i32") if int4 else isig
+            out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", gemm._int8_mm, sig,
+                        {"GROUP": 0, "HAS_XZ": False, "W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True, "UNPACK": 0,
+                         **c}, o))
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", so_ptr="*fp32", K="i32",
                 C="i32", stride_xm="i32", stride_qm="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "HAS_ZERO": False, "GATHER": False, "BLOCK_K": 4096},
                 {"num_warps": 4}))
-    out.append(("quant_act[static QSM]", _quant_act, qsig, {"STATIC": True, "HAS_ZERO": True, "GATHER": True,
-                                                            "BLOCK_K": 4096}, {"num_warps": 4}))
+    ssig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", M="i32", K="i32", C="i32",
+                stride_xm="i32", stride_qm="i32", qmax="i32")
+    c, o = split_launch(quant_act.STATIC_CONFIG)
+    for zero, gather in ((False, False), (True, True)):
+        out.append((f"quant_static[zero={zero},gather={gather}]", quant_act._quant_static, ssig,
+                    {"HAS_ZERO": zero, "GATHER": gather, **c}, o))
     # W4A8 at one row (w4a8._w4a8_gemv): gemv4 on the int8 row, fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
         wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,

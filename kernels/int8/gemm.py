@@ -95,6 +95,17 @@ W4A8_CONFIGS = [
 ]
 
 
+# Per-group steps (QSM, grouped W4A8): the scale epilogue of every 64-wide K tile keeps the MMAs from pipelining,
+# so only small M runs this kernel (thin N tiles: more CTAs); from DEQUANT_MIN_M rows on (int8/w4a8.py) the weight
+# is dequantized once and cuBLAS runs the product (H200, benchmarks/gemm.py --sweep-grouped: the best grouped tile
+# at M = 4096 took 1.2-1.7 ms at 4096x14336 where bf16 takes 0.6 ms).
+GROUPED_CONFIGS = [
+    (16, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)),
+    (1 << 62, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)),
+]
+DEQUANT_MIN_M = 64
+
+
 def int_group_ok(K: int, group_size: int) -> bool:
     """The weight groups `_int8_mm` takes: one per row (<= 0 or >= K), or a multiple of 32 (the int8 MMA's K)."""
     return group_size <= 0 or group_size >= K or group_size % 32 == 0
@@ -112,7 +123,7 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     if w_int4:
         w = as_words(w)
     y = torch.empty(M, N, dtype=out_dtype, device=x.device)
-    cfg = dict(config or pick(W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
     if G:
         assert int_group_ok(K, G), G
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a tile never straddles two groups
@@ -131,4 +142,10 @@ def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_
                        config=None):
     check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size,
                      x_zero)
+    K = x_int8.shape[-1]
+    if (config is None and x_int8.is_cuda and 0 < group_size < K and K and
+            x_int8.numel() // K >= DEQUANT_MIN_M):  # per-group steps at many rows: see GROUPED_CONFIGS
+        from .dequant_mm import dequant_mm
+
+        return dequant_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, False)
     return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero)

@@ -51,6 +51,33 @@ def _quant_act(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, K, C, stride_xm, strid
     tl.store(so_ptr + m, s)
 
 
+@triton.jit
+def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_qm, qmax,
+                  HAS_ZERO: tl.constexpr, GATHER: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Static steps: a [BLOCK_R, BLOCK_K] tile per program, so the zero points and gather indices of a column
+    block are read once for BLOCK_R rows (per row they would be read again by every row: K x 4 bytes each)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    rmask = rows < M
+    kmask = k < K
+    if GATHER:
+        src = tl.load(g_ptr + k, mask=kmask, other=C)
+    else:
+        src = k
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + src[None, :], mask=rmask[:, None] & (kmask & (src < C))[None, :],
+                other=0.0).to(tl.float32)
+    s = tl.load(s_ptr + rows, mask=rmask, other=1.0).to(tl.float32)
+    inv = tl.math.div_rn(tl.full([BLOCK_R], 1.0, tl.float32), s)
+    r = (x * inv[:, None] + 12582912.0) - 12582912.0  # round half to even for |v| < 2**22
+    if HAS_ZERO:
+        r += tl.load(z_ptr + k, mask=kmask, other=0.0).to(tl.float32)[None, :]
+    r = tl.minimum(tl.maximum(r, -qmax - 1.0), qmax * 1.0)
+    tl.store(q_ptr + rows[:, None] * stride_qm + k[None, :], r.to(tl.int8), mask=rmask[:, None] & kmask[None, :])
+
+
+STATIC_CONFIG = dict(BLOCK_R=16, BLOCK_K=256, num_warps=4)
+
+
 def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None):
     check_quantize(x, scale, qmax, zero, gather, op="quantize_activation_int8_triton")
     C = x.shape[-1]
@@ -65,6 +92,13 @@ def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None,
         s_in = scale.float().reshape(-1).expand(M).contiguous()
     else:
         s_in = s_out
+    if scale is not None and block_k is None:
+        cfg = STATIC_CONFIG
+        grid = (triton.cdiv(M, cfg["BLOCK_R"]), triton.cdiv(K, cfg["BLOCK_K"]))
+        _quant_static[grid](x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q,
+                            M, K, C, x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None,
+                            GATHER=gather is not None, **cfg)
+        return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)  # a copy: s_in may alias the caller's scale
     bk = block_k or min(4096, triton.next_power_of_2(K))
     _quant_act[(M,)](x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
                      s_out, K, C, x2.stride(0), q.stride(0), qmax, 1.0 / qmax, STATIC=scale is not None,

@@ -5,7 +5,9 @@ overrides):
   * "gemv": one row on CUDA (batch-1 decode): the W4A16 decode GEMV (int4/gemv.py) on the int8 row;
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
-  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4).
+  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
+  * "dequant": per-group weight steps at M >= gemm.DEQUANT_MIN_M on CUDA: the weight dequantized once, then cuBLAS
+    (int8/dequant_mm.py; the tiled GEMM's per-group epilogue does not pipeline at large M).
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import torch
 from ..checks import check_int_linear
 from ..int4.dequant import dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
-from .gemm import int_mm
+from .dequant_mm import dequant_mm
+from .gemm import DEQUANT_MIN_M, int_mm
 
 UNPACK_MIN_M = 512
-KERNELS = ("gemv", "unpack", "mma")
+KERNELS = ("gemv", "unpack", "mma", "dequant")
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
@@ -32,6 +35,8 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
     if kernel is None:
         if rows == 1 and config is None and x_int8.is_cuda:
             kernel = "gemv"
+        elif rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
+            kernel = "dequant"
         elif rows >= UNPACK_MIN_M and x_int8.is_cuda and config is None:
             kernel = "unpack"
         else:
@@ -40,6 +45,8 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
                                                   f"{kernel!r}")
     if kernel == "gemv":
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
+    if kernel == "dequant":
+        return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True)
     if kernel == "unpack":
         w = dequantize_int4_triton(qweight, None, None, -1, K, torch.int8, int_out=True)
         return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero)

@@ -171,3 +171,35 @@ def test_quantize_with_zero_and_gather(M, C, K, qmax):
     xg = torch.cat([x, torch.zeros(M, 1)], 1)[:, gather.clamp(max=C).long()]
     want = torch.clamp(torch.round(xg / 0.37) + zero, -qmax - 1, qmax)
     assert int((qr.float() - want).abs().max()) <= 1
+
+
+@pytest.mark.parametrize("M,N,K,G", [(3, 40, 200, 64), (70, 64, 256, 32)])
+@pytest.mark.parametrize("w4", [True, False])
+@pytest.mark.parametrize("zero", [False, True])
+def test_dequant_then_float_gemm_path(M, N, K, G, w4, zero):
+    """The prefill path of per-group steps (weight dequantized once, then a float GEMM) against the oracle."""
+    from qpass.kernels.int8.dequant_mm import dequant_mm
+
+    x, q, ws, x_s, b = _grouped_case(M, N, K, G, w4)
+    xz = torch.randint(-100, 100, (K,)).float() if zero else None
+    w = F.pack_int4(q) if w4 else q
+    y = dequant_mm(x, w, ws, x_s, b, torch.float32, G, xz, w4)
+    ref = (R.w4a8_linear_ref if w4 else R.int8_linear_ref)(x, w, ws, x_s, b, torch.float32, G, xz)
+    assert rel_err(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("M", [1, 5, 33])
+@pytest.mark.parametrize("G", [0, 64])
+def test_zero_points_are_subtracted_exactly(M, G):
+    """x_zero: (x - z) W^T with large zero points (A8 asymmetric) — exact integer handling, every kernel."""
+    x, q, ws, x_s, b = _grouped_case(M, 48, 256, 64, True)
+    ws = ws if G else ws[:, 0].contiguous()
+    xz = torch.randint(-120, 120, (256,)).float()
+    p = F.pack_int4(q)
+    ref = R.w4a8_linear_ref(x, p, ws, None, b, torch.float32, G, xz)
+    kernels = ["mma"] + (["gemv"] if M == 1 else [])
+    for kernel in kernels:
+        y = w4a8_linear_triton(x, p, ws, None, b, torch.float32, G, xz, kernel=kernel)
+        assert rel_err(y, ref) < 1e-6, kernel
+    y8 = int8_linear_triton(x, q, ws, None, b, torch.float32, G, xz)
+    assert rel_err(y8, R.int8_linear_ref(x, q, ws, None, b, torch.float32, G, xz)) < 1e-6
