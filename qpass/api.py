@@ -76,7 +76,7 @@ def compile(
     a lowering rule matches; `lower=False` keeps the fake-quant graph (the accuracy reference).
     `compiler`: None runs the rewritten graphs as FX Python (no compile time; what the tests use); "inductor"
     compiles them (norms, RoPE, residuals fused around the qpass kernels: the fast path on a GPU, as the qpass
-    torch.compile backend does).
+    torch.compile backend does), with static shapes (each new input shape compiles its own graph).
     """
     recipe = resolve(recipe)
     _check_compiler(compiler)
@@ -92,7 +92,9 @@ def compile(
     if plan.attention and not lower:
         plan.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
     transform = quantize_transform(plan, lower)
-    forward, counter = compile_forward(qmodel, transform, inner=compiler)
+    # shapes specialized under an inner compiler: inductor cannot split some views of the int kernels' outputs
+    # over symbolic batch x length (CantSplit, torch 2.11); each new prompt length compiles once
+    forward, counter = compile_forward(qmodel, transform, inner=compiler, dynamic=False if compiler else None)
     qmodel.forward = forward
     if lower:  # compile the first graph now, so the report says which sites were lowered
         with torch.no_grad():

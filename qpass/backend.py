@@ -41,7 +41,7 @@ def _fqn(source_name: str) -> str:
     s = re.sub(r"\._(?:modules|parameters|buffers)\['([^']*)'\]", r".\1", source_name)
     s = re.sub(r"\['([^']*)'\]", r".\1", s)
     s = re.sub(r"\[(\d+)\]", r".\1", s)
-    s = re.sub(r"^L\.(self|model|mod|m)\b\.?", "", s)
+    s = re.sub(r"^L\.(self|model|mod|m|args\.\d+)\b\.?", "", s)  # the frame's module: self, or args[0] (torch >= 2.12)
     return s.strip(".")
 
 
