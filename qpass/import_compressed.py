@@ -296,7 +296,7 @@ def from_compressed_tensors(path: str | os.PathLike, *, dtype: torch.dtype = tor
     fake-quant graph (the accuracy reference)."""
     from . import api
     from .recipe import Recipe
-    from .specs import ActivationSpec, WeightSpec
+    from .specs import SUPPORTED_BITS, ActivationSpec, WeightSpec
 
     if unsupported not in ("error", "dequantize"):
         raise ValueError(f"unsupported= must be 'error' or 'dequantize', got {unsupported!r}")
@@ -378,11 +378,13 @@ def from_compressed_tensors(path: str | os.PathLike, *, dtype: torch.dtype = tor
     kinds = sorted({assigned[n].describe() for n in weights})
     plan.log.append(f"imported {len(weights)} quantized linears from compressed-tensors {path.name}: {'; '.join(kinds)}"
                     + (f"; {len(full_precision)} kept in full precision (unsupported scheme)" if full_precision else ""))
-    first = assigned[next(iter(weights))] if weights else None
+    # The recipe qpass_state carries (report title, qpass.save's recipe.json): the checkpoint's (first) scheme.
+    first = assigned[next(iter(weights))] if weights else next(iter(assigned.values()))
     recipe = Recipe(
-        name=f"compressed-tensors:{first.format if first else 'dequantized'}",
-        weights=WeightSpec(bits=first.bits, group_size=first.group_size, symmetric=first.symmetric) if first else None,
-        activations=ActivationSpec() if first is not None and first.act is not None else None,
+        name=f"compressed-tensors:{first.format}" + ("" if weights else " (dequantized)"),
+        weights=WeightSpec(bits=first.bits if first.bits in SUPPORTED_BITS else 8, group_size=first.group_size,
+                           symmetric=first.symmetric),
+        activations=ActivationSpec() if first.act is not None and weights else None,
         ignore=list(ignore) or ["lm_head"])
     return api.finish(model, recipe, analysis, graphs, plan, lower, start, api._example_input(model, None))
 
