@@ -26,6 +26,7 @@ _PUBLIC = {
     "save": "export",
     "load": "export",
     "save_compressed_tensors": "export_compressed",
+    "from_compressed_tensors": "import_compressed",
     "LoadError": "export",
     "recipes": "recipe",
     "Recipe": "recipe",

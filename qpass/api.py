@@ -89,6 +89,14 @@ def compile(
     qmodel = copy.deepcopy(model).eval()
     analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
     plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress)
+    return finish(qmodel, recipe, analysis, graphs, plan, lower, start, _example_input(qmodel, calib))
+
+
+def finish(qmodel: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, graphs: int, plan: Plan, lower: bool,
+           start: float, example: torch.Tensor) -> torch.nn.Module:
+    """Steps 7-10 for a planned model (`qpass.compile`, and `qpass.from_compressed_tensors` with the plan it
+    reads from a checkpoint): compile the forward with the plan's transform (Q/DQ rewrite, then the lowering
+    rules), run it once on `example` so the report says which sites were lowered, attach `qpass_state`."""
     if plan.attention and not lower:
         plan.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
     transform = quantize_transform(plan, lower)
@@ -98,10 +106,10 @@ def compile(
     qmodel.forward = forward
     if lower:  # compile the first graph now, so the report says which sites were lowered
         with torch.no_grad():
-            forward(input_ids=_example_input(qmodel, calib), use_cache=False)
+            forward(input_ids=example, use_cache=False)
         message = group_size_warning(transform.refused_groups, plan)
         if message:  # one warning per compile; the report lists each site with the same reason
-            warnings.warn(message, UserWarning, stacklevel=2)
+            warnings.warn(message, UserWarning, stacklevel=3)
     if transform.fused:
         n = sum(len(g) for g in transform.fused)
         plan.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "

@@ -138,10 +138,21 @@ def check_args(args) -> None:
     if getattr(args, "plot", None) and not Path(args.plot).resolve().parent.is_dir():
         raise FileNotFoundError(f"--plot {args.plot}: folder {Path(args.plot).resolve().parent} does not exist")
     if getattr(args, "load", None):
+        from .import_compressed import is_compressed_tensors_folder
+
         if args.recipe is not None:
             raise ValueError("eval: --load evaluates a saved model as it is; it takes no --recipe")
-        if not (Path(args.load) / "manifest.json").is_file():
-            raise FileNotFoundError(f"--load {args.load}: not a folder written by qpass quantize --save (no manifest.json)")
+        if not (Path(args.load) / "manifest.json").is_file() and not is_compressed_tensors_folder(args.load):
+            raise FileNotFoundError(f"--load {args.load}: not a folder written by qpass quantize --save (no manifest.json) "
+                                    "nor a compressed-tensors checkpoint")
+    if getattr(args, "tasks", None) is not None:
+        from .zeroshot import check_tasks
+
+        check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()], args.task_data)
+    elif getattr(args, "limit", None) is not None or getattr(args, "task_data", None) is not None:
+        raise ValueError("--limit and --task-data apply with --tasks")
+    _positive("--limit", getattr(args, "limit", None))
+    _positive("--batch-size", getattr(args, "batch_size", None))
     calib_flags = [f for f, v in (("--calib", "calib"), ("--calib-samples", "calib_samples"),
                                   ("--calib-seq-len", "calib_seq_len")) if getattr(args, v, None)]
     if getattr(args, "recipe", None) is not None and args.command != "recipes":
@@ -230,18 +241,36 @@ def cmd_eval(args) -> dict:
     from .recipe import resolve
 
     model, tok = _load_model(args)  # the tokenizer (and, without --load, the model)
-    ids, text_name = _eval_ids(args, tok)
+    ids, text_name = _eval_ids(args, tok) if args.tasks is None else (None, None)
     name = "full precision"
     if args.load:
         model = export.load(args.load, device=next(model.parameters()).device)
-        name = f"{model.recipe.get('name', '?')} (loaded from {args.load})"
+        saved = getattr(model, "recipe", None)
+        saved = saved.get("name", "?") if isinstance(saved, dict) else model.qpass_state.recipe.name
+        name = f"{saved} (loaded from {args.load})"
     elif args.recipe is not None:
         recipe = resolve(args.recipe)
         model, name = _quantize(args, recipe, model, tok), recipe.name
+    if args.tasks is not None:
+        return _zeroshot(args, model, tok, name)
     ppl = perplexity(model, ids, args.seq_len, progress=not args.json)
     if not args.json:
         print(f"perplexity ({name}) on {text_name} ({ids.numel()} tokens, seq {args.seq_len}): {ppl:.3f}")
     return {"model": args.model, "recipe": name, "text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len, "ppl": ppl}
+
+
+def _zeroshot(args, model, tok, name: str) -> dict:
+    from .zeroshot import evaluate, format_table
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    start = time.perf_counter()
+    results = evaluate(model, tok, tasks, limit=args.limit, data_dir=args.task_data, batch_size=args.batch_size,
+                       progress=not args.json)
+    seconds = time.perf_counter() - start
+    if not args.json:
+        print(f"zero-shot accuracy ({name}), {args.model}, {seconds:.0f} s")
+        print(format_table(results))
+    return {"model": args.model, "recipe": name, "tasks": results, "limit": args.limit, "seconds": seconds}
 
 
 def cmd_recipes(args) -> dict:
@@ -300,7 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="perplexity of a model, optionally quantized with --recipe")
     e.add_argument("--recipe", default=None, help="quantize first with this preset or file")
     _add_calib_args(e)
-    e.add_argument("--load", metavar="DIR", default=None, help="evaluate a model saved by quantize --save")
+    e.add_argument("--load", metavar="DIR", default=None,
+                   help="evaluate a model saved by quantize --save, or a compressed-tensors folder")
+    e.add_argument("--tasks", default=None, metavar="T1,T2",
+                   help="zero-shot accuracy on these tasks (piqa, hellaswag) instead of perplexity")
+    e.add_argument("--limit", type=int, default=None, metavar="N", help="--tasks: the first N examples of each task")
+    e.add_argument("--task-data", default=None, metavar="DIR",
+                   help="--tasks: folder holding piqa/ and hellaswag/ (default $QPASS_DATA, else ../shared/data)")
+    e.add_argument("--batch-size", type=int, default=16, help="--tasks: sequences per forward")
     _add_model_args(e)
     e.set_defaults(fn=cmd_eval)
 

@@ -606,7 +606,14 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> L
     """Load a directory written by qpass.save. Every failure (unknown format version; a missing, truncated,
     corrupted or tampered file; an archive entry outside the allow-list; unreadable JSON, archive or
     safetensors; a program torch cannot load; tensors that do not match the program) raises LoadError, naming
-    the file and the reason, and loads nothing. Nothing is unpickled and no code from the folder runs."""
+    the file and the reason, and loads nothing. Nothing is unpickled and no code from the folder runs.
+
+    A compressed-tensors folder (config.json with a compressed-tensors `quantization_config`, no manifest.json)
+    is imported with `qpass.from_compressed_tensors(path)` instead (its own checks and errors; docs/export.md)."""
+    from .import_compressed import from_compressed_tensors, is_compressed_tensors_folder
+
+    if not (Path(path) / MANIFEST).exists() and is_compressed_tensors_folder(path):
+        return from_compressed_tensors(path, device=device or "cpu")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
