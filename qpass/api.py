@@ -89,11 +89,11 @@ def compile(
     qmodel = copy.deepcopy(model).eval()
     analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
     plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress)
-    return finish(qmodel, recipe, analysis, graphs, plan, lower, start, _example_input(qmodel, calib))
+    return finish(qmodel, recipe, analysis, graphs, plan, lower, start, _example_input(qmodel, calib), compiler)
 
 
 def finish(qmodel: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, graphs: int, plan: Plan, lower: bool,
-           start: float, example: torch.Tensor) -> torch.nn.Module:
+           start: float, example: torch.Tensor, compiler: str | None = None) -> torch.nn.Module:
     """Steps 7-10 for a planned model (`qpass.compile`, and `qpass.from_compressed_tensors` with the plan it
     reads from a checkpoint): compile the forward with the plan's transform (Q/DQ rewrite, then the lowering
     rules), run it once on `example` so the report says which sites were lowered, attach `qpass_state`."""
