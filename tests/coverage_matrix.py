@@ -6,7 +6,8 @@ the analysis could not quantize, the lowered logits against the fake-quant refer
 round trip. `render` turns the cells into docs/coverage.md; tests/test_coverage.py checks the invariants and
 that the file is up to date.
 
-    python tests/coverage_matrix.py --write    # measures every cell, rewrites docs/coverage.md (≈ 30 min)
+    python tests/coverage_matrix.py --write                     # every cell (≈ 30 min on 2 cores)
+    python tests/coverage_matrix.py --write --presets w4a8-qsm  # one column; the page keeps the other cells
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class Cell:
     unsupported: list[str] = field(default_factory=list)  # weight uses the analysis could not quantize
     attention_planned: int = 0  # attention modules with a plan (SALE)
     attention_lowered: int = 0  # of those, lowered to the planned method
+    attention_not_lowered: dict[str, str] = field(default_factory=dict)  # planned module -> the report's reason
     logit_diff: float | None = None  # relative L2, lowered vs the fake-quant graph of the same plan
     reload_diff: float | None = None  # relative L2, qpass.load(qpass.save(...)) vs the compiled model
     reload_refused: str | None = None  # qpass.load's LoadError: the saved program holds what load does not trust
@@ -78,6 +80,9 @@ def _read_report(cell: Cell, qmodel) -> None:
     planned = qmodel.qpass_state.plan.attention
     cell.attention_planned = len(planned)
     cell.attention_lowered = sum(report.attention_lowering.get(name) == plan.method for name, plan in planned.items())
+    cell.attention_not_lowered = {
+        name: report.attention_lowering.get(name, "unmatched: not seen in a compiled graph").removeprefix("unmatched: ")
+        for name, plan in planned.items() if report.attention_lowering.get(name) != plan.method}
 
 
 def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], preset: str) -> Cell:
@@ -133,9 +138,10 @@ def broken_invariants(cell: Cell) -> list[str]:
     if cell.error:
         out.append(f"crashed at {cell.error}")
         return out
-    silent = [s for s, why in cell.not_lowered.items() if not why or why == "not seen in a compiled graph"]
+    silent = [s for s, why in (cell.not_lowered | cell.attention_not_lowered).items()
+              if not why or why == "not seen in a compiled graph"]
     if silent:
-        out.append(f"quantized sites neither lowered nor given a reason: {silent}")
+        out.append(f"quantized sites or planned attention modules neither lowered nor given a reason: {silent}")
     if cell.quantized and any(why in ("", "not planned by the recipe") for why in cell.full_precision.values()):
         out.append(f"sites left in full precision without a reason: {cell.full_precision}")
     if not cell.quantized and not cell.attention_planned:
@@ -152,7 +158,7 @@ def broken_invariants(cell: Cell) -> list[str]:
 
 def _generic(text: str) -> str:
     """A reason without layer indices (one note serves every layer and every family sharing it), table-safe."""
-    return re.sub(r"\.\d+\.", ".N.", text).replace("|", "/")
+    return re.sub(r"\.\d+\.", ".N.", text).translate(str.maketrans("|[]", "/()"))
 
 
 def _problems(cell: Cell) -> list[tuple[str, str]]:
@@ -172,7 +178,8 @@ def _problems(cell: Cell) -> list[tuple[str, str]]:
         reasons = sorted({_generic(r) for r in cell.not_lowered.values()})
         out.append((f"{cell.lowered} of {cell.quantized} lowered", "; ".join(reasons)))
     if cell.attention_planned and cell.attention_lowered < cell.attention_planned:
-        out.append((f"attention {cell.attention_lowered} of {cell.attention_planned} lowered", ""))
+        reasons = sorted({_generic(r) for r in cell.attention_not_lowered.values()})
+        out.append((f"attention {cell.attention_lowered} of {cell.attention_planned} lowered", "; ".join(reasons)))
     if not cell.quantized and not cell.attention_planned:
         out.append(("nothing quantized", ""))
     if not _within(cell.logit_diff, LOGIT_TOLERANCE):
@@ -184,11 +191,12 @@ def _problems(cell: Cell) -> list[tuple[str, str]]:
     return out
 
 
-def cell_text(cell: Cell, note_ref: Callable[[str], str] = lambda note: f" [{note}]") -> str:
-    """What the page says in the cell: ✓ and lowered/quantized, or each failed check with its note."""
+def cell_text(cell: Cell) -> str:
+    """What the page says in the cell: ✓ and lowered/quantized, or each failed check with its note in brackets
+    (`render` numbers the notes)."""
     problems = _problems(cell)
     if problems:
-        return "; ".join(text + (note_ref(note) if note else "") for text, note in problems)
+        return "; ".join(text + (f" [{note}]" if note else "") for text, note in problems)
     if cell.quantized:
         return f"✓ {cell.lowered}/{cell.quantized}"
     return f"✓ attention {cell.attention_lowered}/{cell.attention_planned}"
@@ -196,10 +204,11 @@ def cell_text(cell: Cell, note_ref: Callable[[str], str] = lambda note: f" [{not
 
 HEADER = f"""# Model-family coverage
 
-Generated by `{REGENERATE}` (it measures every cell: ≈ 30 min on 2 CPU cores) from the tiny random-weight
-models of `tests/tiny_models.py` (hidden 64, 2 layers, vocab 256). `tests/test_coverage.py` measures a subset
-of the cells in CI (every family with `w4a16`, every preset with `llama`), checks the invariants, and fails
-when a measured cell differs from this page. Do not edit by hand.
+Generated by `{REGENERATE}` (every cell: ≈ 30 min on 2 CPU cores; `--families` / `--presets` re-measure
+only those rows / columns) from the tiny random-weight models of `tests/tiny_models.py` (hidden 64, 2 layers,
+vocab 256). `tests/test_coverage.py` measures a subset of the cells in CI (every family with `w4a16`, every
+preset with `llama`), checks the invariants, and fails when a measured cell differs from this page. Do not edit
+by hand.
 
 Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the presets that read data: one batch of
 2 × 32 random tokens), then checks, in order:
@@ -218,18 +227,19 @@ check passes; otherwise each failed check, with the reason in the numbered notes
 """
 
 
-def render(cells: dict[tuple[str, str], Cell], families: list[str], presets: list[str]) -> str:
-    """docs/coverage.md for `cells` keyed by (family, preset)."""
+def render(texts: dict[tuple[str, str], str], families: list[str], presets: list[str]) -> str:
+    """docs/coverage.md from each cell's `cell_text`, keyed by (family, preset): notes numbered in table order."""
     notes: list[str] = []
 
-    def numbered(note: str) -> str:
-        if note not in notes:
-            notes.append(note)
-        return f" [{notes.index(note) + 1}]"
+    def numbered(m: re.Match) -> str:
+        if m.group(1) not in notes:
+            notes.append(m.group(1))
+        return f" [{notes.index(m.group(1)) + 1}]"
 
     lines = ["| family | " + " | ".join(f"`{p}`" for p in presets) + " |", "|---" * (len(presets) + 1) + "|"]
     for family in families:
-        lines.append(f"| {family} | " + " | ".join(cell_text(cells[family, p], numbered) for p in presets) + " |")
+        row = [re.sub(r" \[([^\[\]]+)\]", numbered, texts[family, p]) for p in presets]
+        lines.append(f"| {family} | " + " | ".join(row) + " |")
     footer = ["", "Notes:", ""] + [f"{i}. {note}" for i, note in enumerate(notes, 1)]
     return HEADER + "\n" + "\n".join(lines + (footer if notes else [])) + "\n"
 
@@ -250,24 +260,42 @@ def measure(families: list[str], presets: list[str]) -> dict[tuple[str, str], Ce
     return {(f, p): coverage_cell(f, lambda f=f: tiny_model(f), p) for f in families for p in presets}
 
 
-if __name__ == "__main__":
-    import os
+def main(argv: list[str]) -> int:
+    import argparse
     import time
 
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # as tests/conftest.py: CI's setting, before triton loads
-    sys.path.insert(0, str(Path(__file__).parent))
     import qpass
     from tiny_models import CONFIGS
 
-    start = time.perf_counter()
     families, presets = list(CONFIGS), list(qpass.recipes())
-    cells = measure(families, presets)
-    text = render(cells, families, presets)
-    if "--write" in sys.argv:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"rewrite {COVERAGE_MD.relative_to(ROOT)}")
+    parser.add_argument("--families", default=",".join(families), help="measure these rows only (comma-separated); "
+                        "the page's other cells are kept as they are")
+    parser.add_argument("--presets", default=",".join(presets), help="measure these columns only")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    cells = measure(args.families.split(","), args.presets.split(","))
+    texts = documented_cells(COVERAGE_MD.read_text()) if COVERAGE_MD.exists() else {}
+    texts |= {key: cell_text(cell) for key, cell in cells.items()}
+    missing = [key for key in ((f, p) for f in families for p in presets) if key not in texts]
+    if missing:
+        parser.error(f"the page has no cell for {missing[:3]}...: measure them (all, by default)")
+    text = render(texts, families, presets)
+    if args.write:
         COVERAGE_MD.write_text(text)
-        print(f"wrote {COVERAGE_MD.relative_to(ROOT)} ({time.perf_counter() - start:.0f} s)")
+        print(f"wrote {COVERAGE_MD.relative_to(ROOT)}: {len(cells)} cells measured in "
+              f"{time.perf_counter() - start:.0f} s")
     else:
         print(text)
     broken = [f"{c.family} × {c.preset}: {b}" for c in cells.values() for b in broken_invariants(c)]
     print("\n".join(broken) or "every invariant holds")
-    sys.exit(1 if broken else 0)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    import os
+
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # as tests/conftest.py: CI's setting, before triton loads
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main(sys.argv[1:]))
