@@ -138,6 +138,8 @@ def broken_invariants(cell: Cell) -> list[str]:
     if cell.error:
         out.append(f"crashed at {cell.error}")
         return out
+    if cell.graph_breaks:  # every family captures in one graph today
+        out.append(f"capture: {cell.graph_breaks} graph breaks")
     silent = [s for s, why in (cell.not_lowered | cell.attention_not_lowered).items()
               if not why or why == "not seen in a compiled graph"]
     if silent:

@@ -64,7 +64,7 @@ def _synthetic(**fields) -> Cell:
 
 def test_invariants_catch_crashes_silent_skips_and_wrong_numbers():
     assert broken_invariants(_synthetic()) == []
-    for bad in (dict(error="save: RuntimeError: boom"), dict(logit_diff=math.nan), dict(reload_diff=0.1),
+    for bad in (dict(error="save: RuntimeError: boom"), dict(graph_breaks=1), dict(logit_diff=math.nan), dict(reload_diff=0.1),
                 dict(lowered=1, not_lowered={"a": "not seen in a compiled graph"}),
                 dict(full_precision={"b": "not planned by the recipe"}), dict(quantized=0, lowered=0)):
         assert broken_invariants(_synthetic(**bad)), bad
