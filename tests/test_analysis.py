@@ -8,7 +8,9 @@ from qpass.capture import compile_forward
 
 from tiny_models import CONFIGS, tiny_model
 
-ARCHS = sorted(CONFIGS)
+# The families whose sites these tests spell out by name; phi3 (fused qkv / gate_up), opt and the MoE families
+# are covered by the coverage matrix (tests/test_coverage.py).
+ARCHS = sorted(set(CONFIGS) - {"phi3", "opt", "mixtral", "qwen3_moe"})
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,303 @@
+"""The model-family coverage matrix: every tiny architecture of tests/tiny_models.py × every preset.
+
+A cell compiles the family's tiny random-weight model with the preset through the public API and records what
+happened: graph breaks, linear sites quantized and lowered (with the report's reasons for the others), weights
+the analysis could not quantize, the lowered logits against the fake-quant reference, and a save → reload
+round trip. `render` turns the cells into docs/coverage.md; tests/test_coverage.py checks the invariants and
+that the file is up to date.
+
+    python tests/coverage_matrix.py --write                     # every cell (≈ 30 min on 2 cores)
+    python tests/coverage_matrix.py --write --presets w4a8-qsm  # one column; the page keeps the other cells
+"""
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+COVERAGE_MD = ROOT / "docs" / "coverage.md"
+REGENERATE = "python tests/coverage_matrix.py --write"
+
+LOGIT_TOLERANCE = 1e-3  # relative L2, lowered vs fake-quant: int GEMMs round the activation step differently
+RELOAD_TOLERANCE = 1e-5  # relative L2, reloaded vs compiled: the same graph and weights, so only op order may differ
+
+
+@dataclass
+class Cell:
+    family: str
+    preset: str
+    graph_breaks: int | None = None
+    sites: int = 0  # linear sites the analysis found
+    quantized: int = 0
+    lowered: int = 0
+    not_lowered: dict[str, str] = field(default_factory=dict)  # quantized site -> the report's reason
+    full_precision: dict[str, str] = field(default_factory=dict)  # site left in FP, not by an ignore pattern
+    unsupported: list[str] = field(default_factory=list)  # weight uses the analysis could not quantize
+    attention_planned: int = 0  # attention modules with a plan (SALE)
+    attention_lowered: int = 0  # of those, lowered to the planned method
+    attention_not_lowered: dict[str, str] = field(default_factory=dict)  # planned module -> the report's reason
+    logit_diff: float | None = None  # relative L2, lowered vs the fake-quant graph of the same plan
+    reload_diff: float | None = None  # relative L2, qpass.load(qpass.save(...)) vs the compiled model
+    reload_refused: str | None = None  # qpass.load's LoadError: the saved program holds what load does not trust
+    error: str | None = None  # "<stage>: <exception>" when a stage crashed (later stages did not run)
+
+
+def _ids(vocab: int, shape: tuple[int, int], seed: int) -> torch.Tensor:
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _fake_quant_forward(qmodel):
+    """The fake-quant reference of `qmodel`'s own plan (what `lower=False` would run), without planning again."""
+    from qpass.capture import compile_forward
+    from qpass.lowering.lower import quantize_transform
+
+    forward, _ = compile_forward(qmodel, quantize_transform(qmodel.qpass_state.plan, lower=False))
+    return forward
+
+
+def _read_report(cell: Cell, qmodel) -> None:
+    import qpass
+
+    report = qpass.report(qmodel)
+    cell.graph_breaks = report.summary()["graph_breaks"]
+    cell.sites, cell.quantized = len(report.rows), len(report.quantized)
+    cell.lowered = report.summary()["lowered"]
+    cell.not_lowered = {r.name: r.lowering.removeprefix("unmatched: ") for r in report.quantized
+                        if not r.lowering or r.lowering.startswith("unmatched")}
+    cell.full_precision = {r.name: r.reason for r in report.rows
+                           if r.status != "quantized" and not r.reason.startswith("ignored")}
+    cell.unsupported = [f"{u['op']} on {u['tensor']}: {u['reason']}" for u in report.unsupported]
+    planned = qmodel.qpass_state.plan.attention
+    cell.attention_planned = len(planned)
+    cell.attention_lowered = sum(report.attention_lowering.get(name) == plan.method for name, plan in planned.items())
+    cell.attention_not_lowered = {
+        name: report.attention_lowering.get(name, "unmatched: not seen in a compiled graph").removeprefix("unmatched: ")
+        for name, plan in planned.items() if report.attention_lowering.get(name) != plan.method}
+
+
+def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], preset: str) -> Cell:
+    """Compile `model_factory()` with `preset` and measure one cell; a crash ends the cell with `error` set."""
+    import qpass
+    from qpass.export import LoadError
+
+    cell = Cell(family, preset)
+    model = model_factory()
+    vocab = model.config.vocab_size
+    recipe = qpass.recipes()[preset]
+    # the smallest data that exercises calibration (GPTQ's Hessian, QSM's steps, SALE's τ): one batch 2 × 32
+    calib = [_ids(vocab, (2, 32), 1)] if recipe.needs_calibration or recipe.runs_model else None
+    ids = _ids(vocab, (2, 16), 0)
+    stage = "compile"
+    try:
+        qmodel = qpass.compile(model, preset, calib, progress=False)
+        _read_report(cell, qmodel)
+        with torch.no_grad():
+            lowered = qmodel(ids).logits
+            stage = "fake-quant reference"
+            if cell.lowered or cell.attention_lowered:  # else the compiled graph is the fake-quant graph
+                cell.logit_diff = _relative(lowered, _fake_quant_forward(qmodel)(input_ids=ids).logits)
+            with tempfile.TemporaryDirectory() as tmp:
+                stage = "save"
+                qpass.save(qmodel, Path(tmp) / "model")
+                stage = "reload"
+                try:
+                    loaded = qpass.load(Path(tmp) / "model")
+                except LoadError as e:  # a refusal by design (allow-list), not a crash
+                    cell.reload_refused = _first_line(e).replace(str(Path(tmp) / "model"), "<saved>")
+                else:
+                    cell.reload_diff = _relative(loaded(ids), lowered)
+    except Exception as e:  # recorded: the doc shows it, and tests/test_coverage.py fails on it
+        cell.error = f"{stage}: {type(e).__name__}: {_first_line(e)}"
+    return cell
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [""])[0][:300]
+
+
+# -- invariants -------------------------------------------------------------------------------------------------
+
+
+def _within(diff: float | None, tolerance: float) -> bool:
+    return diff is None or diff <= tolerance  # NaN fails
+
+
+def broken_invariants(cell: Cell) -> list[str]:
+    """What must hold in every cell, working or not: no crash, no silent skip, no wrong numbers."""
+    out = []
+    if cell.error:
+        out.append(f"crashed at {cell.error}")
+        return out
+    if cell.graph_breaks:  # every family captures in one graph today
+        out.append(f"capture: {cell.graph_breaks} graph breaks")
+    silent = [s for s, why in (cell.not_lowered | cell.attention_not_lowered).items()
+              if not why or why == "not seen in a compiled graph"]
+    if silent:
+        out.append(f"quantized sites or planned attention modules neither lowered nor given a reason: {silent}")
+    if cell.quantized and any(why in ("", "not planned by the recipe") for why in cell.full_precision.values()):
+        out.append(f"sites left in full precision without a reason: {cell.full_precision}")
+    if not cell.quantized and not cell.attention_planned:
+        out.append("the preset changed nothing (no site quantized, no attention planned)")
+    if not _within(cell.logit_diff, LOGIT_TOLERANCE):
+        out.append(f"lowered logits differ from the fake-quant graph by {cell.logit_diff:.2e} (relative L2)")
+    if not _within(cell.reload_diff, RELOAD_TOLERANCE):
+        out.append(f"reloaded logits differ from the compiled model by {cell.reload_diff:.2e} (relative L2)")
+    return out
+
+
+# -- docs/coverage.md ------------------------------------------------------------------------------------------
+
+
+def _generic(text: str) -> str:
+    """A reason without layer indices (one note serves every layer and every family sharing it), table-safe."""
+    return re.sub(r"\.\d+\.", ".N.", text).translate(str.maketrans("|[]", "/()"))
+
+
+def _problems(cell: Cell) -> list[tuple[str, str]]:
+    """(short text, note or "") for every check the cell fails, in the order they run."""
+    if cell.error:
+        stage, _, detail = cell.error.partition(": ")
+        return [(f"{stage} crashed", _generic(detail))]
+    out = []
+    if cell.graph_breaks:
+        out.append((f"capture: {cell.graph_breaks} graph breaks", ""))
+    if cell.unsupported:
+        out.append((f"{len(cell.unsupported)} weights not quantized", "; ".join(sorted({_generic(u) for u in cell.unsupported}))))
+    if cell.full_precision and cell.quantized:
+        reasons = sorted({_generic(r) for r in cell.full_precision.values()})
+        out.append((f"{len(cell.full_precision)} sites in FP", "; ".join(reasons)))
+    if cell.quantized and cell.lowered < cell.quantized:
+        reasons = sorted({_generic(r) for r in cell.not_lowered.values()})
+        out.append((f"{cell.lowered} of {cell.quantized} lowered", "; ".join(reasons)))
+    if cell.attention_planned and cell.attention_lowered < cell.attention_planned:
+        reasons = sorted({_generic(r) for r in cell.attention_not_lowered.values()})
+        out.append((f"attention {cell.attention_lowered} of {cell.attention_planned} lowered", "; ".join(reasons)))
+    if not cell.quantized and not cell.attention_planned:
+        out.append(("nothing quantized", ""))
+    if not _within(cell.logit_diff, LOGIT_TOLERANCE):
+        out.append((f"logits differ by {cell.logit_diff:.0e}", ""))
+    if cell.reload_refused:
+        out.append(("reload refused", _generic(cell.reload_refused)))
+    if not _within(cell.reload_diff, RELOAD_TOLERANCE):
+        out.append((f"reload differs by {cell.reload_diff:.0e}", ""))
+    return out
+
+
+def cell_text(cell: Cell) -> str:
+    """What the page says in the cell: ✓ and lowered/quantized, or each failed check with its note in brackets
+    (`render` numbers the notes)."""
+    problems = _problems(cell)
+    if problems:
+        return "; ".join(text + (f" [{note}]" if note else "") for text, note in problems)
+    if cell.quantized:
+        return f"✓ {cell.lowered}/{cell.quantized}"
+    return f"✓ attention {cell.attention_lowered}/{cell.attention_planned}"
+
+
+HEADER = f"""# Model-family coverage
+
+Generated by `{REGENERATE}` (every cell: ≈ 30 min on 2 CPU cores; `--families` / `--presets` re-measure
+only those rows / columns) from the tiny random-weight models of `tests/tiny_models.py` (hidden 64, 2 layers,
+vocab 256). `tests/test_coverage.py` measures a subset of the cells in CI (every family with `w4a16`, every
+preset with `llama`), checks the invariants, and fails when a measured cell differs from this page. Do not edit
+by hand.
+
+Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the presets that read data: one batch of
+2 × 32 random tokens), then checks, in order:
+
+1. **capture**: Dynamo captures the model in one graph (0 graph breaks);
+2. **quantized**: every linear site not ignored by the recipe (`lm_head`) is quantized, and no weight is used by
+   an op the analysis cannot quantize (e.g. the 3-D expert tensors of MoE layers);
+3. **lowered**: every quantized site runs a `qpass::` kernel op (otherwise the report's reason), and every
+   planned attention module its planned kernel;
+4. **logits**: the lowered model's logits are within {LOGIT_TOLERANCE:g} (relative L2) of the fake-quant graph
+   of the same plan;
+5. **save → reload**: `qpass.load(qpass.save(...))` loads and gives the same logits (within {RELOAD_TOLERANCE:g}).
+
+A cell says ✓ and *lowered/quantized* linear sites (for attention-only presets, attention modules) when every
+check passes; otherwise each failed check, with the reason in the numbered notes below the table.
+"""
+
+
+def render(texts: dict[tuple[str, str], str], families: list[str], presets: list[str]) -> str:
+    """docs/coverage.md from each cell's `cell_text`, keyed by (family, preset): notes numbered in table order."""
+    notes: list[str] = []
+
+    def numbered(m: re.Match) -> str:
+        if m.group(1) not in notes:
+            notes.append(m.group(1))
+        return f" [{notes.index(m.group(1)) + 1}]"
+
+    lines = ["| family | " + " | ".join(f"`{p}`" for p in presets) + " |", "|---" * (len(presets) + 1) + "|"]
+    for family in families:
+        row = [re.sub(r" \[([^\[\]]+)\]", numbered, texts[family, p]) for p in presets]
+        lines.append(f"| {family} | " + " | ".join(row) + " |")
+    footer = ["", "Notes:", ""] + [f"{i}. {note}" for i, note in enumerate(notes, 1)]
+    return HEADER + "\n" + "\n".join(lines + (footer if notes else [])) + "\n"
+
+
+def documented_cells(text: str) -> dict[tuple[str, str], str]:
+    """The cells of a rendered page, keyed by (family, preset), with each note number replaced by its text (the
+    form `cell_text` gives by default), so that one cell compares without the rest of the matrix."""
+    notes = dict(re.findall(r"^(\d+)\. (.*)$", text, flags=re.M))
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
+    presets = [p.strip().strip("`") for p in rows[0][1:]]
+    resolve = lambda cell: re.sub(r" \[(\d+)\]", lambda m: f" [{notes[m.group(1)]}]", cell.strip())  # noqa: E731
+    return {(row[0].strip(), p): resolve(c) for row in rows[1:] for p, c in zip(presets, row[1:])}
+
+
+def measure(families: list[str], presets: list[str]) -> dict[tuple[str, str], Cell]:
+    from tiny_models import tiny_model
+
+    return {(f, p): coverage_cell(f, lambda f=f: tiny_model(f), p) for f in families for p in presets}
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    import time
+
+    import qpass
+    from tiny_models import CONFIGS
+
+    families, presets = list(CONFIGS), list(qpass.recipes())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"rewrite {COVERAGE_MD.relative_to(ROOT)}")
+    parser.add_argument("--families", default=",".join(families), help="measure these rows only (comma-separated); "
+                        "the page's other cells are kept as they are")
+    parser.add_argument("--presets", default=",".join(presets), help="measure these columns only")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    cells = measure(args.families.split(","), args.presets.split(","))
+    texts = documented_cells(COVERAGE_MD.read_text()) if COVERAGE_MD.exists() else {}
+    texts |= {key: cell_text(cell) for key, cell in cells.items()}
+    missing = [key for key in ((f, p) for f in families for p in presets) if key not in texts]
+    if missing:
+        parser.error(f"the page has no cell for {missing[:3]}...: measure them (all, by default)")
+    text = render(texts, families, presets)
+    if args.write:
+        COVERAGE_MD.write_text(text)
+        print(f"wrote {COVERAGE_MD.relative_to(ROOT)}: {len(cells)} cells measured in "
+              f"{time.perf_counter() - start:.0f} s")
+    else:
+        print(text)
+    broken = [f"{c.family} × {c.preset}: {b}" for c in cells.values() for b in broken_invariants(c)]
+    print("\n".join(broken) or "every invariant holds")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    import os
+
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # as tests/conftest.py: CI's setting, before triton loads
+    sys.path.insert(0, str(Path(__file__).parent))
+    sys.exit(main(sys.argv[1:]))
