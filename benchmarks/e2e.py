@@ -7,7 +7,10 @@ Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token pre
 - `w4a16`, `w4a16_all` (lm_head too), `w4a8`, `ternary`: `torch.compile(backend="qpass")` (quantized linears lowered to qpass.kernels,
   sibling linears stacked into one call, SDPA to `qpass::attention`, the rest to inductor), the same
   StaticCache + CUDA-graph decode loop as `bf16_compile`;
-- `bf16_qpass`: the qpass backend with nothing quantized — the attention lowering's share of the gains.
+- `bf16_qpass`: the qpass backend with nothing quantized — the attention lowering's share of the gains;
+- `w4a8_g64`: the `w4a8` preset (g64 int4 weights, dynamic int8 activations) through the backend;
+- `w4a8_qsm`, `w4a4_qsm`, `w8a8_smooth`: the static presets (calibrated: `qpass.compile(..., compiler="inductor")`
+  on random calibration tokens, RTN weights, no clip search — speed only).
 
 The compiled variants share one decode loop (gpt-fast style): the step (model forward + argmax written back
 into the input buffer) is captured once and replayed per token, so per-token Python and launch overhead is

@@ -87,3 +87,16 @@ def test_bits_no_integer_kernel_takes_are_refused_with_the_reason():
     r = Recipe("w4a3", weights=WeightSpec(bits=4, group_size=64), activations=ActivationSpec(bits=3, granularity="per_token"))
     rep = qpass.report(qpass.compile(tiny_model("llama"), r, progress=False))
     assert rep.quantized and all(r.lowering.startswith("unmatched") and "w4 a3" in r.lowering for r in rep.quantized)
+
+
+def test_an_inner_compiler_runs_the_same_lowered_graphs():
+    """compiler="aot_eager" (as "inductor" on a GPU) compiles the rewritten graphs: same logits; bad names refused."""
+    model = tiny_model("llama")
+    ids = _ids()
+    plain = qpass.compile(model, "w4a8-qsm", _calib(), progress=False)
+    inner = qpass.compile(model, "w4a8-qsm", _calib(), progress=False, compiler="aot_eager")
+    with torch.no_grad():
+        assert torch.allclose(inner(ids).logits, plain(ids).logits, atol=1e-5)
+    assert qpass.report(inner).summary()["lowered"] == qpass.report(plain).summary()["lowered"] > 0
+    with pytest.raises(ValueError, match="compiler must be None or a Dynamo backend name"):
+        qpass.compile(model, "w4a16", progress=False, compiler="no-such-backend")
