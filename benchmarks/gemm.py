@@ -578,20 +578,14 @@ def main():
             gemv_bench(hbm, args.out, ms=[int(m) for m in args.ms.split(",")] if args.ms != ",".join(map(str, MS))
                        else (1, 2, 4, 8, 16), shapes=shapes, scale_dtype=getattr(torch, dt))
         return
-    if args.sweep_grouped:
-        result["sweep_grouped"] = sweep_grouped()
-        name = gpu.replace(" ", "_").replace("/", "_")
-        for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{name}.sweep_grouped.json").write_text(json.dumps(result, indent=1))
-        return
-    if args.sweep2:
-        result["sweep2"] = sweep2()
-        name = gpu.replace(" ", "_").replace("/", "_")
-        for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{name}.sweep2.json").write_text(json.dumps(result, indent=1))
-        return
+    for flag, sweep_fn in (("sweep_grouped", sweep_grouped), ("sweep2", sweep2)):
+        if getattr(args, flag):
+            result[flag] = sweep_fn()
+            name = gpu.replace(" ", "_").replace("/", "_")
+            for d in [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else []):
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f"{name}.{flag}.json").write_text(json.dumps(result, indent=1))
+            return
     rows = []
     if not args.sweep_only:
         ms = [int(m) for m in args.ms.split(",")]
