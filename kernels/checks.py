@@ -6,6 +6,10 @@ dtypes, devices, int arguments): no data-dependent check, no `.item()`, no devic
 through `torch._check`, so symbolic (dynamic) sizes trace instead of failing. Every message starts with the op
 and names the bad argument: `qpass::w4a16_linear: qweight has 100 bytes per row; ...`.
 
+Eager calls check once per signature (`check_once`): the checks read only metadata, so a call whose shapes,
+dtypes, devices and plain arguments were checked before passes again; the host cost of a decode step's op is the
+key, not the checks (issue 20: ≤ 20 µs of host time per op). Fakes always check (symbolic sizes differ per trace).
+
 Exceptions: a wrong shape or device raises RuntimeError (`torch._check`); a wrong dtype, argument type or int
 argument (group size, qmax, block sizes) ValueError (`torch._check_value`). Callers catch (RuntimeError,
 ValueError) for every refusal.
@@ -22,6 +26,26 @@ from torch import Tensor
 FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 INT4_BYTES_PER_8 = 4  # formats.pack_int4: 8 values -> one int32 word (4 bytes)
 TRIT_BYTES_PER_16 = 4  # formats.pack_trits: 16 trits -> one int32 word
+
+
+_PASSED: dict = {}
+_PASSED_MAX = 4096  # signatures remembered; a process that sees more starts over (prompt lengths vary)
+
+
+def _signature(a):
+    return (a.shape, a.dtype, a.device) if isinstance(a, Tensor) else a
+
+
+def check_once(check, *args) -> None:
+    """`check(*args)` unless the same check passed before on arguments with this metadata (eager calls only:
+    the metadata of real tensors is concrete and hashable)."""
+    key = (check, *map(_signature, args))
+    if key in _PASSED:
+        return
+    check(*args)
+    if len(_PASSED) >= _PASSED_MAX:
+        _PASSED.clear()
+    _PASSED[key] = None
 
 
 def _shape(t) -> list:

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from ..checks import check_attention
 from ..runtime import cuda_sms, interpreting
+from ..launch import launch
 
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
@@ -210,13 +211,13 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     m_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=q.device)
     l_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=q.device)
     out = torch.empty(B, H, 1, D, dtype=q.dtype, device=q.device)
-    _decode_split[(nsplit, B * Hkv)](
+    launch(_decode_split, (nsplit, B * Hkv), 
         q, k, v, m, acc, m_part, l_part, L, Hkv, G, per_split,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         *sm, scale * LOG2E,
         D=D, G_PAD=max(16, triton.next_power_of_2(G)), BLOCK_N=block_n, MASK_KIND=kind,
         UPCAST=interpreting() and q.dtype == torch.bfloat16, **cfg)
-    _decode_combine[(B * H,)](acc, m_part, l_part, out, nsplit, D=D,
+    launch(_decode_combine, (B * H,), acc, m_part, l_part, out, nsplit, D=D,
                               SPLIT_PAD=max(2, triton.next_power_of_2(nsplit)),
                               num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS)
     return out

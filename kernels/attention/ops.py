@@ -10,15 +10,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..checks import check_attention
+from ..define import kernel_op
+from ..checks import check_attention, check_once
 from .dense import dense
 
 
-@torch.library.custom_op("qpass::attention", mutates_args=())
+@kernel_op("qpass::attention")
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
               scale: Optional[float], enable_gqa: bool) -> Tensor:
     """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv], contiguous."""
-    check_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    check_once(check_attention, q, k, v, attn_mask, is_causal, scale, enable_gqa)
     return dense(q, k, v, attn_mask, is_causal, scale, enable_gqa)
 
 

@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words, norm_group
+from ..launch import launch
 
 DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)  # 2-D kernel (K % 8 != 0)
 DEQUANT_FLAT_CONFIG = dict(BLOCK_W=512, num_warps=4)  # flat kernel (K % 8 == 0)
@@ -82,11 +83,11 @@ def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtyp
     if K % 8 == 0 and (config is None or "BLOCK_W" in config):
         cfg = dict(config or DEQUANT_FLAT_CONFIG)
         grid = (triton.cdiv(N * KW, cfg["BLOCK_W"]),)
-        _int4_dequant_flat[grid](words, s, z, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
+        launch(_int4_dequant_flat, grid, words, s, z, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
                                  INT_OUT=int_out, **cfg)
         return out
     cfg = dict(config or DEQUANT_CONFIG)
     grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(KW, cfg["BLOCK_KW"]))
-    _int4_dequant[grid](words, s, z, out, N, K, KW, NG, G,
+    launch(_int4_dequant, grid, words, s, z, out, N, K, KW, NG, G,
                         HAS_ZERO=zeros is not None, INT_OUT=int_out, **cfg)
     return out

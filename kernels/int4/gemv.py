@@ -24,6 +24,7 @@ import triton.language as tl
 
 from ..formats import as_words, norm_group
 from ..runtime import cuda_sms
+from ..launch import launch
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888: two's complement nibbles -> offset binary (q + 8)
 _ONE = tl.constexpr(1065353216)  # 0x3F800000 = bits of 1.0f
@@ -215,7 +216,7 @@ def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=Non
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
     xs = x_scale if x_scale is not None else scales
-    return _w4a16_gemv4[(nprog, M)](x2, words, scales, z, b, xs, y, N, K, KW, NG, x2.stride(0), y.stride(0), nprog,
+    launch(_w4a16_gemv4, (nprog, M), x2, words, scales, z, b, xs, y, N, K, KW, NG, x2.stride(0), y.stride(0), nprog,
                              GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
                              HAS_XS=x_scale is not None,
                              **cfg)

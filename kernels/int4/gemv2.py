@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words
+from ..launch import launch
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888 as int32
 _MAGIC = tl.constexpr(1258291200)  # 0x4B000000 = bits of 2**23
@@ -77,7 +78,7 @@ def w4a16_gemv2(x2, qweight, scales, zeros, bias, G: int, y, config=None):
     cfg = dict(config or GEMV2_CONFIG)
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
-    _w4a16_gemv2[(triton.cdiv(N, cfg["BLOCK_N"]), M)](
+    launch(_w4a16_gemv2, (triton.cdiv(N, cfg["BLOCK_N"]), M), 
         x2, words, scales, z, b, y, N, K, KW, scales.shape[1], x2.stride(0), y.stride(0),
         GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, **cfg)
     return y

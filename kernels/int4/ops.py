@@ -5,24 +5,33 @@ in the implementation and the fake.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .. import checks as C
+from ..define import kernel_op
 from .reference import w4a16_linear_ref
 
 
-@torch.library.custom_op("qpass::w4a16_linear", mutates_args=())
+@functools.cache
+def _triton():
+    from . import w4a16  # imports triton: only on first use (not at every call: an import statement costs µs)
+    return w4a16
+
+
+@kernel_op("qpass::w4a16_linear")
 def w4a16_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Optional[Tensor], bias: Optional[Tensor],
                  group_size: int) -> Tensor:
     """x [..., K] (fp16/bf16/fp32) @ dequant(qweight)^T; qweight = formats.pack_int4 (uint8 [N, ceil(K/8)*4]),
     scales [N, ceil(K/G)], zeros (same shape, float; None = signed symmetric), group_size <= 0 = per-channel."""
-    C.check_w4a16(x, qweight, scales, zeros, bias, group_size)
-    from .w4a16 import supported_group, w4a16_linear_triton  # imports triton: only on first use
-    if x.is_cuda and supported_group(x.shape[-1], group_size):
-        return w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size)
+    C.check_once(C.check_w4a16, x, qweight, scales, zeros, bias, group_size)
+    if x.is_cuda:
+        kernels = _triton()
+        if kernels.supported_group(x.shape[-1], group_size):
+            return kernels.run(x, qweight, scales, zeros, bias, group_size)
     return w4a16_linear_ref(x, qweight, scales, zeros, bias, group_size)
 
 

@@ -8,6 +8,7 @@ import triton.language as tl
 
 from ..formats import as_words
 from ..tiling import group_scales, pick, swap_ab_step, swap_ab_store, swap_ab_tile, tc_grid, tc_gsub
+from ..launch import launch
 
 TC_CONFIGS = [  # (max M, config); one config per launch (autotune with >= 2 configs breaks the interpreter)
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, num_warps=4, num_stages=4)),
@@ -56,7 +57,7 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None):
     cfg = dict(config or pick(TC_CONFIGS, M))
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
-    _w4a16_tc[tc_grid(N, M, cfg)](x2, words, scales, z, b, y, M, N, K, KW, scales.shape[1], G, x2.stride(0),
+    launch(_w4a16_tc, tc_grid(N, M, cfg), x2, words, scales, z, b, y, M, N, K, KW, scales.shape[1], G, x2.stride(0),
                                   y.stride(0), HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
                                   GSUB=tc_gsub(G, K, cfg["BLOCK_K"]), **cfg)
     return y

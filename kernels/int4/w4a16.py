@@ -48,11 +48,16 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
     torch._check_value(supported_group(x.shape[-1], group_size), lambda: (
         f"w4a16_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the kernels (they "
         f"take the whole row, a power of two >= 16 or a multiple of 256); use int4/reference.w4a16_linear_ref"))
+    torch._check_value(kernel is None or kernel in KERNELS, lambda: f"w4a16_linear_triton: kernel must be one of "
+                                                                    f"{KERNELS}, got {kernel!r}")
+    return run(x, qweight, scales, zeros, bias, group_size, config, kernel)
+
+
+def run(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=None):
+    """`w4a16_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x.shape[-1]
     x2 = rows(x)
     kernel = kernel or choose_kernel(x2, group_size)
-    torch._check_value(kernel in KERNELS, lambda: f"w4a16_linear_triton: kernel must be one of {KERNELS}, got "
-                                                  f"{kernel!r}")
     if kernel == "dequant":
         w = dequantize_int4_triton(qweight, scales, zeros, group_size, K, x.dtype)
         return torch.nn.functional.linear(x, w, bias)

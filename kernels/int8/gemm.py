@@ -21,6 +21,7 @@ import triton.language as tl
 from ..checks import check_int_linear
 from ..formats import as_words
 from ..tiling import grouped_tile, pick, rows
+from ..launch import launch
 
 
 @triton.jit
@@ -132,7 +133,7 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
-    _int8_mm[grid](x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale, b, y, M, N, K, x2.stride(0),
+    launch(_int8_mm, grid, x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale, b, y, M, N, K, x2.stride(0),
                    w.stride(0), y.stride(0), ng, GROUP=G, HAS_XZ=x_zero is not None, W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None,
                    **{"UNPACK": 0, **cfg})
     return y.reshape(*x.shape[:-1], N)
@@ -142,6 +143,11 @@ def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_
                        config=None):
     check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size,
                      x_zero)
+    return run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config)
+
+
+def run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None):
+    """`int8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
     if (config is None and x_int8.is_cuda and 0 < group_size < K and K and
             x_int8.numel() // K >= DEQUANT_MIN_M):  # per-group steps at many rows: see GROUPED_CONFIGS

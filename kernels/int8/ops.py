@@ -5,27 +5,37 @@ Arguments are checked (kernels/checks.py) in the implementation and the fake.
 """
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .. import checks as C
+from ..define import kernel_op
 from . import reference as R
 
 
+@functools.cache
+def _triton():
+    """The Triton launchers (imported on first use, not at every call: an import statement costs µs)."""
+    from . import gemm, quant_act, w4a8
+    return SimpleNamespace(run_int8=gemm.run_int8, run_w4a8=w4a8.run_w4a8, run_quantize=quant_act.run_quantize)
+
+
 # ------------------------------------------------------------------ int8 x int8
-@torch.library.custom_op("qpass::int8_linear", mutates_args=())
+@kernel_op("qpass::int8_linear")
 def int8_linear(x_int8: Tensor, w_int8: Tensor, w_scale: Tensor, x_scale: Optional[Tensor],
                 bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0,
                 x_zero: Optional[Tensor] = None) -> Tensor:
     """(x_int8 [..., K] @ w_int8 [N, K]^T, int32 accumulation) * w_scale[N] (* x_scale[rows]) (+ bias);
     group_size > 0: w_scale [N, ceil(K / group_size)], each group's int32 partial product scaled by its step;
     x_zero [K]: the activation codes' zero point per column (asymmetric static steps): the product uses x - x_zero."""
-    C.check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear", group_size, x_zero)
+    C.check_once(C.check_int_linear, x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear",
+                 group_size, x_zero)
     if x_int8.is_cuda:
-        from .gemm import int8_linear_triton
-        return int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
+        return _triton().run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
     return R.int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
 
 
@@ -36,7 +46,7 @@ def _(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=No
 
 
 # ------------------------------------------------------------------ W4A8 / W4A4 (QSM)
-@torch.library.custom_op("qpass::w4a8_linear", mutates_args=())
+@kernel_op("qpass::w4a8_linear")
 def w4a8_linear(x_int8: Tensor, qweight: Tensor, w_scale: Tensor, x_scale: Optional[Tensor],
                 bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0,
                 x_zero: Optional[Tensor] = None) -> Tensor:
@@ -44,10 +54,10 @@ def w4a8_linear(x_int8: Tensor, qweight: Tensor, w_scale: Tensor, x_scale: Optio
     qweight = formats.pack_int4 of signed int4 [N, K], w_scale = delta [N] fp32 (static steps folded in),
     x_scale optional per-row dynamic step [rows]; group_size > 0: w_scale [N, ceil(K / group_size)]; x_zero [K]:
     the activation codes' zero point per column (the product uses x_int8 - x_zero)."""
-    C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size, x_zero)
+    C.check_once(C.check_int_linear, x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear",
+                 group_size, x_zero)
     if x_int8.is_cuda:
-        from .w4a8 import w4a8_linear_triton
-        return w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
+        return _triton().run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
     return R.w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
 
 
@@ -58,17 +68,16 @@ def _(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=N
 
 
 # ------------------------------------------------------------------ activation quantizer
-@torch.library.custom_op("qpass::quantize_activation_int8", mutates_args=())
+@kernel_op("qpass::quantize_activation_int8")
 def quantize_activation_int8(x: Tensor, scale: Optional[Tensor], qmax: int, zero: Optional[Tensor] = None,
                              gather: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """x [..., C] float -> (int8 [..., K], fp32 step [rows]); scale None = dynamic per-row absmax / qmax,
     else a static step (scalar or per-row).  qmax = 127 for int8, 7 for W4A4 activations.  `zero` [K]: per-column
     zero point added before the clamp (static asymmetric steps, in the signed range); `gather` [K]: output column k
     reads x[..., gather[k]] (0 where gather[k] >= C); without it K = C."""
-    C.check_quantize(x, scale, qmax, zero, gather)
+    C.check_once(C.check_quantize, x, scale, qmax, zero, gather)
     if x.is_cuda:
-        from .quant_act import quantize_activation_int8_triton
-        return quantize_activation_int8_triton(x, scale, qmax, zero, gather)
+        return _triton().run_quantize(x, scale, qmax, zero, gather)
     return R.quantize_activation_int8_ref(x, scale, qmax, zero, gather)
 
 

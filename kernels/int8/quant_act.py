@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from ..checks import check_quantize
+from ..launch import launch
 
 
 @triton.jit
@@ -80,6 +81,11 @@ STATIC_CONFIG = dict(BLOCK_R=16, BLOCK_K=256, num_warps=4)
 
 def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None):
     check_quantize(x, scale, qmax, zero, gather, op="quantize_activation_int8_triton")
+    return run_quantize(x, scale, qmax, zero, gather, block_k)
+
+
+def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None):
+    """`quantize_activation_int8_triton` on checked arguments (the op checks once per signature)."""
     C = x.shape[-1]
     K = gather.shape[0] if gather is not None else C
     x2 = x.reshape(-1, C)
@@ -95,12 +101,12 @@ def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None,
     if scale is not None and block_k is None:
         cfg = STATIC_CONFIG
         grid = (triton.cdiv(M, cfg["BLOCK_R"]), triton.cdiv(K, cfg["BLOCK_K"]))
-        _quant_static[grid](x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q,
+        launch(_quant_static, grid, x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q,
                             M, K, C, x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None,
                             GATHER=gather is not None, **cfg)
         return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)  # a copy: s_in may alias the caller's scale
     bk = block_k or min(4096, triton.next_power_of_2(K))
-    _quant_act[(M,)](x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
+    launch(_quant_act, (M,), x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
                      s_out, K, C, x2.stride(0), q.stride(0), qmax, 1.0 / qmax, STATIC=scale is not None,
                      HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)
     return q.reshape(*x.shape[:-1], K), s_out

@@ -30,6 +30,14 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
     zero point per column (Y uses x_int8 - x_zero)."""
     check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton", group_size,
                      x_zero)
+    torch._check_value(kernel is None or kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of "
+                                                                    f"{KERNELS}, got {kernel!r}")
+    return run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, kernel)
+
+
+def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None,
+             kernel=None):
+    """`w4a8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
     if kernel is None:
@@ -41,8 +49,6 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
             kernel = "unpack"
         else:
             kernel = "mma"
-    torch._check_value(kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of {KERNELS}, got "
-                                                  f"{kernel!r}")
     if kernel == "gemv":
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
     if kernel == "dequant":

@@ -8,6 +8,7 @@ import triton.language as tl
 
 from ..formats import as_words
 from ..tiling import group_scales, pick, swap_ab_step, swap_ab_store, swap_ab_tile, tc_grid, tc_gsub
+from ..launch import launch
 
 TC_CONFIGS = [  # (max M, config)
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
@@ -54,7 +55,7 @@ def ternary_tc(x2, t1, t2, a1, a2, bias, G: int, y, config=None):
     N, KW = w1.shape
     cfg = dict(config or pick(TC_CONFIGS, M))
     b = bias if bias is not None else a1
-    _ternary_tc[tc_grid(N, M, cfg)](x2, w1, w2, a1, a2, b, y, M, N, K, KW, a1.shape[1], G, x2.stride(0),
+    launch(_ternary_tc, tc_grid(N, M, cfg), x2, w1, w2, a1, a2, b, y, M, N, K, KW, a1.shape[1], G, x2.stride(0),
                                     y.stride(0), HAS_BIAS=bias is not None, GSUB=tc_gsub(G, K, cfg["BLOCK_K"]),
                                     **cfg)
     return y

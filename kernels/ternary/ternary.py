@@ -34,12 +34,17 @@ def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None,
         f"ternary_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the ternary kernels "
         f"(they take the whole row, group_size <= 0, a power of two >= 16 or a multiple of 256); use the reference "
         f"(ternary/reference.ternary_linear_ref) for other groups"))
+    torch._check_value(kernel is None or kernel in KERNELS, lambda: f"ternary_linear_triton: kernel must be one of "
+                                                                    f"{KERNELS}, got {kernel!r}")
+    return run(x, t1, t2, a1, a2, bias, group_size, config, kernel)
+
+
+def run(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
+    """`ternary_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x.shape[-1]
     x2 = rows(x)
     M, N = x2.shape[0], t1.shape[0]
     kernel = kernel or ("gemv2" if M == 1 else "tc")
-    torch._check_value(kernel in KERNELS, lambda: f"ternary_linear_triton: kernel must be one of {KERNELS}, got "
-                                                  f"{kernel!r}")
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     launch = ternary_gemv2 if kernel == "gemv2" else ternary_tc
     launch(x2, t1, t2, a1, a2, bias, norm_group(K, group_size), y, config=config)
