@@ -12,6 +12,7 @@ from torch import Tensor
 
 from qpass import numerics
 from qpass.kernels import checks as C
+from qpass.kernels.define import kernel_op
 from qpass.kernels.int8.reference import gather_columns
 
 OP = "qpass::restore_guarded_rows"
@@ -44,7 +45,7 @@ def _check(y, x, scale, zero, bits, keep_first, outlier, qweight, w_scale, group
     C.same_device(OP, "y", y, x=x, scale=scale, zero=zero, qweight=qweight, w_scale=w_scale)
 
 
-@torch.library.custom_op(OP, mutates_args=())
+@kernel_op(OP)
 def restore_guarded_rows(y: Tensor, x: Tensor, scale: Tensor, zero: Optional[Tensor], bits: int, keep_first: int,
                          outlier: float, gather: Optional[Tensor], qweight: Tensor, w_scale: Tensor, group_size: int,
                          bias: Optional[Tensor]) -> Tensor:

@@ -8,6 +8,7 @@ import torch
 
 from qpass import numerics
 from qpass.kernels import checks as C
+from qpass.kernels.define import kernel_op
 
 _INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 
@@ -75,7 +76,7 @@ def check_trit_planes(t1, t2, alpha1, alpha2, group_size, dtype, op="qpass::dequ
     C.same_device(op, "t1", t1, t2=t2, alpha1=alpha1, alpha2=alpha2)
 
 
-@torch.library.custom_op("qpass::dequantize_weight", mutates_args=())
+@kernel_op("qpass::dequantize_weight")
 def dequantize_weight(
     qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, group_size: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -90,7 +91,7 @@ def _(qweight, scale, zero, group_size, dtype):
     return qweight.new_empty(qweight.shape, dtype=dtype)
 
 
-@torch.library.custom_op("qpass::fake_quant_per_token", mutates_args=())
+@kernel_op("qpass::fake_quant_per_token")
 def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     """Dynamic per-token activation quantize-dequantize."""
     _check_per_token(x, bits, symmetric)
@@ -109,7 +110,7 @@ def _(x, bits, symmetric):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("qpass::fake_quant_per_channel", mutates_args=())
+@kernel_op("qpass::fake_quant_per_channel")
 def fake_quant_per_channel(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int) -> torch.Tensor:
     """Static per-input-channel activation quantize-dequantize with calibrated scale [C] (and zero [C])."""
     _check_per_channel(x, scale, zero, bits)
@@ -127,7 +128,7 @@ def _(x, scale, zero, bits):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("qpass::fake_quant_per_channel_guarded", mutates_args=())
+@kernel_op("qpass::fake_quant_per_channel_guarded")
 def fake_quant_per_channel_guarded(
     x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bits: int, keep_first: int, outlier: float
 ) -> torch.Tensor:
@@ -155,7 +156,7 @@ def _(x, scale, zero, bits, keep_first, outlier):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("qpass::dequantize_trit_planes", mutates_args=())
+@kernel_op("qpass::dequantize_trit_planes")
 def dequantize_trit_planes(
     t1: torch.Tensor, t2: torch.Tensor, alpha1: torch.Tensor, alpha2: torch.Tensor, group_size: int, dtype: torch.dtype
 ) -> torch.Tensor:
