@@ -7,6 +7,8 @@ Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token pre
 - `w4a16`, `w4a16_all` (lm_head too), `w4a8`, `ternary`: `torch.compile(backend="qpass")` (quantized linears lowered to qpass.kernels,
   sibling linears stacked into one call, SDPA to `qpass::attention`, the rest to inductor), the same
   StaticCache + CUDA-graph decode loop as `bf16_compile`;
+- `w4a16_generate`, `w4a8_generate`: the same recipes through the qpass backend with dynamic shapes, run by HF's
+  plain loop over a DynamicCache like `bf16_eager` — what `generate` without CUDA graphs costs (issue 20);
 - `bf16_qpass`: the qpass backend with nothing quantized — the attention lowering's share of the gains;
 - `w4a8_g64`: the `w4a8` preset (g64 int4 weights, dynamic int8 activations) through the backend;
 - `w4a8_qsm`, `w4a4_qsm`, `w8a8_smooth`: the static presets (calibrated: `qpass.compile(..., compiler="inductor")`
@@ -15,7 +17,9 @@ Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token pre
 The compiled variants share one decode loop (gpt-fast style): the step (model forward + argmax written back
 into the input buffer) is captured once and replayed per token, so per-token Python and launch overhead is
 gone for all of them alike. Prefills (the 512-token prompt, the 4K prefill) run the compiled model directly,
-keeping logits for the last position only (`logits_to_keep=1`). Writes benchmarks/results/e2e_<gpu>.json.
+keeping logits for the last position only (`logits_to_keep=1`). `--ttft 128,512,2048` adds the time to first token
+of prompts of those lengths (one forward of the prompt, no cache; each length warmed once). Writes
+benchmarks/results/e2e_<gpu>.json.
 
     python benchmarks/e2e.py [--layers 32] [--variants bf16_eager,bf16_compile,w4a16,w4a8,ternary]
 """
@@ -209,6 +213,7 @@ def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
 @torch.no_grad()
 def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     t_build = time.perf_counter()
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     if name == "bf16_eager":
         model = base
     elif name == "bf16_compile":
@@ -220,12 +225,15 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
         s = qpass.report(model).summary()
         print(f"{name}: {s['lowered']} of {s['quantized']} quantized sites lowered; built in "
               f"{time.perf_counter() - t_build:.0f} s", flush=True)
+    elif name.endswith("_generate"):  # plain HF loop: a growing DynamicCache, so shapes are dynamic
+        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name[:-len("_generate")]]},
+                              dynamic=True)
     else:
         model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=False)
     g = torch.Generator(device=args.device).manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt), device=args.device, generator=g)
     long = torch.randint(0, cfg.vocab_size, (1, args.prefill), device=args.device, generator=g)
-    if name == "bf16_eager":
+    if name == "bf16_eager" or name.endswith("_generate"):
         gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
     else:
         dec = GraphDecoder(model, cfg, args.prompt + args.decode + 1, args.device)
@@ -236,6 +244,11 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     prefill_time(model, long)  # compiles the no-cache prefill graph
     warm = time.perf_counter() - t_build
     runs = [gen() for _ in range(args.repeats)]
+    ttft = {}
+    for n in args.ttft:
+        ids = torch.randint(0, cfg.vocab_size, (1, n), device=args.device, generator=g)
+        prefill_time(model, ids)  # compiles / warms this length
+        ttft[n] = 1e3 * statistics.median(prefill_time(model, ids) for _ in range(args.repeats))
     if args.profile and name != "bf16_eager" and args.device == "cuda":
         profile_step(dec, prompt, name, args)
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
@@ -245,6 +258,9 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
         "decode_ms_per_token": 1e3 * dec_s / args.decode,
         "prompt_prefill_ms": 1e3 * statistics.median(r[0] for r in runs),
         "prefill_ms": 1e3 * statistics.median(pre),
+        "ttft_ms": ttft,
+        # Dynamo graphs compiled in this variant (a plain loop that recompiled per step would show it here)
+        "graphs_compiled": torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before,
         "build_compile_warmup_s": warm,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
         "repeat_decode_s": [r[1] for r in runs],
@@ -262,6 +278,8 @@ def add_ratios(variants: dict) -> None:
             if "decode_tok_s" in r:
                 r[f"decode_speedup_vs_{ref}"] = r["decode_tok_s"] / variants[ref]["decode_tok_s"]
                 r[f"prefill_speedup_vs_{ref}"] = variants[ref]["prefill_ms"] / r["prefill_ms"]
+                r[f"ttft_speedup_vs_{ref}"] = {n: variants[ref]["ttft_ms"][n] / ms for n, ms in r["ttft_ms"].items()
+                                                if n in variants[ref].get("ttft_ms", {})}
 
 
 def main():
@@ -271,6 +289,7 @@ def main():
     ap.add_argument("--decode", type=int, default=256)
     ap.add_argument("--prefill", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ttft", default="", help="prompt lengths whose time to first token to measure, e.g. 128,512,2048")
     ap.add_argument("--variants", default="bf16_eager,bf16_compile,w4a16,w4a8,ternary")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip remaining variants past this wall time")
     ap.add_argument("--profile", type=int, default=0, help="profile N decode steps of each compiled variant (CUDA)")
@@ -278,6 +297,7 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.ttft = [int(n) for n in args.ttft.split(",") if n]
     cfg = llama3_8b_config(args.layers)
     if args.tiny:
         cfg = tf.LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=args.layers,

@@ -119,6 +119,15 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
         rec("qpass_w4a16", graph_time_us([lambda pi=pi: qk.w4a16_linear(x, pi, s16, None, None, 128) for pi in ps]),
             w4_bytes + act_bytes, flops, PEAK_FP16, err=err)
         del ps
+    for path in ("tc", "dequant"):  # each prefill path of the op forced, to place DEQUANT_MIN_M by measurement
+        if want(f"w4a16_{path}"):
+            ps = [p] + [p.clone() for _ in range(copies_for(w4_bytes) - 1)]
+            y = k_w4a16.w4a16_linear_triton(x, p, s16, None, None, 128, kernel=path)
+            err = rel_err(y, ref4.w4a16_linear_ref(x, p, s16, None, None, 128)) if check else None
+            rec(f"qpass_w4a16_{path}", graph_time_us([lambda pi=pi: k_w4a16.w4a16_linear_triton(
+                x, pi, s16, None, None, 128, kernel=path) for pi in ps]), w4_bytes + act_bytes, flops, PEAK_FP16,
+                err=err)
+            del ps
     # ---- ternary, two planes, g128
     if want("ternary"):
         t1, t2, a1, a2 = fmt.quantize_ternary(w, 128)

@@ -3,8 +3,12 @@
 
 Semantics = F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=...),
 q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (CUDA only; elsewhere SDPA itself, the reference):
-  * "decode": S == 1 and `decode.supported(...)`: the Triton split-K flash-decoding kernel (HF's decode step
-    over a static cache with a materialized bool mask otherwise runs SDPA's slow masked kernel).
+  * "decode": S == 1, `decode.supported(...)`, at most DECODE_MAX_KEYS keys, and a mask or a CUDA graph being
+    captured: the Triton split-K flash-decoding kernel (HF's decode step over a static cache with a materialized
+    bool mask otherwise runs SDPA's slow masked kernel). Without a mask and outside capture, SDPA's flash kernel
+    is one C++ call (≈ 33 µs of host time per call on an H200 host against ≈ 200 µs for the Triton path with a
+    growing cache, benchmarks/launch_overhead.py), and an uncaptured decode step is host-bound; beyond
+    DECODE_MAX_KEYS keys SDPA is faster on the GPU too (docs/attention.md: 3–7 % at 32K keys on the H100).
   * "causal": S > 1, the mask is the bool causal mask with S == L, outside CUDA-graph capture: SDPA with
     is_causal=True and no mask, so flash attention runs (the check syncs once per call).
   * "sdpa": anything else, SDPA as given (grouped K/V repeated to the query heads when a mask is given too).
@@ -30,12 +34,16 @@ def _capturing(q: Tensor) -> bool:
     return q.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
+DECODE_MAX_KEYS = 16384
+
+
 def choose_path(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
                 enable_gqa: bool) -> str:
     """'decode', 'causal' or 'sdpa' for tensors on a CUDA device (see the module docstring)."""
     from .decode import supported  # imports triton: only on CUDA
     S = q.shape[-2]
-    if S == 1 and supported(q, k, v, attn_mask, is_causal, enable_gqa):
+    if (S == 1 and k.shape[-2] <= DECODE_MAX_KEYS and (attn_mask is not None or _capturing(q))
+            and supported(q, k, v, attn_mask, is_causal, enable_gqa)):
         return "decode"
     if (S > 1 and attn_mask is not None and not is_causal and k.shape[-2] == S and not _capturing(q)
             and is_causal_mask(attn_mask, S)):

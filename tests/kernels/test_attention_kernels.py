@@ -139,11 +139,18 @@ def test_supported():
     assert A.supported(q1, k1, v1, None, True, False)  # causal with one key = no mask
 
 
-def test_choose_path_and_run_path():
+def test_choose_path_and_run_path(monkeypatch):
     # what the op runs on CUDA, exercised on CPU tensors (the decode path through the interpreter)
     q, k, v = make_inputs(1, 6, 2, 64, 300, f16)
     m = make_mask("bool", 1, 6, 300, f16)
     assert ops.choose_path(q, k, v, m, False, True) == "decode"
+    # no mask: SDPA's flash kernel outside CUDA-graph capture (host-bound there), the Triton kernel inside it
+    assert ops.choose_path(q, k, v, None, False, True) == "sdpa"
+    monkeypatch.setattr(ops, "_capturing", lambda q: True)
+    assert ops.choose_path(q, k, v, None, False, True) == "decode"
+    long_k, long_v = (t.expand(1, 2, ops.DECODE_MAX_KEYS + 1, 64) for t in (k[:, :, :1], v[:, :, :1]))
+    assert ops.choose_path(q, long_k, long_v, None, False, True) == "sdpa"  # long caches: SDPA is faster
+    monkeypatch.undo()
     out = ops.run_path("decode", q, k, v, m, False, None, True)
     assert_close(out, sdpa_ref(q, k, v, m), f16)
     S = 33
