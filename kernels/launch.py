@@ -6,29 +6,21 @@ call (≈ 10–25 µs of host time for our 15–20-argument kernels on an H200 h
 per-op budget. The first call of a specialization goes through Triton as usual (compiling if needed) and keeps
 the compiled kernel; later calls with the same key call its driver launcher directly.
 
-The key holds everything Triton specializes on, conservatively: each tensor's dtype and whether its address is
-16-byte aligned (Triton's pointer divisibility), every int argument's exact value (they are shapes, strides and
-block counts here, so this costs no extra compiles), the types of float arguments, which arguments are None, the
-constexpr / launch options, the grid and the current device. Calls with launch hooks installed (profilers) always
+The key holds everything Triton specializes on, conservatively: each tensor's dtype and its address modulo 16
+(Triton specializes on 16-byte alignment), every other argument's exact value (ints are shapes, strides and
+block counts here, floats softmax scales, so this costs no extra compiles), the constexpr / launch options, the
+grid and the current device. Calls with launch hooks installed (profilers) always
 go through Triton.
 """
 from __future__ import annotations
 
-import torch
+from torch import Tensor
 from triton import knobs
 from triton.runtime.driver import driver
 from triton.runtime.interpreter import InterpretedFunction
 
 _COMPILED: dict = {}
 _COMPILED_MAX = 4096  # specializations kept; more (e.g. many prompt lengths) starts over
-
-
-def _spec(a):
-    if isinstance(a, torch.Tensor):
-        return a.dtype, not a.data_ptr() & 15
-    if isinstance(a, (int, bool)) or a is None:
-        return a
-    return type(a)
 
 
 def launcher_order(arg_names, npos: int, meta: dict):
@@ -46,7 +38,8 @@ def launch(kernel, grid: tuple, *args, **meta):
         kernel[grid](*args, **meta)
         return
     device = driver.active.get_current_device()
-    key = (kernel, grid, device, tuple(map(_spec, args)), tuple(meta.items()))
+    key = (kernel, grid, device, tuple([(a.dtype, a.data_ptr() & 15) if isinstance(a, Tensor) else a for a in args]),
+           tuple(meta.items()))
     entry = _COMPILED.get(key)
     if entry is None:
         compiled = kernel[grid](*args, **meta)
