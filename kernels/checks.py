@@ -315,3 +315,38 @@ def check_sale_blocks(block_m, block_n, pool, op) -> None:
                            lambda: f"{op}: {name} must be a power of two >= 16, got {b}")
     torch._check_value(pool >= 1 and pool & (pool - 1) == 0 and block_m % pool == 0,
                        lambda: f"{op}: pool must be a power of two dividing block_m={block_m}, got {pool}")
+
+
+# ------------------------------------------------------------------ mixture of experts
+def check_moe_w4a16(x, qweight, scales, zeros, offs, group_size, op="qpass::moe_w4a16") -> None:
+    """x [S, K] rows sorted by expert; qweight uint8 [E, N, ceil(K/8)*4]; scales / zeros [E, N, groups];
+    offs [E] integer, the cumulative row count of each expert (rows past offs[-1] are not routed)."""
+    float_tensor(op, "x", x)
+    ndim(op, "x", x, 2, "[S, K] (routed rows, sorted by expert)")
+    K = x.shape[1]
+    dtype_is(op, "qweight", qweight, torch.uint8, " (formats.pack_int4 per expert)")
+    ndim(op, "qweight", qweight, 3, "[E, N, ceil(K/8)*4] (formats.pack_int4 per expert)")
+    E, N = qweight.shape[0], qweight.shape[1]
+    want = (K + 7) // 8 * 4
+    _check(qweight.shape[2] == want, op, lambda: (
+        f"qweight has {qweight.shape[2]} bytes per row but x's K={K} packs into ceil(K/8)*4 = {want}"))
+    ng = num_groups(op, K, group_size)
+    for name, s in (("scales", scales), ("zeros", zeros)):
+        if s is not None:
+            float_tensor(op, name, s)
+            shape_is(op, name, s, (E, N, ng), f"[E, N, groups] for group_size={group_size}")
+    _type(offs.dtype in (torch.int32, torch.int64), op, f"offs must be int32 or int64, got {offs.dtype}")
+    shape_is(op, "offs", offs, (E,), "[E] (cumulative rows per expert)")
+    same_device(op, "x", x, qweight=qweight, scales=scales, zeros=zeros, offs=offs)
+
+
+def check_moe_linear(x, weight, offs, op="qpass::moe_linear") -> None:
+    """x [S, K] rows sorted by expert; weight [E, N, K] float (full precision experts); offs [E] as above."""
+    float_tensor(op, "x", x)
+    ndim(op, "x", x, 2, "[S, K] (routed rows, sorted by expert)")
+    float_tensor(op, "weight", weight)
+    ndim(op, "weight", weight, 3, "[E, N, K]")
+    _check(weight.shape[2] == x.shape[1], op, lambda: f"weight's K={weight.shape[2]} but x's K={x.shape[1]}")
+    _type(offs.dtype in (torch.int32, torch.int64), op, f"offs must be int32 or int64, got {offs.dtype}")
+    shape_is(op, "offs", offs, (weight.shape[0],), "[E] (cumulative rows per expert)")
+    same_device(op, "x", x, weight=weight, offs=offs)

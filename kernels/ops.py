@@ -15,6 +15,7 @@ from __future__ import annotations
 from .attention import ops as attention_ops  # noqa: F401
 from .int4 import ops as int4_ops  # noqa: F401
 from .int8 import ops as int8_ops  # noqa: F401
+from .moe import ops as moe_ops  # noqa: F401
 from .sale import ops as sale_ops  # noqa: F401
 from .ternary import ops as ternary_ops  # noqa: F401
 
@@ -26,3 +27,5 @@ ternary_linear = ternary_ops.ternary_linear
 attention = attention_ops.attention
 sale_select = sale_ops.sale_select
 sale_attention = sale_ops.sale_attention
+moe_w4a16 = moe_ops.moe_w4a16
+moe_linear = moe_ops.moe_linear
