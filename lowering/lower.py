@@ -12,6 +12,7 @@ import qpass.kernels.ops  # noqa: F401  (registers every qpass:: kernel op the r
 from qpass.capture import LINEAR_TARGETS, SDPA_TARGETS, CapturedGraph
 from qpass.plan import Plan
 
+from .experts import insert_expert_fake_quant, lower_experts
 from .fuse import sibling_groups, split_output, stacked_match
 from .pattern import KERNEL_GROUPS, Emit, GroupRefusal, Pattern, SdpaPattern, match_linear, match_sdpa
 from .qdq import insert_fake_quant
@@ -150,8 +151,11 @@ def quantize_transform(plan: Plan, lower: bool = True, outcomes: dict | None = N
 
     def transform(cap: CapturedGraph) -> None:
         insert_fake_quant(cap, plan)
+        insert_expert_fake_quant(cap, plan)
         if lower:
             lower_graph(cap, plan, outcomes, cache, fuse, fused, refused_groups)
+            if lower_experts(cap, plan, outcomes, cache):
+                _drop_dead(cap.gm)
 
     transform.outcomes = outcomes
     transform.fused = fused  # sibling groups that run as one kernel call

@@ -46,6 +46,7 @@ _NORM_FUNCTIONS = {
 _RSQRT = {torch.rsqrt, torch.ops.aten.rsqrt.default}
 _MUL = {torch.mul, torch.ops.aten.mul.Tensor, operator.mul}
 _ADD = {torch.add, torch.ops.aten.add.Tensor, operator.add}
+_TOPK = {torch.topk, torch.ops.aten.topk.default}
 _SOFTMAX = {torch.softmax, torch.nn.functional.softmax, torch.ops.aten._softmax.default, torch.ops.aten.softmax.int}
 
 
@@ -110,8 +111,26 @@ class LinearSite:
     op: str  # linear | addmm | matmul
     producer: Producer
     siblings: list[str] = field(default_factory=list)  # other sites reading the same input (q/k/v; gate/up)
+    routes: bool = False  # a router: its output reaches a top-k (expert selection)
     node: fx.Node | None = field(default=None, repr=False, compare=False)
     input: fx.Node | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class ExpertSite:
+    """A 3-D parameter read per expert by a grouped matmul `grouped_mm(x [S, in], W [E, in, out], offs)` — the
+    rows x sorted by expert, offs[e] the end row of expert e (transformers' MoE experts)."""
+
+    name: str  # the weight's FQN (one site per expert tensor: model.layers.0.mlp.experts.gate_up_proj)
+    weight: str
+    num_experts: int
+    in_features: int
+    out_features: int
+    transposed: bool  # parameter stored [E, in, out] (read as is); False: [E, out, in] read through a transpose
+    op: str
+    node: fx.Node | None = field(default=None, repr=False, compare=False)
+    input: fx.Node | None = field(default=None, repr=False, compare=False)
+    offs: fx.Node | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -138,6 +157,7 @@ class GraphAnalysis:
     linears: list[LinearSite]
     attention: list[AttentionSite]
     unsupported: list[Unsupported]
+    experts: list[ExpertSite] = field(default_factory=list)
 
     def by_name(self) -> dict[str, LinearSite]:
         return {s.name: s for s in self.linears}
@@ -290,6 +310,54 @@ def _attention_site(cap: CapturedGraph, node: fx.Node, site_of_output: dict[fx.N
     )
 
 
+def grouped_mm_targets() -> set:
+    """The grouped matmuls `(x [S, K], W [E, K, N], offs)` as Dynamo and torch.export record them: torch's own
+    and transformers' fallback (registered when transformers' MoE integration is imported)."""
+    targets = {getattr(torch, "_grouped_mm", None), getattr(torch.nn.functional, "grouped_mm", None)}
+    if hasattr(torch.ops.aten, "_grouped_mm"):
+        targets.add(torch.ops.aten._grouped_mm.default)
+    if hasattr(torch.ops.transformers, "grouped_mm_fallback"):
+        op = torch.ops.transformers.grouped_mm_fallback
+        targets |= {op, op.default}
+    return targets - {None}
+
+
+def _is_last_two_transpose(node) -> bool:
+    if not isinstance(node, fx.Node) or len(node.args) < 3:
+        return False
+    is_t = (node.op == "call_method" and node.target == "transpose") or (
+        node.op == "call_function" and node.target in (torch.transpose, torch.ops.aten.transpose.int))
+    return is_t and {node.args[1] % 3 if isinstance(node.args[1], int) else None,
+                     node.args[2] % 3 if isinstance(node.args[2], int) else None} == {1, 2}
+
+
+def _match_experts(cap: CapturedGraph, node: fx.Node, targets: set):
+    """(input, parameter node, weight-argument node, offs, transposed) for a grouped matmul on a 3-D parameter."""
+    if node.op != "call_function" or node.target not in targets or len(node.args) < 2:
+        return None
+    x, w = node.args[0], node.args[1]
+    offs = node.args[2] if len(node.args) > 2 else node.kwargs.get("offs")
+    param, transposed = (w.args[0], False) if _is_last_two_transpose(w) else (w, True)
+    if isinstance(param, fx.Node) and param.op == "placeholder" and param in cap.fqn_of \
+            and cap.tensor_of[param].dim() == 3 and offs is not None:
+        return x, param, w, offs, transposed
+    return None
+
+
+def _reaches_topk(node: fx.Node, depth: int = 4) -> bool:
+    """The output flows into a top-k within `depth` ops (through softmax, casts): a router's logits."""
+    frontier = [node]
+    for _ in range(depth):
+        nxt = []
+        for n in frontier:
+            for u in n.users:
+                if (u.op == "call_function" and u.target in _TOPK) or (u.op == "call_method" and u.target == "topk"):
+                    return True
+                nxt.append(u)
+        frontier = nxt
+    return False
+
+
 def analyze(cap: CapturedGraph) -> GraphAnalysis:
     graph = cap.graph
     matches = {}
@@ -325,14 +393,28 @@ def analyze(cap: CapturedGraph) -> GraphAnalysis:
             node=node,
             input=x,
         )
+        site.routes = _reaches_topk(node)
         linears.append(site)
         by_input[skip_transparent(x)].append(site.name)
     for site in linears:
         group = by_input[skip_transparent(site.input)]
         site.siblings = [n for n in group if n != site.name]
 
+    experts, handled_experts = [], set()
+    targets = grouped_mm_targets()
+    for node in graph.nodes:
+        m = _match_experts(cap, node, targets)
+        if m is None:
+            continue
+        x, param, warg, offs, transposed = m
+        E, a, b = cap.tensor_of[param].shape
+        in_f, out_f = (a, b) if transposed else (b, a)
+        experts.append(ExpertSite(cap.fqn_of[param], cap.fqn_of[param], int(E), int(in_f), int(out_f), transposed,
+                                  op_name(node), node=node, input=x, offs=offs))
+        handled_experts.add((warg if not transposed else node, param))
+
     # Any other use of a 2-D+ parameter is something qpass does not handle: report it, never skip it silently.
-    handled = {(node, w) for node, (_, w, _, _, _) in matches.items()}
+    handled = {(node, w) for node, (_, w, _, _, _) in matches.items()} | handled_experts
     unsupported = []
     for ph, fqn in cap.fqn_of.items():
         t = cap.tensor_of[ph]
@@ -344,4 +426,4 @@ def analyze(cap: CapturedGraph) -> GraphAnalysis:
             if user.op == "call_function" and user.target in EMBEDDING_TARGETS:
                 continue
             unsupported.append(Unsupported(cap.module_path(user) or fqn, fqn, op_name(user), "unsupported op"))
-    return GraphAnalysis(linears, attention, unsupported)
+    return GraphAnalysis(linears, attention, unsupported, experts)

@@ -158,12 +158,22 @@ def calibrate(
     site_names: set[str],
     percentile: float | None = None,
     progress: bool = True,
+    expert_tokens: dict | None = None,
     **stats,
 ) -> dict[str, ChannelObserver]:
     """Run `batches` (token ids [B, T]) through the model with observers on the selected linear sites.
-    `stats`: ChannelObserver's optional statistics (skip_tokens, hessian, samples, hessian_tokens)."""
+    `stats`: ChannelObserver's optional statistics (skip_tokens, hessian, samples, hessian_tokens).
+    `expert_tokens`: filled with each experts module's routed tokens per expert (qpass/experts.py)."""
+    from .experts import insert_token_counters
+
     observers: dict[str, ChannelObserver] = {}
-    forward, _ = compile_forward(model, lambda cap: insert_observers(cap, observers, site_names, percentile, **stats))
+
+    def transform(cap):
+        insert_observers(cap, observers, site_names, percentile, **stats)
+        if expert_tokens is not None:
+            insert_token_counters(cap, expert_tokens)
+
+    forward, _ = compile_forward(model, transform)
     batches = list(batches)
     for ids in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
         forward(input_ids=ids, use_cache=False)

@@ -11,6 +11,7 @@ import torch
 
 from .analysis import GraphAnalysis
 from .calibrate import calibrate
+from .experts import plan_experts
 from .passes import registry
 from .passes.context import PassContext
 from .passes.rounding import plan_quantization
@@ -51,16 +52,19 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
     if not observers:
         check_calibration(recipe, calib)
         observers = {}
+    expert_tokens = {} if analysis.experts else None  # calibration coverage of each expert
     if recipe.needs_calibration and not observers:
         a = recipe.activations
         percentile = a.percentile if a is not None and a.observer == "percentile" else None
-        observers = calibrate(model, calib, set(selected), percentile, progress, **calibration_statistics(recipe))
+        observers = calibrate(model, calib, set(selected), percentile, progress, expert_tokens=expert_tokens,
+                              **calibration_statistics(recipe))
     ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected, Plan(skipped=skipped), observers,
                       progress, calib)
     with torch.no_grad():
         for spec in recipe.passes:
             registry.get(spec.name).run(ctx, spec.options)
         plan_quantization(ctx)
+        plan_experts(model, recipe, analysis, ctx.plan, expert_tokens)
     if observers and selected:  # calibrated passes computed on the CPU (PassContext.weight); kernels run here
         ctx.plan.to_device(model.get_parameter(next(iter(selected.values())).weight).device)
     return ctx.plan

@@ -103,6 +103,7 @@ class Plan(MutableMapping):
     attention: dict[str, AttentionPlan] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    experts: dict[str, SitePlan] = field(default_factory=dict)  # expert tensor FQN -> its plan (qpass/experts.py)
 
     def __getitem__(self, site: str) -> SitePlan:
         return self.sites[site]
@@ -122,7 +123,7 @@ class Plan(MutableMapping):
     def to_device(self, device: torch.device) -> None:
         """Move every tensor of the site plans to `device`, in place (the passes compute on the CPU, where the
         calibration statistics live; the packed tensors belong where the model runs)."""
-        for sp in self.sites.values():
+        for sp in [*self.sites.values(), *self.experts.values()]:
             _move_tensors(sp, device)
 
     def quantized(self) -> list[SitePlan]:
@@ -165,6 +166,8 @@ def select_sites(analysis: GraphAnalysis, ignore: list[str]) -> tuple[dict[str, 
         hit = next((p for p in ignore if matches(site.name, p)), None)
         if hit is not None:
             skipped[site.name] = f"ignored (matches {hit!r})"
+        elif site.routes:  # a rounding error here changes which experts run, not just how well
+            skipped[site.name] = "router: its output selects experts (top-k); routers stay in full precision"
         else:
             selected[site.name] = site
     return selected, skipped

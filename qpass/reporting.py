@@ -124,8 +124,20 @@ def build_report(
                 lowering=(lowering or {}).get(site.name, "unmatched: not seen in a compiled graph" if lowering is not None and quantized else ""),
             )
         )
+    experts = getattr(plan, "experts", {})
+    for site in {e.name: e for e in getattr(analysis, "experts", [])}.values():  # expert tensors (qpass/experts.py)
+        sp = experts.get(site.name)
+        quantized = sp is not None and sp.weight is not None
+        rows.append(SiteRow(
+            name=site.name, weight=site.weight, shape=f"{site.in_features} -> {site.out_features} x{site.num_experts}",
+            producer="experts", status="quantized" if quantized else "full precision",
+            scheme=sp.describe() if quantized else "",
+            reason="" if quantized else skipped.get(site.name, "not planned by the recipe"),
+            weight_error=sp.weight_error if sp else None, notes=list(sp.notes) if sp else [],
+            lowering=(lowering or {}).get(site.name, "unmatched: not seen in a compiled graph" if lowering is not None and quantized else ""),
+        ))
     unsupported = [asdict(u) for u in analysis.unsupported]
-    linear = {site.name for site in analysis.linears}
+    linear = {row.name for row in rows}
     attention = {k: v for k, v in (lowering or {}).items() if k not in linear}  # SDPA rules (e.g. SALE)
     return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log), attention)
 

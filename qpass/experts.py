@@ -1,0 +1,111 @@
+"""Expert sites in the plan: each 3-D expert tensor (analysis.ExpertSite) quantized per expert, weight-only, with
+the linears' numerics (its [E, out, in] weight is rounded as [E·out, in] rows: every scale and zero belongs to one
+expert's row and input group), or kept in full precision with the reason; and the calibration's tokens per
+expert, with the experts that saw too few of them named in the plan's log."""
+from __future__ import annotations
+
+import torch
+
+from .analysis import ExpertSite, GraphAnalysis
+from .passes.rounding import round_weight
+from .plan import Plan, SitePlan, matches, nonfinite_reason
+
+# Calibration coverage: an expert that saw fewer routed tokens than this has statistics from too few samples.
+MIN_EXPERT_TOKENS = 16
+
+# Passes that plan nothing for linear weights (attention only): expert sites can follow the recipe's weights.
+_WEIGHT_NEUTRAL_PASSES = {"sale"}
+
+
+class ExpertTokens:
+    """Routed rows per expert, from the grouped matmul's cumulative offsets (offs[e] = end row of expert e)."""
+
+    def __init__(self, num_experts: int):
+        self.counts = torch.zeros(num_experts, dtype=torch.int64)
+
+    def update(self, offs: torch.Tensor) -> None:
+        ends = offs.detach().to("cpu", torch.int64)
+        self.counts += torch.diff(ends, prepend=ends.new_zeros(1))
+
+
+def insert_token_counters(cap, counters: dict[str, ExpertTokens]) -> None:
+    """Graph transform (calibration): count each experts module's routed rows, once per shared `offs`."""
+    from .analysis import analyze
+
+    seen = set()
+    for site in analyze(cap).experts:
+        if site.offs in seen:
+            continue
+        seen.add(site.offs)
+        module = cap.module_path(site.node) or site.name.rsplit(".", 1)[0]
+        counter = counters.setdefault(module, ExpertTokens(site.num_experts))
+        with cap.graph.inserting_after(site.node):
+            cap.graph.call_function(counter.update, (site.offs,))
+
+
+def unsupported_reason(recipe) -> str | None:
+    """Why this recipe's expert sites stay in full precision, or None when they follow its weights."""
+    a, w = recipe.activations, recipe.weights
+    if a is not None:
+        return (f"expert sites: the recipe quantizes activations ({'dynamic per-token' if a.granularity == 'per_token' else 'static per-channel'} "
+                f"a{a.bits}); no expert kernel takes quantized inputs")
+    if w is not None and w.rounding == "gptq":
+        return "expert sites: GPTQ needs each expert's own Hessian, which calibration does not collect for experts"
+    other = [p.name for p in recipe.passes if p.name not in _WEIGHT_NEUTRAL_PASSES]
+    if other:
+        return f"expert sites: pass {other[0]!r} does not handle expert weights"
+    return None
+
+
+def expert_weight(model: torch.nn.Module, site: ExpertSite) -> torch.Tensor:
+    """The site's weight in the canonical [E, out, in] layout (a view of the parameter)."""
+    w = model.get_parameter(site.weight).detach()
+    return w.transpose(1, 2) if site.transposed else w
+
+
+@torch.no_grad()
+def plan_experts(model: torch.nn.Module, recipe, analysis: GraphAnalysis, plan: Plan,
+                 tokens: dict[str, ExpertTokens] | None = None, min_tokens: int = MIN_EXPERT_TOKENS) -> None:
+    """Fill `plan.experts` for the recipe's weights (round to nearest, per expert row and group), or record in
+    `plan.skipped` why an expert site stays in full precision; log the calibration's low-token experts."""
+    sites = {s.name: s for s in analysis.experts}  # one per tensor across graphs
+    reason = unsupported_reason(recipe)
+    for name, site in sites.items():
+        hit = next((p for p in recipe.ignore if matches(name, p)), None)
+        if hit is not None:
+            plan.skipped[name] = f"ignored (matches {hit!r})"
+            continue
+        if recipe.weights is None:
+            continue  # the recipe quantizes no weights: "not planned by the recipe", as for linears
+        if reason is not None:
+            plan.skipped[name] = reason
+            continue
+        w = expert_weight(model, site).float()
+        bad = nonfinite_reason(w)
+        if bad is not None:
+            plan.skipped[name] = bad
+            continue
+        E, out_f, in_f = w.shape
+        rows = w.reshape(E * out_f, in_f)
+        spec = recipe.weights
+        q = round_weight(rows, spec, spec.clip_ratio, None)
+        sp = SitePlan(name, site.weight, model.get_parameter(site.weight).dtype, weight=q)
+        sp.weight_error = float((q.dequantize() - rows).norm() / rows.norm().clamp_min(1e-30))
+        sp.notes.append(f"{E} experts, quantized per expert")
+        plan.experts[name] = sp
+    if tokens:
+        plan.log.extend(token_report(tokens, min_tokens))
+
+
+def token_report(tokens: dict[str, ExpertTokens], min_tokens: int) -> list[str]:
+    """One line per experts module with an expert below `min_tokens` routed calibration tokens."""
+    lines = []
+    for module, counter in sorted(tokens.items()):
+        low = [(e, int(c)) for e, c in enumerate(counter.counts.tolist()) if c < min_tokens]
+        if low:
+            shown = ", ".join(f"expert {e}: {c}" for e, c in low)
+            lines.append(f"LOW CALIBRATION {module}: {len(low)} of {len(counter.counts)} experts saw fewer than "
+                         f"{min_tokens} routed tokens ({shown}); their statistics rest on few samples")
+    if tokens and not lines:
+        lines.append(f"expert calibration: every expert saw at least {min_tokens} routed tokens")
+    return lines
