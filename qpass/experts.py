@@ -47,13 +47,13 @@ def unsupported_reason(recipe) -> str | None:
     """Why this recipe's expert sites stay in full precision, or None when they follow its weights."""
     a, w = recipe.activations, recipe.weights
     if a is not None:
-        return (f"expert sites: the recipe quantizes activations ({'dynamic per-token' if a.granularity == 'per_token' else 'static per-channel'} "
-                f"a{a.bits}); no expert kernel takes quantized inputs")
+        kind = "dynamic per-token" if a.granularity == "per_token" else "static per-channel"
+        return f"experts take no quantized inputs (recipe: a{a.bits} {kind}); no expert kernel for them"
     if w is not None and w.rounding == "gptq":
-        return "expert sites: GPTQ needs each expert's own Hessian, which calibration does not collect for experts"
+        return "GPTQ on experts: per-expert Hessians are not collected (RTN is not substituted silently)"
     other = [p.name for p in recipe.passes if p.name not in _WEIGHT_NEUTRAL_PASSES]
     if other:
-        return f"expert sites: pass {other[0]!r} does not handle expert weights"
+        return f"pass {other[0]!r} does not handle expert weights"
     return None
 
 
@@ -75,11 +75,11 @@ def plan_experts(model: torch.nn.Module, recipe, analysis: GraphAnalysis, plan: 
         if hit is not None:
             plan.skipped[name] = f"ignored (matches {hit!r})"
             continue
-        if recipe.weights is None:
-            continue  # the recipe quantizes no weights: "not planned by the recipe", as for linears
         if reason is not None:
             plan.skipped[name] = reason
             continue
+        if recipe.weights is None:
+            continue  # the recipe quantizes no weights: "not planned by the recipe", as for linears
         w = expert_weight(model, site).float()
         bad = nonfinite_reason(w)
         if bad is not None:
