@@ -8,6 +8,7 @@ from __future__ import annotations
 from .attention import decode
 from .int4 import configs as int4_configs
 from .int8 import configs as int8_configs
+from .moe import configs as moe_configs
 from .sale import configs as sale_configs
 from .ternary import configs as ternary_configs
 
@@ -15,7 +16,7 @@ from .ternary import configs as ternary_configs
 def shipped():
     """[(name, kernel, signature (non-constexpr args), constexprs, launch options)] of every format."""
     return [*int4_configs.shipped_configs(), *int8_configs.shipped_configs(), *ternary_configs.shipped_configs(),
-            *decode.shipped_configs(), *sale_configs.shipped_configs()]
+            *decode.shipped_configs(), *sale_configs.shipped_configs(), *moe_configs.shipped_configs()]
 
 
 def compile_sm90(kernel, signature, constexprs, options):
