@@ -162,7 +162,7 @@ class use_sale:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
         out = dense
-        why = refusal(kwargs, max_positions(self.model))
+        why = refusal(kwargs, max_positions(self.model), query)
         self.calls[name] = {"refused": why, "heads": query.shape[1]}
         if why:  # calibrating against full causal attention would measure mass this layer never uses
             return out.transpose(1, 2).contiguous(), None
@@ -192,10 +192,12 @@ def max_positions(model) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
-def refusal(call_kwargs: dict, positions: int | None) -> str:
-    """Why SALE cannot run an attention call with these HF keyword arguments ("" when it can): read from the
-    call itself, not from a per-architecture table. A window at least as long as the model's positions never
-    limits attention, so it is no window."""
+def refusal(call_kwargs: dict, positions: int | None, query: Tensor) -> str:
+    """Why SALE cannot run an attention call with these HF keyword arguments and this query ("" when it can):
+    read from the call itself, not from a per-architecture table. A window at least as long as the model's
+    positions never limits attention, so it is no window."""
+    if query.is_cuda and query.shape[-1] not in (64, 128):  # the CPU reference takes any head dim
+        return f"head dim {query.shape[-1]}: the Triton SALE kernels take 64 or 128; the layer runs dense"
     softcap = call_kwargs.get("softcap")
     if softcap is not None:
         return (f"logit soft-capping (softcap={softcap:g}): SALE's estimate and kernel have no soft-cap; "
