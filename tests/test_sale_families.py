@@ -114,3 +114,15 @@ def test_sale_op_never_attends_outside_the_window(S, w, kv_heads, D):
     assert torch.allclose(got, want, atol=1e-3, rtol=1e-4)
     if S > w:  # the last query's window excludes the shifted keys: no 1e4 in its output
         assert got[..., -1, :].abs().max() < 100
+
+
+@pytest.mark.parametrize("family", ["gpt2", "opt"])
+def test_calibration_is_clipped_to_the_models_positions(family):
+    """calib_tokens (4096) > the tiny configs' 256 positions: calibration clips to them with a note (it used to
+    index past the position table: IndexError)."""
+    model = _model(family, False)
+    recipe = Recipe("sale-calib", weights=None, passes=[PassSpec("sale", {**OPTS, "calib_tokens": 4096})])
+    qm = qpass.compile(model, recipe, progress=False)
+    log = qpass.report(qm).log
+    assert any("calib_tokens 4096 > the model's 256 positions" in line for line in log), log
+    assert qm.qpass_state.plan.attention and all(len(p.taus) == 4 for p in qm.qpass_state.plan.attention.values())
