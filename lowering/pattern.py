@@ -307,6 +307,8 @@ class SdpaPattern:
                 return "no attention plan for this module (not calibrated)"
             if m.plan.method != self.method:
                 return f"takes {self.method} plans, not {m.plan.method}"
+            if m.plan.refused:
+                return m.plan.refused
         if self.causal:
             if m.mask is None and not m.is_causal:
                 return "not causal (no mask, is_causal=False)"

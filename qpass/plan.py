@@ -90,6 +90,7 @@ class AttentionPlan:
     method: str
     taus: list[float]  # SALE: τ per query head
     options: object  # SALE: the pass's SaleOptions (blocks, sink, window, min_seq_len, pool)
+    refused: str = ""  # why the method cannot run this module's attention (it runs dense; the report says why)
 
 
 @dataclass

@@ -139,6 +139,10 @@ def build_report(
     unsupported = [asdict(u) for u in analysis.unsupported]
     linear = {row.name for row in rows}
     attention = {k: v for k, v in (lowering or {}).items() if k not in linear}  # SDPA rules (e.g. SALE)
+    if lowering is not None:  # planned modules the method refused at plan time, with no SDPA node to say so
+        for name, ap in getattr(plan, "attention", {}).items():
+            if ap.refused:
+                attention.setdefault(name, "unmatched: " + ap.refused)
     return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log), attention)
 
 

@@ -8,7 +8,7 @@ cheap masked sum (no re-run per τ).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -53,6 +53,7 @@ class SaleState:
     taus: dict[str, list[float]]
     options: SaleOptions
     table: dict = field(default_factory=dict)  # module -> {"l1": [H][nτ], "kept": [H][nτ]} (calibration)
+    refused: dict = field(default_factory=dict)  # module -> (why SALE cannot run it, query heads)
 
     def to_dict(self) -> dict:
         return {"taus": self.taus, "options": self.options.__dict__}
@@ -127,6 +128,7 @@ class use_sale:
     def __init__(self, model, kind: str, opts: SaleOptions, taus: dict | None = None):
         self.model, self.kind, self.opts, self.taus = model, kind, opts, taus
         self.tables, self.stats = {}, {}
+        self.calls = {}  # module -> what its attention call asks for beyond causal SDPA (`refusal`), query heads
         self.ladder, self.names = tau_ladder(opts), {}
         self.key = f"qpass_sale_{id(self):x}"
 
@@ -160,6 +162,10 @@ class use_sale:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
         out = dense
+        why = refusal(kwargs, max_positions(self.model), query)
+        self.calls[name] = {"refused": why, "heads": query.shape[1]}
+        if why:  # calibrating against full causal attention would measure mass this layer never uses
+            return out.transpose(1, 2).contiguous(), None
         if self.kind == "calibrate" and S > 1:
             l1, kept = head_tables(query, key, value, scale, self.opts, self.ladder)
             self.tables[name] = {"l1": l1.tolist(), "kept": kept.tolist()}
@@ -179,18 +185,63 @@ class use_sale:
         return out.transpose(1, 2).contiguous(), None
 
 
+def max_positions(model) -> int | None:
+    """The longest sequence the model's position table takes (`max_position_embeddings`; GPT-2's `n_positions`
+    maps onto it), None when the config does not say (rotary models without one)."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def refusal(call_kwargs: dict, positions: int | None, query: Tensor) -> str:
+    """Why SALE cannot run an attention call with these HF keyword arguments and this query ("" when it can):
+    read from the call itself, not from a per-architecture table. A window at least as long as the model's
+    positions never limits attention, so it is no window."""
+    if query.is_cuda and query.shape[-1] not in (64, 128):  # the CPU reference takes any head dim
+        return f"head dim {query.shape[-1]}: the Triton SALE kernels take 64 or 128; the layer runs dense"
+    softcap = call_kwargs.get("softcap")
+    if softcap is not None:
+        return (f"logit soft-capping (softcap={softcap:g}): SALE's estimate and kernel have no soft-cap; "
+                f"the layer runs its own attention")
+    window = call_kwargs.get("sliding_window")
+    if window is not None and (positions is None or window < positions):
+        return (f"sliding window {window}: a local layer stays dense-local (SALE's kernel and τ calibration "
+                f"assume full causal attention)")
+    return ""
+
+
 def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
-    """Per-head τ from one forward over `ids` [1, T] (no grad)."""
+    """Per-head τ from one forward over `ids` [1, T] (no grad); layers SALE refuses (`refusal`) get no τ
+    (`SaleState.refused`)."""
     with torch.no_grad(), use_sale(model, "calibrate", opts) as ctx:
         model(input_ids=ids.reshape(1, -1), use_cache=False)
     ladder = tau_ladder(opts)
     taus = {n: choose_taus(torch.tensor(t["l1"]), ladder, opts.theta, opts.tau_dense) for n, t in ctx.tables.items()}
-    return SaleState(taus, opts, ctx.tables)
+    refused = {n: (c["refused"], c["heads"]) for n, c in ctx.calls.items() if c["refused"]}
+    return SaleState(taus, opts, ctx.tables, refused)
+
+
+def probe_refusals(model, opts: SaleOptions) -> dict[str, tuple[str, int]]:
+    """{module: (why SALE refuses it, query heads)} from one 8-token forward (when τ are given, nothing else
+    runs the model to show what each attention call asks for)."""
+    ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), use_sale(model, "probe", opts) as ctx:
+        model(input_ids=ids.to(next(model.parameters()).device), use_cache=False)
+    return {n: (c["refused"], c["heads"]) for n, c in ctx.calls.items() if c["refused"]}
 
 
 def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
     """One long sequence of `calib_tokens` ids: the user's calibration batches (rows joined) when they hold that
-    many tokens, else the `calib_novel` text (SALE needs long context; short calibration rows are not enough)."""
+    many tokens, else the `calib_novel` text (SALE needs long context; short calibration rows are not enough).
+    Never longer than the model's position table (`max_positions`): clipped to it, with a note."""
+    limit = max_positions(ctx.model)
+    if limit is not None and opts.calib_tokens > limit:
+        ctx.log.append(f"sale: calib_tokens {opts.calib_tokens} > the model's {limit} positions; "
+                       f"τ calibrated on {limit} tokens")
+        opts = replace(opts, calib_tokens=limit)
+    return _calib_ids_within(ctx, opts)
+
+
+def _calib_ids_within(ctx: PassContext, opts: SaleOptions) -> Tensor:
     from transformers import AutoTokenizer
 
     from qpass.data import austen_tokens
@@ -222,9 +273,15 @@ def sale(ctx: PassContext, opts: SaleOptions) -> None:
     """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `Plan.attention`."""
     if opts.taus is not None:
         taus = {k: [float(t) for t in v] for k, v in dict(opts.taus).items()}
+        refused = probe_refusals(ctx.model, opts)
     else:
-        taus = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts).taus
+        state = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts)
+        taus, refused = state.taus, state.refused
     ctx.plan.attention.update({name: AttentionPlan("sale", list(t), opts) for name, t in taus.items()})
+    for name, (why, heads) in refused.items():  # planned, so the report names the module and the reason
+        ctx.plan.attention[name] = AttentionPlan("sale", [0.0] * heads, opts, refused=why)
+        ctx.log.append(f"sale: {name} runs its own attention: {why}")
+    taus = {n: t for n, t in taus.items() if n not in refused}
     heads = [t for v in taus.values() for t in v]
     dense = sum(t <= opts.tau_dense for t in heads)
     ctx.log.append(f"sale: τ for {len(heads)} heads in {len(taus)} attention modules "

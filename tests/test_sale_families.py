@@ -1,0 +1,128 @@
+"""SALE on every family with attention (tests/tiny_models.py): with τ = 0 (no block skipped) the lowered model
+equals the model's own, including sliding-window configs whose window is shorter than the test sequence; layers
+SALE cannot run (soft-capping, a window) are refused at plan time with the reason, never skipped silently."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import qpass
+from qpass.passes.sale import SaleOptions, use_sale
+from qpass.recipe import PassSpec, Recipe
+from tiny_models import CONFIGS
+
+FAMILIES = ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "gpt2", "phi3", "opt"]
+# small blocks and min_seq_len=0: the sparse path runs (several blocks, a tail block) on a short sequence
+OPTS = dict(block_m=16, block_n=16, sink=16, window=16, min_seq_len=0)
+SEQ = 72  # 4 full blocks and a tail of 8
+WINDOW = 16  # < SEQ: the window changes the model's attention
+
+
+def _model(family: str, window: bool) -> torch.nn.Module:
+    import transformers as tf
+
+    cfg = CONFIGS[family]()
+    if window:
+        cfg.sliding_window = WINDOW
+        if hasattr(cfg, "use_sliding_window"):
+            cfg.use_sliding_window = True
+        if getattr(cfg, "layer_types", None) is not None:  # one local layer, one full layer
+            cfg.layer_types = ["sliding_attention", "full_attention"]
+    torch.manual_seed(0)
+    return tf.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def _zero_taus(model) -> dict[str, list[float]]:
+    """τ = 0 for every attention module (names and heads as the model's own attention calls show them)."""
+    ids = torch.randint(0, model.config.vocab_size, (1, 8))
+    with torch.no_grad(), use_sale(model, "probe", SaleOptions(**OPTS)) as ctx:
+        model(input_ids=ids, use_cache=False)
+    return {n: [0.0] * c["heads"] for n, c in ctx.calls.items()}
+
+
+def _compile_zero_tau(model):
+    recipe = Recipe("sale-tau0", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": _zero_taus(model)})])
+    return qpass.compile(model, recipe, progress=False)
+
+
+@pytest.mark.parametrize("window", [False, True], ids=["full", "window"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tau0_lowered_attention_equals_the_models_own(family, window):
+    if window and not hasattr(CONFIGS[family](), "sliding_window"):
+        pytest.skip(f"{family} has no sliding window")
+    model = _model(family, window)
+    ids = torch.randint(1, model.config.vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(input_ids=ids, use_cache=False).logits
+    qm = _compile_zero_tau(model)
+    with torch.no_grad():
+        got = qm(input_ids=ids, use_cache=False).logits
+    rel = float((got - want).norm() / want.norm())
+    assert rel < 1e-4, f"{family}: lowered vs the model's own logits, relative L2 {rel:.2e}"
+
+    outcome = qpass.report(qm).attention_lowering
+    plan = qm.qpass_state.plan.attention
+    assert set(outcome) == set(plan) and plan, outcome
+    for name, ap in plan.items():  # every planned module: lowered to SALE, or refused with its reason
+        if ap.refused:
+            assert outcome[name] == "unmatched: " + ap.refused
+        else:
+            assert outcome[name] == "sale", (name, outcome[name])
+    refused = {n: ap.refused for n, ap in plan.items() if ap.refused}
+    if family == "gemma2":  # soft-capped logits: eager attention, no SDPA node; refused by name
+        assert all("soft-capping" in why for why in refused.values()) and len(refused) == len(plan)
+    elif window:  # the local layers (all of them when the config has no layer types) stay dense-local
+        assert refused and all(f"sliding window {WINDOW}" in why for why in refused.values()), refused
+    else:
+        assert not refused, refused
+
+
+def test_the_window_matters_in_these_configs():
+    """The window test above is not vacuous: the windowed model's logits differ from the same weights' full
+    attention (so a lowering that ignored the window would fail it)."""
+    ids = torch.randint(1, 256, (1, SEQ), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = _model("mistral", False)(input_ids=ids).logits
+        local = _model("mistral", True)(input_ids=ids).logits
+    assert float((full - local).norm() / full.norm()) > 1e-3
+
+
+def _window_mask(S: int, w: int) -> torch.Tensor:
+    i = torch.arange(S)
+    return ((i[None] <= i[:, None]) & (i[:, None] - i[None] < w))[None, None]
+
+
+@pytest.mark.parametrize("S,w,kv_heads,D", [(72, 16, 1, 16), (1, 16, 2, 16), (100, 24, 2, 256)])
+def test_sale_op_never_attends_outside_the_window(S, w, kv_heads, D):
+    """Given a sliding-window mask, qpass::sale_attention attends only inside it: values outside the window are
+    huge, so any weight on them would show; the result equals SDPA with that mask (GQA down to one KV head,
+    head dim 256, M = 1, a tail block)."""
+    import qpass.kernels.sale.ops  # noqa: F401
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    H = 4
+    q, k = (torch.randn(1, n, S, D, generator=g) for n in (H, kv_heads))
+    v = torch.randn(1, kv_heads, S, D, generator=g)
+    mask = _window_mask(S, w)
+    v_far = v.clone()
+    if S > w:
+        v_far[:, :, : S - w] += 1e4  # keys outside the last query's window (earlier rows may see some)
+    tau = torch.zeros(H)
+    got = torch.ops.qpass.sale_attention(q, k, v_far, tau, None, 16, 16, 16, 16, 0, False, 1, mask)
+    want = F.scaled_dot_product_attention(q, k, v_far, attn_mask=mask, enable_gqa=kv_heads != H)
+    assert torch.allclose(got, want, atol=1e-3, rtol=1e-4)
+    if S > w:  # the last query's window excludes the shifted keys: no 1e4 in its output
+        assert got[..., -1, :].abs().max() < 100
+
+
+@pytest.mark.parametrize("family", ["gpt2", "opt"])
+def test_calibration_is_clipped_to_the_models_positions(family):
+    """calib_tokens (4096) > the tiny configs' 256 positions: calibration clips to them with a note (it used to
+    index past the position table: IndexError)."""
+    model = _model(family, False)
+    recipe = Recipe("sale-calib", weights=None, passes=[PassSpec("sale", {**OPTS, "calib_tokens": 4096})])
+    qm = qpass.compile(model, recipe, progress=False)
+    log = qpass.report(qm).log
+    assert any("calib_tokens 4096 > the model's 256 positions" in line for line in log), log
+    assert qm.qpass_state.plan.attention and all(len(p.taus) == 4 for p in qm.qpass_state.plan.attention.values())
