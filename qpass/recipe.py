@@ -149,7 +149,10 @@ def _presets() -> dict[str, Recipe]:
     return {
         "w8a16": Recipe("w8a16", weights=WeightSpec(bits=8, group_size=None)),
         "w8a8": Recipe("w8a8", weights=WeightSpec(bits=8, group_size=None), activations=per_token(8)),
-        "w4a16": Recipe("w4a16", weights=WeightSpec(bits=4, group_size=64)),
+        # w4a16: asymmetric g64 RTN, data-free; chosen over symmetric RTN and over per-group MSE clip search on
+        # SmolLM2 and stories260K perplexity and on weight/output error of tiny Qwen3/Gemma3/Phi-3/OPT with
+        # heavy-tailed and outlier-channel weights (docs/results.md "Default W4A16"); lowered by qpass::w4a16_linear.
+        "w4a16": Recipe("w4a16", weights=WeightSpec(bits=4, group_size=64, symmetric=False)),
         "w4a8": Recipe("w4a8", weights=WeightSpec(bits=4, group_size=64), activations=per_token(8)),
         "w4a4": Recipe("w4a4", weights=WeightSpec(bits=4, group_size=None), activations=per_token(4)),
         "w3a16": Recipe("w3a16", weights=WeightSpec(bits=3, group_size=64)),

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..gptq import GPTQError
+from ..numerics import fake_quant_per_token
 from ..migration import apply, find_migrations, output_placement, rescale_observer, scale_columns
 from ..plan import ActQuant, MigratedInput
 from ..schema import Checked, RecipeError, opt
@@ -44,6 +45,9 @@ class QSMOptions(Checked):
     # inference: tokens with max |x/Δ| > this × the largest code stay in full precision
     outlier_guard: float = opt(0.0, range="[0, inf)", desc="≥ 0 (0: off)")
     untie: bool = False  # GQA (o_proj): a step per query head; the ratio to the tied step is an explicit x/r node
+    # a tensor whose static steps (chosen clip, RTN weights) give a larger output error on the calibration tokens
+    # than dynamic per-token quantization keeps dynamic per-token activations, unmigrated
+    dynamic_fallback: bool = False
 
     def check_recipe(self, recipe, path: str) -> None:
         """What qsm needs from the rest of the recipe (called by the recipe validator)."""
@@ -104,6 +108,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     by_name = ctx.analysis.by_name()
     migrations = find_migrations(ctx.analysis, ctx.sites)
     plans = []  # (site, gather, div, zero, step)
+    fallback = []  # migrations left dynamic per-token (dynamic_fallback)
     # Phase 1: choose each tensor's steps (activation clip searched with RTN weights) and migrate them.
     for m in tqdm(migrations, desc="qsm: steps", unit="tensor", disable=not ctx.progress):
         sites = [by_name[n] for n in m.sites]
@@ -127,6 +132,17 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
                             for y, w in zip(ys, ws))
                 if err is None or e < err:
                     clip, err = c, e
+        if opts.dynamic_fallback and err is not None:
+            dynamic = sum(rel_mse(y, fake_quant_per_token(x, bits) @ round_weight(w, w_spec, 1.0, None).dequantize().T)
+                          for y, w in zip(ys, ws))
+            if dynamic < err:
+                for s in sites:
+                    sp = ctx.site_plan(s)
+                    sp.activation = ActQuant(bits, "per_token", True)
+                    sp.notes.append(f"dynamic per-token A{bits}: static steps' output error {err / len(sites):.2e} > "
+                                    f"dynamic {dynamic / len(sites):.2e} on calibration tokens (dynamic_fallback)")
+                fallback.append(m)
+                continue
         step, zero = _steps(obs, m, bits, clip, opts.granularity, sym, not untie)
         g, d = _gather(step, cols(step), opts)
         ratio = None
@@ -156,8 +172,11 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
                 sp.input_step = step.clone()
                 sp.notes.append(f"explicit quantize node: {m.reason}")
             plans.append((s, g, d, zero, step))
-    exact = sum(m.exact for m in migrations)
+    exact = sum(m.exact for m in migrations if not any(m is f for f in fallback))
     ctx.log.append(f"qsm: {exact}/{len(migrations)} input tensors migrated exactly into their producers")
+    if opts.dynamic_fallback:
+        ctx.log.append(f"qsm: dynamic_fallback: {len(fallback)}/{len(migrations)} input tensors keep dynamic per-token "
+                       f"A{bits} (lower output error than static steps on calibration tokens)")
     if not opts.quantize:
         return
     # Phase 2: weights from the final migrated model (producer row scalings included).
