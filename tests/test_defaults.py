@@ -126,3 +126,34 @@ def test_dynamic_fallback_keeps_the_losing_tensors_dynamic_and_lowers_every_site
         ref, out = q(ids).logits, lowered(input_ids=ids).logits
     assert float((out - ref).norm() / ref.norm()) < 1e-3
     assert {outcomes[s] for s in plan} <= {"w8a8", "w8a8-static"}, outcomes  # both kinds on the int8 kernel
+
+
+def test_asymmetric_w4a16_exports_to_compressed_tensors_and_reads_back(tmp_path):
+    """The default's zero points go into the compressed-tensors folder as the package packs them: its own
+    decompression and qpass.from_compressed_tensors both give exactly the weights qpass quantized."""
+    pytest.importorskip("compressed_tensors")
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.quantization import QuantizationScheme
+    from safetensors.torch import load_file
+    import json
+
+    recipe = qpass.recipe.resolve("w4a16")
+    recipe.weights.group_size = 32  # tiny llama's MLP is 96 wide: compressed-tensors takes whole groups only
+    q = qpass.compile(_with_outlier_weights("llama"), recipe, progress=False, lower=False)
+    d = qpass.save_compressed_tensors(q, tmp_path / "ct")
+    qc = json.loads((d / "config.json").read_text())["quantization_config"]
+    assert qc["config_groups"]["group_0"]["weights"]["symmetric"] is False
+    scheme = QuantizationScheme.model_validate(qc["config_groups"]["group_0"])
+    t = load_file(str(d / "model.safetensors"))
+    back = qpass.from_compressed_tensors(d)
+    plans = {sp.site: sp for sp in q.qpass_state.plan.values()}
+    assert len(plans) == 14
+    for site, sp in plans.items():
+        local = {k.rpartition(".")[2]: v for k, v in t.items() if k.rpartition(".")[0] == site}
+        theirs = PackedQuantizationCompressor.decompress(local, scheme)["weight"]
+        torch.testing.assert_close(theirs, sp.weight.dequantize(), rtol=0, atol=0)
+        torch.testing.assert_close(back.qpass_state.plan[site].weight.dequantize(), sp.weight.dequantize(),
+                                   rtol=0, atol=0)
+    ids = _ids()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, q(ids).logits, rtol=0, atol=1e-5)
