@@ -98,7 +98,9 @@ def _calib():
 
 
 def test_w8a8_smooth_reports_static_against_dynamic_steps():
-    q = qpass.compile(tiny_model("llama"), "w8a8-smooth", _calib(), progress=False, lower=False)
+    recipe = qpass.recipe.resolve("w8a8-smooth")
+    recipe.passes[1].options.dynamic_fallback = False  # on random weights every tensor would fall back
+    q = qpass.compile(tiny_model("llama"), recipe, _calib(), progress=False, lower=False)
     line = [s for s in q.qpass_state.plan.log if "static steps vs dynamic per-token A8" in s]
     assert len(line) == 1
     plan = q.qpass_state.plan

@@ -46,8 +46,9 @@ PURPOSE = {
     "w4a4-qsm": "static W4A4: QSM steps migrated into producers, the sink token kept in full precision, "
                 "GPTQ ([qsm.md](qsm.md))",
     "w4a8-qsm": "static W4A8: QSM steps migrated into producers, GPTQ ([qsm.md](qsm.md))",
-    "w8a8-smooth": "static W8A8: SmoothQuant, then QSM steps migrated into producers; the form the int8 "
-                   "kernel runs ([qsm.md](qsm.md))",
+    "w8a8-smooth": "W8A8: SmoothQuant, then QSM steps migrated into producers where static steps measure better "
+                   "than dynamic per-token ones, dynamic per-token elsewhere; all on the int8 kernel "
+                   "([results.md](results.md), [qsm.md](qsm.md))",
     "w8a8-smooth-g64": "static W8A8 with g64 weights and asymmetric steps: more accurate, fake-quant path only "
                        "([qsm.md](qsm.md))",
     "w4a16-gptq": "int4 weight-only with GPTQ rounding: the accurate W4A16 ([qsm.md](qsm.md))",
