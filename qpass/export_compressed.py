@@ -28,24 +28,28 @@ def require_package():
             QuantizationStatus)
 
 
-def _scheme(plans) -> tuple[str, int | None]:
-    """("w4a16", group size or None) or ("w8a8", None): the one scheme every quantized site follows."""
+def _scheme(plans) -> tuple[str, int | None, bool]:
+    """("w4a16", group size or None, symmetric) or ("w8a8", None, True): the one scheme every quantized site
+    follows. W4A16 may be asymmetric (zero points); W8A8 is symmetric."""
     from .numerics import QuantizedWeight
 
     kinds = set()
     for sp in plans:
         w, a = sp.weight, sp.activation
-        if not isinstance(w, QuantizedWeight) or w.zero is not None or sp.gather is not None or sp.input_step is not None:
-            raise ValueError(f"compressed-tensors export: site {sp.site} ({sp.describe()}) is not a symmetric "
+        if not isinstance(w, QuantizedWeight) or sp.gather is not None or sp.input_step is not None:
+            raise ValueError(f"compressed-tensors export: site {sp.site} ({sp.describe()}) is not an "
                              "integer weight without channel gather / input step")
+        if w.zero is not None and (a is not None or w.bits != 4):
+            raise ValueError(f"compressed-tensors export: site {sp.site} ({sp.describe()}) has weight zero points; "
+                             "only W4A16 weights may be asymmetric")
         if a is None and w.bits == 4:
             if w.group_size and w.qweight.shape[-1] % w.group_size:  # compressed-tensors needs whole groups
                 raise ValueError(f"compressed-tensors export: site {sp.site} has {w.qweight.shape[-1]} input columns, "
                                  f"not a multiple of its group size {w.group_size}; the layout (and vLLM) takes whole "
                                  "groups only: choose a group size that divides every layer's input width")
-            kinds.add(("w4a16", w.group_size))
+            kinds.add(("w4a16", w.group_size, w.zero is None))
         elif a is not None and w.bits == 8 and a.bits == 8 and a.granularity == "per_token" and a.symmetric and not w.group_size:
-            kinds.add(("w8a8", None))
+            kinds.add(("w8a8", None, True))
         else:
             raise ValueError(f"compressed-tensors export: site {sp.site} ({sp.describe()}) is neither W4A16 nor W8A8 "
                              "(per-channel int8 weights, dynamic per-token int8 activations)")
@@ -69,10 +73,10 @@ def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike, *,
     Format, pack_to_int32, Args, Config, Scheme, Status = require_package()
     by_name = {s.name: s for s in state.analysis.linears}
     plans = [sp for sp in state.plan.values() if sp.weight is not None or sp.activation is not None]
-    kind, group = _scheme(plans)
+    kind, group, symmetric = _scheme(plans)
     if kind == "w4a16":
         fmt = Format.pack_quantized
-        scheme = Scheme(targets=["Linear"], weights=Args(num_bits=4, type="int", symmetric=True, group_size=group,
+        scheme = Scheme(targets=["Linear"], weights=Args(num_bits=4, type="int", symmetric=symmetric, group_size=group,
                                                          strategy="group" if group else "channel"))
     else:
         fmt = Format.int_quantized
@@ -86,6 +90,11 @@ def save_compressed_tensors(qmodel: torch.nn.Module, path: str | os.PathLike, *,
         prefix, w = sp.weight_fqn[: -len(".weight")], sp.weight
         tensors.pop(sp.weight_fqn, None)
         codes = w.qweight.to(torch.int8)
+        if w.zero is not None:  # qpass codes and zeros are [0, 2^b-1]; compressed-tensors' are signed, both shifted
+            offset = 1 << (w.bits - 1)
+            codes = codes - offset
+            zero = (w.zero - offset).to(torch.int8)
+            tensors[f"{prefix}.weight_zero_point"] = pack_to_int32(zero, w.bits, packed_dim=0)  # as the package packs
         if fmt == Format.pack_quantized:
             tensors[f"{prefix}.weight_packed"] = pack_to_int32(codes, w.bits)
             tensors[f"{prefix}.weight_shape"] = torch.tensor(list(codes.shape), dtype=torch.int64)

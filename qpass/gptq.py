@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .numerics import QuantizedWeight, compute_qparams, expand_groups, qrange, quantize
+from .numerics import QuantizedWeight, compute_qparams, expand_groups, mse_clip_qparams, qrange, quantize
 
 
 def _quant_col(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, qmin: int, qmax: int) -> torch.Tensor:
@@ -31,6 +31,7 @@ def gptq_quantize(
     block: int = 128,
     static_groups: bool = False,
     info: dict | None = None,
+    clip_search: str = "none",
 ) -> QuantizedWeight:
     """GPTQ of `w [O, C]` given `hessian [C, C]` (any positive scale). With act_order or static_groups, group
     scales are fixed up front from `w` ("static groups": the RTN grid), so groups stay contiguous in the stored
@@ -40,6 +41,7 @@ def gptq_quantize(
     definite (a rank-deficient XᵀX with damp 0, or rounding on a near-singular one) the damping is raised ×10
     at a time, up to MAX_DAMP; the damping actually used goes into `info["damp"]` (and `info["note"]` says why),
     so callers can report it. A non-finite weight or Hessian raises GPTQError (nothing to damp)."""
+    qparams = {"none": compute_qparams, "mse": mse_clip_qparams}[clip_search]  # group scales: as RTN would set them
     if not torch.isfinite(w).all():
         raise GPTQError(f"weight has {int((~torch.isfinite(w)).sum())} NaN/inf values")
     if not torch.isfinite(hessian).all():
@@ -70,7 +72,7 @@ def gptq_quantize(
     scale = torch.zeros(O, n_groups)
     zero = None if symmetric else torch.zeros(O, n_groups)
     if static:  # static groups, from the original weight
-        s, z = compute_qparams(w.float(), bits, group_size, symmetric, clip_ratio)
+        s, z = qparams(w.float(), bits, group_size, symmetric, clip_ratio)
         scale = s if group_size else s.expand(O, 1).clone()
         if z is not None:
             zero = z if group_size else z.expand(O, 1).clone()
@@ -85,7 +87,7 @@ def gptq_quantize(
             g = orig // gs
             if not static and orig % gs == 0:  # a new group starts: scales from the error-updated weights
                 rest = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, : min(gs, C - orig)]
-                s, z = compute_qparams(rest, bits, None, symmetric, clip_ratio)
+                s, z = qparams(rest, bits, None, symmetric, clip_ratio)
                 scale[:, g] = s[:, 0]
                 if zero is not None:
                     zero[:, g] = z[:, 0]

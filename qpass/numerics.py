@@ -94,6 +94,34 @@ def dequantize(
     return (x * expand_groups(scale, group_size, c)).to(dtype)
 
 
+# Range shrink factors tried per group by the MSE clip search: 1.0 down to 0.5 (AWQ's clip grid, HQQ's range).
+MSE_CLIP_GRID = tuple(1.0 - i / 40 for i in range(21))
+
+
+def mse_clip_qparams(
+    w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, clip_ratio: float = 1.0,
+    grid: tuple[float, ...] = MSE_CLIP_GRID,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale (and zero) per row and group of `w [..., C]`, each group's range shrunk by the factor of
+    `clip_ratio · grid` that minimises its own ‖w − Q(w)‖²: data-free, so an outlier weight no longer sets the
+    step of its whole group when clipping it costs less than the coarser step costs every other weight."""
+    w = w.float()
+    best_err = best_scale = best_zero = None
+    for c in grid:
+        scale, zero = compute_qparams(w, bits, group_size, symmetric, clip_ratio * c)
+        err = _grouped((dequantize(quantize(w, scale, zero, bits, group_size), scale, zero, group_size) - w).pow(2),
+                       group_size, 0.0).sum(-1)
+        if best_err is None:
+            best_err, best_scale, best_zero = err, scale, zero
+            continue
+        better = err < best_err  # strict: ties keep the wider range (the grid starts at the full range)
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+        if zero is not None:
+            best_zero = torch.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
 @dataclass
 class QuantizedWeight:
     """Integer weight `[O, C]` with per-(row, group) scales; the canonical form every weight pass produces."""
@@ -114,9 +142,16 @@ def quantize_weight(
     group_size: int | None,
     symmetric: bool = True,
     clip_ratio: float = 1.0,
+    clip_search: str = "none",
 ) -> QuantizedWeight:
-    """Round-to-nearest quantization of a weight `[O, C]` per row (group_size=None) or per row and group."""
-    scale, zero = compute_qparams(w, bits, group_size, symmetric, clip_ratio)
+    """Round-to-nearest quantization of a weight `[O, C]` per row (group_size=None) or per row and group;
+    clip_search "mse": each group's range shrunk as `mse_clip_qparams` finds best (within clip_ratio)."""
+    if clip_search == "mse":
+        scale, zero = mse_clip_qparams(w, bits, group_size, symmetric, clip_ratio)
+    elif clip_search == "none":
+        scale, zero = compute_qparams(w, bits, group_size, symmetric, clip_ratio)
+    else:
+        raise ValueError(f"clip_search must be 'none' or 'mse', got {clip_search!r}")
     q = quantize(w, scale, zero, bits, group_size)
     return QuantizedWeight(q, scale, zero, bits, group_size)
 

@@ -22,6 +22,9 @@ class WeightSpec(Checked):
     symmetric: bool = True
     rounding: Literal["rtn", "gptq"] = "rtn"  # round to nearest | GPTQ (needs calibration: Hessian XᵀX)
     clip_ratio: float = opt(1.0, range="(0, 1]")  # scale the range before rounding (1.0 = absmax / min-max)
+    # mse: each (row, group) range shrunk by the factor of clip_ratio·(1.0 … 0.5) minimising its ‖W − Q(W)‖²
+    # (data-free; RTN and GPTQ's group scales alike)
+    clip_search: Literal["none", "mse"] = "none"
     # GPTQ: damping, a fraction of the Hessian's mean diagonal (> 0: with 0 a singular XᵀX cannot be inverted)
     gptq_damp: float = opt(0.01, range="(0, 1)")
     gptq_act_order: bool = False  # GPTQ: quantize columns in order of decreasing Hessian diagonal

@@ -159,7 +159,7 @@ def test_calibrate_on_the_users_own_text(tmp_path):
     ("some text", ["--calib-field", "text"], "--calib-field only applies with --calib"),
     ("some text", ["--calib", "{f}.missing.txt"], "no such file"),
     ("some text", ["--calib", "{f}.txt", "--calib-seq-len", "1"], "--calib-seq-len must be an integer of at least 2"),
-    ("some text", ["--calib", "{f}.txt", "--recipe", "w4a16"], "recipe 'w4a16' uses no calibration data"),
+    ("some text", ["--calib", "{f}.txt", "--recipe", "w4a16"], "recipe 'w4a16' uses no calibration data; with calibration data, --recipe w4a16-gptq"),
 ])
 def test_calibration_file_errors_come_before_any_work(content, argv, message, tmp_path, monkeypatch, capsys):
     from qpass.cli import main

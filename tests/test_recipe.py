@@ -11,7 +11,8 @@ def test_presets_exist_and_describe_the_contract():
     assert {"w8a8", "w4a16", "w4a8", "w4a4"} <= set(r)
     assert r["w8a8"].weights.bits == 8 and r["w8a8"].weights.group_size is None
     assert r["w8a8"].activations.bits == 8 and r["w8a8"].activations.granularity == "per_token"
-    assert r["w4a16"].weights.bits == 4 and r["w4a16"].weights.group_size == 64 and r["w4a16"].weights.symmetric
+    assert r["w4a16"].weights.bits == 4 and r["w4a16"].weights.group_size == 64
+    assert not r["w4a16"].weights.symmetric and r["w4a16"].weights.rounding == "rtn"  # data-free default
     assert r["w4a16"].activations is None
     assert r["w4a4"].activations.bits == 4 and r["w4a4"].activations.granularity == "per_token"
     assert all(p.ignore == ["lm_head"] for p in r.values())

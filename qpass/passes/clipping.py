@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..numerics import quantize_weight
+from ..numerics import fake_quant_per_token, quantize_weight
 
 
 def int_act(x: torch.Tensor, bits: int, zero: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,7 +34,17 @@ def best_weight_clip(x_g: torch.Tensor, y: torch.Tensor, w_g: torch.Tensor, spec
     """(clip ratio, rel. output MSE) of RTN weights over `grid`, inputs `x_g` already quantized and gathered."""
     best = (1.0, float("inf"))
     for c in grid:
-        err = rel_mse(y, x_g @ quantize_weight(w_g, spec.bits, spec.group_size, spec.symmetric, c).dequantize().T)
+        err = rel_mse(y, x_g @ quantize_weight(w_g, spec.bits, spec.group_size, spec.symmetric, c,
+                                                       spec.clip_search).dequantize().T)
         if err < best[1]:
             best = (c, err)
     return best
+
+
+def per_token_error(x: torch.Tensor, step: torch.Tensor, y: torch.Tensor, deq: torch.Tensor, bits: int,
+                    gather: torch.Tensor | None = None) -> float:
+    """Rel. output MSE of a static site's quantized weights `deq` had its input been quantized per token at run
+    time (dynamic, symmetric) instead of with its static steps: `x` are calibration tokens in the migrated domain
+    (x / step), so x · step is the tensor a dynamic quantizer would see. Measures static vs dynamic steps alone."""
+    xd = fake_quant_per_token(x * step, bits) / step
+    return rel_mse(y, gather_cols(xd, gather) @ deq.T)

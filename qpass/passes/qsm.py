@@ -12,10 +12,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..gptq import GPTQError
+from ..numerics import fake_quant_per_token
 from ..migration import apply, find_migrations, output_placement, rescale_observer, scale_columns
 from ..plan import ActQuant, MigratedInput
 from ..schema import Checked, RecipeError, opt
-from .clipping import best_weight_clip, gather_cols, int_act, rel_mse
+from .clipping import best_weight_clip, gather_cols, int_act, per_token_error, rel_mse
 from .context import PassContext
 from .rounding import round_weight
 
@@ -44,6 +45,9 @@ class QSMOptions(Checked):
     # inference: tokens with max |x/Δ| > this × the largest code stay in full precision
     outlier_guard: float = opt(0.0, range="[0, inf)", desc="≥ 0 (0: off)")
     untie: bool = False  # GQA (o_proj): a step per query head; the ratio to the tied step is an explicit x/r node
+    # a tensor whose static steps (chosen clip, RTN weights) give a larger output error on the calibration tokens
+    # than dynamic per-token quantization keeps dynamic per-token activations, unmigrated
+    dynamic_fallback: bool = False
 
     def check_recipe(self, recipe, path: str) -> None:
         """What qsm needs from the rest of the recipe (called by the recipe validator)."""
@@ -103,7 +107,8 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     sym = a_spec.symmetric if a_spec is not None else True
     by_name = ctx.analysis.by_name()
     migrations = find_migrations(ctx.analysis, ctx.sites)
-    plans = []  # (site, gather, div)
+    plans = []  # (site, gather, div, zero, step)
+    fallback = []  # migrations left dynamic per-token (dynamic_fallback)
     # Phase 1: choose each tensor's steps (activation clip searched with RTN weights) and migrate them.
     for m in tqdm(migrations, desc="qsm: steps", unit="tensor", disable=not ctx.progress):
         sites = [by_name[n] for n in m.sites]
@@ -127,6 +132,17 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
                             for y, w in zip(ys, ws))
                 if err is None or e < err:
                     clip, err = c, e
+        if opts.dynamic_fallback and err is not None:
+            dynamic = sum(rel_mse(y, fake_quant_per_token(x, bits) @ round_weight(w, w_spec, 1.0, None).dequantize().T)
+                          for y, w in zip(ys, ws))
+            if dynamic < err:
+                for s in sites:
+                    sp = ctx.site_plan(s)
+                    sp.activation = ActQuant(bits, "per_token", True)
+                    sp.notes.append(f"dynamic per-token A{bits}: static steps' output error {err / len(sites):.2e} > "
+                                    f"dynamic {dynamic / len(sites):.2e} on calibration tokens (dynamic_fallback)")
+                fallback.append(m)
+                continue
         step, zero = _steps(obs, m, bits, clip, opts.granularity, sym, not untie)
         g, d = _gather(step, cols(step), opts)
         ratio = None
@@ -155,13 +171,18 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
             if not m.exact:
                 sp.input_step = step.clone()
                 sp.notes.append(f"explicit quantize node: {m.reason}")
-            plans.append((s, g, d, zero))
-    exact = sum(m.exact for m in migrations)
+            plans.append((s, g, d, zero, step))
+    exact = sum(m.exact for m in migrations if not any(m is f for f in fallback))
     ctx.log.append(f"qsm: {exact}/{len(migrations)} input tensors migrated exactly into their producers")
+    if opts.dynamic_fallback:
+        ctx.log.append(f"qsm: dynamic_fallback: {len(fallback)}/{len(migrations)} input tensors keep dynamic per-token "
+                       f"A{bits} (lower output error than static steps on calibration tokens)")
     if not opts.quantize:
         return
     # Phase 2: weights from the final migrated model (producer row scalings included).
-    for s, g, d, zero in tqdm(plans, desc="qsm: weights", unit="layer", disable=not ctx.progress):
+    worse = []  # (site, static error, dynamic per-token error) where the static steps lose
+    compared = 0
+    for s, g, d, zero, step in tqdm(plans, desc="qsm: weights", unit="layer", disable=not ctx.progress):
         sp, obs = ctx.site_plan(s), ctx.observers[s.name]
         sp.activation = ActQuant(bits, "per_channel", zero is None, torch.ones(s.in_features), zero)
         sp.gather = g
@@ -188,6 +209,17 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         sp.weight_error = float((deq - w_g).norm() / w_g.norm().clamp_min(1e-30))
         if x is not None:
             sp.output_error = rel_mse(y, xq @ deq.T)
+            dynamic = per_token_error(x, step, y, deq, bits, g)
+            compared += 1
+            if dynamic < sp.output_error:
+                worse.append((s.name, sp.output_error, dynamic))
+                sp.notes.append(f"static steps: rel. output MSE {sp.output_error:.2e} on calibration tokens; "
+                                f"dynamic per-token A{bits} would give {dynamic:.2e}")
         sp.migrated.weight_clip, sp.migrated.reconstructed_in = wclip, int(w_g.shape[1])
         if g is not None and w_g.shape[1] != s.in_features:
             sp.notes.append(f"input dim {s.in_features} -> {w_g.shape[1]} (split + pad)")
+    if compared:
+        worse.sort(key=lambda t: t[1] / max(t[2], 1e-30), reverse=True)
+        top = "; ".join(f"{n} {e:.2e} vs {dy:.2e}" for n, e, dy in worse[:3])
+        ctx.log.append(f"qsm: static steps vs dynamic per-token A{bits} (same weights, calibration tokens): static has "
+                       f"the larger output error at {len(worse)}/{compared} sites" + (f" (worst: {top})" if top else ""))

@@ -19,11 +19,12 @@ def round_weight(w: torch.Tensor, spec, clip: float, hessian: torch.Tensor | Non
     if spec.rounding == "gptq" and hessian is not None:
         info: dict = {}
         q = gptq_quantize(w, hessian, spec.bits, spec.group_size, spec.symmetric, clip, spec.gptq_damp,
-                          spec.gptq_act_order, spec.gptq_block, spec.gptq_static_groups, info=info)
+                          spec.gptq_act_order, spec.gptq_block, spec.gptq_static_groups, info=info,
+                          clip_search=spec.clip_search)
         if notes is not None and "note" in info:
             notes.append(info["note"])
         return q
-    return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip)
+    return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip, spec.clip_search)
 
 
 @torch.no_grad()
