@@ -150,6 +150,20 @@ def check_w4a16(x, qweight, scales, zeros, bias, group_size, op="qpass::w4a16_li
     same_device(op, "x", x, qweight=qweight, scales=scales, zeros=zeros, bias=bias)
 
 
+def check_w8a16(x, w_int8, scales, bias, group_size, op="qpass::w8a16_linear") -> None:
+    float_tensor(op, "x", x)
+    K = last_dim(op, "x", x)
+    dtype_is(op, "w_int8", w_int8, torch.int8)
+    ndim(op, "w_int8", w_int8, 2, "[N, K]")
+    _check(w_int8.shape[1] == K, op, lambda: f"w_int8 is {_shape(w_int8)} but x's last dim is K={K}: w_int8 must be [N, K]")
+    N = w_int8.shape[0]
+    ng = num_groups(op, K, group_size)
+    _check(scales is not None, op, "scales is required (the weight's steps, [N, groups])")
+    group_scales(op, "scales", scales, N, ng, group_size)
+    row_vector(op, "bias", bias, N)
+    same_device(op, "x", x, w_int8=w_int8, scales=scales, bias=bias)
+
+
 def check_ternary(x, t1, t2, alpha1, alpha2, bias, group_size, op="qpass::ternary_linear") -> None:
     float_tensor(op, "x", x)
     K = last_dim(op, "x", x)

@@ -2,7 +2,7 @@
 references elsewhere). Each format folder holds its ops beside its kernels:
 
   int4/ops.py       qpass::w4a16_linear
-  int8/ops.py       qpass::int8_linear, qpass::w4a8_linear, qpass::quantize_activation_int8
+  int8/ops.py       qpass::int8_linear, qpass::w4a8_linear, qpass::w8a16_linear, qpass::quantize_activation_int8
   ternary/ops.py    qpass::ternary_linear
   attention/ops.py  qpass::attention
   sale/ops.py       qpass::sale_select, qpass::sale_attention
@@ -22,6 +22,7 @@ from .ternary import ops as ternary_ops  # noqa: F401
 w4a16_linear = int4_ops.w4a16_linear
 int8_linear = int8_ops.int8_linear
 w4a8_linear = int8_ops.w4a8_linear
+w8a16_linear = int8_ops.w8a16_linear
 quantize_activation_int8 = int8_ops.quantize_activation_int8
 ternary_linear = ternary_ops.ternary_linear
 attention = attention_ops.attention

@@ -8,7 +8,7 @@ kernel op. See docs/lowering.md for how to add a rule.
 """
 from __future__ import annotations
 
-from . import attention, int8, sale, ternary, w4a8, w4a16
+from . import attention, int8, sale, ternary, w4a8, w4a16, w8a16
 from .pattern import Rule
 
-RULES: list[Rule] = [*w4a16.RULES, *int8.RULES, *w4a8.RULES, *ternary.RULES, *sale.RULES, *attention.RULES]
+RULES: list[Rule] = [*w4a16.RULES, *w8a16.RULES, *int8.RULES, *w4a8.RULES, *ternary.RULES, *sale.RULES, *attention.RULES]

@@ -2,18 +2,21 @@
 
 A cell compiles the family's tiny random-weight model with the preset through the public API and records what
 happened: graph breaks, linear sites quantized and lowered (with the report's reasons for the others), weights
-the analysis could not quantize, the lowered logits against the fake-quant reference, and a save → reload
-round trip. `render` turns the cells into docs/coverage.md; tests/test_coverage.py checks the invariants and
-that the file is up to date.
+the analysis could not quantize, the lowered logits against the fake-quant reference, and — on the cells
+`reload_checked` picks — a save → reload round trip. `render` turns the cells into docs/coverage.md;
+tests/test_coverage.py measures every cell, checks the invariants and that the file is up to date.
 
-    python tests/coverage_matrix.py --write                     # every cell (≈ 30 min on 2 cores)
+    python tests/coverage_matrix.py --write                     # every cell, in a pool of 2 processes
     python tests/coverage_matrix.py --write --presets w4a8-qsm  # one column; the page keeps the other cells
 """
 from __future__ import annotations
 
+import multiprocessing
 import re
 import sys
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +29,10 @@ REGENERATE = "python tests/coverage_matrix.py --write"
 
 LOGIT_TOLERANCE = 1e-3  # relative L2, lowered vs fake-quant: int GEMMs round the activation step differently
 RELOAD_TOLERANCE = 1e-5  # relative L2, reloaded vs compiled: the same graph and weights, so only op order may differ
+# save → reload (two torch.export traces and a load: a third of a cell's time) runs on the cells whose family index
+# + preset index is a multiple of RELOAD_EVERY: every family and every preset get reloaded on some cells
+RELOAD_EVERY = 3
+WORKERS = 2  # processes measuring cells (CI and this machine have 2 cores)
 
 
 @dataclass
@@ -45,7 +52,18 @@ class Cell:
     logit_diff: float | None = None  # relative L2, lowered vs the fake-quant graph of the same plan
     reload_diff: float | None = None  # relative L2, qpass.load(qpass.save(...)) vs the compiled model
     reload_refused: str | None = None  # qpass.load's LoadError: the saved program holds what load does not trust
+    reload_checked: bool = True  # save → reload ran (`reload_checked`)
     error: str | None = None  # "<stage>: <exception>" when a stage crashed (later stages did not run)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage (not on the page)
+
+
+def reload_checked(family: str, preset: str) -> bool:
+    """Whether the matrix runs save → reload on this cell (the indices of tests/tiny_models.py's families and
+    qpass.recipes()' presets: a fixed diagonal pattern, so every row and every column has reloaded cells)."""
+    import qpass
+    from tiny_models import CONFIGS
+
+    return (list(CONFIGS).index(family) + list(qpass.recipes()).index(preset)) % RELOAD_EVERY == 0
 
 
 def _ids(vocab: int, shape: tuple[int, int], seed: int) -> torch.Tensor:
@@ -85,37 +103,52 @@ def _read_report(cell: Cell, qmodel) -> None:
         for name, plan in planned.items() if report.attention_lowering.get(name) != plan.method}
 
 
-def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], preset: str) -> Cell:
-    """Compile `model_factory()` with `preset` and measure one cell; a crash ends the cell with `error` set."""
+def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], preset: str,
+                  reload: bool = True) -> Cell:
+    """Compile `model_factory()` with `preset` and measure one cell (save → reload only with `reload`); a crash
+    ends the cell with `error` set."""
     import qpass
+    from qpass.api import _example_input
     from qpass.export import LoadError
 
-    cell = Cell(family, preset)
+    cell = Cell(family, preset, reload_checked=reload)
     model = model_factory()
     vocab = model.config.vocab_size
     recipe = qpass.recipes()[preset]
     # the smallest data that exercises calibration (GPTQ's Hessian, QSM's steps, SALE's τ): one batch 2 × 32
     calib = [_ids(vocab, (2, 32), 1)] if recipe.needs_calibration or recipe.runs_model else None
-    ids = _ids(vocab, (2, 16), 0)
-    stage = "compile"
+    # the shape qpass.compile runs its first graph at: another shape would trace the model again (a dynamic graph,
+    # a second of every cell); the dynamic-shape graphs are checked by save (torch.export, batch and length dynamic)
+    ids = _ids(vocab, tuple(_example_input(model, calib).shape), 0)
+    stage, start = "compile", time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal start
+        now = time.perf_counter()
+        cell.seconds[name], start = round(now - start, 2), now
+
     try:
         qmodel = qpass.compile(model, preset, calib, progress=False)
         _read_report(cell, qmodel)
         with torch.no_grad():
             lowered = qmodel(ids).logits
+            lap("compile")
             stage = "fake-quant reference"
             if cell.lowered or cell.attention_lowered:  # else the compiled graph is the fake-quant graph
                 cell.logit_diff = _relative(lowered, _fake_quant_forward(qmodel)(input_ids=ids).logits)
-            with tempfile.TemporaryDirectory() as tmp:
-                stage = "save"
-                qpass.save(qmodel, Path(tmp) / "model")
-                stage = "reload"
-                try:
-                    loaded = qpass.load(Path(tmp) / "model")
-                except LoadError as e:  # a refusal by design (allow-list), not a crash
-                    cell.reload_refused = _first_line(e).replace(str(Path(tmp) / "model"), "<saved>")
-                else:
-                    cell.reload_diff = _relative(loaded(ids), lowered)
+            lap("fake-quant reference")
+            if reload:
+                with tempfile.TemporaryDirectory() as tmp:
+                    stage = "save"
+                    qpass.save(qmodel, Path(tmp) / "model")
+                    stage = "reload"
+                    try:
+                        loaded = qpass.load(Path(tmp) / "model")
+                    except LoadError as e:  # a refusal by design (allow-list), not a crash
+                        cell.reload_refused = _first_line(e).replace(str(Path(tmp) / "model"), "<saved>")
+                    else:
+                        cell.reload_diff = _relative(loaded(ids), lowered)
+                lap("save → reload")
     except Exception as e:  # recorded: the doc shows it, and tests/test_coverage.py fails on it
         cell.error = f"{stage}: {type(e).__name__}: {_first_line(e)}"
     return cell
@@ -199,18 +232,18 @@ def cell_text(cell: Cell) -> str:
     problems = _problems(cell)
     if problems:
         return "; ".join(text + (f" [{note}]" if note else "") for text, note in problems)
+    mark = " ↻" if cell.reload_checked else ""
     if cell.quantized:
-        return f"✓ {cell.lowered}/{cell.quantized}"
-    return f"✓ attention {cell.attention_lowered}/{cell.attention_planned}"
+        return f"✓ {cell.lowered}/{cell.quantized}{mark}"
+    return f"✓ attention {cell.attention_lowered}/{cell.attention_planned}{mark}"
 
 
 HEADER = f"""# Model-family coverage
 
-Generated by `{REGENERATE}` (every cell: ≈ 30 min on 2 CPU cores; `--families` / `--presets` re-measure
-only those rows / columns) from the tiny random-weight models of `tests/tiny_models.py` (hidden 64, 2 layers,
-vocab 256). `tests/test_coverage.py` measures a subset of the cells in CI (every family with `w4a16`, every
-preset with `llama`), checks the invariants, and fails when a measured cell differs from this page. Do not edit
-by hand.
+Generated by `{REGENERATE}` from the tiny random-weight models of `tests/tiny_models.py` (hidden 64, 2 layers,
+vocab 256), every cell in a pool of {WORKERS} processes (`--families` / `--presets` re-measure only those rows /
+columns). `tests/test_coverage.py` measures every cell in CI the same way, checks the invariants, and fails when
+a cell differs from this page. Do not edit by hand.
 
 Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the presets that read data: one batch of
 2 × 32 random tokens), then checks, in order:
@@ -221,11 +254,17 @@ Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the prese
 3. **lowered**: every quantized site runs a `qpass::` kernel op (otherwise the report's reason), and every
    planned attention module its planned kernel;
 4. **logits**: the lowered model's logits are within {LOGIT_TOLERANCE:g} (relative L2) of the fake-quant graph
-   of the same plan;
-5. **save → reload**: `qpass.load(qpass.save(...))` loads and gives the same logits (within {RELOAD_TOLERANCE:g}).
+   of the same plan, on random tokens of the shape `qpass.compile` compiled its first graph at (1 × 8, or
+   1 × 32 with calibration: another shape would trace the model again, a second per cell);
+5. **save → reload**, on the cells marked ↻ (family index + preset index a multiple of {RELOAD_EVERY}, so every row
+   and every column has some; a save and a load are two `torch.export` traces, a third of a cell's time):
+   `qpass.load(qpass.save(...))` loads and gives the same logits (within {RELOAD_TOLERANCE:g}). The saved
+   program has dynamic batch and length, so these cells also check the lowering on symbolic shapes.
 
-A cell says ✓ and *lowered/quantized* linear sites (for attention-only presets, attention modules) when every
-check passes; otherwise each failed check, with the reason in the numbered notes below the table.
+On CPU the `qpass::` ops run their pure-torch references: the cells check capture, planning, lowering and
+export, not the Triton kernels, which `tests/kernels/` checks against the same references under the Triton
+interpreter. A cell says ✓ and *lowered/quantized* linear sites (for attention-only presets, attention modules)
+when every check passes; otherwise each failed check, with the reason in the numbered notes below the table.
 """
 
 
@@ -256,15 +295,30 @@ def documented_cells(text: str) -> dict[tuple[str, str], str]:
     return {(row[0].strip(), p): resolve(c) for row in rows[1:] for p, c in zip(presets, row[1:])}
 
 
-def measure(families: list[str], presets: list[str]) -> dict[tuple[str, str], Cell]:
+def _measure_one(family: str, preset: str) -> Cell:
     from tiny_models import tiny_model
 
-    return {(f, p): coverage_cell(f, lambda f=f: tiny_model(f), p) for f in families for p in presets}
+    return coverage_cell(family, lambda: tiny_model(family), preset, reload=reload_checked(family, preset))
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one core per process: the tiny models gain nothing from intra-op threads
+
+
+def measure(families: list[str], presets: list[str], workers: int = WORKERS) -> dict[tuple[str, str], Cell]:
+    """Every (family, preset) cell, in `workers` processes (spawned: a fresh Dynamo and torch state each; every
+    cell compiles its own model copy, so the order does not matter)."""
+    keys = [(f, p) for f in families for p in presets]
+    if workers <= 1:
+        return {key: _measure_one(*key) for key in keys}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        cells = pool.map(_measure_one, *zip(*keys))
+        return dict(zip(keys, cells))
 
 
 def main(argv: list[str]) -> int:
     import argparse
-    import time
 
     import qpass
     from tiny_models import CONFIGS
@@ -275,9 +329,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--families", default=",".join(families), help="measure these rows only (comma-separated); "
                         "the page's other cells are kept as they are")
     parser.add_argument("--presets", default=",".join(presets), help="measure these columns only")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="processes measuring cells")
+    parser.add_argument("--times", action="store_true", help="print each cell's seconds per stage")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    cells = measure(args.families.split(","), args.presets.split(","))
+    cells = measure(args.families.split(","), args.presets.split(","), args.workers)
+    if args.times:
+        for c in cells.values():
+            print(f"{c.family} × {c.preset}: {c.seconds}")
+        stages = sorted({k for c in cells.values() for k in c.seconds})
+        print("total per stage:", {k: round(sum(c.seconds.get(k, 0) for c in cells.values()), 1) for k in stages})
     texts = documented_cells(COVERAGE_MD.read_text()) if COVERAGE_MD.exists() else {}
     texts |= {key: cell_text(cell) for key, cell in cells.items()}
     missing = [key for key in ((f, p) for f in families for p in presets) if key not in texts]
@@ -287,7 +348,7 @@ def main(argv: list[str]) -> int:
     if args.write:
         COVERAGE_MD.write_text(text)
         print(f"wrote {COVERAGE_MD.relative_to(ROOT)}: {len(cells)} cells measured in "
-              f"{time.perf_counter() - start:.0f} s")
+              f"{time.perf_counter() - start:.0f} s ({args.workers} processes)")
     else:
         print(text)
     broken = [f"{c.family} × {c.preset}: {b}" for c in cells.values() for b in broken_invariants(c)]

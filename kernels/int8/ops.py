@@ -1,5 +1,5 @@
-"""qpass::int8_linear, qpass::w4a8_linear (W4A8 / W4A4, QSM form) and qpass::quantize_activation_int8: the int8
-Triton kernels on CUDA (imported on first use: they import triton), the pure-torch references elsewhere.
+"""qpass::int8_linear, qpass::w4a8_linear (W4A8 / W4A4, QSM form), qpass::w8a16_linear (int8 weights, float
+activations) and qpass::quantize_activation_int8: the int8 Triton kernels on CUDA (imported on first use: they import triton), the pure-torch references elsewhere.
 
 Arguments are checked (kernels/checks.py) in the implementation and the fake.
 """
@@ -20,8 +20,9 @@ from . import reference as R
 @functools.cache
 def _triton():
     """The Triton launchers (imported on first use, not at every call: an import statement costs µs)."""
-    from . import gemm, quant_act, w4a8
-    return SimpleNamespace(run_int8=gemm.run_int8, run_w4a8=w4a8.run_w4a8, run_quantize=quant_act.run_quantize)
+    from . import gemm, quant_act, w4a8, w8a16
+    return SimpleNamespace(run_int8=gemm.run_int8, run_w4a8=w4a8.run_w4a8, run_quantize=quant_act.run_quantize,
+                           w8a16=w8a16)
 
 
 # ------------------------------------------------------------------ int8 x int8
@@ -65,6 +66,25 @@ def w4a8_linear(x_int8: Tensor, qweight: Tensor, w_scale: Tensor, x_scale: Optio
 def _(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None):
     C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size, x_zero)
     return x_int8.new_empty(*x_int8.shape[:-1], qweight.shape[0], dtype=out_dtype)
+
+
+# ------------------------------------------------------------------ W8A16 (weight-only int8)
+@kernel_op("qpass::w8a16_linear")
+def w8a16_linear(x: Tensor, w_int8: Tensor, scales: Tensor, bias: Optional[Tensor], group_size: int) -> Tensor:
+    """x [..., K] (fp16/bf16/fp32) @ (w_int8 [N, K] * scales)^T (+ bias), in x's dtype; scales [N, 1] per row
+    (group_size <= 0) or [N, ceil(K / group_size)], symmetric (no zero points)."""
+    C.check_once(C.check_w8a16, x, w_int8, scales, bias, group_size)
+    if x.is_cuda:
+        kernels = _triton().w8a16
+        if kernels.supported_group(x.shape[-1], group_size):
+            return kernels.run(x, w_int8, scales, bias, group_size)
+    return R.w8a16_linear_ref(x, w_int8, scales, bias, group_size)
+
+
+@w8a16_linear.register_fake
+def _(x, w_int8, scales, bias, group_size):
+    C.check_w8a16(x, w_int8, scales, bias, group_size)
+    return x.new_empty(*x.shape[:-1], w_int8.shape[0])
 
 
 # ------------------------------------------------------------------ activation quantizer

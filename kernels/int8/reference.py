@@ -73,3 +73,14 @@ def quantize_activation_int8_ref(x, scale, qmax: int, zero=None, gather=None):
         q = q + zero.float()
     q = torch.clamp(q, -qmax - 1, qmax)
     return q.to(torch.int8).reshape(x.shape), s
+
+
+def w8a16_linear_ref(x, w_int8, scales, bias, group_size: int):
+    """x [..., K] @ (w_int8 * scales)^T (+ bias) in fp32, cast to x's dtype: W8A16's CPU implementation and
+    oracle (scales [N, 1] per row or [N, ceil(K / group_size)] per group)."""
+    K = x.shape[-1]
+    s = scales.float()
+    if 0 < group_size < K:
+        s = s.repeat_interleave(group_size, dim=1)[:, :K]
+    y = x.reshape(-1, K).float() @ (w_int8.float() * s).t()
+    return finish_linear(y, bias, x.dtype, x.shape[:-1])
