@@ -164,7 +164,7 @@ def calibrate(
     """Run `batches` (token ids [B, T]) through the model with observers on the selected linear sites.
     `stats`: ChannelObserver's optional statistics (skip_tokens, hessian, samples, hessian_tokens).
     `expert_tokens`: filled with each experts module's routed tokens per expert (qpass/experts.py)."""
-    from .experts import insert_token_counters
+    from .expert_tokens import insert_token_counters
 
     observers: dict[str, ChannelObserver] = {}
 

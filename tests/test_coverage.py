@@ -1,9 +1,12 @@
-"""The model-family coverage matrix (docs/coverage.md, tests/coverage_matrix.py) in CI: every cell.
+"""The model-family coverage matrix (docs/coverage.md, tests/coverage_matrix.py) in CI: a cross of it.
 
 Every cell must keep the invariants (no crash, no silent skip, lowered logits within tolerance of the fake-quant
 graph, reload gives the same logits where it is checked) and say exactly what docs/coverage.md says. Cells that
 do not work today (a site not lowered, MoE experts not quantized, a reload refused) are reasons on the page, not
-failures here. The matrix is measured once per session, in coverage_matrix.WORKERS processes.
+failures here. The whole matrix takes ≈ 15–35 min on 2 cores (≈ 10 s a cell: compile, fake-quant copy,
+save → reload), so CI measures a cross through it — every family with the default preset and with SALE, every
+preset on llama — in coverage_matrix.WORKERS processes; the page itself is regenerated with every cell
+(`python tests/coverage_matrix.py --write`).
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from tiny_models import CONFIGS
 
 FAMILIES, PRESETS = list(CONFIGS), list(qpass.recipes())
 CELLS = [(family, preset) for family in FAMILIES for preset in PRESETS]
+CI_ROWS, CI_COLUMNS = ["llama"], ["w4a16", "sale"]
+CI_CELLS = [(f, p) for f, p in CELLS if f in CI_ROWS or p in CI_COLUMNS]
 
 
 @functools.cache
 def _matrix() -> dict[tuple[str, str], Cell]:
-    return measure(FAMILIES, PRESETS)
+    return {**measure(FAMILIES, CI_COLUMNS), **measure(CI_ROWS, PRESETS)}
 
 
 def _cell(family: str, preset: str) -> Cell:
@@ -35,13 +40,13 @@ def _page() -> dict[tuple[str, str], str]:
     return documented_cells(COVERAGE_MD.read_text())
 
 
-@pytest.mark.parametrize("family, preset", CELLS)
+@pytest.mark.parametrize("family, preset", CI_CELLS)
 def test_cell_keeps_the_invariants(family, preset):
     broken = broken_invariants(_cell(family, preset))
     assert not broken, f"{family} × {preset}: " + "; ".join(broken)
 
 
-@pytest.mark.parametrize("family, preset", CELLS)
+@pytest.mark.parametrize("family, preset", CI_CELLS)
 def test_cell_is_what_the_page_says(family, preset):
     documented, measured = _page().get((family, preset)), cell_text(_cell(family, preset))
     assert documented == measured, (f"docs/coverage.md is stale: {family} × {preset} says {documented!r}, "

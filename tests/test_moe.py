@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 import qpass
 from qpass.api import capture_analysis
 from qpass.calibrate import calibrate
-from qpass.experts import MIN_EXPERT_TOKENS, token_report
+from qpass.expert_tokens import MIN_EXPERT_TOKENS, token_report
 from qpass.export import export_program
 
 from tiny_models import tiny_model
