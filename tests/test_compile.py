@@ -28,7 +28,11 @@ def test_w8a8_close_to_fp_and_generate_works(arch):
     gen = q.generate(ids[:1, :4], max_new_tokens=5, do_sample=False)
     assert gen.shape == (1, 9)
     rep = qpass.report(q)
-    assert rep.summary()["quantized"] == len(rep.rows) - 1 and rep.summary()["graph_breaks"] == 0
+    # every linear but lm_head quantized; MoE routers and (w8a8: no expert kernel takes int8 inputs) expert tensors
+    # stay in full precision with their reasons
+    kept = [r for r in rep.rows if r.reason.startswith(("router", "experts take no quantized inputs"))]
+    assert rep.summary()["quantized"] == len(rep.rows) - 1 - len(kept) and rep.summary()["graph_breaks"] == 0
+    assert all(r.producer != "experts" or r in kept for r in rep.rows)
     assert next(r for r in rep.rows if r.name == "lm_head").reason.startswith("ignored")
 
 

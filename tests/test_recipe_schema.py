@@ -242,9 +242,9 @@ def test_string_ignore_is_one_pattern(tmp_path):
     from qpass.analysis import GraphAnalysis
     from qpass.plan import select_sites
 
-    class S:  # select_sites reads only .name
+    class S:  # select_sites reads .name and .routes (a router stays in full precision)
         def __init__(self, name):
-            self.name = name
+            self.name, self.routes = name, False
 
     selected, skipped = select_sites(GraphAnalysis([S("lm_head"), S("model.layers.0.mlp.down_proj")], [], []), r.ignore)
     assert list(selected) == ["model.layers.0.mlp.down_proj"] and "lm_head" in skipped

@@ -273,7 +273,9 @@ def sale(ctx: PassContext, opts: SaleOptions) -> None:
     """SALE sparse attention: per-head τ calibrated on long text (weights untouched); `Plan.attention`."""
     if opts.taus is not None:
         taus = {k: [float(t) for t in v] for k, v in dict(opts.taus).items()}
-        refused = probe_refusals(ctx.model, opts)
+        # the torch.compile backend has the graph's parameters, not a model to run: no probe there (a layer SALE
+        # cannot take has no SDPA node for the rule, and the report says so)
+        refused = probe_refusals(ctx.model, opts) if hasattr(ctx.model, "config") else {}
     else:
         state = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts)
         taus, refused = state.taus, state.refused
