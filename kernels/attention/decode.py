@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..checks import check_attention
+from ..checks import check_attention, check_once
 from ..runtime import cuda_sms, interpreting
 from ..launch import launch
 
@@ -186,7 +186,7 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     Returns [B, H, 1, D] (contiguous, q's dtype). `splits` overrides the split count (tests); `per_sm` (programs
     per SM, default PROGRAMS_PER_SM) and `config` (BLOCK_N and launch options, default `split_config(D)`) are the
     tuning knobs benchmarks/decode_attention.py --sweep varies."""
-    check_attention(q, k, v, mask, False, scale, True, op="decode_attention_triton")
+    check_once(check_attention, q, k, v, mask, False, scale, True, "decode_attention_triton")
     torch._check(q.shape[2] == 1, lambda: f"decode_attention_triton: q must hold one query row [B, H, 1, D], "
                                           f"got {list(q.shape)}")
     B, H, _, D = q.shape
