@@ -149,11 +149,21 @@ def loglikelihoods(model, tokenizer, requests: list[tuple[str, str]], *, batch_s
         for r, s in enumerate(seqs):
             batch[r, :len(s)] = torch.tensor(s)
         res = model(input_ids=batch.to(device), use_cache=False)
-        logprobs = torch.log_softmax(getattr(res, "logits", res).float(), dim=-1).cpu()
+        logits = getattr(res, "logits", res)  # HF output, or the logits tensor of a qpass.load model
+        # only the continuations' positions are normalised, on the model's device, and one number per sequence
+        # comes back (the whole [B, T, vocab] on the host made SmolLM2's HellaSwag take minutes on an H200)
+        rows, positions, targets = [], [], []
         for r, i in enumerate(idx):
             n, k = len(seqs[r]), conts[r]
-            target = torch.tensor(encoded[i][1][-k:]) if k else torch.empty(0, dtype=torch.long)
-            out[i] = float(logprobs[r, n - k:n].gather(-1, target.unsqueeze(-1)).sum())
+            rows += [r] * k
+            positions += range(n - k, n)
+            targets += encoded[i][1][-k:] if k else []
+        picked = logits[torch.tensor(rows, device=device), torch.tensor(positions, device=device)].float()
+        token_lp = torch.log_softmax(picked, dim=-1).gather(-1, torch.tensor(targets, device=device).unsqueeze(-1))
+        per_row = torch.zeros(len(idx), device=device).index_add_(0, torch.tensor(rows, device=device),
+                                                                  token_lp.squeeze(-1)).cpu()
+        for r, i in enumerate(idx):
+            out[i] = float(per_row[r])
         bar.update(len(idx))
     bar.close()
     return out
