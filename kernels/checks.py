@@ -364,3 +364,21 @@ def check_moe_linear(x, weight, offs, op="qpass::moe_linear") -> None:
     _type(offs.dtype in (torch.int32, torch.int64), op, f"offs must be int32 or int64, got {offs.dtype}")
     shape_is(op, "offs", offs, (weight.shape[0],), "[E] (cumulative rows per expert)")
     same_device(op, "x", x, weight=weight, offs=offs)
+
+
+def check_hadamard(x, mix, op="qpass::hadamard") -> None:
+    """x [..., n] float; mix None or a square float [m, m] with n = m·p, p a power of two."""
+    float_tensor(op, "x", x)
+    n = last_dim(op, "x", x)
+    m = 1
+    if mix is not None:
+        float_tensor(op, "mix", mix)
+        ndim(op, "mix", mix, 2, "[m, m]")
+        _check(mix.shape[0] == mix.shape[1], op, lambda: f"mix must be square [m, m], got {_shape(mix)}")
+        same_device(op, "x", x, mix=mix)
+        m = mix.shape[0]
+    _check(n % m == 0, op, lambda: f"x's last dim {n} is not a multiple of mix's size {m}")
+    if isinstance(n, int) and isinstance(m, int) and m:
+        p = n // m
+        _value(p >= 1 and p & (p - 1) == 0, op,
+               f"x's last dim {n} / mix size {m} = {p} must be a power of two (n = m · 2^k)")

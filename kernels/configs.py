@@ -6,6 +6,7 @@ interpreter lets through (dots with K < 16, shared-memory overflow, bad layouts)
 from __future__ import annotations
 
 from .attention import decode
+from .hadamard import configs as hadamard_configs
 from .int4 import configs as int4_configs
 from .int8 import configs as int8_configs
 from .moe import configs as moe_configs
@@ -16,7 +17,8 @@ from .ternary import configs as ternary_configs
 def shipped():
     """[(name, kernel, signature (non-constexpr args), constexprs, launch options)] of every format."""
     return [*int4_configs.shipped_configs(), *int8_configs.shipped_configs(), *ternary_configs.shipped_configs(),
-            *decode.shipped_configs(), *sale_configs.shipped_configs(), *moe_configs.shipped_configs()]
+            *decode.shipped_configs(), *sale_configs.shipped_configs(), *moe_configs.shipped_configs(),
+            *hadamard_configs.shipped_configs()]
 
 
 def compile_sm90(kernel, signature, constexprs, options):

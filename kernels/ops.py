@@ -5,6 +5,7 @@ references elsewhere). Each format folder holds its ops beside its kernels:
   int8/ops.py       qpass::int8_linear, qpass::w4a8_linear, qpass::w8a16_linear, qpass::quantize_activation_int8
   ternary/ops.py    qpass::ternary_linear
   attention/ops.py  qpass::attention
+  hadamard/ops.py   qpass::hadamard
   sale/ops.py       qpass::sale_select, qpass::sale_attention
 
 Shapes: x [..., K]; weights [N, *] row-major like nn.Linear; outputs [..., N]. Every op checks its arguments
@@ -13,6 +14,7 @@ Shapes: x [..., K]; weights [N, *] row-major like nn.Linear; outputs [..., N]. E
 from __future__ import annotations
 
 from .attention import ops as attention_ops  # noqa: F401
+from .hadamard import ops as hadamard_ops  # noqa: F401
 from .int4 import ops as int4_ops  # noqa: F401
 from .int8 import ops as int8_ops  # noqa: F401
 from .moe import ops as moe_ops  # noqa: F401
@@ -26,6 +28,7 @@ w8a16_linear = int8_ops.w8a16_linear
 quantize_activation_int8 = int8_ops.quantize_activation_int8
 ternary_linear = ternary_ops.ternary_linear
 attention = attention_ops.attention
+hadamard = hadamard_ops.hadamard
 sale_select = sale_ops.sale_select
 sale_attention = sale_ops.sale_attention
 moe_w4a16 = moe_ops.moe_w4a16
