@@ -12,6 +12,7 @@ import torch.fx as fx
 from qpass.analysis import analyze
 from qpass.capture import CapturedGraph
 from qpass.plan import SitePlan
+from qpass.rotation import insert_online_rotations
 from qpass.tritplane import TritPlanes
 
 from . import qdq_ops  # noqa: F401  (registers the torch.ops.qpass fake-quant ops this rewrite emits)
@@ -27,9 +28,11 @@ def _attr(gm: fx.GraphModule, graph: fx.Graph, name: str, value: torch.Tensor | 
 
 def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
     """Graph transform: rewrite every planned linear site as
-    `linear(fake_quant_act(x), dequantize_weight(q, scale, zero), bias)`. Returns how many sites it rewrote."""
+    `linear(fake_quant_act(x), dequantize_weight(q, scale, zero), bias)`, x first rotated by `qpass::hadamard`
+    where the plan holds an online rotation for the site (`plan.rotations`). Returns how many sites it rewrote."""
     gm, graph = cap.gm, cap.graph
     rewritten = 0
+    insert_online_rotations(cap, getattr(plan, "rotations", {}))  # before the quantizers: they read the rotated x
     for site in analyze(cap).linears:
         sp = plan.get(site.name)
         if sp is None or (sp.weight is None and sp.activation is None and sp.input_step is None):

@@ -153,11 +153,20 @@ class Unsupported:
 
 
 @dataclass
+class EmbeddingSite:
+    """A lookup `embedding(W, ids)` of a 2-D parameter (the start of the residual stream)."""
+
+    weight: str  # FQN of the table
+    node: fx.Node | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
 class GraphAnalysis:
     linears: list[LinearSite]
     attention: list[AttentionSite]
     unsupported: list[Unsupported]
     experts: list[ExpertSite] = field(default_factory=list)
+    embeddings: list[EmbeddingSite] = field(default_factory=list)
 
     def by_name(self) -> dict[str, LinearSite]:
         return {s.name: s for s in self.linears}
@@ -415,7 +424,7 @@ def analyze(cap: CapturedGraph) -> GraphAnalysis:
 
     # Any other use of a 2-D+ parameter is something qpass does not handle: report it, never skip it silently.
     handled = {(node, w) for node, (_, w, _, _, _) in matches.items()} | handled_experts
-    unsupported = []
+    unsupported, embeddings = [], []
     for ph, fqn in cap.fqn_of.items():
         t = cap.tensor_of[ph]
         if not isinstance(t, torch.nn.Parameter) or t.dim() < 2:
@@ -424,6 +433,8 @@ def analyze(cap: CapturedGraph) -> GraphAnalysis:
             if (user, ph) in handled:
                 continue
             if user.op == "call_function" and user.target in EMBEDDING_TARGETS:
+                if ph in user.args[:2]:
+                    embeddings.append(EmbeddingSite(fqn, user))
                 continue
             unsupported.append(Unsupported(cap.module_path(user) or fqn, fqn, op_name(user), "unsupported op"))
-    return GraphAnalysis(linears, attention, unsupported, experts)
+    return GraphAnalysis(linears, attention, unsupported, experts, embeddings)

@@ -39,6 +39,7 @@ def _merge(analyses: list[GraphAnalysis]) -> GraphAnalysis:
         [s for a in analyses for s in a.attention],
         [s for a in analyses for s in a.unsupported],
         [s for a in analyses for s in a.experts],
+        [s for a in analyses for s in a.embeddings],
     )
 
 

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from .analysis import analyze
 from .capture import CapturedGraph, compile_forward
+from .rotation import insert_online_rotations
 
 # torch.quantile refuses inputs above 16M elements; subsample tokens beyond this for the percentile statistic.
 _QUANTILE_MAX_ELEMENTS = 1 << 24
@@ -159,16 +160,20 @@ def calibrate(
     percentile: float | None = None,
     progress: bool = True,
     expert_tokens: dict | None = None,
+    rotations: dict | None = None,
     **stats,
 ) -> dict[str, ChannelObserver]:
     """Run `batches` (token ids [B, T]) through the model with observers on the selected linear sites.
     `stats`: ChannelObserver's optional statistics (skip_tokens, hessian, samples, hessian_tokens).
-    `expert_tokens`: filled with each experts module's routed tokens per expert (qpass/experts.py)."""
+    `expert_tokens`: filled with each experts module's routed tokens per expert (qpass/experts.py).
+    `rotations`: the plan's online rotations ({site: OnlineRotation}): those sites' observers see the rotated input."""
     from .expert_tokens import insert_token_counters
 
     observers: dict[str, ChannelObserver] = {}
 
     def transform(cap):
+        if rotations:
+            insert_online_rotations(cap, rotations)
         insert_observers(cap, observers, site_names, percentile, **stats)
         if expert_tokens is not None:
             insert_token_counters(cap, expert_tokens)

@@ -53,16 +53,24 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
         check_calibration(recipe, calib)
         observers = {}
     expert_tokens = {} if analysis.experts else None  # calibration coverage of each expert
+    ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected, Plan(skipped=skipped), {},
+                      progress, calib)
+    early = [s for s in recipe.passes if registry.get(s.name).before_calibration]
+    with torch.no_grad():
+        for spec in early:  # e.g. rotate: what calibration measures must be the model it made
+            registry.get(spec.name).run(ctx, spec.options)
     if recipe.needs_calibration and not observers:
         a = recipe.activations
         percentile = a.percentile if a is not None and a.observer == "percentile" else None
-        observers = calibrate(model, calib, set(selected), percentile, progress, expert_tokens=expert_tokens,
-                              **calibration_statistics(recipe))
-    ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected, Plan(skipped=skipped), observers,
-                      progress, calib)
+        observers = calibrate(model, calib, set(ctx.sites), percentile, progress, expert_tokens=expert_tokens,
+                              rotations=ctx.plan.rotations, **calibration_statistics(recipe))
+    if observers:
+        ctx.observers = observers
+        ctx.screen()
     with torch.no_grad():
         for spec in recipe.passes:
-            registry.get(spec.name).run(ctx, spec.options)
+            if all(spec is not e for e in early):
+                registry.get(spec.name).run(ctx, spec.options)
         plan_quantization(ctx)
         plan_experts(model, recipe, analysis, ctx.plan, expert_tokens)
     if observers and selected:  # calibrated passes computed on the CPU (PassContext.weight); kernels run here

@@ -84,6 +84,15 @@ class SitePlan:
 
 
 @dataclass
+class OnlineRotation:
+    """A site whose input is rotated at run time (`qpass::hadamard(x, mix)`; its weight was pre-multiplied by the
+    same transform, so the product is unchanged): the rotate pass's online Hadamard before a down projection."""
+
+    size: int  # the input width n = m·2^k
+    mix: torch.Tensor | None  # [m, m] orthogonal (None: n is a power of two)
+
+
+@dataclass
 class AttentionPlan:
     """What the plan says about one attention module: the method (e.g. "sale") and its per-module data."""
 
@@ -105,6 +114,9 @@ class Plan(MutableMapping):
     skipped: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     experts: dict[str, SitePlan] = field(default_factory=dict)  # expert tensor FQN -> its plan (qpass/experts.py)
+    # site -> its run-time input rotation (rotate pass); kept whether or not the site is quantized: the site's
+    # weight already holds the transform
+    rotations: dict[str, OnlineRotation] = field(default_factory=dict)
 
     def __getitem__(self, site: str) -> SitePlan:
         return self.sites[site]
@@ -124,7 +136,7 @@ class Plan(MutableMapping):
     def to_device(self, device: torch.device) -> None:
         """Move every tensor of the site plans to `device`, in place (the passes compute on the CPU, where the
         calibration statistics live; the packed tensors belong where the model runs)."""
-        for sp in [*self.sites.values(), *self.experts.values()]:
+        for sp in [*self.sites.values(), *self.experts.values(), *self.rotations.values()]:
             _move_tensors(sp, device)
 
     def quantized(self) -> list[SitePlan]:

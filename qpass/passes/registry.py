@@ -4,7 +4,8 @@ A pass is `run(ctx: PassContext, options) -> None`; it reads and edits `ctx` (th
 entry declares everything the driver needs to know before running it: the options dataclass (validated once,
 when the recipe is — `PassSpec.options` is then an instance of it), whether it needs calibration data, the
 optional calibration statistics it reads (`statistics(options) -> ChannelObserver keyword options`), whether it
-edits the model's weights, and whether (given its options) it runs the model on data of its own accord. To add a
+edits the model's weights, whether (given its options) it runs the model on data of its own accord, and whether it
+runs before calibration (it changes what calibration would measure: `rotate`). To add a
 pass: write its module (options dataclass deriving `qpass.schema.Checked`, and the function), add a row below.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..schema import RecipeError
-from . import qsm, sale, smoothquant, trit_planes
+from . import qsm, rotate, sale, smoothquant, trit_planes
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,11 @@ class PassInfo:
     statistics: Callable[[object], dict] | None = None  # options -> extra ChannelObserver statistics
     edits_weights: bool = False  # folds factors into the model's parameters (the torch.compile backend refuses it)
     runs_model: Callable[[object], bool] | None = None  # options -> runs the model on data (calibration text)
+    before_calibration: bool = False  # runs before calibration (statistics are then measured on what it made)
 
 
 _PASSES = {p.name: p for p in (
+    PassInfo("rotate", rotate.rotate, rotate.RotateOptions, edits_weights=True, before_calibration=True),
     PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions),
     PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True,
              edits_weights=True),
