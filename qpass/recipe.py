@@ -174,6 +174,30 @@ def _presets() -> dict[str, Recipe]:
             passes=[PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
         ),
+        # Rotations (docs/rotation.md): QuaRot's randomized Hadamard of the residual stream, V/O per head and an
+        # online Hadamard before down_proj, folded before calibration; then GPTQ (symmetric g64: the integer
+        # kernels' weights) and dynamic per-token activations, or QSM's static steps.
+        "w4a4-rot": Recipe(
+            "w4a4-rot",
+            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            activations=per_token(4),
+            passes=[PassSpec("rotate")],
+            calibration=CalibrationSpec(num_samples=32),
+        ),
+        "w4a4-rot-qsm": Recipe(
+            "w4a4-rot-qsm",
+            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
+            passes=[PassSpec("rotate"), PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
+            calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
+        ),
+        "w4a8-rot": Recipe(
+            "w4a8-rot",
+            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            activations=per_token(8),
+            passes=[PassSpec("rotate")],
+            calibration=CalibrationSpec(num_samples=32),
+        ),
         "w4a8-qsm": Recipe(
             "w4a8-qsm",
             weights=WeightSpec(bits=4, group_size=64, rounding="gptq"),

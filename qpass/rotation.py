@@ -7,7 +7,8 @@ A rotation x ← x·Q of the stream is then exact when every norm is an RMSNorm 
 folded into its readers, every writer's rows can absorb Qᵀ, and nothing else sees the stream. Everything that
 breaks this is a refusal with the reason: LayerNorm (mean subtraction does not commute with Q; the centering
 trick is not implemented), norm shifts, a residual add of something that is not a linear output (Gemma's
-post-norms), a graph break, grouped expert weights, a stream that leaves the graph.
+post-norms), a graph break, grouped expert weights, a stream that leaves the graph. Several embedding tables
+(token + learned positions) are all rotated: their sum is the stream.
 
 Matrices: `transform(n)` = kron(mix, H_p / √p) with n = m·p, p the largest power of two dividing n, H_p
 Sylvester's Hadamard and `mix` a seeded random orthogonal m × m matrix (None when m = 1) — the transform
@@ -140,21 +141,18 @@ def find_layout(analysis: GraphAnalysis) -> RotationLayout:
     if len(graphs) != 1:
         out.refused = f"the model runs as {len(graphs)} graphs (graph breaks): the stream must be in one graph"
         return out
-    tables = {e.weight for e in analysis.embeddings}
-    if len(tables) != 1:
-        out.refused = f"{len(tables)} embedding tables ({', '.join(sorted(tables))}) feed the graph"
-        return out
-    out.embeddings = sorted(tables)
+    out.embeddings = sorted({e.weight for e in analysis.embeddings})  # token and position tables: all rotate
     out_of = {s.node: s for s in analysis.linears}
 
     # Follow the stream forward; record which linears write it and which ops read it.
-    stream: set[fx.Node] = set()
     todo = [e.node for e in analysis.embeddings]
-    writers, uses = set(), []
+    stream: set[fx.Node] = set(todo)  # every lookup is on the stream from the start (token + position tables)
+    writers, uses, visited = set(), [], set()
     while todo:
         n = todo.pop()
-        if n in stream:
+        if n in visited:
             continue
+        visited.add(n)
         stream.add(n)
         for u in n.users:
             if is_transparent(u) and u.args and u.args[0] is n or _is_scalar_mul(u, n):

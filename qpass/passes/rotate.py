@@ -59,11 +59,11 @@ def _untie(model, site, tables: list[str], log: list[str]) -> None:
     if attr is None:
         raise ValueError(f"rotate: {site.name} reads the embedding table {site.weight} but holds no parameter of it")
     setattr(module, attr, torch.nn.Parameter(shared.detach().clone(), requires_grad=False))
-    site.weight = f"{site.name}.{attr}"
+    tied, site.weight = site.weight, f"{site.name}.{attr}"
     cfg = getattr(model, "config", None)
     if cfg is not None and getattr(cfg, "tie_word_embeddings", False):
         cfg.tie_word_embeddings = False  # saving / reloading must not tie them again
-    log.append(f"rotate: {site.name} untied from {tables[0]} (the final norm's scale folds into it only)")
+    log.append(f"rotate: {site.name} untied from {tied} (the final norm's scale folds into it only)")
 
 
 def _logits(model, ids, rotations: dict):
@@ -179,7 +179,7 @@ def rotate(ctx: PassContext, opts: RotateOptions) -> None:
     ctx.log.append(
         f"rotate: residual stream (d={layout.hidden}) rotated by a random Hadamard (seed {opts.seed}): "
         f"{sum(len(r.sites) for r in layout.readers) + len(layout.direct_readers)} readers, {len(layout.writers)} "
-        f"writers, {len(layout.embeddings)} embedding; {len(layout.heads) if opts.heads else 0} V/O head pairs; "
+        f"writers, {len(layout.embeddings)} embedding table(s); {len(layout.heads) if opts.heads else 0} V/O head pairs; "
         f"{len(ctx.plan.rotations)} online Hadamards (qpass::hadamard); {n} linears changed; "
         f"logits equal to {err:.1e} (relative)")
     ctx.log.extend(layout.notes)
