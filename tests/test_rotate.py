@@ -18,7 +18,8 @@ ROTATE_ONLY = {"weights": None, "passes": [{"name": "rotate"}]}
 
 def _logits(m, ids):
     with torch.no_grad():
-        return m(input_ids=ids, use_cache=False).logits.float()
+        out = m(input_ids=ids, use_cache=False)
+    return (out.logits if hasattr(out, "logits") else out).float()  # a loaded program returns the logits
 
 
 def _ids(vocab, seed=1, shape=(2, 24)):
@@ -119,3 +120,20 @@ def test_w4a4_rot_runs_end_to_end_lowered_on_stories260K():
     # quantized, so not equal; but the rotated int4 model still tracks the original's predictions
     agree = float((out.argmax(-1) == ref.argmax(-1)).float().mean())
     assert 0.3 < agree, agree
+
+
+def test_rotated_model_saves_and_reloads_with_its_online_hadamards(tmp_path):
+    """qpass.save re-applies the transform to the torch.export graph: the reloaded program calls qpass::hadamard
+    and gives the compiled model's logits (the untied lm_head, the folded norms and the mixes travel)."""
+    cfg = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
+    q = qpass.compile(model, "w4a8-rot", calib, progress=False)
+    qpass.save(q, tmp_path / "m")
+    m = qpass.load(tmp_path / "m")
+    ids = _ids(256, seed=5, shape=(1, 16))
+    program = (tmp_path / "m").glob("*.pt2")
+    assert any(b"qpass.hadamard" in p.read_bytes() or b"hadamard" in p.read_bytes() for p in program)
+    torch.testing.assert_close(_logits(m, ids), _logits(q, ids), rtol=1e-4, atol=1e-4)
