@@ -41,6 +41,7 @@ PURPOSE = {
     "w4a4": "dynamic per-token W4A4: the baseline static W4A4 must beat (it collapses on SmolLM2)",
     "w3a16": "3-bit weight-only: how far round-to-nearest goes below 4 bits",
     "ternary": "PTQTP trit planes W ≈ α1·T1 + α2·T2, data-free ([tritplane.md](tritplane.md))",
+    "ternary-calib": "the same trit planes fitted with calibration data: Hessian-weighted, GPTQ-style ([tritplane.md](tritplane.md))",
     "sale": "SALE sparse attention for long prefills, weights untouched; τ per head calibrated on the "
             "calibration data or shipped text ([sale.md](sale.md))",
     "w4a4-rot": "W4A4 after QuaRot rotations (residual, V/O heads, online Hadamard before down_proj): GPTQ "

@@ -22,16 +22,22 @@ class PassInfo:
     name: str
     run: Callable  # run(ctx: PassContext, options) -> None
     options: type  # the pass's options dataclass
-    needs_calibration: bool = False
+    needs_calibration: bool | Callable[[object], bool] = False  # or a function of the options
     statistics: Callable[[object], dict] | None = None  # options -> extra ChannelObserver statistics
     edits_weights: bool = False  # folds factors into the model's parameters (the torch.compile backend refuses it)
     runs_model: Callable[[object], bool] | None = None  # options -> runs the model on data (calibration text)
     before_calibration: bool = False  # runs before calibration (statistics are then measured on what it made)
 
+    def calibrates(self, options) -> bool:
+        """Whether the pass, with these options, needs calibration data."""
+        n = self.needs_calibration
+        return bool(n(options)) if callable(n) else n
+
 
 _PASSES = {p.name: p for p in (
     PassInfo("rotate", rotate.rotate, rotate.RotateOptions, edits_weights=True, before_calibration=True),
-    PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions),
+    PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions,
+             needs_calibration=trit_planes.needs_calibration, statistics=trit_planes.statistics),
     PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True,
              edits_weights=True),
     PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics, edits_weights=True),
