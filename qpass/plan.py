@@ -69,6 +69,7 @@ class SitePlan:
     gather: torch.Tensor | None = None  # [C'] int64: the GEMM reads x[..., gather] (sort, split, pad; C = zero pad)
     output_error: float | None = None  # relative output MSE on calibration tokens, ‖Y − Ŷ‖² / ‖Y‖²
     migrated: MigratedInput | None = None  # qsm: where the input step went
+    bits: int | None = None  # weight bits a pass chose for this site (mixed_precision); None: the recipe's
 
     def describe(self) -> str:
         parts = []
@@ -81,6 +82,15 @@ class SitePlan:
         if self.activation is not None:
             parts.append(self.activation.describe())
         return " · ".join(parts) or "full precision"
+
+
+@dataclass
+class SiteBits:
+    """mixed_precision's choice for one site: its width (16: full precision) and its sensitivity per width."""
+
+    bits: int
+    sensitivity: dict[int, float]  # width -> output error tr(ΔW H ΔWᵀ) on calibration tokens (RTN)
+    weights: int  # weight count (the allocation's cost unit)
 
 
 @dataclass
@@ -105,6 +115,7 @@ class Plan(MutableMapping):
     skipped: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     experts: dict[str, SitePlan] = field(default_factory=dict)  # expert tensor FQN -> its plan (qpass/experts.py)
+    allocation: dict[str, SiteBits] = field(default_factory=dict)  # mixed_precision: site -> chosen bits
 
     def __getitem__(self, site: str) -> SitePlan:
         return self.sites[site]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..schema import RecipeError
-from . import qsm, sale, smoothquant, trit_planes
+from . import mixed_precision, qsm, sale, smoothquant, trit_planes
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ _PASSES = {p.name: p for p in (
              edits_weights=True),
     PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics, edits_weights=True),
     PassInfo("sale", sale.sale, sale.SaleOptions, runs_model=sale.runs_model),
+    PassInfo("mixed_precision", mixed_precision.mixed_precision, mixed_precision.MixedPrecisionOptions,
+             needs_calibration=True, statistics=mixed_precision.statistics, runs_model=mixed_precision.runs_model),
 )}
 
 
