@@ -89,7 +89,7 @@ class SiteBits:
     """mixed_precision's choice for one site: its width (16: full precision) and its sensitivity per width."""
 
     bits: int
-    sensitivity: dict[int, float]  # width -> output error tr(ΔW H ΔWᵀ) on calibration tokens (RTN)
+    sensitivity: dict[int, float]  # width -> the pass's sensitivity (output error or calibration NLL increase; RTN)
     weights: int  # weight count (the allocation's cost unit)
 
 

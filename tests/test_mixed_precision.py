@@ -108,3 +108,21 @@ def test_max_ppl_increase_keeps_calibration_perplexity_within_the_bound():
     assert got <= bound and bound == pytest.approx(base * 1.02, rel=1e-3)
     widths = {a.bits for a in plan.allocation.values()}
     assert widths != {2}, line  # the bound forced wider sites than the cheapest everywhere
+
+
+def test_loss_sensitivity_ranks_by_calibration_loss_and_meets_the_budget():
+    model = tiny_model("llama")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(6.0)
+    base = Recipe("g32", weights=WeightSpec(bits=4, group_size=32, symmetric=False))
+    d = base.to_dict()
+    d["passes"] = [{"name": "mixed_precision", "target_bits": 3.5, "sensitivity": "loss", "candidates": [2, 4, 8]}]
+    q = qpass.compile(model, resolve(d), _calib(), progress=False, lower=False)
+    alloc = q.qpass_state.plan.allocation
+    assert all(v >= 0 for a in alloc.values() for v in a.sensitivity.values())
+    # per site the measured loss is noisy; over the model, 8-bit rounding costs less loss than 2-bit
+    assert sum(a.sensitivity[8] for a in alloc.values()) < sum(a.sensitivity[2] for a in alloc.values())
+    assert any(a.sensitivity[2] > 0 for a in alloc.values())
+    assert {a.bits for a in alloc.values()} <= {2, 4, 8} and len({a.bits for a in alloc.values()}) > 1

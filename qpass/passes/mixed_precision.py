@@ -5,7 +5,8 @@ recipe's `weights` say); a site given 16 bits stays in full precision with that 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ class MixedPrecisionOptions(Checked):
     target_bits: float | None = opt(None, range="[2, 16]")  # average bits per weight, scales and zeros counted
     max_ppl_increase: float | None = opt(None, range="(0, inf)")  # relative: 0.1 = calibration perplexity +10 %
     candidates: list[int] = opt(default_factory=lambda: [2, 3, 4, 8, 16], min_len=1)
+    # output_error: tr(ΔW H ΔWᵀ), no model run; loss: the calibration NLL increase with only that site rounded
+    # (a model run per site and width: ranks by the loss itself, docs/results.md, at that cost)
+    sensitivity: Literal["output_error", "loss"] = "output_error"
 
     def check_fields(self, path: str) -> None:
         if (self.target_bits is None) == (self.max_ppl_increase is None):
@@ -44,7 +48,7 @@ def statistics(opts: MixedPrecisionOptions) -> dict:
 
 
 def runs_model(opts: MixedPrecisionOptions) -> bool:
-    return opts.max_ppl_increase is not None
+    return opts.max_ppl_increase is not None or opts.sensitivity == "loss"
 
 
 def _spec(ctx: PassContext, bits: int):
@@ -69,6 +73,8 @@ def mixed_precision(ctx: PassContext, opts: MixedPrecisionOptions) -> None:
             deq[b] = q.dequantize()
         costs.append(SiteCost(name, w.numel(), options))
         fake[name] = deq
+    if opts.sensitivity == "loss":
+        _loss_sensitivity(ctx, costs, fake)
     if opts.target_bits is not None:
         choice = allocate(costs, opts.target_bits)
         how = f"target {opts.target_bits} bits"
@@ -100,6 +106,30 @@ def _calib_nll(ctx: PassContext) -> float:
         total += float(F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum"))
         n += ids[:, 1:].numel()
     return total / n
+
+
+def _swap(ctx: PassContext, name: str, w: torch.Tensor) -> torch.Tensor:
+    """Put `w` ([out, in]) into the model copy's parameter of site `name`; returns what was there."""
+    site = ctx.sites[name]
+    p = ctx.model.get_parameter(site.weight)
+    saved = p.detach().clone()
+    p.copy_((w.t() if site.transposed else w).to(p.device, p.dtype))
+    return saved
+
+
+def _loss_sensitivity(ctx: PassContext, costs, fake) -> None:
+    """Replace each site's sensitivity by the calibration NLL increase with only that site rounded at each width."""
+    if not ctx.calib:
+        raise ValueError("mixed_precision sensitivity: loss needs calibration data (it runs the model)")
+    base = _calib_nll(ctx)
+    for c in costs:
+        for b, deq in fake[c.name].items():
+            saved = _swap(ctx, c.name, deq)
+            try:
+                c.options[b] = (c.options[b][0], max(_calib_nll(ctx) - base, 0.0))
+            finally:
+                site = ctx.sites[c.name]
+                ctx.model.get_parameter(site.weight).copy_(saved)
 
 
 def _within_ppl(ctx: PassContext, costs, fake, opts):
