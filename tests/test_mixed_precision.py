@@ -52,7 +52,8 @@ def test_allocation_meets_budget_and_orders_by_sensitivity():
 
 def test_recipe_options_are_checked():
     with pytest.raises(RecipeError, match="exactly one of target_bits, max_ppl_increase"):
-        resolve({"weights": {"bits": 4}, "passes": [{"name": "mixed_precision"}]})
+        resolve({"weights": {"bits": 4}, "passes": [{"name": "mixed_precision", "target_bits": 4.0,
+                                                      "max_ppl_increase": 0.1}]})
     with pytest.raises(RecipeError, match="weight-only"):
         resolve({"weights": {"bits": 4}, "activations": {"bits": 8},
                  "passes": [{"name": "mixed_precision", "target_bits": 4.0}]})

@@ -25,14 +25,16 @@ class MixedPrecisionOptions(Checked):
 
     target_bits: float | None = opt(None, range="[2, 16]")  # average bits per weight, scales and zeros counted
     max_ppl_increase: float | None = opt(None, range="(0, inf)")  # relative: 0.1 = calibration perplexity +10 %
-    candidates: list[int] = opt(default_factory=lambda: [2, 3, 4, 8, 16], min_len=1)
+    candidates: list[int] = opt(default_factory=lambda: [2, 3, 4, 8, 16], min_len=1, item_range="[2, 16]")
     # output_error: tr(ΔW H ΔWᵀ), no model run; loss: the calibration NLL increase with only that site rounded
     # (a model run per site and width: ranks by the loss itself, docs/results.md, at that cost)
     sensitivity: Literal["output_error", "loss"] = "output_error"
 
     def check_fields(self, path: str) -> None:
-        if (self.target_bits is None) == (self.max_ppl_increase is None):
+        if self.target_bits is not None and self.max_ppl_increase is not None:
             raise RecipeError(f"{path}: set exactly one of target_bits, max_ppl_increase")
+        if self.target_bits is None and self.max_ppl_increase is None:
+            self.target_bits = 4.25  # neither given: the 4.25 average bits
         bad = [b for b in self.candidates if b not in (2, 3, 4, 8, FULL)]
         if bad:
             raise RecipeError(f"{path}.candidates: {bad} not supported; allowed: 2, 3, 4, 8, 16")
