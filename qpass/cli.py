@@ -158,7 +158,8 @@ def check_args(args) -> None:
     if getattr(args, "recipe", None) is not None and args.command != "recipes":
         from .recipe import resolve
 
-        recipe = resolve(args.recipe)  # a malformed recipe names its bad key now, not after loading the model
+        recipe = with_mixed_precision(resolve(args.recipe), getattr(args, "target_bits", None),
+                                      getattr(args, "max_ppl_increase", None))  # a malformed recipe names its bad key now, not after loading the model
         if calib_flags and not _uses_calibration(recipe):
             w = recipe.weights
             hint = ("; with calibration data, --recipe w4a16-gptq rounds int4 weights by GPTQ (SmolLM2 30.69 "
@@ -191,12 +192,26 @@ def _quantize(args, recipe, model, tok):
     return api.compile(model, recipe, calib, progress=not args.json)
 
 
+def with_mixed_precision(recipe, target_bits, max_ppl_increase):
+    """The recipe with a mixed_precision pass for --target-bits / --max-ppl-increase (replacing its own one)."""
+    if target_bits is None and max_ppl_increase is None:
+        return recipe
+    from .recipe import PassSpec, resolve
+
+    d = recipe.to_dict()
+    d["passes"] = [p for p in d["passes"] if p["name"] != "mixed_precision"]
+    d["passes"].append(PassSpec.normalize_data(
+        {"name": "mixed_precision", "target_bits": target_bits, "max_ppl_increase": max_ppl_increase}, "passes"))
+    d["name"] = f"{recipe.name}+mixed"
+    return resolve(d)
+
+
 def cmd_quantize(args) -> dict:
     from . import api, export, export_compressed
     from .evaluate import perplexity
     from .recipe import resolve
 
-    recipe = resolve(args.recipe)
+    recipe = with_mixed_precision(resolve(args.recipe), args.target_bits, args.max_ppl_increase)
     model, tok = _load_model(args)
     ids, text_name = _eval_ids(args, tok)
     out = {"model": args.model, "device": str(next(model.parameters()).device), "dtype": args.dtype,
@@ -215,9 +230,9 @@ def cmd_quantize(args) -> dict:
     if not args.json:
         print(rep.format())
     if args.plot:
-        from .reporting import plot_errors
+        from .reporting import plot_allocation, plot_errors
 
-        plot_errors(rep, args.plot)
+        (plot_allocation if any(r.bits is not None for r in rep.rows) else plot_errors)(rep, args.plot)
         out["plot"] = args.plot
     if not args.no_eval:
         out["ppl_after"] = perplexity(qmodel, ids, args.seq_len, progress=not args.json)
@@ -321,7 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--recipe", default="w4a16", help="preset name or YAML/JSON recipe file (default w4a16)")
     _add_calib_args(q)
     q.add_argument("--no-eval", action="store_true", help="skip the perplexity evaluation")
-    q.add_argument("--plot", metavar="FILE.png", default=None, help="draw each layer's relative output MSE")
+    q.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="draw each layer's relative output MSE (with mixed precision: sensitivity and bits chosen)")
+    q.add_argument("--target-bits", type=float, default=None, metavar="B",
+                   help="mixed precision: bits per site from {2,3,4,8,16} averaging at most B bits per weight "
+                        "(scales and zeros counted; docs/mixed_precision.md)")
+    q.add_argument("--max-ppl-increase", type=float, default=None, metavar="R",
+                   help="mixed precision: the fewest bits keeping calibration perplexity within (1 + R) x FP")
     q.add_argument("--save", metavar="DIR", default=None, help="write the quantized model for qpass.load / eval --load")
     q.add_argument("--overwrite", action="store_true", help="with --save: replace an existing DIR")
     q.add_argument("--compressed-tensors", metavar="DIR", default=None,

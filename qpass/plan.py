@@ -69,6 +69,7 @@ class SitePlan:
     gather: torch.Tensor | None = None  # [C'] int64: the GEMM reads x[..., gather] (sort, split, pad; C = zero pad)
     output_error: float | None = None  # relative output MSE on calibration tokens, ‖Y − Ŷ‖² / ‖Y‖²
     migrated: MigratedInput | None = None  # qsm: where the input step went
+    bits: int | None = None  # weight bits a pass chose for this site (mixed_precision); None: the recipe's
 
     def describe(self) -> str:
         parts = []
@@ -90,6 +91,15 @@ class OnlineRotation:
 
     size: int  # the input width n = m·2^k
     mix: torch.Tensor | None  # [m, m] orthogonal (None: n is a power of two)
+
+
+@dataclass
+class SiteBits:
+    """mixed_precision's choice for one site: its width (16: full precision) and its sensitivity per width."""
+
+    bits: int
+    sensitivity: dict[int, float]  # width -> the pass's sensitivity (output error or calibration NLL increase; RTN)
+    weights: int  # weight count (the allocation's cost unit)
 
 
 @dataclass
@@ -117,6 +127,7 @@ class Plan(MutableMapping):
     # site -> its run-time input rotation (rotate pass); kept whether or not the site is quantized: the site's
     # weight already holds the transform
     rotations: dict[str, OnlineRotation] = field(default_factory=dict)
+    allocation: dict[str, SiteBits] = field(default_factory=dict)  # mixed_precision: site -> chosen bits
 
     def __getitem__(self, site: str) -> SitePlan:
         return self.sites[site]

@@ -20,6 +20,8 @@ class SiteRow:
     notes: list[str] = field(default_factory=list)
     output_error: float | None = None  # relative output MSE on calibration tokens (data-driven recipes)
     lowering: str = ""  # lowered: the rule's name; "unmatched: why"; "" = not lowered (fake-quant graph)
+    bits: int | None = None  # mixed_precision: the width chosen (16: full precision)
+    sensitivity: dict[int, float] | None = None  # mixed_precision: output error per candidate width
 
 
 @dataclass
@@ -106,8 +108,10 @@ def build_report(
     lowering: dict[str, str] | None = None,
 ) -> Report:
     rows = []
+    allocation = getattr(plan, "allocation", {})
     for site in analysis.linears:
         sp = plan.get(site.name)
+        chosen = allocation.get(site.name)
         quantized = sp is not None and (sp.weight is not None or sp.activation is not None)
         rows.append(
             SiteRow(
@@ -122,6 +126,8 @@ def build_report(
                 notes=list(sp.notes) if sp else [],
                 output_error=sp.output_error if sp else None,
                 lowering=(lowering or {}).get(site.name, "unmatched: not seen in a compiled graph" if lowering is not None and quantized else ""),
+                bits=chosen.bits if chosen else None,
+                sensitivity=dict(chosen.sensitivity) if chosen else None,
             )
         )
     experts = getattr(plan, "experts", {})
@@ -165,6 +171,34 @@ def plot_errors(report: Report, path: str) -> None:
     ax.set_ylabel("relative output MSE")
     ax.set_title(f"qpass {report.recipe}: per-layer output error on calibration tokens")
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()], labels=kinds, fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_allocation(report: Report, path: str) -> None:
+    """mixed_precision: each layer's sensitivity (output error at 4 bits, or the narrowest width measured; log
+    scale) and the width chosen for it, written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report.rows if r.bits is not None]
+    if not rows:
+        raise ValueError("no bit allocation in this report: use the mixed_precision pass (--target-bits / "
+                         "--max-ppl-increase)")
+    ref = 4 if all(4 in r.sensitivity for r in rows) else min(b for b in rows[0].sensitivity if b < 16)
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.08), 4))
+    ax.bar(range(len(rows)), [max(r.sensitivity[ref], 1e-30) for r in rows], color="tab:blue", alpha=0.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (graph order)")
+    ax.set_ylabel(f"sensitivity: output error at {ref} bits", color="tab:blue")
+    bx = ax.twinx()
+    bx.step(range(len(rows)), [r.bits for r in rows], where="mid", color="tab:red")
+    bx.set_ylabel("bits chosen", color="tab:red")
+    bx.set_yticks(sorted({r.bits for r in rows}))
+    ax.set_title(f"qpass {report.recipe}: sensitivity and bits per layer")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

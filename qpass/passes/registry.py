@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..schema import RecipeError
-from . import qsm, rotate, sale, smoothquant, trit_planes
+from . import mixed_precision, qsm, rotate, sale, smoothquant, trit_planes
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ _PASSES = {p.name: p for p in (
              edits_weights=True),
     PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics, edits_weights=True),
     PassInfo("sale", sale.sale, sale.SaleOptions, runs_model=sale.runs_model),
+    PassInfo("mixed_precision", mixed_precision.mixed_precision, mixed_precision.MixedPrecisionOptions,
+             needs_calibration=True, statistics=mixed_precision.statistics, runs_model=mixed_precision.runs_model),
 )}
 
 

@@ -3,6 +3,8 @@ qsm's clip search), and the quantize step every recipe ends with (`plan_quantiza
 weight and input quantization into the plan)."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..gptq import GPTQError, gptq_quantize, layer_error
@@ -27,6 +29,11 @@ def round_weight(w: torch.Tensor, spec, clip: float, hessian: torch.Tensor | Non
     return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip, spec.clip_search)
 
 
+def at_bits(spec, bits: int):
+    """The recipe's weight spec at a pass's chosen width; 8 bits symmetric (the w8a16 kernel's format)."""
+    return dataclasses.replace(spec, bits=bits, symmetric=True if bits == 8 else spec.symmetric)
+
+
 @torch.no_grad()
 def plan_quantization(ctx: PassContext) -> None:
     """Fill the plan: weights per the recipe's `weights` (RTN or GPTQ), input quantization per its `activations`.
@@ -43,8 +50,9 @@ def plan_quantization(ctx: PassContext) -> None:
                 ctx.keep_full_precision(site.name, reason)
                 continue
             hessian = ctx.observers[site.name].mean_hessian() if wspec.rounding == "gptq" else None
+            spec = wspec if sp.bits is None else at_bits(wspec, sp.bits)
             try:
-                sp.weight = round_weight(w, wspec, wspec.clip_ratio, hessian, sp.notes)
+                sp.weight = round_weight(w, spec, spec.clip_ratio, hessian, sp.notes)
             except GPTQError as e:
                 ctx.keep_full_precision(site.name, f"GPTQ failed: {e}")
                 continue
