@@ -20,29 +20,34 @@ class ChannelObserver:
 
     Optional statistics for data-driven passes: `skip_tokens` leaves the first tokens of each sequence out of
     every statistic (attention sinks must not set static ranges); `hessian` accumulates XᵀX (GPTQ);
-    `samples` keeps up to that many random tokens (clip search, per-layer output error).
+    `samples` keeps up to that many random tokens (clip search, per-layer output error). `device`: where the
+    statistics live and accumulate (the CPU by default; the block-by-block path keeps them on its compute device,
+    where XᵀX of a wide layer is cheap).
     """
 
     def __init__(self, channels: int, percentile: float | None = None, *, skip_tokens: int = 0,
-                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024, sink_weight: float = 0.0):
+                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024, sink_weight: float = 0.0,
+                 device: torch.device | str = "cpu"):
         self.channels = channels
+        self.device = torch.device(device)
+        dev = self.device
         self.percentile = percentile
         self.skip_tokens = skip_tokens
-        self.hessian = torch.zeros(channels, channels, dtype=torch.float64) if hessian else None
+        self.hessian = torch.zeros(channels, channels, dtype=torch.float64, device=dev) if hessian else None
         self.hessian_count = 0
         self.hessian_tokens = hessian_tokens  # per call: a random subset keeps XᵀX cheap on CPU
         # Skipped (sink) tokens still enter the Hessian, down-weighted: each counts `sink_weight` of a token.
         self.sink_weight = sink_weight
-        self.sink_hessian = (torch.zeros(channels, channels, dtype=torch.float64)
+        self.sink_hessian = (torch.zeros(channels, channels, dtype=torch.float64, device=dev)
                              if hessian and skip_tokens and sink_weight > 0 else None)
         self.sink_count = 0
         self.max_samples = samples
         self.samples: torch.Tensor | None = None
         self._gen = torch.Generator().manual_seed(0)
-        self.absmax = torch.zeros(channels)
-        self.min = torch.full((channels,), float("inf"))
-        self.max = torch.full((channels,), float("-inf"))
-        self._pct_sum = torch.zeros(channels)
+        self.absmax = torch.zeros(channels, device=dev)
+        self.min = torch.full((channels,), float("inf"), device=dev)
+        self.max = torch.full((channels,), float("-inf"), device=dev)
+        self._pct_sum = torch.zeros(channels, device=dev)
         self._pct_batches = 0
         self.tokens = 0
         self.nonfinite = 0  # NaN and ±inf input values seen (left out of every statistic)
@@ -53,11 +58,11 @@ class ChannelObserver:
         x = x.detach()
         if self.skip_tokens and x.dim() >= 3:
             if self.sink_hessian is not None:
-                sink = torch.nan_to_num(x[..., : self.skip_tokens, :].reshape(-1, self.channels).float().cpu(), 0.0, 0.0, 0.0)
+                sink = torch.nan_to_num(x[..., : self.skip_tokens, :].reshape(-1, self.channels).float().to(self.device), 0.0, 0.0, 0.0)
                 self.sink_hessian += (sink.T @ sink).double()
                 self.sink_count += sink.shape[0]
             x = x[..., self.skip_tokens :, :]
-        x = x.reshape(-1, self.channels).float().cpu()
+        x = x.reshape(-1, self.channels).float().to(self.device)
         if x.shape[0] == 0:
             return
         finite = torch.isfinite(x)

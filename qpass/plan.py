@@ -105,6 +105,7 @@ class Plan(MutableMapping):
     skipped: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     experts: dict[str, SitePlan] = field(default_factory=dict)  # expert tensor FQN -> its plan (qpass/experts.py)
+    blocks: list = field(default_factory=list)  # block-by-block calibration: time and memory per block (BlockRecord)
 
     def __getitem__(self, site: str) -> SitePlan:
         return self.sites[site]
