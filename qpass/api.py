@@ -95,6 +95,9 @@ def compile(
     calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(device) for b in calib]
              if calib is not None else None)
     check_calibration(recipe, calib)  # before copying the model
+    if not copy and getattr(model, "qpass_state", None) is not None:
+        raise ValueError("qpass.compile: this model was already quantized in place by qpass.compile; quantize the "
+                         "original with copy=True to keep it, or load a fresh model")
 
     qmodel = (deepcopy(model) if copy else model).eval()
     analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))

@@ -66,11 +66,12 @@ class ChannelObserver:
         if x.shape[0] == 0:
             return
         finite = torch.isfinite(x)
-        if not bool(finite.all()):
+        clean = bool(finite.all())  # the usual case: no masking passes over x
+        if not clean:
             self.nonfinite += int((~finite).sum())
             self.nan += int(torch.isnan(x).sum())
-        lo = torch.where(finite, x, torch.full_like(x, float("inf"))).amin(0)
-        hi = torch.where(finite, x, torch.full_like(x, float("-inf"))).amax(0)
+        lo = x.amin(0) if clean else torch.where(finite, x, torch.full_like(x, float("inf"))).amin(0)
+        hi = x.amax(0) if clean else torch.where(finite, x, torch.full_like(x, float("-inf"))).amax(0)
         self.min = torch.minimum(self.min, lo)
         self.max = torch.maximum(self.max, hi)
         self.absmax = torch.maximum(self.absmax, torch.maximum(hi.abs(), lo.abs()).nan_to_num(0.0, 0.0, 0.0))
@@ -81,7 +82,7 @@ class ChannelObserver:
             self._pct_sum += torch.quantile(a[::stride], self.percentile / 100.0, dim=0)
             self._pct_batches += 1
         if self.hessian is not None or self.max_samples:
-            self._extra(torch.where(finite, x, torch.zeros_like(x)))
+            self._extra(x if clean else torch.where(finite, x, torch.zeros_like(x)))
 
     def _extra(self, x: torch.Tensor) -> None:
         if self.hessian is not None:
