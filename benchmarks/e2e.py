@@ -221,7 +221,7 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     elif name in QSM_PRESETS:
         g = torch.Generator(device=args.device).manual_seed(2)
         calib = [torch.randint(0, cfg.vocab_size, (1, 256), device=args.device, generator=g) for _ in range(4)]
-        model = qpass.compile(base, qsm_recipe(QSM_PRESETS[name]), calib, progress=False, compiler="inductor")
+        model = qpass.compile(base, qsm_recipe(QSM_PRESETS[name]), calib, progress=False, copy=True, compiler="inductor")
         s = qpass.report(model).summary()
         print(f"{name}: {s['lowered']} of {s['quantized']} quantized sites lowered; built in "
               f"{time.perf_counter() - t_build:.0f} s", flush=True)

@@ -47,8 +47,8 @@ def main():
     for dt in args.dtypes.split(","):
         model = small_llama(getattr(torch, dt), device)
         for preset in args.presets.split(","):
-            fake = qpass.compile(model, preset, calib, progress=False, lower=False)
-            low = qpass.compile(model, preset, calib, progress=False)
+            fake = qpass.compile(model, preset, calib, progress=False, copy=True, lower=False)
+            low = qpass.compile(model, preset, calib, progress=False, copy=True)
             s = qpass.report(low).summary()
             with torch.no_grad():
                 ref, out = fake(ids).logits.float(), low(ids).logits.float()

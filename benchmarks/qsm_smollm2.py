@@ -31,7 +31,7 @@ def main(argv):
     n = samples or recipe.calibration.num_samples
     calib = data.calibration_batches(tok, "emma", n, recipe.calibration.seq_len) if recipe.needs_calibration else None
     t = time.perf_counter()
-    q = qpass.compile(model, recipe, calib, progress=False)
+    q = qpass.compile(model, recipe, calib, progress=False, copy=True)
     secs = time.perf_counter() - t
     ppl = qpass.perplexity(q, ids, 512, progress=False)
     rows = qpass.report(q).rows

@@ -36,7 +36,7 @@ except qpass.RecipeError as e:
     print("a typo is refused:", e)
 
 model, tokenizer = models.load(args.model or (str(STORIES) if args.smoke else "smollm2"))
-qmodel = qpass.compile(model, recipe)
+qmodel = qpass.compile(model, recipe, copy=True)  # a copy: `model` is the full-precision baseline below
 print(qpass.report(qmodel))
 
 ids = data.austen_tokens(tokenizer, "prideprejudice", 512 if args.smoke else 8192)

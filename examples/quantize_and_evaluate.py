@@ -30,7 +30,7 @@ if recipe.needs_calibration:
     n, seq = (4, 128) if args.smoke else (recipe.calibration.num_samples, recipe.calibration.seq_len)
     calib = data.calibration_batches(tokenizer, "emma", num_samples=n, seq_len=seq)
 
-qmodel = qpass.compile(model, recipe, calib)  # a quantized copy; `model` itself is left as it was
+qmodel = qpass.compile(model, recipe, calib, copy=True)  # a quantized copy: `model` stays full precision below
 print(qpass.report(qmodel))  # every linear: its scheme and error, or why it stayed in full precision
 
 tokens, seq_len = (512, 128) if args.smoke else (8192, 512)

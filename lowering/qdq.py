@@ -87,3 +87,39 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
         graph.erase_node(node)
         rewritten += 1
     return rewritten
+
+
+def fake_quant_linear(x: torch.Tensor, sp: SitePlan, weight: torch.Tensor, bias: torch.Tensor | None,
+                      transposed: bool = False) -> torch.Tensor:
+    """The rewrite above run eagerly on one call: `linear(fake_quant_act(x), dequantize_weight(...), bias)` with
+    the same ops, for the block-by-block path (qpass/sequential.py), which feeds each block's quantized outputs to
+    the next without capturing a graph per block. `weight`: the live parameter (used when the plan leaves it in
+    full precision), [in, out] when `transposed`. tests/test_sequential.py checks it against the graph rewrite."""
+    dev = x.device
+    t = lambda v: None if v is None else v.to(dev)  # noqa: E731  (the plan lives where its passes computed)
+    a = sp.activation
+    if sp.input_step is not None:
+        x = x / sp.input_step.to(dev, sp.dtype)
+    if a is not None and a.granularity == "per_token":
+        x = torch.ops.qpass.fake_quant_per_token(x, a.bits, a.symmetric)
+    elif a is not None:
+        mi = sp.migrated
+        if mi is not None and mi.guarded:
+            x = torch.ops.qpass.fake_quant_per_channel_guarded(x, t(a.scale), t(a.zero), a.bits, mi.keep_first,
+                                                                mi.outlier_guard)
+        else:
+            x = torch.ops.qpass.fake_quant_per_channel(x, t(a.scale), t(a.zero), a.bits)
+    if sp.gather is not None:
+        if int(sp.gather.max()) >= x.shape[-1]:
+            x = torch.nn.functional.pad(x, (0, 1))
+        x = torch.index_select(x, -1, t(sp.gather))
+    if isinstance(sp.weight, TritPlanes):
+        tp = sp.weight
+        w = torch.ops.qpass.dequantize_trit_planes(t(tp.t1), t(tp.t2), t(tp.alpha1), t(tp.alpha2), tp.group_size,
+                                                   sp.dtype)
+    elif sp.weight is not None:
+        q = sp.weight
+        w = torch.ops.qpass.dequantize_weight(t(q.qweight), t(q.scale), t(q.zero), q.group_size or 0, sp.dtype)
+    else:
+        w = weight.t() if transposed else weight
+    return torch._C._nn.linear(x, w, bias)

@@ -1,10 +1,10 @@
 """The public entry points: compile a model with a recipe, and read back what was done."""
 from __future__ import annotations
 
-import copy
 import os
 import time
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -68,8 +68,11 @@ def compile(
     progress: bool = True,
     lower: bool = True,
     compiler: str | None = None,
+    copy: bool = False,
+    device: torch.device | str | None = None,
+    sequential: bool = True,
 ) -> torch.nn.Module:
-    """A quantized copy of `model`, called exactly like it (same outputs types; HF `generate` works).
+    """`model` quantized, called exactly like it (same outputs types; HF `generate` works).
 
     `recipe` is a Recipe, a dict (the keys of a YAML/JSON recipe, e.g. `{"weights": {"bits": 4, "group_size":
     128}}`), a preset name (see `qpass.recipes()`) or a YAML/JSON file; `calib` an iterable of
@@ -79,6 +82,12 @@ def compile(
     `compiler`: None runs the rewritten graphs as FX Python (no compile time; what the tests use); "inductor"
     compiles them (norms, RoPE, residuals fused around the qpass kernels: the fast path on a GPU, as the qpass
     torch.compile backend does), with static shapes (each new input shape compiles its own graph).
+    `copy=False` (the default) quantizes `model` itself: no second copy of a large model in memory; its
+    forward becomes the quantized one and calibrating passes (qsm, smoothquant) fold factors into its
+    parameters. `copy=True` quantizes a deep copy and leaves `model` as it was.
+    Calibrating recipes run block by block (docs/calibration.md): `device` is where each block computes while
+    its weights otherwise stay where they are (default: where the model is); `sequential=False` calibrates the
+    whole model at once (the plan's log says when a model or recipe cannot go block by block).
     """
     recipe = resolve(recipe)
     _check_compiler(compiler)
@@ -87,10 +96,13 @@ def compile(
     calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(device) for b in calib]
              if calib is not None else None)
     check_calibration(recipe, calib)  # before copying the model
+    if not copy and getattr(model, "qpass_state", None) is not None:
+        raise ValueError("qpass.compile: this model was already quantized in place by qpass.compile; quantize the "
+                         "original with copy=True to keep it, or load a fresh model")
 
-    qmodel = copy.deepcopy(model).eval()
+    qmodel = (deepcopy(model) if copy else model).eval()
     analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
-    plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress)
+    plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress, sequential=sequential, device=device)
     return finish(qmodel, recipe, analysis, graphs, plan, lower, start, _example_input(qmodel, calib), compiler)
 
 

@@ -21,29 +21,34 @@ class ChannelObserver:
 
     Optional statistics for data-driven passes: `skip_tokens` leaves the first tokens of each sequence out of
     every statistic (attention sinks must not set static ranges); `hessian` accumulates XᵀX (GPTQ);
-    `samples` keeps up to that many random tokens (clip search, per-layer output error).
+    `samples` keeps up to that many random tokens (clip search, per-layer output error). `device`: where the
+    statistics live and accumulate (the CPU by default; the block-by-block path keeps them on its compute device,
+    where XᵀX of a wide layer is cheap).
     """
 
     def __init__(self, channels: int, percentile: float | None = None, *, skip_tokens: int = 0,
-                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024, sink_weight: float = 0.0):
+                 hessian: bool = False, samples: int = 0, hessian_tokens: int = 1024, sink_weight: float = 0.0,
+                 device: torch.device | str = "cpu"):
         self.channels = channels
+        self.device = torch.device(device)
+        dev = self.device
         self.percentile = percentile
         self.skip_tokens = skip_tokens
-        self.hessian = torch.zeros(channels, channels, dtype=torch.float64) if hessian else None
+        self.hessian = torch.zeros(channels, channels, dtype=torch.float64, device=dev) if hessian else None
         self.hessian_count = 0
         self.hessian_tokens = hessian_tokens  # per call: a random subset keeps XᵀX cheap on CPU
         # Skipped (sink) tokens still enter the Hessian, down-weighted: each counts `sink_weight` of a token.
         self.sink_weight = sink_weight
-        self.sink_hessian = (torch.zeros(channels, channels, dtype=torch.float64)
+        self.sink_hessian = (torch.zeros(channels, channels, dtype=torch.float64, device=dev)
                              if hessian and skip_tokens and sink_weight > 0 else None)
         self.sink_count = 0
         self.max_samples = samples
         self.samples: torch.Tensor | None = None
         self._gen = torch.Generator().manual_seed(0)
-        self.absmax = torch.zeros(channels)
-        self.min = torch.full((channels,), float("inf"))
-        self.max = torch.full((channels,), float("-inf"))
-        self._pct_sum = torch.zeros(channels)
+        self.absmax = torch.zeros(channels, device=dev)
+        self.min = torch.full((channels,), float("inf"), device=dev)
+        self.max = torch.full((channels,), float("-inf"), device=dev)
+        self._pct_sum = torch.zeros(channels, device=dev)
         self._pct_batches = 0
         self.tokens = 0
         self.nonfinite = 0  # NaN and ±inf input values seen (left out of every statistic)
@@ -54,19 +59,20 @@ class ChannelObserver:
         x = x.detach()
         if self.skip_tokens and x.dim() >= 3:
             if self.sink_hessian is not None:
-                sink = torch.nan_to_num(x[..., : self.skip_tokens, :].reshape(-1, self.channels).float().cpu(), 0.0, 0.0, 0.0)
+                sink = torch.nan_to_num(x[..., : self.skip_tokens, :].reshape(-1, self.channels).float().to(self.device), 0.0, 0.0, 0.0)
                 self.sink_hessian += (sink.T @ sink).double()
                 self.sink_count += sink.shape[0]
             x = x[..., self.skip_tokens :, :]
-        x = x.reshape(-1, self.channels).float().cpu()
+        x = x.reshape(-1, self.channels).float().to(self.device)
         if x.shape[0] == 0:
             return
         finite = torch.isfinite(x)
-        if not bool(finite.all()):
+        clean = bool(finite.all())  # the usual case: no masking passes over x
+        if not clean:
             self.nonfinite += int((~finite).sum())
             self.nan += int(torch.isnan(x).sum())
-        lo = torch.where(finite, x, torch.full_like(x, float("inf"))).amin(0)
-        hi = torch.where(finite, x, torch.full_like(x, float("-inf"))).amax(0)
+        lo = x.amin(0) if clean else torch.where(finite, x, torch.full_like(x, float("inf"))).amin(0)
+        hi = x.amax(0) if clean else torch.where(finite, x, torch.full_like(x, float("-inf"))).amax(0)
         self.min = torch.minimum(self.min, lo)
         self.max = torch.maximum(self.max, hi)
         self.absmax = torch.maximum(self.absmax, torch.maximum(hi.abs(), lo.abs()).nan_to_num(0.0, 0.0, 0.0))
@@ -77,7 +83,7 @@ class ChannelObserver:
             self._pct_sum += torch.quantile(a[::stride], self.percentile / 100.0, dim=0)
             self._pct_batches += 1
         if self.hessian is not None or self.max_samples:
-            self._extra(torch.where(finite, x, torch.zeros_like(x)))
+            self._extra(x if clean else torch.where(finite, x, torch.zeros_like(x)))
 
     def _extra(self, x: torch.Tensor) -> None:
         if self.hessian is not None:

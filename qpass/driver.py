@@ -17,6 +17,8 @@ from .passes.context import PassContext
 from .passes.rounding import plan_quantization
 from .plan import Plan, select_sites
 from .recipe import Recipe
+from .sequential import SequentialRefused, plan_sequential
+from .sequential import refusal as sequential_refusal
 
 
 def calibration_statistics(recipe: Recipe) -> dict:
@@ -41,27 +43,42 @@ def check_calibration(recipe: Recipe, calib) -> None:
 
 
 def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, *,
-               calib: list[torch.Tensor] | None = None, observers: dict | None = None, progress: bool = True) -> Plan:
+               calib: list[torch.Tensor] | None = None, observers: dict | None = None, progress: bool = True,
+               sequential: bool = True, device=None) -> Plan:
     """Plan `recipe` for `model` (the copy being quantized: passes may edit its parameters) whose captured
     graphs `analysis` describes. `calib`: token-id batches [B, T], required when `recipe.needs_calibration`
     (calibration runs `model`). Sites the recipe ignores, or that cannot be quantized (NaN/inf, GPTQ failure),
     are in `plan.skipped` with the reason. `observers`: statistics collected before ({site: ChannelObserver}
     with what `calibration_statistics(recipe)` asks for, and the recipe's percentile when its observer is one),
-    instead of calibrating here (ablations reuse them)."""
+    instead of calibrating here (ablations reuse them).
+
+    A calibrating recipe is planned block by block (`qpass/sequential.py`; `device`: where each block computes)
+    unless `sequential=False` or the path does not apply — the plan's log then says why the whole model was
+    calibrated at once."""
     selected, skipped = select_sites(analysis, recipe.ignore)
     if not observers:
         check_calibration(recipe, calib)
         observers = {}
+    a = recipe.activations
+    percentile = a.percentile if a is not None and a.observer == "percentile" else None
+    whole_log = []
+    if recipe.needs_calibration and not observers:
+        why = sequential_refusal(model, recipe, analysis, selected) if sequential else "sequential=False"
+        if why is None:
+            try:
+                return plan_sequential(model, recipe, analysis, selected, skipped, calib, device=device,
+                                       percentile=percentile, stats=calibration_statistics(recipe), progress=progress)
+            except SequentialRefused as e:  # raised before anything was changed
+                why = str(e)
+        whole_log.append(f"calibration: whole model at once (not block by block: {why})")
     expert_tokens = {} if analysis.experts else None  # calibration coverage of each expert
-    ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected, Plan(skipped=skipped), {},
-                      progress, calib)
+    ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected,
+                      Plan(skipped=skipped, log=whole_log), {}, progress, calib)
     early = [s for s in recipe.passes if registry.get(s.name).before_calibration]
     with torch.no_grad():
         for spec in early:  # e.g. rotate: what calibration measures must be the model it made
             registry.get(spec.name).run(ctx, spec.options)
     if recipe.needs_calibration and not observers:
-        a = recipe.activations
-        percentile = a.percentile if a is not None and a.observer == "percentile" else None
         observers = calibrate(model, calib, set(ctx.sites), percentile, progress, expert_tokens=expert_tokens,
                               rotations=ctx.plan.rotations, **calibration_statistics(recipe))
     if observers:

@@ -51,12 +51,12 @@ def gptq_quantize(
     static = act_order or static_groups
     W = w.detach().float().clone()
     O, C = W.shape
-    H = hessian.detach().float().clone()
+    H = hessian.detach().float().to(W.device, copy=True)  # GPTQ runs where the weight is
     dead = torch.diag(H) <= 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     mean_diag = torch.diag(H).mean()
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(C)
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(C, device=W.device)
     W, H = W[:, perm], H[perm][:, perm]
     # Hinv's upper Cholesky factor: row i holds the update weights for column i over the remaining columns.
     Hinv, used = _damped_inverse_factor(H, damp, mean_diag)
@@ -69,21 +69,52 @@ def gptq_quantize(
     qmin, qmax = qrange(bits, symmetric)
     gs = group_size or C
     n_groups = -(-C // gs)
-    scale = torch.zeros(O, n_groups)
-    zero = None if symmetric else torch.zeros(O, n_groups)
+    scale = torch.zeros(O, n_groups, device=W.device)
+    zero = None if symmetric else torch.zeros(O, n_groups, device=W.device)
     if static:  # static groups, from the original weight
         s, z = qparams(w.float(), bits, group_size, symmetric, clip_ratio)
         scale = s if group_size else s.expand(O, 1).clone()
         if z is not None:
             zero = z if group_size else z.expand(O, 1).clone()
     inv = torch.argsort(perm)
+    perm_host = perm.tolist()  # read per column: one device sync instead of one per column
     Q = torch.zeros_like(W)
+    with _one_cpu_thread(W.device):
+        _columns(W, Q, Hinv, perm_host, scale, zero, gs, C, block, static, qparams, bits, symmetric, clip_ratio, qmin,
+                 qmax)
+    Q = Q[:, inv]
+    g = group_size if group_size else None
+    codes = quantize(Q, scale if g else scale, zero, bits, g)
+    return QuantizedWeight(codes, scale, zero, bits, group_size)
+
+
+class _one_cpu_thread:
+    """On the CPU, one intra-op thread for the column loop: its ops are a few hundred elements each, where
+    threads only add barrier waits (10x the time on a loaded 2-core machine, measured), and restore after."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = device.type == "cpu"
+
+    def __enter__(self):
+        if self.cpu:
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.cpu:
+            torch.set_num_threads(self.threads)
+
+
+def _columns(W, Q, Hinv, perm_host, scale, zero, gs, C, block, static, qparams, bits, symmetric, clip_ratio, qmin,
+             qmax) -> None:
+    """GPTQ's column loop, in place: Q gets the rounded columns, W the propagated errors, scale/zero the groups."""
+    O = W.shape[0]
     for i1 in range(0, C, block):
         i2 = min(i1 + block, C)
-        W1, E1, Hi = W[:, i1:i2].clone(), torch.zeros(O, i2 - i1), Hinv[i1:i2, i1:i2]
+        W1, E1, Hi = W[:, i1:i2].clone(), torch.zeros(O, i2 - i1, device=W.device), Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            orig = int(perm[col])
+            orig = int(perm_host[col])
             g = orig // gs
             if not static and orig % gs == 0:  # a new group starts: scales from the error-updated weights
                 rest = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, : min(gs, C - orig)]
@@ -98,10 +129,6 @@ def gptq_quantize(
             W1[:, i:] -= err[:, None] * Hi[i, i:][None, :]
             E1[:, i] = err
         W[:, i2:] -= E1 @ Hinv[i1:i2, i2:]
-    Q = Q[:, inv]
-    g = group_size if group_size else None
-    codes = quantize(Q, scale if g else scale, zero, bits, g)
-    return QuantizedWeight(codes, scale, zero, bits, group_size)
 
 
 MAX_DAMP = 10.0  # relative to the mean diagonal; beyond it GPTQ is near round-to-nearest anyway
@@ -114,7 +141,7 @@ class GPTQError(ValueError):
 def _damped_inverse_factor(H: torch.Tensor, damp: float, mean_diag: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(upper Cholesky factor of (H + d·mean_diag·I)⁻¹, d) for the first d in damp, 10·damp, ... ≤ MAX_DAMP
     (starting at 1e-6 when damp is 0) for which both factorizations succeed and are finite."""
-    eye = torch.eye(H.shape[0], dtype=H.dtype)
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     d = damp
     while True:
         L, info = torch.linalg.cholesky_ex(H + eye * d * mean_diag)

@@ -40,8 +40,9 @@ class Migration:
         if self.rows is None:
             return f
         n = self.producer.out_features
-        t = torch.zeros(n).scatter_reduce(0, self.rows, f.float(), "amax", include_self=False)
-        return t[self.rows]
+        rows = self.rows.to(f.device)
+        t = torch.zeros(n, device=f.device).scatter_reduce(0, rows, f.float(), "amax", include_self=False)
+        return t[rows]
 
     @property
     def exact(self) -> bool:
@@ -165,8 +166,9 @@ def apply(model: torch.nn.Module, analysis: GraphAnalysis, m: Migration, f: torc
             b.copy_((b.float() / f).to(b.dtype))
     else:
         n = m.producer.out_features
-        fr = torch.ones(n).scatter(0, m.rows, f)
-        if not torch.allclose(fr[m.rows], f):
+        rows = m.rows.to(f.device)
+        fr = torch.ones(n, device=f.device).scatter(0, rows, f)
+        if not torch.allclose(fr[rows], f):
             raise ValueError(f"factor for {m.sites} is not equal across channels sharing a row of {m.producer.name}")
         w = model.get_parameter(m.producer.weight)
         fr = fr.to(w.device, w.dtype)

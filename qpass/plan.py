@@ -128,6 +128,7 @@ class Plan(MutableMapping):
     # weight already holds the transform
     rotations: dict[str, OnlineRotation] = field(default_factory=dict)
     allocation: dict[str, SiteBits] = field(default_factory=dict)  # mixed_precision: site -> chosen bits
+    blocks: list = field(default_factory=list)  # block-by-block calibration: time and memory per block (BlockRecord)
 
     def __getitem__(self, site: str) -> SitePlan:
         return self.sites[site]

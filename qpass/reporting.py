@@ -34,6 +34,7 @@ class Report:
     seconds: float
     log: list[str] = field(default_factory=list)
     attention_lowering: dict[str, str] = field(default_factory=dict)  # attention module -> rule | "unmatched: why"
+    blocks: list[dict] = field(default_factory=list)  # block-by-block calibration: time and memory per block
 
     @property
     def quantized(self) -> list[SiteRow]:
@@ -91,6 +92,10 @@ class Report:
             lines.append(f"  attention lowered: {s['attention_lowered']}/{len(self.attention_lowering)} SDPA "
                          f"sites{' (' + ', '.join(kinds) + ')' if kinds else ''}")
         lines += [f"  {entry}" for entry in self.log]
+        for b in self.blocks:
+            gpu = f", peak GPU {b['peak_gpu_mb']:.0f} MB" if b["peak_gpu_mb"] is not None else ""
+            lines.append(f"  calibrated {b['name']}: {b['sites']} sites, {b['seconds']:.1f} s, "
+                         f"peak RSS {b['peak_rss_mb']:.0f} MB{gpu}, activations held {b['held_activation_mb']:.1f} MB")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -149,7 +154,8 @@ def build_report(
         for name, ap in getattr(plan, "attention", {}).items():
             if ap.refused:
                 attention.setdefault(name, "unmatched: " + ap.refused)
-    return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log), attention)
+    blocks = [asdict(b) for b in getattr(plan, "blocks", [])]
+    return Report(recipe_name, rows, unsupported, len(analysis.attention), graphs, seconds, list(log), attention, blocks)
 
 
 def plot_errors(report: Report, path: str) -> None:

@@ -129,7 +129,7 @@ def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], pre
         cell.seconds[name], start = round(now - start, 2), now
 
     try:
-        qmodel = qpass.compile(model, preset, calib, progress=False)
+        qmodel = qpass.compile(model, preset, calib, progress=False, copy=True)
         _read_report(cell, qmodel)
         with torch.no_grad():
             lowered = qmodel(ids).logits

@@ -21,7 +21,7 @@ def _rel(a, b):
 def test_backend_matches_qpass_compile(arch, recipe, inner):
     torch._dynamo.reset()
     model = tiny_model(arch)
-    ref = qpass.compile(model, recipe, progress=False)
+    ref = qpass.compile(model, recipe, progress=False, copy=True)
     compiled = torch.compile(model, backend="qpass", options={"recipe": recipe, "backend": inner}, fullgraph=True)
     ids = _ids()
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_backend_on_smollm2_matches_qpass_compile():
     torch._dynamo.reset()
     model, tok = models.load("smollm2")
     ids = data.austen_tokens(tok, "prideprejudice", 256).reshape(1, -1)
-    ref = qpass.compile(model, "w8a8", progress=False)
+    ref = qpass.compile(model, "w8a8", progress=False, copy=True)
     compiled = torch.compile(model, backend="qpass", options={"recipe": "w8a8", "backend": "aot_eager"}, fullgraph=True)
     with torch.no_grad():
         out, expect = compiled(ids).logits, ref(ids).logits
@@ -130,7 +130,7 @@ def test_sale_with_given_taus_is_lowered_by_the_backend_on_every_graph():
         return gm.forward
 
     model = tiny_model("llama")
-    ref = qpass.compile(model, recipe, progress=False)
+    ref = qpass.compile(model, recipe, progress=False, copy=True)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="qpass", options={"recipe": recipe, "backend": "qpass_test_spy"}, dynamic=False)
     with torch.no_grad():
@@ -152,7 +152,7 @@ def test_a_second_model_of_the_same_class_runs_its_own_weights():
     options = {"recipe": "w8a8", "backend": "aot_eager"}
     ids = _ids()
     with torch.no_grad():
-        expect = qpass.compile(second, "w8a8", progress=False)(ids).logits
+        expect = qpass.compile(second, "w8a8", progress=False, copy=True)(ids).logits
         torch.compile(first, backend="qpass", options=options)(ids)
         with pytest.warns(UserWarning, match="planned for another model's weights"):
             out = torch.compile(second, backend="qpass", options=options)(ids).logits

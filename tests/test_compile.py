@@ -18,7 +18,7 @@ def _ids(n=2, t=24, seed=0):
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 def test_w8a8_close_to_fp_and_generate_works(arch):
     model = tiny_model(arch)
-    q = qpass.compile(model, "w8a8", progress=False)
+    q = qpass.compile(model, "w8a8", progress=False, copy=True)
     ids = _ids()
     with torch.no_grad():
         ref, out = model(ids), q(ids)
@@ -39,7 +39,7 @@ def test_w8a8_close_to_fp_and_generate_works(arch):
 def test_fake_quant_graph_matches_a_hand_written_reference():
     """w4a4 per-token on a tiny Llama equals the same model with every linear replaced by explicit numerics."""
     model = tiny_model("llama")
-    q = qpass.compile(model, "w4a4", progress=False)
+    q = qpass.compile(model, "w4a4", progress=False, copy=True)
     ref_model = tiny_model("llama")
     for name, mod in ref_model.named_modules():
         if isinstance(mod, torch.nn.Linear) and name != "lm_head":
@@ -53,8 +53,8 @@ def test_fake_quant_graph_matches_a_hand_written_reference():
 def test_original_model_is_untouched_and_copies_are_independent():
     model = tiny_model("qwen2")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    q4 = qpass.compile(model, "w4a16", progress=False)
-    q8 = qpass.compile(model, "w8a16", progress=False)
+    q4 = qpass.compile(model, "w4a16", progress=False, copy=True)
+    q8 = qpass.compile(model, "w8a16", progress=False, copy=True)
     ids = _ids()
     with torch.no_grad():
         fp, a, b = model(ids).logits, q4(ids).logits, q8(ids).logits
@@ -66,7 +66,7 @@ def test_original_model_is_untouched_and_copies_are_independent():
 
 def test_new_shapes_keep_the_quantized_graph():
     model = tiny_model("llama")
-    q = qpass.compile(model, "w4a16", progress=False)
+    q = qpass.compile(model, "w4a16", progress=False, copy=True)
     for t in (5, 9, 17, 33):
         ids = _ids(t=t, seed=t)
         with torch.no_grad():
@@ -77,7 +77,7 @@ def test_new_shapes_keep_the_quantized_graph():
 def test_ignore_patterns_glob_and_regex():
     model = tiny_model("llama")
     r = Recipe(weights=WeightSpec(bits=8, group_size=None), ignore=["lm_head", "*.mlp.down_proj", "re:layers\\.1\\.self_attn\\.[qk]_proj"])
-    rep = qpass.report(qpass.compile(model, r, progress=False))
+    rep = qpass.report(qpass.compile(model, r, progress=False, copy=True))
     fp = {row.name for row in rep.rows if row.status != "quantized"}
     assert fp == {"lm_head", "model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj",
                   "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj"}
@@ -87,7 +87,7 @@ def test_static_activations_need_calibration_and_use_it():
     model = tiny_model("mistral")
     with pytest.raises(ValueError, match="needs calibration"):
         qpass.compile(model, "w8a8-static")
-    q = qpass.compile(model, "w8a8-static", calib=[_ids(seed=1), _ids(seed=2)], progress=False)
+    q = qpass.compile(model, "w8a8-static", calib=[_ids(seed=1), _ids(seed=2)], progress=False, copy=True)
     plan = q.qpass_state.plan["model.layers.0.self_attn.q_proj"]
     assert plan.activation.granularity == "per_channel" and plan.activation.scale.shape == (64,)
     assert plan.activation.scale.max() > 0
@@ -100,7 +100,7 @@ def test_static_activations_need_calibration_and_use_it():
 def test_group_size_that_does_not_divide_k_is_handled():
     model = tiny_model("llama")  # hidden 64, ffn 96: group 40 leaves short last groups
     r = Recipe(weights=WeightSpec(bits=4, group_size=40))
-    q = qpass.compile(model, r, progress=False)
+    q = qpass.compile(model, r, progress=False, copy=True)
     down = q.qpass_state.plan["model.layers.0.mlp.down_proj"].weight
     assert down.scale.shape == (64, 3)  # 96 = 40 + 40 + 16
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_percentile_and_minmax_observers():
     calib = [_ids(seed=s) for s in range(3)]
     for obs, sym in (("percentile", True), ("minmax", False)):
         r = Recipe(weights=None, activations=ActivationSpec(bits=8, granularity="per_channel", observer=obs, symmetric=sym, percentile=99.0))
-        q = qpass.compile(model, r, calib=calib, progress=False)
+        q = qpass.compile(model, r, calib=calib, progress=False, copy=True)
         a = q.qpass_state.plan["model.layers.0.mlp.down_proj"].activation
         assert torch.isfinite(a.scale).all() and (a.zero is None) == sym
         with torch.no_grad():

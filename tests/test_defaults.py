@@ -77,7 +77,7 @@ def _with_outlier_weights(arch):
 @pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
 def test_default_w4a16_is_lowered_everywhere_and_beats_symmetric_on_outlier_weights(arch):
     model = _with_outlier_weights(arch)
-    q = qpass.compile(model, "w4a16", progress=False, lower=False)
+    q = qpass.compile(model, "w4a16", progress=False, copy=True, lower=False)
     lowered, outcomes, _ = _lowered_twin(q)
     ids = _ids()
     with torch.no_grad():  # the lowered twin compiles (and fills `outcomes`) on its first call
@@ -86,7 +86,7 @@ def test_default_w4a16_is_lowered_everywhere_and_beats_symmetric_on_outlier_weig
     plan = q.qpass_state.plan
     assert plan and {outcomes[s] for s in plan} == {"w4a16"}  # every site on qpass::w4a16_linear
     assert all(sp.weight.zero is not None for sp in plan.values())
-    sym = qpass.compile(model, {"name": "w4a16-sym", "weights": {"bits": 4, "group_size": 64}}, progress=False,
+    sym = qpass.compile(model, {"name": "w4a16-sym", "weights": {"bits": 4, "group_size": 64}}, progress=False, copy=True,
                         lower=False)
     err = lambda m: sum(sp.weight_error for sp in m.qpass_state.plan.values())  # noqa: E731
     assert err(q) < 0.8 * err(sym)
@@ -115,7 +115,7 @@ def test_dynamic_fallback_keeps_the_losing_tensors_dynamic_and_lowers_every_site
     recipe = {"name": "w8a8-static-fallback", "weights": {"bits": 8, "group_size": None},
               "activations": {"bits": 8, "granularity": "per_channel"},
               "passes": [{"name": "qsm", "dynamic_fallback": True}]}
-    q = qpass.compile(model, recipe, _calib(), progress=False, lower=False)
+    q = qpass.compile(model, recipe, _calib(), progress=False, copy=True, lower=False)
     plan = q.qpass_state.plan
     dynamic = [sp for sp in plan.values() if sp.activation.granularity == "per_token"]
     static = [sp for sp in plan.values() if sp.activation.granularity == "per_channel"]

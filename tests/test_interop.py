@@ -52,7 +52,7 @@ def test_round_trip_tiny(recipe, rule, tmp_path):
 def test_round_trip_stories260k(recipe, rule, tmp_path):
     """The real stories260K (FFN 172 wide: per-channel int4, since no group size divides every width)."""
     model = tf.AutoModelForCausalLM.from_pretrained(STORIES, dtype=torch.float32).eval()
-    q = qpass.compile(model, recipe, progress=False)
+    q = qpass.compile(model, recipe, progress=False, copy=True)
     qpass.save_compressed_tensors(q, tmp_path / "ct")
     m = qpass.from_compressed_tensors(tmp_path / "ct")
     assert _ops(m) == {rule, "attention"} and len(m.qpass_state.plan.quantized()) == 35

@@ -69,7 +69,7 @@ def test_compile_lowers_by_default_and_reports_unmatched_sites():
     # group) lower and down_proj (K = 96: groups of 80 and 16) does not
     w4a8_g80 = Recipe("w4a8-g80", weights=WeightSpec(bits=4, group_size=80),
                       activations=ActivationSpec(bits=8, granularity="per_token"))
-    q = qpass.compile(model, w4a8_g80, progress=False)
+    q = qpass.compile(model, w4a8_g80, progress=False, copy=True)
     rep = qpass.report(q)
     s = rep.summary()
     down = [r for r in rep.quantized if r.name.endswith("down_proj")]
@@ -78,9 +78,9 @@ def test_compile_lowers_by_default_and_reports_unmatched_sites():
     assert s["lowered"] == s["quantized"] - len(down) and sorted(s["not_lowered"]) == sorted(r.name for r in down)
     assert "NOT LOWERED model.layers.0.mlp.down_proj" in rep.format()
     # a weight-only 8-bit recipe lowers to its own kernel; a group the Triton kernels do not support is refused
-    q8 = qpass.compile(model, "w8a16", progress=False)
+    q8 = qpass.compile(model, "w8a16", progress=False, copy=True)
     assert all(r.lowering == "w8a16" for r in qpass.report(q8).quantized)
-    q48 = qpass.compile(model, Recipe("w4a16-g48", weights=WeightSpec(bits=4, group_size=48)), progress=False)
+    q48 = qpass.compile(model, Recipe("w4a16-g48", weights=WeightSpec(bits=4, group_size=48)), progress=False, copy=True)
     assert all("group size 48" in r.lowering for r in qpass.report(q48).quantized)
     ids = _ids()
     with torch.no_grad():  # unmatched sites still run (their fake-quant nodes stay)

@@ -48,7 +48,7 @@ def test_analysis_finds_expert_sites_and_routers(family):
 @pytest.fixture(scope="module", params=FAMILIES)
 def w4a16(request):
     model = tiny_model(request.param)
-    return model, qpass.compile(model, "w4a16", progress=False), qpass.compile(model, "w4a16", progress=False,
+    return model, qpass.compile(model, "w4a16", progress=False, copy=True), qpass.compile(model, "w4a16", progress=False,
                                                                                 lower=False)
 
 
@@ -86,7 +86,7 @@ def test_experts_only_quantized_changes_expert_output():
     """Ignoring every linear isolates the experts: the model's output moves only through them."""
     model = tiny_model("mixtral")
     q = qpass.compile(model, {"weights": {"bits": 4, "group_size": 32}, "ignore": ["re:self_attn", "lm_head"]},
-                      progress=False)
+                      progress=False, copy=True)
     assert not q.qpass_state.plan.sites and len(q.qpass_state.plan.experts) == 4
     assert float((_logits(q) - _logits(model)).abs().max()) > 1e-3
 

@@ -20,7 +20,7 @@ SHAPES = [(1, 8), (1, 1), (64, 1), (64, 3), (2, 300), (1, 2048), (3, 17), (5, 1)
 @pytest.fixture(scope="module")
 def w8a8():
     model = tiny_model("llama")
-    return model, qpass.compile(model, "w8a8", progress=False)
+    return model, qpass.compile(model, "w8a8", progress=False, copy=True)
 
 
 def test_shapes_stay_quantized(w8a8):
@@ -55,7 +55,7 @@ def test_shapes_stay_quantized(w8a8):
 def test_lowered_matches_fake_quant_at_any_shape(w8a8):
     """Dynamic graphs compute what the fake-quant reference (lower=False) computes, at every kind of shape."""
     model, qmodel = w8a8
-    ref = qpass.compile(model, "w8a8", progress=False, lower=False)
+    ref = qpass.compile(model, "w8a8", progress=False, copy=True, lower=False)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for b, t in [(1, 1), (64, 3), (2, 100), (1, 40)]:
@@ -104,7 +104,7 @@ def test_frames_after_a_graph_break_inside_the_model_are_quantized_too():
     inner model's frame through the same backend, with module paths relative to that frame. Its sites must still
     be found (model-level names) and quantized — the result equals the unbroken call's, not the FP model's."""
     model = tiny_model("llama")
-    q = qpass.compile(model, "w4a16", progress=False)
+    q = qpass.compile(model, "w4a16", progress=False, copy=True)
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         plain, broken, fp = q(ids).logits, q(ids, output_hidden_states=True), model(ids).logits

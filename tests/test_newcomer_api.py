@@ -95,7 +95,7 @@ def test_save_writes_tokenizer_and_generation_config_hashed_and_loadable(tmp_pat
 
     tok = AutoTokenizer.from_pretrained(STORIES)
     model = AutoModelForCausalLM.from_pretrained(STORIES).eval()
-    q = qpass.compile(model, "w4a16", progress=False)
+    q = qpass.compile(model, "w4a16", progress=False, copy=True)
     d = qpass.save(q, tmp_path / "stories-w4a16", tokenizer=tok)
 
     text = "Once upon a time there was a dog"
@@ -118,7 +118,7 @@ def test_save_writes_tokenizer_and_generation_config_hashed_and_loadable(tmp_pat
         qpass.load(d)
 
     # w8a8: stories260K's FFN width 172 takes no whole groups of 64, which compressed-tensors requires
-    qc = qpass.compile(model, "w8a8", progress=False)
+    qc = qpass.compile(model, "w8a8", progress=False, copy=True)
     ct = qpass.save_compressed_tensors(qc, tmp_path / "stories-ct", tokenizer=tok)
     assert AutoTokenizer.from_pretrained(ct)(text).input_ids == tok(text).input_ids
     assert GenerationConfig.from_pretrained(ct).eos_token_id == 2

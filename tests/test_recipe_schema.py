@@ -276,7 +276,7 @@ def test_nan_weight_site_stays_full_precision_with_the_reason():
         model.get_submodule(bad).weight[3, 5] = float("nan")
         model.get_submodule("model.layers.1.mlp.up_proj").weight[0, :2] = float("inf")
     with pytest.warns(UserWarning, match="NaN/inf"):
-        q = qpass.compile(model, "w4a16", progress=False, lower=False)
+        q = qpass.compile(model, "w4a16", progress=False, copy=True, lower=False)
     rep = qpass.report(q)
     rows = {r.name: r for r in rep.rows}
     assert rows[bad].status == "full precision" and "NaN" in rows[bad].reason, rows[bad]
@@ -299,7 +299,7 @@ def test_nan_calibration_statistics_keep_sites_full_precision():
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
     ids[:, 3] = 7
     with pytest.warns(UserWarning, match="NaN/inf"):
-        q = qpass.compile(model, "w8a8-static", [ids], progress=False, lower=False)
+        q = qpass.compile(model, "w8a8-static", [ids], progress=False, copy=True, lower=False)
     rows = [r for r in qpass.report(q).rows if r.name != "lm_head"]
     assert rows and all(r.status == "full precision" and "NaN" in r.reason and "calibration" in r.reason
                         for r in rows), [(r.name, r.reason) for r in rows]

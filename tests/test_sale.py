@@ -39,7 +39,7 @@ def test_calibrate_lower_and_compile():
         assert sum(v["kept"] for v in ctx.stats.values()) < sum(v["causal"] for v in ctx.stats.values())
         # the recipe path: `sale` pass with given τ (weights untouched); qpass.compile lowers SDPA itself
         recipe = Recipe("sale-test", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": state.taus})])
-        qm = qpass.compile(model, recipe, progress=False)
+        qm = qpass.compile(model, recipe, progress=False, copy=True)
         assert {m: p.taus for m, p in qm.qpass_state.plan.attention.items()} == state.taus
         lowered = qm(input_ids=ids, use_cache=False).logits
     rep = qpass.report(qm)
@@ -72,7 +72,7 @@ def test_sale_composes_with_a_weight_recipe_and_pool():
     taus = {f"model.layers.{i}.self_attn": [0.05, 0.02, 0.1, 0.01] for i in range(2)}
     recipe = Recipe("w4a16-sale", weights=qpass.WeightSpec(bits=4, group_size=64),
                     passes=[PassSpec("sale", {**OPTS, "taus": taus, "pool": 16})])
-    qm = qpass.compile(model, recipe, progress=False)
+    qm = qpass.compile(model, recipe, progress=False, copy=True)
     rep = qpass.report(qm)
     assert set(rep.attention_lowering.values()) == {"sale"} and rep.summary()["lowered"] == rep.summary()["quantized"]
     ids = torch.randint(0, 256, (1, 300), generator=torch.Generator().manual_seed(2))
@@ -115,10 +115,10 @@ def test_tau_calibration_uses_the_callers_calibration_data():
     model = _model()
     calib = [torch.randint(0, 256, (2, 200), generator=torch.Generator().manual_seed(5))]
     opts = {**OPTS, "tau_init": 0.05, "theta": 0.05, "calib_tokens": 320}
-    qm = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", opts)]), calib, progress=False)
+    qm = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", opts)]), calib, progress=False, copy=True)
     expect = calibrate_taus(model, calib[0].reshape(-1)[:320][None], SaleOptions(**opts))
     assert {m: p.taus for m, p in qm.qpass_state.plan.attention.items()} == expect.taus
     assert any("first 320 tokens of the calibration data" in line for line in qm.qpass_state.report.log)
     short = qpass.compile(model, Recipe("sale-cal", weights=None, passes=[PassSpec("sale", {**opts, "calib_tokens": 512})]),
-                          calib, progress=False)
+                          calib, progress=False, copy=True)
     assert any("400 tokens < calib_tokens 512" in line for line in short.qpass_state.report.log)

@@ -42,7 +42,7 @@ def _zero_taus(model) -> dict[str, list[float]]:
 
 def _compile_zero_tau(model):
     recipe = Recipe("sale-tau0", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": _zero_taus(model)})])
-    return qpass.compile(model, recipe, progress=False)
+    return qpass.compile(model, recipe, progress=False, copy=True)
 
 
 @pytest.mark.parametrize("window", [False, True], ids=["full", "window"])
@@ -122,7 +122,7 @@ def test_calibration_is_clipped_to_the_models_positions(family):
     index past the position table: IndexError)."""
     model = _model(family, False)
     recipe = Recipe("sale-calib", weights=None, passes=[PassSpec("sale", {**OPTS, "calib_tokens": 4096})])
-    qm = qpass.compile(model, recipe, progress=False)
+    qm = qpass.compile(model, recipe, progress=False, copy=True)
     log = qpass.report(qm).log
     assert any("calib_tokens 4096 > the model's 256 positions" in line for line in log), log
     assert qm.qpass_state.plan.attention and all(len(p.taus) == 4 for p in qm.qpass_state.plan.attention.values())

@@ -27,7 +27,7 @@ def test_fp_perplexity_is_the_reference_protocol(smollm2):
 @pytest.mark.parametrize("recipe, max_ratio", [("w8a8", 1.05), ("w4a16", 1.8)])
 def test_quantized_perplexity(smollm2, recipe, max_ratio):
     model, tok, ids, fp = smollm2
-    q = qpass.compile(model, recipe, progress=False)
+    q = qpass.compile(model, recipe, progress=False, copy=True)
     rep = qpass.report(q)
     assert rep.summary()["quantized"] == 210 and rep.summary()["graph_breaks"] == 0
     assert rep.summary()["attention_sites"] == 30

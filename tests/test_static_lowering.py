@@ -94,10 +94,10 @@ def test_an_inner_compiler_runs_the_same_lowered_graphs():
     """compiler="aot_eager" (as "inductor" on a GPU) compiles the rewritten graphs: same logits; bad names refused."""
     model = tiny_model("llama")
     ids = _ids()
-    plain = qpass.compile(model, "w4a8-qsm", _calib(), progress=False)
-    inner = qpass.compile(model, "w4a8-qsm", _calib(), progress=False, compiler="aot_eager")
+    plain = qpass.compile(model, "w4a8-qsm", _calib(), progress=False, copy=True)
+    inner = qpass.compile(model, "w4a8-qsm", _calib(), progress=False, copy=True, compiler="aot_eager")
     with torch.no_grad():
         assert torch.allclose(inner(ids).logits, plain(ids).logits, atol=1e-5)
     assert qpass.report(inner).summary()["lowered"] == qpass.report(plain).summary()["lowered"] > 0
     with pytest.raises(ValueError, match="compiler must be None or a Dynamo backend name"):
-        qpass.compile(model, "w4a16", progress=False, compiler="no-such-backend")
+        qpass.compile(model, "w4a16", progress=False, copy=True, compiler="no-such-backend")

@@ -10,7 +10,7 @@ from tiny_models import tiny_model
 
 def test_ternary_preset_replaces_every_linear_but_lm_head():
     model = tiny_model("llama")
-    q = qpass.compile(model, "ternary", progress=False)
+    q = qpass.compile(model, "ternary", progress=False, copy=True)
     rep = qpass.report(q)
     rows = {r.name: r for r in rep.rows}
     assert rep.summary()["quantized"] == len(rows) - 1 and rows["lm_head"].status != "quantized"
@@ -29,7 +29,7 @@ def test_ternary_preset_replaces_every_linear_but_lm_head():
 
 def test_group_size_option_and_bad_option():
     model = tiny_model("qwen2")
-    q = qpass.compile(model, Recipe(weights=None, passes=[PassSpec("trit_planes", {"group_size": 32})]), progress=False)
+    q = qpass.compile(model, Recipe(weights=None, passes=[PassSpec("trit_planes", {"group_size": 32})]), progress=False, copy=True)
     assert q.qpass_state.plan["model.layers.1.mlp.up_proj"].weight.alpha1.shape == (96, 2)
     try:
         Recipe.from_dict({"weights": None, "passes": [{"name": "trit_planes", "group_sise": 32}]})

@@ -63,12 +63,13 @@ class PassContext:
         return dropped
 
     def weight(self, site: LinearSite) -> torch.Tensor:
-        """The site's weight in the canonical [out, in] layout. With calibration statistics (kept on the CPU)
-        it is on the CPU too, so a pass's arithmetic never mixes devices; without, where the model is. A view of
-        the parameter when no move is needed: passes edit parameters through `qpass.migration`, never here."""
+        """The site's weight in the canonical [out, in] layout. With calibration statistics it is where they
+        live (the CPU, or the block-by-block path's compute device), so a pass's arithmetic never mixes devices;
+        without, where the model is. A view of the parameter when no move is needed: passes edit parameters
+        through `qpass.migration`, never here."""
         w = self.model.get_parameter(site.weight).detach()
         if self.observers:
-            w = w.cpu()
+            w = w.to(next(iter(self.observers.values())).device)
         return w.t() if site.transposed else w
 
     def site_plan(self, site: LinearSite) -> SitePlan:

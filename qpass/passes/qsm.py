@@ -63,10 +63,10 @@ def statistics(opts: QSMOptions) -> dict:
 
 def _gather(step, cols, opts: QSMOptions):
     """(gather index [C'], per-gathered-column divisor [C']) for a group: sort, split, pad."""
-    c = step.numel()
+    c, dev = step.numel(), step.device  # where the statistics live (the CPU, or the block-by-block device)
     key = {"step": step, "column": cols, "none": None}[opts.sort]
-    order = torch.argsort(key, stable=True) if key is not None else torch.arange(c)
-    copies = torch.ones(c, dtype=torch.long)
+    order = torch.argsort(key, stable=True) if key is not None else torch.arange(c, device=dev)
+    copies = torch.ones(c, dtype=torch.long, device=dev)
     if opts.split > 0:
         thr = opts.split * cols.median().clamp_min(1e-30)
         copies = torch.ceil(cols / thr).clamp(1, opts.max_copies).long()
@@ -76,8 +76,8 @@ def _gather(step, cols, opts: QSMOptions):
     div = copies[idx].float()
     if opts.split > 0 and opts.tile > 1:
         pad = -idx.numel() % opts.tile
-        idx = torch.cat([idx, torch.full((pad,), c, dtype=torch.long)])
-        div = torch.cat([div, torch.ones(pad)])
+        idx = torch.cat([idx, torch.full((pad,), c, dtype=torch.long, device=dev)])
+        div = torch.cat([div, torch.ones(pad, device=dev)])
     return idx, div
 
 
@@ -184,7 +184,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     compared = 0
     for s, g, d, zero, step in tqdm(plans, desc="qsm: weights", unit="layer", disable=not ctx.progress):
         sp, obs = ctx.site_plan(s), ctx.observers[s.name]
-        sp.activation = ActQuant(bits, "per_channel", zero is None, torch.ones(s.in_features), zero)
+        sp.activation = ActQuant(bits, "per_channel", zero is None, torch.ones(s.in_features, device=step.device), zero)
         sp.gather = g
         if w_spec is None:
             continue

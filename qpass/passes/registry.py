@@ -27,6 +27,7 @@ class PassInfo:
     edits_weights: bool = False  # folds factors into the model's parameters (the torch.compile backend refuses it)
     runs_model: Callable[[object], bool] | None = None  # options -> runs the model on data (calibration text)
     before_calibration: bool = False  # runs before calibration (statistics are then measured on what it made)
+    per_block: bool = True  # can plan one block's sites at a time (block-by-block calibration, qpass/sequential.py)
 
     def calibrates(self, options) -> bool:
         """Whether the pass, with these options, needs calibration data."""
@@ -35,7 +36,8 @@ class PassInfo:
 
 
 _PASSES = {p.name: p for p in (
-    PassInfo("rotate", rotate.rotate, rotate.RotateOptions, edits_weights=True, before_calibration=True),
+    PassInfo("rotate", rotate.rotate, rotate.RotateOptions, edits_weights=True, before_calibration=True,
+             per_block=False),
     PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions,
              needs_calibration=trit_planes.needs_calibration, statistics=trit_planes.statistics),
     PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True,
@@ -43,7 +45,8 @@ _PASSES = {p.name: p for p in (
     PassInfo("qsm", qsm.qsm, qsm.QSMOptions, needs_calibration=True, statistics=qsm.statistics, edits_weights=True),
     PassInfo("sale", sale.sale, sale.SaleOptions, runs_model=sale.runs_model),
     PassInfo("mixed_precision", mixed_precision.mixed_precision, mixed_precision.MixedPrecisionOptions,
-             needs_calibration=True, statistics=mixed_precision.statistics, runs_model=mixed_precision.runs_model),
+             needs_calibration=True, statistics=mixed_precision.statistics, runs_model=mixed_precision.runs_model,
+             per_block=False),
 )}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from tqdm.auto import tqdm
 
 from ..gptq import GPTQError, gptq_quantize, layer_error
 from ..numerics import QuantizedWeight, quantize_weight
@@ -41,7 +42,9 @@ def plan_quantization(ctx: PassContext) -> None:
     A site whose weight (after the passes) or quantization parameters are not finite, or on which GPTQ cannot
     run, stays in full precision with the reason in the report (ctx.keep_full_precision)."""
     wspec, aspec = ctx.weights, ctx.activations
-    for site in list(ctx.sites.values()):
+    gptq = wspec is not None and wspec.rounding == "gptq"  # the slow case: a bar with its ETA
+    for site in tqdm(list(ctx.sites.values()), desc="gptq", unit="layer", disable=not (ctx.progress and gptq),
+                     leave=False):
         sp = ctx.site_plan(site)
         if wspec is not None and sp.weight is None:
             w = ctx.weight(site).float()
