@@ -28,7 +28,7 @@ def _ids(vocab, seed=1, shape=(2, 24)):
 
 def _assert_rotated_equal(model, ids):
     ref = _logits(model, ids)
-    q = qpass.compile(model, ROTATE_ONLY, lower=False, progress=False)
+    q = qpass.compile(model, ROTATE_ONLY, lower=False, progress=False, copy=True)
     out = _logits(q, ids)
     log = "\n".join(q.qpass_state.plan.log)
     assert "residual stream" in log and "not applied" not in log, log
@@ -76,7 +76,7 @@ def test_refused_rotation_leaves_the_model_unchanged_with_the_reason(arch, reaso
     model = tiny_model(arch).float()
     ids = _ids(256)
     with pytest.warns(UserWarning, match="rotate: not applied"):
-        q = qpass.compile(model, ROTATE_ONLY, lower=False, progress=False)
+        q = qpass.compile(model, ROTATE_ONLY, lower=False, progress=False, copy=True)
     log = "\n".join(q.qpass_state.plan.log)
     assert "rotate: not applied" in log and reason in log, log
     assert not q.qpass_state.plan.rotations
@@ -111,7 +111,7 @@ def test_w4a4_rot_runs_end_to_end_lowered_on_stories260K():
     model = tf.AutoModelForCausalLM.from_pretrained(STORIES, dtype=torch.float32).eval()
     V = model.config.vocab_size
     calib = [_ids(V, seed=i, shape=(2, 64)) for i in range(2)]
-    q = qpass.compile(model, "w4a4-rot", calib, progress=False)
+    q = qpass.compile(model, "w4a4-rot", calib, progress=False, copy=True)
     rep = qpass.report(q)
     assert rep.quantized and all(r.lowering == "w4a8" for r in rep.quantized), [r.lowering for r in rep.quantized]
     ids = _ids(V, seed=9, shape=(1, 48))
