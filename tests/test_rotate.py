@@ -104,6 +104,8 @@ def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset):
     assert float((out - ref).norm() / ref.norm()) < 1e-4
     targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
     assert targets.count("qpass.hadamard.default") == len(plan.rotations) == 2
+    # the rotation spans every block: calibration takes the whole-model path and says so
+    assert any("not block by block: pass 'rotate' plans every block at once" in line for line in plan.log), plan.log
 
 
 @pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
