@@ -146,6 +146,9 @@ def validate(r: Recipe) -> None:
 
 def _presets() -> dict[str, Recipe]:
     per_token = lambda bits: ActivationSpec(bits=bits, granularity="per_token")  # noqa: E731
+    # symmetric int4 g64 GPTQ with act-order and static groups: the integer kernels' weights (a fresh spec each use)
+    gptq_w4 = lambda: WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True,  # noqa: E731
+                                 gptq_static_groups=True)
     return {
         "w8a16": Recipe("w8a16", weights=WeightSpec(bits=8, group_size=None)),
         "w8a8": Recipe("w8a8", weights=WeightSpec(bits=8, group_size=None), activations=per_token(8)),
@@ -172,7 +175,7 @@ def _presets() -> dict[str, Recipe]:
         # joint activation x weight clip search (50.69).
         "w4a4-qsm": Recipe(
             "w4a4-qsm",
-            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            weights=gptq_w4(),
             activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
             passes=[PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
@@ -182,21 +185,21 @@ def _presets() -> dict[str, Recipe]:
         # kernels' weights) and dynamic per-token activations, or QSM's static steps.
         "w4a4-rot": Recipe(
             "w4a4-rot",
-            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            weights=gptq_w4(),
             activations=per_token(4),
             passes=[PassSpec("rotate")],
             calibration=CalibrationSpec(num_samples=32),
         ),
         "w4a4-rot-qsm": Recipe(
             "w4a4-rot-qsm",
-            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            weights=gptq_w4(),
             activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
             passes=[PassSpec("rotate"), PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
         ),
         "w4a8-rot": Recipe(
             "w4a8-rot",
-            weights=WeightSpec(bits=4, group_size=64, rounding="gptq", gptq_act_order=True, gptq_static_groups=True),
+            weights=gptq_w4(),
             activations=per_token(8),
             passes=[PassSpec("rotate")],
             calibration=CalibrationSpec(num_samples=32),
