@@ -1,6 +1,8 @@
 """The defaults that must hold across model families (issue 21 item 4): the data-free w4a16 preset (asymmetric
 g64 round to nearest) on outlier-heavy weights and its kernel; the per-group MSE clip search (weights.clip_search);
 w8a8-smooth's measured static-vs-dynamic comparison and its dynamic per-token fallback."""
+import re
+
 import pytest
 import torch
 
@@ -101,11 +103,12 @@ def test_w8a8_smooth_reports_static_against_dynamic_steps():
     recipe = qpass.recipe.resolve("w8a8-smooth")
     recipe.passes[1].options.dynamic_fallback = False  # on random weights every tensor would fall back
     q = qpass.compile(tiny_model("llama"), recipe, _calib(), progress=False, lower=False)
-    line = [s for s in q.qpass_state.plan.log if "static steps vs dynamic per-token A8" in s]
-    assert len(line) == 1
+    lines = [s for s in q.qpass_state.plan.log if "static steps vs dynamic per-token A8" in s]
+    assert lines  # one per block (block-by-block calibration), or one for the whole model
     plan = q.qpass_state.plan
     noted = [sp for sp in plan.values() if any("dynamic per-token A8 would give" in n for n in sp.notes)]
-    assert f"at {len(noted)}/{len(plan)} sites" in line[0]
+    counts = [tuple(map(int, re.search(r"at (\d+)/(\d+) sites", s).groups())) for s in lines]
+    assert (sum(w for w, _ in counts), sum(n for _, n in counts)) == (len(noted), len(plan))
 
 
 def test_dynamic_fallback_keeps_the_losing_tensors_dynamic_and_lowers_every_site():

@@ -48,8 +48,8 @@ def test_analysis_finds_expert_sites_and_routers(family):
 @pytest.fixture(scope="module", params=FAMILIES)
 def w4a16(request):
     model = tiny_model(request.param)
-    return model, qpass.compile(model, "w4a16", progress=False, copy=True), qpass.compile(model, "w4a16", progress=False,
-                                                                                lower=False)
+    return (model, qpass.compile(model, "w4a16", progress=False, copy=True),
+            qpass.compile(model, "w4a16", progress=False, lower=False, copy=True))
 
 
 def test_experts_quantized_lowered_and_close(w4a16):
