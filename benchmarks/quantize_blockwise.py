@@ -35,13 +35,15 @@ def build(args):
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(0)
+    # random numbers drawn on the compute device when it is a GPU (the CPU took 250 s for 8 B of them)
+    fill = torch.device(args.device)
+    gen = torch.Generator(device=fill).manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 1:  # norm scales
                 p.fill_(1.0)
             else:
-                p.normal_(0.0, 0.02, generator=gen)
+                p.copy_(torch.empty(p.shape, dtype=p.dtype, device=fill).normal_(0.0, 0.02, generator=gen))
         # non-persistent buffers (RoPE's inv_freq) hold garbage after to_empty: rebuild those modules on the CPU
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
@@ -68,6 +70,8 @@ def run_one(args) -> dict:
     q = qpass.compile(model, args.one, calib, lower=False, device=device, progress=not args.quiet)
     wall = time.perf_counter() - t
     plan = q.qpass_state.plan
+    for b in plan.blocks:
+        print(b.describe(), flush=True)
     return {
         "recipe": args.one, "layers": args.layers, "hidden": args.hidden, "device": str(device),
         "build_seconds": round(build_s, 1), "quantize_seconds": round(wall, 1),
@@ -106,12 +110,21 @@ def main():
         return
     rows = []
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
+        # the child's progress and errors stream through (a long run shows where it is); its result comes back
+        # as the last RESULT line of its stdout
         cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--one", recipe]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            sys.exit(f"quantize_blockwise: {recipe} failed (exit {proc.returncode}); its output:\n{proc.stdout[-4000:]}")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+        line = None
+        for out in proc.stdout:
+            if out.startswith("RESULT "):
+                line = out
+            else:
+                print(out, end="", flush=True)
+        if proc.wait() or line is None:
+            sys.exit(f"quantize_blockwise: {recipe} failed (exit {proc.returncode})")
         rows.append(json.loads(line[len("RESULT "):]))
+        print(f"{recipe}: {rows[-1]['quantize_seconds']} s, peak GPU {rows[-1]['peak_gpu_gb']} GB, "
+              f"peak RSS {rows[-1]['peak_rss_gb']} GB", flush=True)
     print(f"\n{'recipe':<14} {'layers':>6} {'wall s':>8} {'peak GPU GB':>12} {'peak RSS GB':>12} {'sites':>6}")
     for r in rows:
         gpu = f"{r['peak_gpu_gb']:.2f}" if r["peak_gpu_gb"] is not None else "-"

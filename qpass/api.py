@@ -92,8 +92,8 @@ def compile(
     recipe = resolve(recipe)
     _check_compiler(compiler)
     start = time.perf_counter()
-    device = next(model.parameters()).device  # calibration batches go where the model is
-    calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(device) for b in calib]
+    home = next(model.parameters()).device  # calibration batches go where the model is
+    calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(home) for b in calib]
              if calib is not None else None)
     check_calibration(recipe, calib)  # before copying the model
     if not copy and getattr(model, "qpass_state", None) is not None:

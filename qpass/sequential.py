@@ -281,6 +281,7 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
         inputs = [_with_hidden(a, kw, h) for (a, kw), h in zip(inputs, outputs)]
         del outputs
         block.to(home)
+        part.to_device(home)  # packed weights wait with the model: the compute device holds one block at a time
         plan.blocks.append(BlockRecord(label, len(sites), time.perf_counter() - start, _peak_rss_mb(),
                                        torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None, held / 2**20))
     outer = {n: s for n, s in selected.items() if not n.startswith(path + ".")}

@@ -134,3 +134,21 @@ def test_stories260k_gptq_perplexity_as_good_as_the_whole_model_path():
     # quantized for real, and within 5% of calibrating the whole model at once (seen: 3% worse with these 256
     # calibration tokens, 3% better with 8 x 128 and 1,024 evaluated tokens: GPTQ on little data is noisy)
     assert p_seq > 1.01 * p_fp and abs(p_seq - p_whole) < 0.05 * p_whole, (p_fp, p_seq, p_whole)
+
+
+def test_compile_device_reaches_the_blocks(monkeypatch):
+    """`qpass.compile(device=...)` is where each block computes: the argument reaches the block-by-block path
+    (it was once overwritten by the model's own device)."""
+    import qpass.driver
+
+    seen = []
+    real = qpass.driver.plan_sequential
+
+    def spy(*args, device=None, **kwargs):
+        seen.append(device)
+        return real(*args, device=device, **kwargs)
+
+    monkeypatch.setattr(qpass.driver, "plan_sequential", spy)
+    qpass.compile(tiny_model("llama"), "w4a16-gptq", [_ids()], progress=False, lower=False, device="cpu")
+    qpass.compile(tiny_model("llama"), "w4a16-gptq", [_ids()], progress=False, lower=False)
+    assert seen == ["cpu", None]
