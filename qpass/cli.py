@@ -40,7 +40,15 @@ def _load_model(args):
     from . import models
 
     model, tok = models.load(args.model, dtype=getattr(torch, args.dtype), cache_dir=args.cache_dir)
-    return model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu")), tok
+    if getattr(args, "offload", False):  # the weights stay on the CPU; calibration moves one block at a time
+        return model, tok
+    return model.to(_compute_device(args)), tok
+
+
+def _compute_device(args) -> str:
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _add_calib_args(p: argparse.ArgumentParser) -> None:
@@ -50,6 +58,9 @@ def _add_calib_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-field", metavar="NAME", default=None, help="--calib FILE.jsonl: the text's field (default text)")
     p.add_argument("--calib-samples", type=int, default=None, help="calibration sequences (default: the recipe's)")
     p.add_argument("--calib-seq-len", type=int, default=None, help="tokens per calibration sequence (default: the recipe's)")
+    p.add_argument("--offload", action="store_true",
+                   help="keep the weights on the CPU: each block moves to --device for its calibration turn (a model "
+                        "larger than the GPU); the quantized model stays on the CPU (for --save)")
 
 
 def _positive(name: str, value, minimum: int = 1) -> None:
@@ -189,7 +200,8 @@ def _quantize(args, recipe, model, tok):
             calib = data.token_batches(tok, text, samples, seq_len, what=f"--calib {args.calib}")
         else:
             calib = data.calibration_batches(tok, args.calib_novel, samples, seq_len)
-    return api.compile(model, recipe, calib, progress=not args.json)
+    device = _compute_device(args) if getattr(args, "offload", False) else None
+    return api.compile(model, recipe, calib, progress=not args.json, device=device)
 
 
 def with_mixed_precision(recipe, target_bits, max_ppl_increase):

@@ -224,6 +224,15 @@ def test_quantize_in_bfloat16_matches_float32():
     assert abs(b16["ppl_after"] - f32["ppl_after"]) <= 0.01 * f32["ppl_after"], (b16["ppl_after"], f32["ppl_after"])
 
 
+@pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
+def test_offload_keeps_the_weights_where_they_were_loaded_and_calibrates_block_by_block_on_device():
+    out = json.loads(run("quantize", "--model", str(STORIES), "--recipe", "w4a16-gptq", "--calib-samples", "4",
+                         "--calib-seq-len", "64", "--offload", "--device", "cpu", "--no-eval", "--json").stdout)
+    log = out["report"]["log"]
+    assert out["device"] == "cpu" and any(line.startswith("calibration: block by block") and " on cpu " in line
+                                          for line in log), log
+
+
 def test_calibration_flags_without_a_recipe_that_reads_data_are_refused(tmp_path, monkeypatch, capsys):
     from qpass.cli import main
 
