@@ -9,11 +9,13 @@ the compiled kernel; later calls with the same key call its driver launcher dire
 The key holds everything Triton specializes on, conservatively: each tensor's dtype and its address modulo 16
 (Triton specializes on 16-byte alignment), every other argument's exact value (ints are shapes, strides and
 block counts here, floats softmax scales, so this costs no extra compiles), the constexpr / launch options, the
-grid and the current device. Calls with launch hooks installed (profilers) always
-go through Triton.
+grid and the device. Triton launches on the current CUDA device, so a call whose tensors live on another GPU (a
+model spread over several) runs under that GPU as the current device. Calls with launch hooks installed
+(profilers) always go through Triton.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from triton import knobs
 from triton.runtime.driver import driver
@@ -38,6 +40,12 @@ def launch(kernel, grid: tuple, *args, **meta):
         kernel[grid](*args, **meta)
         return
     device = driver.active.get_current_device()
+    for a in args:
+        if isinstance(a, Tensor):
+            if a.device.index is not None and a.device.index != device:
+                with torch.cuda.device(a.device.index):
+                    return launch(kernel, grid, *args, **meta)
+            break
     key = (kernel, grid, device, tuple([(a.dtype, a.data_ptr() & 15) if isinstance(a, Tensor) else a for a in args]),
            tuple(meta.items()))
     entry = _COMPILED.get(key)

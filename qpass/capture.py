@@ -99,6 +99,9 @@ def module_path(node: fx.Node) -> str:
     raw = re.sub(r"\._modules\['([^']*)'\]", r".\1", raw)
     raw = re.sub(r"\['([^']*)'\]", r".\1", raw)
     raw = re.sub(r"\[(\d+)\]", r".\1", raw)
+    # a module reached through its own wrapped bound method (accelerate's hooks keep `forward` as
+    # `module._old_forward`, and Dynamo names the module `..._old_forward.__self__`): the module itself
+    raw = re.sub(r"\.\w+\.__self__(?=\.|$)", "", raw)
     return raw.strip(".")
 
 

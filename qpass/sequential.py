@@ -214,12 +214,29 @@ class _planned:
                                                          transposed=sites[name].transposed)))
 
     def __enter__(self):
-        for mod, fwd in self.modules:
-            mod.forward = fwd  # an instance attribute shadows the class's forward; removed on exit
+        self.saved = [_set_forward(mod, fwd) for mod, fwd in self.modules]
 
     def __exit__(self, *exc):
-        for mod, _ in self.modules:
-            del mod.forward
+        for (mod, _), saved in zip(self.modules, self.saved):
+            _restore_forward(mod, saved)
+
+
+_CLASS_FORWARD = object()
+
+
+def _set_forward(mod: torch.nn.Module, fwd):
+    """Shadow `mod`'s forward with an instance attribute; returns what to restore (an instance forward already
+    there, e.g. accelerate's hook wrapper, or the marker for the class's own)."""
+    saved = vars(mod).get("forward", _CLASS_FORWARD)
+    mod.forward = fwd
+    return saved
+
+
+def _restore_forward(mod: torch.nn.Module, saved) -> None:
+    if saved is _CLASS_FORWARD:
+        del mod.forward
+    else:
+        mod.forward = saved
 
 
 def _run_passes(model, recipe: Recipe, analysis: GraphAnalysis, sites: dict, observers: dict, progress: bool) -> Plan:
@@ -251,23 +268,26 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
     stats = stats or {}
     path = find_blocks(model, selected)
     blocks = model.get_submodule(path)
-    home = next(blocks[0].parameters()).device
-    device = torch.device(device) if device is not None else home
-    cuda = device.type == "cuda"
+    device = torch.device(device) if device is not None else None
     plan = Plan(skipped=dict(skipped))
-    inputs = catch_inputs(model, blocks[0], calib, device)
-    plan.log.append(f"calibration: block by block over {len(blocks)} blocks of {path} on {device} "
+    inputs = catch_inputs(model, blocks[0], calib, device or _home(blocks[0]))
+    where = str(device) if device is not None else ", ".join(sorted({str(_home(b)) for b in blocks}))
+    plan.log.append(f"calibration: block by block over {len(blocks)} blocks of {path} on {where} "
                     f"(each block's quantized outputs feed the next)")
     last_out = None
     bar = tqdm(range(len(blocks)), desc="blocks", unit="block", disable=not progress)
     for i in bar:
         start = time.perf_counter()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
         block, label = blocks[i], f"{path}.{i}"
+        home = _home(block)  # blocks dispatched over several GPUs (accelerate) each compute on their own
+        compute = device or home
+        cuda = compute.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(compute)
         sites = {n: s for n, s in selected.items() if n.startswith(label + ".")}
-        block.to(device)
-        observers = _observe(model, sites, device, percentile, stats,
+        block.to(compute)
+        inputs = _to(inputs, compute)
+        observers = _observe(model, sites, compute, percentile, stats,
                              lambda: [block(*a, **kw) for a, kw in inputs]) if sites else {}
         part = _run_passes(model, recipe, analysis, sites, observers, progress) if sites else Plan()
         _merge(plan, part, label)
@@ -283,13 +303,16 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
         block.to(home)
         part.to_device(home)  # packed weights wait with the model: the compute device holds one block at a time
         plan.blocks.append(BlockRecord(label, len(sites), time.perf_counter() - start, _peak_rss_mb(),
-                                       torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None, held / 2**20))
+                                       torch.cuda.max_memory_allocated(compute) / 2**20 if cuda else None, held / 2**20))
     outer = {n: s for n, s in selected.items() if not n.startswith(path + ".")}
     if outer:
         _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, plan, device, percentile, stats,
                    progress)
-    plan.to_device(home)  # the passes computed on `device`; the model (and its kernels) lives at home
     return plan
+
+
+def _home(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, plan, device, percentile, stats,
@@ -309,15 +332,16 @@ def _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, 
     def rest(*args, **kwargs):
         return wrap(_hidden(args, kwargs))
 
-    for i, b in enumerate(blocks):
-        b.forward = first if i == 0 else rest
+    saved = [_set_forward(b, first if i == 0 else rest) for i, b in enumerate(blocks)]
+    there = model.get_parameter(next(iter(outer.values())).weight).device  # where those sites' kernels run
     try:
-        observers = _observe(model, outer, device, percentile, stats,
+        observers = _observe(model, outer, device or there, percentile, stats,
                              lambda: [model(input_ids=ids, use_cache=False) for ids in calib])
     finally:
-        for b in blocks:
-            del b.forward
+        for b, s in zip(blocks, saved):
+            _restore_forward(b, s)
     part = _run_passes(model, recipe, analysis, outer, observers, progress)
+    part.to_device(there)
     _merge(plan, part, "after the blocks")
     plan.blocks.append(BlockRecord("after the blocks", len(outer), time.perf_counter() - start, _peak_rss_mb(), None,
                                    _nbytes(inputs) / 2**20))

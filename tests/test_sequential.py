@@ -152,3 +152,26 @@ def test_compile_device_reaches_the_blocks(monkeypatch):
     qpass.compile(tiny_model("llama"), "w4a16-gptq", [_ids()], progress=False, lower=False, device="cpu")
     qpass.compile(tiny_model("llama"), "w4a16-gptq", [_ids()], progress=False, lower=False)
     assert seen == ["cpu", None]
+
+
+def test_a_model_dispatched_by_accelerate_quantizes_as_the_plain_model():
+    """accelerate's hooks (device_map dispatch; here every module on the CPU, hooks forced) wrap each block's
+    forward: the sites keep their module names, the blocks are calibrated where they were dispatched, the hooks
+    stay in place, and the result equals the plain model's."""
+    accelerate = pytest.importorskip("accelerate")
+    plain = tiny_model("llama")
+    n = len(plain.model.layers)
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu",
+                  **{f"model.layers.{i}": "cpu" for i in range(n)}}
+    hooked = accelerate.dispatch_model(copy.deepcopy(plain), device_map, main_device="cpu", force_hooks=True)
+    calib, ids = [_ids()], _ids(seed=1)
+    q_plain = qpass.compile(plain, "w4a16-gptq", calib, progress=False)
+    q_hooked = qpass.compile(hooked, "w4a16-gptq", calib, progress=False)
+    a, b = q_plain.qpass_state.plan, q_hooked.qpass_state.plan
+    assert b.log[0].startswith(f"calibration: block by block over {n} blocks of model.layers on cpu")
+    assert sorted(a.sites) == sorted(b.sites) and len(a.quantized()) == len(b.quantized()) > 0
+    for name in a.sites:
+        assert torch.equal(a.sites[name].weight.qweight, b.sites[name].weight.qweight), name
+    assert "_hf_hook" in vars(hooked.model.layers[0]) and "forward" in vars(hooked.model.layers[0])
+    with torch.no_grad():
+        assert _rel(q_hooked(ids).logits, q_plain(ids).logits) < 1e-5
