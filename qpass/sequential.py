@@ -94,9 +94,6 @@ def refusal(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, sel
             return f"pass {spec.name!r} runs the whole model on its own calibration text"
         if not info.per_block:  # rotate: the residual stream of every block; mixed_precision: one bit budget
             return f"pass {spec.name!r} plans every block at once"
-        if getattr(spec.options, "dynamic_fallback", False):  # found at the merge, cause not yet located
-            return (f"pass {spec.name!r} with dynamic_fallback: block by block its lowered graph does not match the "
-                    "fake-quant graph yet (w8a8-smooth on a tiny llama: 1.2e-3 relative)")
     if not selected:
         return "no selected sites"
     path = find_blocks(model, selected)

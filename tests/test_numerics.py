@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from qpass import numerics as N
@@ -65,6 +66,29 @@ def test_fake_quant_per_token_and_static_per_channel():
     scale = torch.tensor([0.1, 0.1, 1.0])
     out = N.fake_quant_per_channel(x, scale, None, bits=4)
     assert torch.allclose(out, torch.tensor([[0.1, -0.7, 0.0], [0.7, 0.7, -2.0]]))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_fake_quant_per_token_rounds_like_the_int_kernels_on_rounding_ties(bits):
+    """The fake-quant op and the lowered quantizer (kernels/int8/reference.py, the kernels' oracle) give the same
+    codes bit for bit, also for values within an ulp of a rounding tie x/s = k + 1/2: `max|x| / qmax` and `x / s`
+    (the generic fake_quant) round some of those the other way, which made a lowered graph differ from its
+    fake-quant graph by a whole activation step."""
+    from qpass.kernels.int8.reference import quantize_activation_int8_ref
+
+    qmax, g = 2 ** (bits - 1) - 1, torch.Generator().manual_seed(0)
+    rows, cols = 64, 48
+    a = torch.rand(rows, 1, generator=g) * 3 + 0.1  # each row's max |x|
+    s = a * torch.tensor(1.0 / qmax, dtype=torch.float32)
+    k = torch.randint(-qmax, qmax - 1, (rows, cols), generator=g).float()
+    x = (k + 0.5) * s  # on a tie, give or take the rounding of this product
+    nudge = torch.randint(-1, 2, (rows, cols), generator=g)  # and one ulp either side
+    x = torch.where(nudge > 0, torch.nextafter(x, x + 1), torch.where(nudge < 0, torch.nextafter(x, x - 1), x))
+    x[:, 0] = a[:, 0]
+    codes, step = quantize_activation_int8_ref(x, None, qmax)
+    want = codes.float() * step[:, None]
+    assert torch.equal(N.fake_quant_per_token(x, bits), want)
+    assert not torch.equal(N.fake_quant(x, bits, None), want)  # the ties really are ties for the generic path
 
 
 def test_int3_and_int2_ranges():
