@@ -21,7 +21,9 @@ from .context import PassContext
 class TritPlaneOptions(Checked):
     schema_name = "trit_planes"  # errors name `trit_planes.<option>`
 
-    group_size: int | None = opt(None, range="[1, inf)", desc="a positive integer or null (128 or 64 by layer)")
+    # 64 on every layer: 128 where it divides in_features (the old default) cost SmolLM2 59.3 -> 53.4 PPL
+    # for 0.25 bit per weight more on those layers (docs/tritplane.md)
+    group_size: int = opt(64, range="[1, inf)")
     max_iter: int = opt(50, range="[1, inf)")
     tol: float = opt(1e-4, range="[0, inf)")  # relative scale change that counts as converged
     method: Literal["sorted", "paper"] = "sorted"  # "sorted" (qpass: multi-start, exact per-block search) | "paper" (the literal algorithm)
@@ -45,19 +47,13 @@ def statistics(opts: TritPlaneOptions) -> dict:
     return {"hessian": True} if opts.calibration else {}
 
 
-def _group_size(opts: TritPlaneOptions, in_features: int) -> int:
-    if opts.group_size is not None:
-        return opts.group_size
-    return 128 if in_features % 128 == 0 else 64
-
-
 @torch.no_grad()
 def trit_planes(ctx: PassContext, opts: TritPlaneOptions) -> None:
     """Decompose each selected weight into two ternary planes with per-(row, group) scales."""
     start, iters = time.perf_counter(), []
     for site in tqdm(list(ctx.sites.values()), desc="trit planes", unit="layer", disable=not ctx.progress):
         w = ctx.weight(site).float()
-        G = _group_size(opts, site.in_features)
+        G = opts.group_size
         if opts.calibration:
             hessian = ctx.observers[site.name].mean_hessian().float()
             try:
