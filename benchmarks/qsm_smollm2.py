@@ -36,8 +36,14 @@ def main(argv):
     ppl = qpass.perplexity(q, ids, 512, progress=False)
     rows = qpass.report(q).rows
     errs = [r.output_error for r in rows if getattr(r, "output_error", None) is not None]
+    by_kind: dict[str, list[float]] = {}  # mean output error per projection (q_proj, o_proj, down_proj, ...)
+    for r in rows:
+        if getattr(r, "output_error", None) is not None:
+            by_kind.setdefault(r.name.rsplit(".", 1)[-1], []).append(r.output_error)
     out = {"name": name, "preset": preset, "overrides": over, "calib_samples": n, "ppl": ppl, "quantize_seconds": secs,
-           "mean_output_error": sum(errs) / len(errs) if errs else None, "recipe": recipe.to_dict(),
+           "mean_output_error": sum(errs) / len(errs) if errs else None, "output_error_by_kind": {k: sum(v) / len(v) for k, v in by_kind.items()},
+           "output_error_by_site": {r.name: r.output_error for r in rows if getattr(r, "output_error", None) is not None},
+           "recipe": recipe.to_dict(),
            "command": "python benchmarks/qsm_smollm2.py " + " ".join(f"'{a}'" if a.startswith("{") else a for a in argv)}
     with open(f"benchmarks/results/qsm_{name}.json", "w") as f:
         json.dump(out, f, indent=2)

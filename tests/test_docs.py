@@ -51,7 +51,7 @@ PURPOSE = {
                 "([rotation.md](rotation.md))",
     "w4a4-qsm": "static W4A4: QSM steps migrated into producers, the sink token kept in full precision, "
                 "GPTQ ([qsm.md](qsm.md))",
-    "w4a8-qsm": "static W4A8: QSM steps migrated into producers, GPTQ ([qsm.md](qsm.md))",
+    "w4a8-qsm": "static W4A8: QSM steps migrated into producers, the sink token kept in full precision, GPTQ ([qsm.md](qsm.md))",
     "w8a8-smooth": "W8A8: SmoothQuant, then QSM steps migrated into producers where static steps measure better "
                    "than dynamic per-token ones, dynamic per-token elsewhere; all on the int8 kernel "
                    "([results.md](results.md), [qsm.md](qsm.md))",
