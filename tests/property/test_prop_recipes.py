@@ -90,7 +90,7 @@ def calibration_specs(draw):
 pass_specs = st.one_of(
     st.just({"name": "trit_planes"}),
     st.builds(lambda g, it: {"name": "trit_planes", "group_size": g, "max_iter": it},
-              st.one_of(st.none(), st.integers(1, 256)), st.integers(1, 100)),
+              st.integers(1, 256), st.integers(1, 100)),
     st.builds(lambda a: {"name": "trit_planes", "options": {"tol": a}}, st.floats(0, 1, allow_nan=False)),
 )
 
