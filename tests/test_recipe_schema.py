@@ -88,7 +88,7 @@ BAD = [
     (_pass("qsm", sort="random"), "passes[0].sort", "'step' | 'column' | 'none'"),
     (_pass("qsm", granularity="row"), "passes[0].granularity", "'channel' | 'tensor'"),
     ({"passes": ["qsm"]}, "passes[0]", "per_channel"),  # qsm needs static activations
-    (_pass("trit_planes", group_size=0), "passes[0].group_size", "positive"),
+    (_pass("trit_planes", group_size=0), "passes[0].group_size", "[1, inf)"),
     (_pass("trit_planes", max_iter=0), "passes[0].max_iter", "[1, inf)"),
     (_pass("trit_planes", tol=-1.0), "passes[0].tol", "[0, inf)"),
     (_pass("trit_planes", method="fast"), "passes[0].method", "'sorted' | 'paper'"),
