@@ -1,8 +1,8 @@
-"""Does mixed_precision's sensitivity rank sites as the loss does? For each site: the proxy (output error
-tr(ΔW H ΔWᵀ) at `--bits`, from the pass) against the true increase of held-out loss when only that site is
+"""Does mixed_precision's sensitivity rank sites as the loss does? For each site: the proxy (`--sensitivity`: the
+output error tr(ΔW H ΔWᵀ), its Fisher-weighted form, or the calibration loss; at `--bits`, from the pass) against the true increase of held-out loss when only that site is
 rounded (RTN, the recipe's group settings) at `--bits`. Prints Spearman's rank correlation and the top sites.
 
-    python benchmarks/mixed_ranking.py --model ../shared/models/stories260K --bits 3
+    python benchmarks/mixed_ranking.py --model ../shared/models/stories260K --bits 3 --sensitivity fisher
 """
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ def main() -> None:
     p.add_argument("--bits", type=int, default=3)
     p.add_argument("--eval-tokens", type=int, default=4096)
     p.add_argument("--calib-samples", type=int, default=8)
+    p.add_argument("--sensitivity", default="output_error", choices=["output_error", "fisher", "loss"])
     args = p.parse_args()
     model, tok = load_model(args.model)
     calib = data.calibration_batches(tok, "emma", args.calib_samples, 256)
     recipe = {"weights": {"bits": 4, "group_size": 64, "symmetric": False},
-              "passes": [{"name": "mixed_precision", "target_bits": 4.0}]}
-    q = qpass.compile(model, recipe, calib, progress=False, lower=False)
+              "passes": [{"name": "mixed_precision", "target_bits": 4.0, "sensitivity": args.sensitivity}]}
+    q = qpass.compile(model, recipe, calib, progress=False, lower=False, copy=True)  # `model` stays FP
     alloc = q.qpass_state.plan.allocation
     ids = data.austen_tokens(tok, "prideprejudice", args.eval_tokens)
     base = math.log(perplexity(model, ids, 256, progress=False))
@@ -54,7 +55,7 @@ def main() -> None:
         proxy.append(a.sensitivity[args.bits])
     names = list(alloc)
     print(f"{len(names)} sites, {args.bits}-bit RTN g64 asym one at a time; held-out NLL base {base:.4f}")
-    print(f"Spearman(proxy output error, true NLL increase) = {spearman(proxy, true):.3f}")
+    print(f"Spearman(proxy {args.sensitivity}, true NLL increase) = {spearman(proxy, true):.3f}")
     per_weight = [t / alloc[n].weights for t, n in zip(true, names)]
     print(f"Spearman per weight (proxy/weights vs true/weights) = "
           f"{spearman([x / alloc[n].weights for x, n in zip(proxy, names)], per_weight):.3f}")

@@ -183,7 +183,7 @@ def plot_errors(report: Report, path: str) -> None:
 
 
 def plot_allocation(report: Report, path: str) -> None:
-    """mixed_precision: each layer's sensitivity (output error at 4 bits, or the narrowest width measured; log
+    """mixed_precision: each layer's sensitivity (the pass's measure at 4 bits, or the narrowest width measured; log
     scale) and the width chosen for it, written to `path` (PNG)."""
     import matplotlib
 

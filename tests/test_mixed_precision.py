@@ -127,3 +127,45 @@ def test_loss_sensitivity_ranks_by_calibration_loss_and_meets_the_budget():
     assert sum(a.sensitivity[8] for a in alloc.values()) < sum(a.sensitivity[2] for a in alloc.values())
     assert any(a.sensitivity[2] > 0 for a in alloc.values())
     assert {a.bits for a in alloc.values()} <= {2, 4, 8} and len({a.bits for a in alloc.values()}) > 1
+
+
+def test_fisher_sensitivity_is_the_gradient_weighted_output_error():
+    """Per site and width: Σ_n E[g_n²] · E[Δy_n²], g the NLL's gradient at the site's output channel n and Δy the
+    rounding's output error, both measured here directly (retain_grad on each output, inputs' second moment)."""
+    from qpass.numerics import quantize_weight
+
+    model = tiny_model("llama")
+    calib = _calib()
+    d = Recipe("g32", weights=WeightSpec(bits=4, group_size=32, symmetric=False)).to_dict()
+    d["passes"] = [{"name": "mixed_precision", "target_bits": 3.5, "candidates": [2, 4, 8]}]  # fisher: the default
+    q = qpass.compile(model, resolve(d), calib, progress=False, lower=False, copy=True)
+    alloc = q.qpass_state.plan.allocation
+    sites = {s.name: s for s in q.qpass_state.analysis.linears if s.name in alloc}
+    outs, g2, xx = {}, {}, {}
+
+    def hook(name):
+        def keep(module, args, out):
+            out.retain_grad()
+            outs[name] = out
+            x = args[0].detach().flatten(0, -2).double()
+            xx[name] = xx.get(name, 0) + x.T @ x
+        return keep
+
+    handles = [model.get_submodule(s.weight.rpartition(".")[0]).register_forward_hook(hook(n)) for n, s in sites.items()]
+    tokens = rows = 0
+    for ids in calib:
+        x = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=x).logits
+        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").backward()
+        tokens, rows = tokens + ids[:, 1:].numel(), rows + ids.numel()
+        for n, o in outs.items():
+            g2[n] = g2.get(n, 0) + o.grad.detach().flatten(0, -2).double().pow(2).sum(0)
+    for h in handles:
+        h.remove()
+    for n, s in sites.items():
+        w = model.get_parameter(s.weight).detach().float()
+        for b in (2, 4, 8):
+            delta = (quantize_weight(w, b, 32, b == 8).dequantize() - w).double()  # 8-bit is symmetric
+            want = float(((delta @ (xx[n] / rows)) * delta).sum(1) @ (g2[n] / tokens))
+            assert alloc[n].sensitivity[b] == pytest.approx(want, rel=2e-3), (n, b)
+    assert {a.bits for a in alloc.values()} <= {2, 4, 8} and len({a.bits for a in alloc.values()}) > 1

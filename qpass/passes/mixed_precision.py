@@ -26,9 +26,11 @@ class MixedPrecisionOptions(Checked):
     target_bits: float | None = opt(None, range="[2, 16]")  # average bits per weight, scales and zeros counted
     max_ppl_increase: float | None = opt(None, range="(0, inf)")  # relative: 0.1 = calibration perplexity +10 %
     candidates: list[int] = opt(default_factory=lambda: [2, 3, 4, 8, 16], min_len=1, item_range="[2, 16]")
-    # output_error: tr(ΔW H ΔWᵀ), no model run; loss: the calibration NLL increase with only that site rounded
-    # (a model run per site and width: ranks by the loss itself, docs/results.md, at that cost)
-    sensitivity: Literal["output_error", "loss"] = "output_error"
+    # output_error: tr(ΔW H ΔWᵀ), no model run; fisher: the same error per output channel weighted by the
+    # channel's mean squared loss gradient (one forward + backward over the calibration data: the error the loss
+    # sees, docs/mixed_precision.md); loss: the calibration NLL increase with only that site rounded (a model run
+    # per site and width)
+    sensitivity: Literal["output_error", "fisher", "loss"] = "fisher"
 
     def check_fields(self, path: str) -> None:
         if self.target_bits is not None and self.max_ppl_increase is not None:
@@ -50,7 +52,7 @@ def statistics(opts: MixedPrecisionOptions) -> dict:
 
 
 def runs_model(opts: MixedPrecisionOptions) -> bool:
-    return opts.max_ppl_increase is not None or opts.sensitivity == "loss"
+    return opts.max_ppl_increase is not None or opts.sensitivity != "output_error"
 
 
 def _spec(ctx: PassContext, bits: int):
@@ -60,6 +62,7 @@ def _spec(ctx: PassContext, bits: int):
 @torch.no_grad()
 def mixed_precision(ctx: PassContext, opts: MixedPrecisionOptions) -> None:
     costs, fake = [], {}
+    grad2 = _output_grad2(ctx) if opts.sensitivity == "fisher" else {}
     for name, site in ctx.sites.items():
         w = ctx.weight(site).float()
         h = ctx.observers[name].mean_hessian().float()
@@ -71,7 +74,9 @@ def mixed_precision(ctx: PassContext, opts: MixedPrecisionOptions) -> None:
             spec = _spec(ctx, b)
             q = quantize_weight(w, b, spec.group_size, spec.symmetric, spec.clip_ratio, spec.clip_search)
             d = q.dequantize() - w
-            options[b] = (bits_per_weight(b, w.shape[1], spec.group_size, spec.symmetric), float(((d @ h) * d).sum()))
+            per_row = ((d @ h) * d).sum(1)  # E[Δy_n²] per output channel
+            error = per_row @ grad2[name].to(per_row) if name in grad2 else per_row.sum()
+            options[b] = (bits_per_weight(b, w.shape[1], spec.group_size, spec.symmetric), float(error))
             deq[b] = q.dequantize()
         costs.append(SiteCost(name, w.numel(), options))
         fake[name] = deq
@@ -108,6 +113,50 @@ def _calib_nll(ctx: PassContext) -> float:
         total += float(F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum"))
         n += ids[:, 1:].numel()
     return total / n
+
+
+def _output_grad2(ctx: PassContext) -> dict[str, torch.Tensor]:
+    """Per site, the mean over calibration tokens of the squared gradient of the NLL with respect to each output
+    channel (the diagonal Fisher of the site's output): Δy's cost to the loss is ≈ Σ_n E[g_n²] E[Δy_n²]."""
+    if not ctx.calib:
+        raise ValueError("mixed_precision sensitivity: fisher needs calibration data (it runs the model)")
+    sums, hooks = {}, []
+
+    def keep(name):
+        def hook(module, args, out):
+            def accumulate(g):
+                g2 = g.detach().float().pow(2).flatten(0, -2).sum(0)
+                sums[name] = sums[name] + g2 if name in sums else g2
+            out.register_hook(accumulate)
+        return hook
+
+    for name, site in ctx.sites.items():
+        module = ctx.model.get_submodule(site.weight.rpartition(".")[0])
+        hooks.append(module.register_forward_hook(keep(name)))
+    dev = next(ctx.model.parameters()).device
+    embed = ctx.model.get_input_embeddings()
+    tokens = 0
+    frozen = [p for p in ctx.model.parameters() if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            for ids in ctx.calib:
+                ids = ids.to(dev)
+                x = embed(ids).detach().requires_grad_(True)  # gradients reach the activations, never the weights
+                logits = ctx.model(inputs_embeds=x).logits.float()
+                F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").backward()
+                tokens += ids[:, 1:].numel()
+    finally:
+        for h in hooks:
+            h.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+    missing = [n for n in ctx.sites if n not in sums]
+    if missing:
+        raise ValueError(f"mixed_precision sensitivity: fisher: no gradient reached {missing[:3]} (their output "
+                         "does not lead to the loss in the model's forward)")
+    return {n: v / tokens for n, v in sums.items()}
 
 
 def _swap(ctx: PassContext, name: str, w: torch.Tensor) -> torch.Tensor:
