@@ -21,7 +21,7 @@ class SiteRow:
     output_error: float | None = None  # relative output MSE on calibration tokens (data-driven recipes)
     lowering: str = ""  # lowered: the rule's name; "unmatched: why"; "" = not lowered (fake-quant graph)
     bits: int | None = None  # mixed_precision: the width chosen (16: full precision)
-    sensitivity: dict[int, float] | None = None  # mixed_precision: output error per candidate width
+    sensitivity: dict[int, float] | None = None  # mixed_precision: the sensitivity measure per candidate width
 
 
 @dataclass
@@ -199,7 +199,7 @@ def plot_allocation(report: Report, path: str) -> None:
     ax.bar(range(len(rows)), [max(r.sensitivity[ref], 1e-30) for r in rows], color="tab:blue", alpha=0.6)
     ax.set_yscale("log")
     ax.set_xlabel("layer (graph order)")
-    ax.set_ylabel(f"sensitivity: output error at {ref} bits", color="tab:blue")
+    ax.set_ylabel(f"sensitivity at {ref} bits", color="tab:blue")
     bx = ax.twinx()
     bx.step(range(len(rows)), [r.bits for r in rows], where="mid", color="tab:red")
     bx.set_ylabel("bits chosen", color="tab:red")
