@@ -212,11 +212,14 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
     same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias, x_zero=x_zero)
 
 
-def check_quantize(x, scale, qmax, zero=None, gather=None, op="qpass::quantize_activation_int8") -> None:
+def check_quantize(x, scale, qmax, zero=None, gather=None, clip=1.0, op="qpass::quantize_activation_int8") -> None:
     float_tensor(op, "x", x)
     K = last_dim(op, "x", x)
     int_arg(op, "qmax", qmax)
     _value(1 <= qmax <= 127, op, f"qmax must lie in [1, 127] (127 for int8, 7 for int4 values), got {qmax}")
+    _value(isinstance(clip, (int, float)) and 0 < clip <= 1, op, f"clip must lie in (0, 1], got {clip!r}")
+    _value(clip == 1 or scale is None, op, "clip applies to dynamic steps (scale None); a static step is clipped "
+                                           "when it is calibrated")
     if scale is not None:
         float_tensor(op, "scale", scale)
         rows = rows_of(x)

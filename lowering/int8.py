@@ -56,7 +56,8 @@ def quantize_input(m: LinearMatch, e: Emit):
     a = m.plan.activation
     qmax = 2 ** (a.bits - 1) - 1
     if m.act_op is ACT_TOKEN:
-        qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, None, qmax)
+        clip = (None, None, a.clip_ratio) if a.clip_ratio != 1.0 else ()  # zero, gather, clip: the default left out
+        qx = e.call(torch.ops.qpass.quantize_activation_int8.default, m.x, None, qmax, *clip)
         return e.regather(e.item(qx, 0)), e.item(qx, 1), None
     s = uniform_step(m.plan)
     step = e.const("input_step", lambda: torch.tensor([s], dtype=torch.float32, device=a.scale.device))

@@ -18,6 +18,11 @@ from qpass.tritplane import TritPlanes
 from . import qdq_ops  # noqa: F401  (registers the torch.ops.qpass fake-quant ops this rewrite emits)
 
 
+def _per_token_args(x, a) -> tuple:
+    """qpass::fake_quant_per_token's arguments; the default clip ratio is left out (graphs as before it existed)."""
+    return (x, a.bits, a.symmetric) + ((a.clip_ratio,) if a.clip_ratio != 1.0 else ())
+
+
 def _attr(gm: fx.GraphModule, graph: fx.Graph, name: str, value: torch.Tensor | None):
     if value is None:
         return None
@@ -47,7 +52,7 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
                 step = _attr(gm, graph, f"{prefix}_input_step", sp.input_step.to(sp.dtype))
                 x = graph.call_function(torch.div, (x, step))
             if a is not None and a.granularity == "per_token":
-                x = graph.call_function(torch.ops.qpass.fake_quant_per_token.default, (x, a.bits, a.symmetric))
+                x = graph.call_function(torch.ops.qpass.fake_quant_per_token.default, _per_token_args(x, a))
             elif a is not None:
                 scale = _attr(gm, graph, f"{prefix}_input_scale", a.scale)
                 zero = _attr(gm, graph, f"{prefix}_input_zero", a.zero)
@@ -101,7 +106,7 @@ def fake_quant_linear(x: torch.Tensor, sp: SitePlan, weight: torch.Tensor, bias:
     if sp.input_step is not None:
         x = x / sp.input_step.to(dev, sp.dtype)
     if a is not None and a.granularity == "per_token":
-        x = torch.ops.qpass.fake_quant_per_token(x, a.bits, a.symmetric)
+        x = torch.ops.qpass.fake_quant_per_token(*_per_token_args(x, a))
     elif a is not None:
         mi = sp.migrated
         if mi is not None and mi.guarded:

@@ -92,21 +92,22 @@ def _(qweight, scale, zero, group_size, dtype):
 
 
 @kernel_op("qpass::fake_quant_per_token")
-def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """Dynamic per-token activation quantize-dequantize."""
-    _check_per_token(x, bits, symmetric)
-    return numerics.fake_quant_per_token(x, bits, symmetric)
+def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool, clip_ratio: float = 1.0) -> torch.Tensor:
+    """Dynamic per-token activation quantize-dequantize (step clip_ratio · max|x| / qmax)."""
+    _check_per_token(x, bits, symmetric, clip_ratio)
+    return numerics.fake_quant_per_token(x, bits, symmetric, clip_ratio)
 
 
-def _check_per_token(x, bits, symmetric, op="qpass::fake_quant_per_token"):
+def _check_per_token(x, bits, symmetric, clip_ratio, op="qpass::fake_quant_per_token"):
     _float(op, "x", x)
     _bits(op, bits)
     torch._check_value(isinstance(symmetric, bool), lambda: f"{op}: symmetric must be a bool, got {symmetric!r}")
+    torch._check_value(0 < clip_ratio <= 1, lambda: f"{op}: clip_ratio must lie in (0, 1], got {clip_ratio!r}")
 
 
 @fake_quant_per_token.register_fake
-def _(x, bits, symmetric):
-    _check_per_token(x, bits, symmetric)
+def _(x, bits, symmetric, clip_ratio=1.0):
+    _check_per_token(x, bits, symmetric, clip_ratio)
     return torch.empty_like(x)
 
 

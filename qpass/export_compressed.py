@@ -48,11 +48,12 @@ def _scheme(plans) -> tuple[str, int | None, bool]:
                                  f"not a multiple of its group size {w.group_size}; the layout (and vLLM) takes whole "
                                  "groups only: choose a group size that divides every layer's input width")
             kinds.add(("w4a16", w.group_size, w.zero is None))
-        elif a is not None and w.bits == 8 and a.bits == 8 and a.granularity == "per_token" and a.symmetric and not w.group_size:
+        elif a is not None and w.bits == 8 and a.bits == 8 and a.granularity == "per_token" and a.symmetric and \
+                a.clip_ratio == 1.0 and not w.group_size:  # vLLM's dynamic step is max|x| / 127: no clip
             kinds.add(("w8a8", None, True))
         else:
             raise ValueError(f"compressed-tensors export: site {sp.site} ({sp.describe()}) is neither W4A16 nor W8A8 "
-                             "(per-channel int8 weights, dynamic per-token int8 activations)")
+                             "(per-channel int8 weights, dynamic per-token int8 activations, unclipped)")
     if len(kinds) != 1:
         raise ValueError(f"compressed-tensors export: one scheme per model, found {sorted(map(str, kinds))}")
     return kinds.pop()

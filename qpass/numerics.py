@@ -164,17 +164,19 @@ def fake_quant(
     return dequantize(quantize(x, scale, zero, bits, group_size), scale, zero, group_size, x.dtype)
 
 
-def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool = True) -> torch.Tensor:
-    """Dynamic activation quantization: one scale per token (row of the last dim), computed on the fly.
+def fake_quant_per_token(x: torch.Tensor, bits: int, symmetric: bool = True, clip_ratio: float = 1.0) -> torch.Tensor:
+    """Dynamic activation quantization: one scale per token (row of the last dim), computed on the fly; with
+    clip_ratio < 1 the step covers clip_ratio · max|x| and the largest values saturate.
 
     Symmetric: the int kernels' arithmetic, bit for bit (kernels/int8/reference.py quantize_activation_int8_ref):
-    step s = max|x| * fp32(1/qmax), codes round_half_even(x * (1/s)). `max|x| / qmax` and `x / s` can differ from
-    those in the last bit, and a value on a rounding tie then takes another code than the lowered graph's."""
+    step s = max|x| * fp32(clip_ratio/qmax), codes round_half_even(x * (1/s)). `max|x| / qmax` and `x / s` can
+    differ from those in the last bit, and a value on a rounding tie then takes another code than the lowered
+    graph's."""
     if not symmetric:
-        return fake_quant(x, bits, None, symmetric)
+        return fake_quant(x, bits, None, symmetric, clip_ratio)
     qmin, qmax = qrange(bits, True)
     xf = x.float()
-    s = xf.abs().amax(-1, keepdim=True) * torch.tensor(1.0 / qmax, dtype=torch.float32)
+    s = xf.abs().amax(-1, keepdim=True) * torch.tensor(clip_ratio / qmax, dtype=torch.float32)
     s = torch.where(s > 0, s, torch.ones_like(s))  # a row of zeros: codes 0 whatever the step
     return (torch.round(xf * (1.0 / s)).clamp_(qmin, qmax) * s).to(x.dtype)
 

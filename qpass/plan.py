@@ -31,10 +31,12 @@ class ActQuant:
     symmetric: bool
     scale: torch.Tensor | None = None  # per_channel: [C]
     zero: torch.Tensor | None = None  # per_channel asymmetric: [C]
+    clip_ratio: float = 1.0  # per_token: the step is clip_ratio · max|x| / qmax (static ranges are clipped in `scale`)
 
     def describe(self) -> str:
         kind = "dynamic per-token" if self.granularity == "per_token" else "static per-channel"
-        return f"a{self.bits} {kind}{'' if self.symmetric else ' asym'}"
+        clip = f" clip {self.clip_ratio:g}" if self.clip_ratio != 1.0 else ""
+        return f"a{self.bits} {kind}{'' if self.symmetric else ' asym'}{clip}"
 
 
 @dataclass

@@ -42,6 +42,8 @@ class ActivationSpec(Checked):
     observer: Literal["absmax", "minmax", "percentile"] = "absmax"  # static ranges only
     # observer=percentile: per-channel percentile of |x|, averaged over batches
     percentile: float = opt(99.99, range="(0, 100]")
+    # static: the calibrated range's fraction kept; per_token: each token's step is clip_ratio · max|x| / qmax, so
+    # the largest values saturate (QuaRot clips W4A4 activations at 0.9)
     clip_ratio: float = opt(1.0, range="(0, 1]")
 
     def check_fields(self, path: str) -> None:

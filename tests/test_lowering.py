@@ -82,6 +82,21 @@ def test_lowered_matches_fake_quant(arch, recipe, rule):
     assert not [b for b in graphs[0]._buffers if b.startswith("qpass_") and "lowered" not in b]  # fake-quant buffers freed
 
 
+def test_clipped_dynamic_activations_lower_and_are_not_ignored():
+    """activations.clip_ratio on dynamic per-token steps (QuaRot's 0.9): the fake-quant graph and the int kernels
+    clip alike, the report says so, and the result differs from the unclipped recipe."""
+    clipped = Recipe("w4a4-clip", weights=WeightSpec(bits=4, group_size=None),
+                     activations=ActivationSpec(bits=4, granularity="per_token", clip_ratio=0.8))
+    q = qpass.compile(tiny_model("llama"), clipped, progress=False, lower=False)
+    lowered, outcomes, _ = _lowered_twin(q)
+    _assert_lowered_matches(lowered, q)
+    assert set(outcomes[site] for site in q.qpass_state.plan) == {"w4a8"}
+    assert all("clip 0.8" in sp.describe() for sp in q.qpass_state.plan.values())
+    plain = qpass.compile(tiny_model("llama"), _per_channel(4, 4), progress=False, lower=False)
+    with torch.no_grad():
+        assert not torch.allclose(q(_ids()).logits, plain(_ids()).logits)
+
+
 def test_compile_lowers_by_default_and_reports_unmatched_sites():
     model = tiny_model("llama")
     # g80 weights: the int GEMMs take groups that are multiples of 32 (or the whole row), so the K = 64 sites (one

@@ -91,6 +91,20 @@ def test_fake_quant_per_token_rounds_like_the_int_kernels_on_rounding_ties(bits)
     assert not torch.equal(N.fake_quant(x, bits, None), want)  # the ties really are ties for the generic path
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_fake_quant_per_token_clipped_matches_the_int_kernels(bits):
+    """clip_ratio < 1: the same codes as the lowered quantizer's clipped dynamic step, the largest values saturate."""
+    from qpass.kernels.int8.reference import quantize_activation_int8_ref
+
+    qmax = 2 ** (bits - 1) - 1
+    x = torch.randn(16, 40, generator=torch.Generator().manual_seed(1)) * 2
+    codes, step = quantize_activation_int8_ref(x, None, qmax, clip=0.8)
+    out = N.fake_quant_per_token(x, bits, clip_ratio=0.8)
+    assert torch.equal(out, codes.float() * step[:, None])
+    assert (out.abs().amax(-1) < x.abs().amax(-1)).all()  # the max saturates below max|x|
+    assert not torch.equal(out, N.fake_quant_per_token(x, bits))
+
+
 def test_int3_and_int2_ranges():
     assert N.qrange(3, True) == (-4, 3) and N.qrange(2, True) == (-2, 1) and N.qrange(4, False) == (0, 15)
     w = torch.tensor([[3.0, -3.0, 1.0, 0.4]])

@@ -90,20 +90,20 @@ def _(x, w_int8, scales, bias, group_size):
 # ------------------------------------------------------------------ activation quantizer
 @kernel_op("qpass::quantize_activation_int8")
 def quantize_activation_int8(x: Tensor, scale: Optional[Tensor], qmax: int, zero: Optional[Tensor] = None,
-                             gather: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """x [..., C] float -> (int8 [..., K], fp32 step [rows]); scale None = dynamic per-row absmax / qmax,
-    else a static step (scalar or per-row).  qmax = 127 for int8, 7 for W4A4 activations.  `zero` [K]: per-column
+                             gather: Optional[Tensor] = None, clip: float = 1.0) -> Tuple[Tensor, Tensor]:
+    """x [..., C] float -> (int8 [..., K], fp32 step [rows]); scale None = dynamic per-row clip · absmax / qmax
+    (clip < 1: the largest values saturate), else a static step (scalar or per-row).  qmax = 127 for int8, 7 for W4A4 activations.  `zero` [K]: per-column
     zero point added before the clamp (static asymmetric steps, in the signed range); `gather` [K]: output column k
     reads x[..., gather[k]] (0 where gather[k] >= C); without it K = C."""
-    C.check_once(C.check_quantize, x, scale, qmax, zero, gather)
+    C.check_once(C.check_quantize, x, scale, qmax, zero, gather, clip)
     if x.is_cuda:
-        return _triton().run_quantize(x, scale, qmax, zero, gather)
-    return R.quantize_activation_int8_ref(x, scale, qmax, zero, gather)
+        return _triton().run_quantize(x, scale, qmax, zero, gather, clip=clip)
+    return R.quantize_activation_int8_ref(x, scale, qmax, zero, gather, clip)
 
 
 @quantize_activation_int8.register_fake
-def _(x, scale, qmax, zero=None, gather=None):
-    C.check_quantize(x, scale, qmax, zero, gather)
+def _(x, scale, qmax, zero=None, gather=None, clip=1.0):
+    C.check_quantize(x, scale, qmax, zero, gather, clip)
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     K = gather.shape[0] if gather is not None else x.shape[-1]
     return x.new_empty(*x.shape[:-1], K, dtype=torch.int8), x.new_empty(rows, dtype=torch.float32)

@@ -79,12 +79,13 @@ def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_
 STATIC_CONFIG = dict(BLOCK_R=16, BLOCK_K=256, num_warps=4)
 
 
-def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None):
-    check_quantize(x, scale, qmax, zero, gather, op="quantize_activation_int8_triton")
-    return run_quantize(x, scale, qmax, zero, gather, block_k)
+def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None,
+                                    clip: float = 1.0):
+    check_quantize(x, scale, qmax, zero, gather, clip, op="quantize_activation_int8_triton")
+    return run_quantize(x, scale, qmax, zero, gather, block_k, clip)
 
 
-def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None):
+def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None, clip: float = 1.0):
     """`quantize_activation_int8_triton` on checked arguments (the op checks once per signature)."""
     C = x.shape[-1]
     K = gather.shape[0] if gather is not None else C
@@ -107,6 +108,6 @@ def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | Non
         return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)  # a copy: s_in may alias the caller's scale
     bk = block_k or min(4096, triton.next_power_of_2(K))
     launch(_quant_act, (M,), x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
-                     s_out, K, C, x2.stride(0), q.stride(0), qmax, 1.0 / qmax, STATIC=scale is not None,
+                     s_out, K, C, x2.stride(0), q.stride(0), qmax, clip / qmax, STATIC=scale is not None,
                      HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)
     return q.reshape(*x.shape[:-1], K), s_out

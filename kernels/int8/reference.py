@@ -51,10 +51,10 @@ def gather_columns(x, gather):
     return padded.index_select(-1, gather.clamp(max=x.shape[-1]).long())
 
 
-def quantize_activation_int8_ref(x, scale, qmax: int, zero=None, gather=None):
+def quantize_activation_int8_ref(x, scale, qmax: int, zero=None, gather=None, clip: float = 1.0):
     """q = clamp(round_half_even(x[..., gather] * (1/s)) + zero, -qmax-1, qmax) as int8.
 
-    scale None: dynamic per-row s = max|x| * (1/qmax) (rows of zeros get s = 1); else a static step (scalar or
+    scale None: dynamic per-row s = max|x| * (clip/qmax) (rows of zeros get s = 1); else a static step (scalar or
     per-row). `zero` [K'] (integer values, static steps only): an asymmetric step's zero point shifted into the
     signed range, z - 2**(bits-1). `gather` [K']: the GEMM's column order (QSM's sort / split copies / zero pad),
     read from x in the same pass. Returns (int8 [..., K'], fp32 scale [rows])."""
@@ -62,7 +62,7 @@ def quantize_activation_int8_ref(x, scale, qmax: int, zero=None, gather=None):
     K = x.shape[-1]
     xf = x.reshape(-1, K).float()
     if scale is None:
-        s = xf.abs().amax(-1) * torch.tensor(1.0 / qmax, dtype=torch.float32)
+        s = xf.abs().amax(-1) * torch.tensor(clip / qmax, dtype=torch.float32)
         s = torch.where(s > 0, s, torch.ones_like(s))
     else:
         # a copy, never a view: with one row and an fp32 step the result would alias the op's input

@@ -68,7 +68,7 @@ def plan_quantization(ctx: PassContext) -> None:
                 sp.output_error = layer_error(w, sp.weight.dequantize(), obs.mean_hessian())
         if aspec is not None and sp.activation is None:
             if aspec.granularity == "per_token":
-                sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric)
+                sp.activation = ActQuant(aspec.bits, "per_token", aspec.symmetric, clip_ratio=aspec.clip_ratio)
             else:
                 obs = ctx.observers[site.name]
                 problem = obs.problem()  # screened before the passes; a pass may not have re-collected

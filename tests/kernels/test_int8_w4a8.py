@@ -99,6 +99,30 @@ def test_quantize_activation(M, K, qmax, static):
     assert int(q.max()) <= qmax and int(q.min()) >= -qmax - 1
 
 
+@pytest.mark.parametrize("M,K", [(1, 64), (3, 200), (17, 100)])
+@pytest.mark.parametrize("qmax", [127, 7])
+@pytest.mark.parametrize("clip", [0.9, 0.6])
+def test_quantize_activation_clipped(M, K, qmax, clip):
+    """Dynamic steps of clip · max|x| / qmax: the largest values saturate at ±qmax (clipped, not wrapped)."""
+    x = torch.randn(M, K, dtype=torch.float32) * 3
+    q, s = quantize_activation_int8_triton(x, None, qmax, clip=clip)
+    qr, sr = R.quantize_activation_int8_ref(x, None, qmax, clip=clip)
+    assert torch.equal(s, sr) and torch.allclose(s, x.abs().amax(-1) * clip / qmax)
+    diff = (q.int() - qr.int()).abs()
+    assert int(diff.max()) <= 1 and diff.float().mean() < 1e-3  # a tie may round differently, never more
+    assert int(q.max()) <= qmax and int(q.min()) >= -qmax - 1
+    top = x.abs().argmax(-1)
+    assert torch.equal(q.gather(-1, top[:, None]).squeeze(-1).int().abs(),
+                       torch.where(x.gather(-1, top[:, None]).squeeze(-1) > 0, qmax, qmax + 1).int())
+
+
+def test_quantize_activation_refuses_a_clip_with_a_static_step():
+    with pytest.raises(ValueError, match="clip applies to dynamic steps"):
+        quantize_activation_int8_triton(torch.randn(2, 8), torch.tensor(0.1), 127, clip=0.9)
+    with pytest.raises(ValueError, match=r"clip must lie in \(0, 1\]"):
+        quantize_activation_int8_triton(torch.randn(2, 8), None, 127, clip=1.5)
+
+
 @pytest.mark.parametrize("M,N,K", [(5, 64, 256), (70, 48, 200), (9, 17, 8)])
 def test_w4a8_in_register_unpack_variant(M, N, K):
     """UNPACK=1: the word of every (n, k) re-read and shifted by 4 * (k % 8) (no 3-D reshape)."""
