@@ -36,8 +36,8 @@ def _signature(m: LinearMatch):
             fields.append((f.name, tuple(v.shape[1:]), v.dtype, str(v.device)))
         elif f.name != "stats":
             fields.append((f.name, v))
-    act = None if a is None else (a.bits, a.granularity, a.symmetric, _fingerprint(a.scale), _fingerprint(a.zero),
-                                  _fingerprint(m.plan.gather))
+    act = None if a is None else (a.bits, a.granularity, a.symmetric, a.clip_ratio, _fingerprint(a.scale),
+                                  _fingerprint(a.zero), _fingerprint(m.plan.gather))
     return (type(w).__name__, tuple(fields), act, m.bias is None, m.out_dtype, m.weight_op, m.act_op)
 
 

@@ -21,6 +21,9 @@ from .sequential import SequentialRefused, plan_sequential
 from .sequential import refusal as sequential_refusal
 
 
+TOKEN_CLIP_SAMPLES = 512
+
+
 def calibration_statistics(recipe: Recipe) -> dict:
     """The ChannelObserver keyword options the recipe needs: tokens skipped, GPTQ's Hessian, and what each
     pass's registry entry declares (`statistics`), merged (the larger count, any flag)."""
@@ -29,6 +32,8 @@ def calibration_statistics(recipe: Recipe) -> dict:
         stats["hessian"] = True
         if recipe.calibration.sink_hessian_weight:
             stats["sink_weight"] = recipe.calibration.sink_hessian_weight
+    if recipe.activations is not None and recipe.activations.clip_search != "none":
+        stats["samples"] = TOKEN_CLIP_SAMPLES  # the per-token clip search's calibration tokens per site
     for spec in recipe.passes:
         declared = registry.get(spec.name).statistics
         for k, v in (declared(spec.options) if declared else {}).items():

@@ -127,7 +127,7 @@ class Recipe:
     def needs_calibration(self) -> bool:
         a = self.activations
         return bool(
-            (a is not None and a.granularity == "per_channel")
+            (a is not None and (a.granularity == "per_channel" or a.clip_search != "none"))
             or (self.weights is not None and self.weights.rounding == "gptq")
             or any(registry.get(p.name).calibrates(p.options) for p in self.passes)
         )

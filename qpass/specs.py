@@ -45,8 +45,14 @@ class ActivationSpec(Checked):
     # static: the calibrated range's fraction kept; per_token: each token's step is clip_ratio · max|x| / qmax, so
     # the largest values saturate (QuaRot clips W4A4 activations at 0.9)
     clip_ratio: float = opt(1.0, range="(0, 1]")
+    # per_token, mse: each site's clip (a grid below clip_ratio) chosen on calibration tokens to minimise its output
+    # error with its quantized weight (needs calibration data); static steps are searched by the qsm pass
+    clip_search: Literal["none", "mse"] = "none"
 
     def check_fields(self, path: str) -> None:
+        if self.clip_search != "none" and self.granularity != "per_token":
+            raise RecipeError(f"{join(path, 'clip_search')}: searches dynamic per-token clips; static per_channel "
+                              "steps are clipped by the qsm pass (act_clip_grid) or by clip_ratio")
         if self.granularity == "per_token" and self.observer != "absmax":
             raise RecipeError(
                 f"{join(path, 'observer')}: per_token activations are dynamic and use no observer; "

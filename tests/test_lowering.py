@@ -97,6 +97,45 @@ def test_clipped_dynamic_activations_lower_and_are_not_ignored():
         assert not torch.allclose(q(_ids()).logits, plain(_ids()).logits)
 
 
+def test_searched_token_clip_is_the_best_of_its_grid_per_input():
+    """activations.clip_search: mse picks, per input, the grid clip with the smallest output error on calibration
+    tokens, summed over the sites reading that input (q/k/v share one quantizer) — recomputed here for the first
+    block, whose inputs are the model's own — and the lowered graph follows each input's own clip."""
+    from qpass.numerics import fake_quant_per_token
+    from qpass.passes.rounding import TOKEN_CLIP_GRID
+
+    recipe = Recipe("w4a4-clip-search", weights=WeightSpec(bits=4, group_size=None),
+                    activations=ActivationSpec(bits=4, granularity="per_token", clip_search="mse"))
+    model = tiny_model("llama")
+    calib = [_ids(seed=5)]
+    q = qpass.compile(model, recipe, calib, progress=False, lower=False, copy=True)
+    state = q.qpass_state
+    sites = {s.name: s for s in state.analysis.linears if s.name in state.plan}
+    samples = {}
+    hooks = [model.get_submodule(s.weight.rpartition(".")[0]).register_forward_hook(
+        lambda m, a, o, n=n: samples.__setitem__(n, a[0].detach().flatten(0, -2))) for n, s in sites.items()]
+    with torch.no_grad():
+        model(calib[0])
+    for h in hooks:
+        h.remove()
+    first = {n for n in sites if ".layers.0." in n}  # later blocks calibrate on quantized blocks' outputs
+    groups = {tuple(sorted({n, *sites[n].siblings} & first)) for n in first}
+    assert any(len(g) > 1 for g in groups)  # q/k/v, gate/up
+    for group in groups:
+        err = dict.fromkeys(TOKEN_CLIP_GRID, 0.0)
+        for n in group:
+            x, sp = samples[n], state.plan[n]
+            y = x @ model.get_parameter(sp.weight_fqn).detach().float().T
+            for r in err:
+                err[r] += float((y - fake_quant_per_token(x, 4, True, r) @ sp.weight.dequantize().T).pow(2).sum()
+                                / y.pow(2).sum())
+        picked = {state.plan[n].activation.clip_ratio for n in group}
+        assert len(picked) == 1 and err[picked.pop()] <= min(err.values()) * (1 + 1e-5), group
+    assert {sp.activation.clip_ratio for sp in state.plan.values()} != {1.0}  # 4-bit tokens: clipping wins somewhere
+    lowered, _, _ = _lowered_twin(q)
+    _assert_lowered_matches(lowered, q)
+
+
 def test_compile_lowers_by_default_and_reports_unmatched_sites():
     model = tiny_model("llama")
     # g80 weights: the int GEMMs take groups that are multiples of 32 (or the whole row), so the K = 64 sites (one

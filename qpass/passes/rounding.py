@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..gptq import GPTQError, gptq_quantize, layer_error
-from ..numerics import QuantizedWeight, quantize_weight
+from ..numerics import QuantizedWeight, fake_quant_per_token, quantize_weight
 from ..plan import ActQuant, nonfinite_reason, static_activation
 from .context import PassContext
 
@@ -28,6 +28,39 @@ def round_weight(w: torch.Tensor, spec, clip: float, hessian: torch.Tensor | Non
             notes.append(info["note"])
         return q
     return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip, spec.clip_search)
+
+
+TOKEN_CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
+
+
+def search_token_clips(ctx: PassContext, aspec) -> None:
+    """Each input's clip (TOKEN_CLIP_GRID × clip_ratio) of its dynamic per-token steps: the one whose outputs on
+    calibration tokens, with the quantized weights, are closest to full precision (QuaRot clips at a fixed 0.9;
+    the best clip differs per layer). Sites reading one input (q/k/v, gate/up) share its quantizer, so they get
+    one clip, chosen on the sum of their relative output errors. Noted on each site."""
+    done = set()
+    for site in ctx.sites.values():
+        group = [s for s in [site.name, *site.siblings] if s in ctx.plan and s not in done
+                 and getattr(ctx.plan[s].activation, "granularity", None) == "per_token"]
+        if not group:
+            continue
+        done.update(group)
+        x = ctx.observers[group[0]].token_samples().float()
+        errors = dict.fromkeys((r * aspec.clip_ratio for r in TOKEN_CLIP_GRID), 0.0)
+        for name in group:
+            sp = ctx.plan[name]
+            w = ctx.weight(ctx.sites[name]).float().to(x.device)
+            deq = sp.weight.dequantize().float().to(x.device) if sp.weight is not None else w
+            y = x @ w.T
+            scale = float(y.pow(2).sum().clamp_min(1e-30))
+            for clip in errors:
+                y_hat = fake_quant_per_token(x, aspec.bits, aspec.symmetric, clip) @ deq.T
+                errors[clip] += float((y - y_hat).pow(2).sum()) / scale
+        best = min(errors, key=errors.get)
+        for name in group:
+            ctx.plan[name].activation.clip_ratio = best
+            ctx.plan[name].notes.append(f"activation clip {best:g}, searched (relative output MSE {errors[best]:.2e}, "
+                                        f"at clip {aspec.clip_ratio:g} {errors[aspec.clip_ratio]:.2e})")
 
 
 def at_bits(spec, bits: int):
@@ -76,3 +109,5 @@ def plan_quantization(ctx: PassContext) -> None:
                     ctx.keep_full_precision(site.name, problem)
                     continue
                 sp.activation = static_activation(aspec, obs)
+    if aspec is not None and aspec.clip_search != "none":
+        search_token_clips(ctx, aspec)
