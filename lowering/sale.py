@@ -26,9 +26,10 @@ def replace(m: SdpaMatch, e: Emit):
     o = m.plan.options
     tau = e.const("sale_tau", lambda: torch.tensor(m.plan.taus, dtype=torch.float32))
     # group=False: per-head selection, the rule τ was calibrated with (whether K/V arrive grouped or repeated).
+    window = getattr(o, "model_window", None)  # a local layer's sliding window; full-causal calls omit the argument
     return e.call(torch.ops.qpass.sale_attention.default, m.q, m.k, m.v, tau, m.scale, o.block_m, o.block_n,
                   o.sink, o.window, o.min_seq_len, False, int(getattr(o, "pool", 1)), m.mask,
-                  getattr(o, "model_window", None))
+                  *(() if window is None else (window,)))
 
 
 RULES = [Rule("sale", PATTERN, replace, "qpass::sale_attention")]
