@@ -191,3 +191,18 @@ def test_calibration_measures_the_windowed_attention():
     with torch.no_grad():
         own, got = model(input_ids=ids).logits, qm(input_ids=ids).logits
     assert float((got - own).norm() / own.norm()) < 0.05
+
+
+def test_a_window_within_sales_band_stays_dense_local():
+    """A window so short that SALE's always-kept blocks cover it (W 16 with 16-key blocks and a 16-key band) leaves
+    nothing to skip: planned dense-local with that reason, lowered to the dense op, logits equal the model's own."""
+    model = _model("mistral", True)
+    model.config.sliding_window = 16
+    qm = _compile_zero_tau(model)
+    plan = qm.qpass_state.plan.attention
+    assert plan and all("so SALE would skip nothing" in ap.refused for ap in plan.values()), plan
+    outcome = qpass.report(qm).attention_lowering
+    assert all(outcome[n] == "unmatched: " + ap.refused for n, ap in plan.items())
+    ids = torch.randint(1, model.config.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(qm(input_ids=ids).logits, model(input_ids=ids).logits, rtol=1e-4, atol=1e-4)

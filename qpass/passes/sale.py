@@ -193,7 +193,7 @@ class use_sale:
             dense = F.scaled_dot_product_attention(query, key, value, attn_mask=R.visible(i[:, None], i[None], w),
                                                    scale=scale, enable_gqa=gqa)
         out = dense
-        why = refusal(kwargs, max_positions(self.model), query)
+        why = refusal(kwargs, max_positions(self.model), query) or nothing_to_skip(win, self.opts)
         self.calls[name] = {"refused": why, "heads": query.shape[1], "window": win}
         if why:
             return out.transpose(1, 2).contiguous(), None
@@ -246,6 +246,23 @@ def refusal(call_kwargs: dict, positions: int | None, query: Tensor) -> str:
         return (f"logit soft-capping (softcap={softcap:g}): SALE's estimate and kernel have no soft-cap; "
                 f"the layer runs its own attention")
     return ""
+
+
+def nothing_to_skip(window: int | None, opts: SaleOptions) -> str:
+    """Why a local layer stays dense-local ("" when SALE can skip something in it): a sliding window so short that
+    every key block inside it is always kept (sink, SALE's recent band, the diagonal) leaves SALE no block to skip,
+    only the estimate's cost. Decided from the block layout, at any sequence length."""
+    if window is None:
+        return ""
+    from qpass.kernels.sale import reference as R
+
+    S = 4 * (window + opts.window + opts.sink + opts.block_m + opts.block_n)  # past every edge effect
+    _, _, causal, always = R.block_layout(S, opts.block_m, opts.block_n, opts.sink, opts.window, window)
+    if (causal & ~always).any():
+        return ""
+    return (f"sliding window {window}: every key block inside it is always kept (sink {opts.sink}, window "
+            f"{opts.window}, {opts.block_m}x{opts.block_n} blocks), so SALE would skip nothing; the layer stays "
+            f"dense-local")
 
 
 def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
