@@ -2,7 +2,7 @@
 SALE op faster than the dense-local attention the model runs otherwise?
 
     python benchmarks/sale_window.py --out $OUT/sale_window.json            # GPU: seq 8192 16384, W 4096
-    python benchmarks/sale_window.py --smoke --out /tmp/sale_window.json    # CPU interpreter, tiny shapes
+    python benchmarks/sale_window.py --smoke --out /tmp/sale_window.json    # CPU interpreter, tiny shapes (64x64 blocks)
 
 Per sequence length S, B 1, 32 query / 8 KV heads, d 128, bf16 (smoke: 4 / 2 heads, d 64, fp16 on the CPU):
 - `dense_local_ms`: `qpass::attention` with the window's bool mask — what a dense-local layer runs (HF's mask);
@@ -13,7 +13,9 @@ Per sequence length S, B 1, 32 query / 8 KV heads, d 128, bf16 (smoke: 4 / 2 hea
   blocks and pool 8): select, attention over its selection, and the whole op (`total`); `kept_of_window`: kept
   blocks / blocks inside the window; `tau0_ms`: the same op at τ = 0 (every window block: SALE's kernels as a
   window-limited dense kernel, select included);
-- `sale_causal_*`: the same τ without the window (full causal SALE), for comparison.
+- `sale_causal_*`: the same τ without the window (full causal SALE), for comparison;
+- `sale_window_at<P>_*`: the sparse attention over random masks skipping P% of the window's blocks (`--sparsity`),
+  and that plus the windowed select (`total`): the op's cost at a controlled sparsity.
 q / k are random with 'hot' key blocks (a shared direction), so the selection keeps some far blocks and skips
 others; τ (`--tau`) is one value for every head. A check per S: τ = 0 windowed SALE vs the window-masked SDPA.
 """
@@ -71,7 +73,7 @@ def run(a):
     dev = "cpu" if a.smoke else "cuda"
     H, Hkv, D, dt = (4, 2, 64, torch.float16) if a.smoke else (a.heads[0], a.heads[1], a.dim, torch.bfloat16)
     seqs, W = (a.seqs, a.window) if not a.smoke else ([384, 520], 200)
-    bm, bn = a.block
+    bm, bn = a.block if not a.smoke else (64, 64)  # smoke: small blocks, so some window blocks are estimated
     sink, band, pool = 64, 256 if not a.smoke else 64, a.pool
     scale = D ** -0.5
     tm = timer(dev, a.rep)
@@ -117,6 +119,22 @@ def run(a):
                                                                          **kw))
             out = K.sale_attention_triton(q, k, v, tau, scale, bm, bn, sink, band, **kw)
             row[f"{name}_rel_err_vs_dense_local"] = rel_err(out, want)
+        # the sparse attention at controlled shares of the window's blocks skipped (random masks; always-kept
+        # blocks stay), plus the windowed select: what the op would cost at that sparsity
+        nqb, nkb, causal, always = R.block_layout(S, bm, bn, sink, band, W)
+        causal, always = causal.to(dev), always.to(dev)
+        middle = causal & ~always
+        g = torch.Generator(device=dev).manual_seed(0)
+        draw = torch.rand(1, H, nqb, nkb, device=dev, generator=g)
+        for target in a.sparsity:
+            r = float(((1 - target) * causal.sum() - always.sum()).clamp_min(0) / middle.sum().clamp_min(1))
+            keep = always | (middle & (draw < r))
+            idx, cnt = R.mask_to_index(keep)
+            key = f"sale_window_at{round(100 * target)}"
+            row[f"{key}_skipped"] = 1 - float(keep.sum()) / (float(causal.sum()) * H)
+            row[f"{key}_attn_ms"] = tm(lambda: K.sale_sparse_attention_triton(q, k, v, idx, cnt, scale, bm, bn,
+                                                                               model_window=W))
+            row[f"{key}_total_ms"] = row["sale_window_select_ms"] + row[f"{key}_attn_ms"]
         zero = torch.zeros(H)
         row["sale_window_tau0_ms"] = tm(lambda: K.sale_attention_triton(q, k, v, zero, scale, bm, bn, sink, band,
                                                                         group=False, pool=pool, model_window=W))
@@ -138,6 +156,10 @@ def run(a):
               f"{r['sale_window_speedup_vs_dense_local']:>6.2f}x {r['sale_window_tau0_ms']:>7.2f} | "
               f"{r['sale_causal_total_ms']:>9.2f} {r['sale_causal_kept_of_causal']:>9.1%} | "
               f"{r['check_tau0_rel_err']:>7.1e}")
+    for r in res["rows"]:
+        print(f"S {r['seq']}: window blocks skipped -> select + attention ms (x dense-local): " + ", ".join(
+            f"{r[f'sale_window_at{round(100 * t)}_skipped']:.0%} -> {r[f'sale_window_at{round(100 * t)}_total_ms']:.2f}"
+            f" ({r['dense_local_ms'] / r[f'sale_window_at{round(100 * t)}_total_ms']:.2f}x)" for t in a.sparsity))
     print(f"(ms; JSON: {a.out})")
     bad = [r["seq"] for r in res["rows"] if not r["check_tau0_rel_err"] < (2e-2 if not a.smoke else 2e-3)]
     if bad:
@@ -153,6 +175,8 @@ def main():
     ap.add_argument("--block", type=int, nargs=2, default=[128, 64])
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--tau", type=float, default=0.01)
+    ap.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.8],
+                    help="shares of the window's blocks skipped by random masks (attention timed at each)")
     ap.add_argument("--rep", type=int, default=100, help="do_bench's rep (ms of timed runs per measurement)")
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (TRITON_INTERPRET=1)")
