@@ -206,3 +206,22 @@ def test_a_window_within_sales_band_stays_dense_local():
     ids = torch.randint(1, model.config.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         torch.testing.assert_close(qm(input_ids=ids).logits, model(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_windowed_sale_survives_save_and_load(tmp_path):
+    """The window is an argument of the saved program's `qpass::sale_attention` calls: the reloaded model gives the
+    lowered model's logits (which differ from the dense model's: SALE ran, inside the window)."""
+    model = _model("mistral", True)
+    model.config.sliding_window = 112
+    taus = {n: [0.5] * len(t) for n, t in _zero_taus(model).items()}
+    qm = qpass.compile(model, Recipe("sale-w", weights=None, passes=[PassSpec("sale", {**OPTS, "taus": taus})]),
+                       progress=False, copy=True)
+    ids = torch.randint(1, model.config.vocab_size, (1, 160), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want, own = qm(input_ids=ids, use_cache=False).logits, model(input_ids=ids, use_cache=False).logits
+    qpass.save(qm, tmp_path / "m", example=ids)
+    with torch.no_grad():
+        got = qpass.load(tmp_path / "m")(ids)
+    got = got.logits if hasattr(got, "logits") else got
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert float((want - own).abs().max()) > 1e-2
