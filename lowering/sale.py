@@ -6,7 +6,9 @@ per-head τ (a graph constant) and the pass's options.  The op runs SDPA itself 
 min_seq_len) and when the mask it is given turns out not to be causal at run time (checked per call inside the
 op, so the graph has no data-dependent branch and exports).
 
-The τ come from the plan: the `sale` pass fills `Plan.attention` ({calibrated module path: AttentionPlan}).
+The τ come from the plan: the `sale` pass fills `Plan.attention` ({calibrated module path: AttentionPlan}); a local
+layer's plan carries the model's sliding window (`model_window`), passed to the op, which then checks per call that
+the mask it gets is that window's (else dense attention with the mask).
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ def replace(m: SdpaMatch, e: Emit):
     o = m.plan.options
     tau = e.const("sale_tau", lambda: torch.tensor(m.plan.taus, dtype=torch.float32))
     # group=False: per-head selection, the rule τ was calibrated with (whether K/V arrive grouped or repeated).
+    window = getattr(o, "model_window", None)  # a local layer's sliding window; full-causal calls omit the argument
     return e.call(torch.ops.qpass.sale_attention.default, m.q, m.k, m.v, tau, m.scale, o.block_m, o.block_n,
-                  o.sink, o.window, o.min_seq_len, False, int(getattr(o, "pool", 1)), m.mask)
+                  o.sink, o.window, o.min_seq_len, False, int(getattr(o, "pool", 1)), m.mask,
+                  *(() if window is None else (window,)))
 
 
 RULES = [Rule("sale", PATTERN, replace, "qpass::sale_attention")]

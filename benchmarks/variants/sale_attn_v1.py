@@ -35,7 +35,7 @@ def _sale_attn_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
     for t in range(0, n):
         kb = tl.load(idx_ptr + out_row * NKB + t)
         m_i, l_i, acc = _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
-                                             D, BLOCK_N, UPCAST)
+                                             1 << 30, D, BLOCK_N, UPCAST)  # v1: full causal only
     _store_tile(o_ptr, acc, l_i, b, h, rows, S, so_b, so_h, so_s, D)
 
 

@@ -1,5 +1,8 @@
 """SALE block-sparse flash attention (forward), `_sale_attn2_kernel`: one program per (query block, head),
 heaviest query blocks first, online softmax over the kept key blocks only (kv_idx / kv_cnt from select).
+MWIN: the model's sliding window (key j seen by row i iff i - MWIN < j <= i; 2^30 = full causal).  Select never
+lists a block wholly outside it; blocks at its edge (kb < `w_full` of select.py `window_limits`) get the element
+mask, and a row that has seen no key yet keeps a zero accumulator (no exp2(-inf + inf)).
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ def attn2_config(D, launch=None):
 
 
 @triton.jit
-def _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
+def _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale, MWIN,
                          D: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
-    """One online-softmax step over key block `kb` with the causal and length masks (both attention kernels)."""
+    """One online-softmax step over key block `kb` with the causal, length and model-window masks (both attention
+    kernels)."""
     dcols = tl.arange(0, D)
     keys = kb * BLOCK_N + tl.arange(0, BLOCK_N)
     kmask = keys < S
@@ -33,10 +37,12 @@ def _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv
         kt = kt.to(tl.float32)
         vt = vt.to(tl.float32)
     s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-    s = tl.where((keys[None, :] <= rows[:, None]) & kmask[None, :], s, -float("inf"))
+    seen = (keys[None, :] <= rows[:, None]) & kmask[None, :] & (rows[:, None] - keys[None, :] < MWIN)
+    s = tl.where(seen, s, -float("inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
+    m_use = tl.where(m_new == -float("inf"), 0.0, m_new)  # a row with no key seen yet (window edge)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
     return m_new, l_i, acc
@@ -71,7 +77,7 @@ def _store_tile(o_ptr, acc, l_i, b, h, rows, S, so_b, so_h, so_s, D: tl.constexp
 @triton.jit
 def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                        S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
-                       qk_scale,
+                       qk_scale, MWIN,
                        D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
                        ND: tl.constexpr, NPI: tl.constexpr = 1):
     """v2 of `_sale_attn_kernel` (same result): heaviest query blocks first; the kept blocks entirely below the
@@ -79,7 +85,8 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
     looking at the last ND indices of the ascending list) runs the causal / length mask; the softmax scale is
     folded into one FMA (exp2(qk·c − m)).  NPI = 2: the unmasked part takes two kept blocks per iteration (a
     [2·BLOCK_N, D] gathered key tile: the 128-key tile of the usual Hopper flash config; an odd last one is masked
-    by a per-column −inf)."""
+    by a per-column −inf).  Kept blocks at the model window's edge (kb < w_full) get its element mask in either
+    loop."""
     bh = tl.program_id(1)
     NQB = tl.cdiv(S, BLOCK_M)
     qblk = NQB - 1 - tl.program_id(0)
@@ -92,6 +99,8 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
     lst = idx_ptr + out_row * NKB
     n = tl.load(cnt_ptr + out_row)
     kb_d = (qblk * BLOCK_M) // BLOCK_N  # first key block that can hold a key > some row of this block
+    i_max = qblk * BLOCK_M + BLOCK_M - 1
+    w_full = tl.where(i_max >= MWIN, tl.maximum(i_max - MWIN, 0) // BLOCK_N + 1, 0)  # blocks below: window edge
     tpos = n - ND + tl.arange(0, ND)
     tail = tl.load(lst + tpos, mask=tpos >= 0, other=-1)
     n_full = n - tl.sum((tail >= kb_d).to(tl.int32), 0)
@@ -108,9 +117,12 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                 kt = kt.to(tl.float32)
                 vt = vt.to(tl.float32)
             qk = tl.dot(q, tl.trans(kt)).to(tl.float32)
+            if kb < w_full:
+                qk = tl.where(rows[:, None] - keys[None, :] < MWIN, qk, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(qk * qk_scale - m_new[:, None])
+            m_use = tl.where(m_new == -float("inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_use)
+            p = tl.exp2(qk * qk_scale - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
             m_i = m_new
@@ -130,15 +142,18 @@ def _sale_attn2_kernel(q_ptr, k_ptr, v_ptr, o_ptr, idx_ptr, cnt_ptr,
                 vt = vt.to(tl.float32)
             cb = tl.where(second & (t + 1 >= n_full), -float("inf"), 0.0)
             qk = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale + cb[None, :]
+            if kb_a < w_full:  # kb_a < kb_b: the pair reaches the window's edge only if its first block does
+                qk = tl.where(rows[:, None] - keys[None, :] < MWIN, qk, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(qk - m_new[:, None])
+            m_use = tl.where(m_new == -float("inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_use)
+            p = tl.exp2(qk - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
             m_i = m_new
     for t in range(n_full, n):  # diagonal / last blocks: causal and length mask
         kb = tl.load(lst + t)
         m_i, l_i, acc = _attend_masked_block(q, m_i, l_i, acc, k_base, v_base, kb, rows, S, sk_s, sv_s, qk_scale,
-                                             D, BLOCK_N, UPCAST)
+                                             MWIN, D, BLOCK_N, UPCAST)
     _store_tile(o_ptr, acc, l_i, b, h, rows, S, so_b, so_h, so_s, D)
 

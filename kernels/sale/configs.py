@@ -30,7 +30,7 @@ def shipped_configs():
                             ks_ptr="*fp32", kb_ptr="*fp32", tau_ptr="*fp32", thr_ptr="*fp32", idx_ptr="*i32", cnt_ptr="*i32",
                             mask_ptr="*i8", S="i32", H="i32", G="i32", sq_b="i32", sq_h="i32", sq_s="i32",
                             sk_b="i32", sk_h="i32", sk_s="i32", qk_scale="fp32", tau_dense="fp32",
-                            N_SINK="i32", WINDOW="i32")
+                            N_SINK="i32", WINDOW="i32", MWIN="i32")
                 for gs, pool in ((1, 1), (4, 1), (4, 8), (4, 16), (1, 16)):
                     pr = max(gs * bm // pool, 16)
                     out.append((f"sale_select[{dt},D={D},{bm}x{bn},GS={gs},POOL={pool}]", _sale_select_kernel, ssig,
@@ -66,12 +66,12 @@ def shipped_configs():
                                          SPLIT=SELECT2_SPLIT), select2_config(qb_ * rq, SELECT2_SPLIT)))
                 tsig = dict(q_ptr=dt, k_ptr=dt, qb_ptr="*fp32", tau_ptr="*fp32", thr_ptr="*fp32", S="i32", H="i32",
                             G="i32", sq_b="i32", sq_h="i32", sq_s="i32", sk_b="i32", sk_h="i32", sk_s="i32",
-                            qk_scale="fp32", tau_dense="fp32", N_SINK="i32", WINDOW="i32")
+                            qk_scale="fp32", tau_dense="fp32", N_SINK="i32", WINDOW="i32", MWIN="i32")
                 out.append((f"sale_thr[{dt},D={D},{bm}x{bn}]", _sale_thr_kernel, tsig,
                             dict(D=D, BLOCK_M=bm, BLOCK_N=bn), dict(THR_CONFIG)))
                 asig = dict(q_ptr=dt, k_ptr=dt, v_ptr=dt, o_ptr=dt, idx_ptr="*i32", cnt_ptr="*i32", S="i32",
                             H="i32", G="i32", **{f"s{t}_{a}": "i32" for t in "qkvo" for a in "bhs"},
-                            qk_scale="fp32")
+                            qk_scale="fp32", MWIN="i32")
                 for cfg in [ATTN2_CONFIG[D]] + ([dict(num_warps=8, num_stages=2), dict(num_warps=4, num_stages=3)]
                                                 if (dt, D, bm) == ("*bf16", 128, 128) else []):
                     out.append((f"sale_attn2[{dt},D={D},{bm}x{bn},w{cfg['num_warps']}s{cfg['num_stages']}]",

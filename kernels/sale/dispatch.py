@@ -20,7 +20,7 @@ from ..runtime import interpreting
 from .attention import _sale_attn2_kernel, attn2_config, attn2_tail
 from .quantize import pool_quantize_q, sale_quantize_triton, use_fp8, x8_dtype
 from .reference import TAU_DENSE, group_union, mask_to_index, unpack_int4_halves
-from .select import _sale_select_kernel, _sale_thr_kernel, THR_CONFIG, key_blocks, select_config
+from .select import NO_WINDOW, _sale_select_kernel, _sale_thr_kernel, THR_CONFIG, key_blocks, select_config
 from .select2 import _sale_select2_kernel, select2_blocks, select2_config
 
 LOG2E = 1.4426950408889634
@@ -66,14 +66,15 @@ def _per_head(idx, cnt, mask, GS, group, G, Hkv):
 
 def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window=256, tau_dense=TAU_DENSE,
                        quant=None, group=True, pool=1, impl=None, qb=None, bias_mma=None, split=None, kb=None,
-                       launch=None, fp8=None):
+                       launch=None, fp8=None, model_window=None):
     """(kv_idx [B, H, nQB, nKB] int32, kv_cnt [B, H, nQB] int32, mask [B, H, nQB, nKB] int8).
     group=True: one block map per KV group (the union of its query heads' selections; see docs/sale.md).
     pool > 1: coarse estimate from mean-pooled query rows (`pool` rows each; power of two dividing block_m;
     reference `sale/reference.sale_block_scores_ref(..., pool=pool)`).  impl: "v1" / "v2" / "auto" (`select_impl`;
     same decisions); v2 only: qb (query blocks per program, `select2_blocks`), bias_mma (default SELECT2_BIAS_MMA),
     split (default SELECT2_SPLIT); kb: key blocks per estimate step (`key_blocks`); launch: dict(num_warps,
-    num_stages) of the select kernel; fp8: estimate operands in fp8 (default: on Hopper+, `quantize.use_fp8`)."""
+    num_stages) of the select kernel; fp8: estimate operands in fp8 (default: on Hopper+, `quantize.use_fp8`);
+    model_window: the model's sliding window (None: full causal; blocks outside it are never scored nor kept)."""
     check_sale_kernel_args(q, k, op="sale_select_triton")
     check_sale_blocks(block_m, block_n, pool, "sale_select_triton")
     B, H, S, D = q.shape
@@ -91,7 +92,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     tau = torch.as_tensor(tau, dtype=torch.float32, device=q.device).reshape(-1).expand(H).contiguous()
     nqb = idx.shape[2]
     common = (S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-              scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window)
+              scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window, _mwin(model_window))
     if not v2:
         pr = max(GS * block_m // pool, 16)
         _sale_select_kernel[(nqb, B * NG)](
@@ -117,10 +118,15 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     return _per_head(idx, cnt, mask, GS, group, G, Hkv)
 
 
-def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64, npi=None, launch=None):
+def _mwin(model_window):
+    return NO_WINDOW if model_window is None else int(model_window)
+
+
+def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=64, npi=None, launch=None,
+                                 model_window=None):
     """Flash attention over the kept blocks (idx / cnt from `sale_select_triton`): [B, H, S, D] like q.
     npi: kept blocks per unmasked iteration (1 or 2; default ATTN2_NPI); launch: dict(num_warps, num_stages)
-    (default `attention.attn2_config`)."""
+    (default `attention.attn2_config`); model_window: the model's sliding window (element mask at its edge)."""
     npi = npi or ATTN2_NPI
     check_sale_kernel_args(q, k, v, op="sale_sparse_attention_triton")
     check_sale_blocks(block_m, block_n, 1, "sale_sparse_attention_triton")
@@ -130,17 +136,18 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
     _sale_attn2_kernel[(triton.cdiv(S, block_m), B * H)](
         q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
         k.stride(2), v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
-        scale * LOG2E, D=D, BLOCK_M=block_m, BLOCK_N=block_n,
+        scale * LOG2E, _mwin(model_window), D=D, BLOCK_M=block_m, BLOCK_N=block_n,
         UPCAST=interpreting() and q.dtype == torch.bfloat16, ND=attn2_tail(block_m, block_n), NPI=npi,
         **attn2_config(D, launch))
     return o
 
 
 def sale_attention_triton(q, k, v, tau, scale=None, block_m=64, block_n=64, sink=64, window=256,
-                          tau_dense=TAU_DENSE, group=True, pool=1, select=None):
-    """Estimate + select + sparse attention; select: the select kernel (`select_impl`)."""
+                          tau_dense=TAU_DENSE, group=True, pool=1, select=None, model_window=None):
+    """Estimate + select + sparse attention; select: the select kernel (`select_impl`); model_window: the model's
+    sliding window (None: full causal)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     check_sale_kernel_args(q, k, v, op="sale_attention_triton")
     idx, cnt, _ = sale_select_triton(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group=group,
-                                     pool=pool, impl=select)
-    return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n)
+                                     pool=pool, impl=select, model_window=model_window)
+    return sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m, block_n, model_window=model_window)

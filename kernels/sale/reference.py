@@ -17,6 +17,12 @@ Layout as SDPA: q [B, H, S, D], k / v [B, Hkv, S, D] (H = G * Hkv, GQA without r
    the log relative attention score R = max_{i,j∈block} (scale·S̃_ij − m̃_i − ln l̃_i) from the estimate and is
    kept iff R > ln τ_h.  τ_h ≤ `tau_dense` keeps every causal block (a dense head).
 3. Attend (`sale_attention_ref`): causal softmax attention restricted to the kept blocks.
+
+`model_window` W (None: full causal): the model's own sliding window, HF's convention (transformers
+masking_utils `sliding_window_overlay`: key j is seen by query i iff i - W < j <= i).  Blocks wholly outside every
+row's window are neither candidates nor always-kept (sink blocks there are dropped); inside boundary blocks the
+window is an element mask, in the exact pass, the estimate (a pooled row uses its first row's window, the widest) and the
+attention alike.  SALE's own `window` (the always-kept recent band) is a different thing.
 """
 from __future__ import annotations
 
@@ -110,12 +116,27 @@ def check_pool(pool: int, block_m: int) -> None:
         raise ValueError(f"pool must be a power of two dividing block_m ({block_m}), got {pool!r}")
 
 
-def block_layout(S: int, block_m: int, block_n: int, sink: int, window: int):
-    """(n_q_blocks, n_k_blocks, causal [nQB, nKB] bool, always [nQB, nKB] bool)."""
+def visible(ri: Tensor, cj: Tensor, model_window: int | None = None) -> Tensor:
+    """Elements (query i, key j) the model attends: causal, and inside its sliding window when it has one."""
+    ok = cj <= ri
+    return ok if model_window is None else ok & (ri - cj < model_window)
+
+
+def check_model_window(model_window) -> None:
+    if model_window is not None and not (isinstance(model_window, int) and model_window >= 1):
+        raise ValueError(f"model_window must be None (full causal) or an int >= 1, got {model_window!r}")
+
+
+def block_layout(S: int, block_m: int, block_n: int, sink: int, window: int, model_window: int | None = None):
+    """(n_q_blocks, n_k_blocks, causal [nQB, nKB] bool, always [nQB, nKB] bool); `causal`: the blocks holding a
+    key some row of the query block attends (inside `model_window` when given)."""
+    check_model_window(model_window)
     nqb, nkb = -(-S // block_m), -(-S // block_n)
     qb = torch.arange(nqb)[:, None]
     kb = torch.arange(nkb)[None, :]
     causal = kb * block_n <= torch.clamp(qb * block_m + block_m - 1, max=S - 1)
+    if model_window is not None:  # the block's last key is inside the first row's window
+        causal = causal & (kb * block_n + block_n - 1 > qb * block_m - model_window)
     n_sink = -(-sink // block_n)
     local_lo = torch.clamp(qb * block_m - window, min=0) // block_n
     always = causal & ((kb < n_sink) | (kb >= local_lo))
@@ -140,14 +161,16 @@ def _expand_blocks(m: Tensor, block_m: int, block_n: int, rows: slice, keys: int
 
 def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
                           sink: int = 64, window: int = 256, quant: QKQuant | None = None,
-                          exact: bool = False, chunk_rows: int = 1024, pool: int = 1) -> Tensor:
+                          exact: bool = False, chunk_rows: int = 1024, pool: int = 1,
+                          model_window: int | None = None) -> Tensor:
     """R [B, H, nQB, nKB] fp32: +inf for always-kept blocks, -inf for non-causal ones, else the block's max log
     relative attention score from the int4 estimate (`exact=True`: from the exact scores, the upper bound).
     `pool` > 1: the coarse estimate (`pool` consecutive query rows mean-pooled, each pooled row compared with the
-    lowest threshold m_i + ln l_i − scale·q_bias_i of its rows; see `sale_block_scores_pooled_ref`)."""
+    lowest threshold m_i + ln l_i − scale·q_bias_i of its rows; see `sale_block_scores_pooled_ref`).
+    `model_window`: the model's sliding window (module docstring)."""
     B, H, S, D = q.shape
     G = H // k.shape[1]
-    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window, model_window)
     if pool > 1:
         check_pool(pool, block_m)
         assert not exact, "exact scores have no pooled form"
@@ -168,7 +191,8 @@ def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64,
         ri = torch.arange(r0, r1)[:, None]
         cj = torch.arange(r1)[None, :]
         alw = _expand_blocks(always[qb0:qb1], block_m, block_n, slice(r0 - qb0 * block_m, r1 - qb0 * block_m), r1)
-        alw = alw & (cj <= ri)
+        vis = visible(ri, cj, model_window)
+        alw = alw & vis
         sa = s.masked_fill(~alw, float("-inf"))
         m = sa.amax(-1, keepdim=True)
         l = torch.exp(sa - m).sum(-1, keepdim=True)
@@ -178,6 +202,9 @@ def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64,
             est = (qpi[:, :, p0:p0 + thr.shape[-1]] @ kiq[:, :, :r1].transpose(-1, -2)
                    + quant.k_bias[:, :, None, :r1]) * scale
             rel = est - thr[..., None]  # [B, H, pooled rows, keys]; only blocks left of the window are read
+            if model_window is not None:  # a pooled row sees the keys its first row sees
+                first = torch.arange(p0, p0 + thr.shape[-1]) * pool
+                rel = rel.masked_fill(first[:, None] - cj >= model_window, float("-inf"))
             mp = block_m // pool
             rel = torch.nn.functional.pad(rel, (0, -(-r1 // block_n) * block_n - r1, 0,
                                                 (qb1 - qb0) * mp - rel.shape[-2]), value=float("-inf"))
@@ -185,7 +212,7 @@ def sale_block_scores_ref(q: Tensor, k: Tensor, scale: float, block_m: int = 64,
         else:
             est = s if exact else sale_estimate_ref(quant, rows, r1) * scale
             rel = est - m - torch.log(l)  # [B, H, rows, keys]
-            rel = rel.masked_fill(alw | (cj > ri), float("-inf"))
+            rel = rel.masked_fill(alw | ~vis, float("-inf"))
             # block max: pad rows/keys to whole blocks
             nr = (qb1 - qb0) * block_m
             pad_r = nr - (r1 - r0) - (r0 - qb0 * block_m)
@@ -215,18 +242,19 @@ def group_union(mask: Tensor, hkv: int) -> Tensor:
 
 def sale_select_ref(q: Tensor, k: Tensor, tau: Tensor, scale: float, block_m: int = 64, block_n: int = 64,
                     sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE, group: bool = False,
-                    pool: int = 1) -> Tensor:
+                    pool: int = 1, model_window: int | None = None) -> Tensor:
     """Block mask [B, H, nQB, nKB] bool of the blocks SALE keeps (the estimate + select step); group=True: the
     union over each KV group's query heads (what the GPU kernel computes by default); pool > 1: the coarse
-    estimate from mean-pooled query rows."""
-    m = mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window, pool=pool), tau,
-                         tau_dense)
+    estimate from mean-pooled query rows; model_window: the model's sliding window."""
+    m = mask_from_scores(sale_block_scores_ref(q, k, scale, block_m, block_n, sink, window, pool=pool,
+                                               model_window=model_window), tau, tau_dense)
     return group_union(m, k.shape[1]) if group else m
 
 
 def sale_attention_ref(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, block_m: int = 64,
-                       block_n: int = 64, chunk_rows: int = 1024) -> Tensor:
-    """Causal softmax attention over the kept blocks of `mask` [B, H, nQB, nKB]; GQA by head index."""
+                       block_n: int = 64, chunk_rows: int = 1024, model_window: int | None = None) -> Tensor:
+    """Causal softmax attention over the kept blocks of `mask` [B, H, nQB, nKB] (and inside `model_window`, the
+    model's sliding window, when given); GQA by head index."""
     B, H, S, D = q.shape
     G = H // k.shape[1]
     out = torch.empty(B, H, S, v.shape[-1], dtype=torch.float32)
@@ -238,20 +266,20 @@ def sale_attention_ref(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: flo
         vv = v[:, :, :r1].float().repeat_interleave(G, 1)
         s = (q[:, :, r0:r1].float() @ kk.transpose(-1, -2)) * scale
         keep = _expand_blocks(mask[:, :, qb0:qb1].bool(), block_m, block_n, slice(r0 - qb0 * block_m, r1 - qb0 * block_m), r1)
-        keep = keep & (torch.arange(r1)[None, :] <= torch.arange(r0, r1)[:, None])
+        keep = keep & visible(torch.arange(r0, r1)[:, None], torch.arange(r1)[None, :], model_window)
         p = torch.softmax(s.masked_fill(~keep, float("-inf")), -1)
         out[:, :, r0:r1] = p @ vv
     return out.to(q.dtype)
 
 
 def sale_attention_full_ref(q, k, v, tau, scale, block_m=64, block_n=64, sink=64, window=256,
-                            tau_dense=TAU_DENSE, group=False, pool=1):
-    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group, pool)
-    return sale_attention_ref(q, k, v, mask, scale, block_m, block_n)
+                            tau_dense=TAU_DENSE, group=False, pool=1, model_window=None):
+    mask = sale_select_ref(q, k, tau, scale, block_m, block_n, sink, window, tau_dense, group, pool, model_window)
+    return sale_attention_ref(q, k, v, mask, scale, block_m, block_n, model_window=model_window)
 
 
-def causal_block_count(S: int, block_m: int, block_n: int) -> int:
-    return int(block_layout(S, block_m, block_n, 0, 0)[2].sum())
+def causal_block_count(S: int, block_m: int, block_n: int, model_window: int | None = None) -> int:
+    return int(block_layout(S, block_m, block_n, 0, 0, model_window)[2].sum())
 
 
 def default_scale(d: int) -> float:
@@ -270,14 +298,16 @@ def mask_to_index(mask: Tensor) -> tuple[Tensor, Tensor]:
 
 def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: float, block_m: int = 64,
                                block_n: int = 64, sink: int = 64, window: int = 256, tau_dense: float = TAU_DENSE,
-                               chunk_rows: int = 1024, pool: int = 1) -> tuple[Tensor, Tensor]:
+                               chunk_rows: int = 1024, pool: int = 1,
+                               model_window: int | None = None) -> tuple[Tensor, Tensor]:
     """(out, mask): select + sparse attention in one chunked pass (the CPU evaluation path; same decisions as
     `sale_select_ref` up to fp32 rounding — the scales and biases are folded into one augmented product
     rel = [qs·q̃int·scale, scale·q_bias − m − ln l, 1] · [ks·k̃int, 1, scale·k_bias]).  pool > 1: the rows of
-    the product are the mean-pooled query rows, the middle column max_i∈pool (scale·q_bias_i − m_i − ln l_i)."""
+    the product are the mean-pooled query rows, the middle column max_i∈pool (scale·q_bias_i − m_i − ln l_i).
+    model_window: the model's sliding window (module docstring)."""
     B, H, S, D = q.shape
     G = H // k.shape[1]
-    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window, model_window)
     quant = sale_quantize_ref(q, k)
     if pool > 1:
         check_pool(pool, block_m)
@@ -301,7 +331,7 @@ def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, sca
         qb0, qb1 = r0 // block_m, -(-r1 // block_m)
         nk = -(-r1 // block_n)
         ri, cj = torch.arange(r0, r1)[:, None], torch.arange(r1)[None, :]
-        caus2 = cj <= ri
+        caus2 = visible(ri, cj, model_window)
         alw2 = _expand_blocks(always[qb0:qb1], block_m, block_n, slice(0, r1 - r0), r1) & caus2
         s = (q[:, :, r0:r1].float() @ kk[:, :, :r1].transpose(-1, -2)) * scale
         sa = s.masked_fill(~alw2, float("-inf"))
@@ -314,6 +344,9 @@ def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, sca
             p0 = r0 // pool
             q_aug = torch.cat([qi[:, :, p0:p0 + mid.shape[-2]], mid, torch.ones(B, H, mid.shape[-2], 1)], -1)
             rel = q_aug @ k_aug[:, :, :r1].transpose(-1, -2)
+            if model_window is not None:  # a pooled row sees the keys its first row sees
+                first = torch.arange(p0, p0 + mid.shape[-2]) * pool
+                rel.masked_fill_(first[:, None] - cj >= model_window, float("-inf"))
             mp = block_m // pool
         else:
             q_aug = torch.cat([qi[:, :, r0:r1], mid, torch.ones(B, H, r1 - r0, 1)], -1)
@@ -334,13 +367,13 @@ def sale_attention_chunked_ref(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, sca
 
 
 def sale_block_scores_pooled_ref(q: Tensor, k: Tensor, scale: float, block_m: int, block_n: int, sink: int,
-                                 window: int, pool: int) -> Tensor:
+                                 window: int, pool: int, model_window: int | None = None) -> Tensor:
     """The coarse option (`pool` > 1, small shapes: full S×S): R [B, H, nQB, nKB] like `sale_block_scores_ref`
     but from mean-pooled query rows (pool consecutive rows, mean-subtracted int4, per pooled-row scale), each
     pooled row compared with the lowest threshold m_i + ln l_i − scale·q_bias_i of its rows."""
     B, H, S, D = q.shape
     G = H // k.shape[1]
-    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window)
+    nqb, nkb, causal, always = block_layout(S, block_m, block_n, sink, window, model_window)
     quant = sale_quantize_ref(q, k)
     SP = -(-S // pool)
     qf = torch.nn.functional.pad(q.float(), (0, 0, 0, SP * pool - S))
@@ -353,13 +386,16 @@ def sale_block_scores_pooled_ref(q: Tensor, k: Tensor, scale: float, block_m: in
     est = (est + quant.k_bias[:, :, None]) * scale  # [B, H, SP, S]
     s = (q.float() @ k.float().repeat_interleave(G, 1).transpose(-1, -2)) * scale
     ri, cj = torch.arange(S)[:, None], torch.arange(S)[None, :]
-    alw = _expand_blocks(always, block_m, block_n, slice(0, S), S) & (cj <= ri)
+    alw = _expand_blocks(always, block_m, block_n, slice(0, S), S) & visible(ri, cj, model_window)
     sa = s.masked_fill(~alw, float("-inf"))
     m = sa.amax(-1)
     lse = m + torch.log(torch.exp(sa - m[..., None]).sum(-1))
     thr = lse - scale * quant.q_bias  # [B, H, S]
     thr = torch.nn.functional.pad(thr, (0, SP * pool - S), value=float("inf")).reshape(B, H, SP, pool).amin(-1)
     rel = est - thr[..., None]
+    if model_window is not None:  # a pooled row sees the keys its first row sees
+        first = torch.arange(SP) * pool
+        rel = rel.masked_fill(first[:, None] - cj >= model_window, float("-inf"))
     rel = torch.nn.functional.pad(rel, (0, nkb * block_n - S, 0, nqb * (block_m // pool) - SP), value=float("-inf"))
     bm = rel.reshape(B, H, nqb, block_m // pool, nkb, block_n).amax((3, 5))
     R = torch.full((B, H, nqb, nkb), float("-inf"))

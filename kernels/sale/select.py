@@ -4,6 +4,10 @@
 blocks (online max/sum, base 2), then the int4 estimate (two int8 `tl.dot`s over D/2 → int32: int8 MMA on Hopper)
 over the other causal blocks; writes the kept key blocks as a compact ascending index list (kv_idx, kv_cnt) and a
 block mask. `_sale_thr_kernel`: the exact pass as its own kernel (select v2 with split=True).
+
+MWIN: the model's sliding window (key j seen by row i iff i - MWIN < j <= i; the launchers pass 2^30 for full
+causal).  `window_limits` gives each query block's first key block inside some row's window (sink blocks below it
+are dropped) and the first block wholly inside every row's window; blocks between get the element mask.
 """
 from __future__ import annotations
 
@@ -30,26 +34,45 @@ def select_config(rows, launch=None):
     return dict(num_warps=4, num_stages=2) if rows <= 128 else dict(num_warps=8, num_stages=3)
 
 
+NO_WINDOW = 1 << 30  # MWIN for full causal attention
+
+
 @triton.jit
-def _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo, n_exact,
-                    sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense,
+def window_limits(qblk, S, N_SINK, WINDOW, MWIN, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One query block's key-block limits: (last causal block, first block inside the model window `w_lo`, end of
+    the sink blocks [w_lo, sink_hi), first always-kept local block `local_lo`, first block needing no window
+    element mask `w_full`).  Estimated blocks: [sink_hi, local_lo)."""
+    last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
+    w_lo = tl.maximum(qblk * BLOCK_M - MWIN + 1, 0) // BLOCK_N
+    sink_hi = tl.maximum(tl.minimum(N_SINK, last + 1), w_lo)
+    local_lo = tl.maximum(tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N, sink_hi)
+    i_max = qblk * BLOCK_M + BLOCK_M - 1
+    w_full = tl.where(i_max >= MWIN, tl.maximum(i_max - MWIN, 0) // BLOCK_N + 1, 0)
+    return last, w_lo, sink_hi, local_lo, w_full
+
+
+@triton.jit
+def _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, sink_lo, n_sink, local_lo, n_exact,
+                    sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, MWIN,
                     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The exact pass of every select kernel, for one head's query rows: online max / sum over the sink blocks
-    [0, n_sink) and the local + diagonal blocks [local_lo, ...) -> each row's keep threshold (base 2, q_bias
-    folded in; -inf for a dense head), and the head's tau."""
+    [sink_lo, sink_lo + n_sink) and the local + diagonal blocks [local_lo, ...), inside the model window MWIN ->
+    each row's keep threshold (base 2, q_bias folded in; -inf for a dense head), and the head's tau."""
     dcols = tl.arange(0, D)
     ncols = tl.arange(0, BLOCK_N)
     q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_s + dcols[None, :], mask=rmask[:, None], other=0.0)
     m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     for t in range(0, n_exact):
-        kb = tl.where(t < n_sink, t, local_lo + t - n_sink)
+        kb = tl.where(t < n_sink, sink_lo + t, local_lo + t - n_sink)
         keys = kb * BLOCK_N + ncols
         kt = tl.load(k_base + keys[:, None] * sk_s + dcols[None, :], mask=keys[:, None] < S, other=0.0)
         s = tl.dot(q, tl.trans(kt)).to(tl.float32) * qk_scale
-        s = tl.where((keys[None, :] <= rows[:, None]) & (keys[None, :] < S), s, -float("inf"))
+        seen = (keys[None, :] <= rows[:, None]) & (keys[None, :] < S) & (rows[:, None] - keys[None, :] < MWIN)
+        s = tl.where(seen, s, -float("inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+        m_use = tl.where(m_new == -float("inf"), 0.0, m_new)  # a row with no key seen yet (window edge)
+        l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(s - m_use[:, None]), 1)
         m_i = m_new
     tau = tl.load(tau_ptr + h)
     qbi = tl.load(qb_ptr + (b * H + h) * S + rows, mask=rmask, other=0.0) * qk_scale
@@ -62,7 +85,7 @@ def _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_s
 def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb_ptr, tau_ptr, thr_ptr,
                         idx_ptr, cnt_ptr, mask_ptr,
                         S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
-                        N_SINK, WINDOW,
+                        N_SINK, WINDOW, MWIN,
                         D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
                         POOL: tl.constexpr, PR: tl.constexpr, KB: tl.constexpr, F8: tl.constexpr):
     """One program per (query block, group of GS query heads sharing a KV head; GS = 1: one head).  The GS
@@ -90,10 +113,8 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
     ncols = tl.arange(0, BLOCK_N)
     k_base = k_ptr + b * sk_b + kvh * sk_h
 
-    last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)  # last causal key block
-    local_lo = tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N
-    n_sink = tl.minimum(N_SINK, last + 1)
-    local_lo = tl.maximum(local_lo, n_sink)
+    last, w_lo, sink_hi, local_lo, w_full = window_limits(qblk, S, N_SINK, WINDOW, MWIN, BLOCK_M, BLOCK_N)
+    n_sink = sink_hi - w_lo
     out_row = bg * NQB + qblk
     idx_base = idx_ptr + out_row * NKB
     mask_base = mask_ptr + out_row * NKB
@@ -105,20 +126,21 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
     for g in range(0, GS):
         h = h0 + g
         bh = b * H + h
-        thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo,
-                                   n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, D, BLOCK_M, BLOCK_N)
+        thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, w_lo, n_sink,
+                                   local_lo, n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, MWIN,
+                                   D, BLOCK_M, BLOCK_N)
         thr = tl.where(rmask, thr, float("inf"))
         tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
         n_sparse += (tau > tau_dense).to(tl.int32)
     tl.debug_barrier()
 
     cnt = n_sink * 0
-    for t in range(0, n_sink):
+    for t in range(w_lo, sink_hi):
         tl.store(idx_base + cnt, t)
         tl.store(mask_base + t, 1)
         cnt += 1
     if n_sparse == 0:
-        for kb in range(n_sink, local_lo):
+        for kb in range(sink_hi, local_lo):
             tl.store(idx_base + cnt, kb)
             tl.store(mask_base + kb, 1)
             cnt += 1
@@ -140,6 +162,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
                                  other=float("inf")), 1)
         srow = prow
         S_q = SP
+        first = prow * POOL  # a pooled row sees the keys its first (widest-window) row sees
         c2 = tl.arange(0, D2)
         qp = tl.load(qp_ptr + sbh[:, None] * S_q * D2 + srow[:, None] * D2 + c2[None, :], mask=smask[:, None],
                      other=0)
@@ -152,7 +175,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
         KN: tl.constexpr = KB * BLOCK_N
         kcols = tl.arange(0, KN)
         sub = tl.arange(0, KB)
-        for kb0 in range(n_sink, local_lo, KB):  # KB key blocks per iteration, one decision per block
+        for kb0 in range(sink_hi, local_lo, KB):  # KB key blocks per iteration, one decision per block
             keys = kb0 * BLOCK_N + kcols
             kvalid = keys < local_lo * BLOCK_N
             kp = tl.load(kp_ptr + kvbh * S * D2 + keys[:, None] * D2 + c2[None, :], mask=kvalid[:, None], other=0)
@@ -174,6 +197,8 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
             # the row threshold is subtracted after each row's max over the block (one subtraction per row, not per
             # score; exact: fl(x - t) is monotonic in x, so max_j fl(x_j - t) = fl(max_j x_j - t))
             est = acc * qsc[:, None] * ksc[None, :] + bias
+            if kb0 < w_full:  # at the model window's edge: elements outside it never count
+                est = tl.where(first[:, None] - keys[None, :] < MWIN, est, -float("inf"))
             if KB == 1:
                 hit = (tl.max(tl.max(est, 1) - thr, 0) > 0).to(tl.int32)
                 tl.store(idx_base + cnt, kb0)  # overwritten by the next kept block when this one is skipped
@@ -197,7 +222,7 @@ def _sale_select_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kp_ptr, ks_ptr, kb
 
 @triton.jit
 def _sale_thr_kernel(q_ptr, k_ptr, qb_ptr, tau_ptr, thr_ptr,
-                     S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense, N_SINK, WINDOW,
+                     S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense, N_SINK, WINDOW, MWIN,
                      D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The exact pass of the select kernels as its own kernel (select v2 SPLIT): one program per (query block,
     head): online max / sum over the sink, window and diagonal blocks → per-row threshold (base 2, q_bias folded
@@ -212,11 +237,10 @@ def _sale_thr_kernel(q_ptr, k_ptr, qb_ptr, tau_ptr, thr_ptr,
     dcols = tl.arange(0, D)
     ncols = tl.arange(0, BLOCK_N)
     k_base = k_ptr + b * sk_b + kvh * sk_h
-    last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
-    n_sink = tl.minimum(N_SINK, last + 1)
-    local_lo = tl.maximum(tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N, n_sink)
-    n_exact = n_sink + (last + 1 - local_lo)
-    thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo,
-                               n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, D, BLOCK_M, BLOCK_N)
+    last, w_lo, sink_hi, local_lo, w_full = window_limits(qblk, S, N_SINK, WINDOW, MWIN, BLOCK_M, BLOCK_N)
+    n_exact = (sink_hi - w_lo) + (last + 1 - local_lo)
+    thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, w_lo, sink_hi - w_lo,
+                               local_lo, n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, MWIN,
+                               D, BLOCK_M, BLOCK_N)
     tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
 

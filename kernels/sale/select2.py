@@ -6,7 +6,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .select import _row_thresholds
+from .select import _row_thresholds, window_limits
 
 
 def select2_config(rows, split=False, launch=None):
@@ -33,7 +33,7 @@ def select2_blocks(gs, block_m, pool, qb=None):
 def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, kb_ptr, tau_ptr, thr_ptr,
                          idx_ptr, cnt_ptr, mask_ptr,
                          S, H, G, sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, qk_scale, tau_dense,
-                         N_SINK, WINDOW,
+                         N_SINK, WINDOW, MWIN,
                          D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GS: tl.constexpr,
                          POOL: tl.constexpr, QB: tl.constexpr, RQ: tl.constexpr, KB: tl.constexpr,
                          F8: tl.constexpr, BIAS_MMA: tl.constexpr = False, SPLIT: tl.constexpr = False):
@@ -47,7 +47,7 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
     accumulating onto the scaled estimate) instead of GS selects per score; the split keeps ~22 bits of the bias,
     so decisions can differ from v1 only at near-exact ties.  SPLIT: the thresholds come precomputed in thr_ptr
     (`_sale_thr_kernel`, one program per (query block, head)); this kernel runs the estimate only (fewer live
-    registers)."""
+    registers).  MWIN: the model's sliding window (select.py `window_limits`)."""
     pid = tl.program_id(0)
     bg = tl.program_id(1)
     NQB = tl.cdiv(S, BLOCK_M)
@@ -68,9 +68,7 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
     # per query block limits, as vectors over the QB blocks
     qv = qblk0 + tl.arange(0, QB)
     qvalid = qv < NQB
-    last_v = tl.minimum((qv * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
-    nsink_v = tl.minimum(N_SINK, last_v + 1)
-    lo_v = tl.maximum(tl.maximum(qv * BLOCK_M - WINDOW, 0) // BLOCK_N, nsink_v)
+    last_v, wlo_v, shi_v, lo_v, wfull_v = window_limits(qv, S, N_SINK, WINDOW, MWIN, BLOCK_M, BLOCK_N)
     out_v = bg * NQB + qv
     idx_v = idx_ptr + out_v * NKB
     mask_v = mask_ptr + out_v * NKB
@@ -84,29 +82,32 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
         qblk = qblk0 + qi
         rows = qblk * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < S
-        last = tl.minimum((qblk * BLOCK_M + BLOCK_M - 1) // BLOCK_N, (S - 1) // BLOCK_N)
-        n_sink = tl.minimum(N_SINK, last + 1)
-        local_lo = tl.maximum(tl.maximum(qblk * BLOCK_M - WINDOW, 0) // BLOCK_N, n_sink)
+        last, w_lo, sink_hi, local_lo, w_full = window_limits(qblk, S, N_SINK, WINDOW, MWIN, BLOCK_M, BLOCK_N)
+        n_sink = sink_hi - w_lo
         n_exact = tl.where(qblk < NQB, n_sink + (last + 1 - local_lo), 0)
         for g in range(0, GS):
             h = h0 + g
             bh = b * H + h
-            thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, n_sink, local_lo,
-                                       n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, D, BLOCK_M, BLOCK_N)
+            thr, tau = _row_thresholds(q_ptr, k_base, qb_ptr, tau_ptr, b, h, H, S, rows, rmask, w_lo, n_sink,
+                                       local_lo, n_exact, sq_b, sq_h, sq_s, sk_s, qk_scale, tau_dense, MWIN,
+                                       D, BLOCK_M, BLOCK_N)
             tl.store(thr_ptr + bh * S + rows, thr, mask=rmask)
             n_sparse += (tau > tau_dense).to(tl.int32)
     tl.debug_barrier()
 
     cnt_v = tl.zeros([QB], tl.int32)
-    for t in range(0, N_SINK):  # sink blocks
-        st = qvalid & (t < nsink_v)
+    # sink blocks [wlo_v, shi_v) per query block (inside the model window)
+    for t in range(tl.min(tl.where(qvalid, wlo_v, N_SINK), 0), N_SINK):
+        st = qvalid & (t >= wlo_v) & (t < shi_v)
         tl.store(idx_v + cnt_v, t, mask=st)
         tl.store(mask_v + t, 1, mask=st)
         cnt_v += st.to(tl.int32)
-    hi = tl.max(tl.where(qvalid, lo_v, 0), 0)  # estimated key blocks: [N_SINK, lo_v) per query block
+    hi = tl.max(tl.where(qvalid, lo_v, 0), 0)  # estimated key blocks: [shi_v, lo_v) per query block
+    est_lo = tl.min(tl.where(qvalid, shi_v, hi), 0)
+    w_full = tl.max(tl.where(qvalid, wfull_v, 0), 0)  # key blocks below need the window's element mask
     if n_sparse == 0:
-        for kb in range(N_SINK, hi):
-            st = qvalid & (kb < lo_v)
+        for kb in range(est_lo, hi):
+            st = qvalid & (kb >= shi_v) & (kb < lo_v)
             tl.store(idx_v + cnt_v, kb, mask=st)
             tl.store(mask_v + kb, 1, mask=st)
             cnt_v += st.to(tl.int32)
@@ -133,13 +134,14 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
         if F8:
             qx = qx.to(tl.float16).to(tl.float8e4nv)
         qsc = tl.load(qs_ptr + sbh * SP + prow, mask=smask, other=0.0) * qk_scale
+        first = prow * POOL  # a pooled row sees the keys its first (widest-window) row sees
         KN: tl.constexpr = KB * BLOCK_N
         kcols = tl.arange(0, KN)
         sub = tl.arange(0, KB)
         hc = tl.arange(0, 32)  # BIAS_MMA: columns c < 16 pick head c's hi part, 16 + c its lo part
         onehot = ((hc[None, :] % 16) == grow[:, None]).to(tl.float16)
         hvalid = (hc % 16) < GS
-        for kb0 in range(N_SINK, hi, KB):
+        for kb0 in range(est_lo, hi, KB):
             keys = kb0 * BLOCK_N + kcols
             kvalid = keys < hi * BLOCK_N
             kl = tl.minimum(keys, hi * BLOCK_N - 1)  # unmasked load (clamped rows; blocks ≥ hi are never kept)
@@ -165,17 +167,20 @@ def _sale_select2_kernel(q_ptr, k_ptr, qp_ptr, qs_ptr, qb_ptr, kx_ptr, ks_ptr, k
                     kbi = tl.load(kb_ptr + (b * H + h0 + gg) * S + keys, mask=kvalid, other=0.0) * qk_scale
                     bias = tl.where(grow[:, None] == gg, kbi[None, :], bias)
                 est = acc * qsc[:, None] * ksc[None, :] + bias
+            if kb0 < w_full:  # at the model window's edge: elements outside it never count
+                est = tl.where(first[:, None] - keys[None, :] < MWIN, est, -float("inf"))
             if KB == 1:
                 hq = tl.max(tl.reshape(tl.max(est, 1) - thr, [QB, RQ]), 1)  # [QB]
-                st = (hq > 0) & qvalid & (kb0 < lo_v)
+                cand = qvalid & (kb0 >= shi_v) & (kb0 < lo_v)
+                st = (hq > 0) & cand
                 tl.store(idx_v + cnt_v, kb0, mask=st)
-                tl.store(mask_v + kb0, st.to(tl.int8), mask=qvalid & (kb0 < lo_v))
+                tl.store(mask_v + kb0, st.to(tl.int8), mask=cand)
                 cnt_v += st.to(tl.int32)
             else:
                 rmax = tl.max(tl.reshape(est, [PR, KB, BLOCK_N]), 2) - thr[:, None]  # [PR, KB]
                 hq = tl.max(tl.reshape(rmax, [QB, RQ, KB]), 1)  # [QB, KB]
                 kbs = kb0 + sub
-                valid = qvalid[:, None] & (kbs[None, :] < lo_v[:, None])
+                valid = qvalid[:, None] & (kbs[None, :] >= shi_v[:, None]) & (kbs[None, :] < lo_v[:, None])
                 hit = ((hq > 0) & valid).to(tl.int32)
                 pos = cnt_v[:, None] + tl.cumsum(hit, 1) - hit
                 tl.store(idx_v[:, None] + pos, kbs[None, :] + 0 * pos, mask=hit > 0)

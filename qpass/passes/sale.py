@@ -5,6 +5,11 @@ Calibration (the paper's rule): for each attention head, τ starts at `tau_init`
 or below runs dense.  One pass over the calibration text: per layer, per head, the estimate's block scores R
 and the dense attention's per-(row, key block) partial sums are computed once; every candidate τ is then a
 cheap masked sum (no re-run per τ).
+
+Sliding-window layers (Mistral, Qwen2 `use_sliding_window`, Gemma 2/3 local layers): the window W is read from
+the attention call's own `sliding_window` keyword (no per-architecture table); calibration measures against the
+windowed attention the model applies, and the layer's plan carries W (`LayerSaleOptions.model_window`), which the
+lowering passes to `qpass::sale_attention` (docs/sale.md "Per-layer attention").
 """
 from __future__ import annotations
 
@@ -48,12 +53,26 @@ class SaleOptions(Checked):
 
 
 @dataclass
+class LayerSaleOptions(SaleOptions):
+    """The options of one planned attention module: the pass's options plus what the module's attention call
+    showed (not a recipe option): the model's sliding window W for a local layer, None for full causal."""
+
+    model_window: int | None = opt(None, range="[1, inf)")
+
+
+def layer_options(opts: SaleOptions, model_window: int | None) -> LayerSaleOptions:
+    base = {k: v for k, v in opts.__dict__.items() if k != "model_window"}
+    return LayerSaleOptions(**base, model_window=model_window)
+
+
+@dataclass
 class SaleState:
     """What τ calibration found (`calibrate_taus`); the pass puts the τ into the plan (`Plan.attention`)."""
     taus: dict[str, list[float]]
     options: SaleOptions
     table: dict = field(default_factory=dict)  # module -> {"l1": [H][nτ], "kept": [H][nτ]} (calibration)
     refused: dict = field(default_factory=dict)  # module -> (why SALE cannot run it, query heads)
+    windows: dict = field(default_factory=dict)  # module -> the model's sliding window (local layers only)
 
     def to_dict(self) -> dict:
         return {"taus": self.taus, "options": self.options.__dict__}
@@ -68,16 +87,18 @@ def tau_ladder(opts: SaleOptions) -> list[float]:
 
 
 def head_tables(q: Tensor, k: Tensor, v: Tensor, scale: float, opts: SaleOptions, ladder: list[float],
-                chunk_rows: int = 1024) -> tuple[Tensor, Tensor]:
-    """(l1 [H, nτ]: Σ|O_sparse − O_dense| / q_len, kept [H, nτ]: fraction of causal blocks kept) for q [1, H, S, D]."""
+                chunk_rows: int = 1024, model_window: int | None = None) -> tuple[Tensor, Tensor]:
+    """(l1 [H, nτ]: Σ|O_sparse − O_dense| / q_len, kept [H, nτ]: fraction of causal blocks kept) for q [1, H, S, D];
+    `model_window`: the layer's sliding window (dense and sparse attention both stay inside it, and "causal blocks"
+    are those inside it)."""
     from qpass.kernels.sale import reference as R
 
     B, H, S, D = q.shape
     G = H // k.shape[1]
     bm, bn = opts.block_m, opts.block_n
     scores = R.sale_block_scores_ref(q, k, scale, bm, bn, opts.sink, opts.window, chunk_rows=chunk_rows,
-                                     pool=opts.pool)[0]
-    causal = R.block_layout(S, bm, bn, 0, 0)[2]
+                                     pool=opts.pool, model_window=model_window)[0]
+    causal = R.block_layout(S, bm, bn, 0, 0, model_window)[2]
     nkb = causal.shape[1]
     l1 = torch.zeros(H, len(ladder))
     kept = torch.zeros(H, len(ladder))
@@ -92,7 +113,8 @@ def head_tables(q: Tensor, k: Tensor, v: Tensor, scale: float, opts: SaleOptions
         for r0 in range(0, S, rows_per):
             r1 = min(S, r0 + rows_per)
             s = (q[0, h, r0:r1].float() @ kh.T) * scale
-            s = s.masked_fill(torch.arange(S)[None] > torch.arange(r0, r1)[:, None], float("-inf"))
+            s = s.masked_fill(~R.visible(torch.arange(r0, r1)[:, None], torch.arange(S)[None], model_window),
+                              float("-inf"))
             p = torch.exp(s - s.amax(-1, keepdim=True))
             pb = torch.nn.functional.pad(p, (0, pad)).reshape(r1 - r0, nkb, bn)
             lb = pb.sum(-1)  # [rows, nKB]
@@ -160,14 +182,23 @@ class use_sale:
         S = query.shape[2]
         gqa = key.shape[1] != query.shape[1]
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
+        win = model_window(kwargs, max_positions(self.model))
+        w = win if win is not None and win < S else None  # a window this long does not limit this call
+        if w is None:
+            dense = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=gqa)
+        else:  # the mask the model applies (i - W < j <= i)
+            import qpass.kernels.sale.reference as R
+
+            i = torch.arange(S, device=query.device)
+            dense = F.scaled_dot_product_attention(query, key, value, attn_mask=R.visible(i[:, None], i[None], w),
+                                                   scale=scale, enable_gqa=gqa)
         out = dense
-        why = refusal(kwargs, max_positions(self.model), query)
-        self.calls[name] = {"refused": why, "heads": query.shape[1]}
-        if why:  # calibrating against full causal attention would measure mass this layer never uses
+        why = refusal(kwargs, max_positions(self.model), query) or nothing_to_skip(win, self.opts)
+        self.calls[name] = {"refused": why, "heads": query.shape[1], "window": win}
+        if why:
             return out.transpose(1, 2).contiguous(), None
-        if self.kind == "calibrate" and S > 1:
-            l1, kept = head_tables(query, key, value, scale, self.opts, self.ladder)
+        if self.kind == "calibrate" and S > 1:  # against the attention the layer applies (its window included)
+            l1, kept = head_tables(query, key, value, scale, self.opts, self.ladder, model_window=w)
             self.tables[name] = {"l1": l1.tolist(), "kept": kept.tolist()}
         elif self.kind == "sale" and S > self.opts.min_seq_len:
             from qpass.kernels.sale import reference as R
@@ -175,8 +206,8 @@ class use_sale:
             o = self.opts
             tau = torch.tensor(self.taus[name])
             out, mask = R.sale_attention_chunked_ref(query, key, value, tau, scale, o.block_m, o.block_n, o.sink,
-                                                     o.window, o.tau_dense, pool=o.pool)
-            causal = R.block_layout(S, o.block_m, o.block_n, 0, 0)[2]
+                                                     o.window, o.tau_dense, pool=o.pool, model_window=w)
+            causal = R.block_layout(S, o.block_m, o.block_n, 0, 0, w)[2]
             st = self.stats.setdefault(name, {"kept": 0.0, "causal": 0.0, "l1": 0.0, "norm": 0.0})
             st["kept"] += float((mask & causal).sum())
             st["causal"] += float(causal.sum()) * mask.shape[0] * mask.shape[1]
@@ -192,21 +223,46 @@ def max_positions(model) -> int | None:
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
+def model_window(call_kwargs: dict, positions: int | None) -> int | None:
+    """The sliding window W of an attention call (HF's `sliding_window` keyword: key j seen by query i iff
+    i - W < j <= i), None for full causal attention.  A window at least as long as the model's positions never
+    limits attention, so it is no window."""
+    window = call_kwargs.get("sliding_window")
+    if window is None or (positions is not None and window >= positions):
+        return None
+    if not (isinstance(window, int) and window >= 1):
+        raise ValueError(f"sale: an attention call's sliding_window must be an int >= 1, got {window!r}")
+    return window
+
+
 def refusal(call_kwargs: dict, positions: int | None, query: Tensor) -> str:
     """Why SALE cannot run an attention call with these HF keyword arguments and this query ("" when it can):
-    read from the call itself, not from a per-architecture table. A window at least as long as the model's
-    positions never limits attention, so it is no window."""
+    read from the call itself, not from a per-architecture table. A sliding window is no reason: SALE runs
+    inside it (`model_window`)."""
     if query.is_cuda and query.shape[-1] not in (64, 128):  # the CPU reference takes any head dim
         return f"head dim {query.shape[-1]}: the Triton SALE kernels take 64 or 128; the layer runs dense"
     softcap = call_kwargs.get("softcap")
     if softcap is not None:
         return (f"logit soft-capping (softcap={softcap:g}): SALE's estimate and kernel have no soft-cap; "
                 f"the layer runs its own attention")
-    window = call_kwargs.get("sliding_window")
-    if window is not None and (positions is None or window < positions):
-        return (f"sliding window {window}: a local layer stays dense-local (SALE's kernel and τ calibration "
-                f"assume full causal attention)")
     return ""
+
+
+def nothing_to_skip(window: int | None, opts: SaleOptions) -> str:
+    """Why a local layer stays dense-local ("" when SALE can skip something in it): a sliding window so short that
+    every key block inside it is always kept (sink, SALE's recent band, the diagonal) leaves SALE no block to skip,
+    only the estimate's cost. Decided from the block layout, at any sequence length."""
+    if window is None:
+        return ""
+    from qpass.kernels.sale import reference as R
+
+    S = 4 * (window + opts.window + opts.sink + opts.block_m + opts.block_n)  # past every edge effect
+    _, _, causal, always = R.block_layout(S, opts.block_m, opts.block_n, opts.sink, opts.window, window)
+    if (causal & ~always).any():
+        return ""
+    return (f"sliding window {window}: every key block inside it is always kept (sink {opts.sink}, window "
+            f"{opts.window}, {opts.block_m}x{opts.block_n} blocks), so SALE would skip nothing; the layer stays "
+            f"dense-local")
 
 
 def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
@@ -217,16 +273,18 @@ def calibrate_taus(model, ids: Tensor, opts: SaleOptions) -> SaleState:
     ladder = tau_ladder(opts)
     taus = {n: choose_taus(torch.tensor(t["l1"]), ladder, opts.theta, opts.tau_dense) for n, t in ctx.tables.items()}
     refused = {n: (c["refused"], c["heads"]) for n, c in ctx.calls.items() if c["refused"]}
-    return SaleState(taus, opts, ctx.tables, refused)
+    windows = {n: c["window"] for n, c in ctx.calls.items() if c["window"] is not None}
+    return SaleState(taus, opts, ctx.tables, refused, windows)
 
 
-def probe_refusals(model, opts: SaleOptions) -> dict[str, tuple[str, int]]:
-    """{module: (why SALE refuses it, query heads)} from one 8-token forward (when τ are given, nothing else
-    runs the model to show what each attention call asks for)."""
+def probe_calls(model, opts: SaleOptions) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
+    """({module: (why SALE refuses it, query heads)}, {module: its sliding window}) from one 8-token forward (when
+    τ are given, nothing else runs the model to show what each attention call asks for)."""
     ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), use_sale(model, "probe", opts) as ctx:
         model(input_ids=ids.to(next(model.parameters()).device), use_cache=False)
-    return {n: (c["refused"], c["heads"]) for n, c in ctx.calls.items() if c["refused"]}
+    return ({n: (c["refused"], c["heads"]) for n, c in ctx.calls.items() if c["refused"]},
+            {n: c["window"] for n, c in ctx.calls.items() if c["window"] is not None})
 
 
 def _calib_ids(ctx: PassContext, opts: SaleOptions) -> Tensor:
@@ -275,11 +333,12 @@ def sale(ctx: PassContext, opts: SaleOptions) -> None:
         taus = {k: [float(t) for t in v] for k, v in dict(opts.taus).items()}
         # the torch.compile backend has the graph's parameters, not a model to run: no probe there (a layer SALE
         # cannot take has no SDPA node for the rule, and the report says so)
-        refused = probe_refusals(ctx.model, opts) if hasattr(ctx.model, "config") else {}
+        refused, windows = probe_calls(ctx.model, opts) if hasattr(ctx.model, "config") else ({}, {})
     else:
         state = calibrate_taus(ctx.model, _calib_ids(ctx, opts), opts)
-        taus, refused = state.taus, state.refused
-    ctx.plan.attention.update({name: AttentionPlan("sale", list(t), opts) for name, t in taus.items()})
+        taus, refused, windows = state.taus, state.refused, state.windows
+    ctx.plan.attention.update({name: AttentionPlan("sale", list(t), layer_options(opts, windows.get(name)))
+                               for name, t in taus.items()})
     for name, (why, heads) in refused.items():  # planned, so the report names the module and the reason
         ctx.plan.attention[name] = AttentionPlan("sale", [0.0] * heads, opts, refused=why)
         ctx.log.append(f"sale: {name} runs its own attention: {why}")
@@ -288,3 +347,7 @@ def sale(ctx: PassContext, opts: SaleOptions) -> None:
     dense = sum(t <= opts.tau_dense for t in heads)
     ctx.log.append(f"sale: τ for {len(heads)} heads in {len(taus)} attention modules "
                    f"(median {sorted(heads)[len(heads) // 2] if heads else float('nan'):.2g}, {dense} dense)")
+    local = sorted({w for n, w in windows.items() if n in taus})
+    if local:
+        ctx.log.append(f"sale: {sum(n in taus for n in windows)} local layers run SALE inside their sliding window "
+                       f"(W = {', '.join(map(str, local))})")
