@@ -45,10 +45,10 @@ PURPOSE = {
     "sale": "SALE sparse attention for long prefills, weights untouched; τ per head calibrated on the "
             "calibration data or shipped text ([sale.md](sale.md))",
     "w4a4-rot": "W4A4 after QuaRot rotations (residual, V/O heads, online Hadamard before down_proj): GPTQ "
-                "weights, dynamic per-token int4 activations ([rotation.md](rotation.md))",
+                "weights, dynamic per-token int4 activations, each input's clip searched ([rotation.md](rotation.md))",
     "w4a4-rot-qsm": "static W4A4: rotations, then QSM's static steps and GPTQ ([rotation.md](rotation.md))",
-    "w4a8-rot": "W4A8 after QuaRot rotations: GPTQ weights, dynamic per-token int8 activations "
-                "([rotation.md](rotation.md))",
+    "w4a8-rot": "W4A8 after QuaRot rotations: GPTQ weights, dynamic per-token int8 activations, clips "
+                "searched ([rotation.md](rotation.md))",
     "w4a4-qsm": "static W4A4: QSM steps migrated into producers, the sink token kept in full precision, "
                 "GPTQ ([qsm.md](qsm.md))",
     "w4a8-qsm": "static W4A8: QSM steps migrated into producers, the sink token kept in full precision, GPTQ ([qsm.md](qsm.md))",
