@@ -52,6 +52,8 @@ BAD = [
     ({"activations": {"percentile": 0, **STATIC}}, "activations.percentile", "(0, 100]"),
     ({"activations": {"percentile": 101, **STATIC}}, "activations.percentile", "(0, 100]"),
     ({"activations": {"clip_ratio": 0}}, "activations.clip_ratio", "(0, 1]"),
+    ({"activations": {"clip_search": "mse", **STATIC}}, "activations.clip_search", "per-token"),
+    ({"activations": {"clip_search": "l1"}}, "activations.clip_search", "mse"),
     # calibration
     ({"calibration": {"num_samples": 0}}, "calibration.num_samples", "[1, inf)"),
     ({"calibration": {"seq_len": 1}}, "calibration.seq_len", "[2, inf)"),
