@@ -1,8 +1,9 @@
 """Papers' evaluation of a model under several presets, in one process: WikiText-2 test perplexity, our
 *Pride and Prejudice* perplexity, and zero-shot PIQA / HellaSwag accuracy (lm-eval's prompts and metrics).
 
-Each preset quantizes a fresh copy of the model loaded in `--dtype` on `--device` (calibrated presets on 32 × 512
-tokens of *Emma*, the CLI's default), then:
+`--presets` takes preset names or recipe files (YAML/JSON); without `--wikitext` / `--task-data` only the
+*Pride and Prejudice* figure is computed. Each preset quantizes a fresh copy of the model loaded in `--dtype` on
+`--device` (calibrated presets on 32 × 512 tokens of *Emma*, the CLI's default), then:
 
 - WikiText-2: `wiki.test.raw` rows joined as GPTQ/QuaRot do, non-overlapping windows of `--seq-len` (2048);
 - *Pride and Prejudice*: the first 8,192 tokens, 512-token windows (docs/results.md's protocol);
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -54,20 +56,23 @@ def evaluate_preset(args, preset: str) -> dict:
     row = {"preset": preset, "dtype": args.dtype, "device": str(device), "quantize_s": round(quant_s, 1),
            "sites_quantized": sites}
     start = time.perf_counter()
-    wiki = data.tokens(tok, data.wikitext2_text(args.wikitext))
-    row["wikitext2_ppl"] = perplexity(q, wiki, args.seq_len, progress=False)
-    row["wikitext2_tokens"] = int(wiki.numel())
+    if args.wikitext:
+        wiki = data.tokens(tok, data.wikitext2_text(args.wikitext))
+        row["wikitext2_ppl"] = perplexity(q, wiki, args.seq_len, progress=False)
+        row["wikitext2_tokens"] = int(wiki.numel())
     austen = data.austen_tokens(tok, "prideprejudice", 8192)
     row["austen_ppl"] = perplexity(q, austen, 512, progress=False)
     row["ppl_s"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     tasks = zeroshot.evaluate(q, tok, ["piqa", "hellaswag"], limit=args.limit, data_dir=args.task_data,
-                              batch_size=args.batch_size, progress=False)
+                              batch_size=args.batch_size, progress=False) if args.task_data else {}
     row["zeroshot_s"] = round(time.perf_counter() - start, 1)
     for name, r in tasks.items():
         row[name] = r
     if device.type == "cuda":
         row["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    # the process's peak so far (Linux KiB): this preset's own peak only when it is the first in the run
+    row["process_peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     del q, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -78,8 +83,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2")
     p.add_argument("--presets", default="fp,w8a8,w4a16,w4a16-gptq,w4a4-qsm,ternary")
-    p.add_argument("--wikitext", required=True, help="wiki.test.raw")
-    p.add_argument("--task-data", required=True, help="folder holding piqa/ and hellaswag/")
+    p.add_argument("--wikitext", help="wiki.test.raw (left out: no WikiText-2 figure)")
+    p.add_argument("--task-data", help="folder holding piqa/ and hellaswag/ (left out: no zero-shot figures)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seq-len", type=int, default=2048)
@@ -87,7 +92,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    zeroshot.check_tasks(["piqa", "hellaswag"], args.task_data)
+    if args.task_data:
+        zeroshot.check_tasks(["piqa", "hellaswag"], args.task_data)
     rows = []
     for preset in args.presets.split(","):
         rows.append(evaluate_preset(args, preset))
@@ -100,10 +106,10 @@ def main() -> None:
           "quantize s | eval s |")
     print("|---|---:|---:|---|---|---:|---:|")
     for r in rows:
-        print(f"| {r['preset']} | {r['wikitext2_ppl']:.3f} | {r['austen_ppl']:.3f} | "
-              f"{r['piqa']['acc']:.4f} / {r['piqa']['acc_norm']:.4f} | "
-              f"{r['hellaswag']['acc']:.4f} / {r['hellaswag']['acc_norm']:.4f} | {r['quantize_s']} | "
-              f"{r['ppl_s'] + r['zeroshot_s']:.0f} |")
+        wiki = f"{r['wikitext2_ppl']:.3f}" if "wikitext2_ppl" in r else "–"
+        task = lambda t: f"{r[t]['acc']:.4f} / {r[t]['acc_norm']:.4f}" if t in r else "–"  # noqa: E731
+        print(f"| {r['preset']} | {wiki} | {r['austen_ppl']:.3f} | {task('piqa')} | {task('hellaswag')} | "
+              f"{r['quantize_s']} | {r['ppl_s'] + r['zeroshot_s']:.0f} |")
 
 
 if __name__ == "__main__":
