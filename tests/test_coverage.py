@@ -4,8 +4,9 @@ Every cell must keep the invariants (no crash, no silent skip, lowered logits wi
 graph, reload gives the same logits where it is checked) and say exactly what docs/coverage.md says. Cells that
 do not work today (a site not lowered, MoE experts not quantized, a reload refused) are reasons on the page, not
 failures here. The whole matrix (families × presets) is measured once per session in coverage_matrix.WORKERS
-processes, longest cells first: ≈ 2.5 CPU s a cell (qpass.compile's Dynamo traces; the fake-quant reference
-shares one trace per model class, save → reload runs on a diagonal), ≈ 5 min on 2 cores.
+processes, longest cells first: ≈ 4 CPU s a cell (mostly qpass.compile's own Dynamo traces; the fake-quant
+reference shares one trace per model class, save → reload runs on the first column and a diagonal), ≈ 850 CPU s
+in all: ≈ 7 min on 2 idle cores, more on a shared machine.
 """
 from __future__ import annotations
 
