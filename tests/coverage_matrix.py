@@ -4,8 +4,7 @@ A cell compiles the family's tiny random-weight model with the preset through th
 happened: graph breaks, linear sites quantized and lowered (with the report's reasons for the others), weights
 the analysis could not quantize, the lowered logits against the fake-quant reference, and — on the cells
 `reload_checked` picks — a save → reload round trip. `render` turns the cells into docs/coverage.md;
-tests/test_coverage.py measures a cross of the cells in CI (every family with `w4a16` and `sale`, every preset on
-llama), checks the invariants and that the file says what it measured.
+tests/test_coverage.py measures every cell in CI, checks the invariants and that the file says what it measured.
 
     python tests/coverage_matrix.py --write                     # every cell, in a pool of 2 processes
     python tests/coverage_matrix.py --write --presets w4a8-qsm  # one column; the page keeps the other cells
@@ -30,9 +29,8 @@ REGENERATE = "python tests/coverage_matrix.py --write"
 
 LOGIT_TOLERANCE = 1e-3  # relative L2, lowered vs fake-quant: int GEMMs round the activation step differently
 RELOAD_TOLERANCE = 1e-5  # relative L2, reloaded vs compiled: the same graph and weights, so only op order may differ
-# save → reload (two torch.export traces and a load: a third of a cell's time) runs on the cells whose family index
-# + preset index is a multiple of RELOAD_EVERY: every family and every preset get reloaded on some cells
-RELOAD_EVERY = 3
+# save → reload (two torch.export traces and a load: as long as the rest of a cell) runs on the first column and a
+# wrapped diagonal (`reload_checked`): every family and every preset
 WORKERS = 2  # processes measuring cells (CI and this machine have 2 cores)
 
 
@@ -56,15 +54,19 @@ class Cell:
     reload_checked: bool = True  # save → reload ran (`reload_checked`)
     error: str | None = None  # "<stage>: <exception>" when a stage crashed (later stages did not run)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage (not on the page)
+    cpu_seconds: float = 0.0  # the whole cell's CPU time in its process: its cost on an idle machine
 
 
 def reload_checked(family: str, preset: str) -> bool:
-    """Whether the matrix runs save → reload on this cell (the indices of tests/tiny_models.py's families and
-    qpass.recipes()' presets: a fixed diagonal pattern, so every row and every column has reloaded cells)."""
+    """Whether the matrix runs save → reload on this cell: every family with the first preset of
+    qpass.recipes(), and a diagonal of tests/tiny_models.py's families × the presets wrapped around the shorter
+    side, so that every column has a reloaded cell too (and every row more than one)."""
     import qpass
     from tiny_models import CONFIGS
 
-    return (list(CONFIGS).index(family) + list(qpass.recipes()).index(preset)) % RELOAD_EVERY == 0
+    f, p = list(CONFIGS).index(family), list(qpass.recipes()).index(preset)
+    n_families, n_presets = len(CONFIGS), len(qpass.recipes())
+    return p == 0 or (p % n_families == f if n_presets >= n_families else f % n_presets == p)
 
 
 def _ids(vocab: int, shape: tuple[int, int], seed: int) -> torch.Tensor:
@@ -75,13 +77,65 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def _fake_quant_forward(qmodel):
-    """The fake-quant reference of `qmodel`'s own plan (what `lower=False` would run), without planning again."""
-    from qpass.capture import compile_forward
-    from qpass.lowering.lower import quantize_transform
+class FakeQuantReference:
+    """The fake-quant graph of a quantized model's own plan (what `lower=False` runs), for every model of one
+    class from one Dynamo trace: a cell's model is a copy of the same tiny architecture, so Dynamo's guards accept
+    the graph traced for an earlier cell (they decide, not this class: a model they reject is traced again), and
+    each cell's plan is applied by `quantize_transform(plan, lower=False)` to a fresh copy of that raw graph,
+    bound to the cell's own tensors exactly as qpass's Dynamo backend binds them. The result is the same graph a
+    fresh trace gives (checked equal in tests/test_coverage.py) at a fiftieth of the cost (a trace is ≈ 1 s)."""
 
-    forward, _ = compile_forward(qmodel, quantize_transform(qmodel.qpass_state.plan, lower=False))
-    return forward
+    def __init__(self):
+        self.traces = self.runs = 0
+        self._model = None
+
+        def forward(model, input_ids):
+            return type(model).forward(model, input_ids=input_ids, use_cache=False).logits
+
+        forward.__code__ = forward.__code__.replace()  # a fresh code object: a Dynamo cache of its own
+        self._compiled = torch.compile(forward, backend=self._backend)
+
+    def _backend(self, gm, example_inputs):
+        import copy
+
+        from qpass.capture import bind_placeholders, tensor_names
+        from qpass.lowering.lower import quantize_transform
+
+        self.traces += 1
+        done = {}  # the model this raw graph was last transformed for -> that transformed copy
+
+        def run(*inputs):
+            model = self._model
+            if done.get("model") is not model:
+                graph = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph))
+                quantize_transform(model.qpass_state.plan, lower=False)(
+                    bind_placeholders(graph, inputs, tensor_names(model)))
+                graph.graph.lint()
+                graph.recompile()
+                done.update(model=model, graph=graph)
+            self.runs += 1
+            return done["graph"](*inputs)
+
+        return run
+
+    def __call__(self, qmodel, input_ids: torch.Tensor) -> torch.Tensor:
+        """The reference logits of `qmodel` (from qpass.compile) on `input_ids`."""
+        from qpass.capture import mark_dynamic_inputs
+
+        mark_dynamic_inputs({"input_ids": input_ids})  # as qpass's forwards: one graph for every input length
+        self._model, runs = qmodel, self.runs
+        logits = self._compiled(qmodel, input_ids)
+        if self.runs != runs + 1:  # Dynamo ran the frame eagerly: the model's own (unquantized) forward
+            raise RuntimeError("the fake-quant reference did not run a transformed graph (Dynamo fell back to eager)")
+        return logits
+
+
+_REFERENCES: dict[type, FakeQuantReference] = {}  # per process, one per model class
+
+
+def fake_quant_logits(qmodel, input_ids: torch.Tensor) -> torch.Tensor:
+    reference = _REFERENCES.setdefault(type(qmodel), FakeQuantReference())
+    return reference(qmodel, input_ids)
 
 
 def _read_report(cell: Cell, qmodel) -> None:
@@ -121,7 +175,7 @@ def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], pre
     # the shape qpass.compile runs its first graph at: another shape would trace the model again (a dynamic graph,
     # a second of every cell); the dynamic-shape graphs are checked by save (torch.export, batch and length dynamic)
     ids = _ids(vocab, tuple(_example_input(model, calib).shape), 0)
-    stage, start = "compile", time.perf_counter()
+    stage, start, cpu_start = "compile", time.perf_counter(), time.process_time()
 
     def lap(name: str) -> None:
         nonlocal start
@@ -132,15 +186,15 @@ def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], pre
         qmodel = qpass.compile(model, preset, calib, progress=False, copy=True)
         _read_report(cell, qmodel)
         with torch.no_grad():
-            lowered = qmodel(ids).logits
+            lowered = qmodel(input_ids=ids, use_cache=False).logits
             lap("compile")
             stage = "fake-quant reference"
             if cell.lowered or cell.attention_lowered:  # else the compiled graph is the fake-quant graph
-                fake = _fake_quant_forward(qmodel)
-                cell.logit_diff = _relative(lowered, fake(input_ids=ids).logits)
+                cell.logit_diff = _relative(lowered, fake_quant_logits(qmodel, ids))
                 if cell.logit_diff > LOGIT_TOLERANCE:  # one input's rounding flip, or wrong on every input?
                     more = [_ids(vocab, tuple(ids.shape), seed) for seed in (2, 3)]
-                    diffs = [cell.logit_diff] + [_relative(qmodel(i).logits, fake(input_ids=i).logits) for i in more]
+                    diffs = [cell.logit_diff] + [_relative(qmodel(input_ids=i, use_cache=False).logits,
+                                                           fake_quant_logits(qmodel, i)) for i in more]
                     cell.logit_diff = sorted(diffs)[1]
             lap("fake-quant reference")
             if reload:
@@ -157,6 +211,7 @@ def coverage_cell(family: str, model_factory: Callable[[], torch.nn.Module], pre
                 lap("save → reload")
     except Exception as e:  # recorded: the doc shows it, and tests/test_coverage.py fails on it
         cell.error = f"{stage}: {type(e).__name__}: {_first_line(e)}"
+    cell.cpu_seconds = round(time.process_time() - cpu_start, 2)
     return cell
 
 
@@ -247,10 +302,10 @@ def cell_text(cell: Cell) -> str:
 HEADER = f"""# Model-family coverage
 
 Generated by `{REGENERATE}` from the tiny random-weight models of `tests/tiny_models.py` (hidden 64, 2 layers,
-vocab 256), every cell in a pool of {WORKERS} processes (`--families` / `--presets` re-measure only those rows /
-columns; the whole page: ≈ 15–35 min on 2 cores). `tests/test_coverage.py` measures a cross of it in CI the same
-way (every family with `w4a16` and `sale`, every preset on llama), checks the invariants, and fails when a cell
-differs from this page. Do not edit by hand.
+vocab 256), every cell in a pool of {WORKERS} processes, longest cells first (`--families` / `--presets` re-measure
+only those rows / columns; `--times` prints each cell's seconds). `tests/test_coverage.py` measures every cell
+in CI the same way, checks the invariants, and fails when a cell differs from this page (the whole matrix: ≈ 850
+CPU s, ≈ 7 min on 2 idle cores; 14.5 min wall on a 2-core machine shared at load ≈ 5). Do not edit by hand.
 
 Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the presets that read data: one batch of
 2 × 32 random tokens), then checks, in order:
@@ -262,11 +317,17 @@ Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the prese
    planned attention module its planned kernel;
 4. **logits**: the lowered model's logits are within {LOGIT_TOLERANCE:g} (relative L2) of the fake-quant graph
    of the same plan, on random tokens of the shape `qpass.compile` compiled its first graph at (1 × 8, or
-   1 × 32 with calibration: another shape would trace the model again, a second per cell); past the tolerance,
-   the median over that input and two more (an activation code that rounds the other way at a rounding boundary
-   moves a 64-wide model's logits by ≈ 1e-3 on one input; a wrong kernel shows on every input);
-5. **save → reload**, on the cells marked ↻ (family index + preset index a multiple of {RELOAD_EVERY}, so every row
-   and every column has some; a save and a load are two `torch.export` traces, a third of a cell's time):
+   1 × 32 with calibration), called as `qpass.compile` called it (`use_cache=False`): the graph checked is the
+   one the report's lowering was read from, and another call would trace the model again (a second per cell);
+   past the tolerance, the median over that input and two more (an activation code that rounds the other way at
+   a rounding boundary moves a 64-wide model's logits by ≈ 1e-3 on one input; a wrong kernel shows on every
+   input). The fake-quant graph is what `lower=False` runs — `quantize_transform(plan, lower=False)` on the
+   captured graph, bound to the cell's own tensors — from one Dynamo trace per model class and process: Dynamo's
+   guards accept that trace for every copy of the same tiny architecture, and the test checks it equals a fresh
+   trace's graph;
+5. **save → reload**, on the cells marked ↻ (the first column, and a diagonal wrapped around the table so that
+   every preset has one; a save and a load are two `torch.export` traces and a load, as long as the rest of the
+   cell, so not every cell):
    `qpass.load(qpass.save(...))` loads and gives the same logits (within {RELOAD_TOLERANCE:g}). The saved
    program has dynamic batch and length, so these cells also check the lowering on symbolic shapes.
 
@@ -314,16 +375,30 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one core per process: the tiny models gain nothing from intra-op threads
 
 
+def _longest_first(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Cells ordered by their expected cost, longest first, so that the pool's two processes finish together:
+    save → reload roughly doubles a cell, calibration adds a pass over the data (and a Dynamo trace when it is
+    not block by block)."""
+    import qpass
+
+    def cost(key):
+        recipe = qpass.recipes()[key[1]]
+        return (reload_checked(*key), recipe.needs_calibration or recipe.runs_model, len(recipe.passes))
+
+    return sorted(keys, key=cost, reverse=True)
+
+
 def measure(families: list[str], presets: list[str], workers: int = WORKERS) -> dict[tuple[str, str], Cell]:
     """Every (family, preset) cell, in `workers` processes (spawned: a fresh Dynamo and torch state each; every
-    cell compiles its own model copy, so the order does not matter)."""
-    keys = [(f, p) for f in families for p in presets]
+    cell compiles its own model copy, so the order does not matter to the result), longest cells first."""
+    keys = _longest_first([(f, p) for f in families for p in presets])
     if workers <= 1:
-        return {key: _measure_one(*key) for key in keys}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-        cells = pool.map(_measure_one, *zip(*keys))
-        return dict(zip(keys, cells))
+        cells = {key: _measure_one(*key) for key in keys}
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+            cells = dict(zip(keys, pool.map(_measure_one, *zip(*keys))))
+    return {(f, p): cells[f, p] for f in families for p in presets}
 
 
 def main(argv: list[str]) -> int:
@@ -345,9 +420,12 @@ def main(argv: list[str]) -> int:
     cells = measure(args.families.split(","), args.presets.split(","), args.workers)
     if args.times:
         for c in cells.values():
-            print(f"{c.family} × {c.preset}: {c.seconds}")
+            print(f"{c.family} × {c.preset}: {c.seconds}, CPU {c.cpu_seconds} s")
         stages = sorted({k for c in cells.values() for k in c.seconds})
         print("total per stage:", {k: round(sum(c.seconds.get(k, 0) for c in cells.values()), 1) for k in stages})
+        cpu = sum(c.cpu_seconds for c in cells.values())
+        print(f"CPU seconds of all cells: {cpu:.0f} (/ {args.workers} processes: {cpu / args.workers:.0f} s on an "
+              f"idle machine); wall: {time.perf_counter() - start:.0f} s")
     texts = documented_cells(COVERAGE_MD.read_text()) if COVERAGE_MD.exists() else {}
     texts |= {key: cell_text(cell) for key, cell in cells.items()}
     missing = [key for key in ((f, p) for f in families for p in presets) if key not in texts]
