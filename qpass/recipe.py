@@ -206,11 +206,10 @@ def _presets() -> dict[str, Recipe]:
             calibration=CalibrationSpec(num_samples=32),
         ),
         # w4a8: w4a4-qsm's options at 8 bits (SmolLM2 39.10 -> 32.56, stories260K 6.383 -> 6.302; without untie,
-        # joint_clip and the sink in H: 33.89 / 6.166 — docs/qsm.md "w4a8-qsm: what cost"), and each weight
-        # group's range searched (mse; stories260K P&P 30.98 -> 29.47, docs/qsm.md).
+        # joint_clip and the sink in H: 33.89 / 6.166 — docs/qsm.md "w4a8-qsm: what cost").
         "w4a8-qsm": Recipe(
             "w4a8-qsm",
-            weights=dataclasses.replace(gptq_w4(), clip_search="mse"),
+            weights=gptq_w4(),
             activations=ActivationSpec(bits=8, granularity="per_channel", symmetric=False),
             passes=[PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),

@@ -61,12 +61,6 @@ def statistics(opts: QSMOptions) -> dict:
     return {"samples": opts.samples if (opts.clip_search or opts.quantize) else 0}
 
 
-def _weight_grid(w_spec, opts: QSMOptions) -> list[float]:
-    """The layer-wide weight clips to try: with `weights.clip_search` each (row, group) range is already shrunk
-    where that lowers its error (below 1.0 too), so a layer-wide grid on top would only repeat that search."""
-    return [1.0] if w_spec.clip_search != "none" else list(opts.weight_clip_grid)
-
-
 def _gather(step, cols, opts: QSMOptions):
     """(gather index [C'], per-gathered-column divisor [C']) for a group: sort, split, pad."""
     c, dev = step.numel(), step.device  # where the statistics live (the CPU, or the block-by-block device)
@@ -131,7 +125,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
                 g, d = _gather(st, cols(st), opts)
                 xq = gather_cols(int_act(x / st, bits, z), g)
                 if opts.joint_clip:
-                    e = sum(best_weight_clip(xq, y, gather_cols(w * st, g, d), w_spec, _weight_grid(w_spec, opts))[1]
+                    e = sum(best_weight_clip(xq, y, gather_cols(w * st, g, d), w_spec, opts.weight_clip_grid)[1]
                             for y, w in zip(ys, ws))
                 else:
                     e = sum(rel_mse(y, xq @ round_weight(gather_cols(w * st, g, d), w_spec, 1.0, None).dequantize().T)
@@ -201,7 +195,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         xq = gather_cols(int_act(x, bits, zero), g) if x is not None else None
         wclip = 1.0
         if opts.clip_search and x is not None:
-            wclip, _ = best_weight_clip(xq, y, w_g, w_spec, _weight_grid(w_spec, opts))
+            wclip, _ = best_weight_clip(xq, y, w_g, w_spec, opts.weight_clip_grid)
         h = None
         if w_spec.rounding == "gptq":
             hm = obs.mean_hessian()
