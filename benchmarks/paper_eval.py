@@ -55,6 +55,8 @@ def evaluate_preset(args, preset: str) -> dict:
     q, quant_s, sites = quantize(model, tok, preset, device)
     row = {"preset": preset, "dtype": args.dtype, "device": str(device), "quantize_s": round(quant_s, 1),
            "sites_quantized": sites}
+    if preset != "fp":
+        row["pass_log"] = list(q.qpass_state.plan.log)  # what the passes said (e.g. mixed precision's bits)
     start = time.perf_counter()
     if args.wikitext:
         wiki = data.tokens(tok, data.wikitext2_text(args.wikitext))
