@@ -9,7 +9,8 @@
 - *Pride and Prejudice*: the first 8,192 tokens, 512-token windows (docs/results.md's protocol);
 - PIQA (validation, 1,838) and HellaSwag (validation, 10,042): acc and acc_norm, `--limit` to shorten.
 
-Prints a table and writes one JSON (`--out`). On a GPU every figure comes from the lowered model (qpass kernels).
+Prints a table and writes one JSON (`--out`). On a GPU every figure comes from the lowered model (qpass kernels),
+unless `--fake-quant`.
 
     python benchmarks/paper_eval.py --model smollm2 --presets fp,w8a8,w4a16 --wikitext ../shared/data/wikitext-2-raw/wiki.test.raw \
         --task-data ../shared/data --device cuda --dtype bfloat16 --out results.json
@@ -29,7 +30,7 @@ from qpass.evaluate import perplexity
 from qpass.recipe import resolve
 
 
-def quantize(model, tok, preset: str, device: torch.device):
+def quantize(model, tok, preset: str, device: torch.device, lower: bool = True):
     """(model to evaluate, seconds spent quantizing, number of sites quantized)."""
     if preset == "fp":
         return model, 0.0, 0
@@ -39,7 +40,7 @@ def quantize(model, tok, preset: str, device: torch.device):
         c = recipe.calibration
         calib = [b.to(device) for b in data.calibration_batches(tok, "emma", c.num_samples, c.seq_len)]
     start = time.perf_counter()
-    q = qpass.compile(model, recipe, calib, progress=False)
+    q = qpass.compile(model, recipe, calib, progress=False, lower=lower)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return q, time.perf_counter() - start, len(q.qpass_state.report.quantized)
@@ -52,9 +53,9 @@ def evaluate_preset(args, preset: str) -> dict:
     model.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    q, quant_s, sites = quantize(model, tok, preset, device)
+    q, quant_s, sites = quantize(model, tok, preset, device, lower=not args.fake_quant)
     row = {"preset": preset, "dtype": args.dtype, "device": str(device), "quantize_s": round(quant_s, 1),
-           "sites_quantized": sites}
+           "sites_quantized": sites, "graph": "fake-quant" if args.fake_quant else "lowered"}
     if preset != "fp":
         row["pass_log"] = list(q.qpass_state.plan.log)  # what the passes said (e.g. mixed precision's bits)
     start = time.perf_counter()
@@ -93,6 +94,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="first N examples of each task")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default=None)
+    p.add_argument("--fake-quant", action="store_true",
+                   help="evaluate the fake-quant graph (lower=False): the lowered graph's numbers to ~1e-4 "
+                        "(tests/test_lowering.py), without the CPU references' fp64 int-GEMM emulation")
     args = p.parse_args()
     if args.task_data:
         zeroshot.check_tasks(["piqa", "hellaswag"], args.task_data)
