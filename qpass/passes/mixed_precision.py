@@ -103,14 +103,18 @@ def mixed_precision(ctx: PassContext, opts: MixedPrecisionOptions) -> None:
                    + ", ".join(f"{b}-bit: {n}" for b, n in hist.items()))
 
 
+def _nll_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL of `ids` [B, T] under `logits` [B, T, V]."""
+    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+
+
 def _calib_nll(ctx: PassContext) -> float:
     """Mean next-token NLL of the model copy on the calibration batches."""
     dev = next(ctx.model.parameters()).device
     total, n = 0.0, 0
     for ids in ctx.calib:
         ids = ids.to(dev)
-        logits = ctx.model(ids).logits.float()
-        total += float(F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum"))
+        total += float(_nll_sum(ctx.model(ids).logits, ids))
         n += ids[:, 1:].numel()
     return total / n
 
@@ -144,8 +148,7 @@ def _output_grad2(ctx: PassContext) -> dict[str, torch.Tensor]:
             for ids in ctx.calib:
                 ids = ids.to(dev)
                 x = embed(ids).detach().requires_grad_(True)  # gradients reach the activations, never the weights
-                logits = ctx.model(inputs_embeds=x).logits.float()
-                F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").backward()
+                _nll_sum(ctx.model(inputs_embeds=x).logits, ids).backward()
                 tokens += ids[:, 1:].numel()
     finally:
         for h in hooks:

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from ..gptq import GPTQError, gptq_quantize, layer_error
 from ..numerics import QuantizedWeight, fake_quant_per_token, quantize_weight
 from ..plan import ActQuant, nonfinite_reason, static_activation
+from .clipping import rel_mse
 from .context import PassContext
 
 
@@ -52,10 +53,8 @@ def search_token_clips(ctx: PassContext, aspec) -> None:
             w = ctx.weight(ctx.sites[name]).float().to(x.device)
             deq = sp.weight.dequantize().float().to(x.device) if sp.weight is not None else w
             y = x @ w.T
-            scale = float(y.pow(2).sum().clamp_min(1e-30))
             for clip in errors:
-                y_hat = fake_quant_per_token(x, aspec.bits, aspec.symmetric, clip) @ deq.T
-                errors[clip] += float((y - y_hat).pow(2).sum()) / scale
+                errors[clip] += rel_mse(y, fake_quant_per_token(x, aspec.bits, aspec.symmetric, clip) @ deq.T)
         best = min(errors, key=errors.get)
         for name in group:
             ctx.plan[name].activation.clip_ratio = best
