@@ -89,8 +89,8 @@ def test_rotate_must_be_the_first_pass():
                                 "passes": [{"name": "qsm"}, {"name": "rotate"}]})
 
 
-@pytest.mark.parametrize("preset", ["w4a4-rot", "w4a4-rot-qsm"])
-def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset):
+@pytest.mark.parametrize("preset, online", [("w4a4-rot", 2), ("w4a4-rot-qsm", 0)])
+def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset, online):
     model = tiny_model("llama").float()
     calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
     q = qpass.compile(model, preset, calib, progress=False, lower=False)
@@ -103,9 +103,19 @@ def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset):
     assert {outcomes[s] for s in plan} <= {"w4a8", "w4a8-static", "w4a8-static-guarded"}, outcomes
     assert float((out - ref).norm() / ref.norm()) < 1e-4
     targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
-    assert targets.count("qpass.hadamard.default") == len(plan.rotations) == 2
+    assert targets.count("qpass.hadamard.default") == len(plan.rotations) == online  # static steps: none online
     # the rotation spans every block: calibration takes the whole-model path and says so
     assert any("not block by block: pass 'rotate' plans every block at once" in line for line in plan.log), plan.log
+
+
+def test_online_hadamards_before_static_steps_are_warned_about():
+    recipe = qpass.recipes()["w4a4-rot-qsm"].to_dict()
+    recipe["passes"][0]["options"]["online"] = True
+    model = tiny_model("llama").float()
+    calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
+    with pytest.warns(UserWarning, match="online Hadamards before static per-channel activation steps"):
+        q = qpass.compile(model, recipe, calib, progress=False, lower=False)
+    assert q.qpass_state.plan.rotations and any("online: false" in line for line in q.qpass_state.plan.log)
 
 
 @pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")

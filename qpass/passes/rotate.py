@@ -183,6 +183,13 @@ def rotate(ctx: PassContext, opts: RotateOptions) -> None:
         f"{len(ctx.plan.rotations)} online Hadamards (qpass::hadamard); {n} linears changed; "
         f"logits equal to {err:.1e} (relative)")
     ctx.log.extend(layout.notes)
+    a = ctx.activations
+    if ctx.plan.rotations and a is not None and a.granularity == "per_channel":
+        msg = ("rotate: online Hadamards before static per-channel activation steps spread each token's outliers "
+               "over every channel, and the static steps must then cover them for all tokens (SmolLM2 W4A4 P&P "
+               "520.66 vs 46.11 with `online: false`, docs/rotation.md); consider `rotate: {online: false}`")
+        ctx.log.append(msg)
+        warnings.warn(msg, UserWarning, stacklevel=4)
 
 
 def _check_ids(ctx: PassContext) -> torch.Tensor:
