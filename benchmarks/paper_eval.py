@@ -30,15 +30,16 @@ from qpass.evaluate import perplexity
 from qpass.recipe import resolve
 
 
-def quantize(model, tok, preset: str, device: torch.device, lower: bool = True):
-    """(model to evaluate, seconds spent quantizing, number of sites quantized)."""
+def quantize(model, tok, preset: str, device: torch.device, lower: bool = True, novel: str | None = "emma"):
+    """(model to evaluate, seconds spent quantizing, number of sites quantized). `novel=None` passes no
+    calibration data (a recipe with `calibration.self_generated` samples its own from the model)."""
     if preset == "fp":
         return model, 0.0, 0
     recipe = resolve(preset)
     calib = None
-    if recipe.needs_calibration or recipe.passes:
+    if novel and (recipe.needs_calibration or recipe.passes):
         c = recipe.calibration
-        calib = [b.to(device) for b in data.calibration_batches(tok, "emma", c.num_samples, c.seq_len)]
+        calib = [b.to(device) for b in data.calibration_batches(tok, novel, c.num_samples, c.seq_len)]
     start = time.perf_counter()
     q = qpass.compile(model, recipe, calib, progress=False, lower=lower)
     if device.type == "cuda":
@@ -53,7 +54,8 @@ def evaluate_preset(args, preset: str) -> dict:
     model.to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    q, quant_s, sites = quantize(model, tok, preset, device, lower=not args.fake_quant)
+    q, quant_s, sites = quantize(model, tok, preset, device, lower=not args.fake_quant,
+                                 novel=None if args.no_calib_data else "emma")
     row = {"preset": preset, "dtype": args.dtype, "device": str(device), "quantize_s": round(quant_s, 1),
            "sites_quantized": sites, "graph": "fake-quant" if args.fake_quant else "lowered"}
     if preset != "fp":
@@ -94,6 +96,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="first N examples of each task")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default=None)
+    p.add_argument("--no-calib-data", action="store_true",
+                   help="pass no calibration text (recipes with calibration.self_generated sample it from the model)")
     p.add_argument("--fake-quant", action="store_true",
                    help="evaluate the fake-quant graph (lower=False): the lowered graph's numbers to ~1e-4 "
                         "(tests/test_lowering.py), without the CPU references' fp64 int-GEMM emulation")

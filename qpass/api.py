@@ -17,6 +17,7 @@ from .lowering.lower import group_size_warning, quantize_transform
 from .plan import Plan
 from .recipe import Recipe, resolve
 from .reporting import Report, build_report
+from .self_calibration import sample_calibration
 
 
 @dataclass
@@ -95,14 +96,22 @@ def compile(
     home = next(model.parameters()).device  # calibration batches go where the model is
     calib = ([torch.as_tensor(b).reshape(-1, torch.as_tensor(b).shape[-1]).to(home) for b in calib]
              if calib is not None else None)
-    check_calibration(recipe, calib)  # before copying the model
     if not copy and getattr(model, "qpass_state", None) is not None:
         raise ValueError("qpass.compile: this model was already quantized in place by qpass.compile; quantize the "
                          "original with copy=True to keep it, or load a fresh model")
+    sampled = None
+    c = recipe.calibration
+    if calib is None and c.self_generated and (recipe.needs_calibration or recipe.runs_model):
+        calib = sample_calibration(model, c.num_samples, c.seq_len, progress=progress)
+        sampled = (f"calibration: {c.num_samples} × {c.seq_len} tokens sampled from the model itself (no data "
+                   "passed; calibration.self_generated)")
+    check_calibration(recipe, calib)  # before copying the model
 
     qmodel = (deepcopy(model) if copy else model).eval()
     analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
     plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress, sequential=sequential, device=device)
+    if sampled:
+        plan.log.insert(0, sampled)
     return finish(qmodel, recipe, analysis, graphs, plan, lower, start, _example_input(qmodel, calib), compiler)
 
 

@@ -71,6 +71,8 @@ class CalibrationSpec(Checked):
     # GPTQ with skip_tokens: the skipped tokens still enter the Hessian, each weighted like this many ordinary
     # tokens (0: left out; 1: as any token — their huge norm then dominates XᵀX)
     sink_hessian_weight: float = opt(0.0, range="[0, 1]")  # the sink rows down-weighted in H
+    # no calibration batches passed: sample num_samples × seq_len tokens from the model itself (qpass/self_calibration.py)
+    self_generated: bool = False
 
     def check_fields(self, path: str) -> None:
         if self.skip_tokens >= self.seq_len:

@@ -140,7 +140,9 @@ def _calibration(r) -> str:
         return "–"
     c = r.calibration
     parts = [f"{c.num_samples} × {c.seq_len} tokens"]
-    changed, shown = _changed(c), {"num_samples", "seq_len", "skip_tokens", "sink_hessian_weight"}
+    changed, shown = _changed(c), {"num_samples", "seq_len", "skip_tokens", "sink_hessian_weight", "self_generated"}
+    if c.self_generated:
+        parts.append("sampled from the model when none is passed")
     if c.skip_tokens:
         parts.append(f"first {c.skip_tokens} skipped")
     if c.sink_hessian_weight:
