@@ -64,6 +64,10 @@ def _per_channel(bits_w, bits_a):
     ("llama", "w8a8", "w8a8"),
     ("llama", _per_channel(4, 8), "w4a8"),
     ("qwen2", "w4a4", "w4a8"),
+    ("llama", Recipe("w4a8-asym", weights=WeightSpec(bits=4, group_size=32, symmetric=False),
+                     activations=ActivationSpec(bits=8, granularity="per_token")), "w4a8"),
+    ("gpt2", Recipe("w8a8-asym", weights=WeightSpec(bits=8, group_size=None, symmetric=False),
+                    activations=ActivationSpec(bits=8, granularity="per_token")), "w8a8"),
     ("llama", Recipe("ternary-g32", weights=None, passes=[PassSpec("trit_planes", {"group_size": 32, "max_iter": 5})]), "ternary"),
 ])
 def test_lowered_matches_fake_quant(arch, recipe, rule):
