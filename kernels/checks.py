@@ -179,7 +179,7 @@ def check_ternary(x, t1, t2, alpha1, alpha2, bias, group_size, op="qpass::ternar
 
 
 def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op: str, group_size: int = 0,
-                     x_zero=None) -> None:
+                     x_zero=None, w_zero=None) -> None:
     dtype_is(op, "x_int8", x_int8, torch.int8)
     K = last_dim(op, "x_int8", x_int8)
     if w4:
@@ -196,8 +196,10 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
         _value(group_size >= K or group_size % 32 == 0, op,
                f"group_size must be <= 0 (one step per row), >= K, or a multiple of 32 (the int8 MMA's K), got {group_size}")
         group_scales(op, "w_scale", w_scale, N, num_groups(op, K, group_size), group_size)
+        group_scales(op, "w_zero", w_zero, N, num_groups(op, K, group_size), group_size)
     else:
         row_vector(op, "w_scale", w_scale, N)
+        row_vector(op, "w_zero", w_zero, N)
     if x_scale is not None:
         float_tensor(op, "x_scale", x_scale)
         rows = rows_of(x_int8)
@@ -209,7 +211,8 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
     row_vector(op, "bias", bias, N)
     _type(isinstance(out_dtype, torch.dtype) and out_dtype in FLOATS, op,
           f"out_dtype must be one of {[str(d) for d in FLOATS]}, got {out_dtype}")
-    same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias, x_zero=x_zero)
+    same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias, x_zero=x_zero,
+                w_zero=w_zero)
 
 
 def check_quantize(x, scale, qmax, zero=None, gather=None, clip=1.0, op="qpass::quantize_activation_int8") -> None:

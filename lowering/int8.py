@@ -6,8 +6,10 @@ leave one step, usually 1). A static site's quantizer also takes what QSM planne
 runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; the GEMM takes the
 same zero points and subtracts their share exactly in int32), and the channel gather (sort by step, split copies,
 zero pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
-or per (row, group of a multiple of 32). Guarded sites (QSM `keep_first` / `outlier_guard`) recompute their
-full-precision tokens with `qpass::restore_guarded_rows`.
+or per (row, group of a multiple of 32); asymmetric weights add their zero points (`w_zero`, a graph constant
+beside the steps, in the kernel's code form: int4 plain nibbles and zeros in [0, 15]; int8 codes and zeros
+shifted by -128, 8-bit codes [0, 255] do not fit int8), whose share the GEMM subtracts in int32. Guarded sites
+(QSM `keep_first` / `outlier_guard`) recompute their full-precision tokens with `qpass::restore_guarded_rows`.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .pattern import ACT_GUARDED, ACT_TOKEN, ACT_CHANNEL, DEQ_INT, Emit, LinearM
 
 def int_patterns(**kernel) -> tuple[Pattern, Pattern, Pattern]:
     """(dynamic, static, guarded static) patterns of one integer kernel."""
-    common = dict(weight_op=DEQ_INT, symmetric_weight=True, group_ok=int_group_ok, **kernel)
+    common = dict(weight_op=DEQ_INT, integer_weight_zero=True, group_ok=int_group_ok, **kernel)
     static = dict(static_uniform_step=True, act_zero_points=True, **common)
     return (Pattern(act_op=ACT_TOKEN, **common), Pattern(act_op=ACT_CHANNEL, **static),
             Pattern(act_op=ACT_GUARDED, **static))
@@ -45,6 +47,14 @@ def _weight_steps(m: LinearMatch) -> torch.Tensor:
     return w.scale.float() if grouped else w.scale.float().reshape(-1)
 
 
+def _weight_zeros(m: LinearMatch, offset: int) -> torch.Tensor:
+    """The weight's zero points in the kernel's code form (zero - offset), shaped as `_weight_steps`."""
+    w = m.plan.weight
+    grouped = bool(w.group_size) and w.group_size < m.in_features
+    z = w.zero.float() - offset
+    return z if grouped else z.reshape(-1)
+
+
 def _group(m: LinearMatch) -> int:
     w = m.plan.weight
     return w.group_size if w.group_size and w.group_size < m.in_features else 0
@@ -67,15 +77,19 @@ def quantize_input(m: LinearMatch, e: Emit):
     return e.item(qx, 0), (None if s == 1.0 else e.item(qx, 1)), zero
 
 
-def int_linear(op, packed_weight):
-    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group, x_zero)`, preceded
-    by the site's quantizer and followed, for guarded sites, by the full-precision rows."""
+def int_linear(op, packed_weight, zero_offset: int):
+    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group, x_zero[, w_zero])`
+    (w_zero: asymmetric weights only, so symmetric graphs are unchanged), preceded by the site's quantizer and
+    followed, for guarded sites, by the full-precision rows. packed_weight(codes, asymmetric) and zero_offset: the
+    kernel's code form (codes and zeros both shifted by zero_offset)."""
 
     def replace(m: LinearMatch, e: Emit):
         xq, xs, zero = quantize_input(m, e)
-        wq = e.const("qweight", lambda: packed_weight(m.plan.weight.qweight))
+        w = m.plan.weight
+        wq = e.const("qweight", lambda: packed_weight(w.qweight, w.zero is not None))
         ws = e.const("weight_scale", lambda: _weight_steps(m))
-        y = e.call(op, xq, wq, ws, xs, m.bias, m.out_dtype, _group(m), zero)
+        wz = e.const("weight_zero", lambda: _weight_zeros(m, zero_offset)) if w.zero is not None else None
+        y = e.call(op, xq, wq, ws, xs, m.bias, m.out_dtype, _group(m), zero, *(() if wz is None else (wz,)))
         if m.act_op is not ACT_GUARDED:
             return y
         keep_first, outlier = m.act.args[4], m.act.args[5]
@@ -84,17 +98,19 @@ def int_linear(op, packed_weight):
         zero = e.const("input_zero_raw", lambda: a.zero.float()) if a.zero is not None else None
         gather = e.const("input_gather", lambda: _gather(m)) if m.plan.gather is not None else None
         return e.call(torch.ops.qpass.restore_guarded_rows.default, y, m.x, scale, zero, a.bits, keep_first,
-                      outlier, gather, wq, ws, _group(m), m.bias)
+                      outlier, gather, wq, ws, _group(m), m.bias, *(() if wz is None else (wz,)))
 
     return replace
 
 
-def _int8(q: torch.Tensor) -> torch.Tensor:
-    return q.to(torch.int8)
+def _int8(q: torch.Tensor, asymmetric: bool) -> torch.Tensor:
+    """int8 codes; asymmetric codes [0, 255] shifted by -128 (their zeros likewise: INT8_ZERO_OFFSET)."""
+    return (q.to(torch.int16) - INT8_ZERO_OFFSET).to(torch.int8) if asymmetric else q.to(torch.int8)
 
 
+INT8_ZERO_OFFSET = 128
 DYNAMIC, STATIC, GUARDED = int_patterns(weight_bits=(8,), act_bits=(8,))
-_replace = int_linear(torch.ops.qpass.int8_linear.default, _int8)
+_replace = int_linear(torch.ops.qpass.int8_linear.default, _int8, INT8_ZERO_OFFSET)
 RULES = [Rule("w8a8", DYNAMIC, _replace, "qpass::int8_linear"),
          Rule("w8a8-static", STATIC, _replace, "qpass::int8_linear"),
          Rule("w8a8-static-guarded", GUARDED, _replace, "qpass::int8_linear + qpass::restore_guarded_rows")]

@@ -118,6 +118,11 @@ class GroupRefusal(str):
         return self
 
 
+def integer_codes(t: torch.Tensor, bits: int) -> bool:
+    """Every value of `t` an integer code of `bits` bits, [0, 2**bits - 1] (an asymmetric weight's zero points)."""
+    return bool(torch.all((t == torch.round(t)) & (t >= 0) & (t <= 2 ** bits - 1)))
+
+
 def uniform_step(plan: SitePlan) -> float | None:
     """The single step of a static per-channel activation scale, or None if it varies by channel (zero points,
     if any, are separate)."""
@@ -137,6 +142,7 @@ class Pattern:
     weight_bits: tuple[int, ...] = ()  # int weights: allowed code widths (codes must fit the container)
     act_bits: tuple[int, ...] = ()
     symmetric_weight: bool = False  # the kernel has no zero points
+    integer_weight_zero: bool = False  # zero points, if any, must be integer codes (the int GEMMs subtract in int32)
     group_ok: Callable[[int, int], bool] | None = None  # (K, group_size) -> the kernel supports it
     static_uniform_step: bool = False  # static activations: one step for all channels (the kernel takes a scalar)
     act_zero_points: bool = False  # static asymmetric activations: the quantizer adds per-channel zero points
@@ -156,6 +162,9 @@ class Pattern:
                 return f"weight bits {w.bits} not in {self.weight_bits}"
             if self.symmetric_weight and w.zero is not None:
                 return "asymmetric weights (the kernel has no zero points)"
+            if self.integer_weight_zero and w.zero is not None and not integer_codes(w.zero, w.bits):
+                return (f"weight zero points are not integers in [0, {2 ** w.bits - 1}] (the integer GEMM subtracts "
+                        "them exactly in int32)")
         group = (w.group_size or 0) if self.weight_op is DEQ_INT else w.group_size
         if self.group_ok is not None and not self.group_ok(m.in_features, group):
             return GroupRefusal(group, m.in_features, GROUPS_IN_WORDS.get(self.group_ok, KERNEL_GROUPS))

@@ -278,3 +278,41 @@ def test_compressed_tensors_export_writes_tied_weights_once(tmp_path):
     ids = torch.randint(0, 256, (2, 13), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(m(ids).logits, q(ids).logits, rtol=0, atol=1e-5)
+
+
+def test_asymmetric_w4a8_saves_with_its_weight_zeros_and_reloads(tmp_path):
+    """w4a8-qsm with asymmetric weights: the saved program holds qpass::w4a8_linear with the zero points as a
+    packed constant beside the steps, and reloads in a fresh process to the same logits; the compressed-tensors
+    export refuses it with the reason."""
+    import dataclasses
+
+    r = qpass.recipes()["w4a8-qsm"]
+    r = dataclasses.replace(r, name="w4a8-qsm-asym", weights=dataclasses.replace(r.weights, symmetric=False))
+    calib = [torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    q = qpass.compile(tiny_model("llama"), r, calib, progress=False)
+    assert all(sp.weight.zero is not None for sp in q.qpass_state.plan.values())
+    assert qpass.report(q).summary()["not_lowered"] == []
+    d = tmp_path / "tiny-w4a8-asym"
+    qpass.save(q, d)
+    zeros = [k for k in load_file(str(d / "weights.safetensors")) if k.endswith("weight_zero")]
+    assert zeros, "the weight zero points are not among the saved tensors"
+    ids = torch.randint(0, 256, (2, 19), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = q(ids).logits
+    out = _reload_in_fresh_process(d, ids, "qpass.w4a8_linear.default", tmp_path)
+    assert float((out - ref).abs().max()) <= 1e-4
+    with pytest.raises(ValueError, match="not an integer weight without channel gather / input step"):
+        qpass.save_compressed_tensors(q, tmp_path / "ct")  # the QSM plan, whatever the weights
+
+
+def test_compressed_tensors_refuses_asymmetric_weights_with_quantized_activations(tmp_path):
+    """Dynamic W4A8 with zero points lowers (rule w4a8) but the export writes zero points for W4A16 only."""
+    from qpass import ActivationSpec, Recipe, WeightSpec
+
+    r = Recipe("w4a8-asym", weights=WeightSpec(bits=4, group_size=32, symmetric=False),
+               activations=ActivationSpec(bits=8, granularity="per_token"))
+    q = qpass.compile(tiny_model("llama"), r, progress=False)
+    assert {row.lowering for row in qpass.report(q).quantized} == {"w4a8"}
+    with pytest.raises(ValueError, match="has weight zero points; only W4A16 weights may be asymmetric"):
+        qpass.save_compressed_tensors(q, tmp_path / "ct")
+    assert not (tmp_path / "ct").exists()

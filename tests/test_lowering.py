@@ -64,6 +64,10 @@ def _per_channel(bits_w, bits_a):
     ("llama", "w8a8", "w8a8"),
     ("llama", _per_channel(4, 8), "w4a8"),
     ("qwen2", "w4a4", "w4a8"),
+    ("llama", Recipe("w4a8-asym", weights=WeightSpec(bits=4, group_size=32, symmetric=False),
+                     activations=ActivationSpec(bits=8, granularity="per_token")), "w4a8"),
+    ("gpt2", Recipe("w8a8-asym", weights=WeightSpec(bits=8, group_size=None, symmetric=False),
+                    activations=ActivationSpec(bits=8, granularity="per_token")), "w8a8"),
     ("llama", Recipe("ternary-g32", weights=None, passes=[PassSpec("trit_planes", {"group_size": 32, "max_iter": 5})]), "ternary"),
 ])
 def test_lowered_matches_fake_quant(arch, recipe, rule):
@@ -314,3 +318,19 @@ def test_sibling_linears_share_one_kernel_call(arch, recipe):
     layers = q.config.num_hidden_layers
     assert calls[False] == 7 * layers and calls[True] == 4 * layers  # qkv, o, gate+up, down
     assert torch.equal(outs[True], outs[False])
+
+
+def test_fractional_weight_zero_points_stay_on_the_fake_quant_path_with_the_reason():
+    """The int GEMMs subtract weight zero points in int32: a plan whose zeros are not integer codes (e.g. an
+    imported checkpoint's) is refused by the w4a8 rule with that reason, not rounded silently."""
+    r = Recipe("w4a8-asym", weights=WeightSpec(bits=4, group_size=32, symmetric=False),
+               activations=ActivationSpec(bits=8, granularity="per_token"))
+    q = qpass.compile(tiny_model("llama"), r, progress=False, lower=False)
+    for sp in q.qpass_state.plan.values():
+        sp.weight.zero = sp.weight.zero + 0.5
+    lowered, outcomes, _ = _lowered_twin(q)
+    with torch.no_grad():
+        lowered(input_ids=_ids())
+    reasons = {outcomes[s] for s in q.qpass_state.plan}
+    assert all(o.startswith("unmatched") and "weight zero points are not integers in [0, 15]" in o
+               for o in reasons), reasons

@@ -44,8 +44,10 @@ def test_static_preset_lowers_every_site_and_matches_fake_quant(arch, preset):
 
 @pytest.mark.parametrize("keep_first, outlier", [(1, 0.0), (3, 0.0), (0, 0.5), (1, 0.5)])
 @pytest.mark.parametrize("w4", [True, False])
-def test_restore_guarded_rows_recomputes_the_kept_tokens_like_the_fake_quant_op(keep_first, outlier, w4):
-    """int GEMM rows + the guarded tokens' float rows == linear(fake_quant_guarded(x)[gather], W_deq)."""
+@pytest.mark.parametrize("asym", [False, True])
+def test_restore_guarded_rows_recomputes_the_kept_tokens_like_the_fake_quant_op(keep_first, outlier, w4, asym):
+    """int GEMM rows + the guarded tokens' float rows == linear(fake_quant_guarded(x)[gather], W_deq); asym: weight
+    zero points in the int GEMM's code form (int4 plain nibbles and zeros in [0, 15]; int8 both in [-128, 127])."""
     g = torch.Generator().manual_seed(0)
     B, S, C, N, G = 2, 7, 40, 24, 32
     gather = torch.cat([torch.randperm(C, generator=g), torch.tensor([3, C, C])])  # sort, a split copy, padding
@@ -53,10 +55,12 @@ def test_restore_guarded_rows_recomputes_the_kept_tokens_like_the_fake_quant_op(
     x = torch.randn(B, S, C, generator=g) * 3
     x[0, 4] *= 40  # an outlier token
     scale, zero, bits = torch.ones(C), torch.randint(0, 16, (C,), generator=g).float(), 4
-    codes = torch.randint(-8 if w4 else -128, 8 if w4 else 128, (N, K), generator=g, dtype=torch.int8)
+    lo, hi = (0, 16) if w4 and asym else (-8, 8) if w4 else (-128, 128)
+    codes = torch.randint(lo, hi, (N, K), generator=g, dtype=torch.int8)
     steps = torch.rand(N, (K + G - 1) // G, generator=g) * 0.1 + 0.01
+    w_zero = torch.randint(lo, hi, steps.shape, generator=g).float() if asym else None
     bias = torch.randn(N, generator=g)
-    w_deq = numerics.dequantize(codes, steps, None, G, torch.float32)
+    w_deq = numerics.dequantize(codes, steps, w_zero, G, torch.float32)
     xq = fake_quant_per_channel_guarded(x, scale, zero, bits, keep_first, outlier)
     xg = torch.nn.functional.pad(xq, (0, 1)).index_select(-1, gather)
     want = torch.nn.functional.linear(xg, w_deq, bias)
@@ -67,7 +71,7 @@ def test_restore_guarded_rows_recomputes_the_kept_tokens_like_the_fake_quant_op(
         w_deq, bias)
     qweight = pack_int4(codes) if w4 else codes
     out = restore_guarded_rows(quantized_rows, x, scale, zero, bits, keep_first, outlier, gather.to(torch.int32),
-                               qweight, steps, G, bias)
+                               qweight, steps, G, bias, w_zero)
     assert torch.allclose(out, want, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(quantized_rows, want, atol=1e-2)  # the restore changed something
     assert torch.equal(out[~keep], quantized_rows[~keep])  # and only the kept rows
@@ -98,3 +102,28 @@ def test_an_inner_compiler_runs_the_same_lowered_graphs():
     assert qpass.report(inner).summary()["lowered"] == qpass.report(plain).summary()["lowered"] > 0
     with pytest.raises(ValueError, match="compiler must be None or a Dynamo backend name"):
         qpass.compile(model, "w4a16", progress=False, copy=True, compiler="no-such-backend")
+
+
+def _asymmetric(preset: str) -> Recipe:
+    import dataclasses
+
+    r = recipes()[preset]
+    return dataclasses.replace(r, name=f"{preset}-asym", weights=dataclasses.replace(r.weights, symmetric=False))
+
+
+@pytest.mark.parametrize("preset", ["w4a8-qsm", "w4a4-qsm"])
+def test_asymmetric_weights_lower_to_the_int_gemm_and_match_fake_quant(preset):
+    """Weights with per-(row, group) zero points (weights.symmetric: false) on the static int kernels: every site
+    lowered to qpass::w4a8_linear with its zeros as a graph constant, the lowered logits as close to the
+    fake-quant graph's as the symmetric case's (before the zero points in the kernels no site was lowered)."""
+    q = qpass.compile(tiny_model("llama"), _asymmetric(preset), _calib(), progress=False, lower=False)
+    plan = q.qpass_state.plan
+    assert plan and all(sp.weight.zero is not None for sp in plan.values())
+    lowered, outcomes, graphs = _lowered_twin(q)
+    _assert_lowered_matches(lowered, q)
+    assert {outcomes[s] for s in plan} <= {"w4a8-static", "w4a8-static-guarded"}, {outcomes[s] for s in plan}
+    calls = [n for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    gemms = [n for n in calls if n.target is torch.ops.qpass.w4a8_linear.default]
+    assert gemms and all(len(n.args) == 9 and n.args[8].op == "get_attr" for n in gemms)  # w_zero: a constant
+    assert len(gemms) < len(plan)  # q/k/v and gate/up fused (lowering/fuse.py): their zeros stacked with the steps
+    assert not {str(n.target) for n in calls if "fake_quant" in str(n.target) or "dequantize" in str(n.target)}

@@ -6,9 +6,13 @@ operands are K-major, the layout int8 wgmma requires.  With per-group weight sca
 GROUP), its exact int32 partial product is scaled by the group's step and summed in fp32:
 Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).  Asymmetric activation codes (x_zero [K], a
 zero point per column) enter as (X - z) W^T = X W^T - (z W^T): the second term is summed per tile in int32
-(exact, and per group before the group's step, so no large terms cancel in fp32).  With W_INT4 the weight is the packed int4 format
-(formats.pack_int4, signed), loaded as int32 words and sign-extended to int8 in registers (shl + sar; UNPACK 0:
-3-D reshape of [BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
+(exact, and per group before the group's step, so no large terms cancel in fp32).  Asymmetric weights (w_zero, one
+zero point per row or per (row, group), HAS_WZ) enter the same way: (X - zx)(W - wz)^T = (X - zx) W^T
+- wz * sum_k (X - zx), the row sum of the activation codes over each K tile times the weight's zero, in int32
+before the group's step.  With W_INT4 the weight is the packed int4 format (formats.pack_int4), loaded as int32
+words and unpacked to int8 in registers: two's complement nibbles sign-extended (shl + sar) for symmetric weights,
+plain nibbles [0, 15] (shr + and) with zero points — the format's rule, as for W4A16 (UNPACK 0: 3-D reshape of
+[BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from ..launch import launch
 
 
 @triton.jit
-def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
-             GROUP: tl.constexpr, HAS_XZ: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
+             GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -37,6 +41,7 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, b_ptr, y_ptr, M, N, K, stride
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     accf = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     zacc = tl.zeros([BLOCK_N], dtype=tl.int32)
+    racc = tl.zeros([BLOCK_M], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
@@ -46,34 +51,52 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, b_ptr, y_ptr, M, N, K, stride
             wi = k0 // 8 + tl.arange(0, BKW)
             words = tl.load(w_ptr + offs_n[:, None] * stride_wn + wi[None, :],
                             mask=n_mask[:, None] & (wi < stride_wn)[None, :], other=0)
-            sh = 28 - tl.arange(0, 8) * 4
-            w = tl.reshape(((words[:, :, None] << sh[None, None, :]) >> 28).to(tl.int8), [BLOCK_N, BLOCK_K])
+            if HAS_WZ:  # plain nibbles [0, 15]
+                w = tl.reshape(((words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 15).to(tl.int8),
+                               [BLOCK_N, BLOCK_K])
+            else:
+                sh = 28 - tl.arange(0, 8) * 4
+                w = tl.reshape(((words[:, :, None] << sh[None, None, :]) >> 28).to(tl.int8), [BLOCK_N, BLOCK_K])
         elif W_INT4:
-            # the word of every (n, k), re-read 8x from L1; sign-extend nibble k % 8: no 3-D reshape
+            # the word of every (n, k), re-read 8x from L1; nibble k % 8 extracted in place: no 3-D reshape
             wv = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k // 8)[None, :],
                          mask=n_mask[:, None] & (k < K)[None, :], other=0)
-            w = ((wv << (28 - (k % 8) * 4)[None, :]) >> 28).to(tl.int8)
+            if HAS_WZ:
+                w = ((wv >> ((k % 8) * 4)[None, :]) & 15).to(tl.int8)
+            else:
+                w = ((wv << (28 - (k % 8) * 4)[None, :]) >> 28).to(tl.int8)
         else:
             w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :],
                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
         if HAS_XZ:  # sum_k z_k W[n, k] over this tile, exact in int32 (CUDA cores: 1/BLOCK_M of the MMA's work)
             xz = tl.load(xz_ptr + k, mask=k < K, other=0.0).to(tl.int32)
             zsum = tl.sum(w.to(tl.int32) * xz[None, :], axis=1)
+        if HAS_WZ:  # sum_k (X[m, k] - zx_k) over this tile: what the weight's zero multiplies, exact in int32
+            rsum = tl.sum(x.to(tl.int32), axis=1)
+            if HAS_XZ:
+                rsum = rsum - tl.sum(xz, axis=0)
         if GROUP > 0:  # this tile's exact int32 product, scaled by its group's step
             part = tl.dot(x, tl.trans(w), out_dtype=tl.int32)
             if HAS_XZ:
                 part = part - zsum[None, :]
+            if HAS_WZ:
+                gz = tl.load(wz_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.int32)
+                part = part - rsum[:, None] * gz[None, :]
             gs = tl.load(ws_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.float32)
             accf += part.to(tl.float32) * gs[None, :]
         else:
             acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
             if HAS_XZ:
                 zacc += zsum
+            if HAS_WZ:
+                racc += rsum
     if GROUP > 0:
         y = accf
     else:
         if HAS_XZ:
             acc = acc - zacc[None, :]
+        if HAS_WZ:
+            acc = acc - racc[:, None] * tl.load(wz_ptr + offs_n, mask=n_mask, other=0.0).to(tl.int32)[None, :]
         y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
         y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
@@ -112,10 +135,13 @@ def int_group_ok(K: int, group_size: int) -> bool:
     return group_size <= 0 or group_size >= K or group_size % 32 == 0
 
 
-def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0, x_zero=None):
+def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0, x_zero=None,
+           w_zero=None):
     """The launcher of `_int8_mm`: x [..., K] int8, w int8 [N, K] or (w_int4) formats.pack_int4 [N, *];
     w_scale [N], or [N, ceil(K / group_size)] with group_size > 0; x_zero [K]: the codes' zero point per column
-    (the product is (x - x_zero) W^T, the zero's share subtracted exactly in int32)."""
+    (the product is (x - x_zero) W^T, the zero's share subtracted exactly in int32); w_zero (w_scale's shape,
+    integer values): the weight codes' zero point per row or (row, group), the product uses W - w_zero (int4:
+    the codes are plain nibbles [0, 15])."""
     K = x.shape[-1]
     G = group_size if 0 < group_size < K else 0
     x2 = rows(x)
@@ -130,28 +156,32 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a tile never straddles two groups
     ng = w_scale.shape[-1] if G else 1
     w_scale = w_scale if G else w_scale.reshape(-1)
+    if w_zero is not None:
+        w_zero = w_zero if G else w_zero.reshape(-1)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
-    launch(_int8_mm, grid, x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale, b, y, M, N, K, x2.stride(0),
-                   w.stride(0), y.stride(0), ng, GROUP=G, HAS_XZ=x_zero is not None, W_INT4=w_int4, HAS_XS=x_scale is not None, HAS_BIAS=bias is not None,
-                   **{"UNPACK": 0, **cfg})
+    launch(_int8_mm, grid, x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale,
+           w_zero if w_zero is not None else w_scale, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0), ng,
+           GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4, HAS_XS=x_scale is not None,
+           HAS_BIAS=bias is not None, **{"UNPACK": 0, **cfg})
     return y.reshape(*x.shape[:-1], N)
 
 
 def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
-                       config=None):
+                       config=None, w_zero=None):
     check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size,
-                     x_zero)
-    return run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config)
+                     x_zero, w_zero)
+    return run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, w_zero)
 
 
-def run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None):
+def run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None,
+             w_zero=None):
     """`int8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
     if (config is None and x_int8.is_cuda and 0 < group_size < K and K and
             x_int8.numel() // K >= DEQUANT_MIN_M):  # per-group steps at many rows: see GROUPED_CONFIGS
         from .dequant_mm import dequant_mm
 
-        return dequant_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, False)
-    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero)
+        return dequant_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, False, w_zero)
+    return int_mm(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero, w_zero)

@@ -13,14 +13,20 @@ def int_mm_ref(x_int8: torch.Tensor, w_int8: torch.Tensor) -> torch.Tensor:
     return x_int8.double() @ w_int8.double().t()
 
 
-def _grouped_product(x_int8, w_int8, w_scale, group_size: int, x_zero=None):
-    """sum over groups g of w_scale[n, g] * ((X - x_zero)_g @ W_g^T), as fp64 (w_scale [N], or [N, ceil(K / G)])."""
+def _grouped_product(x_int8, w_int8, w_scale, group_size: int, x_zero=None, w_zero=None):
+    """sum over groups g of w_scale[n, g] * ((X - x_zero)_g @ (W - w_zero)_g^T), as fp64 (w_scale and w_zero [N],
+    or [N, ceil(K / G)])."""
     K = x_int8.shape[-1]
     x = x_int8.double() if x_zero is None else x_int8.double() - x_zero.double()
+    w = w_int8.double()
     if group_size <= 0 or group_size >= K:
-        return (x @ w_int8.double().t()) * w_scale.double().reshape(1, -1)
+        if w_zero is not None:
+            w = w - w_zero.double().reshape(-1, 1)
+        return (x @ w.t()) * w_scale.double().reshape(1, -1)
+    if w_zero is not None:
+        w = w - w_zero.double().repeat_interleave(group_size, dim=1)[:, :K]  # the zero of every (n, k)
     s = w_scale.double().repeat_interleave(group_size, dim=1)[:, :K]  # the step of every (n, k)
-    return x @ (w_int8.double() * s).t()
+    return x @ (w * s).t()
 
 
 def _scale_epilogue(acc, x_scale, bias, out_dtype, lead_shape):
@@ -30,16 +36,19 @@ def _scale_epilogue(acc, x_scale, bias, out_dtype, lead_shape):
     return finish_linear(y, bias, out_dtype, lead_shape)
 
 
-def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None):
+def int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
+                    w_zero=None):
     K = x_int8.shape[-1]
-    acc = _grouped_product(x_int8.reshape(-1, K), w_int8, w_scale, group_size, x_zero)
+    acc = _grouped_product(x_int8.reshape(-1, K), w_int8, w_scale, group_size, x_zero, w_zero)
     return _scale_epilogue(acc, x_scale, bias, out_dtype, x_int8.shape[:-1])
 
 
-def w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None):
+def w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
+                    w_zero=None):
+    """With zero points the packed codes are plain nibbles [0, 15] (formats.pack_int4), else two's complement."""
     K = x_int8.shape[-1]
-    w = unpack_int4(qweight, K, signed=True)
-    acc = _grouped_product(x_int8.reshape(-1, K), w, w_scale, group_size, x_zero)
+    w = unpack_int4(qweight, K, signed=w_zero is None)
+    acc = _grouped_product(x_int8.reshape(-1, K), w, w_scale, group_size, x_zero, w_zero)
     return _scale_epilogue(acc, x_scale, bias, out_dtype, x_int8.shape[:-1])
 
 

@@ -24,19 +24,20 @@ KERNELS = ("gemv", "unpack", "mma", "dequant")
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
-                       config=None, kernel=None):
+                       config=None, kernel=None, w_zero=None):
     """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config;
     group_size > 0: w_scale [N, ceil(K / group_size)], one step per (row, group); x_zero [K]: the activation codes'
-    zero point per column (Y uses x_int8 - x_zero)."""
+    zero point per column (Y uses x_int8 - x_zero); w_zero (w_scale's shape): the weight codes' zero points, the
+    codes then plain nibbles [0, 15] (Y uses W - w_zero)."""
     check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton", group_size,
-                     x_zero)
+                     x_zero, w_zero)
     torch._check_value(kernel is None or kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of "
                                                                     f"{KERNELS}, got {kernel!r}")
-    return run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, kernel)
+    return run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, kernel, w_zero)
 
 
 def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None,
-             kernel=None):
+             kernel=None, w_zero=None):
     """`w4a8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
@@ -50,20 +51,21 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
         else:
             kernel = "mma"
     if kernel == "gemv":
-        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero)
+        return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
     if kernel == "dequant":
-        return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True)
-    if kernel == "unpack":
-        w = dequantize_int4_triton(qweight, None, None, -1, K, torch.int8, int_out=True)
-        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero)
-    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero)
+        return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True, w_zero)
+    if kernel == "unpack":  # zeros given: plain nibbles (the dequant kernel's HAS_ZERO reading; zeros not read)
+        w = dequantize_int4_triton(qweight, None, w_zero, -1, K, torch.int8, int_out=True)
+        return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero, w_zero)
+    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero, w_zero)
 
 
-def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero):
+def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None):
     """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
     GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
     X_int·W_int in fp32, and scales by the (row, group) weight step and the row's activation step. With zero
-    points the row is centred first, (x - z) as fp16 (integers up to 255: exact)."""
+    points the row is centred first, (x - z) as fp16 (integers up to 255: exact); weight zero points are the
+    GEMV's own (plain nibbles minus the zero, as for asymmetric W4A16)."""
     K, N = x_int8.shape[-1], qweight.shape[0]
     x = x_int8.reshape(1, K)
     if x_zero is not None:
@@ -74,5 +76,6 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
     y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
     grouped = 0 < group_size < K
     scales = (w_scale if grouped else w_scale.reshape(N, 1)).float()
-    w4a16_gemv4(x, qweight, scales, None, bias, group_size if grouped else 0, y, x_scale=xs)
+    zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1)).float()
+    w4a16_gemv4(x, qweight, scales, zeros, bias, group_size if grouped else 0, y, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)

@@ -227,3 +227,97 @@ def test_zero_points_are_subtracted_exactly(M, G):
         assert rel_err(y, ref) < 1e-6, kernel
     y8 = int8_linear_triton(x, q, ws, None, b, torch.float32, G, xz)
     assert rel_err(y8, R.int8_linear_ref(x, q, ws, None, b, torch.float32, G, xz)) < 1e-6
+
+
+# ------------------------------------------------------------------ asymmetric weights (per-row / per-group zeros)
+def _asym_case(M, N, K, G, w4, seed=0):
+    """int8 activation codes, weight codes with their zero points (int4: plain nibbles [0, 15] and zeros in
+    [0, 15]; int8: codes and zeros in [-128, 127], the shifted form of [0, 255]) and steps [N] or [N, groups]."""
+    g = torch.Generator().manual_seed(seed)
+    ng = (K + G - 1) // G if 0 < G < K else 1
+    lo, hi = (0, 16) if w4 else (-128, 128)
+    x = torch.randint(-128, 128, (M, K), generator=g, dtype=torch.int8)
+    q = torch.randint(lo, hi, (N, K), generator=g, dtype=torch.int8)
+    wz = torch.randint(lo, hi, (N, ng), generator=g).float()
+    ws = torch.rand(N, ng, generator=g) * 0.01 + 1e-3
+    if G <= 0:  # per-row: [N]
+        wz, ws = wz[:, 0].contiguous(), ws[:, 0].contiguous()
+    return x, q, ws, wz, torch.rand(M, generator=g) * 0.1 + 0.01, torch.randn(N, generator=g)
+
+
+def _asym_exact(x, q, ws, wz, G, xz=None):
+    """The oracle written out: sum_g s[n, g] (x - xz)_g (q - z[n, g])_g^T in fp64, independent of the reference."""
+    K = x.shape[-1]
+    grouped = 0 < G < K
+    s = ws.double().repeat_interleave(G, 1)[:, :K] if grouped else ws.double().reshape(-1, 1)
+    z = wz.double().repeat_interleave(G, 1)[:, :K] if grouped else wz.double().reshape(-1, 1)
+    xd = x.double() - (xz.double() if xz is not None else 0)
+    return xd @ ((q.double() - z) * s).t()
+
+
+ASYM = [  # (M, N, K, group): M = 1, tails in M, N and K, K not a multiple of the group or of the tile, per-row
+    (1, 48, 256, 64), (3, 40, 200, 64), (17, 72, 320, 32), (33, 64, 384, 128), (70, 100, 136, 64),
+    (5, 33, 96, 96), (2, 64, 512, 256), (9, 17, 8, 0), (65, 72, 136, 0), (1, 80, 200, 0),
+]
+
+
+@pytest.mark.parametrize("M,N,K,G", ASYM)
+@pytest.mark.parametrize("w4", [True, False])
+@pytest.mark.parametrize("x_zero", [False, True])
+def test_asymmetric_weights_int_linear(M, N, K, G, w4, x_zero):
+    """Weight zero points (the row sum of the activation codes per K tile times the zero, in int32) with and
+    without activation zero points: the kernel equals the reference, and the reference the written-out oracle."""
+    x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, w4)
+    xz = torch.randint(-100, 100, (K,)).float() if x_zero else None
+    exact = _asym_exact(x, q, ws, wz, G, xz) * x_s.double()[:, None] + b.double()
+    if w4:
+        p = F.pack_int4(q)
+        ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
+        y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
+    else:
+        ref = R.int8_linear_ref(x, q, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
+        y = int8_linear_triton(x, q, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
+    assert torch.allclose(ref.double(), exact, rtol=1e-6, atol=1e-4)
+    assert rel_err(y, ref) < 1e-6
+    # the zeros matter: the symmetric reading of the same codes is far off
+    sym = (R.w4a8_linear_ref(x, F.pack_int4(q - 8), ws, x_s, b, torch.float32, G, xz) if w4 else
+           R.int8_linear_ref(x, q, ws, x_s, b, torch.float32, G, xz))
+    assert rel_err(sym, ref) > 1e-2
+
+
+@pytest.mark.parametrize("kernel", ["gemv", "unpack", "mma", "dequant"])
+@pytest.mark.parametrize("G", [0, 32, 64, 128])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_asymmetric_w4a8_every_kernel(kernel, G, dtype):
+    """Every W4A8 path (decode GEMV, unpack-then-int8, in-register unpack, dequantize-then-float GEMM) takes the
+    weight zero points, with activation zero points, at fp16 and fp32 outputs."""
+    M = 1 if kernel == "gemv" else 6
+    x, q, ws, wz, x_s, b = _asym_case(M, 40, 264, G, True, seed=G)
+    xz = torch.randint(-60, 60, (264,)).float()
+    p = F.pack_int4(q)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, dtype, G, xz, kernel=kernel, w_zero=wz)
+    ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
+    assert y.dtype == dtype
+    assert rel_err(y, ref) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+@pytest.mark.parametrize("M,N,K,G", [(5, 64, 256, 0), (70, 48, 200, 64), (9, 17, 8, 0)])
+def test_asymmetric_w4a8_in_register_unpack_variant(M, N, K, G):
+    """UNPACK=1 reads plain nibbles too when the weight has zero points."""
+    x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, True)
+    p = F.pack_int4(q)
+    cfg = dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=64 if G else 32, GROUP_M=4, UNPACK=1, num_warps=4, num_stages=2)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, G, config=cfg, w_zero=wz)
+    assert rel_err(y, R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, w_zero=wz)) < 1e-6
+
+
+@pytest.mark.parametrize("w4", [True, False])
+def test_asymmetric_dequant_then_float_gemm_path(w4):
+    from qpass.kernels.int8.dequant_mm import dequant_mm
+
+    x, q, ws, wz, x_s, b = _asym_case(70, 64, 256, 32, w4)
+    xz = torch.randint(-100, 100, (256,)).float()
+    w = F.pack_int4(q) if w4 else q
+    y = dequant_mm(x, w, ws, x_s, b, torch.float32, 32, xz, w4, wz)
+    ref = (R.w4a8_linear_ref if w4 else R.int8_linear_ref)(x, w, ws, x_s, b, torch.float32, 32, xz, w_zero=wz)
+    assert rel_err(y, ref) < 1e-5

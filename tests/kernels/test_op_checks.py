@@ -143,6 +143,11 @@ BAD = [
     ("w4a8-qweight-int8", w4a8(qweight=torch.zeros(8, 16, dtype=torch.int8)), "qweight"),
     ("w4a8-w_scale", w4a8(w_scale=torch.rand(16)), "w_scale"),
     ("w4a8-x_scale", w4a8(x_scale=torch.rand(4, 2)), "x_scale"),
+    # weight zero points: w_scale's shape (per row [N], per group [N, groups]), float
+    ("int8-w_zero-rows", int8(w_zero=torch.zeros(5)), "w_zero"),
+    ("int8-w_zero-dtype", int8(w_zero=torch.zeros(8, dtype=torch.int32)), "w_zero"),
+    ("w4a8-w_zero-groups", w4a8(K=96, group_size=32, w_scale=torch.rand(8, 3), w_zero=torch.zeros(8, 2)), "w_zero"),
+    ("w4a8-w_zero-per-row-2d", w4a8(w_zero=torch.zeros(8, 1)), "w_zero"),
     # activation quantizer
     ("quant-qmax-0", quant(qmax=0), "qmax"),
     ("quant-qmax-big", quant(qmax=255), "qmax"),
@@ -213,7 +218,9 @@ def test_bad_call_raises_under_fake_tensors(case):
 
 
 GOOD = {"w4a16": w4a16(), "w4a16-perchannel": w4a16(G=-1, scales=None), "ternary": ternary(),
-        "int8": int8(), "w4a8": w4a8(), "quant": quant(scale=torch.tensor([0.1])), "attention": attention(),
+        "int8": int8(), "w4a8": w4a8(), "int8-w_zero": int8(w_zero=torch.randint(-128, 128, (8,)).float()),
+        "w4a8-w_zero": w4a8(qweight=F.pack_int4(torch.randint(0, 16, (8, 32))), w_zero=torch.randint(0, 16, (8,)).float()),
+        "quant": quant(scale=torch.tensor([0.1])), "attention": attention(),
         "attention-mask": attention(attn_mask=torch.ones(2, 1, 5, 7, dtype=torch.bool)),
         "sale_select": sale_select(), "sale_attention": sale_attention(),
         "sale_attention-decode": sale_attention(q=torch.randn(1, 4, 1, 16), attn_mask=torch.ones(1, 1, 1, 16, dtype=torch.bool)),

@@ -29,6 +29,10 @@ CASES = {
     "ternary": (torch.ops.qpass.ternary_linear, _ternary_args()),
     "int8": (torch.ops.qpass.int8_linear, _int_args(False)),
     "w4a8": (torch.ops.qpass.w4a8_linear, _int_args(True)),
+    # asymmetric weights: per-(row, group) zero points (group 32 at K = 72: a short last group), no x_zero
+    "w4a8_w_zero": (torch.ops.qpass.w4a8_linear, _int_args(True)[:2] + (torch.rand(24, 3),) + _int_args(True)[3:]
+                    + (32, None, torch.randint(0, 16, (24, 3)).float())),
+    "int8_w_zero": (torch.ops.qpass.int8_linear, _int_args(False) + (0, None, torch.randint(-128, 128, (24,)).float())),
     "quant_dynamic": (torch.ops.qpass.quantize_activation_int8, (torch.randn(4, 33), None, 127)),
     "quant_static": (torch.ops.qpass.quantize_activation_int8, (torch.randn(4, 33), torch.tensor(0.05), 7)),
     # one row (a decode step) with an fp32 step: the returned step must be a copy, not a view of the input
