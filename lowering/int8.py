@@ -40,19 +40,18 @@ def _signed_zero(m: LinearMatch) -> torch.Tensor:
     return z if g is None else torch.cat([z, z.new_zeros(1)])[g.clamp(max=z.numel()).long()]
 
 
+def _per_group_or_row(m: LinearMatch, t: torch.Tensor) -> torch.Tensor:
+    """`t` (a weight's steps or zeros) as the kernel takes it: [N, groups] per group, [N] per row; fp32."""
+    return t.float() if _group(m) else t.float().reshape(-1)
+
+
 def _weight_steps(m: LinearMatch) -> torch.Tensor:
-    """[N] per-row or [N, groups] per-group weight steps, fp32."""
-    w = m.plan.weight
-    grouped = bool(w.group_size) and w.group_size < m.in_features
-    return w.scale.float() if grouped else w.scale.float().reshape(-1)
+    return _per_group_or_row(m, m.plan.weight.scale)
 
 
 def _weight_zeros(m: LinearMatch, offset: int) -> torch.Tensor:
     """The weight's zero points in the kernel's code form (zero - offset), shaped as `_weight_steps`."""
-    w = m.plan.weight
-    grouped = bool(w.group_size) and w.group_size < m.in_features
-    z = w.zero.float() - offset
-    return z if grouped else z.reshape(-1)
+    return _per_group_or_row(m, m.plan.weight.zero) - offset
 
 
 def _group(m: LinearMatch) -> int:
