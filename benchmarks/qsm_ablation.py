@@ -18,7 +18,6 @@ import torch
 import qpass
 from qpass import api, data, models
 from qpass.calibrate import calibrate
-from qpass.capture import compile_forward
 from qpass.driver import calibration_statistics, plan_model
 from qpass.lowering.qdq import insert_fake_quant
 from qpass.plan import select_sites
@@ -54,7 +53,7 @@ def main():
     ids = data.austen_tokens(tok, "prideprejudice", args.tokens)
     calib = data.calibration_batches(tok, "emma", args.samples, 512)
     t = time.perf_counter()
-    analysis, _ = api.capture_analysis(model, calib[0][:1, :32])
+    analysis = api.capture_analysis(model, calib[0][:1, :32]).analysis
     first = next(iter(variants(args.bits).values()))
     selected, _ = select_sites(analysis, first.ignore)
     obs = calibrate(model, calib, set(selected), None, False, skip_tokens=1, samples=256, hessian=True)
@@ -77,11 +76,11 @@ def evaluate_variant(model, recipe, calib, observers, ids):
     passes and fake-quant it; returns (perplexity on `ids`, seconds for the passes, mean relative output error)."""
     t = time.perf_counter()
     m = copy.deepcopy(model)
-    a, _ = api.capture_analysis(m, calib[0][:1, :32])
-    sel, _ = select_sites(a, recipe.ignore)
-    plan = plan_model(m, recipe, a, observers=observers(sel), progress=False)
-    fwd, _ = compile_forward(m, lambda cap: insert_fake_quant(cap, plan))
-    m.forward = fwd
+    captured = api.capture_analysis(m, calib[0][:1, :32])
+    sel, _ = select_sites(captured.analysis, recipe.ignore)
+    plan = plan_model(m, recipe, captured.analysis, observers=observers(sel), progress=False)
+    captured.graphs.retransform(lambda cap: insert_fake_quant(cap, plan))  # the same capture, no new trace
+    m.forward = captured.graphs.forward
     secs = time.perf_counter() - t
     ppl = qpass.perplexity(m, ids, 512, progress=False)
     errs = [sp.output_error for sp in plan.values() if sp.output_error is not None]

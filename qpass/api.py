@@ -11,7 +11,7 @@ from typing import Iterable
 import torch
 
 from .analysis import GraphAnalysis, analyze
-from .capture import compile_forward
+from .capture import CompiledGraphs, compile_graphs
 from .driver import check_calibration, plan_model
 from .lowering.lower import group_size_warning, quantize_transform
 from .plan import Plan
@@ -28,10 +28,21 @@ class QuantState:
     analysis: GraphAnalysis
     plan: Plan  # every decision: site plans, attention plans, skipped sites, the passes' log
     report: Report
-    graph_counter: object  # counts graphs compiled for the quantized forward
+    graph_counter: object  # counts graphs compiled for the quantized forward (the capture's included)
     lowered: bool = False  # quantized linears run qpass.kernels ops (False: the fake-quant reference graph)
     lowering: dict = None  # site (or attention module) -> rule name | "unmatched: why" (filled as graphs compile)
     transform: object = None  # the graph transform the forward was compiled with (qpass.save re-applies it)
+    graphs: CompiledGraphs | None = None  # the captured graphs the forward runs (`retransform`: no new trace)
+
+
+@dataclass
+class Capture:
+    """The one Dynamo capture `qpass.compile` takes of the model: what the analysis found in it, and its graphs,
+    which whole-model calibration and the final (quantizing) transform run through again without tracing."""
+
+    analysis: GraphAnalysis
+    graph_count: int  # graphs the capture produced (more than one: graph breaks)
+    graphs: CompiledGraphs
 
 
 def _merge(analyses: list[GraphAnalysis]) -> GraphAnalysis:
@@ -45,20 +56,23 @@ def _merge(analyses: list[GraphAnalysis]) -> GraphAnalysis:
 
 
 def _example_input(model: torch.nn.Module, calib: list[torch.Tensor] | None) -> torch.Tensor:
+    """What the capture runs: up to 2 rows x 32 tokens of the first calibration batch (2 rows: a batch of 1 gets
+    graphs of its own where the model's code branches on batch == 1, and calibration would trace again), else
+    8 seeded random tokens."""
     if calib:
-        return calib[0][:1, : min(calib[0].shape[-1], 32)]
+        return calib[0][:2, : min(calib[0].shape[-1], 32)]
     vocab = getattr(getattr(model, "config", None), "vocab_size", 2) or 2
     device = next(model.parameters()).device
     return torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(0)).to(device)
 
 
-def capture_analysis(model: torch.nn.Module, example: torch.Tensor) -> tuple[GraphAnalysis, int]:
+def capture_analysis(model: torch.nn.Module, example: torch.Tensor) -> Capture:
     """Capture `model` with Dynamo on `example` token ids and analyse every graph it produces."""
     analyses: list[GraphAnalysis] = []
-    forward, counter = compile_forward(model, lambda cap: analyses.append(analyze(cap)))
+    graphs = compile_graphs(model, lambda cap: analyses.append(analyze(cap)))
     with torch.no_grad():
-        forward(input_ids=example, use_cache=False)
-    return _merge(analyses), counter.graphs
+        graphs.forward(input_ids=example, use_cache=False)
+    return Capture(_merge(analyses), graphs.counter.graphs, graphs)
 
 
 def compile(
@@ -108,28 +122,35 @@ def compile(
     check_calibration(recipe, calib)  # before copying the model
 
     qmodel = (deepcopy(model) if copy else model).eval()
-    analysis, graphs = capture_analysis(qmodel, _example_input(qmodel, calib))
-    plan = plan_model(qmodel, recipe, analysis, calib=calib, progress=progress, sequential=sequential, device=device)
+    example = _example_input(qmodel, calib)
+    captured = capture_analysis(qmodel, example)
+    plan = plan_model(qmodel, recipe, captured.analysis, calib=calib, progress=progress, sequential=sequential,
+                      device=device, graphs=captured.graphs)
     if sampled:
         plan.log.insert(0, sampled)
-    return finish(qmodel, recipe, analysis, graphs, plan, lower, start, _example_input(qmodel, calib), compiler)
+    return finish(qmodel, recipe, captured, plan, lower, start, example, compiler)
 
 
-def finish(qmodel: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, graphs: int, plan: Plan, lower: bool,
-           start: float, example: torch.Tensor, compiler: str | None = None) -> torch.nn.Module:
+def finish(qmodel: torch.nn.Module, recipe: Recipe, captured: Capture, plan: Plan, lower: bool, start: float,
+           example: torch.Tensor, compiler: str | None = None) -> torch.nn.Module:
     """Steps 7-10 for a planned model (`qpass.compile`, and `qpass.from_compressed_tensors` with the plan it
-    reads from a checkpoint): compile the forward with the plan's transform (Q/DQ rewrite, then the lowering
-    rules), run it once on `example` so the report says which sites were lowered, attach `qpass_state`."""
+    reads from a checkpoint): run the captured graphs through the plan's transform (Q/DQ rewrite, then the
+    lowering rules), run the forward once on `example` so the report says which sites were lowered, attach
+    `qpass_state`."""
     if plan.attention and not lower:
         plan.log.append("sale: lower=False keeps dense SDPA (SALE runs as the lowered qpass::sale_attention)")
     transform = quantize_transform(plan, lower)
-    # shapes specialized under an inner compiler: inductor cannot split some views of the int kernels' outputs
-    # over symbolic batch x length (CantSplit, torch 2.11); each new prompt length compiles once
-    forward, counter = compile_forward(qmodel, transform, inner=compiler, dynamic=False if compiler else None)
-    qmodel.forward = forward
-    if lower:  # compile the first graph now, so the report says which sites were lowered
+    if compiler:
+        # a trace of its own: shapes specialized under an inner compiler (inductor cannot split some views of the
+        # int kernels' outputs over symbolic batch x length: CantSplit, torch 2.11); each prompt length compiles once
+        graphs = compile_graphs(qmodel, transform, inner=compiler, dynamic=False)
+    else:
+        graphs = captured.graphs
+        graphs.retransform(transform)
+    qmodel.forward = graphs.forward
+    if lower:  # transform the first graph now, so the report says which sites were lowered
         with torch.no_grad():
-            forward(input_ids=example, use_cache=False)
+            qmodel.forward(input_ids=example, use_cache=False)
         message = group_size_warning(transform.refused_groups, plan)
         if message:  # one warning per compile; the report lists each site with the same reason
             warnings.warn(message, UserWarning, stacklevel=3)
@@ -138,10 +159,11 @@ def finish(qmodel: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, gra
         plan.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "
                        f"(same input, row-stacked weights; e.g. {'+'.join(s.rsplit('.', 1)[-1] for s in sorted(transform.fused)[0])})")
     report = build_report(
-        recipe.name, analysis, plan, plan.skipped, graphs, time.perf_counter() - start, plan.log,
-        lowering=transform.outcomes if lower else None,
+        recipe.name, captured.analysis, plan, plan.skipped, captured.graph_count, time.perf_counter() - start,
+        plan.log, lowering=transform.outcomes if lower else None,
     )
-    qmodel.qpass_state = QuantState(recipe, analysis, plan, report, counter, lower, transform.outcomes, transform)
+    qmodel.qpass_state = QuantState(recipe, captured.analysis, plan, report, graphs.counter, lower,
+                                    transform.outcomes, transform, graphs)
     return qmodel
 
 

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .analysis import analyze
-from .capture import CapturedGraph, compile_forward
+from .capture import CapturedGraph, CompiledGraphs, compile_graphs
 from .rotation import insert_online_rotations
 
 # torch.quantile refuses inputs above 16M elements; subsample tokens beyond this for the percentile statistic.
@@ -167,12 +167,15 @@ def calibrate(
     progress: bool = True,
     expert_tokens: dict | None = None,
     rotations: dict | None = None,
+    graphs: CompiledGraphs | None = None,
     **stats,
 ) -> dict[str, ChannelObserver]:
     """Run `batches` (token ids [B, T]) through the model with observers on the selected linear sites.
     `stats`: ChannelObserver's optional statistics (skip_tokens, hessian, samples, hessian_tokens).
     `expert_tokens`: filled with each experts module's routed tokens per expert (qpass/experts.py).
-    `rotations`: the plan's online rotations ({site: OnlineRotation}): those sites' observers see the rotated input."""
+    `rotations`: the plan's online rotations ({site: OnlineRotation}): those sites' observers see the rotated input.
+    `graphs`: the model's captured forward (qpass.compile's capture), run through the observers without a new trace;
+    None: trace the model here."""
     from .expert_tokens import insert_token_counters
 
     observers: dict[str, ChannelObserver] = {}
@@ -184,7 +187,11 @@ def calibrate(
         if expert_tokens is not None:
             insert_token_counters(cap, expert_tokens)
 
-    forward, _ = compile_forward(model, transform)
+    if graphs is None:
+        graphs = compile_graphs(model, transform)
+    else:
+        graphs.retransform(transform)
+    forward = graphs.forward
     batches = list(batches)
     for ids in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
         forward(input_ids=ids, use_cache=False)

@@ -1,11 +1,14 @@
 """Model -> FX graph. TorchDynamo is the one capture path for compiling; torch.export for export.
 
-A *graph transform* is `transform(graph: CapturedGraph) -> None`: it edits `graph.gm` in place. `compile_forward`
-installs a Dynamo backend that captures each graph Dynamo produces (the first call, and any recompilation for new
-shapes), names its parameter placeholders, runs the transform and returns the edited GraphModule to run.
+A *graph transform* is `transform(graph: CapturedGraph) -> None`: it edits `graph.gm` in place. `compile_graphs`
+(and `compile_forward`, its forward alone) installs a Dynamo backend that captures each graph Dynamo produces (the
+first call, and any recompilation for new shapes), names its parameter placeholders, runs the transform and returns
+the edited GraphModule to run; `CompiledGraphs.retransform` runs the same captured graphs through another
+transform, without a new trace.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
@@ -130,28 +133,66 @@ class EagerFallbackError(RuntimeError):
     frame eagerly, or torch.compile disabled, e.g. TORCHDYNAMO_DISABLE=1 or `set_stance("force_eager")`)."""
 
 
-def make_backend(model: torch.nn.Module, transform: Callable[[CapturedGraph], None], counter: GraphCounter,
-                 inner: str | None = None):
-    """The Dynamo backend of `compile_forward`: each graph through `transform`, then run as FX Python (`inner`
-    None) or compiled by the Dynamo backend named `inner` (e.g. "inductor")."""
-    names = tensor_names(model)
+class CompiledGraphs:
+    """The graphs Dynamo captured from one model's forward, each run through a graph transform, and kept
+    untransformed too: `retransform` swaps the transform without tracing the model again. `qpass.compile` analyses,
+    calibrates and quantizes through one capture this way (a trace costs far more than a transform).
 
-    def backend(gm: fx.GraphModule, example_inputs):
-        # Names are re-read on each compilation: passes may have registered new tensors since.
-        names.update(tensor_names(model))
-        cap = bind_placeholders(gm, example_inputs, names)
-        transform(cap)
+    `forward` is the compiled forward (`compile_graphs`), `counter` its GraphCounter. Each new graph Dynamo hands
+    the backend (the first call, a new kind of call, each side of a graph break) is transformed at once, on the
+    tensors it was captured with; after `retransform(t)` every graph is transformed again from its untransformed
+    copy at its next call, on the tensors that call passes (passes may have replaced parameters since the capture:
+    Dynamo's guards accept a same-shaped replacement and pass it in). Whatever the guards reject is traced again,
+    through the current transform. With an inner compiler (`inner`, e.g. "inductor") graphs are compiled once and
+    cannot be transformed again."""
+
+    def __init__(self, model: torch.nn.Module, transform: Callable[[CapturedGraph], None], inner: str | None = None):
+        self.model = model
+        self.transform = transform
+        self.inner = inner
+        self.counter = GraphCounter()
+        self.forward: Callable | None = None  # set by compile_graphs
+        self._names = tensor_names(model)
+        self._generation = 0  # bumped by retransform: a graph transformed for an older one transforms again
+
+    def retransform(self, transform: Callable[[CapturedGraph], None]) -> None:
+        """Run every captured graph through `transform` (on a fresh copy of it as captured) from its next call on."""
+        if self.inner is not None:
+            raise ValueError(f"graphs compiled by the inner compiler {self.inner!r} cannot be transformed again")
+        self.transform = transform
+        self._generation += 1
+
+    def backend(self, gm: fx.GraphModule, example_inputs):
+        """The Dynamo backend: `gm` through the current transform, then run as FX Python (`inner` None) or
+        compiled by the Dynamo backend named `inner`."""
+        raw = None if self.inner else fx.GraphModule(gm, copy.deepcopy(gm.graph))  # before the transform edits gm
+        current = self._transformed(gm, example_inputs)
+        self.counter.graphs += 1
+        if raw is None:
+            return current
+        made = self._generation
+
+        def run(*inputs):
+            nonlocal current, made
+            if made != self._generation:
+                current = self._transformed(fx.GraphModule(raw, copy.deepcopy(raw.graph)), inputs)
+                made = self._generation
+            return current(*inputs)
+
+        return run
+
+    def _transformed(self, gm: fx.GraphModule, inputs) -> Callable:
+        # Names are re-read on each transform: passes may have registered new tensors since.
+        self._names.update(tensor_names(self.model))
+        self.transform(bind_placeholders(gm, inputs, self._names))
         gm.graph.lint()
         gm.recompile()
-        counter.graphs += 1
-        if inner is None:
+        if self.inner is None:
             return gm.forward
         from .inner import compile_inner
 
         # a fresh GraphModule: Dynamo's parameter-source table does not list the packed buffers the rewrite added
-        return compile_inner(fx.GraphModule(gm, gm.graph), example_inputs, inner)
-
-    return backend
+        return compile_inner(fx.GraphModule(gm, gm.graph), inputs, self.inner)
 
 
 # Inputs of HF causal-LM forwards with a batch and sequence-length dim: name -> (batch dim or None, length dims).
@@ -195,7 +236,14 @@ def mark_dynamic_inputs(arguments: dict) -> None:
                     _mark(t, CACHE_DIMS)
 
 
-def compile_forward(
+def compile_forward(model: torch.nn.Module, transform: Callable[[CapturedGraph], None], **options
+                    ) -> tuple[Callable, GraphCounter]:
+    """(forward, counter) of `compile_graphs(model, transform, **options)`."""
+    graphs = compile_graphs(model, transform, **options)
+    return graphs.forward, graphs.counter
+
+
+def compile_graphs(
     model: torch.nn.Module,
     transform: Callable[[CapturedGraph], None],
     *,
@@ -203,9 +251,10 @@ def compile_forward(
     dynamic: bool | None = None,
     recompile_limit: int | None = RECOMPILE_LIMIT,
     inner: str | None = None,
-) -> tuple[Callable, GraphCounter]:
-    """A compiled version of `model.forward` whose graphs pass through `transform` (then, with `inner`, through
-    that Dynamo backend, e.g. "inductor": the unquantized rest of the graph fused and compiled).
+) -> CompiledGraphs:
+    """A compiled version of `model.forward` (`.forward`) whose graphs pass through `transform` (then, with
+    `inner`, through that Dynamo backend, e.g. "inductor": the unquantized rest of the graph fused and compiled);
+    `.retransform` runs the captured graphs through another transform without tracing again (CompiledGraphs).
 
     The returned function has its own code object, so its Dynamo cache (and recompile budget) belongs to this
     model alone: two quantized copies of one architecture never share or exhaust each other's compiled graphs.
@@ -233,7 +282,8 @@ def compile_forward(
     """
     import torch._dynamo
 
-    counter = GraphCounter()
+    graphs = CompiledGraphs(model, transform, inner)
+    counter = graphs.counter
     bound = model.forward
     base = type(model).forward
     limit = recompile_limit if recompile_limit is not None else torch._dynamo.config.recompile_limit
@@ -258,8 +308,7 @@ def compile_forward(
     functools.update_wrapper(forward, base)
     forward.__signature__ = signature  # HF inspects forward's parameters (generate)
     del forward.__wrapped__
-    compiled = torch.compile(forward, backend=make_backend(model, transform, counter, inner), fullgraph=fullgraph,
-                             dynamic=dynamic)
+    compiled = torch.compile(forward, backend=graphs.backend, fullgraph=fullgraph, dynamic=dynamic)
     # The limit applies while this model's frame is compiled, through a scoped config patch: torch.compile's own
     # `recompile_limit=` argument is newer than torch 2.11, and the global setting stays as the user left it.
 
@@ -278,7 +327,8 @@ def compile_forward(
     functools.update_wrapper(run, base)
     run.__signature__ = signature
     del run.__wrapped__
-    return run, counter
+    graphs.forward = run
+    return graphs
 
 
 def _shapes(args, kwargs) -> str:

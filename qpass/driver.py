@@ -11,6 +11,7 @@ import torch
 
 from .analysis import GraphAnalysis
 from .calibrate import calibrate
+from .capture import CompiledGraphs
 from .experts import plan_experts
 from .passes import registry
 from .passes.context import PassContext
@@ -49,7 +50,7 @@ def check_calibration(recipe: Recipe, calib) -> None:
 
 def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, *,
                calib: list[torch.Tensor] | None = None, observers: dict | None = None, progress: bool = True,
-               sequential: bool = True, device=None) -> Plan:
+               sequential: bool = True, device=None, graphs: CompiledGraphs | None = None) -> Plan:
     """Plan `recipe` for `model` (the copy being quantized: passes may edit its parameters) whose captured
     graphs `analysis` describes. `calib`: token-id batches [B, T], required when `recipe.needs_calibration`
     (calibration runs `model`). Sites the recipe ignores, or that cannot be quantized (NaN/inf, GPTQ failure),
@@ -59,7 +60,8 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
 
     A calibrating recipe is planned block by block (`qpass/sequential.py`; `device`: where each block computes)
     unless `sequential=False` or the path does not apply — the plan's log then says why the whole model was
-    calibrated at once."""
+    calibrated at once, through `graphs` (the model's captured forward, transformed again: no new trace) when
+    given."""
     selected, skipped = select_sites(analysis, recipe.ignore)
     if not observers:
         check_calibration(recipe, calib)
@@ -85,7 +87,7 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
             registry.get(spec.name).run(ctx, spec.options)
     if recipe.needs_calibration and not observers:
         observers = calibrate(model, calib, set(ctx.sites), percentile, progress, expert_tokens=expert_tokens,
-                              rotations=ctx.plan.rotations, **calibration_statistics(recipe))
+                              rotations=ctx.plan.rotations, graphs=graphs, **calibration_statistics(recipe))
     if observers:
         ctx.observers = observers
         ctx.screen()

@@ -356,7 +356,9 @@ def from_compressed_tensors(path: str | os.PathLike, *, dtype: torch.dtype = tor
             model.tie_weights()
     model.requires_grad_(False)
 
-    analysis, graphs = api.capture_analysis(model, api._example_input(model, None))
+    example = api._example_input(model, None)
+    captured = api.capture_analysis(model, example)
+    analysis = captured.analysis
     plan = Plan()
     by_weight = {s.weight: s for s in analysis.linears}
     for name, qw in weights.items():
@@ -386,7 +388,7 @@ def from_compressed_tensors(path: str | os.PathLike, *, dtype: torch.dtype = tor
                            symmetric=first.symmetric),
         activations=ActivationSpec() if first.act is not None and weights else None,
         ignore=list(ignore) or ["lm_head"])
-    return api.finish(model, recipe, analysis, graphs, plan, lower, start, api._example_input(model, None))
+    return api.finish(model, recipe, captured, plan, lower, start, example)
 
 
 def _tied_keys(model) -> set[str]:

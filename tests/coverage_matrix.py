@@ -77,65 +77,19 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-class FakeQuantReference:
-    """The fake-quant graph of a quantized model's own plan (what `lower=False` runs), for every model of one
-    class from one Dynamo trace: a cell's model is a copy of the same tiny architecture, so Dynamo's guards accept
-    the graph traced for an earlier cell (they decide, not this class: a model they reject is traced again), and
-    each cell's plan is applied by `quantize_transform(plan, lower=False)` to a fresh copy of that raw graph,
-    bound to the cell's own tensors exactly as qpass's Dynamo backend binds them. The result is the same graph a
-    fresh trace gives (checked equal in tests/test_coverage.py) at a fiftieth of the cost (a trace is ≈ 1 s)."""
-
-    def __init__(self):
-        self.traces = self.runs = 0
-        self._model = None
-
-        def forward(model, input_ids):
-            return type(model).forward(model, input_ids=input_ids, use_cache=False).logits
-
-        forward.__code__ = forward.__code__.replace()  # a fresh code object: a Dynamo cache of its own
-        self._compiled = torch.compile(forward, backend=self._backend)
-
-    def _backend(self, gm, example_inputs):
-        import copy
-
-        from qpass.capture import bind_placeholders, tensor_names
-        from qpass.lowering.lower import quantize_transform
-
-        self.traces += 1
-        done = {}  # the model this raw graph was last transformed for -> that transformed copy
-
-        def run(*inputs):
-            model = self._model
-            if done.get("model") is not model:
-                graph = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph))
-                quantize_transform(model.qpass_state.plan, lower=False)(
-                    bind_placeholders(graph, inputs, tensor_names(model)))
-                graph.graph.lint()
-                graph.recompile()
-                done.update(model=model, graph=graph)
-            self.runs += 1
-            return done["graph"](*inputs)
-
-        return run
-
-    def __call__(self, qmodel, input_ids: torch.Tensor) -> torch.Tensor:
-        """The reference logits of `qmodel` (from qpass.compile) on `input_ids`."""
-        from qpass.capture import mark_dynamic_inputs
-
-        mark_dynamic_inputs({"input_ids": input_ids})  # as qpass's forwards: one graph for every input length
-        self._model, runs = qmodel, self.runs
-        logits = self._compiled(qmodel, input_ids)
-        if self.runs != runs + 1:  # Dynamo ran the frame eagerly: the model's own (unquantized) forward
-            raise RuntimeError("the fake-quant reference did not run a transformed graph (Dynamo fell back to eager)")
-        return logits
-
-
-_REFERENCES: dict[type, FakeQuantReference] = {}  # per process, one per model class
-
-
 def fake_quant_logits(qmodel, input_ids: torch.Tensor) -> torch.Tensor:
-    reference = _REFERENCES.setdefault(type(qmodel), FakeQuantReference())
-    return reference(qmodel, input_ids)
+    """The logits of the fake-quant graph of `qmodel`'s own plan (what `lower=False` runs): the graphs
+    qpass.compile captured, run through `quantize_transform(plan, lower=False)` instead of the lowering — no new
+    trace (checked equal to a fresh trace in tests/test_coverage.py). The lowered transform is put back after."""
+    from qpass.lowering.lower import quantize_transform
+
+    state = qmodel.qpass_state
+    state.graphs.retransform(quantize_transform(state.plan, lower=False))
+    try:
+        with torch.no_grad():
+            return qmodel(input_ids=input_ids, use_cache=False).logits
+    finally:
+        state.graphs.retransform(state.transform)
 
 
 def _read_report(cell: Cell, qmodel) -> None:

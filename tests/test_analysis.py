@@ -18,8 +18,8 @@ def analyses():
     out = {}
     for arch in ARCHS:
         model = tiny_model(arch)
-        analysis, graphs = capture_analysis(model, torch.randint(0, 256, (1, 10)))
-        out[arch] = (model, analysis, graphs)
+        captured = capture_analysis(model, torch.randint(0, 256, (1, 10)))
+        out[arch] = (model, captured.analysis, captured.graph_count)
     return out
 
 

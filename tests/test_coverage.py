@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import qpass
-from coverage_matrix import (COVERAGE_MD, REGENERATE, Cell, FakeQuantReference, _ids, broken_invariants, cell_text,
-                             documented_cells, measure, reload_checked, render)
+from coverage_matrix import (COVERAGE_MD, REGENERATE, Cell, _ids, broken_invariants, cell_text, documented_cells,
+                             fake_quant_logits, measure, reload_checked, render)
 from tiny_models import CONFIGS, tiny_model
 
 FAMILIES, PRESETS = list(CONFIGS), list(qpass.recipes())
@@ -93,24 +93,28 @@ def test_reloaded_cells_are_marked_and_cover_every_row_and_column():
 
 
 @pytest.mark.parametrize("family", ["llama"])
-def test_shared_reference_is_a_fresh_trace_of_each_models_plan(family):
-    """The matrix's fake-quant reference (one Dynamo trace per model class, each cell's plan applied to a copy of
-    it) gives the logits a fresh trace of that model with `quantize_transform(plan, lower=False)` gives — for a
-    second model of the class too (rotated and migrated weights, another input length), where the trace is
-    reused rather than retaken."""
+def test_reference_is_a_fresh_trace_of_the_models_plan(family):
+    """The matrix's fake-quant reference (the cell's own capture run through `quantize_transform(plan,
+    lower=False)`) gives the logits a fresh trace of the model with that transform gives — after rotated and
+    migrated weights too — without tracing again, and the model runs its lowered graph again after it."""
     from qpass.capture import compile_forward
     from qpass.lowering.lower import quantize_transform
 
-    reference = FakeQuantReference()
-    for preset, length in (("w4a8-qsm", 32), ("w4a4-rot", 16)):
+    for preset in ("w4a8-qsm", "w4a4-rot"):
         model = tiny_model(family)
-        qmodel = qpass.compile(model, preset, [_ids(model.config.vocab_size, (2, 32), 1)], progress=False, copy=True)
-        ids = _ids(model.config.vocab_size, (1, length), 0)
-        fresh, _ = compile_forward(qmodel, quantize_transform(qmodel.qpass_state.plan, lower=False))
+        calib = [_ids(model.config.vocab_size, (2, 32), 1)]
+        qmodel = qpass.compile(model, preset, calib, progress=False, copy=True)
+        counter = qmodel.qpass_state.graph_counter
+        ids = _ids(model.config.vocab_size, (2, 32), 0)
         with torch.no_grad():
-            expected, got = fresh(input_ids=ids, use_cache=False).logits, reference(qmodel, ids)
-        assert torch.equal(got, expected), f"{family} × {preset}: {float((got - expected).abs().max()):.2e}"
-        with torch.no_grad():
+            lowered = qmodel(input_ids=ids, use_cache=False).logits
+            graphs = counter.graphs
+            got = fake_quant_logits(qmodel, ids)
+            assert counter.graphs == graphs == 1  # one trace for compile, calibration and the reference
+            assert torch.equal(qmodel(input_ids=ids, use_cache=False).logits, lowered)  # the lowering is back
+            fresh, _ = compile_forward(qmodel, quantize_transform(qmodel.qpass_state.plan, lower=False))
+            expected = fresh(input_ids=ids, use_cache=False).logits
             unquantized = type(qmodel).forward(qmodel, input_ids=ids, use_cache=False).logits
+        assert torch.equal(got, expected), f"{family} × {preset}: {float((got - expected).abs().max()):.2e}"
         assert not torch.equal(got, unquantized)  # the reference did quantize
-    assert reference.traces == 1 and reference.runs == 2
+        assert not torch.equal(got, lowered)  # and is not the lowered graph (int kernels round differently)

@@ -33,7 +33,8 @@ def _expert_params(model):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_analysis_finds_expert_sites_and_routers(family):
     model = tiny_model(family)
-    analysis, graphs = capture_analysis(model, IDS[:1, :8])
+    captured = capture_analysis(model, IDS[:1, :8])
+    analysis, graphs = captured.analysis, captured.graph_count
     params = _expert_params(model)
     sites = {s.name: s for s in analysis.experts}
     assert graphs == 1 and set(sites) == set(params)  # every 3-D tensor, nothing else

@@ -56,6 +56,7 @@ def test_lowered_matches_fake_quant_at_any_shape(w8a8):
     """Dynamic graphs compute what the fake-quant reference (lower=False) computes, at every kind of shape."""
     model, qmodel = w8a8
     ref = qpass.compile(model, "w8a8", progress=False, copy=True, lower=False)
+    calls0 = ref.qpass_state.graph_counter.calls  # the capture's own call (analysis) runs the same forward
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for b, t in [(1, 1), (64, 3), (2, 100), (1, 40)]:
@@ -66,7 +67,7 @@ def test_lowered_matches_fake_quant_at_any_shape(w8a8):
             err = ((got - want).norm() / want.norm()).item()
             assert err < 1e-4, (b, t, err)
             assert ((full - want).norm() / want.norm()).item() > 10 * err  # and far from full precision
-    assert ref.qpass_state.graph_counter.graphs <= 4 and ref.qpass_state.graph_counter.calls == 4
+    assert ref.qpass_state.graph_counter.graphs <= 4 and ref.qpass_state.graph_counter.calls - calls0 == 4
 
 
 def test_generate_still_works(w8a8):
