@@ -133,6 +133,12 @@ class EagerFallbackError(RuntimeError):
     frame eagerly, or torch.compile disabled, e.g. TORCHDYNAMO_DISABLE=1 or `set_stance("force_eager")`)."""
 
 
+@dataclass
+class _Graph:
+    raw: fx.GraphModule  # as Dynamo captured it: each transform edits a fresh copy
+    run: Callable | None  # the transformed graph; None: transform a copy at the next call
+
+
 class CompiledGraphs:
     """The graphs Dynamo captured from one model's forward, each run through a graph transform, and kept
     untransformed too: `retransform` swaps the transform without tracing the model again. `qpass.compile` analyses,
@@ -153,31 +159,31 @@ class CompiledGraphs:
         self.counter = GraphCounter()
         self.forward: Callable | None = None  # set by compile_graphs
         self._names = tensor_names(model)
-        self._generation = 0  # bumped by retransform: a graph transformed for an older one transforms again
+        self._graphs: list[_Graph] = []
 
     def retransform(self, transform: Callable[[CapturedGraph], None]) -> None:
         """Run every captured graph through `transform` (on a fresh copy of it as captured) from its next call on."""
         if self.inner is not None:
             raise ValueError(f"graphs compiled by the inner compiler {self.inner!r} cannot be transformed again")
         self.transform = transform
-        self._generation += 1
+        for graph in self._graphs:  # freed now: what the old transform put in (observers, packed weights)
+            graph.run = None
 
     def backend(self, gm: fx.GraphModule, example_inputs):
         """The Dynamo backend: `gm` through the current transform, then run as FX Python (`inner` None) or
         compiled by the Dynamo backend named `inner`."""
         raw = None if self.inner else fx.GraphModule(gm, copy.deepcopy(gm.graph))  # before the transform edits gm
-        current = self._transformed(gm, example_inputs)
+        transformed = self._transformed(gm, example_inputs)
         self.counter.graphs += 1
         if raw is None:
-            return current
-        made = self._generation
+            return transformed
+        graph = _Graph(raw, transformed)
+        self._graphs.append(graph)
 
         def run(*inputs):
-            nonlocal current, made
-            if made != self._generation:
-                current = self._transformed(fx.GraphModule(raw, copy.deepcopy(raw.graph)), inputs)
-                made = self._generation
-            return current(*inputs)
+            if graph.run is None:
+                graph.run = self._transformed(fx.GraphModule(raw, copy.deepcopy(raw.graph)), inputs)
+            return graph.run(*inputs)
 
         return run
 

@@ -270,15 +270,14 @@ Each cell runs `qpass.compile(model, preset, calib)` (calibration, for the prese
 3. **lowered**: every quantized site runs a `qpass::` kernel op (otherwise the report's reason), and every
    planned attention module its planned kernel;
 4. **logits**: the lowered model's logits are within {LOGIT_TOLERANCE:g} (relative L2) of the fake-quant graph
-   of the same plan, on random tokens of the shape `qpass.compile` compiled its first graph at (1 × 8, or
-   1 × 32 with calibration), called as `qpass.compile` called it (`use_cache=False`): the graph checked is the
-   one the report's lowering was read from, and another call would trace the model again (a second per cell);
+   of the same plan, on random tokens of the shape `qpass.compile` captured the model at (1 × 8, or 2 × 32
+   with calibration), called as `qpass.compile` called it (`use_cache=False`): the graph checked is the one the
+   report's lowering was read from, and another kind of call could trace the model again (a second per cell);
    past the tolerance, the median over that input and two more (an activation code that rounds the other way at
    a rounding boundary moves a 64-wide model's logits by ≈ 1e-3 on one input; a wrong kernel shows on every
-   input). The fake-quant graph is what `lower=False` runs — `quantize_transform(plan, lower=False)` on the
-   captured graph, bound to the cell's own tensors — from one Dynamo trace per model class and process: Dynamo's
-   guards accept that trace for every copy of the same tiny architecture, and the test checks it equals a fresh
-   trace's graph;
+   input). The fake-quant graph is what `lower=False` runs: the graphs `qpass.compile` captured for the cell (its
+   one Dynamo trace) run through `quantize_transform(plan, lower=False)` instead of the lowering, without a new
+   trace; the test checks it equals a fresh trace's graph;
 5. **save → reload**, on the cells marked ↻ (the first column, and a diagonal wrapped around the table so that
    every preset has one; a save and a load are two `torch.export` traces and a load, as long as the rest of the
    cell, so not every cell):
@@ -331,8 +330,8 @@ def _worker_init() -> None:
 
 def _longest_first(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Cells ordered by their expected cost, longest first, so that the pool's two processes finish together:
-    save → reload roughly doubles a cell, calibration adds a pass over the data (and a Dynamo trace when it is
-    not block by block)."""
+    save → reload roughly doubles a cell, calibration adds a pass over the data (block by block, or through the
+    cell's one Dynamo capture)."""
     import qpass
 
     def cost(key):
