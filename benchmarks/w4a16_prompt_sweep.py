@@ -31,31 +31,29 @@ from qpass.kernels.int4 import reference as ref4, w4a16 as k_w4a16  # noqa: E402
 from variants.w4a16_prompt import w4a16_tcj  # noqa: E402
 
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]
-MS = [16, 32, 64, 128, 256, 512, 2048]
+MS = [16, 32, 64, 128, 256]
 ROTATE_BYTES = 256 << 20
 
 
 def tiles(M):
-    """The candidate configs for M rows: small M (memory-bound) thin tiles, long K steps and split-K to fill the
-    SMs; large M the wgmma-sized tiles."""
+    """The candidate configs for M rows: at small M (memory-bound) the swap-AB form with split-K over long K
+    steps, the group scale on the weights or after the dot; from 128 rows both orientations, split-K 1 or 2."""
     out = []
     if M <= 64:
-        for bm in (16, 32, 64):
-            if bm > max(16, M):
-                continue
-            for bn in (64, 128):
-                for st in (3, 4):
-                    for sk in (1, 2, 4):
-                        out.append(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, SPLIT_K=sk, num_warps=4, num_stages=st))
-        return out
-    for bm, nws in ((64, (4,)), (128, (4, 8)), (256, (8,))):
-        if bm > 2 * M:
-            continue
         for bn in (64, 128):
-            for bk in (64, 128):
-                for nw in nws:
-                    for st in (3, 4):
-                        out.append(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=1, num_warps=nw, num_stages=st))
+            for bk in (128, 256):
+                for sk in (2, 4, 8):
+                    for sa in (False, True):
+                        out.append(dict(BLOCK_M=max(16, M), BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=sk, SCALE_AFTER=sa,
+                                        num_warps=4, num_stages=3))
+        return out
+    for swap in (True, False):
+        for bm, nw in ((64, 4), (128, 8)):
+            for bn in (64, 128):
+                for bk in (64, 128):
+                    for sk in (1, 2):
+                        out.append(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=sk, SWAP=swap, num_warps=nw,
+                                        num_stages=3))
     return out
 
 

@@ -46,35 +46,70 @@ def _nibbles(words, HAS_ZERO: tl.constexpr):
 
 @triton.jit
 def _w4a16_tcj(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym,
-               HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # acc[N-tile, M-tile] = W_deq . X^T: the dequantized weight is wgmma's register operand (A), x^T its shared one
+               HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr,
+               SCALE_AFTER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # SWAP: acc[N-tile, M-tile] = W_deq . X^T (the dequantized weight is wgmma's register operand A, x^T the
+    # shared one); else acc[M-tile, N-tile] = X . W_deq^T. SCALE_AFTER: the tile's dot runs on the integer values
+    # (exact in bf16/fp16) and its group scale multiplies the [N, M] partial product instead of every weight.
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     n_mask = offs_n < N
     m_mask = offs_m < M
     k_lo = tl.program_id(2) * K_SPLIT
-    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    if SWAP:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(k_lo, min(k_lo + K_SPLIT, K), BLOCK_K):
         wi = k0 // 8 + tl.arange(0, BLOCK_K // 8)
         words = tl.load(w_ptr + offs_n[:, None] * KW + wi[None, :], mask=n_mask[:, None] & (wi < KW)[None, :],
                         other=0)
         g = k0 // G
         s = tl.load(s_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
-        wq = _nibbles(words, HAS_ZERO).to(tl.float32)
-        if HAS_ZERO:
-            wq = wq - tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)[:, None]
         k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & (k < K)[None, :],
                     other=0.0)
-        acc = tl.dot((wq * s[:, None]).to(x.dtype), tl.trans(x), acc)
-    y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
-    mask = n_mask[:, None] & m_mask[None, :]
+        q = _nibbles(words, HAS_ZERO)
+        if SCALE_AFTER:
+            w = q.to(x.dtype)
+        else:
+            wq = q.to(tl.float32)
+            if HAS_ZERO:
+                wq = wq - tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+            w = (wq * s[:, None]).to(x.dtype)
+        if SWAP:
+            if SCALE_AFTER:
+                part = tl.dot(w, tl.trans(x))
+                if HAS_ZERO:
+                    z = tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
+                    part -= z[:, None] * tl.sum(x.to(tl.float32), axis=1)[None, :]
+                acc += part * s[:, None]
+            else:
+                acc = tl.dot(w, tl.trans(x), acc)
+        else:
+            if SCALE_AFTER:
+                part = tl.dot(x, tl.trans(w))
+                if HAS_ZERO:
+                    z = tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
+                    part -= tl.sum(x.to(tl.float32), axis=1)[:, None] * z[None, :]
+                acc += part * s[None, :]
+            else:
+                acc = tl.dot(x, tl.trans(w), acc)
+    if SWAP:
+        y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
+        mask = n_mask[:, None] & m_mask[None, :]
+    else:
+        y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+        mask = m_mask[:, None] & n_mask[None, :]
     if ATOMIC:
         tl.atomic_add(y_ptrs, acc, mask=mask, sem="relaxed")
     else:
         if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
+            b = tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+            if SWAP:
+                acc += b[:, None]
+            else:
+                acc += b[None, :]
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -88,6 +123,8 @@ def w4a16_tcj(x, qweight, scales, zeros, bias, group_size: int, config: dict):
     G = norm_group(K, group_size)
     cfg = dict(config)
     split = cfg.pop("SPLIT_K", 1)
+    cfg.setdefault("SWAP", True)
+    cfg.setdefault("SCALE_AFTER", False)
     if G < K:
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
     bk = cfg["BLOCK_K"]
