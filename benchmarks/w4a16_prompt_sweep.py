@@ -3,8 +3,8 @@
     python benchmarks/w4a16_prompt_sweep.py --out $OUT/w4a16_prompt.json
 
 Same process, Llama-3-8B shapes, g128 symmetric int4 weights, bf16 activations; per (M, shape): bf16 cuBLAS
-(F.linear), the shipped W4A16 op's paths "tc" and "dequant" (dequantize once + cuBLAS), and the candidate
-`variants/w4a16_prompt.w4a16_tcj` over a grid of tiles. Timing as benchmarks/gemm.py (cuda_timing.graph_time_us:
+(F.linear), the shipped W4A16 op's paths "tc" (int4/tc.py, its shipped config for M) and "dequant" (dequantize
+once + cuBLAS), and "tc_tile": int4/tc.py over a grid of configs (tiles, split-K, orientation). Timing as benchmarks/gemm.py (cuda_timing.graph_time_us:
 one CUDA graph over enough weight copies that HBM, not L2, serves the weights); every output is checked against
 the pure-torch reference first (a config that fails the check is reported, not timed). Prints, per (M, shape),
 the best of each path and its ratio to bf16; the JSON holds every timing.
@@ -28,7 +28,6 @@ from cuda_timing import graph_time_us  # noqa: E402
 sys.path.insert(0, str(ROOT))
 from qpass.kernels import formats as fmt  # noqa: E402
 from qpass.kernels.int4 import reference as ref4, w4a16 as k_w4a16  # noqa: E402
-from variants.w4a16_prompt import w4a16_tcj  # noqa: E402
 
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]
 MS = [16, 32, 64, 128, 256]
@@ -101,14 +100,15 @@ def main():
                 rec(kern, lambda pp, ss, kern=kern: k_w4a16.w4a16_linear_triton(x, pp, ss, None, None, 128,
                                                                                 kernel=kern))
             for cfg in tiles(M):
-                rec("tcj", lambda pp, ss, cfg=cfg: w4a16_tcj(x, pp, ss, None, None, 128, cfg), cfg)
+                rec("tc_tile", lambda pp, ss, cfg=cfg: k_w4a16.w4a16_linear_triton(x, pp, ss, None, None, 128,
+                                                                                   config=cfg, kernel="tc"), cfg)
             best = {}
             for r in res:
                 if r["M"] == M and r["N"] == N and r["K"] == K and "us" in r:
                     if r["path"] not in best or r["us"] < best[r["path"]]["us"]:
                         best[r["path"]] = r
             line = "  ".join(f"{k} {v['us']:.1f} ({bf / v['us']:.2f}x)" for k, v in best.items())
-            print(f"M={M:5d} {N}x{K}: {line}  tcj best {best.get('tcj', {}).get('cfg')}", flush=True)
+            print(f"M={M:5d} {N}x{K}: {line}  best tile {best.get('tc_tile', {}).get('cfg')}", flush=True)
         del ws, ps
     errors = [r for r in res if "error" in r]
     print(f"{len(errors)} failed configs", *{r["error"][:100] for r in errors}, sep="\n  ")
