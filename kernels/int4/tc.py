@@ -22,14 +22,14 @@ from .unpack import nibbles
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
 # benchmarks/w4a16_prompt_sweep.py (results: benchmarks/results/prompt_h200/)
 TC_CONFIGS = [
-    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=False, num_warps=4,
+    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
               num_stages=3)),
-    (32, dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=False, num_warps=4,
+    (32, dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
               num_stages=3)),
-    (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=False, num_warps=4,
+    (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=True, num_warps=4,
               num_stages=3)),
-    (1 << 62, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, SWAP=True, SCALE_AFTER=False, num_warps=8,
-                   num_stages=4)),
+    (1 << 62, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, SWAP=False, SCALE_AFTER=False, num_warps=8,
+                   num_stages=3)),
 ]
 
 
