@@ -39,9 +39,12 @@ def shipped_configs():
         out.append((f"int4_dequant[{dt}]", dequant._int4_dequant, dsig, {"HAS_ZERO": True, "INT_OUT": False, **c}, o))
         out.append((f"int4_unpack_i8[{dt}]", dequant._int4_dequant, dict(dsig, o_ptr="*i8"),
                     {"HAS_ZERO": False, "INT_OUT": True, **c}, o))
+        tsig = dict(sig, M="i32", K_SPLIT="i32", y_ptr="*fp32")
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
-            for gsub in sorted({32, c["BLOCK_K"]}):
-                out.append((f"w4a16_tc[{dt},M<={max_m},gsub={gsub}]", tc._w4a16_tc, dict(sig, M="i32"),
-                            {**FLAGS, "HAS_ZERO": gsub == 32, **c, "GSUB": gsub}, o))
+            split = c.pop("SPLIT_K")
+            for zero in (False, True):
+                out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero}]", tc._w4a16_tc,
+                            tsig if split > 1 else dict(tsig, y_ptr=dt),
+                            {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, **c}, o))
     return out

@@ -3,11 +3,12 @@
 Kernel by M (`w4a16_linear_triton`, `kernel=` overrides):
   * "gemv4" (int4/gemv.py): M <= GEMV4_MAX_M with fp16/bf16 x and groups of 32k or per-channel (decode);
   * "gemv2" (int4/gemv2.py): the other M = 1 cases;
-  * "dequant" (int4/dequant.py + cuBLAS): M >= DEQUANT_MIN_M on CUDA (prefill: one HBM pass over W, then bf16
-    GEMM; H100 sweep2 at M = 2048: 553 us vs 830 us for the best fused-unpack GEMM, benchmarks/variants/; H200
-    `gemm.py --ops bf16,w4a16_tc,w4a16_dequant`: faster than "tc" from M = 32 on all three Llama-3-8B shapes,
-    e.g. 81.9 vs 480.0 us at M = 128 on 4096x14336; at M = 16 it wins on two shapes of three);
-  * "tc" (int4/tc.py): everything else, swap-AB tensor-core GEMM with in-register dequantization.
+  * "tc" (int4/tc.py): 2 <= M < DEQUANT_MIN_M, and every M off CUDA: tensor-core GEMM, int4 unpack in registers,
+    split-K at small M (H200, `benchmarks/w4a16_prompt_sweep.py`, Llama-3-8B shapes: 14.9-41.5 us at M = 16,
+    18.0-48.3 us at M = 64, 0.71-1.05x bf16, where the previous 3-D-reshape kernel took 29-298 us);
+  * "dequant" (int4/dequant.py + cuBLAS): M >= DEQUANT_MIN_M on CUDA (one HBM pass over W, then the bf16 GEMM;
+    same sweep: 26-83 us at M = 128 where "tc" took 43-153 us on two of three shapes; 0.52-0.88x bf16 from
+    M = 256).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .gemv2 import w4a16_gemv2
 from .tc import w4a16_tc
 
 GEMV4_MAX_M = 1
-DEQUANT_MIN_M = 32
+DEQUANT_MIN_M = 65
 KERNELS = ("gemv4", "gemv2", "dequant", "tc")
 
 

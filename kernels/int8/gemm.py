@@ -11,8 +11,8 @@ zero point per row or per (row, group), HAS_WZ) enter the same way: (X - zx)(W -
 - wz * sum_k (X - zx), the row sum of the activation codes over each K tile times the weight's zero, in int32
 before the group's step.  With W_INT4 the weight is the packed int4 format (formats.pack_int4), loaded as int32
 words and unpacked to int8 in registers: two's complement nibbles sign-extended (shl + sar) for symmetric weights,
-plain nibbles [0, 15] (shr + and) with zero points — the format's rule, as for W4A16 (UNPACK 0: 3-D reshape of
-[BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
+plain nibbles [0, 15] (shr + and) with zero points — the format's rule, as for W4A16 (UNPACK 0: int4/unpack.py's
+interleaved planes of [BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ..checks import check_int_linear
 from ..formats import as_words
 from ..tiling import grouped_tile, pick, rows
 from ..launch import launch
+from ..int4.unpack import nibbles
 
 
 @triton.jit
@@ -51,12 +52,7 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
             wi = k0 // 8 + tl.arange(0, BKW)
             words = tl.load(w_ptr + offs_n[:, None] * stride_wn + wi[None, :],
                             mask=n_mask[:, None] & (wi < stride_wn)[None, :], other=0)
-            if HAS_WZ:  # plain nibbles [0, 15]
-                w = tl.reshape(((words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 15).to(tl.int8),
-                               [BLOCK_N, BLOCK_K])
-            else:
-                sh = 28 - tl.arange(0, 8) * 4
-                w = tl.reshape(((words[:, :, None] << sh[None, None, :]) >> 28).to(tl.int8), [BLOCK_N, BLOCK_K])
+            w = nibbles(words, HAS_WZ).to(tl.int8)  # plain nibbles [0, 15] with zero points, else signed
         elif W_INT4:
             # the word of every (n, k), re-read 8x from L1; nibble k % 8 extracted in place: no 3-D reshape
             wv = tl.load(w_ptr + offs_n[:, None] * stride_wn + (k // 8)[None, :],

@@ -68,3 +68,17 @@ def test_int4_dequant_kernel(N, K, G, sym):
     assert torch.equal(dequantize_int4_triton(p, s, z, G, K, torch.float32), F.dequantize_int4(q, s, z, G))
     if sym:
         assert torch.equal(dequantize_int4_triton(p, None, None, -1, K, torch.int8, int_out=True), q)
+
+
+@pytest.mark.parametrize("swap", [True, False])
+@pytest.mark.parametrize("scale_after", [False, True])
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("M,N,K,G,sym", [(5, 72, 200, 64, True), (18, 40, 384, 128, False), (3, 48, 136, -1, False)])
+def test_w4a16_tc_every_form(M, N, K, G, sym, swap, scale_after, split):
+    """Every form of the tensor-core kernel (int4/tc.py): orientation, scale on the weights or after the dot,
+    split-K (fp32 atomics + the bias after), K tails and a group smaller than the configured K step."""
+    x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16, bias=True)
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, SPLIT_K=split, SWAP=swap, SCALE_AFTER=scale_after,
+               num_warps=4, num_stages=2)
+    y = w4a16_linear_triton(x, p, s, z, b, G, config=cfg, kernel="tc")
+    assert rel_err(y, R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
