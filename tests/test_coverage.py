@@ -4,9 +4,8 @@ Every cell must keep the invariants (no crash, no silent skip, lowered logits wi
 graph, reload gives the same logits where it is checked) and say exactly what docs/coverage.md says. Cells that
 do not work today (a site not lowered, MoE experts not quantized, a reload refused) are reasons on the page, not
 failures here. The whole matrix (families × presets) is measured once per session in coverage_matrix.WORKERS
-processes, longest cells first: ≈ 4 CPU s a cell (mostly qpass.compile's own Dynamo traces; the fake-quant
-reference shares one trace per model class, save → reload runs on the first column and a diagonal), ≈ 850 CPU s
-in all: ≈ 7 min on 2 idle cores, more on a shared machine.
+processes, longest cells first: ≈ 5 CPU s a cell (mostly the one Dynamo trace of each qpass.compile; the fake-quant
+reference reruns that capture, save → reload runs on a wrapped diagonal): 960 CPU s, 541 s wall on 2 cores.
 """
 from __future__ import annotations
 
