@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -212,6 +213,9 @@ CACHE_ARGUMENTS = ("past_key_values", "cache")  # the K/V cache's keyword, by tr
 # batch and sequence dynamic, graphs are added per *kind* of call: prefill / decode x use_cache, an empty or
 # filled cache, other keyword arguments, grad mode — HF `generate` next to plain calls takes ~6.
 RECOMPILE_LIMIT = 32
+# Numbers the compiled forwards' code objects: Dynamo keeps automatic-dynamic (PGO) state per (file, line, code
+# name, closure) — shared by every model of one class unless the name differs.
+_FORWARD_IDS = itertools.count()
 
 
 def _mark(t, dims) -> None:
@@ -262,8 +266,9 @@ def compile_graphs(
     `inner`, through that Dynamo backend, e.g. "inductor": the unquantized rest of the graph fused and compiled);
     `.retransform` runs the captured graphs through another transform without tracing again (CompiledGraphs).
 
-    The returned function has its own code object, so its Dynamo cache (and recompile budget) belongs to this
-    model alone: two quantized copies of one architecture never share or exhaust each other's compiled graphs.
+    The returned function has its own code object and code name, so its Dynamo cache, recompile budget and
+    automatic-dynamic state belong to this model alone: two quantized copies of one architecture never share or
+    exhaust each other's compiled graphs, nor add guards to each other's.
 
     Shapes: before each call the batch and sequence dims of the inputs (`input_ids`, `attention_mask`,
     `position_ids`, `inputs_embeds`, ..., and the K/V tensors of an HF cache's layers) are marked dynamic
@@ -310,7 +315,9 @@ def compile_graphs(
             )
         return base(model, *args, **kwargs)
 
-    forward.__code__ = forward.__code__.replace()  # a fresh code object -> a fresh Dynamo cache
+    # A fresh code object -> a fresh Dynamo cache; a name of its own -> its own automatic-dynamic state, so the
+    # shapes another model of this class was called with never add graphs (or guards) here.
+    forward.__code__ = forward.__code__.replace(co_name=f"qpass_forward_{next(_FORWARD_IDS)}")
     functools.update_wrapper(forward, base)
     forward.__signature__ = signature  # HF inspects forward's parameters (generate)
     del forward.__wrapped__

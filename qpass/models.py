@@ -82,7 +82,12 @@ def _convert_smollm2(dest: Path) -> None:
     try:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / "config.json").is_file():
+                raise
+            _say(f"another process converted it first; using {dest}")  # two jobs started at once: same result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _say(f"converted in {time.perf_counter() - start:.0f} s; later loads read {dest}")
