@@ -43,6 +43,7 @@ class Capture:
     analysis: GraphAnalysis
     graph_count: int  # graphs the capture produced (more than one: graph breaks)
     graphs: CompiledGraphs
+    example: torch.Tensor  # the token ids the model was captured on
 
 
 def _merge(analyses: list[GraphAnalysis]) -> GraphAnalysis:
@@ -72,7 +73,7 @@ def capture_analysis(model: torch.nn.Module, example: torch.Tensor) -> Capture:
     graphs = compile_graphs(model, lambda cap: analyses.append(analyze(cap)))
     with torch.no_grad():
         graphs.forward(input_ids=example, use_cache=False)
-    return Capture(_merge(analyses), graphs.counter.graphs, graphs)
+    return Capture(_merge(analyses), graphs.counter.graphs, graphs, example)
 
 
 def compile(
@@ -122,13 +123,24 @@ def compile(
     check_calibration(recipe, calib)  # before copying the model
 
     qmodel = (deepcopy(model) if copy else model).eval()
-    example = _example_input(qmodel, calib)
-    captured = capture_analysis(qmodel, example)
+    captured = capture_analysis(qmodel, _example_input(qmodel, calib))
+    return quantize_captured(qmodel, recipe, captured, calib, progress=progress, lower=lower, compiler=compiler,
+                             device=device, sequential=sequential, start=start, log=[sampled] if sampled else [])
+
+
+def quantize_captured(qmodel: torch.nn.Module, recipe: Recipe, captured: Capture,
+                      calib: list[torch.Tensor] | None, *, progress: bool = True, lower: bool = True,
+                      compiler: str | None = None, device: torch.device | str | None = None,
+                      sequential: bool = True, start: float | None = None, log: list[str] = ()) -> torch.nn.Module:
+    """`qpass.compile` after its capture: plan `recipe` on `qmodel` (passes, calibration through the captured
+    graphs), then `finish`. `captured` must be `capture_analysis(qmodel, _example_input(qmodel, calib))` of
+    `qmodel` as it is now (the coverage matrix quantizes forks of one captured model this way); `calib` as
+    `compile` normalizes it, already checked; `log` lines go first in the plan's log."""
+    start = time.perf_counter() if start is None else start
     plan = plan_model(qmodel, recipe, captured.analysis, calib=calib, progress=progress, sequential=sequential,
                       device=device, graphs=captured.graphs)
-    if sampled:
-        plan.log.insert(0, sampled)
-    return finish(qmodel, recipe, captured, plan, lower, start, example, compiler)
+    plan.log[:0] = log
+    return finish(qmodel, recipe, captured, plan, lower, start, captured.example, compiler)
 
 
 def finish(qmodel: torch.nn.Module, recipe: Recipe, captured: Capture, plan: Plan, lower: bool, start: float,

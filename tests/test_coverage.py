@@ -4,8 +4,8 @@ Every cell must keep the invariants (no crash, no silent skip, lowered logits wi
 graph, reload gives the same logits where it is checked) and say exactly what docs/coverage.md says. Cells that
 do not work today (a site not lowered, MoE experts not quantized, a reload refused) are reasons on the page, not
 failures here. The whole matrix (families × presets) is measured once per session in coverage_matrix.WORKERS
-processes, longest cells first: ≈ 5 CPU s a cell (mostly the one Dynamo trace of each qpass.compile; the fake-quant
-reference reruns that capture, save → reload runs on a wrapped diagonal): 960 CPU s, 541 s wall on 2 cores.
+processes: one Dynamo capture per family and example input, each preset on a fork of it (a trace was ≈ 85 % of a
+cell); `test_a_cell_on_the_shared_capture_is_what_qpass_compile_gives` holds that path to `qpass.compile`'s.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import qpass
-from coverage_matrix import (COVERAGE_MD, REGENERATE, Cell, _ids, broken_invariants, cell_text, documented_cells,
-                             fake_quant_logits, measure, reload_checked, render)
+from coverage_matrix import (COVERAGE_MD, REGENERATE, Cell, _ids, broken_invariants, calibration_for, cell_text,
+                             documented_cells, fake_quant_logits, measure, reload_checked, render)
 from tiny_models import CONFIGS, tiny_model
 
 FAMILIES, PRESETS = list(CONFIGS), list(qpass.recipes())
@@ -117,3 +117,24 @@ def test_reference_is_a_fresh_trace_of_the_models_plan(family):
         assert torch.equal(got, expected), f"{family} × {preset}: {float((got - expected).abs().max()):.2e}"
         assert not torch.equal(got, unquantized)  # the reference did quantize
         assert not torch.equal(got, lowered)  # and is not the lowered graph (int kernels round differently)
+
+
+@pytest.mark.parametrize("preset", ["w4a8-qsm", "w4a4-rot", "w4a16"])
+def test_a_cell_on_the_shared_capture_is_what_qpass_compile_gives(preset):
+    """The matrix quantizes a fork of a model captured once per family (`quantize_captured` on that capture):
+    the same logits, plan and report as `qpass.compile` of a fresh copy, and no second trace."""
+    from qpass.api import _example_input, capture_analysis, quantize_captured
+
+    model = tiny_model("llama")
+    calib = calibration_for(preset, model.config.vocab_size)
+    compiled = qpass.compile(model, preset, calib, progress=False, copy=True)  # copies first: `model` stays as it was
+    captured = capture_analysis(model, _example_input(model, calib))
+    shared = quantize_captured(model, qpass.recipes()[preset], captured, calib, progress=False)
+    ids = _ids(model.config.vocab_size, tuple(captured.example.shape), 0)
+    with torch.no_grad():
+        assert torch.equal(shared(input_ids=ids, use_cache=False).logits,
+                           compiled(input_ids=ids, use_cache=False).logits)
+    assert shared.qpass_state.graph_counter.graphs == 1
+    a, b = qpass.report(shared).summary(), qpass.report(compiled).summary()
+    assert {k: v for k, v in a.items() if "time" not in k} == {k: v for k, v in b.items() if "time" not in k}
+    assert shared.qpass_state.plan.log == compiled.qpass_state.plan.log
