@@ -16,8 +16,8 @@ SMOLLM2 = 'models.load("smollm2")'
 def test_readme_has_python_and_the_ci_test_command():
     assert BLOCKS, "README.md has no ```python block"
     command = re.search(r"## Run the tests\s+```bash\n(.*?)\n```", README, flags=re.S).group(1).strip()
-    assert command == "python -m pytest -q -n auto --dist loadfile"
-    assert "python3 -m pytest -q -n auto --dist loadfile" in (ROOT / ".ci" / "run").read_text()  # what CI runs, after the same install
+    assert command == "python -m pytest -q -n auto --dist loadfile --durations=15"
+    assert "python3 -m pytest -q -n auto --dist loadfile --durations=15" in (ROOT / ".ci" / "run").read_text()  # what CI runs, after the same install
 
 
 @pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")
