@@ -6,7 +6,7 @@ import time
 import warnings
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -131,11 +131,12 @@ def compile(
 def quantize_captured(qmodel: torch.nn.Module, recipe: Recipe, captured: Capture,
                       calib: list[torch.Tensor] | None, *, progress: bool = True, lower: bool = True,
                       compiler: str | None = None, device: torch.device | str | None = None,
-                      sequential: bool = True, start: float | None = None, log: list[str] = ()) -> torch.nn.Module:
+                      sequential: bool = True, start: float | None = None, log: Sequence[str] = ()) -> torch.nn.Module:
     """`qpass.compile` after its capture: plan `recipe` on `qmodel` (passes, calibration through the captured
     graphs), then `finish`. `captured` must be `capture_analysis(qmodel, _example_input(qmodel, calib))` of
     `qmodel` as it is now (the coverage matrix quantizes forks of one captured model this way); `calib` as
-    `compile` normalizes it, already checked; `log` lines go first in the plan's log."""
+    `compile` normalizes it; `log` lines go first in the plan's log; `start`: when the report's time starts
+    (default: now, so without the capture)."""
     start = time.perf_counter() if start is None else start
     plan = plan_model(qmodel, recipe, captured.analysis, calib=calib, progress=progress, sequential=sequential,
                       device=device, graphs=captured.graphs)

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -23,9 +24,12 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from qpass.api import Capture
 
 ROOT = Path(__file__).resolve().parents[1]
 COVERAGE_MD = ROOT / "docs" / "coverage.md"
@@ -115,24 +119,28 @@ def _read_report(cell: Cell, qmodel) -> None:
         for name, plan in planned.items() if report.attention_lowering.get(name) != plan.method}
 
 
-def calibration_for(preset: str, vocab: int) -> list[torch.Tensor] | None:
-    """The smallest data that exercises calibration (GPTQ's Hessian, QSM's steps, SALE's τ): one batch 2 × 32,
-    for the presets that read data; None for the others."""
+def calibrates(preset: str) -> bool:
+    """Whether `preset` reads data (then qpass.compile captures on the calibration batch)."""
     import qpass
 
     recipe = qpass.recipes()[preset]
-    return [_ids(vocab, (2, 32), 1)] if recipe.needs_calibration or recipe.runs_model else None
+    return recipe.needs_calibration or recipe.runs_model
 
 
-def coverage_cell(family: str, preset: str, model: torch.nn.Module, captured, calib: list[torch.Tensor] | None,
-                  reload: bool = True) -> Cell:
+def calibration_for(preset: str, vocab: int) -> list[torch.Tensor] | None:
+    """The smallest data that exercises calibration (GPTQ's Hessian, QSM's steps, SALE's τ): one batch 2 × 32,
+    for the presets that read data; None for the others."""
+    return [_ids(vocab, (2, 32), 1)] if calibrates(preset) else None
+
+
+def coverage_cell(family: str, preset: str, model: torch.nn.Module, captured: Capture,
+                  calib: list[torch.Tensor] | None, reload: bool = True) -> Cell:
     """Quantize `model` with `preset` through `qpass.compile`'s steps after its capture (`quantize_captured`, on
     `captured`: `capture_analysis(model, _example_input(model, calib))`) and measure one cell (save → reload only
     with `reload`); a crash ends the cell with `error` set. `model` is quantized in place: `measure` runs each
     cell on a fork of the family's captured model."""
     import qpass
     from qpass.api import quantize_captured
-    from qpass.driver import check_calibration
     from qpass.export import LoadError
 
     cell = Cell(family, preset, reload_checked=reload)
@@ -148,9 +156,7 @@ def coverage_cell(family: str, preset: str, model: torch.nn.Module, captured, ca
         cell.seconds[name], start = round(now - start, 2), now
 
     try:
-        recipe = qpass.recipes()[preset]
-        check_calibration(recipe, calib)
-        qmodel = quantize_captured(model, recipe, captured, calib, progress=False)
+        qmodel = quantize_captured(model, qpass.recipes()[preset], captured, calib, progress=False)
         _read_report(cell, qmodel)
         with torch.no_grad():
             lowered = qmodel(input_ids=ids, use_cache=False).logits
@@ -335,27 +341,50 @@ def documented_cells(text: str) -> dict[tuple[str, str], str]:
     return {(row[0].strip(), p): resolve(c) for row in rows[1:] for p, c in zip(presets, row[1:])}
 
 
-def _forked(family: str, preset: str, work: Callable[[], Cell]) -> Cell:
-    """`work()` in a forked child process, whose Cell comes back pickled through a pipe: what the cell does to the
+class MatrixError(RuntimeError):
+    """A forked cell's process failed outside what the cell records (a bug of the matrix, a killed process)."""
+
+
+def _forked(work: Callable[[], object]) -> object:
+    """`work()` in a forked child process, its result pickled back through a pipe: what the work does to the
     model (passes fold into its weights, the lowering packs them) stays in the child, and the parent's model and
-    capture stay as captured for the next cell."""
+    capture stay as captured. Fork only where no other thread runs and torch uses one intra-op thread (`measure`'s
+    spawned workers, `in_worker`): a fork of a threaded process can hang in the child. Raises MatrixError with the
+    child's error, or how the child ended."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: never return into the caller's stack
-        os.close(read)
+    if pid == 0:  # the child: write the result, then exit here, whatever happens (never return into the caller)
+        code = 1
         try:
-            payload = pickle.dumps(work())
-        except BaseException:  # coverage_cell records its own errors: this is a bug of the matrix itself
-            payload = pickle.dumps(traceback.format_exc().splitlines()[-1])
-        with os.fdopen(write, "wb") as out:
-            out.write(payload)
-        os._exit(0)
+            os.close(read)
+            try:
+                payload = pickle.dumps((True, work()))
+            except BaseException as e:
+                traceback.print_exc()
+                payload = pickle.dumps((False, f"{type(e).__name__}: {_first_line(e)}"))
+            with os.fdopen(write, "wb") as out:
+                out.write(payload)
+            code = 0
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    result = pickle.loads(payload) if payload else f"the cell's process ended with status {status}, no result"
-    return result if isinstance(result, Cell) else Cell(family, preset, error=f"compile: MatrixError: {result}")
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            payload = pipe.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise MatrixError(f"the forked process ended by signal {-code}" if code < 0 else
+                          f"the forked process exited with code {code}")
+    ok, value = pickle.loads(payload)
+    if not ok:
+        raise MatrixError(value)
+    return value
 
 
 def _measure_group(family: str, presets: list[str]) -> list[Cell]:
@@ -373,44 +402,103 @@ def _measure_group(family: str, presets: list[str]) -> list[Cell]:
     except Exception as e:  # as qpass.compile would fail: every cell of the group says so
         return [Cell(family, p, error=f"compile: {type(e).__name__}: {_first_line(e)}") for p in presets]
     capture_seconds, capture_cpu = round(time.perf_counter() - start, 2), time.process_time() - cpu_start
-    cells = [_forked(family, p, functools.partial(coverage_cell, family, p, model, captured, calib,
-                                                   reload_checked(family, p))) for p in presets]
+    cells = []
+    for p in presets:
+        try:
+            cells.append(_forked(functools.partial(coverage_cell, family, p, model, captured, calib,
+                                                   reload_checked(family, p))))
+        except MatrixError as e:
+            cells.append(Cell(family, p, error=f"matrix: MatrixError: {e}"))
     cells[0].seconds = {"capture": capture_seconds, **cells[0].seconds}  # counted once, on the group's first cell
     cells[0].cpu_seconds = round(cells[0].cpu_seconds + capture_cpu, 2)
     return cells
+
+
+def forked_outcomes(family: str, presets: list[str]) -> tuple[dict[str, tuple], bool]:
+    """What `measure`'s path gives for `presets` (one calibrating group): each preset quantizes a fork of one
+    capture of the family's model; per preset (logits on the captured shape, report summary without its time,
+    plan log), and whether the captured model's tensors are unchanged after them. For tests/test_coverage.py."""
+    import qpass
+    from qpass.api import _example_input, capture_analysis, quantize_captured
+    from tiny_models import tiny_model
+
+    model = tiny_model(family)
+    calib = calibration_for(presets[0], model.config.vocab_size)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    captured = capture_analysis(model, _example_input(model, calib))
+    ids = _ids(model.config.vocab_size, tuple(captured.example.shape), 0)
+
+    def outcome(preset: str) -> tuple:
+        qmodel = quantize_captured(model, qpass.recipes()[preset], captured, calib, progress=False)
+        with torch.no_grad():
+            logits = qmodel(input_ids=ids, use_cache=False).logits
+        summary = {k: v for k, v in qpass.report(qmodel).summary().items() if "time" not in k}
+        return logits, summary, qmodel.qpass_state.plan.log
+
+    outcomes = {p: _forked(functools.partial(outcome, p)) for p in presets}
+    after = model.state_dict()
+    return outcomes, before.keys() == after.keys() and all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def forked_failures() -> list[str]:
+    """How `_forked` reports a child whose work raises and one that is killed (for tests/test_coverage.py)."""
+    def raises():
+        raise ValueError("boom")
+
+    def killed():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    out = []
+    for work in (raises, killed):
+        try:
+            _forked(work)
+        except MatrixError as e:
+            out.append(str(e))
+    return out
 
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # one core per process: the tiny models gain nothing from intra-op threads
 
 
+def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """Fresh processes (a fresh Dynamo and torch state each, no thread but the main one, one intra-op thread:
+    where `_forked` is safe)."""
+    return ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+
+
+def in_worker(fn: Callable, *args):
+    """fn(*args) in a fresh spawned process (`_spawn_pool`): how a test runs `_forked` from a pytest process."""
+    with _spawn_pool(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+# a group's capture, in units of a cell without save → reload: a trace costs about as much as 4 such cells
+CAPTURE_COST = 4
+
+
 def _groups(families: list[str], presets: list[str]) -> list[tuple[str, list[str]]]:
     """(family, presets) that share a capture, longest first, so that the pool's processes finish together:
-    save → reload roughly doubles a cell, calibration adds a pass over the data."""
-    import qpass
-
-    def calibrates(preset: str) -> bool:
-        recipe = qpass.recipes()[preset]
-        return recipe.needs_calibration or recipe.runs_model
-
+    save → reload roughly triples a cell, calibration adds half a cell."""
     def cost(preset: str, family: str) -> float:
         return 1 + 2 * reload_checked(family, preset) + 0.5 * calibrates(preset)
 
     groups = [(f, [p for p in presets if calibrates(p) == kind]) for f in families for kind in (True, False)]
     groups = [(f, ps) for f, ps in groups if ps]
-    return sorted(groups, key=lambda g: 4 + sum(cost(p, g[0]) for p in g[1]), reverse=True)
+    return sorted(groups, key=lambda g: CAPTURE_COST + sum(cost(p, g[0]) for p in g[1]), reverse=True)
 
 
 def measure(families: list[str], presets: list[str], workers: int = WORKERS) -> dict[tuple[str, str], Cell]:
-    """Every (family, preset) cell, in `workers` processes (spawned: a fresh Dynamo and torch state each, one
-    intra-op thread, so that forking them is safe), one capture per group of `_groups`, each cell on a fork."""
+    """Every (family, preset) cell, in `workers` spawned processes (`_spawn_pool`), one capture per group of
+    `_groups`, each cell on a fork of its group's process."""
     if not hasattr(os, "fork"):
         raise RuntimeError("the coverage matrix forks a process per cell (os.fork): POSIX only")
     groups = _groups(families, presets)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max(1, workers), mp_context=context, initializer=_worker_init) as pool:
-        measured = pool.map(_measure_group, *zip(*groups))
-        cells = {(c.family, c.preset): c for group in measured for c in group}
+    if not groups:
+        return {}
+    with _spawn_pool(workers) as pool:
+        cells = {(c.family, c.preset): c for group in pool.map(_measure_group, *zip(*groups)) for c in group}
     return {(f, p): cells[f, p] for f in families for p in presets}
 
 

@@ -5,7 +5,8 @@ graph, reload gives the same logits where it is checked) and say exactly what do
 do not work today (a site not lowered, MoE experts not quantized, a reload refused) are reasons on the page, not
 failures here. The whole matrix (families × presets) is measured once per session in coverage_matrix.WORKERS
 processes: one Dynamo capture per family and example input, each preset on a fork of it (a trace was ≈ 85 % of a
-cell); `test_a_cell_on_the_shared_capture_is_what_qpass_compile_gives` holds that path to `qpass.compile`'s.
+cell); `test_presets_on_forks_of_one_capture_are_what_qpass_compile_gives` holds that path to
+`qpass.compile`'s.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import torch
 
 import qpass
 from coverage_matrix import (COVERAGE_MD, REGENERATE, Cell, _ids, broken_invariants, calibration_for, cell_text,
-                             documented_cells, fake_quant_logits, measure, reload_checked, render)
+                             documented_cells, fake_quant_logits, forked_failures, forked_outcomes, in_worker, measure,
+                             reload_checked, render)
 from tiny_models import CONFIGS, tiny_model
 
 FAMILIES, PRESETS = list(CONFIGS), list(qpass.recipes())
@@ -119,22 +121,26 @@ def test_reference_is_a_fresh_trace_of_the_models_plan(family):
         assert not torch.equal(got, lowered)  # and is not the lowered graph (int kernels round differently)
 
 
-@pytest.mark.parametrize("preset", ["w4a8-qsm", "w4a4-rot", "w4a16"])
-def test_a_cell_on_the_shared_capture_is_what_qpass_compile_gives(preset):
-    """The matrix quantizes a fork of a model captured once per family (`quantize_captured` on that capture):
-    the same logits, plan and report as `qpass.compile` of a fresh copy, and no second trace."""
-    from qpass.api import _example_input, capture_analysis, quantize_captured
+def test_presets_on_forks_of_one_capture_are_what_qpass_compile_gives():
+    """The matrix's path (coverage_matrix.forked_outcomes, as `measure` runs cells): two presets that both fold
+    into the weights, each on a fork of one captured model, give the logits, report and plan log of a fresh
+    `qpass.compile` — the first preset's changes do not reach the second — and the captured model is left as it
+    was."""
+    presets = ["w4a8-qsm", "w4a4-rot"]
+    outcomes, unchanged = in_worker(forked_outcomes, "llama", presets)
+    assert unchanged
+    for preset in presets:
+        model = tiny_model("llama")
+        calib = calibration_for(preset, model.config.vocab_size)
+        compiled = qpass.compile(model, preset, calib, progress=False)
+        logits, summary, log = outcomes[preset]
+        with torch.no_grad():
+            expected = compiled(input_ids=_ids(model.config.vocab_size, tuple(logits.shape[:2]), 0),
+                                use_cache=False).logits
+        assert torch.equal(logits, expected), preset
+        assert summary == {k: v for k, v in qpass.report(compiled).summary().items() if "time" not in k}
+        assert log == compiled.qpass_state.plan.log
 
-    model = tiny_model("llama")
-    calib = calibration_for(preset, model.config.vocab_size)
-    compiled = qpass.compile(model, preset, calib, progress=False, copy=True)  # copies first: `model` stays as it was
-    captured = capture_analysis(model, _example_input(model, calib))
-    shared = quantize_captured(model, qpass.recipes()[preset], captured, calib, progress=False)
-    ids = _ids(model.config.vocab_size, tuple(captured.example.shape), 0)
-    with torch.no_grad():
-        assert torch.equal(shared(input_ids=ids, use_cache=False).logits,
-                           compiled(input_ids=ids, use_cache=False).logits)
-    assert shared.qpass_state.graph_counter.graphs == 1
-    a, b = qpass.report(shared).summary(), qpass.report(compiled).summary()
-    assert {k: v for k, v in a.items() if "time" not in k} == {k: v for k, v in b.items() if "time" not in k}
-    assert shared.qpass_state.plan.log == compiled.qpass_state.plan.log
+
+def test_a_forked_cell_that_fails_says_how():
+    assert in_worker(forked_failures) == ["ValueError: boom", "the forked process ended by signal 9"]
