@@ -387,18 +387,31 @@ def _forked(work: Callable[[], object]) -> object:
     return value
 
 
-def _measure_group(family: str, presets: list[str]) -> list[Cell]:
-    """The cells of one family whose presets capture the model on the same example (all calibrating presets, or
-    all data-free ones): one Dynamo capture of the family's model, then each preset quantizes a fork of it —
-    what `qpass.compile` does after its capture, without tracing again (a trace is most of a cell)."""
+def _captured_family(family: str, preset: str) -> tuple[torch.nn.Module, list[torch.Tensor] | None, Capture]:
+    """(model, calibration, capture) of `family`'s tiny model as `qpass.compile` would capture it for `preset`
+    (and for every preset of its group: `_groups`)."""
     from qpass.api import _example_input, capture_analysis
     from tiny_models import tiny_model
 
     model = tiny_model(family)
-    calib = calibration_for(presets[0], model.config.vocab_size)
+    calib = calibration_for(preset, model.config.vocab_size)
+    return model, calib, capture_analysis(model, _example_input(model, calib))
+
+
+def report_summary(qmodel) -> dict:
+    """`qpass.report(qmodel).summary()` without its timings (equal for the same work)."""
+    import qpass
+
+    return {k: v for k, v in qpass.report(qmodel).summary().items() if "time" not in k}
+
+
+def _measure_group(family: str, presets: list[str]) -> list[Cell]:
+    """The cells of one family whose presets capture the model on the same example (all calibrating presets, or
+    all data-free ones): one Dynamo capture of the family's model, then each preset quantizes a fork of it —
+    what `qpass.compile` does after its capture, without tracing again (a trace is most of a cell)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        captured = capture_analysis(model, _example_input(model, calib))
+        model, calib, captured = _captured_family(family, presets[0])
     except Exception as e:  # as qpass.compile would fail: every cell of the group says so
         return [Cell(family, p, error=f"compile: {type(e).__name__}: {_first_line(e)}") for p in presets]
     capture_seconds, capture_cpu = round(time.perf_counter() - start, 2), time.process_time() - cpu_start
@@ -419,21 +432,17 @@ def forked_outcomes(family: str, presets: list[str]) -> tuple[dict[str, tuple], 
     capture of the family's model; per preset (logits on the captured shape, report summary without its time,
     plan log), and whether the captured model's tensors are unchanged after them. For tests/test_coverage.py."""
     import qpass
-    from qpass.api import _example_input, capture_analysis, quantize_captured
-    from tiny_models import tiny_model
+    from qpass.api import quantize_captured
 
-    model = tiny_model(family)
-    calib = calibration_for(presets[0], model.config.vocab_size)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    captured = capture_analysis(model, _example_input(model, calib))
+    model, calib, captured = _captured_family(family, presets[0])
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # as captured, before any fork
     ids = _ids(model.config.vocab_size, tuple(captured.example.shape), 0)
 
     def outcome(preset: str) -> tuple:
         qmodel = quantize_captured(model, qpass.recipes()[preset], captured, calib, progress=False)
         with torch.no_grad():
             logits = qmodel(input_ids=ids, use_cache=False).logits
-        summary = {k: v for k, v in qpass.report(qmodel).summary().items() if "time" not in k}
-        return logits, summary, qmodel.qpass_state.plan.log
+        return logits, report_summary(qmodel), qmodel.qpass_state.plan.log
 
     outcomes = {p: _forked(functools.partial(outcome, p)) for p in presets}
     after = model.state_dict()
