@@ -93,7 +93,7 @@ def export_program(qmodel: torch.nn.Module, example: torch.Tensor | None = None)
     sequence dims dynamic. The same transform as the compiled forward runs on the torch.export graph."""
     from torch.export import Dim, export
 
-    from .capture import export_graph
+    from .capture import export_graph, tracing_config
     from .lowering.lower import quantize_transform
 
     state = getattr(qmodel, "qpass_state", None)
@@ -113,7 +113,7 @@ def export_program(qmodel: torch.nn.Module, example: torch.Tensor | None = None)
     quantize_transform(state.plan, lower=state.lowered)(cap)
     program = _Program(_self_contained(ep, cap))
     shapes = {"input_ids": {0: Dim("batch"), 1: Dim("seq")}}
-    with torch.no_grad():
+    with torch.no_grad(), tracing_config(dynamic=True):
         return export(program, (example,), dynamic_shapes=shapes, strict=False,
                       prefer_deferred_runtime_asserts_over_guards=True)
 
