@@ -467,7 +467,10 @@ def forked_failures() -> list[str]:
 
 
 def _worker_init() -> None:
+    from tqdm import tqdm
+
     torch.set_num_threads(1)  # one core per process: the tiny models gain nothing from intra-op threads
+    tqdm.get_lock()  # made once here: each fork would make (and, leaving by os._exit, leak) a semaphore of its own
 
 
 def _spawn_pool(workers: int) -> ProcessPoolExecutor:
