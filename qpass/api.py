@@ -116,7 +116,7 @@ def compile(
                          "original with copy=True to keep it, or load a fresh model")
     sampled = None
     c = recipe.calibration
-    if calib is None and c.self_generated and (recipe.needs_calibration or recipe.runs_model):
+    if calib is None and c.self_generated and recipe.reads_data:
         calib = sample_calibration(model, c.num_samples, c.seq_len, progress=progress)
         sampled = (f"calibration: {c.num_samples} × {c.seq_len} tokens sampled from the model itself (no data "
                    "passed; calibration.self_generated)")

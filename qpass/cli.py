@@ -86,11 +86,6 @@ def _check_text_file(flag: str, path, field_flag: str | None = None, field: str 
     read_text_file(path, field)
 
 
-def _uses_calibration(recipe) -> bool:
-    """The recipe reads calibration data: it needs it, or a pass runs the model on data (SALE without τ)."""
-    return recipe.needs_calibration or recipe.runs_model
-
-
 def _eval_ids(args, tok):
     """(token ids to evaluate on, what they are) from --eval-wikitext2, --eval-text or --eval-novel."""
     from . import data
@@ -171,7 +166,7 @@ def check_args(args) -> None:
 
         recipe = with_mixed_precision(resolve(args.recipe), getattr(args, "target_bits", None),
                                       getattr(args, "max_ppl_increase", None))  # a malformed recipe names its bad key now, not after loading the model
-        if calib_flags and not _uses_calibration(recipe):
+        if calib_flags and not recipe.reads_data:
             w = recipe.weights
             hint = ("; with calibration data, --recipe w4a16-gptq rounds int4 weights by GPTQ (SmolLM2 30.69 "
                     "against w4a16's 32.66, docs/results.md)") if w is not None and w.bits == 4 and recipe.activations is None else ""
@@ -192,7 +187,7 @@ def _quantize(args, recipe, model, tok):
     from . import api, data
 
     calib = None
-    if _uses_calibration(recipe):
+    if recipe.reads_data:
         c = recipe.calibration
         samples, seq_len = args.calib_samples or c.num_samples, args.calib_seq_len or c.seq_len
         if args.calib:
@@ -228,7 +223,7 @@ def cmd_quantize(args) -> dict:
     ids, text_name = _eval_ids(args, tok)
     out = {"model": args.model, "device": str(next(model.parameters()).device), "dtype": args.dtype,
            "recipe": recipe.to_dict(), "eval": {"text": text_name, "tokens": int(ids.numel()), "seq_len": args.seq_len}}
-    if _uses_calibration(recipe):
+    if recipe.reads_data:
         c = recipe.calibration
         out["calibration"] = {"source": args.calib or args.calib_novel, "samples": args.calib_samples or c.num_samples,
                               "seq_len": args.calib_seq_len or c.seq_len}

@@ -124,6 +124,11 @@ class Recipe:
                    for p in self.passes)
 
     @property
+    def reads_data(self) -> bool:
+        """The recipe reads calibration data: it needs it, or a pass runs the model on data (SALE without τ)."""
+        return self.needs_calibration or self.runs_model
+
+    @property
     def needs_calibration(self) -> bool:
         a = self.activations
         return bool(

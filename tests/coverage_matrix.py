@@ -123,8 +123,7 @@ def calibrates(preset: str) -> bool:
     """Whether `preset` reads data (then qpass.compile captures on the calibration batch)."""
     import qpass
 
-    recipe = qpass.recipes()[preset]
-    return recipe.needs_calibration or recipe.runs_model
+    return qpass.recipes()[preset].reads_data
 
 
 def calibration_for(preset: str, vocab: int) -> list[torch.Tensor] | None:
