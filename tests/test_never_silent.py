@@ -93,6 +93,22 @@ def test_recompile_limit_raises_instead_of_falling_back():
     assert counter.calls == 3
 
 
+def test_symbolic_traces_run_without_the_fake_tensor_cache_and_leave_torch_config_alone():
+    """tracing_config: FakeTensor's dispatch cache is off while a dynamic-shape graph is traced (its symbolic cache
+    hits cost more than they save), left as it is for static shapes, and the global setting is restored."""
+    import torch._dynamo
+
+    before = torch._dynamo.config.fake_tensor_cache_enabled
+    for dynamic, expected in ((None, False), (False, before)):
+        seen = []
+        forward, _ = compile_forward(tiny_model("llama"), lambda cap: seen.append(
+            torch._dynamo.config.fake_tensor_cache_enabled), dynamic=dynamic)
+        with torch.no_grad():
+            forward(input_ids=torch.randint(0, 256, (2, 8)), use_cache=False)
+        assert seen == [expected], dynamic
+        assert torch._dynamo.config.fake_tensor_cache_enabled == before
+
+
 def test_disabled_compile_raises(w8a8):
     _, qmodel = w8a8
     with torch.no_grad(), torch.compiler.set_stance("force_eager"):
