@@ -10,11 +10,14 @@ q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (CUDA only; elsewhere SDPA itself, t
     growing cache, benchmarks/launch_overhead.py), and an uncaptured decode step is host-bound; beyond
     DECODE_MAX_KEYS keys SDPA is faster on the GPU too (docs/attention.md: 3–7 % at 32K keys on the H100).
   * "causal": S > 1, the mask is the bool causal mask with S == L, outside CUDA-graph capture: SDPA with
-    is_causal=True and no mask, so flash attention runs (the check syncs once per call).
+    is_causal=True and no mask, so flash attention runs. The check reads the mask (a device sync); a model passes
+    one mask to all its layers, so the answer is remembered for that mask until it changes (`is_causal_mask`):
+    one sync per forward, not one per layer.
   * "sdpa": anything else, SDPA as given (grouped K/V repeated to the query heads when a mask is given too).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -26,8 +29,26 @@ def is_causal_mask(mask: Tensor, S: int) -> bool:
     """`mask` [..., S, S] is the bool lower-triangular causal mask (every batch / head)."""
     if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
         return False
+    key = None if mask.is_inference() else _mask_key(mask)  # inference tensors keep no version counter
+    seen, answer = _LAST_MASK[0]
+    if key is not None and seen is not None and seen[0]() is key[0]() and seen[1:] == key[1:]:
+        return answer
     causal = torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()
-    return bool((mask == causal).all())
+    answer = bool((mask == causal).all())
+    if key is not None:
+        _LAST_MASK[0] = (key, answer)  # one assignment: a concurrent reader sees an old or a new pair, not a mix
+    return answer
+
+
+# The last mask checked: (weak reference to its base tensor, its version counter, its view geometry) and the
+# answer. The same base object (alive, so its memory was not reused) at the same version holds the same values:
+# every in-place write bumps the counter. The reference is weak so the memo never keeps a mask alive.
+_LAST_MASK: list = [(None, False)]
+
+
+def _mask_key(mask: Tensor) -> tuple:
+    base = mask if mask._base is None else mask._base
+    return (weakref.ref(base), mask._version, mask.storage_offset(), tuple(mask.shape), mask.stride())
 
 
 def _capturing(q: Tensor) -> bool:

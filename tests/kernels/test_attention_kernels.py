@@ -209,3 +209,30 @@ def test_fake_and_opcheck():
     q, k, v = make_inputs(1, 4, 2, 64, 20, f32)
     torch.library.opcheck(torch.ops.qpass.attention.default, (q, k, v, make_mask("bool", 1, 4, 20, f32), False,
                                                               None, True))
+
+
+def test_causal_check_is_remembered_per_mask_until_it_changes(monkeypatch):
+    """A model passes one mask to every layer: the causal check reads it (a device sync) once, and reads it
+    again when it is another tensor, another view of it, or was written in place."""
+    reads = []
+    real_all = torch.Tensor.all
+
+    def counting_all(t, *a, **kw):
+        reads.append(t.shape)
+        return real_all(t, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "all", counting_all)
+    S = 7
+    mask = torch.ones(S, S, dtype=torch.bool).tril().expand(1, 1, S, S)
+    assert all(ops.is_causal_mask(mask, S) for _ in range(5)) and len(reads) == 1
+    again = torch.ones(S, S, dtype=torch.bool).tril().expand(1, 1, S, S)  # equal values, another tensor
+    assert ops.is_causal_mask(again, S) and len(reads) == 2
+    base = again._base
+    base[S - 1, 0] = False  # written in place through its base: the view's answer changes
+    assert not ops.is_causal_mask(again, S) and len(reads) == 3
+    assert not ops.is_causal_mask(again, S) and len(reads) == 3
+    assert ops.is_causal_mask(again[..., :S - 1, :S - 1], S - 1) and len(reads) == 4  # another view: read
+    with torch.inference_mode():
+        inf = torch.ones(S, S, dtype=torch.bool).tril()
+    n = len(reads)
+    assert ops.is_causal_mask(inf, S) and ops.is_causal_mask(inf, S) and len(reads) == n + 2  # no version counter
