@@ -9,6 +9,9 @@ Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token pre
   StaticCache + CUDA-graph decode loop as `bf16_compile`;
 - `w4a16_generate`, `w4a8_generate`: the same recipes through the qpass backend with dynamic shapes, run by HF's
   plain loop over a DynamicCache like `bf16_eager` — what `generate` without CUDA graphs costs (issue 20);
+- `<variant>_ro` (`bf16_compile_ro`, `w4a16_ro`, ...): the same compile with inductor's mode "reduce-overhead"
+  (CUDA graphs recorded and replayed by torch itself, one per shape — the one-line way for a user's own loop);
+  the decode loop then calls the compiled step directly instead of capturing it;
 - `bf16_qpass`: the qpass backend with nothing quantized — the attention lowering's share of the gains;
 - `w4a8_g64`: the `w4a8` preset (g64 int4 weights, dynamic int8 activations) through the backend;
 - `w4a8_qsm`, `w4a4_qsm`, `w8a8_smooth`: the static presets (calibrated: `qpass.compile(..., compiler="inductor")`
@@ -214,42 +217,50 @@ def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
 def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     t_build = time.perf_counter()
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    if name == "bf16_eager":
+    ro = name.endswith("_ro")  # inductor's CUDA graphs ("reduce-overhead") instead of our captured step
+    kind, mode = (name[:-len("_ro")], "reduce-overhead") if ro else (name, None)
+    if kind == "bf16_eager":
         model = base
-    elif name == "bf16_compile":
-        model = torch.compile(base, dynamic=False)
-    elif name in QSM_PRESETS:
+    elif kind == "bf16_compile":
+        model = torch.compile(base, dynamic=False, mode=mode)
+    elif kind in QSM_PRESETS:
         g = torch.Generator(device=args.device).manual_seed(2)
         calib = [torch.randint(0, cfg.vocab_size, (1, 256), device=args.device, generator=g) for _ in range(4)]
-        model = qpass.compile(base, qsm_recipe(QSM_PRESETS[name]), calib, progress=False, copy=True, compiler="inductor")
+        model = qpass.compile(base, qsm_recipe(QSM_PRESETS[kind]), calib, progress=False, copy=True, compiler="inductor")
         s = qpass.report(model).summary()
         print(f"{name}: {s['lowered']} of {s['quantized']} quantized sites lowered; built in "
               f"{time.perf_counter() - t_build:.0f} s", flush=True)
-    elif name.endswith("_generate"):  # plain HF loop: a growing DynamicCache, so shapes are dynamic
-        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name[:-len("_generate")]]},
+    elif kind.endswith("_generate"):  # plain HF loop: a growing DynamicCache, so shapes are dynamic
+        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[kind[:-len("_generate")]]},
                               dynamic=True)
     else:
-        model = torch.compile(base, backend="qpass", options={"recipe": RECIPES[name]}, dynamic=False)
+        options = {"recipe": RECIPES[kind]} if mode is None else {"recipe": RECIPES[kind], "mode": mode}
+        model = torch.compile(base, backend="qpass", options=options, dynamic=False)
     g = torch.Generator(device=args.device).manual_seed(1)
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt), device=args.device, generator=g)
     long = torch.randint(0, cfg.vocab_size, (1, args.prefill), device=args.device, generator=g)
-    if name == "bf16_eager" or name.endswith("_generate"):
+    if kind == "bf16_eager" or kind.endswith("_generate"):
         gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
     else:
         dec = GraphDecoder(model, cfg, args.prompt + args.decode + 1, args.device)
-        if args.device == "cuda":
+        if args.device == "cuda" and not ro:
             dec.capture(prompt)  # compiles prefill + decode graphs
         gen = lambda: dec.generate(prompt, args.decode)  # noqa: E731
-    gen()  # warm-up (eager: allocator; compiled: everything compiled already)
-    prefill_time(model, long)  # compiles the no-cache prefill graph
+    skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]
+    # warm-up (eager: allocator; compiled: compiled already). Twice: "reduce-overhead" runs a new shape once
+    # eagerly and records its CUDA graph on the second call; only later calls replay.
+    for _ in range(2):
+        gen()
+        prefill_time(model, long)  # compiles the no-cache prefill graph
     warm = time.perf_counter() - t_build
     runs = [gen() for _ in range(args.repeats)]
     ttft = {}
     for n in args.ttft:
         ids = torch.randint(0, cfg.vocab_size, (1, n), device=args.device, generator=g)
-        prefill_time(model, ids)  # compiles / warms this length
+        for _ in range(2):
+            prefill_time(model, ids)  # compiles / warms (records) this length
         ttft[n] = 1e3 * statistics.median(prefill_time(model, ids) for _ in range(args.repeats))
-    if args.profile and name != "bf16_eager" and args.device == "cuda":
+    if args.profile and kind != "bf16_eager" and not ro and args.device == "cuda":
         profile_step(dec, prompt, name, args)
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
     dec_s = statistics.median(r[1] for r in runs)
@@ -261,6 +272,8 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
         "ttft_ms": ttft,
         # Dynamo graphs compiled in this variant (a plain loop that recompiled per step would show it here)
         "graphs_compiled": torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before,
+        # graphs "reduce-overhead" ran without a CUDA graph (inductor logs why): > 0 means not all replayed
+        "cudagraph_skips": torch._dynamo.utils.counters["inductor"]["cudagraph_skips"] - skips,
         "build_compile_warmup_s": warm,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
         "repeat_decode_s": [r[1] for r in runs],
@@ -271,7 +284,7 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
 
 
 def add_ratios(variants: dict) -> None:
-    for ref in ("bf16_eager", "bf16_compile"):
+    for ref in ("bf16_eager", "bf16_compile", "bf16_compile_ro"):
         if "decode_tok_s" not in variants.get(ref, {}):
             continue
         for r in variants.values():
@@ -347,6 +360,13 @@ def main():
             print(f"{name:>13} | {r['decode_tok_s']:6.1f} | {r.get('decode_speedup_vs_bf16_eager', 0):.2f} | "
                   f"{r.get('decode_speedup_vs_bf16_compile', 0):.2f} | {r['prefill_ms']:8.1f} | "
                   f"{r.get('prefill_speedup_vs_bf16_compile', 0):.2f} | {r['build_compile_warmup_s']:.0f}")
+    if args.ttft:
+        print(f"\n{'variant':>16} | " + " | ".join(f"TTFT {n} ms (vs compile, vs compile_ro)" for n in args.ttft))
+        for name, r in result["variants"].items():
+            if "ttft_ms" in r:
+                print(f"{name:>16} | " + " | ".join(
+                    f"{r['ttft_ms'][n]:7.2f} ({r.get('ttft_speedup_vs_bf16_compile', {}).get(n, 0):.2f}x, "
+                    f"{r.get('ttft_speedup_vs_bf16_compile_ro', {}).get(n, 0):.2f}x)" for n in args.ttft))
 
 
 if __name__ == "__main__":
