@@ -137,12 +137,32 @@ def main():
         for bn, bkw, nw, st in kloop_cfgs:
             timed(f"kloop bn={bn} bkw={bkw} nw={nw} st={st}", lambda pi: (run_kloop(x, pi, s, y, bn, bkw, nw, st), y)[1])
         del ps
+        # ternary planes at this shape: the dispatch (gemv4 now) vs the previous M = 1 kernel (gemv2)
+        from qpass.kernels.ternary.ternary import ternary_linear_triton
+        t1, t2, a1, a2 = fmt.quantize_ternary(w, 128)
+        P1, P2 = fmt.pack_trits(t1), fmt.pack_trits(t2)
+        a1, a2 = a1.float(), a2.float()
+        yt = (x.float() @ fmt.dequantize_ternary(t1, t2, a1, a2, 128).t())
+        tb = P1.numel() * 2 + a1.numel() * 8
+        tcopy = max(1, math.ceil((256 << 20) / tb)) if cuda else 1
+        pairs = [(P1, P2)] + [(P1.clone(), P2.clone()) for _ in range(tcopy - 1)]
+        for kern in ("gemv4", "gemv2"):
+            try:
+                out = ternary_linear_triton(x, P1, P2, a1, a2, None, 128, kernel=kern)
+                e = rel(out, yt)
+                us = graph_time_us([lambda q=q, kern=kern: ternary_linear_triton(x, q[0], q[1], a1, a2, None, 128,
+                                                                                  kernel=kern) for q in pairs]) if cuda else float("nan")
+                table.append((N, K, f"ternary {kern}", us, tb / us / 1e6, e))
+                print(f"{N}x{K} ternary {kern:32s} {us:8.2f} us {tb / us / 1e6:5.2f} TB/s err {e:.1e}", flush=True)
+            except Exception as ex:  # noqa: BLE001
+                print(f"{N}x{K} ternary {kern} FAIL {type(ex).__name__} {str(ex)[:200]}", flush=True)
+        del pairs
     print("\nbest per shape:")
     for N, K in shapes:
         rows = sorted([r for r in table if r[:2] == (N, K)], key=lambda r: r[3])
         ship = [r for r in rows if r[2] == "shipped op"]
         tg = [r for r in rows if r[2] == "tinygemm"]
-        for r in rows[:4]:
+        for r in rows[:4] + [r for r in rows[4:] if r[2] in ("shipped op", "tinygemm") or "ternary" in r[2]]:
             print(f"{N}x{K} {r[2]:40s} {r[3]:7.2f} us {r[4]:.2f} TB/s", end="")
             if ship:
                 print(f"  vs shipped {ship[0][3] / r[3]:.2f}x", end="")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..tiling import split_launch
-from . import gemv, tc
+from . import gemv, gemv4, tc
 
 
 def shipped_configs():
@@ -15,6 +15,11 @@ def shipped_configs():
         t2sig = {k: v for k, v in tsig.items() if k != "G"}
         for gw in (0, 8):
             out.append((f"ternary_gemv2[{dt},GW={gw}]", gemv._ternary_gemv2, t2sig, {"HAS_BIAS": True, "GW": gw, **c}, o))
+        g4sig = dict(t2sig, NPROG="i32")
+        for kw, (bn, nw, _) in gemv4.GEMV4_TABLE.items():
+            for gw in (0, 8):
+                out.append((f"ternary_gemv4[{dt},KW<={kw},GW={gw}]", gemv4._ternary_gemv4, g4sig,
+                            {"HAS_BIAS": True, "GW": gw, "BLOCK_N": bn, "BLOCK_KW": kw}, {"num_warps": nw}))
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
             for gsub in sorted({32, c["BLOCK_K"]}):

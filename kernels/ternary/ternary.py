@@ -1,8 +1,9 @@
 """Ternary trit-plane GEMM dispatch: Y = X . (diag(a1) T1 + diag(a2) T2)^T with per-(row, group) scales.
 
 Planes use formats.pack_trits (2 bits per trit, code t + 1, 16 trits per int32 word). Kernel by M
-(`ternary_linear_triton`, `kernel=` overrides): "gemv2" (ternary/gemv.py) for M = 1, "tc" (ternary/tc.py, swap-AB
-tensor cores building a1*T1 + a2*T2 in registers) otherwise.
+(`ternary_linear_triton`, `kernel=` overrides): at M = 1 "gemv4" (ternary/gemv4.py: fp16/bf16 x, groups of 32k or
+per-channel, K <= 16384), else "gemv2" (ternary/gemv.py); "tc" (ternary/tc.py, swap-AB tensor cores building
+a1*T1 + a2*T2 in registers) for M > 1.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from ..checks import check_ternary
 from ..formats import norm_group
 from ..tiling import rows
 from .gemv import ternary_gemv2
+from .gemv4 import gemv4_supported, ternary_gemv4
 from .tc import ternary_tc
 
-KERNELS = ("gemv2", "tc")
+KERNELS = ("gemv4", "gemv2", "tc")
+LAUNCHERS = {"gemv4": ternary_gemv4, "gemv2": ternary_gemv2, "tc": ternary_tc}
 
 
 def supported_group(K: int, group_size: int) -> bool:
@@ -27,8 +30,8 @@ def supported_group(K: int, group_size: int) -> bool:
 
 
 def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
-    """x [..., K] @ (diag(a1) T1 + diag(a2) T2)^T (+ bias); kernel: one of KERNELS (None: "gemv2" at M = 1, else
-    "tc"), config: its launch config (None: the shipped one)."""
+    """x [..., K] @ (diag(a1) T1 + diag(a2) T2)^T (+ bias); kernel: one of KERNELS (None: `choose_kernel`),
+    config: its launch config (None: the shipped one)."""
     check_ternary(x, t1, t2, a1, a2, bias, group_size, op="ternary_linear_triton")
     torch._check_value(supported_group(x.shape[-1], group_size), lambda: (
         f"ternary_linear_triton: group_size={group_size} at K={x.shape[-1]} is not supported by the ternary kernels "
@@ -36,7 +39,17 @@ def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None,
         f"(ternary/reference.ternary_linear_ref) for other groups"))
     torch._check_value(kernel is None or kernel in KERNELS, lambda: f"ternary_linear_triton: kernel must be one of "
                                                                     f"{KERNELS}, got {kernel!r}")
+    torch._check_value(kernel != "gemv4" or gemv4_supported(x, x.shape[-1], group_size), lambda: (
+        f"ternary_linear_triton: kernel 'gemv4' takes fp16/bf16 x, groups of 32k or per-channel and K <= 16384"))
     return run(x, t1, t2, a1, a2, bias, group_size, config, kernel)
+
+
+def choose_kernel(x2, group_size: int) -> str:
+    """The default kernel for x2 [M, K] (see the module docstring)."""
+    M, K = x2.shape
+    if M > 1:
+        return "tc"
+    return "gemv4" if gemv4_supported(x2, K, group_size) else "gemv2"
 
 
 def run(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
@@ -44,8 +57,7 @@ def run(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
     K = x.shape[-1]
     x2 = rows(x)
     M, N = x2.shape[0], t1.shape[0]
-    kernel = kernel or ("gemv2" if M == 1 else "tc")
+    kernel = kernel or choose_kernel(x2, group_size)
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
-    launch = ternary_gemv2 if kernel == "gemv2" else ternary_tc
-    launch(x2, t1, t2, a1, a2, bias, norm_group(K, group_size), y, config=config)
+    LAUNCHERS[kernel](x2, t1, t2, a1, a2, bias, norm_group(K, group_size), y, config=config)
     return y.reshape(*x.shape[:-1], N)
