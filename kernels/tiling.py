@@ -14,6 +14,18 @@ import triton
 import triton.language as tl
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host side of a launch. triton.cdiv / next_power_of_2 are ConstexprFunctions since
+    Triton 3.5: a host call costs several µs (an import and argument unwrapping each time), and a decode step
+    makes hundreds of them."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1), for the host side (see `cdiv`)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 @triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(pid_m, pid_n) in grouped order: GROUP_M row-tiles share each weight tile while it is in L2."""
@@ -81,7 +93,7 @@ def tc_gsub(G: int, K: int, block_k: int) -> int:
 
 def tc_grid(N: int, M: int, cfg: dict):
     """Grid of the swap-AB kernels: axis 0 over N-tiles, axis 1 over M-tiles."""
-    return (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, cfg["BLOCK_M"]))
+    return (cdiv(N, cfg["BLOCK_N"]), cdiv(M, cfg["BLOCK_M"]))
 
 
 LAUNCH_OPTIONS = ("num_warps", "num_stages")

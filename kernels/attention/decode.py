@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv, next_pow2
 from ..checks import check_attention, check_once
 from ..runtime import cuda_sms, interpreting
 from ..launch import launch
@@ -142,8 +143,8 @@ def _num_sms(device) -> int:
 
 def num_splits(device, batch_kv_heads: int, key_blocks: int, per_sm: int = PROGRAMS_PER_SM) -> int:
     """Splits per (batch, KV head) so that programs ~ per_sm x SMs; no split is left without keys."""
-    want = min(MAX_SPLITS, key_blocks, max(1, triton.cdiv(per_sm * _num_sms(device), batch_kv_heads)))
-    return triton.cdiv(key_blocks, triton.cdiv(key_blocks, want))
+    want = min(MAX_SPLITS, key_blocks, max(1, cdiv(per_sm * _num_sms(device), batch_kv_heads)))
+    return cdiv(key_blocks, cdiv(key_blocks, want))
 
 
 def _mask_fits(mask, q, B, H, L) -> bool:
@@ -195,10 +196,10 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     cfg = dict(config or split_config(D))
     block_n = cfg.pop("BLOCK_N")
-    key_blocks = triton.cdiv(L, block_n)
+    key_blocks = cdiv(L, block_n)
     nsplit = splits or num_splits(q.device, B * Hkv, key_blocks, per_sm or PROGRAMS_PER_SM)
-    per_split = triton.cdiv(key_blocks, min(nsplit, key_blocks))
-    nsplit = triton.cdiv(key_blocks, per_split)
+    per_split = cdiv(key_blocks, min(nsplit, key_blocks))
+    nsplit = cdiv(key_blocks, per_split)
     if mask is None:
         kind, m, sm = MASK_NONE, q, (0, 0, 0)
     else:
@@ -215,10 +216,10 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
         q, k, v, m, acc, m_part, l_part, L, Hkv, G, per_split,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         *sm, scale * LOG2E,
-        D=D, G_PAD=max(16, triton.next_power_of_2(G)), BLOCK_N=block_n, MASK_KIND=kind,
+        D=D, G_PAD=max(16, next_pow2(G)), BLOCK_N=block_n, MASK_KIND=kind,
         UPCAST=interpreting() and q.dtype == torch.bfloat16, **cfg)
     launch(_decode_combine, (B * H,), acc, m_part, l_part, out, nsplit, D=D,
-                              SPLIT_PAD=max(2, triton.next_power_of_2(nsplit)),
+                              SPLIT_PAD=max(2, next_pow2(nsplit)),
                               num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS)
     return out
 

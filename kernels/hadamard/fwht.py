@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv
 from ..launch import launch
 
 # Rows per program: large enough to keep a P = 1024 tile at 16K elements per program.
@@ -42,7 +43,7 @@ def fwht_rows(x2d: torch.Tensor) -> torch.Tensor:
     M, P = x2d.shape
     y = torch.empty_like(x2d)
     bm = block_m(P)
-    launch(_fwht, (triton.cdiv(M, bm),), x2d, y, M, x2d.stride(0), y.stride(0), P ** -0.5,
+    launch(_fwht, (cdiv(M, bm),), x2d, y, M, x2d.stride(0), y.stride(0), P ** -0.5,
            P=P, LOG_P=P.bit_length() - 1, BLOCK_M=bm)
     return y
 

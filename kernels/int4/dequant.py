@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv
 from ..formats import as_words, norm_group
 from ..launch import launch
 
@@ -82,12 +83,12 @@ def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtyp
     NG = scales.shape[1] if scales is not None else 1
     if K % 8 == 0 and (config is None or "BLOCK_W" in config):
         cfg = dict(config or DEQUANT_FLAT_CONFIG)
-        grid = (triton.cdiv(N * KW, cfg["BLOCK_W"]),)
+        grid = (cdiv(N * KW, cfg["BLOCK_W"]),)
         launch(_int4_dequant_flat, grid, words, s, z, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
                                  INT_OUT=int_out, **cfg)
         return out
     cfg = dict(config or DEQUANT_CONFIG)
-    grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(KW, cfg["BLOCK_KW"]))
+    grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(KW, cfg["BLOCK_KW"]))
     launch(_int4_dequant, grid, words, s, z, out, N, K, KW, NG, G,
                         HAS_ZERO=zeros is not None, INT_OUT=int_out, **cfg)
     return out

@@ -18,10 +18,13 @@ Interpreter-safe: plain integer/float ops, no inline asm.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv, next_pow2
 from ..formats import as_words, norm_group
 from ..runtime import cuda_sms
 from ..launch import launch
@@ -186,7 +189,7 @@ def gemv4_supported(x, K, group_size) -> bool:
 
 def gemv4_config(N, KW, block_n=None, num_warps=None, per_sm=None):
     """(launch config, programs per SM) for a [N, KW-word] weight."""
-    kw = max(128, triton.next_power_of_2(KW))
+    kw = max(128, next_pow2(KW))
     bn, nw, sm = GEMV4_TABLE.get(kw, GEMV4_DEFAULT)
     if kw > GEMV4_MAX_KW:
         return dict(GEMV4_CHUNK, ONE_CHUNK=False), per_sm or sm
@@ -196,8 +199,16 @@ def gemv4_config(N, KW, block_n=None, num_warps=None, per_sm=None):
 
 def _nprog(device, N, block_n, per_sm):
     if device.type != "cuda":
-        return triton.cdiv(N, block_n)
-    return min(triton.cdiv(N, block_n), cuda_sms(device) * per_sm)
+        return cdiv(N, block_n)
+    return min(cdiv(N, block_n), cuda_sms(device) * per_sm)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shipped_launch(N: int, KW: int, device: torch.device):
+    """(config, programs) of the shipped table for a weight shape: computed once per shape (a decode step makes
+    hundreds of these calls; host time is its budget)."""
+    cfg, sm = gemv4_config(N, KW)
+    return cfg, _nprog(device, N, cfg["BLOCK_N"], sm)
 
 
 def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None,
@@ -209,10 +220,13 @@ def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=Non
     N, KW = words.shape
     G = norm_group(K, group_size)
     NG = scales.shape[1]
-    cfg, sm = gemv4_config(N, KW)
-    cfg = dict(config or cfg)
-    if nprog is None:
-        nprog = _nprog(x2.device, N, cfg["BLOCK_N"], per_sm or sm)
+    if config is None and nprog is None and per_sm is None:
+        cfg, nprog = _shipped_launch(N, KW, x2.device)
+    else:
+        cfg, sm = gemv4_config(N, KW)
+        cfg = dict(config or cfg)
+        if nprog is None:
+            nprog = _nprog(x2.device, N, cfg["BLOCK_N"], per_sm or sm)
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
     xs = x_scale if x_scale is not None else scales

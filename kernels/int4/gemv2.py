@@ -10,6 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv
 from ..formats import as_words
 from ..launch import launch
 
@@ -78,7 +79,7 @@ def w4a16_gemv2(x2, qweight, scales, zeros, bias, G: int, y, config=None):
     cfg = dict(config or GEMV2_CONFIG)
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
-    launch(_w4a16_gemv2, (triton.cdiv(N, cfg["BLOCK_N"]), M), 
+    launch(_w4a16_gemv2, (cdiv(N, cfg["BLOCK_N"]), M), 
         x2, words, scales, z, b, y, N, K, KW, scales.shape[1], x2.stride(0), y.stride(0),
         GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, **cfg)
     return y

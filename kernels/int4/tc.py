@@ -16,7 +16,7 @@ import triton.language as tl
 
 from ..formats import as_words
 from ..launch import launch
-from ..tiling import pick
+from ..tiling import pick, cdiv
 from .unpack import nibbles
 
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
@@ -110,12 +110,12 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None):
     cfg.setdefault("SCALE_AFTER", False)
     if G < K:
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
-    k_split = triton.cdiv(triton.cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
-    split = triton.cdiv(K, k_split)
+    k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
+    split = cdiv(K, k_split)
     out = torch.zeros(M, N, dtype=torch.float32, device=y.device) if split > 1 else y
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
-    grid = (triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, cfg["BLOCK_M"]), split)
+    grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(M, cfg["BLOCK_M"]), split)
     launch(_w4a16_tc, grid, x2, words, scales, z, b, out, M, N, K, KW, scales.shape[1], G, k_split, x2.stride(0),
            out.stride(0), HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **cfg)
     if split > 1:

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from ..checks import check_int_linear
 from ..formats import as_words
-from ..tiling import grouped_tile, pick, rows
+from ..tiling import grouped_tile, pick, rows, cdiv
 from ..launch import launch
 from ..int4.unpack import nibbles
 
@@ -154,7 +154,7 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     w_scale = w_scale if G else w_scale.reshape(-1)
     if w_zero is not None:
         w_zero = w_zero if G else w_zero.reshape(-1)
-    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]),)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
     launch(_int8_mm, grid, x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale,

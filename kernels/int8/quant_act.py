@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv, next_pow2
 from ..checks import check_quantize
 from ..launch import launch
 
@@ -101,12 +102,12 @@ def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | Non
         s_in = s_out
     if scale is not None and block_k is None:
         cfg = STATIC_CONFIG
-        grid = (triton.cdiv(M, cfg["BLOCK_R"]), triton.cdiv(K, cfg["BLOCK_K"]))
+        grid = (cdiv(M, cfg["BLOCK_R"]), cdiv(K, cfg["BLOCK_K"]))
         launch(_quant_static, grid, x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q,
                             M, K, C, x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None,
                             GATHER=gather is not None, **cfg)
         return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)  # a copy: s_in may alias the caller's scale
-    bk = block_k or min(4096, triton.next_power_of_2(K))
+    bk = block_k or min(4096, next_pow2(K))
     launch(_quant_act, (M,), x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
                      s_out, K, C, x2.stride(0), q.stride(0), qmax, clip / qmax, STATIC=scale is not None,
                      HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv, next_pow2
 from ..formats import norm_group
 from ..launch import launch
 
@@ -58,7 +59,7 @@ def moe_w4a16_triton(x, qweight, scales, zeros, offs, group_size: int, config=No
     cfg = dict(config or MOE_CONFIG)
     x = x.contiguous()
     z = zeros if zeros is not None else scales
-    launch(_moe_w4a16, (S, triton.cdiv(N, cfg["BLOCK_N"])),
+    launch(_moe_w4a16, (S, cdiv(N, cfg["BLOCK_N"])),
            x, qweight, scales, z, offs, y, E, N, K, KB, scales.shape[-1], norm_group(K, group_size),
-           x.stride(0), y.stride(0), SIGNED=zeros is None, BLOCK_E=triton.next_power_of_2(E), **cfg)
+           x.stride(0), y.stride(0), SIGNED=zeros is None, BLOCK_E=next_pow2(E), **cfg)
     return y

@@ -7,6 +7,8 @@ mask, and a row that has seen no key yet keeps a zero accumulator (no exp2(-inf 
 from __future__ import annotations
 
 import triton
+
+from ..tiling import next_pow2
 import triton.language as tl
 
 ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_stages=3)}  # by head dim
@@ -15,7 +17,7 @@ ATTN2_CONFIG = {64: dict(num_warps=4, num_stages=3), 128: dict(num_warps=8, num_
 def attn2_tail(block_m, block_n):
     """Entries at the end of a kept-block list that may need the causal mask (a power of two ≥ the diagonal
     blocks + 1)."""
-    return triton.next_power_of_2(max(block_m // block_n, 1) + 1)
+    return next_pow2(max(block_m // block_n, 1) + 1)
 
 
 def attn2_config(D, launch=None):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 
+from ..tiling import cdiv
 from ..checks import check_sale_blocks, check_sale_kernel_args
 from ..runtime import interpreting
 from .attention import _sale_attn2_kernel, attn2_config, attn2_tail
@@ -47,7 +47,7 @@ def _stacked_heads(group, G, block_m):
 
 
 def _outputs(B, NG, S, block_m, block_n, device):
-    nqb, nkb = triton.cdiv(S, block_m), triton.cdiv(S, block_n)
+    nqb, nkb = cdiv(S, block_m), cdiv(S, block_n)
     return (torch.zeros(B, NG, nqb, nkb, dtype=torch.int32, device=device),
             torch.empty(B, NG, nqb, dtype=torch.int32, device=device),
             torch.zeros(B, NG, nqb, nkb, dtype=torch.int8, device=device))
@@ -92,7 +92,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     tau = torch.as_tensor(tau, dtype=torch.float32, device=q.device).reshape(-1).expand(H).contiguous()
     nqb = idx.shape[2]
     common = (S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-              scale * LOG2E, tau_dense, triton.cdiv(sink, block_n), window, _mwin(model_window))
+              scale * LOG2E, tau_dense, cdiv(sink, block_n), window, _mwin(model_window))
     if not v2:
         pr = max(GS * block_m // pool, 16)
         _sale_select_kernel[(nqb, B * NG)](
@@ -111,7 +111,7 @@ def sale_select_triton(q, k, tau, scale, block_m=64, block_n=64, sink=64, window
     if split:
         _sale_thr_kernel[(nqb, B * H)](q, k, q_bias, tau, thr, *common, D=D, BLOCK_M=block_m, BLOCK_N=block_n,
                                        **THR_CONFIG)
-    _sale_select2_kernel[(triton.cdiv(nqb, QB), B * NG)](
+    _sale_select2_kernel[(cdiv(nqb, QB), B * NG)](
         q, k, q_pack, q_scale, q_bias, k_x, k_scale, k_bias, tau, thr, idx, cnt, mask, *common,
         D=D, BLOCK_M=block_m, BLOCK_N=block_n, GS=GS, POOL=pool, QB=QB, RQ=RQ, KB=key_blocks(QB * RQ, block_n, kb),
         F8=k_x.dtype != torch.int8, BIAS_MMA=bias_mma, SPLIT=split, **select2_config(QB * RQ, split, launch))
@@ -133,7 +133,7 @@ def sale_sparse_attention_triton(q, k, v, idx, cnt, scale, block_m=64, block_n=6
     B, H, S, D = q.shape
     G = H // k.shape[1]
     o = torch.empty_like(q)
-    _sale_attn2_kernel[(triton.cdiv(S, block_m), B * H)](
+    _sale_attn2_kernel[(cdiv(S, block_m), B * H)](
         q, k, v, o, idx, cnt, S, H, G, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
         k.stride(2), v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         scale * LOG2E, _mwin(model_window), D=D, BLOCK_M=block_m, BLOCK_N=block_n,

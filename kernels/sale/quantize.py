@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv
 from ..checks import check_sale_kernel_args
 from ..runtime import interpreting
 
@@ -95,11 +96,11 @@ def sale_quantize_triton(q, k, unpack=False, fp8=None):
     q_bias = torch.empty(B * H, S, dtype=torch.float32, device=dev)
     k_bias = torch.empty(B * H, S, dtype=torch.float32, device=dev)
     c = QUANT_CONFIG
-    _sale_quant_kernel[(triton.cdiv(S, c["BLOCK_R"]), B * H)](
+    _sale_quant_kernel[(cdiv(S, c["BLOCK_R"]), B * H)](
         q, q_mean, k_mean, q_pack, q_scale, q_bias, q_pack, S, H, q.stride(0), q.stride(1), q.stride(2),
         D=D, BLOCK_R=c["BLOCK_R"], NB=1, DIV=G, BIAS_RAW=True, num_warps=c["num_warps"], num_stages=c["num_stages"])
     k_x = torch.empty(B * Hkv, S, D, dtype=x8_dtype(fp8), device=dev) if unpack else k_pack
-    _sale_quant_kernel[(triton.cdiv(S, c["BLOCK_R"]), B * Hkv)](
+    _sale_quant_kernel[(cdiv(S, c["BLOCK_R"]), B * Hkv)](
         k, k_mean, q_mean, k_pack, k_scale, k_bias, k_x, S, Hkv, k.stride(0), k.stride(1), k.stride(2),
         D=D, BLOCK_R=c["BLOCK_R"], NB=G, DIV=1, BIAS_RAW=False, UNPACK=unpack, num_warps=c["num_warps"],
         num_stages=c["num_stages"])
@@ -112,7 +113,7 @@ def pool_quantize_q(q, pool):
     """Mean-pooled query rows (pool consecutive rows; a short last group averages its valid rows), quantized like
     the full rows (mean-subtracted int4, per-row scale): (pack [B*H, ceil(S/pool), D/2], scale)."""
     B, H, S, D = q.shape
-    SP = triton.cdiv(S, pool)
+    SP = cdiv(S, pool)
     if S % pool == 0:
         qpool = q.reshape(B, H, SP, pool, D).mean(3, dtype=torch.float32)
     else:
@@ -125,7 +126,7 @@ def pool_quantize_q(q, pool):
     scale = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
     bias = torch.empty(B * H, SP, dtype=torch.float32, device=q.device)
     c = QUANT_CONFIG
-    _sale_quant_kernel[(triton.cdiv(SP, c["BLOCK_R"]), B * H)](
+    _sale_quant_kernel[(cdiv(SP, c["BLOCK_R"]), B * H)](
         qpool, q_mean, q_mean, pack, scale, bias, pack, SP, H, qpool.stride(0), qpool.stride(1), qpool.stride(2),
         D=D, BLOCK_R=c["BLOCK_R"], NB=1, DIV=1, BIAS_RAW=True, num_warps=c["num_warps"], num_stages=c["num_stages"])
     return pack, scale

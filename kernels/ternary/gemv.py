@@ -8,6 +8,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv
 from ..formats import as_words
 from ..launch import launch
 
@@ -72,7 +73,7 @@ def ternary_gemv2(x2, t1, t2, a1, a2, bias, G: int, y, config=None):
     N, KW = w1.shape
     cfg = dict(config or GEMV2_CONFIG)
     b = bias if bias is not None else a1
-    launch(_ternary_gemv2, (triton.cdiv(N, cfg["BLOCK_N"]), M), 
+    launch(_ternary_gemv2, (cdiv(N, cfg["BLOCK_N"]), M), 
         x2, w1, w2, a1, a2, b, y, N, K, KW, a1.shape[1], x2.stride(0), y.stride(0),
         GW=0 if G >= K else G // 16, HAS_BIAS=bias is not None, **cfg)
     return y

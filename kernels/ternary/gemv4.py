@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..tiling import cdiv, next_pow2
 from ..formats import as_words, norm_group
 from ..launch import launch
 from ..runtime import cuda_sms
@@ -142,12 +143,12 @@ def gemv4_supported(x, K: int, group_size: int) -> bool:
     """fp16/bf16 x, groups of 32k or per-channel, and the row in one chunk."""
     G = norm_group(K, group_size)
     return (x.dtype in (torch.float16, torch.bfloat16) and (G >= K or G % 32 == 0)
-            and triton.cdiv(K, 16) <= GEMV4_MAX_KW)
+            and cdiv(K, 16) <= GEMV4_MAX_KW)
 
 
 def gemv4_config(KW: int, block_n=None, num_warps=None, per_sm=None):
     """(launch config, programs per SM) for planes of KW words per row."""
-    kw = max(64, triton.next_power_of_2(KW))
+    kw = max(64, next_pow2(KW))
     bn, nw, sm = GEMV4_TABLE.get(kw, GEMV4_DEFAULT)
     nw = num_warps or nw or max(1, kw // 64)
     return dict(BLOCK_N=block_n or bn, BLOCK_KW=kw, num_warps=nw), per_sm or sm
@@ -161,7 +162,7 @@ def ternary_gemv4(x2, t1, t2, a1, a2, bias, G: int, y, config=None, nprog=None):
     cfg, per_sm = gemv4_config(KW)
     cfg = dict(config or cfg)
     if nprog is None:
-        nb = triton.cdiv(N, cfg["BLOCK_N"])
+        nb = cdiv(N, cfg["BLOCK_N"])
         nprog = min(nb, cuda_sms(x2.device) * per_sm) if x2.device.type == "cuda" else nb
     b = bias if bias is not None else a1
     launch(_ternary_gemv4, (nprog, M), x2, w1, w2, a1, a2, b, y, N, K, KW, a1.shape[1], x2.stride(0), y.stride(0),
