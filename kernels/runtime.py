@@ -14,6 +14,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def persistent_programs(device, blocks: int, per_sm: int) -> int:
+    """Programs of a persistent grid over `blocks` work items: `per_sm` per multiprocessor on CUDA, at most one
+    per item (one per item elsewhere: the interpreter)."""
+    return min(blocks, cuda_sms(device) * per_sm) if device.type == "cuda" else blocks
+
+
 def cuda_sms(device) -> int:
     """Multiprocessors of a CUDA device (cached)."""
     idx = device.index if device.index is not None else torch.cuda.current_device()

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from ..tiling import cdiv, next_pow2
 from ..formats import as_words, norm_group
-from ..runtime import cuda_sms
+from ..runtime import persistent_programs
 from ..launch import launch
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888: two's complement nibbles -> offset binary (q + 8)
@@ -198,9 +198,7 @@ def gemv4_config(N, KW, block_n=None, num_warps=None, per_sm=None):
 
 
 def _nprog(device, N, block_n, per_sm):
-    if device.type != "cuda":
-        return cdiv(N, block_n)
-    return min(cdiv(N, block_n), cuda_sms(device) * per_sm)
+    return persistent_programs(device, cdiv(N, block_n), per_sm)
 
 
 @functools.lru_cache(maxsize=1024)

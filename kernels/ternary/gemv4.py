@@ -13,6 +13,8 @@ Interpreter-safe: plain integer/float ops, no inline asm.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -20,7 +22,7 @@ import triton.language as tl
 from ..tiling import cdiv, next_pow2
 from ..formats import as_words, norm_group
 from ..launch import launch
-from ..runtime import cuda_sms
+from ..runtime import persistent_programs
 
 _ONE = tl.constexpr(1065353216)  # 0x3F800000 = bits of 1.0f
 _B11 = tl.constexpr((3 << 11) | 1065353216)
@@ -154,16 +156,24 @@ def gemv4_config(KW: int, block_n=None, num_warps=None, per_sm=None):
     return dict(BLOCK_N=block_n or bn, BLOCK_KW=kw, num_warps=nw), per_sm or sm
 
 
+@functools.lru_cache(maxsize=1024)
+def _shipped_launch(N: int, KW: int, device: torch.device):
+    """(config, programs) of the shipped table for a plane shape, once per shape (host time per decode call)."""
+    cfg, per_sm = gemv4_config(KW)
+    return cfg, persistent_programs(device, cdiv(N, cfg["BLOCK_N"]), per_sm)
+
+
 def ternary_gemv4(x2, t1, t2, a1, a2, bias, G: int, y, config=None, nprog=None):
     """x2 [M, K] (fp16/bf16, unit stride) -> y [M, N] (preallocated); G = the normalized group."""
     M, K = x2.shape
     w1, w2 = as_words(t1), as_words(t2)
     N, KW = w1.shape
-    cfg, per_sm = gemv4_config(KW)
-    cfg = dict(config or cfg)
-    if nprog is None:
-        nb = cdiv(N, cfg["BLOCK_N"])
-        nprog = min(nb, cuda_sms(x2.device) * per_sm) if x2.device.type == "cuda" else nb
+    if config is None and nprog is None:
+        cfg, nprog = _shipped_launch(N, KW, x2.device)
+    else:
+        cfg, per_sm = gemv4_config(KW)
+        cfg = dict(config or cfg)
+        nprog = nprog or persistent_programs(x2.device, cdiv(N, cfg["BLOCK_N"]), per_sm)
     b = bias if bias is not None else a1
     launch(_ternary_gemv4, (nprog, M), x2, w1, w2, a1, a2, b, y, N, K, KW, a1.shape[1], x2.stride(0), y.stride(0),
            nprog, GW=0 if G >= K else G // 16, HAS_BIAS=bias is not None, **cfg)
