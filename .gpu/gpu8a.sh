@@ -1,0 +1,7 @@
+# issue 20: GEMV probe (non-persistent W4A16 variants, ternary gemv4 vs gemv2) and host µs per op
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name --format=csv,noheader
+timeout 190 python .gpu/gemv_flat_probe.py > $OUT/gemv_flat.log 2>&1; echo "gemv rc $?"
+grep -A40 "best per shape" $OUT/gemv_flat.log
+timeout 80 python benchmarks/launch_overhead.py --json $OUT/launch.json > $OUT/launch.txt 2>&1; echo "launch rc $?"
+grep -v Warn $OUT/launch.txt | tail -14
