@@ -180,3 +180,32 @@ def test_weight_editing_passes_are_refused_by_the_backend():
     torch._dynamo.reset()
     with pytest.raises(Exception, match="needs calibration data|edit the model's weights"):
         torch.compile(tiny_model("llama"), backend="qpass", options={"recipe": recipe})(_ids())
+
+
+def test_generate_over_a_static_cache_with_the_compiled_forward():
+    """The documented way to CUDA graphs from `generate` (docs/lowering.md "CUDA graphs from generate"): the
+    forward compiled by the qpass backend, a static cache, HF's own auto-compile off. Each step's logits are the
+    quantized model's (a no-cache greedy loop over qpass.compile's model of the same recipe), not the original's."""
+    model = tiny_model("llama").eval()
+    prompt = _ids(1, 8, seed=5)
+    quantized = qpass.compile(model, "w4a16", progress=False, copy=True)
+
+    def greedy(m):
+        ids, steps = prompt, []
+        with torch.no_grad():
+            for _ in range(4):
+                steps.append(m(input_ids=ids).logits[:, -1].float())
+                ids = torch.cat([ids, steps[-1].argmax(-1, keepdim=True)], dim=1)
+        return ids, torch.stack(steps)
+
+    want_ids, want = greedy(quantized)
+    _, original = greedy(model)
+    torch._dynamo.reset()
+    model.forward = torch.compile(model.forward, backend="qpass",
+                                  options={"recipe": "w4a16", "mode": "reduce-overhead"})
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=4, do_sample=False, cache_implementation="static",
+                             disable_compile=True, pad_token_id=0, return_dict_in_generate=True, output_logits=True)
+    got = torch.stack([l.float() for l in out.logits])
+    assert torch.equal(out.sequences, want_ids)
+    assert _rel(got, want) < 1e-3 < _rel(got, original), (_rel(got, want), _rel(got, original))
