@@ -94,7 +94,7 @@ def main():
     if cuda:
         from cuda_timing import graph_time_us
     flat_cfgs = [(bn, nw) for bn in (1, 2, 4, 8) for nw in (2, 4, 8)]
-    kloop_cfgs = [(bn, bkw, nw, st) for bn in (4, 8, 16) for bkw in (128, 256) for nw in (2, 4) for st in (1, 3)]
+    kloop_cfgs = [(bn, bkw, nw, 3) for bn in (4, 8) for bkw in (128, 256) for nw in (2, 4)]
     if not cuda:
         flat_cfgs, kloop_cfgs = [(2, 2), (4, 4)], [(4, 64, 2, 1), (8, 128, 4, 3)]
     table = []
