@@ -97,6 +97,8 @@ def main():
     kloop_cfgs = [(bn, bkw, nw, 3) for bn in (4, 8) for bkw in (128, 256) for nw in (2, 4)]
     if not cuda:
         flat_cfgs, kloop_cfgs = [(2, 2), (4, 4)], [(4, 64, 2, 1), (8, 128, 4, 3)]
+    if "--quick" in sys.argv:  # the shipped kernels only: W4A16 op, tinygemm, ternary gemv4 / gemv2
+        flat_cfgs, kloop_cfgs = [], []
     table = []
     for N, K in shapes:
         torch.manual_seed(0)
