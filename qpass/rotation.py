@@ -10,8 +10,9 @@ trick is not implemented), norm shifts, a residual add of something that is not 
 post-norms), a graph break, grouped expert weights, a stream that leaves the graph. Several embedding tables
 (token + learned positions) are all rotated: their sum is the stream.
 
-Matrices: `transform(n)` = kron(mix, H_p / √p) with n = m·p, p the largest power of two dividing n, H_p
-Sylvester's Hadamard and `mix` a seeded random orthogonal m × m matrix (None when m = 1) — the transform
+Matrices: `transform(n)` = kron(mix, H_p / √p) with n = m·p, p a power of two, H_p Sylvester's Hadamard and
+`mix` (None when n is a power of two) a Paley Hadamard of order m (e.g. 36 for 576, 12 for 1536; `paley.py`),
+or, where no such order divides n, a seeded random orthogonal matrix of n's odd part — the transform
 qpass::hadamard applies at run time. The residual rotation is diag(±1) · transform(d), random signs seeded.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .analysis import _ADD, _MUL, GraphAnalysis, LinearSite, is_transparent, op_
 from .capture import node_value
 from .kernels.hadamard.reference import sylvester
 from .migration import find_migrations
+from .paley import hadamard_factor
 
 
 def split_pow2(n: int) -> tuple[int, int]:
@@ -42,16 +44,20 @@ def random_orthogonal(m: int, seed: int) -> torch.Tensor:
 
 
 def mix_matrix(n: int, seed: int) -> torch.Tensor | None:
-    """The small orthogonal factor of transform(n), or None when n is a power of two."""
+    """The small orthogonal factor of transform(n): a Paley Hadamard where one divides n, else a random
+    orthogonal matrix of n's odd part; None when n is a power of two."""
     m, _ = split_pow2(n)
-    return None if m == 1 else random_orthogonal(m, seed)
+    if m == 1:
+        return None
+    h = hadamard_factor(n)
+    return h if h is not None else random_orthogonal(m, seed)
 
 
 def transform(n: int, seed: int) -> torch.Tensor:
     """kron(mix, H_p / √p) as an n × n float64 matrix (x ↦ x @ T is qpass::hadamard(x, mix))."""
-    m, p = split_pow2(n)
-    h = sylvester(p, torch.float64) / p ** 0.5
     mix = mix_matrix(n, seed)
+    p = n if mix is None else n // mix.shape[0]
+    h = sylvester(p, torch.float64) / p ** 0.5
     return h if mix is None else torch.kron(mix, h)
 
 
