@@ -133,9 +133,18 @@ def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: b
     if message:  # per graph; Python shows a repeated message once
         warnings.warn(message, UserWarning, stacklevel=3)
     gm.graph.lint()
-    # A fresh GraphModule over the edited graph: Dynamo's parameter-source table does not list the packed
-    # buffers the rewrite added, and AOT autograd would refuse them; the packed tensors are constants anyway.
-    out = fx.GraphModule(gm, gm.graph)
+    # gm itself goes on, with Dynamo's metadata, so AOT autograd knows which inputs are static (parameters, a
+    # StaticCache's tensors): without it inductor's CUDA graphs ("reduce-overhead") copy every weight on each
+    # replay and skip graphs that update the cache in place. The packed buffers the rewrite registered get a
+    # source in Dynamo's parameter table (AOT autograd refuses a buffer without one; a constant needs no guard).
+    from torch._dynamo.source import ConstantSource
+
+    sources = getattr(gm, "_param_name_to_source", None)
+    if sources is not None:
+        for name in gm._buffers:
+            sources.setdefault(name, ConstantSource(f"qpass_constant_{name}"))
+    gm.recompile()
+    out = gm
     out.meta["qpass_lowering"] = dict(transform.outcomes)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     baked = {sp.weight_fqn for sp in plan.quantized() if sp.weight is not None}

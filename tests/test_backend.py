@@ -209,3 +209,38 @@ def test_generate_over_a_static_cache_with_the_compiled_forward():
     got = torch.stack([l.float() for l in out.logits])
     assert torch.equal(out.sequences, want_ids)
     assert _rel(got, want) < 1e-3 < _rel(got, original), (_rel(got, want), _rel(got, original))
+
+
+def test_weights_and_static_cache_stay_static_inputs_for_cuda_graphs(monkeypatch):
+    """AOT autograd must see the rewritten graph as Dynamo's (its metadata and parameter sources): only then are
+    the weights and an eagerly allocated StaticCache's tensors static inputs, which inductor's CUDA graphs
+    ("reduce-overhead") need — otherwise each replay copies every weight and graphs that update the cache in
+    place are skipped. Checked where AOT autograd computes them (aot_eager: no CUDA needed)."""
+    import torch._functorch.aot_autograd as aot
+    import transformers as tf
+
+    if not hasattr(aot, "_try_get_metadata_from_dynamo"):
+        pytest.skip("this torch computes static inputs elsewhere")
+    seen = []
+    original = aot._try_get_metadata_from_dynamo
+
+    def spy(mod, *args):
+        out = original(mod, *args)
+        seen.append((len([n for n in mod.graph.nodes if n.op == "placeholder"]) + len(list(mod.buffers())), out[1]))
+        return out
+
+    monkeypatch.setattr(aot, "_try_get_metadata_from_dynamo", spy)
+    model = tiny_model("llama")
+    cfg = model.config
+    cache = tf.StaticCache(config=cfg, max_cache_len=16)
+    cache.early_initialization(1, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads,
+                               torch.float32, "cpu")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="qpass", options={"recipe": "w4a16", "backend": "aot_eager"},
+                             dynamic=False)
+    with torch.no_grad():
+        compiled(input_ids=_ids(1, 8), past_key_values=cache, use_cache=True)
+        compiled(input_ids=_ids(1, 1), past_key_values=cache, use_cache=True)
+    assert seen
+    for inputs, static in seen:  # everything but the token ids (and positions) is static
+        assert inputs - len(static) <= 2, (inputs, static)
