@@ -96,6 +96,7 @@ class RotationLayout:
     writers: list[str] = field(default_factory=list)
     heads: list[HeadPair] = field(default_factory=list)
     online: list[str] = field(default_factory=list)  # writers whose input gets qpass::hadamard at run time
+    attention_out: list[str] = field(default_factory=list)  # writers reading attention (o_proj): online if asked
     notes: list[str] = field(default_factory=list)
     refused: str | None = None  # why the stream cannot be rotated (nothing is changed then)
 
@@ -257,6 +258,7 @@ def _plan_heads_and_online(analysis: GraphAnalysis, out: RotationLayout) -> None
     for w in out.writers:
         site = by_name[w]
         if site.producer.kind == "attention":
+            out.attention_out.append(w)
             m = next((m for k, m in migrations.items() if w in k), None)
             att = next((a for a in analysis.attention if a.node is skip_transparent(site.input)), None)
             if m is None or m.kind != "rows" or att is None or len(m.sites) != 1:

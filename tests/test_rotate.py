@@ -26,9 +26,9 @@ def _ids(vocab, seed=1, shape=(2, 24)):
     return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _assert_rotated_equal(model, ids):
+def _assert_rotated_equal(model, ids, recipe=ROTATE_ONLY):
     ref = _logits(model, ids)
-    q = qpass.compile(model, ROTATE_ONLY, lower=False, progress=False, copy=True)
+    q = qpass.compile(model, recipe, lower=False, progress=False, copy=True)
     out = _logits(q, ids)
     log = "\n".join(q.qpass_state.plan.log)
     assert "residual stream" in log and "not applied" not in log, log
@@ -44,6 +44,17 @@ def _assert_rotated_equal(model, ids):
 def test_rotated_fp_model_equals_the_original_tiny(arch):
     model = tiny_model(arch).float()
     _assert_rotated_equal(model, _ids(256))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_online_hadamard_before_o_proj_keeps_the_model_equal(arch):
+    """`online_attention: true`: o_proj's input is rotated at run time too (hidden 64 = 4 · 16 heads of 16)."""
+    model = tiny_model(arch).float()
+    recipe = {"weights": None, "passes": [{"name": "rotate", "online_attention": True}]}
+    q = _assert_rotated_equal(model, _ids(256), recipe)
+    online = set(q.qpass_state.plan.rotations)
+    assert {n for n in online if n.endswith("o_proj")} == {f"model.layers.{i}.self_attn.o_proj" for i in range(2)}
+    assert any(n.endswith("down_proj") for n in online)
 
 
 @pytest.mark.skipif(not STORIES.exists(), reason="../shared/models/stories260K not present")

@@ -31,6 +31,9 @@ class RotateOptions(Checked):
     seed: int = opt(0, range="[0, inf)")  # the random signs of Q (and the small orthogonal factors)
     heads: bool = True  # per-head Hadamard of V's output and O's input
     online: bool = True  # run-time Hadamard of the down projections' inputs (qpass::hadamard)
+    # run-time Hadamard of the attention output projections' inputs too (QuaRot's across-heads transform; the
+    # per-head V/O transform alone mixes only within a head)
+    online_attention: bool = False
     # max |Δlogit| / max |logit| the rotated model may differ by on a check input (x50 for 16-bit weights)
     check_tol: float = opt(1e-3, range="(0, inf)")
 
@@ -132,8 +135,9 @@ def _apply(ctx: PassContext, layout: RotationLayout, opts: RotateOptions) -> int
             w = w.reshape(w.shape[0], -1, hd)
             _store(p, o, torch.einsum("ohj,jk->ohk", w, T.to(w.device)).reshape(w.shape[0], -1))
             changed |= {hp.v, hp.o}
-    if opts.online:
-        for name in layout.online:
+    online = (layout.online if opts.online else []) + (layout.attention_out if opts.online_attention else [])
+    if online:
+        for name in online:
             s = sites[name]
             T = transform(s.in_features, opts.seed + 3)
             p, w = _canonical(model, s)
