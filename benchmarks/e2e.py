@@ -120,12 +120,8 @@ class GraphDecoder:
     """
 
     def __init__(self, model, cfg, max_len: int, device: str):
-        self.model, self.cache = model, tf.StaticCache(config=cfg, max_cache_len=max_len)
-        # allocate K/V eagerly: done lazily inside a compiled prefill, the cache tensors are not marked as static
-        # addresses and "reduce-overhead" skips CUDA graphs for their in-place updates (transformers 5.17)
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        dtype = next(model.parameters()).dtype
-        self.cache.early_initialization(1, cfg.num_key_value_heads, head_dim, dtype, device)
+        # allocated eagerly: reduce-overhead needs the cache's tensors as static addresses (qpass/static_cache.py)
+        self.model, self.cache = model, qpass.static_cache(model, max_len)
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
         self.graph = None
 

@@ -28,6 +28,7 @@ _PUBLIC = {
     "save_compressed_tensors": "export_compressed",
     "from_compressed_tensors": "import_compressed",
     "LoadError": "export",
+    "static_cache": "static_cache",
     "recipes": "recipe",
     "Recipe": "recipe",
     "WeightSpec": "recipe",

@@ -184,7 +184,7 @@ def test_weight_editing_passes_are_refused_by_the_backend():
 
 def test_generate_over_a_static_cache_with_the_compiled_forward():
     """The documented way to CUDA graphs from `generate` (docs/lowering.md "CUDA graphs from generate"): the
-    forward compiled by the qpass backend, a static cache, HF's own auto-compile off. Each step's logits are the
+    forward compiled by the qpass backend, an eagerly allocated static cache, HF's own auto-compile off. Each step's logits are the
     quantized model's (a no-cache greedy loop over qpass.compile's model of the same recipe), not the original's."""
     model = tiny_model("llama").eval()
     prompt = _ids(1, 8, seed=5)
@@ -204,7 +204,8 @@ def test_generate_over_a_static_cache_with_the_compiled_forward():
     model.forward = torch.compile(model.forward, backend="qpass",
                                   options={"recipe": "w4a16", "mode": "reduce-overhead"})
     with torch.no_grad():
-        out = model.generate(prompt, max_new_tokens=4, do_sample=False, cache_implementation="static",
+        cache = qpass.static_cache(model, max_cache_len=16)
+        out = model.generate(prompt, max_new_tokens=4, do_sample=False, past_key_values=cache,
                              disable_compile=True, pad_token_id=0, return_dict_in_generate=True, output_logits=True)
     got = torch.stack([l.float() for l in out.logits])
     assert torch.equal(out.sequences, want_ids)
@@ -217,7 +218,6 @@ def test_weights_and_static_cache_stay_static_inputs_for_cuda_graphs(monkeypatch
     ("reduce-overhead") need — otherwise each replay copies every weight and graphs that update the cache in
     place are skipped. Checked where AOT autograd computes them (aot_eager: no CUDA needed)."""
     import torch._functorch.aot_autograd as aot
-    import transformers as tf
 
     if not hasattr(aot, "_try_get_metadata_from_dynamo"):
         pytest.skip("this torch computes static inputs elsewhere")
@@ -231,10 +231,7 @@ def test_weights_and_static_cache_stay_static_inputs_for_cuda_graphs(monkeypatch
 
     monkeypatch.setattr(aot, "_try_get_metadata_from_dynamo", spy)
     model = tiny_model("llama")
-    cfg = model.config
-    cache = tf.StaticCache(config=cfg, max_cache_len=16)
-    cache.early_initialization(1, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads,
-                               torch.float32, "cpu")
+    cache = qpass.static_cache(model, max_cache_len=16)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="qpass", options={"recipe": "w4a16", "backend": "aot_eager"},
                              dynamic=False)
