@@ -119,7 +119,7 @@ class GraphDecoder:
     writes the argmax back into `self.ids`, so replays chain without any host work but the launch.
     """
 
-    def __init__(self, model, cfg, max_len: int, device: str):
+    def __init__(self, model, max_len: int, device: str):
         # allocated eagerly: reduce-overhead needs the cache's tensors as static addresses (qpass/static_cache.py)
         self.model, self.cache = model, qpass.static_cache(model, max_len)
         self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
@@ -243,7 +243,7 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     if kind == "bf16_eager" or kind.endswith("_generate"):
         gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
     else:
-        dec = GraphDecoder(model, cfg, args.prompt + args.decode + 1, args.device)
+        dec = GraphDecoder(model, args.prompt + args.decode + 1, args.device)
         if args.device == "cuda" and not ro:
             dec.capture(prompt)  # compiles prefill + decode graphs
         gen = lambda: dec.generate(prompt, args.decode)  # noqa: E731

@@ -144,11 +144,10 @@ def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: b
         for name in gm._buffers:
             sources.setdefault(name, ConstantSource(f"qpass_constant_{name}"))
     gm.recompile()
-    out = gm
-    out.meta["qpass_lowering"] = dict(transform.outcomes)
+    gm.meta["qpass_lowering"] = dict(transform.outcomes)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     baked = {sp.weight_fqn for sp in plan.quantized() if sp.weight is not None}
-    return out, [i for i, n in enumerate(placeholders) if cap.fqn_of.get(n) in baked]
+    return gm, [i for i, n in enumerate(placeholders) if cap.fqn_of.get(n) in baked]
 
 
 def qpass_backend(gm: fx.GraphModule, example_inputs, options=None, mode=None):

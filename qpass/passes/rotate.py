@@ -136,14 +136,13 @@ def _apply(ctx: PassContext, layout: RotationLayout, opts: RotateOptions) -> int
             _store(p, o, torch.einsum("ohj,jk->ohk", w, T.to(w.device)).reshape(w.shape[0], -1))
             changed |= {hp.v, hp.o}
     online = (layout.online if opts.online else []) + (layout.attention_out if opts.online_attention else [])
-    if online:
-        for name in online:
-            s = sites[name]
-            T = transform(s.in_features, opts.seed + 3)
-            p, w = _canonical(model, s)
-            _store(p, s, w @ T.to(w.device))
-            mix = mix_matrix(s.in_features, opts.seed + 3)
-            ctx.plan.rotations[name] = OnlineRotation(s.in_features, None if mix is None else mix.float())
+    for name in online:
+        s = sites[name]
+        T = transform(s.in_features, opts.seed + 3)
+        p, w = _canonical(model, s)
+        _store(p, s, w @ T.to(w.device))
+        mix = mix_matrix(s.in_features, opts.seed + 3)
+        ctx.plan.rotations[name] = OnlineRotation(s.in_features, None if mix is None else mix.float())
     return len(changed)
 
 
