@@ -188,6 +188,17 @@ def run_case(M, N, K, hbm_bw, rows, check=True, which=None):
                                                 for a in wqs]), wq.numel() + wsg.numel() * 4 + i8_act, flops,
                 PEAK_INT8, err=err)
             del wqs
+    if want("w4a8_g64_int"):  # the same with integer group steps (weights.integer_group_steps): row step x u <= 16
+        row = torch.rand(N, device="cuda") * 1e-4 + 1e-5
+        wsi = row[:, None] * torch.randint(1, 17, (N, (K + 63) // 64), device="cuda").float()
+        wq = fmt.pack_int4(torch.randint(-8, 8, (N, K), device="cuda", dtype=torch.int8))
+        wqs = [wq] + [wq.clone() for _ in range(copies_for(wq.numel()) - 1)]
+        y = qk.w4a8_linear(xi, wq, wsi, None, None, torch.bfloat16, 64, None, None, row)
+        err = rel_err(y, ref8.w4a8_linear_ref(xi, wq, wsi, None, None, torch.bfloat16, 64)) if check else None
+        rec("qpass_w4a8_g64_int", graph_time_us([lambda a=a: qk.w4a8_linear(xi, a, wsi, None, None, torch.bfloat16,
+                                                                             64, None, None, row) for a in wqs]),
+            wq.numel() + wsi.numel() * 4 + i8_act, flops, PEAK_INT8, err=err)
+        del wqs
     if want("qact_static"):  # QSM's quantizer: step 1, per-column zero points, the sorted-channel gather
         gidx = torch.randperm(K, device="cuda").to(torch.int32)
         zq = torch.randint(-8, 8, (K,), device="cuda").float()
@@ -607,7 +618,8 @@ def main():
                 print(f"done M={M} {N}x{K}: " + ", ".join(f"{r['op']} {r['us']:.1f}" for r in rows
                                                           if (r['M'], r['N'], r['K']) == (M, N, K)), flush=True)
         # the square int8 case
-        run_case(8192, 8192, 8192, hbm, rows, which={"bf16", "int8", "int_mm", "w4a8", "w4a8_g64", "int8_g64"})
+        run_case(8192, 8192, 8192, hbm, rows, which={"bf16", "int8", "int_mm", "w4a8", "w4a8_g64", "int8_g64",
+                                                  "w4a8_g64_int"})
     save(result, rows, gpu, hbm, args.out)
     print(fmt_table(rows, gpu, hbm))
 

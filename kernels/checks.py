@@ -179,7 +179,7 @@ def check_ternary(x, t1, t2, alpha1, alpha2, bias, group_size, op="qpass::ternar
 
 
 def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op: str, group_size: int = 0,
-                     x_zero=None, w_zero=None) -> None:
+                     x_zero=None, w_zero=None, w_step=None) -> None:
     dtype_is(op, "x_int8", x_int8, torch.int8)
     K = last_dim(op, "x_int8", x_int8)
     if w4:
@@ -197,7 +197,9 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
                f"group_size must be <= 0 (one step per row), >= K, or a multiple of 32 (the int8 MMA's K), got {group_size}")
         group_scales(op, "w_scale", w_scale, N, num_groups(op, K, group_size), group_size)
         group_scales(op, "w_zero", w_zero, N, num_groups(op, K, group_size), group_size)
+        row_vector(op, "w_step", w_step, N)
     else:
+        _value(w_step is None, op, "w_step (one step per row under integer group steps) needs group_size > 0")
         row_vector(op, "w_scale", w_scale, N)
         row_vector(op, "w_zero", w_zero, N)
     if x_scale is not None:
@@ -212,7 +214,7 @@ def check_int_linear(x_int8, w, w_scale, x_scale, bias, out_dtype, w4: bool, op:
     _type(isinstance(out_dtype, torch.dtype) and out_dtype in FLOATS, op,
           f"out_dtype must be one of {[str(d) for d in FLOATS]}, got {out_dtype}")
     same_device(op, "x_int8", x_int8, **{wname: w}, w_scale=w_scale, x_scale=x_scale, bias=bias, x_zero=x_zero,
-                w_zero=w_zero)
+                w_zero=w_zero, w_step=w_step)
 
 
 def check_quantize(x, scale, qmax, zero=None, gather=None, clip=1.0, op="qpass::quantize_activation_int8") -> None:

@@ -3,8 +3,8 @@ of every int-GEMM rule (lowering/w4a8.py uses them too).
 
 Activations are dynamic per-token, or static (QSM / SmoothQuant migrate per-channel steps into the producers and
 leave one step, usually 1). A static site's quantizer also takes what QSM planned around the GEMM, so nothing else
-runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; the GEMM takes the
-same zero points and subtracts their share exactly in int32), and the channel gather (sort by step, split copies,
+runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; their share of each output, a
+constant, is folded into the bias), and the channel gather (sort by step, split copies,
 zero pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
 or per (row, group of a multiple of 32); asymmetric weights add their zero points (`w_zero`, a graph constant
 beside the steps, in the kernel's code form: int4 plain nibbles and zeros in [0, 15]; int8 codes and zeros
@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .guarded_rows import restore_guarded_rows  # noqa: F401  (registers qpass::restore_guarded_rows)
+from ..numerics import integer_step_limit
 from .pattern import ACT_GUARDED, ACT_TOKEN, ACT_CHANNEL, DEQ_INT, Emit, LinearMatch, Pattern, Rule, int_group_ok, \
     uniform_step
 
@@ -59,6 +60,28 @@ def _group(m: LinearMatch) -> int:
     return w.group_size if w.group_size and w.group_size < m.in_features else 0
 
 
+def _zero_bias(m: LinearMatch) -> torch.Tensor:
+    """-(x_step * z @ W^T) [N]: the activation zero points' share of every output, a constant (z and W are), so the
+    GEMM runs on the codes alone (an in-kernel zero costs a row reduction per tile: 1.6x the int8 GEMM's time at
+    4,096 rows on an H100, .gpu/intsteps_probe.py)."""
+    w = m.plan.weight.dequantize(torch.float32).double()
+    return -(uniform_step(m.plan) * (w @ _signed_zero(m).double())).float()
+
+
+def _integer_row_step(m: LinearMatch) -> torch.Tensor | None:
+    """Each row's step when every group's step is an integer multiple u in [1, U] of it (numerics.
+    integer_group_steps: the row step is the largest group step / U), else None (float group steps)."""
+    w = m.plan.weight
+    if not _group(m) or w.bits != 4:
+        return None
+    s = w.scale.double()
+    row = s.amax(dim=-1, keepdim=True) / integer_step_limit(w.bits, w.zero is None)
+    u = s / row
+    if bool(((u - u.round()).abs() < 1e-3).all() and (u.round() >= 1).all()):
+        return row.reshape(-1).float()
+    return None
+
+
 def quantize_input(m: LinearMatch, e: Emit):
     """(int8 activation codes in the GEMM's column order, per-row step or None when it is 1, zero points [K] or
     None)."""
@@ -76,11 +99,12 @@ def quantize_input(m: LinearMatch, e: Emit):
     return e.item(qx, 0), (None if s == 1.0 else e.item(qx, 1)), zero
 
 
-def int_linear(op, packed_weight, zero_offset: int):
-    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group, x_zero[, w_zero])`
-    (w_zero: asymmetric weights only, so symmetric graphs are unchanged), preceded by the site's quantizer and
-    followed, for guarded sites, by the full-precision rows. packed_weight(codes, asymmetric) and zero_offset: the
-    kernel's code form (codes and zeros both shifted by zero_offset)."""
+def int_linear(op, packed_weight, zero_offset: int, row_steps: bool = False):
+    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, None, out_dtype, group[, w_zero
+    [, w_step]])` (w_zero: asymmetric weights only, w_step: integer group steps only, so other graphs are
+    unchanged), preceded by the site's quantizer and followed, for guarded sites, by the full-precision rows.
+    Static zero points enter the bias (`_zero_bias`). packed_weight(codes, asymmetric) and zero_offset: the
+    kernel's code form (codes and zeros both shifted by zero_offset); row_steps: the op takes w_step."""
 
     def replace(m: LinearMatch, e: Emit):
         xq, xs, zero = quantize_input(m, e)
@@ -88,7 +112,14 @@ def int_linear(op, packed_weight, zero_offset: int):
         wq = e.const("qweight", lambda: packed_weight(w.qweight, w.zero is not None))
         ws = e.const("weight_scale", lambda: _weight_steps(m))
         wz = e.const("weight_zero", lambda: _weight_zeros(m, zero_offset)) if w.zero is not None else None
-        y = e.call(op, xq, wq, ws, xs, m.bias, m.out_dtype, _group(m), zero, *(() if wz is None else (wz,)))
+        bias = m.bias
+        if zero is not None:
+            zb = e.const("zero_bias", lambda: _zero_bias(m))
+            bias = zb if m.bias is None else e.call(torch.ops.aten.add.Tensor, m.bias, zb)
+        step = _integer_row_step(m) if row_steps else None
+        tail = (wz,) if step is None else (wz, e.const("weight_row_step", lambda: step))
+        y = e.call(op, xq, wq, ws, xs, bias, m.out_dtype, _group(m), None, *(() if wz is None and step is None
+                                                                            else tail))
         if m.act_op is not ACT_GUARDED:
             return y
         keep_first, outlier = m.act.args[4], m.act.args[5]

@@ -12,7 +12,7 @@ from .int8 import int_linear, int_patterns
 from .pattern import Rule
 
 DYNAMIC, STATIC, GUARDED = int_patterns(weight_bits=(2, 3, 4), act_bits=(4, 8))
-_replace = int_linear(torch.ops.qpass.w4a8_linear.default, lambda q, asymmetric: pack_int4(q), 0)
+_replace = int_linear(torch.ops.qpass.w4a8_linear.default, lambda q, asymmetric: pack_int4(q), 0, row_steps=True)
 RULES = [Rule("w4a8", DYNAMIC, _replace, "qpass::w4a8_linear"),
          Rule("w4a8-static", STATIC, _replace, "qpass::w4a8_linear"),
          Rule("w4a8-static-guarded", GUARDED, _replace, "qpass::w4a8_linear + qpass::restore_guarded_rows")]

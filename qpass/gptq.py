@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .numerics import QuantizedWeight, compute_qparams, expand_groups, mse_clip_qparams, qrange, quantize
+from .numerics import (QuantizedWeight, compute_qparams, expand_groups, mse_clip_qparams, qrange, quantize,
+                       weight_qparams)
 
 
 def _quant_col(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, qmin: int, qmax: int) -> torch.Tensor:
@@ -32,6 +33,7 @@ def gptq_quantize(
     static_groups: bool = False,
     info: dict | None = None,
     clip_search: str = "none",
+    integer_steps: bool = False,
 ) -> QuantizedWeight:
     """GPTQ of `w [O, C]` given `hessian [C, C]` (any positive scale). With act_order or static_groups, group
     scales are fixed up front from `w` ("static groups": the RTN grid), so groups stay contiguous in the stored
@@ -40,7 +42,8 @@ def gptq_quantize(
     `damp` (a fraction of H's mean diagonal, ≥ 0) is added to H's diagonal. When the damped H is not positive
     definite (a rank-deficient XᵀX with damp 0, or rounding on a near-singular one) the damping is raised ×10
     at a time, up to MAX_DAMP; the damping actually used goes into `info["damp"]` (and `info["note"]` says why),
-    so callers can report it. A non-finite weight or Hessian raises GPTQError (nothing to damp)."""
+    so callers can report it. A non-finite weight or Hessian raises GPTQError (nothing to damp). integer_steps
+    (numerics.integer_group_steps) needs the static grid."""
     qparams = {"none": compute_qparams, "mse": mse_clip_qparams}[clip_search]  # group scales: as RTN would set them
     if not torch.isfinite(w).all():
         raise GPTQError(f"weight has {int((~torch.isfinite(w)).sum())} NaN/inf values")
@@ -49,6 +52,9 @@ def gptq_quantize(
     if damp < 0:
         raise GPTQError(f"damp must be ≥ 0, got {damp}")
     static = act_order or static_groups
+    if integer_steps and not static:
+        raise GPTQError("integer group steps need static groups (gptq_static_groups or gptq_act_order): each row's "
+                        "step is set from all of its groups before the first column is rounded")
     W = w.detach().float().clone()
     O, C = W.shape
     H = hessian.detach().float().to(W.device, copy=True)  # GPTQ runs where the weight is
@@ -72,7 +78,7 @@ def gptq_quantize(
     scale = torch.zeros(O, n_groups, device=W.device)
     zero = None if symmetric else torch.zeros(O, n_groups, device=W.device)
     if static:  # static groups, from the original weight
-        s, z = qparams(w.float(), bits, group_size, symmetric, clip_ratio)
+        s, z = weight_qparams(w.float(), bits, group_size, symmetric, clip_ratio, clip_search, integer_steps)
         scale = s if group_size else s.expand(O, 1).clone()
         if z is not None:
             zero = z if group_size else z.expand(O, 1).clone()

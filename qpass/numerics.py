@@ -122,6 +122,31 @@ def mse_clip_qparams(
     return best_scale, best_zero
 
 
+def integer_step_limit(bits: int, symmetric: bool) -> int:
+    """The largest multiplier u of a row's step that keeps every (code - zero) * u inside int8: |code - zero| is at
+    most 2**bits - 1 with zero points (4-bit: 15 * 8 = 120, u <= 8), 2**(bits-1) symmetric (-8 * 16 = -128:
+    u <= 16)."""
+    return 128 // 2 ** (bits - 1) if symmetric else 127 // (2 ** bits - 1)
+
+
+def integer_group_steps(scale: torch.Tensor, zero: torch.Tensor | None,
+                        bits: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each (row, group) step rounded to an integer multiple u in [1, U] of one step per row, the row's largest
+    step / U (QServe's progressive group quantization), U = integer_step_limit: the integer GEMMs then form
+    (code - zero) * u in int8 on the weight tile and accumulate over all of K, one float scale per row at the end
+    instead of one per group. Zero points are re-centred for the new step (the group's range [lo, hi] kept)."""
+    symmetric = zero is None
+    U = integer_step_limit(bits, symmetric)
+    row = scale.amax(dim=-1, keepdim=True) / U
+    u = torch.round(scale / row).clamp(1, U)
+    new = row * u
+    if symmetric:
+        return new, None
+    qmin, qmax = qrange(bits, False)
+    lo = -zero * scale  # the group's range start under the old grid
+    return new, torch.round(-lo / new).clamp(qmin, qmax)
+
+
 @dataclass
 class QuantizedWeight:
     """Integer weight `[O, C]` with per-(row, group) scales; the canonical form every weight pass produces."""
@@ -136,6 +161,18 @@ class QuantizedWeight:
         return dequantize(self.qweight, self.scale, self.zero, self.group_size, dtype)
 
 
+def weight_qparams(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, clip_ratio: float = 1.0,
+                   clip_search: str = "none", integer_steps: bool = False):
+    """Scale (and zero) per row and group of a weight, as round to nearest and GPTQ's static groups set them."""
+    if clip_search not in ("none", "mse"):
+        raise ValueError(f"clip_search must be 'none' or 'mse', got {clip_search!r}")
+    qparams = mse_clip_qparams if clip_search == "mse" else compute_qparams
+    scale, zero = qparams(w, bits, group_size, symmetric, clip_ratio)
+    if integer_steps:
+        scale, zero = integer_group_steps(scale, zero, bits)
+    return scale, zero
+
+
 def quantize_weight(
     w: torch.Tensor,
     bits: int,
@@ -143,15 +180,12 @@ def quantize_weight(
     symmetric: bool = True,
     clip_ratio: float = 1.0,
     clip_search: str = "none",
+    integer_steps: bool = False,
 ) -> QuantizedWeight:
     """Round-to-nearest quantization of a weight `[O, C]` per row (group_size=None) or per row and group;
-    clip_search "mse": each group's range shrunk as `mse_clip_qparams` finds best (within clip_ratio)."""
-    if clip_search == "mse":
-        scale, zero = mse_clip_qparams(w, bits, group_size, symmetric, clip_ratio)
-    elif clip_search == "none":
-        scale, zero = compute_qparams(w, bits, group_size, symmetric, clip_ratio)
-    else:
-        raise ValueError(f"clip_search must be 'none' or 'mse', got {clip_search!r}")
+    clip_search "mse": each group's range shrunk as `mse_clip_qparams` finds best (within clip_ratio);
+    integer_steps: the group steps then rounded by `integer_group_steps`."""
+    scale, zero = weight_qparams(w, bits, group_size, symmetric, clip_ratio, clip_search, integer_steps)
     q = quantize(w, scale, zero, bits, group_size)
     return QuantizedWeight(q, scale, zero, bits, group_size)
 

@@ -178,10 +178,11 @@ def _presets() -> dict[str, Recipe]:
         # calibration sequence (attention sink) does not set the ranges; GPTQ rounding (ablation: 124.6 -> 101.7).
         # w4a4: asymmetric steps, the sink (first position of a prefill) kept in full precision, o_proj steps
         # untied from the GQA max, GPTQ with act-order and static groups, the sink in H at weight 0.2,
-        # joint activation x weight clip search (50.69).
+        # joint activation x weight clip search (50.69). Integer group steps (each group's step a multiple of one
+        # row step: prefill runs one int8 GEMM over all of K; SmolLM2 48.08 -> 48.82 fake-quant, docs/qsm.md).
         "w4a4-qsm": Recipe(
             "w4a4-qsm",
-            weights=gptq_w4(),
+            weights=dataclasses.replace(gptq_w4(), integer_group_steps=True),
             activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
             passes=[PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
@@ -216,10 +217,11 @@ def _presets() -> dict[str, Recipe]:
         ),
         # w4a8: w4a4-qsm's options at 8 bits (SmolLM2 39.10 -> 32.56, stories260K 6.383 -> 6.302; without untie,
         # joint_clip and the sink in H: 33.89 / 6.166 — docs/qsm.md "w4a8-qsm: what cost"), on asymmetric int4
-        # weights (per-group zero points, which the int GEMMs subtract in int32): SmolLM2 32.56 -> 31.655 fake-quant.
+        # weights (per-group zero points, which the int GEMMs subtract in int32): SmolLM2 32.56 -> 31.655 fake-quant;
+        # integer group steps (as w4a4-qsm): 32.36 -> 30.81 in one session's side-by-side runs (docs/qsm.md).
         "w4a8-qsm": Recipe(
             "w4a8-qsm",
-            weights=dataclasses.replace(gptq_w4(), symmetric=False),
+            weights=dataclasses.replace(gptq_w4(), symmetric=False, integer_group_steps=True),
             activations=ActivationSpec(bits=8, granularity="per_channel", symmetric=False),
             passes=[PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),

@@ -30,6 +30,19 @@ class WeightSpec(Checked):
     gptq_act_order: bool = False  # GPTQ: quantize columns in order of decreasing Hessian diagonal
     gptq_block: int = opt(128, range="[1, inf)")  # GPTQ: columns per lazy-update block
     gptq_static_groups: bool = False  # GPTQ: group scales from the original weight (the RTN grid), not the updated one
+    # each group's step an integer multiple (4-bit: 1-8 with zero points, 1-16 without) of one step per row
+    # (QServe's progressive quantization): the int8 GEMMs then accumulate over all of K (docs/qsm.md)
+    integer_group_steps: bool = False
+
+    def check_fields(self, path: str) -> None:
+        if not self.integer_group_steps:
+            return
+        if self.bits != 4 or self.group_size is None:
+            raise RecipeError(f"{join(path, 'integer_group_steps')}: needs 4-bit weights with a group_size "
+                              f"(got bits {self.bits}, group_size {self.group_size})")
+        if self.rounding == "gptq" and not (self.gptq_static_groups or self.gptq_act_order):
+            raise RecipeError(f"{join(path, 'integer_group_steps')}: with GPTQ it needs gptq_static_groups "
+                              "(each row's step is set from all of its groups up front)")
 
 
 @dataclass

@@ -110,3 +110,23 @@ def test_int3_and_int2_ranges():
     w = torch.tensor([[3.0, -3.0, 1.0, 0.4]])
     qw = N.quantize_weight(w, bits=3, group_size=None)
     assert qw.qweight.tolist() == [[3, -3, 1, 0]]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_integer_group_steps_are_small_multiples_of_a_row_step_and_cost_little(symmetric):
+    """N.integer_group_steps: every group's step = row step x u, u an integer in [1, U]; (code - zero) * u
+    fits int8; the weight error stays within 10 % of the float-step grid's on heavy-tailed rows."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 320, generator=g) * torch.rand(48, 1, generator=g) * 3
+    w[:, ::37] *= 6  # outlier columns: groups of very different ranges in one row
+    base = N.quantize_weight(w, 4, 64, symmetric)
+    q = N.quantize_weight(w, 4, 64, symmetric, integer_steps=True)
+    U = N.integer_step_limit(4, symmetric)
+    assert U == (16 if symmetric else 8)
+    row = q.scale.amax(-1, keepdim=True) / U
+    u = q.scale / row
+    assert torch.allclose(u, u.round(), atol=1e-5) and u.min() >= 1 and u.max() <= U
+    centred = q.qweight.float() - (0 if symmetric else N.expand_groups(q.zero, 64, 320))
+    assert (centred * N.expand_groups(u.round(), 64, 320)).abs().max() <= 128
+    err = lambda x: float((x.dequantize() - w).norm() / w.norm())  # noqa: E731
+    assert err(q) <= 1.1 * err(base)

@@ -127,3 +127,40 @@ def test_asymmetric_weights_lower_to_the_int_gemm_and_match_fake_quant(preset):
     assert gemms and all(len(n.args) == 9 and n.args[8].op == "get_attr" for n in gemms)  # w_zero: a constant
     assert len(gemms) < len(plan)  # q/k/v and gate/up fused (lowering/fuse.py): their zeros stacked with the steps
     assert not {str(n.target) for n in calls if "fake_quant" in str(n.target) or "dequantize" in str(n.target)}
+
+
+@pytest.mark.parametrize("preset, symmetric", [("w4a8-qsm", False), ("w4a4-qsm", True)])
+def test_integer_group_steps_lower_with_one_step_per_row_and_match_fake_quant(preset, symmetric):
+    """weights.integer_group_steps: each group's step an integer multiple of its row's, so the prefill GEMM runs in
+    int8 over all of K; the lowering finds the row steps (a `w_step` constant on every W4A8 call) and the lowered
+    logits match the fake-quant graph's."""
+    import dataclasses
+
+    r = recipes()[preset]
+    recipe = dataclasses.replace(r, name=f"{preset}-int-steps", weights=dataclasses.replace(
+        r.weights, symmetric=symmetric, integer_group_steps=True))
+    q = qpass.compile(tiny_model("llama"), recipe, _calib(), progress=False, lower=False)
+    plan = q.qpass_state.plan
+    limit = numerics.integer_step_limit(4, symmetric)
+    for sp in plan.values():  # the planned grids are integer multiples of the row step, within the int8 range
+        s = sp.weight.scale.double()
+        u = s / (s.amax(-1, keepdim=True) / limit)
+        assert torch.allclose(u, u.round(), atol=1e-4) and u.min() >= 1 - 1e-4 and u.max() <= limit + 1e-4
+    lowered, outcomes, graphs = _lowered_twin(q)
+    _assert_lowered_matches(lowered, q)
+    calls = [n for g in graphs for n in g.graph.nodes if n.op == "call_function"]
+    gemms = [n for n in calls if n.target is torch.ops.qpass.w4a8_linear.default]
+    grouped = [n for n in gemms if n.args[6] > 0]  # tiny widths: most rows are one group (the per-row kernel)
+    assert grouped and all(len(n.args) == 10 and n.args[9].op == "get_attr" for n in grouped)  # w_step: a constant
+    assert all(n.args[7] is None for n in gemms)  # the activation zeros' share is in the bias, not the GEMM
+
+
+def test_activation_zero_points_enter_the_bias_not_the_gemm():
+    """Static asymmetric activations: the zeros' share z·Wᵀ is a constant of the graph (a bias), so no GEMM takes
+    x_zero, and the lowered graph still matches the fake-quant one (test above for every preset)."""
+    q = qpass.compile(tiny_model("llama"), "w4a8-qsm", _calib(), progress=False, lower=False)
+    assert any(sp.activation.zero is not None for sp in q.qpass_state.plan.values())
+    lowered, _, graphs = _lowered_twin(q)
+    _assert_lowered_matches(lowered, q)
+    gemms = [n for g in graphs for n in g.graph.nodes if n.target is torch.ops.qpass.w4a8_linear.default]
+    assert gemms and all(n.args[7] is None and n.args[4] is not None for n in gemms)

@@ -1,5 +1,7 @@
 """Packed int4 -> dense weight in one HBM pass: float (q - z) * s (W4A16 prefill: dequantize once, then cuBLAS) or
-the int8 values (W4A8 prefill: unpack once, then the int8 GEMM)."""
+the int8 values (W4A8 prefill: unpack once, then the int8 GEMM); with integer group steps (each group's step s = the
+row's step r times an integer u, numerics.integer_group_steps) the int8 values (q - z) * u, so one int8 GEMM with
+the row steps runs over all of K."""
 from __future__ import annotations
 
 import torch
@@ -15,8 +17,8 @@ DEQUANT_FLAT_CONFIG = dict(BLOCK_W=512, num_warps=4)  # flat kernel (K % 8 == 0)
 
 
 @triton.jit
-def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
-                  HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+def _int4_dequant(w_ptr, s_ptr, z_ptr, r_ptr, o_ptr, N, K, KW, NG, G, HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr,
+                  STEPS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     # one HBM pass: packed int4 [N, KW] -> dense [N, K] (float (q - z) * s, or the int8 values if INT_OUT)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     wi = tl.program_id(1) * BLOCK_KW + tl.arange(0, BLOCK_KW)
@@ -30,7 +32,7 @@ def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
     k = (wi * 8)[:, None] + offs_i[None, :]
     omask = (offs_n < N)[:, None, None] & (k < K)[None, :, :]
     optr = o_ptr + offs_n[:, None, None] * K + k[None, :, :]
-    if INT_OUT:
+    if INT_OUT and not STEPS:
         tl.store(optr, q.to(tl.int8), mask=omask)
     else:
         g = (wi * 8) // G
@@ -40,12 +42,16 @@ def _int4_dequant(w_ptr, s_ptr, z_ptr, o_ptr, N, K, KW, NG, G,
         if HAS_ZERO:
             z = tl.load(z_ptr + offs_n[:, None] * NG + g[None, :], mask=smask, other=0.0).to(tl.float32)
             wq = wq - z[:, :, None]
-        tl.store(optr, (wq * s[:, :, None]).to(o_ptr.dtype.element_ty), mask=omask)
+        if STEPS:  # u = s / r, an integer by construction: rounded, not truncated
+            r = tl.load(r_ptr + offs_n, mask=offs_n < N, other=1.0).to(tl.float32)
+            tl.store(optr, (wq * tl.floor(s / r[:, None] + 0.5)[:, :, None]).to(tl.int8), mask=omask)
+        else:
+            tl.store(optr, (wq * s[:, :, None]).to(o_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
-def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, o_ptr, TOTAL_W, KW, NG, G,
-                       HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, BLOCK_W: tl.constexpr):
+def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, r_ptr, o_ptr, TOTAL_W, KW, NG, G,
+                       HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, STEPS: tl.constexpr, BLOCK_W: tl.constexpr):
     # K % 8 == 0: packed words and the dense output are both one contiguous stream (word j -> out[8j:8j+8]),
     # so each program reads BLOCK_W consecutive words and writes 8 * BLOCK_W consecutive values (16-byte
     # stores for bf16): no row structure, every access contiguous.
@@ -59,7 +65,7 @@ def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, o_ptr, TOTAL_W, KW, NG, G,
         q = (words[:, None] << (28 - offs_i * 4)[None, :]) >> 28
     optr = o_ptr + (j * 8)[:, None] + offs_i[None, :]
     omask = jm[:, None]
-    if INT_OUT:
+    if INT_OUT and not STEPS:
         tl.store(optr, q.to(tl.int8), mask=omask)
     else:
         row = j // KW
@@ -68,27 +74,35 @@ def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, o_ptr, TOTAL_W, KW, NG, G,
         wq = q.to(tl.float32)
         if HAS_ZERO:
             wq = wq - tl.load(z_ptr + sidx, mask=jm, other=0.0).to(tl.float32)[:, None]
-        tl.store(optr, (wq * s[:, None]).to(o_ptr.dtype.element_ty), mask=omask)
+        if STEPS:
+            u = tl.floor(s / tl.load(r_ptr + row, mask=jm, other=1.0).to(tl.float32) + 0.5)
+            tl.store(optr, (wq * u[:, None]).to(tl.int8), mask=omask)
+        else:
+            tl.store(optr, (wq * s[:, None]).to(o_ptr.dtype.element_ty), mask=omask)
 
 
 
-def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtype, int_out=False, config=None):
-    """Packed int4 [N, KW*4 bytes] -> dense [N, K] (dtype, (q - z) * s) or int8 values if int_out."""
+def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtype, int_out=False, config=None,
+                           row_steps=None):
+    """Packed int4 [N, KW*4 bytes] -> dense [N, K] (dtype, (q - z) * s) or int8 values if int_out; with
+    row_steps [N] (int_out, scales [N, groups] integer multiples of them) the int8 values (q - z) * (s / r)."""
+    assert row_steps is None or (int_out and scales is not None), "row_steps: int8 output from group scales"
     words = as_words(qweight)
     N, KW = words.shape
     out = torch.empty(N, K, dtype=torch.int8 if int_out else dtype, device=qweight.device)
     s = scales if scales is not None else out
     z = zeros if zeros is not None else s
+    r = row_steps if row_steps is not None else s
     G = norm_group(K, group_size)
     NG = scales.shape[1] if scales is not None else 1
     if K % 8 == 0 and (config is None or "BLOCK_W" in config):
         cfg = dict(config or DEQUANT_FLAT_CONFIG)
         grid = (cdiv(N * KW, cfg["BLOCK_W"]),)
-        launch(_int4_dequant_flat, grid, words, s, z, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
-                                 INT_OUT=int_out, **cfg)
+        launch(_int4_dequant_flat, grid, words, s, z, r, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
+               INT_OUT=int_out, STEPS=row_steps is not None, **cfg)
         return out
     cfg = dict(config or DEQUANT_CONFIG)
     grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(KW, cfg["BLOCK_KW"]))
-    launch(_int4_dequant, grid, words, s, z, out, N, K, KW, NG, G,
-                        HAS_ZERO=zeros is not None, INT_OUT=int_out, **cfg)
+    launch(_int4_dequant, grid, words, s, z, r, out, N, K, KW, NG, G, HAS_ZERO=zeros is not None, INT_OUT=int_out,
+           STEPS=row_steps is not None, **cfg)
     return out

@@ -39,6 +39,10 @@ def shipped_configs():
     for zero, gather in ((False, False), (True, True)):
         out.append((f"quant_static[zero={zero},gather={gather}]", quant_act._quant_static, ssig,
                     {"HAS_ZERO": zero, "GATHER": gather, **c}, o))
+    c, o = split_launch(quant_act.ROW_GATHER_CONFIG)
+    for cp in (4096, 16384):  # Llama-3-8B's hidden and (padded) MLP widths
+        out.append((f"quant_static_row_gather[CP={cp}]", quant_act._quant_static_row_gather, ssig,
+                    {"HAS_ZERO": True, "CP": cp, **c}, o))
     # per-row steps and zeros (dynamic W4A8 / W8A8 with asymmetric weights)
     for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
         c, o = split_launch(table[-1][1])

@@ -29,6 +29,10 @@ from ..launch import launch
 from ..int4.unpack import nibbles
 
 
+MAGIC = tl.constexpr(0x4B400000)  # the bits of 1.5 * 2**23: an int32 s added to them is the float MAGIC_F + s
+MAGIC_F = tl.constexpr(12582912.0)
+
+
 @triton.jit
 def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
              GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
@@ -43,6 +47,9 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
     accf = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     zacc = tl.zeros([BLOCK_N], dtype=tl.int32)
     racc = tl.zeros([BLOCK_M], dtype=tl.int32)
+    zacc_f = tl.zeros([BLOCK_N], dtype=tl.float32)
+    TILE_WZ: tl.constexpr = GROUP > 0 and HAS_WZ and W_INT4  # (w - z) formed on the weight tile
+    ROW_WZ: tl.constexpr = HAS_WZ and not TILE_WZ  # the zero's share from the activations' row sums
     for k0 in range(0, K, BLOCK_K):
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
@@ -64,34 +71,39 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
         else:
             w = tl.load(w_ptr + offs_n[:, None] * stride_wn + k[None, :],
                         mask=n_mask[:, None] & (k < K)[None, :], other=0)
+        if TILE_WZ:  # nibble minus zero in [-15, 15]: on the tile, 1/BLOCK_M of the accumulator's work
+            gz = tl.load(wz_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.int8)
+            w = w - gz[:, None]
         if HAS_XZ:  # sum_k z_k W[n, k] over this tile, exact in int32 (CUDA cores: 1/BLOCK_M of the MMA's work)
             xz = tl.load(xz_ptr + k, mask=k < K, other=0.0).to(tl.int32)
             zsum = tl.sum(w.to(tl.int32) * xz[None, :], axis=1)
-        if HAS_WZ:  # sum_k (X[m, k] - zx_k) over this tile: what the weight's zero multiplies, exact in int32
+        if ROW_WZ:  # sum_k (X[m, k] - zx_k) over this tile: what the weight's zero multiplies, exact in int32
             rsum = tl.sum(x.to(tl.int32), axis=1)
             if HAS_XZ:
                 rsum = rsum - tl.sum(xz, axis=0)
         if GROUP > 0:  # this tile's exact int32 product, scaled by its group's step
-            part = tl.dot(x, tl.trans(w), out_dtype=tl.int32)
-            if HAS_XZ:
-                part = part - zsum[None, :]
-            if HAS_WZ:
+            # the MMA accumulates onto MAGIC's bits, so the fp32 value of the int32 sum is one float subtraction
+            # (exact: |sum| < 2**22) instead of an int-to-float conversion, which runs at 1/4 of the FMA rate
+            part = tl.dot(x, tl.trans(w), tl.full([BLOCK_M, BLOCK_N], MAGIC, tl.int32), out_dtype=tl.int32)
+            if ROW_WZ:  # int8 weights minus zero may not fit int8: on the int32 sum
                 gz = tl.load(wz_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.int32)
                 part = part - rsum[:, None] * gz[None, :]
             gs = tl.load(ws_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.float32)
-            accf += part.to(tl.float32) * gs[None, :]
+            accf += (part.to(tl.float32, bitcast=True) - MAGIC_F) * gs[None, :]
+            if HAS_XZ:  # the activation zeros' share, per column: summed apart, subtracted once at the end
+                zacc_f += zsum.to(tl.float32) * gs
         else:
             acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
             if HAS_XZ:
                 zacc += zsum
-            if HAS_WZ:
+            if ROW_WZ:
                 racc += rsum
     if GROUP > 0:
-        y = accf
+        y = accf - zacc_f[None, :] if HAS_XZ else accf
     else:
         if HAS_XZ:
             acc = acc - zacc[None, :]
-        if HAS_WZ:
+        if ROW_WZ:
             acc = acc - racc[:, None] * tl.load(wz_ptr + offs_n, mask=n_mask, other=0.0).to(tl.int32)[None, :]
         y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
@@ -150,6 +162,8 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     if G:
         assert int_group_ok(K, G), G
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a tile never straddles two groups
+        if not w_int4:  # a tile's sum of (x - zx)(w - wz) over int8 codes stays below MAGIC's 2**22 range
+            cfg["BLOCK_K"] = min(cfg["BLOCK_K"], 64)
     ng = w_scale.shape[-1] if G else 1
     w_scale = w_scale if G else w_scale.reshape(-1)
     if w_zero is not None:

@@ -53,25 +53,28 @@ def _(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=No
 @kernel_op("qpass::w4a8_linear")
 def w4a8_linear(x_int8: Tensor, qweight: Tensor, w_scale: Tensor, x_scale: Optional[Tensor],
                 bias: Optional[Tensor], out_dtype: torch.dtype, group_size: int = 0,
-                x_zero: Optional[Tensor] = None, w_zero: Optional[Tensor] = None) -> Tensor:
+                x_zero: Optional[Tensor] = None, w_zero: Optional[Tensor] = None,
+                w_step: Optional[Tensor] = None) -> Tensor:
     """Y = delta * (X_int @ W_int^T) (+ bias): x_int8 [..., K] (int8, or int4 values in int8 for W4A4),
     qweight = formats.pack_int4 of signed int4 [N, K], w_scale = delta [N] fp32 (static steps folded in),
     x_scale optional per-row dynamic step [rows]; group_size > 0: w_scale [N, ceil(K / group_size)]; x_zero [K]:
     the activation codes' zero point per column (the product uses x_int8 - x_zero); w_zero (w_scale's shape,
     integer values): asymmetric weights, qweight then holds plain nibbles [0, 15] and the product uses
-    W_int - w_zero (as W4A16's zero points)."""
+    W_int - w_zero (as W4A16's zero points); w_step [N] (with groups): every group's step is an integer multiple
+    of its row's (numerics.integer_group_steps; the lowering passes it only then), which lets prefill run one int8
+    GEMM over all of K. The result is the same with or without it."""
     C.check_once(C.check_int_linear, x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear",
-                 group_size, x_zero, w_zero)
+                 group_size, x_zero, w_zero, w_step)
     if x_int8.is_cuda:
         return _triton().run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, None, None,
-                                  w_zero)
+                                  w_zero, w_step)
     return R.w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
 
 
 @w4a8_linear.register_fake
-def _(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None, w_zero=None):
+def _(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None, w_zero=None, w_step=None):
     C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size,
-                       x_zero, w_zero)
+                       x_zero, w_zero, w_step)
     return x_int8.new_empty(*x_int8.shape[:-1], qweight.shape[0], dtype=out_dtype)
 
 

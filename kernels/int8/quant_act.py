@@ -57,9 +57,14 @@ def _quant_act(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, K, C, stride_xm, strid
 def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_qm, qmax,
                   HAS_ZERO: tl.constexpr, GATHER: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """Static steps: a [BLOCK_R, BLOCK_K] tile per program, so the zero points and gather indices of a column
-    block are read once for BLOCK_R rows (per row they would be read again by every row: K x 4 bytes each)."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    block are read once for BLOCK_R rows (per row they would be read again by every row: K x 4 bytes each).
+    The column blocks of one row tile are the fastest in the (flat) grid: a gather reads each 32-byte sector of x for one
+    or two of its values, so the programs sharing a row tile run together and find its sectors in L2 (row tiles
+    fastest, every sector came from HBM once per column block: 1.13 ms at 4096 x 14336 on an H200)."""
+    pid = tl.program_id(0)
+    kblocks = tl.cdiv(K, BLOCK_K)
+    rows = (pid // kblocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k = (pid % kblocks) * BLOCK_K + tl.arange(0, BLOCK_K)
     rmask = rows < M
     kmask = k < K
     if GATHER:
@@ -77,7 +82,30 @@ def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_
     tl.store(q_ptr + rows[:, None] * stride_qm + k[None, :], r.to(tl.int8), mask=rmask[:, None] & kmask[None, :])
 
 
+@triton.jit
+def _quant_static_row_gather(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_qm, qmax,
+                             HAS_ZERO: tl.constexpr, CP: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Static steps with a gather, one row per program: the row is read once, coalesced ([CP] >= C), and the K
+    output columns are gathered from it on chip (`tl.gather`), where gathering from global memory reads a 32-byte
+    sector per value (the tile kernel above: 0.38 TB/s at 4096 x 14336 on an H100)."""
+    m = tl.program_id(0)
+    c = tl.arange(0, CP)
+    x = tl.load(x_ptr + m * stride_xm + c, mask=c < C, other=0.0).to(tl.float32)
+    inv = tl.math.div_rn(1.0, tl.load(s_ptr + m).to(tl.float32))
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        src = tl.load(g_ptr + k, mask=k < K, other=C)
+        v = tl.where(src < C, tl.gather(x, tl.minimum(src, CP - 1), 0), 0.0)
+        r = (v * inv + 12582912.0) - 12582912.0  # round half to even for |v| < 2**22
+        if HAS_ZERO:
+            r += tl.load(z_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+        r = tl.minimum(tl.maximum(r, -qmax - 1.0), qmax * 1.0)
+        tl.store(q_ptr + m * stride_qm + k, r.to(tl.int8), mask=k < K)
+
+
 STATIC_CONFIG = dict(BLOCK_R=16, BLOCK_K=256, num_warps=4)
+ROW_GATHER_MAX_C = 32768  # wider rows take the tile kernel (the row must fit on chip)
+ROW_GATHER_CONFIG = dict(BLOCK_K=1024, num_warps=8)
 
 
 def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None,
@@ -100,9 +128,13 @@ def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | Non
         s_in = scale.float().reshape(-1).expand(M).contiguous()
     else:
         s_in = s_out
+    if scale is not None and block_k is None and gather is not None and C <= ROW_GATHER_MAX_C and M:
+        launch(_quant_static_row_gather, (M,), x2, s_in, zero if zero is not None else s_in, gather, q, M, K, C,
+               x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None, CP=next_pow2(C), **ROW_GATHER_CONFIG)
+        return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)
     if scale is not None and block_k is None:
         cfg = STATIC_CONFIG
-        grid = (cdiv(M, cfg["BLOCK_R"]), cdiv(K, cfg["BLOCK_K"]))
+        grid = (cdiv(K, cfg["BLOCK_K"]) * cdiv(M, cfg["BLOCK_R"]),)
         launch(_quant_static, grid, x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q,
                             M, K, C, x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None,
                             GATHER=gather is not None, **cfg)

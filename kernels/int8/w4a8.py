@@ -7,7 +7,11 @@ overrides):
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
   * "dequant": per-group weight steps at M >= gemm.DEQUANT_MIN_M on CUDA: the weight dequantized once, then cuBLAS
-    (int8/dequant_mm.py; the tiled GEMM's per-group epilogue does not pipeline at large M).
+    (int8/dequant_mm.py; the tiled GEMM's per-group epilogue does not pipeline at large M);
+  * with integer group steps (`w_step`: each group's step an integer multiple of the row's, numerics.
+    integer_group_steps), "unpack" from DEQUANT_MIN_M rows: the int8 values (q - z) * u unpacked once, then the
+    int8 GEMM with one step per row over all of K (H100, .gpu/intsteps_probe.py: 1.3-1.5x bf16 at 4,096 rows
+    where "dequant" is 0.5-0.7x).
 """
 from __future__ import annotations
 
@@ -24,20 +28,21 @@ KERNELS = ("gemv", "unpack", "mma", "dequant")
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
-                       config=None, kernel=None, w_zero=None):
+                       config=None, kernel=None, w_zero=None, w_step=None):
     """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config;
     group_size > 0: w_scale [N, ceil(K / group_size)], one step per (row, group); x_zero [K]: the activation codes'
     zero point per column (Y uses x_int8 - x_zero); w_zero (w_scale's shape): the weight codes' zero points, the
-    codes then plain nibbles [0, 15] (Y uses W - w_zero)."""
+    codes then plain nibbles [0, 15] (Y uses W - w_zero); w_step [N]: w_scale / w_step is an integer per group."""
     check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "w4a8_linear_triton", group_size,
-                     x_zero, w_zero)
+                     x_zero, w_zero, w_step)
     torch._check_value(kernel is None or kernel in KERNELS, lambda: f"w4a8_linear_triton: kernel must be one of "
                                                                     f"{KERNELS}, got {kernel!r}")
-    return run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, kernel, w_zero)
+    return run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, kernel, w_zero,
+                    w_step)
 
 
 def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None,
-             kernel=None, w_zero=None):
+             kernel=None, w_zero=None, w_step=None):
     """`w4a8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
@@ -45,7 +50,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
         if rows == 1 and config is None and x_int8.is_cuda:
             kernel = "gemv"
         elif rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
-            kernel = "dequant"
+            kernel = "dequant" if w_step is None else "unpack"
         elif rows >= UNPACK_MIN_M and x_int8.is_cuda and config is None:
             kernel = "unpack"
         else:
@@ -54,6 +59,9 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
     if kernel == "dequant":
         return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True, w_zero)
+    if kernel == "unpack" and w_step is not None and 0 < group_size < K:  # (q - z) * u: one step per row
+        w = dequantize_int4_triton(qweight, w_scale, w_zero, group_size, K, torch.int8, int_out=True, row_steps=w_step)
+        return int_mm(x_int8, w, w_step, x_scale, bias, out_dtype, False, config, 0, x_zero)
     if kernel == "unpack":  # zeros given: plain nibbles (the dequant kernel's HAS_ZERO reading; zeros not read)
         w = dequantize_int4_triton(qweight, None, w_zero, -1, K, torch.int8, int_out=True)
         return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero, w_zero)

@@ -35,7 +35,7 @@ def best_weight_clip(x_g: torch.Tensor, y: torch.Tensor, w_g: torch.Tensor, spec
     best = (1.0, float("inf"))
     for c in grid:
         err = rel_mse(y, x_g @ quantize_weight(w_g, spec.bits, spec.group_size, spec.symmetric, c,
-                                                       spec.clip_search).dequantize().T)
+                                               spec.clip_search, spec.integer_group_steps).dequantize().T)
         if err < best[1]:
             best = (c, err)
     return best

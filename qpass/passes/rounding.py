@@ -24,11 +24,12 @@ def round_weight(w: torch.Tensor, spec, clip: float, hessian: torch.Tensor | Non
         info: dict = {}
         q = gptq_quantize(w, hessian, spec.bits, spec.group_size, spec.symmetric, clip, spec.gptq_damp,
                           spec.gptq_act_order, spec.gptq_block, spec.gptq_static_groups, info=info,
-                          clip_search=spec.clip_search)
+                          clip_search=spec.clip_search, integer_steps=spec.integer_group_steps)
         if notes is not None and "note" in info:
             notes.append(info["note"])
         return q
-    return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip, spec.clip_search)
+    return quantize_weight(w, spec.bits, spec.group_size, spec.symmetric, clip, spec.clip_search,
+                           spec.integer_group_steps)
 
 
 TOKEN_CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)

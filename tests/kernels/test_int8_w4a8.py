@@ -321,3 +321,57 @@ def test_asymmetric_dequant_then_float_gemm_path(w4):
     y = dequant_mm(x, w, ws, x_s, b, torch.float32, 32, xz, w4, wz)
     ref = (R.w4a8_linear_ref if w4 else R.int8_linear_ref)(x, w, ws, x_s, b, torch.float32, 32, xz, w_zero=wz)
     assert rel_err(y, ref) < 1e-5
+
+
+# ------------------------------------------------------------------ integer group steps (numerics.integer_group_steps)
+@pytest.mark.parametrize("kernel", ["gemv", "unpack", "mma", "dequant"])
+@pytest.mark.parametrize("M,N,K,G", [(1, 40, 264, 64), (6, 40, 264, 64), (17, 33, 200, 32), (9, 72, 512, 128)])
+@pytest.mark.parametrize("asym", [False, True])
+def test_integer_group_steps_every_kernel(kernel, M, N, K, G, asym):
+    """Group steps = row step x u (u in [1, 8] with zeros, [1, 16] without): given w_step, "unpack" forms the
+    int8 values (q - z) * u once and runs one int8 GEMM with the row steps; every path equals the reference (which
+    reads the group steps alone) and the written-out oracle, tails in K included."""
+    if kernel == "gemv" and M != 1:
+        M = 1
+    g = torch.Generator().manual_seed(M * 7 + G)
+    ng = (K + G - 1) // G
+    limit = 8 if asym else 16
+    row = torch.rand(N, generator=g) * 1e-3 + 1e-4
+    ws = row[:, None] * torch.randint(1, limit + 1, (N, ng), generator=g).float()
+    ws[:, 0] = row * limit  # the largest multiple present, as the quantizer makes it
+    q = torch.randint(0, 16, (N, K), generator=g, dtype=torch.int8) if asym else \
+        torch.randint(-8, 8, (N, K), generator=g, dtype=torch.int8)
+    wz = torch.randint(0, 16, (N, ng), generator=g).float() if asym else None
+    x = torch.randint(-128, 128, (M, K), generator=g, dtype=torch.int8)
+    x_s, b = torch.rand(M, generator=g) * 0.1 + 0.01, torch.randn(N, generator=g)
+    p = F.pack_int4(q)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, G, kernel=kernel, w_zero=wz, w_step=row)
+    ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, w_zero=wz)
+    exact = _asym_exact(x, q, ws, wz if asym else torch.zeros(N, ng), G) * x_s.double()[:, None] + b.double()
+    assert torch.allclose(ref.double(), exact, rtol=1e-6, atol=1e-4)
+    assert rel_err(y, ref) < 1e-5
+
+
+def test_integer_steps_unpack_writes_the_scaled_int8_values():
+    """The one-pass unpack with row steps writes (q - z) * (s / r) as int8, for both the flat and the 2-D kernel."""
+    from qpass.kernels.int4.dequant import dequantize_int4_triton
+
+    g = torch.Generator().manual_seed(3)
+    for K in (256, 200):  # K % 8 == 0: the flat kernel; else the 2-D one
+        N, G = 24, 64
+        ng = (K + G - 1) // G
+        row = torch.rand(N, generator=g) + 0.1
+        u = torch.randint(1, 9, (N, ng), generator=g).float()
+        q = torch.randint(0, 16, (N, K), generator=g, dtype=torch.int8)
+        z = torch.randint(0, 16, (N, ng), generator=g).float()
+        out = dequantize_int4_triton(F.pack_int4(q), row[:, None] * u, z, G, K, torch.int8, int_out=True,
+                                     row_steps=row)
+        want = (q.float() - z.repeat_interleave(G, 1)[:, :K]) * u.repeat_interleave(G, 1)[:, :K]
+        assert out.dtype == torch.int8 and torch.equal(out.float(), want)
+
+
+def test_w_step_needs_groups():
+    x = torch.randint(-8, 8, (2, 128), dtype=torch.int8)
+    p = F.pack_int4(torch.randint(-8, 8, (16, 128), dtype=torch.int8))
+    with pytest.raises(ValueError, match="w_step"):
+        w4a8_linear_triton(x, p, torch.rand(16), None, None, torch.float32, 0, w_step=torch.rand(16))
