@@ -2,17 +2,22 @@
 
 Y[m, n] = (sum_k X[m, k] * W[n, k]) * w_scale[n] (* x_scale[m]) (+ bias[n]), W row-major [N, K] so both
 operands are K-major, the layout int8 wgmma requires.  With per-group weight scales (GROUP > 0, w_scale
-[N, ceil(K / GROUP)]: what QSM and grouped W4A8 produce) each K tile lies inside one group (BLOCK_K divides
-GROUP), its exact int32 partial product is scaled by the group's step and summed in fp32:
-Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).  Asymmetric activation codes (x_zero [K], a
-zero point per column) enter as (X - z) W^T = X W^T - (z W^T): the second term is summed per tile in int32
-(exact, and per group before the group's step, so no large terms cancel in fp32).  Asymmetric weights (w_zero, one
-zero point per row or per (row, group), HAS_WZ) enter the same way: (X - zx)(W - wz)^T = (X - zx) W^T
-- wz * sum_k (X - zx), the row sum of the activation codes over each K tile times the weight's zero, in int32
-before the group's step.  With W_INT4 the weight is the packed int4 format (formats.pack_int4), loaded as int32
-words and unpacked to int8 in registers: two's complement nibbles sign-extended (shl + sar) for symmetric weights,
-plain nibbles [0, 15] (shr + and) with zero points — the format's rule, as for W4A16 (UNPACK 0: int4/unpack.py's
-interleaved planes of [BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
+[N, ceil(K / GROUP)]) each K tile lies inside one group (BLOCK_K divides GROUP), its exact int32 partial product is
+scaled by the group's step and summed in fp32: Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).
+The MMA accumulates each tile onto the bits of MAGIC = 1.5 * 2**23, so the float value of the int32 sum is one
+subtraction (exact while |sum| < 2**22) instead of an int-to-float conversion at a quarter of the FMA rate.  That
+per-tile epilogue still keeps the MMAs from pipelining; the prefill sizes of static QSM weights therefore take
+integer group steps instead (int8/w4a8.py "unpack": one int8 GEMM over all of K with a step per row).
+Asymmetric activation codes (x_zero [K], a zero point per column) enter as (X - z) W^T = X W^T - (z W^T): the
+second term per tile in int32 (per-row steps) or per group in fp32, subtracted at the end; the lowering folds a
+static zero's share into the bias instead, so the GEMMs it emits take no x_zero.  Asymmetric weights (w_zero, one
+zero point per row or per (row, group), HAS_WZ) enter as (X - zx)(W - wz)^T = (X - zx) W^T - wz * sum_k (X - zx),
+the row sum of the activation codes over each K tile times the weight's zero, in int32 before the group's step;
+int4 weights with per-group steps subtract the zero from the unpacked tile instead (TILE_WZ: 1/BLOCK_M of the
+work).  With W_INT4 the weight is the packed int4 format (formats.pack_int4), loaded as int32 words and unpacked to
+int8 in registers: two's complement nibbles sign-extended (shl + sar) for symmetric weights, plain nibbles [0, 15]
+(shr + and) with zero points — the format's rule, as for W4A16 (UNPACK 0: int4/unpack.py's interleaved planes of
+[BLOCK_N, BLOCK_K / 8] words, 1: the word of every (n, k) re-read from L1).
 """
 from __future__ import annotations
 
