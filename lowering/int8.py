@@ -3,9 +3,9 @@ of every int-GEMM rule (lowering/w4a8.py uses them too).
 
 Activations are dynamic per-token, or static (QSM / SmoothQuant migrate per-channel steps into the producers and
 leave one step, usually 1). A static site's quantizer also takes what QSM planned around the GEMM, so nothing else
-runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; their share of each output, a
-constant, is folded into the bias), and the channel gather (sort by step, split copies,
-zero pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
+runs per call: the per-channel zero points of asymmetric steps (shifted into the signed range; their share of each
+output, a constant, is folded into the GEMM's bias), and the channel gather (sort by step, split copies, zero
+pad), read by the quantizer where the GEMM wants each column. Weight steps per output row
 or per (row, group of a multiple of 32); asymmetric weights add their zero points (`w_zero`, a graph constant
 beside the steps, in the kernel's code form: int4 plain nibbles and zeros in [0, 15]; int8 codes and zeros
 shifted by -128, 8-bit codes [0, 255] do not fit int8), whose share the GEMM subtracts in int32. Guarded sites
@@ -62,8 +62,8 @@ def _group(m: LinearMatch) -> int:
 
 def _zero_bias(m: LinearMatch) -> torch.Tensor:
     """-(x_step * z @ W^T) [N]: the activation zero points' share of every output, a constant (z and W are), so the
-    GEMM runs on the codes alone (an in-kernel zero costs a row reduction per tile: 1.6x the int8 GEMM's time at
-    4,096 rows on an H100, .gpu/intsteps_probe.py)."""
+    GEMM runs on the codes alone (an in-kernel zero adds a row reduction per tile: the int8 GEMM took 1.65x as
+    long at 4096 x 4096 on an H100, .gpu/intsteps_probe.py)."""
     w = m.plan.weight.dequantize(torch.float32).double()
     return -(uniform_step(m.plan) * (w @ _signed_zero(m).double())).float()
 
@@ -100,11 +100,11 @@ def quantize_input(m: LinearMatch, e: Emit):
 
 
 def int_linear(op, packed_weight, zero_offset: int, row_steps: bool = False):
-    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, None, out_dtype, group[, w_zero
-    [, w_step]])` (w_zero: asymmetric weights only, w_step: integer group steps only, so other graphs are
-    unchanged), preceded by the site's quantizer and followed, for guarded sites, by the full-precision rows.
-    Static zero points enter the bias (`_zero_bias`). packed_weight(codes, asymmetric) and zero_offset: the
-    kernel's code form (codes and zeros both shifted by zero_offset); row_steps: the op takes w_step."""
+    """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group, None[, w_zero
+    [, w_step]])` (x_zero None: static zero points enter the bias; w_zero: asymmetric weights only, w_step: integer
+    group steps only, so other graphs are unchanged), preceded by the site's quantizer and followed, for guarded
+    sites, by the full-precision rows. packed_weight(codes, asymmetric) and zero_offset: the kernel's code form
+    (codes and zeros both shifted by zero_offset); row_steps: the op takes w_step."""
 
     def replace(m: LinearMatch, e: Emit):
         xq, xs, zero = quantize_input(m, e)

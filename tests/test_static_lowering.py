@@ -124,7 +124,7 @@ def test_asymmetric_weights_lower_to_the_int_gemm_and_match_fake_quant(preset):
     assert {outcomes[s] for s in plan} <= {"w4a8-static", "w4a8-static-guarded"}, {outcomes[s] for s in plan}
     calls = [n for g in graphs for n in g.graph.nodes if n.op == "call_function"]
     gemms = [n for n in calls if n.target is torch.ops.qpass.w4a8_linear.default]
-    assert gemms and all(len(n.args) == 9 and n.args[8].op == "get_attr" for n in gemms)  # w_zero: a constant
+    assert gemms and all(len(n.args) >= 9 and n.args[8].op == "get_attr" for n in gemms)  # w_zero: a constant
     assert len(gemms) < len(plan)  # q/k/v and gate/up fused (lowering/fuse.py): their zeros stacked with the steps
     assert not {str(n.target) for n in calls if "fake_quant" in str(n.target) or "dequantize" in str(n.target)}
 
