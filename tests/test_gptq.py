@@ -4,7 +4,7 @@ import torch
 
 import qpass
 from qpass import Recipe, WeightSpec
-from qpass.gptq import gptq_quantize, layer_error
+from qpass.gptq import GPTQError, gptq_quantize, layer_error
 from qpass.numerics import quantize_weight
 
 from tiny_models import tiny_model
@@ -51,3 +51,20 @@ def test_static_groups_keep_the_rtn_grid_and_beat_rtn(symmetric):
     # on a weight already on the RTN grid (a model dequantized from a 4-bit format), nothing moves
     on_grid = rtn.dequantize()
     assert torch.allclose(gptq_quantize(on_grid, h, 4, 32, symmetric, static_groups=True).dequantize(), on_grid, atol=1e-6)
+
+
+def test_gptq_with_integer_group_steps_keeps_the_integer_grid():
+    """integer_steps: the static grid's steps are integer multiples of a row step, and GPTQ's codes stay on it; without
+    static groups the row step could not be set up front, so it is refused."""
+    from qpass import numerics
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 192, generator=g)
+    x = torch.randn(256, 192, generator=g)
+    h = x.T @ x
+    q = gptq_quantize(w, h, 4, 64, symmetric=False, static_groups=True, integer_steps=True)
+    u = q.scale / (q.scale.amax(-1, keepdim=True) / numerics.integer_step_limit(4, False))
+    assert torch.allclose(u, u.round(), atol=1e-5) and u.min() >= 1 and u.max() <= 8
+    assert float(((q.dequantize() - w) @ x.T).norm() / (w @ x.T).norm()) < 0.2
+    with pytest.raises(GPTQError, match="integer group steps need static groups"):
+        gptq_quantize(w, h, 4, 64, integer_steps=True)

@@ -305,3 +305,15 @@ def test_nan_calibration_statistics_keep_sites_full_precision():
     rows = [r for r in qpass.report(q).rows if r.name != "lm_head"]
     assert rows and all(r.status == "full precision" and "NaN" in r.reason and "calibration" in r.reason
                         for r in rows), [(r.name, r.reason) for r in rows]
+
+
+@pytest.mark.parametrize("weights, reason", [
+    ({"bits": 8, "group_size": 64}, "needs 4-bit weights with a group_size"),
+    ({"bits": 4, "group_size": None}, "needs 4-bit weights with a group_size"),
+    ({"bits": 4, "group_size": 64, "rounding": "gptq"}, "with GPTQ it needs gptq_static_groups"),
+])
+def test_integer_group_steps_outside_their_format_name_the_key(weights, reason):
+    with pytest.raises(RecipeError, match=rf"^weights\.integer_group_steps: {reason}"):
+        Recipe.from_dict({"version": 1, "name": "x", "weights": {**weights, "integer_group_steps": True}})
+    ok = {"bits": 4, "group_size": 64, "rounding": "gptq", "gptq_static_groups": True, "integer_group_steps": True}
+    assert Recipe.from_dict({"version": 1, "name": "x", "weights": ok}).weights.integer_group_steps
