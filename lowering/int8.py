@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .guarded_rows import restore_guarded_rows  # noqa: F401  (registers qpass::restore_guarded_rows)
-from ..numerics import integer_step_limit
+from ..numerics import integer_row_step
 from .pattern import ACT_GUARDED, ACT_TOKEN, ACT_CHANNEL, DEQ_INT, Emit, LinearMatch, Pattern, Rule, int_group_ok, \
     uniform_step
 
@@ -75,7 +75,7 @@ def _integer_row_step(m: LinearMatch) -> torch.Tensor | None:
     if not _group(m) or w.bits != 4:
         return None
     s = w.scale.double()
-    row = s.amax(dim=-1, keepdim=True) / integer_step_limit(w.bits, w.zero is None)
+    row = integer_row_step(s, w.bits, w.zero is None)
     u = s / row
     if bool(((u - u.round()).abs() < 1e-3).all() and (u.round() >= 1).all()):
         return row.reshape(-1).float()

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .numerics import (QuantizedWeight, compute_qparams, expand_groups, mse_clip_qparams, qrange, quantize,
-                       weight_qparams)
+from .numerics import QuantizedWeight, expand_groups, qrange, quantize, range_qparams, weight_qparams
 
 
 def _quant_col(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, qmin: int, qmax: int) -> torch.Tensor:
@@ -44,7 +43,7 @@ def gptq_quantize(
     at a time, up to MAX_DAMP; the damping actually used goes into `info["damp"]` (and `info["note"]` says why),
     so callers can report it. A non-finite weight or Hessian raises GPTQError (nothing to damp). integer_steps
     (numerics.integer_group_steps) needs the static grid."""
-    qparams = {"none": compute_qparams, "mse": mse_clip_qparams}[clip_search]  # group scales: as RTN would set them
+    qparams = range_qparams(clip_search)  # group scales: as RTN would set them
     if not torch.isfinite(w).all():
         raise GPTQError(f"weight has {int((~torch.isfinite(w)).sum())} NaN/inf values")
     if not torch.isfinite(hessian).all():

@@ -136,15 +136,17 @@ def integer_group_steps(scale: torch.Tensor, zero: torch.Tensor | None,
     (code - zero) * u in int8 on the weight tile and accumulate over all of K, one float scale per row at the end
     instead of one per group. Zero points are re-centred for the new step (the group's range [lo, hi] kept)."""
     symmetric = zero is None
-    U = integer_step_limit(bits, symmetric)
-    row = scale.amax(dim=-1, keepdim=True) / U
-    u = torch.round(scale / row).clamp(1, U)
-    new = row * u
+    row = integer_row_step(scale, bits, symmetric)
+    new = row * torch.round(scale / row).clamp(1, integer_step_limit(bits, symmetric))
     if symmetric:
         return new, None
     qmin, qmax = qrange(bits, False)
-    lo = -zero * scale  # the group's range start under the old grid
-    return new, torch.round(-lo / new).clamp(qmin, qmax)
+    return new, torch.round(zero * scale / new).clamp(qmin, qmax)  # the group's range start -z·s kept
+
+
+def integer_row_step(scale: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    """The row step [..., 1] of `integer_group_steps`: the row's largest group step / integer_step_limit."""
+    return scale.amax(dim=-1, keepdim=True) / integer_step_limit(bits, symmetric)
 
 
 @dataclass
@@ -161,13 +163,17 @@ class QuantizedWeight:
         return dequantize(self.qweight, self.scale, self.zero, self.group_size, dtype)
 
 
+def range_qparams(clip_search: str):
+    """The (scale, zero) function of a weight range search: "none" (min/max) or "mse" (`mse_clip_qparams`)."""
+    if clip_search not in ("none", "mse"):
+        raise ValueError(f"clip_search must be 'none' or 'mse', got {clip_search!r}")
+    return mse_clip_qparams if clip_search == "mse" else compute_qparams
+
+
 def weight_qparams(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, clip_ratio: float = 1.0,
                    clip_search: str = "none", integer_steps: bool = False):
     """Scale (and zero) per row and group of a weight, as round to nearest and GPTQ's static groups set them."""
-    if clip_search not in ("none", "mse"):
-        raise ValueError(f"clip_search must be 'none' or 'mse', got {clip_search!r}")
-    qparams = mse_clip_qparams if clip_search == "mse" else compute_qparams
-    scale, zero = qparams(w, bits, group_size, symmetric, clip_ratio)
+    scale, zero = range_qparams(clip_search)(w, bits, group_size, symmetric, clip_ratio)
     if integer_steps:
         scale, zero = integer_group_steps(scale, zero, bits)
     return scale, zero
