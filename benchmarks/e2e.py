@@ -1,6 +1,7 @@
 """End-to-end GPU benchmark: a Llama-3-8B-shaped model (random bf16 weights, built on the GPU from the config).
 
-Batch-1 greedy decode of 256 tokens after a 512-token prompt, and a 4K-token prefill, for
+Greedy decode of 256 tokens after a 512-token prompt (batch 1, or `--batch B` prompts decoded together;
+decode_tok_s counts the tokens of all of them), and a batch-1 4K-token prefill, for
 
 - `bf16_eager`:   HF's plain loop over a DynamicCache (what `generate` does without compilation);
 - `bf16_compile`: `torch.compile` (inductor), decode over a StaticCache with the step replayed as a CUDA graph;
@@ -119,10 +120,10 @@ class GraphDecoder:
     writes the argmax back into `self.ids`, so replays chain without any host work but the launch.
     """
 
-    def __init__(self, model, max_len: int, device: str):
+    def __init__(self, model, max_len: int, device: str, batch: int = 1):
         # allocated eagerly: reduce-overhead needs the cache's tensors as static addresses (qpass/static_cache.py)
-        self.model, self.cache = model, qpass.static_cache(model, max_len)
-        self.ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.model, self.cache = model, qpass.static_cache(model, max_len, batch)
+        self.ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.graph = None
 
     def _step(self):
@@ -238,12 +239,12 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
         options = {"recipe": RECIPES[kind]} if mode is None else {"recipe": RECIPES[kind], "mode": mode}
         model = torch.compile(base, backend="qpass", options=options, dynamic=False)
     g = torch.Generator(device=args.device).manual_seed(1)
-    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt), device=args.device, generator=g)
+    prompt = torch.randint(0, cfg.vocab_size, (args.batch, args.prompt), device=args.device, generator=g)
     long = torch.randint(0, cfg.vocab_size, (1, args.prefill), device=args.device, generator=g)
     if kind == "bf16_eager" or kind.endswith("_generate"):
         gen = lambda: eager_generate(model, prompt, args.decode)  # noqa: E731
     else:
-        dec = GraphDecoder(model, args.prompt + args.decode + 1, args.device)
+        dec = GraphDecoder(model, args.prompt + args.decode + 1, args.device, args.batch)
         if args.device == "cuda" and not ro:
             dec.capture(prompt)  # compiles prefill + decode graphs
         gen = lambda: dec.generate(prompt, args.decode)  # noqa: E731
@@ -266,7 +267,7 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
     dec_s = statistics.median(r[1] for r in runs)
     res = {
-        "decode_tok_s": args.decode / dec_s,
+        "decode_tok_s": args.batch * args.decode / dec_s,  # all sequences of the batch
         "decode_ms_per_token": 1e3 * dec_s / args.decode,
         "prompt_prefill_ms": 1e3 * statistics.median(r[0] for r in runs),
         "prefill_ms": 1e3 * statistics.median(pre),
@@ -301,6 +302,7 @@ def main():
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--decode", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=1, help="sequences decoded together (the prefills stay batch 1)")
     ap.add_argument("--prefill", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ttft", default="", help="prompt lengths whose time to first token to measure, e.g. 128,512,2048")

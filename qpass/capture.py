@@ -260,6 +260,16 @@ def mark_dynamic_inputs(arguments: dict) -> None:
                     _mark(t, CACHE_DIMS)
 
 
+def _fresh_aliases(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The call's tensors as fresh views of themselves. `maybe_mark_dynamic` marks a tensor object for good, and
+    Dynamo honours the mark even under `dynamic=False`: a tensor once passed to a dynamic qpass forward (the
+    capture's example, a calibration batch) would trace symbolic shapes here again — where inductor then failed
+    to split a view of the int kernels' outputs over symbolic batch x length (CantSplit, torch 2.11). A view is
+    a new object without the marks; it shares the storage, so nothing is copied."""
+    alias = lambda v: v.view_as(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return tuple(alias(v) for v in args), {k: alias(v) for k, v in kwargs.items()}
+
+
 def compile_forward(model: torch.nn.Module, transform: Callable[[CapturedGraph], None], **options
                     ) -> tuple[Callable, GraphCounter]:
     """(forward, counter) of `compile_graphs(model, transform, **options)`."""
@@ -346,6 +356,8 @@ def compile_graphs(
             arguments = kwargs
         if dynamic is not False:
             mark_dynamic_inputs(arguments)
+        else:
+            args, kwargs = _fresh_aliases(args, kwargs)
         with tracing_config(dynamic is not False, recompile_limit=limit), fx_config.patch(backed_size_oblivious=True):
             out = compiled(*args, **kwargs)
         counter.calls += 1

@@ -109,6 +109,22 @@ def test_symbolic_traces_run_without_the_fake_tensor_cache_and_leave_torch_confi
         assert torch._dynamo.config.fake_tensor_cache_enabled == before
 
 
+def test_static_forward_ignores_dynamic_marks_left_on_its_inputs():
+    """A tensor once passed to a dynamic forward keeps Dynamo's dynamic marks; a `dynamic=False` forward (the path
+    of qpass.compile(..., compiler=...)) still traces it with static shapes and leaves it unchanged."""
+    ids = torch.randint(0, 256, (1, 8))
+    dynamic, _ = compile_forward(tiny_model("llama"), lambda cap: None)
+    symbolic = []
+    static, _ = compile_forward(tiny_model("llama"), lambda cap: symbolic.append(
+        [n.name for n in cap.graph.find_nodes(op="placeholder") if isinstance(n.meta.get("example_value"), torch.SymInt)]),
+        dynamic=False)
+    with torch.no_grad():
+        dynamic(input_ids=ids, use_cache=False)
+        static(input_ids=ids, use_cache=False)
+    assert symbolic == [[]]
+    assert ids.shape == (1, 8) and ids._base is None
+
+
 def test_disabled_compile_raises(w8a8):
     _, qmodel = w8a8
     with torch.no_grad(), torch.compiler.set_stance("force_eager"):
