@@ -14,8 +14,10 @@ shifted by -128, 8-bit codes [0, 255] do not fit int8), whose share the GEMM sub
 from __future__ import annotations
 
 import torch
+from torch import fx
 
 from .guarded_rows import restore_guarded_rows  # noqa: F401  (registers qpass::restore_guarded_rows)
+from ..capture import node_value
 from ..numerics import integer_row_step
 from .pattern import ACT_GUARDED, ACT_TOKEN, ACT_CHANNEL, DEQ_INT, Emit, LinearMatch, Pattern, Rule, int_group_ok, \
     uniform_step
@@ -99,6 +101,15 @@ def quantize_input(m: LinearMatch, e: Emit):
     return e.item(qx, 0), (None if s == 1.0 else e.item(qx, 1)), zero
 
 
+def _has_prefix_rows(x: fx.Node, keep_first: int) -> bool:
+    """Whether restore_guarded_rows (prefix guard only) can change a row of this call: False where x's length is
+    static and not longer than keep_first, whose output the op would return unchanged (as a copy)."""
+    v = node_value(x)
+    if keep_first == 0 or (v is not None and v.dim() < 2):
+        return False
+    return v is None or not isinstance(v.shape[-2], int) or v.shape[-2] > keep_first
+
+
 def int_linear(op, packed_weight, zero_offset: int, row_steps: bool = False):
     """A replacement emitting `op(x_int8, packed_weight, steps, x_step, bias, out_dtype, group, None[, w_zero
     [, w_step]])` (x_zero None: static zero points enter the bias; w_zero: asymmetric weights only, w_step: integer
@@ -123,6 +134,8 @@ def int_linear(op, packed_weight, zero_offset: int, row_steps: bool = False):
         if m.act_op is not ACT_GUARDED:
             return y
         keep_first, outlier = m.act.args[4], m.act.args[5]
+        if outlier == 0 and not _has_prefix_rows(m.x, keep_first):
+            return y  # e.g. a decode step's graph: its one token is past the kept prefix
         a = m.plan.activation
         scale = e.const("input_scale", lambda: a.scale.float())
         zero = e.const("input_zero_raw", lambda: a.zero.float()) if a.zero is not None else None

@@ -51,6 +51,8 @@ def insert_fake_quant(cap: CapturedGraph, plan: dict[str, SitePlan]) -> int:
                 # in the model's dtype: an fp32 step would promote a bf16 activation to fp32
                 step = _attr(gm, graph, f"{prefix}_input_step", sp.input_step.to(sp.dtype))
                 x = graph.call_function(torch.div, (x, step))
+                # x / step keeps x's shape: its recorded value, for rules that read the input's shape
+                x.meta.update({k: v for k, v in site.input.meta.items() if k in ("example_value", "val")})
             if a is not None and a.granularity == "per_token":
                 x = graph.call_function(torch.ops.qpass.fake_quant_per_token.default, _per_token_args(x, a))
             elif a is not None:

@@ -91,6 +91,25 @@ def test_bits_no_integer_kernel_takes_are_refused_with_the_reason():
     assert rep.quantized and all(r.lowering.startswith("unmatched") and "w4 a3" in r.lowering for r in rep.quantized)
 
 
+def test_decode_graphs_of_a_prefix_guarded_site_run_no_restore():
+    """A decode step's graph (length 1, static) has no token in the kept prefix: its guarded sites emit the int GEMM
+    alone, while the prefill graph recomputes the prefix rows; the decoded logits still match fake quant."""
+    q = qpass.compile(tiny_model("llama"), "w4a8-qsm", _calib(), progress=False, lower=False)
+    migrated = [sp.migrated for sp in q.qpass_state.plan.values()]
+    assert migrated and all(mi.keep_first > 0 and mi.outlier_guard == 0 for mi in migrated)
+    lowered, _, graphs = _lowered_twin(q)
+    ids = _ids()[:1, :12]
+    with torch.no_grad():
+        out = lowered(input_ids=ids, use_cache=True)
+        nxt = out.logits[:, -1:].argmax(-1)
+        step = lowered(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True).logits
+        ref_out = q(input_ids=ids, use_cache=True)
+        ref = q(input_ids=nxt, past_key_values=ref_out.past_key_values, use_cache=True).logits
+    assert torch.allclose(step, ref, atol=1e-4, rtol=1e-4)
+    restores = [sum(n.target is torch.ops.qpass.restore_guarded_rows.default for n in g.graph.nodes) for g in graphs]
+    assert len(graphs) == 2 and restores[0] > 0 and restores[1] == 0, restores
+
+
 def test_an_inner_compiler_runs_the_same_lowered_graphs():
     """compiler="aot_eager" (as "inductor" on a GPU) compiles the rewritten graphs: same logits; bad names refused."""
     model = tiny_model("llama")

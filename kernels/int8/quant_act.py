@@ -26,13 +26,13 @@ def _load_columns(x_row, g_ptr, k, K, C, GATHER: tl.constexpr):
 
 
 @triton.jit
-def _quant_act(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, K, C, stride_xm, stride_qm, qmax, qinv,
+def _quant_act(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, K, C, stride_xm, stride_qm, stride_s, qmax, qinv,
                STATIC: tl.constexpr, HAS_ZERO: tl.constexpr, GATHER: tl.constexpr, BLOCK_K: tl.constexpr):
     m = tl.program_id(0)
     offs = tl.arange(0, BLOCK_K)
     x_row = x_ptr + m * stride_xm
     if STATIC:
-        s = tl.load(s_ptr + m).to(tl.float32)
+        s = tl.load(s_ptr + m * stride_s).to(tl.float32)
     else:
         amax = tl.zeros([BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -54,7 +54,7 @@ def _quant_act(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, K, C, stride_xm, strid
 
 
 @triton.jit
-def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_qm, qmax,
+def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, M, K, C, stride_xm, stride_qm, stride_s, qmax,
                   HAS_ZERO: tl.constexpr, GATHER: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     """Static steps: a [BLOCK_R, BLOCK_K] tile per program, so the zero points and gather indices of a column
     block are read once for BLOCK_R rows (per row they would be read again by every row: K x 4 bytes each).
@@ -73,7 +73,9 @@ def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_
         src = k
     x = tl.load(x_ptr + rows[:, None] * stride_xm + src[None, :], mask=rmask[:, None] & (kmask & (src < C))[None, :],
                 other=0.0).to(tl.float32)
-    s = tl.load(s_ptr + rows, mask=rmask, other=1.0).to(tl.float32)
+    s = tl.load(s_ptr + rows * stride_s, mask=rmask, other=1.0).to(tl.float32)
+    if pid % kblocks == 0:  # each row's step, stored once
+        tl.store(so_ptr + rows, s, mask=rmask)
     inv = tl.math.div_rn(tl.full([BLOCK_R], 1.0, tl.float32), s)
     r = (x * inv[:, None] + 12582912.0) - 12582912.0  # round half to even for |v| < 2**22
     if HAS_ZERO:
@@ -83,15 +85,17 @@ def _quant_static(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_
 
 
 @triton.jit
-def _quant_static_row_gather(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_xm, stride_qm, qmax,
-                             HAS_ZERO: tl.constexpr, CP: tl.constexpr, BLOCK_K: tl.constexpr):
+def _quant_static_row_gather(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, M, K, C, stride_xm, stride_qm, stride_s,
+                             qmax, HAS_ZERO: tl.constexpr, CP: tl.constexpr, BLOCK_K: tl.constexpr):
     """Static steps with a gather, one row per program: the row is read once, coalesced ([CP] >= C), and the K
     output columns are gathered from it on chip (`tl.gather`), where gathering from global memory reads a 32-byte
     sector per value (the tile kernel above: 0.38 TB/s at 4096 x 14336 on an H100)."""
     m = tl.program_id(0)
     c = tl.arange(0, CP)
     x = tl.load(x_ptr + m * stride_xm + c, mask=c < C, other=0.0).to(tl.float32)
-    inv = tl.math.div_rn(1.0, tl.load(s_ptr + m).to(tl.float32))
+    s = tl.load(s_ptr + m * stride_s).to(tl.float32)
+    tl.store(so_ptr + m, s)
+    inv = tl.math.div_rn(1.0, s)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         src = tl.load(g_ptr + k, mask=k < K, other=C)
@@ -104,8 +108,14 @@ def _quant_static_row_gather(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, M, K, C, stride_
 
 
 STATIC_CONFIG = dict(BLOCK_R=16, BLOCK_K=256, num_warps=4)
+SMALL_M_BLOCK_K = 128  # fewer rows than a row tile: narrower column blocks, so a decode row still spans the GPU
+ROW_GATHER_MIN_M = 128  # from this many rows one program per row fills the GPU (fewer take the tile kernel)
 ROW_GATHER_MAX_C = 32768  # wider rows take the tile kernel (the row must fit on chip)
-ROW_GATHER_CONFIG = dict(BLOCK_K=1024, num_warps=8)
+
+
+def _row_gather_config(cp: int) -> dict:
+    # the whole row is held in registers as fp32: more warps for wide rows (down_proj's input) keep it from spilling
+    return dict(BLOCK_K=1024, num_warps=8 if cp <= 8192 else 16)
 
 
 def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None,
@@ -115,7 +125,9 @@ def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None,
 
 
 def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None, clip: float = 1.0):
-    """`quantize_activation_int8_triton` on checked arguments (the op checks once per signature)."""
+    """`quantize_activation_int8_triton` on checked arguments (the op checks once per signature). A static
+    `scale` holds one step or one per row; the kernels read it in place (stride 0 or 1) and write each row's
+    step to the returned steps themselves, so no copy of it is launched."""
     C = x.shape[-1]
     K = gather.shape[0] if gather is not None else C
     x2 = x.reshape(-1, C)
@@ -124,23 +136,22 @@ def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | Non
     M = x2.shape[0]
     q = torch.empty(M, K, dtype=torch.int8, device=x.device)
     s_out = torch.empty(M, dtype=torch.float32, device=x.device)
-    if scale is not None:
-        s_in = scale.float().reshape(-1).expand(M).contiguous()
-    else:
-        s_in = s_out
-    if scale is not None and block_k is None and gather is not None and C <= ROW_GATHER_MAX_C and M:
-        launch(_quant_static_row_gather, (M,), x2, s_in, zero if zero is not None else s_in, gather, q, M, K, C,
-               x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None, CP=next_pow2(C), **ROW_GATHER_CONFIG)
-        return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)
-    if scale is not None and block_k is None:
-        cfg = STATIC_CONFIG
+    s_in = s_out if scale is None else scale.reshape(-1).float()  # .float(): no copy when already fp32
+    stride_s = 1 if s_in.numel() > 1 else 0
+    z = zero if zero is not None else s_in  # placeholders for pointers a constexpr switches off
+    if scale is not None and block_k is None and gather is not None and C <= ROW_GATHER_MAX_C \
+            and M >= ROW_GATHER_MIN_M:
+        launch(_quant_static_row_gather, (M,), x2, s_in, z, gather, q, s_out, M, K, C, x2.stride(0), q.stride(0),
+               stride_s, qmax, HAS_ZERO=zero is not None, CP=next_pow2(C), **_row_gather_config(next_pow2(C)))
+    elif scale is not None and block_k is None and M:
+        cfg = STATIC_CONFIG if M >= STATIC_CONFIG["BLOCK_R"] else \
+            dict(STATIC_CONFIG, BLOCK_R=next_pow2(M), BLOCK_K=SMALL_M_BLOCK_K)
         grid = (cdiv(K, cfg["BLOCK_K"]) * cdiv(M, cfg["BLOCK_R"]),)
-        launch(_quant_static, grid, x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q,
-                            M, K, C, x2.stride(0), q.stride(0), qmax, HAS_ZERO=zero is not None,
-                            GATHER=gather is not None, **cfg)
-        return q.reshape(*x.shape[:-1], K), s_out.copy_(s_in)  # a copy: s_in may alias the caller's scale
-    bk = block_k or min(4096, next_pow2(K))
-    launch(_quant_act, (M,), x2, s_in, zero if zero is not None else s_out, gather if gather is not None else s_out, q,
-                     s_out, K, C, x2.stride(0), q.stride(0), qmax, clip / qmax, STATIC=scale is not None,
-                     HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)
+        launch(_quant_static, grid, x2, s_in, z, gather if gather is not None else s_in, q, s_out, M, K, C,
+               x2.stride(0), q.stride(0), stride_s, qmax, HAS_ZERO=zero is not None, GATHER=gather is not None, **cfg)
+    elif M:
+        bk = block_k or min(4096, next_pow2(K))
+        launch(_quant_act, (M,), x2, s_in, z if zero is not None else s_out, gather if gather is not None else s_out,
+               q, s_out, K, C, x2.stride(0), q.stride(0), stride_s, qmax, clip / qmax, STATIC=scale is not None,
+               HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)
     return q.reshape(*x.shape[:-1], K), s_out

@@ -178,15 +178,18 @@ def test_grouped_w4a8_every_kernel(kernel):
     assert rel_err(y, R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, group_size=64)) < 1e-5
 
 
-@pytest.mark.parametrize("M,C,K", [(1, 64, 64), (3, 100, 128), (9, 50, 200)])
+@pytest.mark.parametrize("M,C,K", [(1, 64, 64), (3, 100, 128), (9, 50, 200), (20, 70, 100), (130, 50, 70)])
 @pytest.mark.parametrize("qmax", [127, 7])
-def test_quantize_with_zero_and_gather(M, C, K, qmax):
-    """Static step + per-column zero point + gather (sorted columns, split copies, zero pad) in one pass."""
+@pytest.mark.parametrize("per_row", [False, True])
+def test_quantize_with_zero_and_gather(M, C, K, qmax, per_row):
+    """Static step (one, or one per row) + per-column zero point + gather (sorted columns, split copies, zero pad)
+    in one pass: the tile kernel below quant_act.ROW_GATHER_MIN_M rows (one row; a partial and a full row tile),
+    one row per program from there (130 rows)."""
     x = torch.randn(M, C) * 4
     gather = torch.cat([torch.randperm(C), torch.randint(0, C, (K - C - 3,)) if K - C > 3 else torch.empty(0, dtype=torch.long),
                         torch.full((max(0, min(3, K - C)),), C)])[:K].to(torch.int32)
     zero = torch.randint(-qmax, qmax, (K,)).float()
-    step = torch.tensor(0.37)
+    step = torch.full((M,), 0.37) if per_row else torch.tensor(0.37)
     q, s = quantize_activation_int8_triton(x, step, qmax, zero, gather)
     qr, sr = R.quantize_activation_int8_ref(x, step, qmax, zero, gather)
     assert q.shape == (M, K) and torch.equal(s, sr)
