@@ -1,5 +1,5 @@
 """Issue 18: the static QSM quantizer (zero points + sorted gather) by row count: the shipped dispatch
-(quant_act.run_quantize: small-M tile kernel < ROW_GATHER_MIN_M rows <= one row per program) against the tile kernel
+(quant_act.run_quantize: the small-M tile kernel, one row per program from _row_gather_min_m rows) against the tile kernel
 with its large-M config and the row gather (8 and 16 warps) forced at every M. 32 calls per CUDA graph."""
 import os, sys
 os.environ["TRITON_INTERPRET"] = "0"

@@ -329,7 +329,7 @@ def main():
         "gpu": gpu, "torch": torch.__version__, "transformers": tf.__version__,
         "model": f"{'tiny Llama' if args.tiny else 'Llama-3-8B shapes'}, {args.layers} layers, random bf16 weights",
         "command": "python benchmarks/e2e.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k not in ("device", "tiny", "out_path")),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, []) and k not in ("device", "tiny", "out_path")),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "out_path")}, "variants": {}, "skipped": [],
     }
     tokens = {}

@@ -109,13 +109,14 @@ def _quant_static_row_gather(x_ptr, s_ptr, z_ptr, g_ptr, q_ptr, so_ptr, M, K, C,
 
 STATIC_CONFIG = dict(BLOCK_R=16, BLOCK_K=256, num_warps=4)
 SMALL_M_BLOCK_K = 128  # fewer rows than a row tile: narrower column blocks, so a decode row still spans the GPU
-ROW_GATHER_MIN_M = 128  # from this many rows one program per row fills the GPU (fewer take the tile kernel)
+ROW_GATHER_CONFIG = dict(BLOCK_K=1024, num_warps=8)
 ROW_GATHER_MAX_C = 32768  # wider rows take the tile kernel (the row must fit on chip)
 
 
-def _row_gather_config(cp: int) -> dict:
-    # the whole row is held in registers as fp32: more warps for wide rows (down_proj's input) keep it from spilling
-    return dict(BLOCK_K=1024, num_warps=8 if cp <= 8192 else 16)
+def _row_gather_min_m(c: int) -> int:
+    """Rows from which one program per row beats the tile kernel (H100, .gpu/quant_small_m_probe.py: at 4096
+    columns 3.1 vs 4.3 us from 16 rows; at 14336 the row's serial gather costs 13 us, so only from 128 rows)."""
+    return 16 if c <= 8192 else 128
 
 
 def quantize_activation_int8_triton(x, scale, qmax: int, zero=None, gather=None, block_k: int | None = None,
@@ -140,9 +141,9 @@ def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | Non
     stride_s = 1 if s_in.numel() > 1 else 0
     z = zero if zero is not None else s_in  # placeholders for pointers a constexpr switches off
     if scale is not None and block_k is None and gather is not None and C <= ROW_GATHER_MAX_C \
-            and M >= ROW_GATHER_MIN_M:
+            and M >= _row_gather_min_m(C):
         launch(_quant_static_row_gather, (M,), x2, s_in, z, gather, q, s_out, M, K, C, x2.stride(0), q.stride(0),
-               stride_s, qmax, HAS_ZERO=zero is not None, CP=next_pow2(C), **_row_gather_config(next_pow2(C)))
+               stride_s, qmax, HAS_ZERO=zero is not None, CP=next_pow2(C), **ROW_GATHER_CONFIG)
     elif scale is not None and block_k is None and M:
         cfg = STATIC_CONFIG if M >= STATIC_CONFIG["BLOCK_R"] else \
             dict(STATIC_CONFIG, BLOCK_R=next_pow2(M), BLOCK_K=SMALL_M_BLOCK_K)

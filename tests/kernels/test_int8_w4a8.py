@@ -183,8 +183,8 @@ def test_grouped_w4a8_every_kernel(kernel):
 @pytest.mark.parametrize("per_row", [False, True])
 def test_quantize_with_zero_and_gather(M, C, K, qmax, per_row):
     """Static step (one, or one per row) + per-column zero point + gather (sorted columns, split copies, zero pad)
-    in one pass: the tile kernel below quant_act.ROW_GATHER_MIN_M rows (one row; a partial and a full row tile),
-    one row per program from there (130 rows)."""
+    in one pass: the small-M tile kernel (1, 3, 9 rows), one row per program from quant_act._row_gather_min_m
+    rows (20, 130)."""
     x = torch.randn(M, C) * 4
     gather = torch.cat([torch.randperm(C), torch.randint(0, C, (K - C - 3,)) if K - C > 3 else torch.empty(0, dtype=torch.long),
                         torch.full((max(0, min(3, K - C)),), C)])[:K].to(torch.int32)
