@@ -30,15 +30,17 @@ def shipped_configs():
                         {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4, "HAS_XS": True,
                          "HAS_BIAS": True, "UNPACK": 0, **c}, o))
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", so_ptr="*fp32", K="i32",
-                C="i32", stride_xm="i32", stride_qm="i32", qmax="i32", qinv="fp32")
+                C="i32", stride_xm="i32", stride_qm="i32", stride_s="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "HAS_ZERO": False, "GATHER": False, "BLOCK_K": 4096},
                 {"num_warps": 4}))
-    ssig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", M="i32", K="i32", C="i32",
-                stride_xm="i32", stride_qm="i32", qmax="i32")
-    c, o = split_launch(quant_act.STATIC_CONFIG)
-    for zero, gather in ((False, False), (True, True)):
-        out.append((f"quant_static[zero={zero},gather={gather}]", quant_act._quant_static, ssig,
-                    {"HAS_ZERO": zero, "GATHER": gather, **c}, o))
+    ssig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", so_ptr="*fp32", M="i32",
+                K="i32", C="i32", stride_xm="i32", stride_qm="i32", stride_s="i32", qmax="i32")
+    small_m = dict(quant_act.STATIC_CONFIG, BLOCK_R=1, BLOCK_K=quant_act.SMALL_M_BLOCK_K)  # one row (decode)
+    for name, cfg in (("", quant_act.STATIC_CONFIG), ("-one-row", small_m)):
+        c, o = split_launch(cfg)
+        for zero, gather in ((False, False), (True, True)):
+            out.append((f"quant_static{name}[zero={zero},gather={gather}]", quant_act._quant_static, ssig,
+                        {"HAS_ZERO": zero, "GATHER": gather, **c}, o))
     c, o = split_launch(quant_act.ROW_GATHER_CONFIG)
     for cp in (4096, 16384):  # Llama-3-8B's hidden and (padded) MLP widths
         out.append((f"quant_static_row_gather[CP={cp}]", quant_act._quant_static_row_gather, ssig,
