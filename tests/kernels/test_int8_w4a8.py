@@ -180,12 +180,12 @@ def test_grouped_w4a8_every_kernel(kernel):
 
 @pytest.mark.parametrize("M,C,K", [(1, 64, 64), (3, 100, 128), (9, 50, 200), (20, 70, 100), (130, 50, 70)])
 @pytest.mark.parametrize("qmax", [127, 7])
-@pytest.mark.parametrize("per_row", [False, True])
-def test_quantize_with_zero_and_gather(M, C, K, qmax, per_row):
+@pytest.mark.parametrize("per_row, dtype", [(False, torch.float32), (True, torch.float32), (False, torch.float16)])
+def test_quantize_with_zero_and_gather(M, C, K, qmax, per_row, dtype):
     """Static step (one, or one per row) + per-column zero point + gather (sorted columns, split copies, zero pad)
     in one pass: the small-M tile kernel (1, 3, 9 rows), one row per program from quant_act._row_gather_min_m
     rows (20, 130)."""
-    x = torch.randn(M, C) * 4
+    x = (torch.randn(M, C) * 4).to(dtype)
     gather = torch.cat([torch.randperm(C), torch.randint(0, C, (K - C - 3,)) if K - C > 3 else torch.empty(0, dtype=torch.long),
                         torch.full((max(0, min(3, K - C)),), C)])[:K].to(torch.int32)
     zero = torch.randint(-qmax, qmax, (K,)).float()
