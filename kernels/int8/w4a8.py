@@ -24,6 +24,7 @@ from .dequant_mm import dequant_mm
 from .gemm import DEQUANT_MIN_M, int_mm
 
 UNPACK_MIN_M = 512
+GEMV_MAX_M = 1
 KERNELS = ("gemv", "unpack", "mma", "dequant")
 
 
@@ -47,7 +48,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
     if kernel is None:
-        if rows == 1 and config is None and x_int8.is_cuda:
+        if rows <= GEMV_MAX_M and config is None and x_int8.is_cuda:
             kernel = "gemv"
         elif rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
             kernel = "dequant" if w_step is None else "unpack"
@@ -69,19 +70,22 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
 
 
 def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None):
-    """One row (batch-1 decode) is bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
-    GEMV (same int4 packing) reads the int8 row directly (its values are exact in fp32), accumulates
-    X_int·W_int in fp32, and scales by the (row, group) weight step and the row's activation step. With zero
-    points the row is centred first, (x - z) as fp16 (integers up to 255: exact); weight zero points are the
-    GEMV's own (plain nibbles minus the zero, as for asymmetric W4A16)."""
+    """A few rows (decode) are bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
+    GEMV (same int4 packing; rows past the first re-read W from L2) reads the int8 rows directly (their values are
+    exact in fp32), accumulates X_int·W_int in fp32, and scales by the (row, group) weight step and each row's
+    activation step. With zero points the rows are centred first, (x - z) as fp16 (integers up to 255: exact);
+    weight zero points are the GEMV's own (plain nibbles minus the zero, as for asymmetric W4A16)."""
     K, N = x_int8.shape[-1], qweight.shape[0]
-    x = x_int8.reshape(1, K)
+    x = x_int8.reshape(-1, K)
+    M = x.shape[0]
     if x_zero is not None:
         x = (x.float() - x_zero).to(torch.float16)
     if x.stride(-1) != 1:
         x = x.contiguous()
-    xs = x_scale.reshape(1).float() if x_scale is not None else None  # .float(): no copy when already fp32
-    y = torch.empty(1, N, dtype=out_dtype, device=x_int8.device)
+    xs = x_scale.reshape(-1).float() if x_scale is not None else None  # .float(): no copy when already fp32
+    if xs is not None and xs.numel() != M:
+        xs = xs.expand(M).contiguous()
+    y = torch.empty(M, N, dtype=out_dtype, device=x_int8.device)
     grouped = 0 < group_size < K
     scales = (w_scale if grouped else w_scale.reshape(N, 1)).float()
     zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1)).float()
