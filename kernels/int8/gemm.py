@@ -136,8 +136,10 @@ W4A8_CONFIGS = [
 # so only small M runs this kernel (thin N tiles: more CTAs); from DEQUANT_MIN_M rows on (int8/w4a8.py) the weight
 # is dequantized once and cuBLAS runs the product (H200, benchmarks/gemm.py --sweep-grouped: the best grouped tile
 # at M = 4096 took 1.2-1.7 ms at 4096x14336 where bf16 takes 0.6 ms).
+# Up to 32 rows (batched decode): 16 x 32 tiles, 6 stages (H100, .gpu/w4a8_grouped_cfg_probe.py, summed over
+# Llama-3-8B's three GEMM shapes: 8 rows 113 -> 103 us, 32 rows 245 -> 133 us against the 64 x 128 tile).
 GROUPED_CONFIGS = [
-    (16, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)),
+    (32, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=6)),
     (1 << 62, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)),
 ]
 DEQUANT_MIN_M = 64

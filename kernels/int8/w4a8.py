@@ -2,7 +2,8 @@
 
 W4A4 is the same op with activation values in [-8, 7] stored as int8. Kernel (`w4a8_linear_triton`, `kernel=`
 overrides):
-  * "gemv": one row on CUDA (batch-1 decode): the W4A16 decode GEMV (int4/gemv.py) on the int8 row;
+  * "gemv": one row on CUDA (decode; grouped weights: up to GEMV_MAX_M rows): the W4A16 decode GEMV
+    (int4/gemv.py) on the int8 rows;
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
@@ -24,7 +25,8 @@ from .dequant_mm import dequant_mm
 from .gemm import DEQUANT_MIN_M, int_mm
 
 UNPACK_MIN_M = 512
-GEMV_MAX_M = 1
+GEMV_MAX_M = 2  # grouped weights; each row re-reads W: H100 (.gpu/w4a8_small_m_probe.py) 2 rows 84 vs 111 us
+# summed over Llama-3-8B's GEMM shapes against the grouped tile kernel, 4 rows already slower (152 vs 111)
 KERNELS = ("gemv", "unpack", "mma", "dequant")
 
 
@@ -48,7 +50,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
     if kernel is None:
-        if rows <= GEMV_MAX_M and config is None and x_int8.is_cuda:
+        if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K) and config is None and x_int8.is_cuda:
             kernel = "gemv"
         elif rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
             kernel = "dequant" if w_step is None else "unpack"
