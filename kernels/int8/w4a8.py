@@ -84,9 +84,7 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
         x = (x.float() - x_zero).to(torch.float16)
     if x.stride(-1) != 1:
         x = x.contiguous()
-    xs = x_scale.reshape(-1).float() if x_scale is not None else None  # .float(): no copy when already fp32
-    if xs is not None and xs.numel() != M:
-        xs = xs.expand(M).contiguous()
+    xs = x_scale.reshape(-1).float() if x_scale is not None else None  # one per row (checked); no copy when fp32
     y = torch.empty(M, N, dtype=out_dtype, device=x_int8.device)
     grouped = 0 < group_size < K
     scales = (w_scale if grouped else w_scale.reshape(N, 1)).float()
