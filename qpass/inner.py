@@ -17,6 +17,9 @@ def compile_inner(gm: fx.GraphModule, example_inputs, inner: str = "inductor", m
     mode (its config patches)."""
     from torch._dynamo.backends.registry import lookup_backend
 
+    from .kernels.define import install_inductor_decompositions
+
+    install_inductor_decompositions()  # e.g. the static activation quantizer fused into its producer
     compiler = lookup_backend(inner)
     kwargs = {}
     if inner == "inductor" and mode not in (None, "default"):

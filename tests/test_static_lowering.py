@@ -1,6 +1,8 @@
 """Static low-bit activations on the integer kernels (issue: QSM runs on real kernels): every QSM / SmoothQuant
 preset lowers all the sites it quantizes, and the lowered graph matches the fake-quant graph; the guarded
 sites' full-precision rows; sites no kernel takes keep their fake-quant path with the reason."""
+import functools
+
 import pytest
 import torch
 
@@ -183,3 +185,46 @@ def test_activation_zero_points_enter_the_bias_not_the_gemm():
     _assert_lowered_matches(lowered, q)
     gemms = [n for g in graphs for n in g.graph.nodes if n.target is torch.ops.qpass.w4a8_linear.default]
     assert gemms and all(n.args[7] is None and n.args[4] is not None for n in gemms)
+
+
+@functools.cache
+def _inductor_inputs():
+    """(Registered once) a Dynamo backend that hands back the graphs inductor would compile (AOT-traced with inductor's
+    decompositions, qpass's included) and runs them eagerly."""
+    from torch._dynamo import register_backend
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._inductor.decomposition import select_decomp_table
+
+    import qpass.kernels.ops  # noqa: F401  (registers the ops and their decompositions)
+    from qpass.kernels.define import install_inductor_decompositions
+
+    install_inductor_decompositions()
+    seen = []
+
+    def keep(gm, example_inputs):
+        seen.append(gm)
+        return gm.forward
+
+    register_backend(aot_autograd(fw_compiler=keep, decompositions=select_decomp_table()),
+                     name="qpass_test_inductor_inputs")
+    return seen
+
+
+@pytest.mark.parametrize("preset, static", [("w4a8-qsm", True), ("w4a4-qsm", True), ("w4a8", False)])
+def test_under_inductor_a_static_quantizer_is_fused_into_its_producer(preset, static):
+    """Inductor compiles a static qpass::quantize_activation_int8 as its reference math (kernels/define.py
+    register_inductor_decomposition), so it fuses into the op that produces its input instead of launching a
+    kernel of its own (4 per layer per decode step): the graphs inductor gets have none left and give the same
+    logits. A dynamic quantizer (per-row absmax first) stays the op's kernel."""
+    seen = _inductor_inputs()
+    seen.clear()
+    model = tiny_model("llama")
+    ids = _ids()
+    plain = qpass.compile(model, preset, _calib(), progress=False, copy=True)
+    inner = qpass.compile(model, preset, _calib(), progress=False, copy=True, compiler="qpass_test_inductor_inputs")
+    with torch.no_grad():
+        assert torch.allclose(inner(ids).logits, plain(ids).logits, atol=1e-5)
+    op = torch.ops.qpass.quantize_activation_int8.default
+    calls = sum(n.target is op for g in seen for n in g.graph.nodes)
+    gemms = sum(n.target is torch.ops.qpass.w4a8_linear.default for g in seen for n in g.graph.nodes)
+    assert gemms > 0 and (calls == 0 if static else calls == gemms), (calls, gemms)

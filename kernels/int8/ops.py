@@ -111,6 +111,17 @@ def quantize_activation_int8(x: Tensor, scale: Optional[Tensor], qmax: int, zero
     return R.quantize_activation_int8_ref(x, scale, qmax, zero, gather, clip)
 
 
+@quantize_activation_int8.register_inductor_decomposition
+def _static_quantize_inline(x, scale, qmax, zero=None, gather=None, clip=1.0):
+    """Under inductor a static quantize is its reference math, which is pointwise: the compiler fuses it (and the
+    column gather) into the op that produces x — the RMSNorm, SiLU·up, the attention output's copy — so no kernel
+    of its own runs and x is never written out (a decode step launched 4 per layer). A dynamic quantize needs each
+    row's absmax first: it stays this op's one-pass kernel."""
+    if scale is None:
+        return NotImplemented
+    return R.quantize_activation_int8_ref(x, scale, qmax, zero, gather, clip)
+
+
 @quantize_activation_int8.register_fake
 def _(x, scale, qmax, zero=None, gather=None, clip=1.0):
     C.check_quantize(x, scale, qmax, zero, gather, clip)
