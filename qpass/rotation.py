@@ -17,6 +17,7 @@ qpass::hadamard applies at run time. The residual rotation is diag(±1) · trans
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass, field
 
@@ -267,6 +268,26 @@ def _plan_heads_and_online(analysis: GraphAnalysis, out: RotationLayout) -> None
             out.heads.append(HeadPair(m.producer.name, w, att.head_dim, m.rows))
         else:
             out.online.append(w)
+
+
+@contextlib.contextmanager
+def online_rotation_hooks(model: torch.nn.Module, rotations: dict):
+    """Eager counterpart of `insert_online_rotations`: while open, each module in `rotations` ({site:
+    OnlineRotation}) reads `qpass::hadamard(x, mix)` instead of its input x (a forward pre-hook, registered first, so
+    hooks added later — observers, a fake-quant forward — see the rotated input)."""
+    from .kernels.hadamard.ops import hadamard
+
+    hooks = []
+    for name, rot in rotations.items():
+        mix = rot.mix
+        hooks.append(model.get_submodule(name).register_forward_pre_hook(
+            lambda mod, args, mix=mix: (hadamard(args[0], None if mix is None else mix.to(args[0].device)),
+                                        *args[1:])))
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def insert_online_rotations(cap, rotations: dict) -> int:

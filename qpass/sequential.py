@@ -30,6 +30,7 @@ from .passes.context import PassContext
 from .passes.rounding import plan_quantization
 from .plan import Plan
 from .recipe import Recipe
+from .rotation import online_rotation_hooks
 
 
 @dataclass
@@ -92,7 +93,7 @@ def refusal(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, sel
         info = registry.get(spec.name)
         if info.runs_model is not None and info.runs_model(spec.options):
             return f"pass {spec.name!r} runs the whole model on its own calibration text"
-        if not info.per_block:  # rotate: the residual stream of every block; mixed_precision: one bit budget
+        if not info.per_block:  # mixed_precision: one bit budget over every block
             return f"pass {spec.name!r} plans every block at once"
     if not selected:
         return "no selected sites"
@@ -236,10 +237,16 @@ def _restore_forward(mod: torch.nn.Module, saved) -> None:
         mod.forward = saved
 
 
+def _early(recipe: Recipe) -> list:
+    """The recipe's passes that run once over the whole model before calibration (rotate)."""
+    return [s for s in recipe.passes if registry.get(s.name).before_calibration]
+
+
 def _run_passes(model, recipe: Recipe, analysis: GraphAnalysis, sites: dict, observers: dict, progress: bool) -> Plan:
     ctx = PassContext(model, recipe.weights, recipe.activations, analysis, dict(sites), Plan(), observers, progress)
     for spec in recipe.passes:
-        registry.get(spec.name).run(ctx, spec.options)
+        if spec not in _early(recipe):
+            registry.get(spec.name).run(ctx, spec.options)
     plan_quantization(ctx)
     return ctx.plan
 
@@ -267,10 +274,25 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
     blocks = model.get_submodule(path)
     device = torch.device(device) if device is not None else None
     plan = Plan(skipped=dict(skipped))
-    inputs = catch_inputs(model, blocks[0], calib, device or _home(blocks[0]))
+    compute_home = device or _home(blocks[0])
+    inputs = catch_inputs(model, blocks[0], calib, compute_home)  # may refuse: nothing is changed before this
+    early = _early(recipe)
+    if early:  # e.g. rotate: the whole model once, then block 0's inputs again from what it made
+        ctx = PassContext(model, recipe.weights, recipe.activations, analysis, dict(selected), plan, {}, progress, calib)
+        for spec in early:
+            registry.get(spec.name).run(ctx, spec.options)
+        inputs = catch_inputs(model, blocks[0], calib, compute_home)
     where = str(device) if device is not None else ", ".join(sorted({str(_home(b)) for b in blocks}))
     plan.log.append(f"calibration: block by block over {len(blocks)} blocks of {path} on {where} "
                     f"(each block's quantized outputs feed the next)")
+    with online_rotation_hooks(model, plan.rotations):  # observers and quantized forwards see rotated inputs
+        _plan_blocks(model, recipe, analysis, selected, blocks, path, inputs, calib, plan, device, percentile, stats,
+                     progress)
+    return plan
+
+
+def _plan_blocks(model, recipe, analysis, selected, blocks, path, inputs, calib, plan, device, percentile, stats,
+                 progress) -> None:
     last_out = None
     bar = tqdm(range(len(blocks)), desc="blocks", unit="block", disable=not progress)
     for i in bar:
@@ -305,7 +327,8 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
     if outer:
         _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, plan, device, percentile, stats,
                    progress)
-    return plan
+
+
 
 
 def _home(module: torch.nn.Module) -> torch.device:

@@ -190,3 +190,22 @@ def test_a_model_dispatched_by_accelerate_quantizes_as_the_plain_model():
     assert "_hf_hook" in vars(hooked.model.layers[0]) and "forward" in vars(hooked.model.layers[0])
     with torch.no_grad():
         assert _rel(q_hooked(ids).logits, q_plain(ids).logits) < 1e-5
+
+
+def test_a_rotated_model_goes_block_by_block_and_block_0_equals_the_whole_model_path():
+    """rotate runs once over the whole model before the blocks; its online Hadamards (before down_proj) apply while
+    each block is observed and run, so block 0's GPTQ sees the same rotated inputs as the whole-model path (same
+    rounding, down_proj included), and the result is as close to the model."""
+    model = tiny_model("llama").float()
+    seq, whole = _both(model, "w4a4-rot", [_ids(), _ids(seed=1)])
+    ps, pw = seq.qpass_state.plan, whole.qpass_state.plan
+    assert any("block by block over 2 blocks" in line for line in ps.log), ps.log
+    assert set(ps.rotations) == set(pw.rotations) and any("down_proj" in n for n in ps.rotations)
+    block0 = [n for n in ps.sites if n.startswith("model.layers.0.")]
+    assert any("down_proj" in n for n in block0)
+    for name in block0:
+        assert torch.equal(ps[name].weight.qweight, pw[name].weight.qweight), name
+    x = _ids(1, 16, seed=5)
+    with torch.no_grad():
+        ref, ls, lw = model(input_ids=x).logits, seq(input_ids=x).logits, whole(input_ids=x).logits
+    assert 1e-3 < _rel(ls, ref) < 1.15 * _rel(lw, ref)

@@ -26,7 +26,8 @@ class PassInfo:
     statistics: Callable[[object], dict] | None = None  # options -> extra ChannelObserver statistics
     edits_weights: bool = False  # folds factors into the model's parameters (the torch.compile backend refuses it)
     runs_model: Callable[[object], bool] | None = None  # options -> runs the model on data (calibration text)
-    before_calibration: bool = False  # runs before calibration (statistics are then measured on what it made)
+    before_calibration: bool = False  # runs once over the whole model before calibration (which then measures
+    # what it made), block by block or not
     per_block: bool = True  # can plan one block's sites at a time (block-by-block calibration, qpass/sequential.py)
 
     def calibrates(self, options) -> bool:
@@ -36,8 +37,7 @@ class PassInfo:
 
 
 _PASSES = {p.name: p for p in (
-    PassInfo("rotate", rotate.rotate, rotate.RotateOptions, edits_weights=True, before_calibration=True,
-             per_block=False),
+    PassInfo("rotate", rotate.rotate, rotate.RotateOptions, edits_weights=True, before_calibration=True),
     PassInfo("trit_planes", trit_planes.trit_planes, trit_planes.TritPlaneOptions,
              needs_calibration=trit_planes.needs_calibration, statistics=trit_planes.statistics),
     PassInfo("smoothquant", smoothquant.smoothquant, smoothquant.SmoothQuantOptions, needs_calibration=True,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..plan import OnlineRotation
-from ..rotation import RotationLayout, find_layout, mix_matrix, residual_rotation, transform
+from ..rotation import RotationLayout, find_layout, mix_matrix, online_rotation_hooks, residual_rotation, transform
 from ..schema import Checked, RecipeError, opt
 from .context import PassContext
 
@@ -70,20 +70,9 @@ def _untie(model, site, tables: list[str], log: list[str]) -> None:
 
 
 def _logits(model, ids, rotations: dict):
-    """The model's logits, eagerly, with the plan's online rotations as forward pre-hooks of their modules."""
-    from qpass.kernels.hadamard.ops import hadamard
-
-    hooks = []
-    for name, rot in rotations.items():
-        mix = rot.mix
-        hooks.append(model.get_submodule(name).register_forward_pre_hook(
-            lambda mod, args, mix=mix: (hadamard(args[0], None if mix is None else mix.to(args[0].device)),
-                                        *args[1:])))
-    try:
+    """The model's logits, eagerly, with the plan's online rotations applied."""
+    with online_rotation_hooks(model, rotations):
         out = model(input_ids=ids, use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
     return (out.logits if hasattr(out, "logits") else out[0]).float()
 
 
