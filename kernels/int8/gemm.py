@@ -39,8 +39,9 @@ MAGIC_F = tl.constexpr(12582912.0)
 
 
 @triton.jit
-def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, NG,
-             GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr,
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn, stride_ym,
+             NG, GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr,
+             HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, ATOMIC: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -55,7 +56,8 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
     zacc_f = tl.zeros([BLOCK_N], dtype=tl.float32)
     TILE_WZ: tl.constexpr = GROUP > 0 and HAS_WZ and W_INT4  # (w - z) formed on the weight tile
     ROW_WZ: tl.constexpr = HAS_WZ and not TILE_WZ  # the zero's share from the activations' row sums
-    for k0 in range(0, K, BLOCK_K):
+    k_lo = tl.program_id(1) * K_SPLIT  # split-K: this program's share of K (all of it without a split)
+    for k0 in range(k_lo, min(k_lo + K_SPLIT, K), BLOCK_K):
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
                     mask=m_mask[:, None] & (k < K)[None, :], other=0)
@@ -113,10 +115,13 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
         y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
         y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
-    if HAS_BIAS:
-        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], y.to(y_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+    if ATOMIC:  # a K split's share into the zeroed fp32 buffer; the launcher adds the bias after the last
+        tl.atomic_add(y_ptrs, y, mask=m_mask[:, None] & n_mask[None, :], sem="relaxed")
+    else:
+        if HAS_BIAS:
+            y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 # M-bucket -> config (one per launch).  Large tiles need >= 64 rows for wgmma.
@@ -164,24 +169,31 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     N = w.shape[0]
     if w_int4:
         w = as_words(w)
-    y = torch.empty(M, N, dtype=out_dtype, device=x.device)
     cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    split = cfg.pop("SPLIT_K", 1)
     if G:
         assert int_group_ok(K, G), G
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a tile never straddles two groups
         if not w_int4:  # a tile's sum of (x - zx)(w - wz) over int8 codes stays below MAGIC's 2**22 range
             cfg["BLOCK_K"] = min(cfg["BLOCK_K"], 64)
+    k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]  # whole tiles: each inside one group
+    split = cdiv(K, k_split) if K else 1
+    # split-K (as int4/tc.py): fp32 partial sums added into a zeroed buffer, then the bias and the cast
+    y = (torch.zeros(M, N, dtype=torch.float32, device=x.device) if split > 1 else
+         torch.empty(M, N, dtype=out_dtype, device=x.device))
     ng = w_scale.shape[-1] if G else 1
     w_scale = w_scale if G else w_scale.reshape(-1)
     if w_zero is not None:
         w_zero = w_zero if G else w_zero.reshape(-1)
-    grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]),)
+    grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), split)
     xs = x_scale.reshape(-1) if x_scale is not None else w_scale
     b = bias if bias is not None else w_scale
     launch(_int8_mm, grid, x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale,
-           w_zero if w_zero is not None else w_scale, b, y, M, N, K, x2.stride(0), w.stride(0), y.stride(0), ng,
-           GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4, HAS_XS=x_scale is not None,
-           HAS_BIAS=bias is not None, **{"UNPACK": 0, **cfg})
+           w_zero if w_zero is not None else w_scale, b, y, M, N, K, max(k_split, 1), x2.stride(0), w.stride(0),
+           y.stride(0), ng, GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
+           HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg})
+    if split > 1:
+        y = (y + bias.float() if bias is not None else y).to(out_dtype)
     return y.reshape(*x.shape[:-1], N)
 
 

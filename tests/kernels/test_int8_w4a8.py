@@ -379,3 +379,22 @@ def test_w_step_needs_groups():
     p = F.pack_int4(torch.randint(-8, 8, (16, 128), dtype=torch.int8))
     with pytest.raises(ValueError, match="w_step"):
         w4a8_linear_triton(x, p, torch.rand(16), None, None, torch.float32, 0, w_step=torch.rand(16))
+
+
+@pytest.mark.parametrize("M,N,K,G", [(1, 48, 256, 64), (3, 40, 200, 64), (17, 72, 320, 32), (6, 33, 264, 0)])
+@pytest.mark.parametrize("split", [2, 3, 8])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_split_k_sums_the_same_product(M, N, K, G, split, asym, dtype):
+    """SPLIT_K > 1 (small M: more programs than N tiles alone give): each split's fp32 share (K tiles inside their
+    groups, the zero points' shares of its own tiles, the row's step) is added into a zeroed buffer, the bias once
+    after; K not a multiple of the split, more splits than K tiles (8 x 64 > 320) included."""
+    x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, True, seed=split)
+    xz = torch.randint(-60, 60, (K,)).float() if asym else None
+    wz = wz if asym else None
+    p = F.pack_int4(q if asym else q - 8)
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64 if G else 32, GROUP_M=8, SPLIT_K=split, num_warps=4, num_stages=2)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, dtype, G, xz, config=cfg, w_zero=wz)
+    ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
+    assert y.dtype == dtype and y.shape == (M, N)
+    assert rel_err(y, ref) < (1e-5 if dtype == torch.float32 else 2e-3)
