@@ -14,7 +14,7 @@ def shipped_configs():
     isig = dict(x_ptr="*i8", w_ptr="*i8", ws_ptr="*fp32", xs_ptr="*fp32", xz_ptr="*fp32", wz_ptr="*fp32",
                 b_ptr="*bf16", y_ptr="*bf16", M="i32", N="i32", K="i32", K_SPLIT="i32", stride_xm="i32", stride_wn="i32",
                 stride_ym="i32", NG="i32")
-    for max_m, cfg in gemm.GROUPED_CONFIGS:
+    for max_m, cfg in [*gemm.GROUPED_CONFIGS, ("32,long-K", gemm.GROUPED_LONG_K_CONFIG)]:
         for int4 in (False, True):
             for wz in (False, True):  # symmetric weights, or with zero points (asymmetric QSM)
                 c, o = split_launch(cfg)

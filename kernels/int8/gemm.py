@@ -147,6 +147,11 @@ GROUPED_CONFIGS = [
     (32, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=6)),
     (1 << 62, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)),
 ]
+# Long K at those row counts (down_proj, K = 14336): 64-wide tiles, K split 8 ways (H100, .gpu/w4a8_split_k_probe.py,
+# asymmetric g64 weights: 4096 x 14336 at 4-16 rows 65 -> 42 us, bf16 53; 32 rows 83 -> 70). At K = 4096 no split
+# pays (the zeroed buffer and the cast cost what the split saves: 4096 x 4096 18.5 -> 19.3-21 us).
+GROUPED_LONG_K = 8192
+GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=8, num_warps=4, num_stages=6)
 DEQUANT_MIN_M = 64
 
 
@@ -169,6 +174,8 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     N = w.shape[0]
     if w_int4:
         w = as_words(w)
+    if config is None and G and K >= GROUPED_LONG_K and M <= GROUPED_CONFIGS[0][0]:
+        config = GROUPED_LONG_K_CONFIG
     cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
     split = cfg.pop("SPLIT_K", 1)
     if G:
