@@ -15,7 +15,7 @@ import qpass.kernels.define as define  # noqa: E402
 install = define.install_inductor_decompositions
 
 torch.manual_seed(0)
-for preset in ("w4a8_qsm", "w4a4_qsm"):
+for preset in sys.argv[1:] or ("w4a8_qsm", "w4a4_qsm"):
     cfg = e2e.llama3_8b_config(2)
     outs = {}
     for compiler in (None, "kernel", "inductor"):

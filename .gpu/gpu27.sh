@@ -1,7 +1,7 @@
 # issue 18: fused quantizer on/off under GPU inductor (2 layers), long-K split default timing, 32-layer e2e b1
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
-TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 timeout 150 python .gpu/fused_quant_check.py > $OUT/fused_quant_check.log 2>&1; echo "check rc $?"
+TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 timeout 150 python .gpu/fused_quant_check.py w4a4_qsm > $OUT/fused_quant_check.log 2>&1; echo "check rc $?"
 grep " vs " $OUT/fused_quant_check.log
 timeout 400 python benchmarks/e2e.py --layers 32 --decode 128 --repeats 2 --variants bf16_compile,w4a8_qsm \
   --out $OUT/e2e_32layers_w4a8_qsm_fused.json > $OUT/e2e_w4a8.log 2>&1; echo "e2e rc $?"
