@@ -228,3 +228,25 @@ def test_under_inductor_a_static_quantizer_is_fused_into_its_producer(preset, st
     calls = sum(n.target is op for g in seen for n in g.graph.nodes)
     gemms = sum(n.target is torch.ops.qpass.w4a8_linear.default for g in seen for n in g.graph.nodes)
     assert gemms > 0 and (calls == 0 if static else calls == gemms), (calls, gemms)
+
+
+def test_the_quantizer_decomposition_traces_under_dynamic_shapes():
+    """The qpass backend compiles with symbolic batch × length: the decomposition (gather with zero padding, the
+    step expanded to one per row) traces there too and gives the op's codes and steps at every length."""
+    seen = _inductor_inputs()
+    seen.clear()
+    op = torch.ops.qpass.quantize_activation_int8.default
+    C = 48
+    g = torch.cat([torch.randperm(C, generator=torch.Generator().manual_seed(0)), torch.tensor([C, C + 3, 5])])
+    zero = torch.randint(-2, 2, (C + 3,), generator=torch.Generator().manual_seed(1)).float()
+    step = torch.tensor([0.05])
+
+    def f(x):
+        return op(torch.nn.functional.silu(x), step, 7, zero, g)
+
+    compiled = torch.compile(f, backend="qpass_test_inductor_inputs", dynamic=True)
+    for T in (1, 7, 33):
+        x = torch.randn(2, T, C, generator=torch.Generator().manual_seed(T))
+        (q, s), (rq, rs) = compiled(x), f(x)
+        assert q.shape == (2, T, C + 3) and torch.equal(q, rq) and torch.equal(s, rs)
+    assert seen and not any(n.target is op for gm in seen for n in gm.graph.nodes)
