@@ -81,10 +81,8 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
     expert_tokens = {} if analysis.experts else None  # calibration coverage of each expert
     ctx = PassContext(model, recipe.weights, recipe.activations, analysis, selected,
                       Plan(skipped=skipped, log=whole_log), {}, progress, calib)
-    early = [s for s in recipe.passes if registry.get(s.name).before_calibration]
-    with torch.no_grad():
-        for spec in early:  # e.g. rotate: what calibration measures must be the model it made
-            registry.get(spec.name).run(ctx, spec.options)
+    with torch.no_grad():  # e.g. rotate: what calibration measures must be the model it made
+        registry.run_passes(ctx, recipe.passes, before_calibration=True)
     if recipe.needs_calibration and not observers:
         observers = calibrate(model, calib, set(ctx.sites), percentile, progress, expert_tokens=expert_tokens,
                               rotations=ctx.plan.rotations, graphs=graphs, **calibration_statistics(recipe))
@@ -92,9 +90,7 @@ def plan_model(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnalysis, 
         ctx.observers = observers
         ctx.screen()
     with torch.no_grad():
-        for spec in recipe.passes:
-            if all(spec is not e for e in early):
-                registry.get(spec.name).run(ctx, spec.options)
+        registry.run_passes(ctx, recipe.passes, before_calibration=False)
         plan_quantization(ctx)
         plan_experts(model, recipe, analysis, ctx.plan, expert_tokens)
     if observers and selected:  # calibrated passes computed on the CPU (PassContext.weight); kernels run here

@@ -237,16 +237,9 @@ def _restore_forward(mod: torch.nn.Module, saved) -> None:
         mod.forward = saved
 
 
-def _early(recipe: Recipe) -> list:
-    """The recipe's passes that run once over the whole model before calibration (rotate)."""
-    return [s for s in recipe.passes if registry.get(s.name).before_calibration]
-
-
 def _run_passes(model, recipe: Recipe, analysis: GraphAnalysis, sites: dict, observers: dict, progress: bool) -> Plan:
     ctx = PassContext(model, recipe.weights, recipe.activations, analysis, dict(sites), Plan(), observers, progress)
-    for spec in recipe.passes:
-        if spec not in _early(recipe):
-            registry.get(spec.name).run(ctx, spec.options)
+    registry.run_passes(ctx, recipe.passes, before_calibration=False)  # rotate ran over the whole model first
     plan_quantization(ctx)
     return ctx.plan
 
@@ -276,11 +269,10 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
     plan = Plan(skipped=dict(skipped))
     compute_home = device or _home(blocks[0])
     inputs = catch_inputs(model, blocks[0], calib, compute_home)  # may refuse: nothing is changed before this
-    early = _early(recipe)
-    if early:  # e.g. rotate: the whole model once, then block 0's inputs again from what it made
+    if any(registry.get(s.name).before_calibration for s in recipe.passes):
+        # e.g. rotate: the whole model once, then block 0's inputs again from what it made
         ctx = PassContext(model, recipe.weights, recipe.activations, analysis, dict(selected), plan, {}, progress, calib)
-        for spec in early:
-            registry.get(spec.name).run(ctx, spec.options)
+        registry.run_passes(ctx, recipe.passes, before_calibration=True)
         inputs = catch_inputs(model, blocks[0], calib, compute_home)
     where = str(device) if device is not None else ", ".join(sorted({str(_home(b)) for b in blocks}))
     plan.log.append(f"calibration: block by block over {len(blocks)} blocks of {path} on {where} "

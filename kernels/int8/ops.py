@@ -115,7 +115,7 @@ def quantize_activation_int8(x: Tensor, scale: Optional[Tensor], qmax: int, zero
 def _static_quantize_inline(x, scale, qmax, zero=None, gather=None, clip=1.0):
     """Under inductor a static quantize is its reference math, which is pointwise: the compiler fuses it (and the
     column gather) into the op that produces x — the RMSNorm, SiLU·up, the attention output's copy — so no kernel
-    of its own runs and x is never written out (a decode step launched 4 per layer). A dynamic quantize needs each
+    of its own runs and x need not be written out in float (a decode step launched 4 per layer). A dynamic quantize needs each
     row's absmax first: it stays this op's one-pass kernel."""
     if scale is None:
         return NotImplemented

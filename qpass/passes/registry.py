@@ -58,3 +58,11 @@ def get(name: str, path: str = "passes") -> PassInfo:
 
 def available() -> dict[str, PassInfo]:
     return dict(_PASSES)
+
+
+def run_passes(ctx, specs, before_calibration: bool) -> None:
+    """Run, in recipe order, the passes of `specs` that run before calibration (True) or the others (False)."""
+    for spec in specs:
+        info = get(spec.name)
+        if info.before_calibration == before_calibration:
+            info.run(ctx, spec.options)
