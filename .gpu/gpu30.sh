@@ -4,6 +4,6 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 150 python .gpu/gemv_rows_probe.py > $OUT/gemv_rows_probe.log 2>&1; echo "probe rc $?"
 grep -E "^M=|Error" $OUT/gemv_rows_probe.log | head -40
-timeout 400 python benchmarks/e2e.py --layers 32 --decode 64 --repeats 2 --batch 8 --variants bf16_compile,w4a8_qsm \
+timeout 400 python benchmarks/e2e.py --layers 32 --decode 64 --repeats 2 --batch 8 --variants bf16_compile,w4a8_qsm,w4a16 --budget-s 300 \
   --out $OUT/e2e_32layers_b8.json > $OUT/e2e_b8.log 2>&1; echo "e2e rc $?"
-grep -v -i warn $OUT/e2e_b8.log | grep -v "^W1206" | tail -5
+grep -E "tok/s decode|FAILED|lowered" $OUT/e2e_b8.log | tail -8
