@@ -237,11 +237,32 @@ def _restore_forward(mod: torch.nn.Module, saved) -> None:
         mod.forward = saved
 
 
-def _run_passes(model, recipe: Recipe, analysis: GraphAnalysis, sites: dict, observers: dict, progress: bool) -> Plan:
-    ctx = PassContext(model, recipe.weights, recipe.activations, analysis, dict(sites), Plan(), observers, progress)
-    registry.run_passes(ctx, recipe.passes, before_calibration=False)  # rotate ran over the whole model first
-    plan_quantization(ctx)
-    return ctx.plan
+@dataclass
+class _Calibration:
+    """What every block's turn shares: the model, the recipe and its analysis, the plan being filled, and how
+    observers are made (where blocks compute, the percentile, ChannelObserver's statistics)."""
+
+    model: torch.nn.Module
+    recipe: Recipe
+    analysis: GraphAnalysis
+    plan: Plan
+    calib: list[torch.Tensor]
+    device: torch.device | None  # None: each block computes where it lives
+    percentile: float | None
+    stats: dict
+    progress: bool
+
+    def observe(self, sites: dict[str, LinearSite], device: torch.device, run) -> dict[str, ChannelObserver]:
+        return _observe(self.model, sites, device, self.percentile, self.stats, run)
+
+    def run_passes(self, sites: dict, observers: dict) -> Plan:
+        """The recipe's passes after calibration and the quantize step, on `sites` only."""
+        r = self.recipe
+        ctx = PassContext(self.model, r.weights, r.activations, self.analysis, dict(sites), Plan(), observers,
+                          self.progress)
+        registry.run_passes(ctx, r.passes, before_calibration=False)  # rotate ran over the whole model first
+        plan_quantization(ctx)
+        return ctx.plan
 
 
 def _merge(plan: Plan, part: Plan, label: str) -> None:
@@ -277,30 +298,29 @@ def plan_sequential(model: torch.nn.Module, recipe: Recipe, analysis: GraphAnaly
     where = str(device) if device is not None else ", ".join(sorted({str(_home(b)) for b in blocks}))
     plan.log.append(f"calibration: block by block over {len(blocks)} blocks of {path} on {where} "
                     f"(each block's quantized outputs feed the next)")
+    run = _Calibration(model, recipe, analysis, plan, calib, device, percentile, stats, progress)
     with online_rotation_hooks(model, plan.rotations):  # observers and quantized forwards see rotated inputs
-        _plan_blocks(model, recipe, analysis, selected, blocks, path, inputs, calib, plan, device, percentile, stats,
-                     progress)
+        _plan_blocks(run, selected, blocks, path, inputs)
     return plan
 
 
-def _plan_blocks(model, recipe, analysis, selected, blocks, path, inputs, calib, plan, device, percentile, stats,
-                 progress) -> None:
+def _plan_blocks(run: _Calibration, selected: dict[str, LinearSite], blocks, path: str, inputs: list) -> None:
+    model, plan = run.model, run.plan
     last_out = None
-    bar = tqdm(range(len(blocks)), desc="blocks", unit="block", disable=not progress)
+    bar = tqdm(range(len(blocks)), desc="blocks", unit="block", disable=not run.progress)
     for i in bar:
         start = time.perf_counter()
         block, label = blocks[i], f"{path}.{i}"
         home = _home(block)  # blocks dispatched over several GPUs (accelerate) each compute on their own
-        compute = device or home
+        compute = run.device or home
         cuda = compute.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(compute)
         sites = {n: s for n, s in selected.items() if n.startswith(label + ".")}
         block.to(compute)
         inputs = _to(inputs, compute)
-        observers = _observe(model, sites, compute, percentile, stats,
-                             lambda: [block(*a, **kw) for a, kw in inputs]) if sites else {}
-        part = _run_passes(model, recipe, analysis, sites, observers, progress) if sites else Plan()
+        observers = run.observe(sites, compute, lambda: [block(*a, **kw) for a, kw in inputs]) if sites else {}
+        part = run.run_passes(sites, observers) if sites else Plan()
         _merge(plan, part, label)
         del observers
         with _planned(model, part, sites):
@@ -317,18 +337,14 @@ def _plan_blocks(model, recipe, analysis, selected, blocks, path, inputs, calib,
                                        torch.cuda.max_memory_allocated(compute) / 2**20 if cuda else None, held / 2**20))
     outer = {n: s for n, s in selected.items() if not n.startswith(path + ".")}
     if outer:
-        _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, plan, device, percentile, stats,
-                   progress)
-
-
+        _plan_tail(run, blocks, outer, inputs, last_out)
 
 
 def _home(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, plan, device, percentile, stats,
-               progress) -> None:
+def _plan_tail(run: _Calibration, blocks, outer: dict[str, LinearSite], inputs: list, last_out) -> None:
     """Plan the sites outside the blocks (e.g. an lm_head that is not ignored): the model runs again with every
     block replaced by a pass-through that returns the final hidden states (block 0) or its input (the rest), so
     only the model's own head computes, on its own device."""
@@ -344,16 +360,17 @@ def _plan_tail(model, recipe, analysis, blocks, outer, inputs, last_out, calib, 
     def rest(*args, **kwargs):
         return wrap(_hidden(args, kwargs))
 
+    model = run.model
     saved = [_set_forward(b, first if i == 0 else rest) for i, b in enumerate(blocks)]
     there = model.get_parameter(next(iter(outer.values())).weight).device  # where those sites' kernels run
     try:
-        observers = _observe(model, outer, device or there, percentile, stats,
-                             lambda: [model(input_ids=ids, use_cache=False) for ids in calib])
+        observers = run.observe(outer, run.device or there,
+                                lambda: [model(input_ids=ids, use_cache=False) for ids in run.calib])
     finally:
         for b, s in zip(blocks, saved):
             _restore_forward(b, s)
-    part = _run_passes(model, recipe, analysis, outer, observers, progress)
+    part = run.run_passes(outer, observers)
     part.to_device(there)
-    _merge(plan, part, "after the blocks")
-    plan.blocks.append(BlockRecord("after the blocks", len(outer), time.perf_counter() - start, _peak_rss_mb(), None,
+    _merge(run.plan, part, "after the blocks")
+    run.plan.blocks.append(BlockRecord("after the blocks", len(outer), time.perf_counter() - start, _peak_rss_mb(), None,
                                    _nbytes(inputs) / 2**20))
