@@ -76,6 +76,22 @@ def restore_guarded_rows(y: Tensor, x: Tensor, scale: Tensor, zero: Optional[Ten
     return out
 
 
+@restore_guarded_rows.register_inductor_decomposition
+def _prefix_rows_inline(y, x, scale, zero, bits, keep_first, outlier, gather, qweight, w_scale, group_size, bias,
+                        w_zero=None):
+    """Under inductor the prefix guard is a slice_scatter of the kept rows into the GEMM's output, which inductor
+    writes in place (the output has no other reader): the op's kernel returns a copy of all of y, a full read and
+    write of a prefill's GEMM output per guarded linear. The outlier guard (rows picked from data) keeps the op."""
+    if outlier != 0 or keep_first == 0 or x.dim() < 2:
+        return NotImplemented
+    rows = _float_rows(x[..., :keep_first, :], gather, qweight, w_scale, group_size, bias, w_zero).to(y.dtype)
+    # as the kernel: an input no longer than the prefix (a decode step) keeps its GEMM rows; a tensor condition,
+    # so a symbolic length needs no guard
+    longer = torch.full((), x.shape[-2], dtype=torch.int64, device=x.device) > keep_first
+    rows = torch.where(longer, rows, y[..., :keep_first, :])
+    return torch.slice_scatter(y, rows, dim=-2, start=0, end=keep_first)
+
+
 @restore_guarded_rows.register_fake
 def _(y, x, scale, zero, bits, keep_first, outlier, gather, qweight, w_scale, group_size, bias, w_zero=None):
     _check(y, x, scale, zero, bits, keep_first, outlier, qweight, w_scale, group_size, w_zero)

@@ -196,6 +196,7 @@ def _inductor_inputs():
     from torch._inductor.decomposition import select_decomp_table
 
     import qpass.kernels.ops  # noqa: F401  (registers the ops and their decompositions)
+    import qpass.lowering.guarded_rows  # noqa: F401
     from qpass.kernels.define import install_inductor_decompositions
 
     install_inductor_decompositions()
@@ -228,6 +229,26 @@ def test_under_inductor_a_static_quantizer_is_fused_into_its_producer(preset, st
     calls = sum(n.target is op for g in seen for n in g.graph.nodes)
     gemms = sum(n.target is torch.ops.qpass.w4a8_linear.default for g in seen for n in g.graph.nodes)
     assert gemms > 0 and (calls == 0 if static else calls == gemms), (calls, gemms)
+
+
+def test_under_inductor_the_kept_prefix_rows_are_scattered_into_the_gemm_output():
+    """QSM's kept prefix (keep_first) is a slice_scatter of the float rows into the GEMM's output under inductor,
+    which writes it in place, instead of restore_guarded_rows' kernel, which copies the whole output: no call is
+    left in the graphs inductor gets, and the logits are the FX path's."""
+    seen = _inductor_inputs()
+    seen.clear()
+    model = tiny_model("llama")
+    ids = _ids()
+    assert ids.shape[-1] > 1  # a prefill: the guard changes its first row
+    plain = qpass.compile(model, "w4a8-qsm", _calib(), progress=False, copy=True)
+    inner = qpass.compile(model, "w4a8-qsm", _calib(), progress=False, copy=True, compiler="qpass_test_inductor_inputs")
+    with torch.no_grad():
+        assert torch.allclose(inner(ids).logits, plain(ids).logits, atol=1e-5)
+    nodes = [n for g in seen for n in g.graph.nodes]
+    assert not any(n.target is torch.ops.qpass.restore_guarded_rows.default for n in nodes)
+    gemms = sum(n.target is torch.ops.qpass.w4a8_linear.default for n in nodes)
+    scatters = sum(n.target is torch.ops.aten.slice_scatter.default for n in nodes)
+    assert gemms > 0 and scatters == gemms, (scatters, gemms)
 
 
 def test_the_quantizer_decomposition_traces_under_dynamic_shapes():
