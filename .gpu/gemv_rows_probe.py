@@ -16,8 +16,9 @@ from qpass.kernels.int4.gemv import w4a16_gemv4
 from qpass.kernels.int4.gemv_rows import w4a16_gemv_rows
 
 T0 = time.time()
+# BLOCK_KW = 32 x num_warps (gemv_rows.py: no shared-memory shuffles), no register spills at 8 rows
 CFGS = {f"n{bn}k{kw}w{nw}": dict(BLOCK_N=bn, BLOCK_KW=kw, num_warps=nw)
-        for bn in (8, 16, 32) for kw in (32, 64) for nw in (4, 8)}
+        for bn, kw, nw in ((2, 64, 2), (4, 64, 2), (2, 128, 4), (4, 128, 4), (2, 256, 8), (4, 256, 8))}
 print(torch.cuda.get_device_name(), flush=True)
 rows, best_cfgs = [], {}
 SHAPES = ((4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336))

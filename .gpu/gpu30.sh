@@ -1,5 +1,5 @@
-# issues 18/20: the batched-decode GEMV probe, then the 32-layer e2e at batch 8 (gemv_rows dispatch, fused static
-# quantizer) with its batch-1 4K prefill
+# issues 18/20: the batched-decode GEMV probe, then the 32-layer e2e at batch 8 (the fused static quantizer and
+# prefix guard) with its batch-1 4K prefill
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 150 python .gpu/gemv_rows_probe.py > $OUT/gemv_rows_probe.log 2>&1; echo "probe rc $?"

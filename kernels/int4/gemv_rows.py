@@ -8,12 +8,14 @@ the end (one cross-thread reduction per program), with the (row, group) step app
 
 W4A8: x holds the int8 codes (or the zero-centred codes as fp16) and `xs` each row's activation step; products
 and sums of integers stay exact in fp32 (gemv.py's bound: |x| <= 255). Interpreter-safe (plain integer/float ops).
+
+Not a default path yet: W4A16 runs it when asked (`kernel="gemv_rows"`); .gpu/gemv_rows_probe.py times it against
+the kernels the dispatch picks at 2-16 rows (W4A16 "tc", W4A8 "mma", gemv4 re-reading W per row) on one GPU.
 """
 from __future__ import annotations
 
 import functools
 
-import torch
 import triton
 import triton.language as tl
 
@@ -64,13 +66,12 @@ def _gemv_rows(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, K, KW, NG
              mask=r_mask[:, None] & n_mask[None, :])
 
 
-DEFAULT_CONFIG = dict(BLOCK_N=16, BLOCK_KW=32, num_warps=4)
-
-
-def gemv_rows_supported(x, K, group_size) -> bool:
-    """fp16/bf16 rows (W4A16) or the W4A8 paths' int8/fp16 codes, groups of whole words (or per channel)."""
-    G = norm_group(K, group_size)
-    return G >= K or G % 8 == 0
+# BLOCK_KW = 32 x num_warps: one word per thread, every warp on the K axis, so x [ROWS, 1, BLOCK_KW] and the words
+# [1, BLOCK_N, BLOCK_KW] get the same layout and rows and columns stay in each thread's registers. Otherwise
+# Triton spreads the warps over x's rows and the words' columns and moves every decoded nibble through shared
+# memory (sm_90 SASS of 8 x 32 words on 8 warps: 11 STSM, 20 LDSM and 20 barriers per K step; none with the rule).
+# 4 columns x 128 words on 4 warps: 167 registers at 8 rows, no spills (cuobjdump --dump-resource-usage).
+DEFAULT_CONFIG = dict(BLOCK_N=4, BLOCK_KW=128, num_warps=4)
 
 
 @functools.lru_cache(maxsize=256)

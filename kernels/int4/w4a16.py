@@ -2,8 +2,8 @@
 
 Kernel by M (`w4a16_linear_triton`, `kernel=` overrides):
   * "gemv4" (int4/gemv.py): M <= GEMV4_MAX_M with fp16/bf16 x and groups of 32k or per-channel (decode);
-  * "gemv_rows" (int4/gemv_rows.py): GEMV4_MAX_M < M <= ROWS_MAX_M on CUDA (batched decode: W read once for all
-    rows);
+  * "gemv_rows" (int4/gemv_rows.py): batched decode, W read once for up to 8 rows; only when asked for
+    (`kernel="gemv_rows"`) until its H100/H200 timing against "tc" exists (.gpu/gemv_rows_probe.py);
   * "gemv2" (int4/gemv2.py): the other M = 1 cases;
   * "tc" (int4/tc.py): 2 <= M < DEQUANT_MIN_M, and every M off CUDA: tensor-core GEMM, int4 unpack in registers,
     split-K at small M (H200, `benchmarks/w4a16_prompt_sweep.py`, Llama-3-8B shapes: 14.9-41.5 us at M = 16,
@@ -22,11 +22,10 @@ from ..tiling import rows
 from .dequant import dequantize_int4_triton
 from .gemv import gemv4_supported, w4a16_gemv4
 from .gemv2 import w4a16_gemv2
-from .gemv_rows import gemv_rows_supported, w4a16_gemv_rows
+from .gemv_rows import w4a16_gemv_rows
 from .tc import w4a16_tc
 
 GEMV4_MAX_M = 1
-ROWS_MAX_M = 8
 DEQUANT_MIN_M = 65
 KERNELS = ("gemv4", "gemv_rows", "gemv2", "dequant", "tc")
 
@@ -43,8 +42,6 @@ def choose_kernel(x2, group_size: int) -> str:
         return "gemv4"
     if M == 1:
         return "gemv2"
-    if M <= ROWS_MAX_M and x2.is_cuda and x2.dtype != torch.float32 and gemv_rows_supported(x2, K, group_size):
-        return "gemv_rows"
     if M >= DEQUANT_MIN_M and x2.is_cuda:
         return "dequant"
     return "tc"

@@ -2,8 +2,8 @@
 
 W4A4 is the same op with activation values in [-8, 7] stored as int8. Kernel (`w4a8_linear_triton`, `kernel=`
 overrides):
-  * "gemv": one row on CUDA (decode; grouped weights: up to GEMV_MAX_M rows): the W4A16 decode GEMVs on the
-    int8 rows (int4/gemv.py for one row, int4/gemv_rows.py's batched one for more: W read once for all rows);
+  * "gemv": one row on CUDA (decode; grouped weights: up to GEMV_MAX_M rows): the W4A16 decode GEMV
+    (int4/gemv.py) on the int8 rows;
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
@@ -21,12 +21,12 @@ import torch
 from ..checks import check_int_linear
 from ..int4.dequant import dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
-from ..int4.gemv_rows import w4a16_gemv_rows
 from .dequant_mm import dequant_mm
 from .gemm import DEQUANT_MIN_M, int_mm
 
 UNPACK_MIN_M = 512
-GEMV_MAX_M = 8  # grouped weights: the batched GEMV reads W once for up to 8 rows (TODO: measure)
+GEMV_MAX_M = 2  # grouped weights; each row re-reads W: H100 (.gpu/w4a8_small_m_probe.py) 2 rows 84 vs 111 us
+# summed over Llama-3-8B's GEMM shapes against the grouped tile kernel, 4 rows already slower (152 vs 111)
 KERNELS = ("gemv", "unpack", "mma", "dequant")
 
 
@@ -73,7 +73,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
 
 def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None):
     """A few rows (decode) are bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
-    GEMVs (same int4 packing: gemv4 for one row, gemv_rows for several) read the int8 rows directly (their values are
+    GEMV (same int4 packing; rows past the first re-read W from L2) reads the int8 rows directly (their values are
     exact in fp32), accumulates X_int·W_int in fp32, and scales by the (row, group) weight step and each row's
     activation step. With zero points the rows are centred first, (x - z) as fp16 (integers up to 255: exact);
     weight zero points are the GEMV's own (plain nibbles minus the zero, as for asymmetric W4A16)."""
@@ -89,6 +89,5 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
     grouped = 0 < group_size < K
     scales = (w_scale if grouped else w_scale.reshape(N, 1)).float()
     zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1)).float()
-    gemv = w4a16_gemv4 if M == 1 else w4a16_gemv_rows
-    gemv(x, qweight, scales, zeros, bias, group_size if grouped else 0, y, x_scale=xs)
+    w4a16_gemv4(x, qweight, scales, zeros, bias, group_size if grouped else 0, y, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)

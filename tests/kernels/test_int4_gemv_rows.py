@@ -5,7 +5,8 @@ import torch
 
 from qpass.kernels import formats as F
 from qpass.kernels.int4 import reference as R
-from qpass.kernels.int4.gemv_rows import MAX_ROWS, gemv_rows_supported, w4a16_gemv_rows
+from qpass.kernels.int4.gemv_rows import MAX_ROWS, w4a16_gemv_rows
+from qpass.kernels.int4.w4a16 import w4a16_linear_triton
 from qpass.kernels.int8 import reference as R8
 
 from kernels_util import rel_err, w4a16_case
@@ -61,7 +62,8 @@ def test_gemv_rows_fp32_accuracy_over_a_long_k():
     assert rel_err(y, yr) < 1e-4
 
 
-def test_gemv_rows_supports_whole_word_groups():
-    x = torch.randn(2, 256, dtype=torch.float16)
-    assert gemv_rows_supported(x, 256, 64) and gemv_rows_supported(x, 256, -1) and gemv_rows_supported(x, 256, 8)
-    assert not gemv_rows_supported(x, 256, 4)
+def test_the_w4a16_op_runs_gemv_rows_when_asked():
+    x, p, s, z, b = w4a16_case(6, 40, 264, 64, False, torch.float16)
+    y = w4a16_linear_triton(x.reshape(2, 3, 264), p, s, z, b, 64, kernel="gemv_rows")
+    assert y.shape == (2, 3, 40)
+    assert rel_err(y.reshape(6, 40), R.w4a16_linear_ref(x, p, s, z, b, 64)) < 2e-3
