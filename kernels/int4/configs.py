@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..tiling import split_launch
-from . import dequant, gemv, gemv2, gemv_rows, tc
+from . import dequant, gemv, gemv2, tc
 
 FLAGS = dict(HAS_ZERO=False, HAS_BIAS=False)
 
@@ -28,18 +28,6 @@ def shipped_configs():
         c, o = split_launch(gemv.GEMV4_CHUNK)
         out.append((f"w4a16_gemv4_chunked[{dt}]", gemv._w4a16_gemv4, sig4,
                     {**FLAGS, "GW": 16, "ONE_CHUNK": False, "HAS_XS": False, **c}, o))
-        rsig = dict(sig2, M="i32", xs_ptr="*fp32")
-        c, o = split_launch(gemv_rows.DEFAULT_CONFIG)
-        for rows in (2, 4, gemv_rows.MAX_ROWS):
-            for hz in (False, True):
-                out.append((f"w4a16_gemv_rows[{dt},ROWS={rows},zero={hz}]", gemv_rows._gemv_rows, rsig,
-                            {**FLAGS, "HAS_ZERO": hz, "HAS_BIAS": True, "HAS_XS": False, "GW": 8, "ROWS": rows, **c}, o))
-        if dt == "*fp16":  # W4A8: int8 codes (fp16 when zero-centred) with fp32 steps and a per-row step
-            for xt in ("*i8", "*fp16"):
-                out.append((f"w4a8_gemv_rows[{xt}]", gemv_rows._gemv_rows,
-                            dict(rsig, x_ptr=xt, s_ptr="*fp32", z_ptr="*fp32", b_ptr="*bf16", y_ptr="*bf16"),
-                            {**FLAGS, "HAS_ZERO": True, "HAS_BIAS": True, "HAS_XS": True, "GW": 8,
-                             "ROWS": gemv_rows.MAX_ROWS, **c}, o))
         c, o = split_launch(dequant.DEQUANT_FLAT_CONFIG)
         fsig = dict(w_ptr="*i32", s_ptr=dt, z_ptr=dt, r_ptr=dt, o_ptr=dt, TOTAL_W="i32", KW="i32", NG="i32", G="i32")
         out.append((f"int4_dequant_flat[{dt}]", dequant._int4_dequant_flat, fsig,

@@ -2,8 +2,6 @@
 
 Kernel by M (`w4a16_linear_triton`, `kernel=` overrides):
   * "gemv4" (int4/gemv.py): M <= GEMV4_MAX_M with fp16/bf16 x and groups of 32k or per-channel (decode);
-  * "gemv_rows" (int4/gemv_rows.py): batched decode, W read once for up to 8 rows; only when asked for
-    (`kernel="gemv_rows"`) until its H100/H200 timing against "tc" exists (.gpu/gemv_rows_probe.py);
   * "gemv2" (int4/gemv2.py): the other M = 1 cases;
   * "tc" (int4/tc.py): 2 <= M < DEQUANT_MIN_M, and every M off CUDA: tensor-core GEMM, int4 unpack in registers,
     split-K at small M (H200, `benchmarks/w4a16_prompt_sweep.py`, Llama-3-8B shapes: 14.9-41.5 us at M = 16,
@@ -22,12 +20,11 @@ from ..tiling import rows
 from .dequant import dequantize_int4_triton
 from .gemv import gemv4_supported, w4a16_gemv4
 from .gemv2 import w4a16_gemv2
-from .gemv_rows import w4a16_gemv_rows
 from .tc import w4a16_tc
 
 GEMV4_MAX_M = 1
 DEQUANT_MIN_M = 65
-KERNELS = ("gemv4", "gemv_rows", "gemv2", "dequant", "tc")
+KERNELS = ("gemv4", "gemv2", "dequant", "tc")
 
 
 def supported_group(K: int, group_size: int) -> bool:
@@ -71,8 +68,6 @@ def run(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=No
     y = torch.empty(x2.shape[0], N, dtype=x.dtype, device=x.device)
     if kernel == "gemv4":
         w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size, y, config=config)
-    elif kernel == "gemv_rows":
-        w4a16_gemv_rows(x2, qweight, scales, zeros, bias, group_size, y, config=config)
     else:
         launch = w4a16_gemv2 if kernel == "gemv2" else w4a16_tc
         launch(x2, qweight, scales, zeros, bias, norm_group(K, group_size), y, config=config)
