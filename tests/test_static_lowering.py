@@ -251,6 +251,25 @@ def test_under_inductor_the_kept_prefix_rows_are_scattered_into_the_gemm_output(
     assert gemms > 0 and scatters == gemms, (scatters, gemms)
 
 
+@pytest.mark.parametrize("shape", [(5, 64), (1, 64), (2, 1, 64), (2, 3, 64)])
+@pytest.mark.parametrize("keep_first", [1, 2, 4])
+def test_the_prefix_guard_decomposition_equals_the_op(shape, keep_first):
+    """Inputs shorter than, as long as and longer than the kept prefix, with and without a batch axis: the
+    slice_scatter form gives the op's kernel's output bit for bit (a sequence no longer than the prefix unchanged)."""
+    from qpass.kernels import formats as F
+    from qpass.lowering.guarded_rows import _prefix_rows_inline
+
+    g = torch.Generator().manual_seed(keep_first)
+    q, s, z = F.quantize_int4(torch.randn(16, 64, generator=g), 32, False)
+    p = F.pack_int4(q)
+    scale = torch.rand(64, generator=g) * 0.1 + 0.01
+    x, y = torch.randn(*shape, generator=g), torch.randn(*shape[:-1], 16, generator=g)
+    args = (y, x, scale, None, 4, keep_first, 0.0, None, p, s, 32, None, z)
+    out = _prefix_rows_inline(*args)
+    assert torch.equal(out, torch.ops.qpass.restore_guarded_rows.default(*args))
+    assert torch.equal(out, y) == (shape[-2] <= keep_first)
+
+
 def test_the_quantizer_decomposition_traces_under_dynamic_shapes():
     """The qpass backend compiles with symbolic batch × length: the decomposition (gather with zero padding, the
     step expanded to one per row) traces there too and gives the op's codes and steps at every length."""
