@@ -196,7 +196,7 @@ def _inductor_inputs():
     from torch._inductor.decomposition import select_decomp_table
 
     import qpass.kernels.ops  # noqa: F401  (registers the ops and their decompositions)
-    import qpass.lowering.guarded_rows  # noqa: F401
+    import qpass.lowering.guarded_rows  # noqa: F401  (registers restore_guarded_rows and its decomposition)
     from qpass.kernels.define import install_inductor_decompositions
 
     install_inductor_decompositions()
