@@ -2,8 +2,8 @@
 
 W4A4 is the same op with activation values in [-8, 7] stored as int8. Kernel (`w4a8_linear_triton`, `kernel=`
 overrides):
-  * "gemv": one row on CUDA (decode; grouped weights: up to GEMV_MAX_M rows): the W4A16 decode GEMV
-    (int4/gemv.py) on the int8 rows;
+  * "gemv": one row on CUDA (decode; grouped weights: up to GEMV_MAX_M rows): integer dot products (dp4a) over
+    the int4 words (int8/gemv.py; with activation zero points the W4A16 decode GEMV, int4/gemv.py);
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
@@ -22,6 +22,7 @@ from ..checks import check_int_linear
 from ..int4.dequant import dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
 from .dequant_mm import dequant_mm
+from .gemv import w4a8_gemv_dp4a
 from .gemm import DEQUANT_MIN_M, int_mm
 
 UNPACK_MIN_M = 512
@@ -72,11 +73,11 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
 
 
 def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None):
-    """A few rows (decode) are bound by reading W, where an MMA tile of 16+ rows wastes its work: the W4A16
-    GEMV (same int4 packing; rows past the first re-read W from L2) reads the int8 rows directly (their values are
-    exact in fp32), accumulates X_int·W_int in fp32, and scales by the (row, group) weight step and each row's
-    activation step. With zero points the rows are centred first, (x - z) as fp16 (integers up to 255: exact);
-    weight zero points are the GEMV's own (plain nibbles minus the zero, as for asymmetric W4A16)."""
+    """A few rows (decode) are bound by reading W, where an MMA tile of 16+ rows wastes its work: a GEMV (rows past
+    the first re-read W from L2). Integer dot products (int8/gemv.py, dp4a) when the codes are used as they are;
+    with activation zero points the W4A16 GEMV on the centred rows, (x - z) as fp16 (integers up to 255: exact),
+    accumulating in fp32. Both scale by the (row, group) weight step and each row's activation step; weight zero
+    points are plain nibbles minus the zero, as for asymmetric W4A16."""
     K, N = x_int8.shape[-1], qweight.shape[0]
     x = x_int8.reshape(-1, K)
     M = x.shape[0]
@@ -87,7 +88,11 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
     xs = x_scale.reshape(-1).float() if x_scale is not None else None  # one per row (checked); no copy when fp32
     y = torch.empty(M, N, dtype=out_dtype, device=x_int8.device)
     grouped = 0 < group_size < K
-    scales = (w_scale if grouped else w_scale.reshape(N, 1)).float()
-    zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1)).float()
-    w4a16_gemv4(x, qweight, scales, zeros, bias, group_size if grouped else 0, y, x_scale=xs)
+    scales = w_scale if grouped else w_scale.reshape(N, 1)
+    zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1))
+    if x_zero is None:
+        w4a8_gemv_dp4a(x, qweight, scales, zeros, bias, group_size if grouped else 0, y, x_scale=xs)
+    else:
+        w4a16_gemv4(x, qweight, scales.float(), None if zeros is None else zeros.float(), bias,
+                    group_size if grouped else 0, y, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)
