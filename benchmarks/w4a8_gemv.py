@@ -1,12 +1,12 @@
 """W4A8 decode on a GPU: the integer-dot GEMV (kernels/int8/gemv.py) against the fp32 GEMV it replaces, the int8
 MMA tile, W4A16's GEMV and bf16 cuBLAS, Llama-3-8B shapes, in one process.
 
-    python benchmarks/w4a8_gemv.py [--sweep] [--ms 1,2,4,8] [--out DIR]
+    python benchmarks/w4a8_gemv.py [--sweep 1,8] [--ms 1,2,4,8] [--out DIR]
 
 Weights as w4a8-qsm stores them: int4 g64, fp32 steps and zero points (asymmetric) or none (symmetric, w4a4-qsm).
 Timing: benchmarks/cuda_timing.py (each call on its own weight copy, > 256 MB in all, so HBM serves W). Every
 output is checked against the pure-torch reference. % HBM: the bytes a call must read (codes, steps, zeros) over
-its time, against a device-to-device copy measured here. --sweep: launch configs of the new kernel at M = 1.
+its time, against a device-to-device copy measured here. --sweep: launch configs of the new kernel (rows per program, row block, warps, programs per SM) at each M.
 """
 from __future__ import annotations
 
@@ -42,15 +42,26 @@ def weights(N, K, asym, seed):
     return fmt.pack_int4(q), s, z
 
 
-def sweep_configs(KW):
-    if KW <= 512:
-        return [(bn, nw, sm) for bn in (2, 4, 8, 16) for nw in (2, 4, 8) for sm in (1, 2, 4)]
-    return [(bn, nw, sm) for bn in (1, 2, 4) for nw in (8, 16) for sm in (1, 2)]
+def sweep_configs(KW, M):
+    """[(config overrides, programs per SM)] of the new kernel for M rows against KW words per row."""
+    out = []
+    bms = [bm for bm in (1, 2, 4, 8) if bm <= max(1, 2 * M - 1) and (M == 1 or bm > 1 or M == 2)]
+    for bm in bms:
+        if KW <= 512:
+            grid = [(bn, nw, sm) for bn in (2, 4, 8, 16) for nw in (2, 4, 8) for sm in (1, 2, 4)] if M == 1 else \
+                [(bn, nw, sm) for bn in (2, 4, 8) for nw in (4, 8) for sm in (1, 2, 4)]
+            out += [(dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=nw), sm) for bn, nw, sm in grid]
+        else:
+            grid = [(bn, nw, sm) for bn in (1, 2, 4) for nw in (8, 16) for sm in (1, 2)]
+            out += [(dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=nw), sm) for bn, nw, sm in grid if bm <= 2]
+            out += [(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_KW=kw, num_warps=nw, ONE_CHUNK=False), sm)
+                    for bn in (4, 8, 16) for kw in (256, 512) for nw in (4, 8) for sm in (1, 2, 4)]
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep", default="", help="rows to sweep launch configs at (e.g. 1,8; zero-pointed weights)")
     ap.add_argument("--ms", default="1,2,4,8")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -92,9 +103,8 @@ def main():
                                                                           kernel="mma", w_zero=z_))
                 timed("op", lambda p_, s_, z_: k_w4a8.w4a8_linear_triton(x, p_, s_, xs, None, torch.bfloat16, G,
                                                                          w_zero=z_))
-                if args.sweep and M == 1:
-                    for bn, nw, sm in sweep_configs(fmt.as_words(p).shape[1]):
-                        cfg = dict(BLOCK_N=bn, num_warps=nw)
+                if asym and str(M) in args.sweep.split(","):
+                    for cfg, sm in sweep_configs(fmt.as_words(p).shape[1], M):
                         timed("dp4a_cfg", lambda p_, s_, z_, cfg=cfg, sm=sm: k_dp4a.w4a8_gemv_dp4a(
                             x, p_, s_, z_, None, G, y, x_scale=xs, config=cfg, per_sm=sm), cfg=dict(cfg, per_sm=sm))
             del ws
