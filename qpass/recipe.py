@@ -198,14 +198,17 @@ def _presets() -> dict[str, Recipe]:
             passes=[PassSpec("rotate")],
             calibration=CalibrationSpec(num_samples=32),
         ),
+        # Static W4A4 after the rotation: asymmetric g64 weights (zero points per group; SmolLM2 48.17 -> 45.01),
+        # the online Hadamard before down_proj kept, and `dynamic_fallback`: a tensor whose static steps lose to
+        # dynamic per-token steps on calibration tokens stays dynamic — the online Hadamard spreads a token's
+        # outlier over every channel, which a static step would have to cover for all tokens (all static: 58.70;
+        # 9/120 tensors dynamic: 39.28; docs/rotation.md)
         "w4a4-rot-qsm": Recipe(
             "w4a4-rot-qsm",
-            weights=gptq_w4(),
+            weights=dataclasses.replace(gptq_w4(), symmetric=False),
             activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
-            # no online Hadamard before down_proj: it spreads one token's outlier over every channel, which static
-            # per-channel steps must then cover for all tokens (SmolLM2 520.66 with it, 46.11 without)
-            passes=[PassSpec("rotate", {"online": False}),
-                    PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
+            passes=[PassSpec("rotate"),
+                    PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True, "dynamic_fallback": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
         ),
         "w4a8-rot": Recipe(

@@ -2,6 +2,8 @@
 invariant), refusals leave the model unchanged with the reason, and the rotation presets run end to end lowered."""
 from pathlib import Path
 
+import warnings
+
 import pytest
 import torch
 import transformers as tf
@@ -100,7 +102,7 @@ def test_rotate_must_be_the_first_pass():
                                 "passes": [{"name": "qsm"}, {"name": "rotate"}]})
 
 
-@pytest.mark.parametrize("preset, online", [("w4a4-rot", 2), ("w4a4-rot-qsm", 0)])
+@pytest.mark.parametrize("preset, online", [("w4a4-rot", 2), ("w4a4-rot-qsm", 2)])
 def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset, online):
     model = tiny_model("llama").float()
     calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
@@ -114,15 +116,27 @@ def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset, online)
     assert {outcomes[s] for s in plan} <= {"w4a8", "w4a8-static", "w4a8-static-guarded"}, outcomes
     assert float((out - ref).norm() / ref.norm()) < 1e-4
     targets = [str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"]
-    assert targets.count("qpass.hadamard.default") == len(plan.rotations) == online  # static steps: none online
+    assert targets.count("qpass.hadamard.default") == len(plan.rotations) == online
     # the rotation is made once over the whole model, then calibration goes block by block
     assert any(line.startswith("calibration: block by block") for line in plan.log), plan.log
     assert any(line.startswith("rotate: residual stream") for line in plan.log), plan.log
 
 
+def test_the_static_rotation_preset_keeps_its_online_hadamards_without_a_warning():
+    """w4a4-rot-qsm's dynamic_fallback lets a tensor that static steps cannot cover after the online Hadamard stay
+    dynamic, so the combination is not warned about."""
+    model = tiny_model("llama").float()
+    calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        q = qpass.compile(model, "w4a4-rot-qsm", calib, progress=False, lower=False)
+    assert q.qpass_state.plan.rotations
+    assert not any("online Hadamards before static" in line for line in q.qpass_state.plan.log)
+
+
 def test_online_hadamards_before_static_steps_are_warned_about():
     recipe = qpass.recipes()["w4a4-rot-qsm"].to_dict()
-    recipe["passes"][0]["options"]["online"] = True
+    recipe["passes"][1]["options"]["dynamic_fallback"] = False
     model = tiny_model("llama").float()
     calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
     with pytest.warns(UserWarning, match="online Hadamards before static per-channel activation steps"):
