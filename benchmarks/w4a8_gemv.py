@@ -6,7 +6,7 @@ MMA tile, W4A16's GEMV and bf16 cuBLAS, Llama-3-8B shapes, in one process.
 Weights as w4a8-qsm stores them: int4 g64, fp32 steps and zero points (asymmetric) or none (symmetric, w4a4-qsm).
 Timing: benchmarks/cuda_timing.py (each call on its own weight copy, > 256 MB in all, so HBM serves W). Every
 output is checked against the pure-torch reference. % HBM: the bytes a call must read (codes, steps, zeros) over
-its time, against a device-to-device copy measured here. --sweep: launch configs of the new kernel (rows per program, row block, warps, programs per SM) at each M.
+its time, against a device-to-device copy measured here. --sweep: launch configs of the new kernel (row block, warps, programs per SM) at the given M.
 """
 from __future__ import annotations
 
@@ -42,21 +42,11 @@ def weights(N, K, asym, seed):
     return fmt.pack_int4(q), s, z
 
 
-def sweep_configs(KW, M):
-    """[(config overrides, programs per SM)] of the new kernel for M rows against KW words per row."""
-    out = []
-    bms = [bm for bm in (1, 2, 4, 8) if bm <= max(1, 2 * M - 1) and (M == 1 or bm > 1 or M == 2)]
-    for bm in bms:
-        if KW <= 512:
-            grid = [(bn, nw, sm) for bn in (2, 4, 8, 16) for nw in (2, 4, 8) for sm in (1, 2, 4)] if M == 1 else \
-                [(bn, nw, sm) for bn in (2, 4, 8) for nw in (4, 8) for sm in (1, 2, 4)]
-            out += [(dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=nw), sm) for bn, nw, sm in grid]
-        else:
-            grid = [(bn, nw, sm) for bn in (1, 2, 4) for nw in (8, 16) for sm in (1, 2)]
-            out += [(dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=nw), sm) for bn, nw, sm in grid if bm <= 2]
-            out += [(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_KW=kw, num_warps=nw, ONE_CHUNK=False), sm)
-                    for bn in (4, 8, 16) for kw in (256, 512) for nw in (4, 8) for sm in (1, 2, 4)]
-    return out
+def sweep_configs(KW):
+    """[(config overrides, programs per SM)] of the new kernel against KW words per row."""
+    if KW <= 512:
+        return [(dict(BLOCK_N=bn, num_warps=nw), sm) for bn in (2, 4, 8, 16) for nw in (2, 4, 8) for sm in (1, 2, 4)]
+    return [(dict(BLOCK_N=bn, num_warps=nw), sm) for bn in (1, 2, 4) for nw in (8, 16) for sm in (1, 2)]
 
 
 def main():
@@ -104,7 +94,7 @@ def main():
                 timed("op", lambda p_, s_, z_: k_w4a8.w4a8_linear_triton(x, p_, s_, xs, None, torch.bfloat16, G,
                                                                          w_zero=z_))
                 if asym and str(M) in args.sweep.split(","):
-                    for cfg, sm in sweep_configs(fmt.as_words(p).shape[1], M):
+                    for cfg, sm in sweep_configs(fmt.as_words(p).shape[1]):
                         timed("dp4a_cfg", lambda p_, s_, z_, cfg=cfg, sm=sm: k_dp4a.w4a8_gemv_dp4a(
                             x, p_, s_, z_, None, G, y, x_scale=xs, config=cfg, per_sm=sm), cfg=dict(cfg, per_sm=sm))
             del ws

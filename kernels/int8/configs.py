@@ -58,20 +58,19 @@ def shipped_configs():
                      "UNPACK": 0, "ATOMIC": False, **c}, o))
     # W4A8 at one row (w4a8._w4a8_gemv): gemv4 on the int8 row, fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
-        wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y, M="i32",
+        wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,
                     N="i32", K="i32", KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():  # with activation zero points
             out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,
                         {"HAS_ZERO": False, "HAS_BIAS": True, "HAS_XS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
                          "ONE_CHUNK": True}, {"num_warps": nw}))
-        # the integer-dot GEMV (int8/gemv.py), g64 with and without zero points, one row and the most rows
+        # the integer-dot GEMV (int8/gemv.py), g64 with and without zero points, and its long-K chunk config
         for kw, (bn, nw, _) in [*int_gemv.DP4A_TABLE.items(), (None, (None, None, None))]:
-            for zero, bm in ((False, 1), (True, 1), (True, int_gemv.MAX_BLOCK_M)):
-                if kw is None:  # the long-K chunk config
+            for zero in (False, True):
+                if kw is None:
                     c, o = split_launch(dict(int_gemv.DP4A_CHUNK, ONE_CHUNK=False))
                 else:
                     c, o = dict(BLOCK_N=bn, BLOCK_KW=kw, ONE_CHUNK=True), {"num_warps": nw}
-                out.append((f"w4a8_gemv_dp4a[{y},KW<={kw or 'any'},zero={zero},rows={bm}]", int_gemv._w4a8_gemv_dp4a,
-                            wsig, {"HAS_ZERO": zero, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True,
-                                   "BLOCK_M": bm, **c}, o))
+                out.append((f"w4a8_gemv_dp4a[{y},KW<={kw or 'any'},zero={zero}]", int_gemv._w4a8_gemv_dp4a, wsig,
+                            {"HAS_ZERO": zero, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True, **c}, o))
     return out

@@ -46,19 +46,18 @@ def _dp4a(a, b, c, HW: tl.constexpr):
 
 
 @triton.jit
-def _xpack(x_rows, m_mask, widx, K):
-    """The 8 values under each word index of `widx` [1, NV, 4], for each row of `x_rows` [BLOCK_M, 1, 1] (pointers),
-    as two int32 of 4 bytes (even, odd positions) [BLOCK_M, NV, 4], and Σx per 4 words [BLOCK_M, NV]."""
+def _xpack(x_row, widx, K):
+    """x's 8 values under each word index of `widx` as two int32 of 4 bytes (even, odd positions) and Σx per 4
+    words (the last axis): [1, NV, 4], [1, NV, 4], [1, NV]."""
     k = widx * 8
-    mm = m_mask[:, None, None]
-    x0 = tl.load(x_rows + k + 0, mask=mm & (k + 0 < K), other=0).to(tl.int32)
-    x1 = tl.load(x_rows + k + 1, mask=mm & (k + 1 < K), other=0).to(tl.int32)
-    x2 = tl.load(x_rows + k + 2, mask=mm & (k + 2 < K), other=0).to(tl.int32)
-    x3 = tl.load(x_rows + k + 3, mask=mm & (k + 3 < K), other=0).to(tl.int32)
-    x4 = tl.load(x_rows + k + 4, mask=mm & (k + 4 < K), other=0).to(tl.int32)
-    x5 = tl.load(x_rows + k + 5, mask=mm & (k + 5 < K), other=0).to(tl.int32)
-    x6 = tl.load(x_rows + k + 6, mask=mm & (k + 6 < K), other=0).to(tl.int32)
-    x7 = tl.load(x_rows + k + 7, mask=mm & (k + 7 < K), other=0).to(tl.int32)
+    x0 = tl.load(x_row + k + 0, mask=k + 0 < K, other=0).to(tl.int32)
+    x1 = tl.load(x_row + k + 1, mask=k + 1 < K, other=0).to(tl.int32)
+    x2 = tl.load(x_row + k + 2, mask=k + 2 < K, other=0).to(tl.int32)
+    x3 = tl.load(x_row + k + 3, mask=k + 3 < K, other=0).to(tl.int32)
+    x4 = tl.load(x_row + k + 4, mask=k + 4 < K, other=0).to(tl.int32)
+    x5 = tl.load(x_row + k + 5, mask=k + 5 < K, other=0).to(tl.int32)
+    x6 = tl.load(x_row + k + 6, mask=k + 6 < K, other=0).to(tl.int32)
+    x7 = tl.load(x_row + k + 7, mask=k + 7 < K, other=0).to(tl.int32)
     even = (x0 & 255) | ((x2 & 255) << 8) | ((x4 & 255) << 16) | (x6 << 24)
     odd = (x1 & 255) | ((x3 & 255) << 8) | ((x5 & 255) << 16) | (x7 << 24)
     xsum = tl.sum(((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)), axis=2)
@@ -67,48 +66,32 @@ def _xpack(x_rows, m_mask, widx, K):
 
 @triton.jit
 def _block(words, s, z, even, odd, xsum, HAS_ZERO: tl.constexpr, HW: tl.constexpr):
-    """A [BLOCK_N, NV, 4] tile of words against BLOCK_M rows of x: [BLOCK_M, BLOCK_N] fp32, each 4-word partial
-    scaled by its group's step. The words are split once; each row adds two dp4a per word."""
+    """Σ over a [BLOCK_N, NV, 4] tile of words: [BLOCK_N] fp32, each 4-word partial scaled by its group's step."""
     if not HAS_ZERO:
         words = words ^ _XOR8
-    lo = (words & _LOW4)[None, :, :, :]
-    hi = ((words >> 4) & _LOW4)[None, :, :, :]
-    p = _dp4a(lo, even[:, None, :, :], _dp4a(hi, odd[:, None, :, :], lo * 0, HW), HW)
-    d = tl.sum(p, axis=3).to(tl.float32)  # [BLOCK_M, BLOCK_N, NV]
+    p = _dp4a(words & _LOW4, even, _dp4a((words >> 4) & _LOW4, odd, words * 0, HW), HW)
+    d = tl.sum(p, axis=2).to(tl.float32)  # [BLOCK_N, NV]
     if HAS_ZERO:
-        d -= z.to(tl.float32)[None, :, :] * xsum.to(tl.float32)[:, None, :]
+        d -= z.to(tl.float32) * xsum.to(tl.float32)
     else:
-        d -= 8.0 * xsum.to(tl.float32)[:, None, :]
-    return tl.sum(s.to(tl.float32)[None, :, :] * d, axis=2)
+        d -= 8.0 * xsum.to(tl.float32)
+    return tl.sum(s.to(tl.float32) * d, axis=1)
 
 
 @triton.jit
-def _finish(y, offs_m, m_mask, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS: tl.constexpr,
-            HAS_XS: tl.constexpr):
-    if HAS_XS:
-        y *= tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0)[:, None]
-    if HAS_BIAS:
-        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], y.to(y_ptr.dtype.element_ty),
-             mask=m_mask[:, None] & n_mask[None, :])
-
-
-@triton.jit
-def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, K, KW, NG, stride_xm, stride_ym, NPROG,
+def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
                     GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
-                    ONE_CHUNK: tl.constexpr, HW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_KW: tl.constexpr):
+                    ONE_CHUNK: tl.constexpr, HW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
     NV: tl.constexpr = BLOCK_KW // 4
     pid = tl.program_id(0)
-    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < M
-    x_rows = x_ptr + offs_m[:, None, None] * stride_xm
+    m = tl.program_id(1)
+    x_row = x_ptr + m * stride_xm
     offs_r = tl.arange(0, BLOCK_N)
     wv = tl.arange(0, NV)
     widx = (wv[:, None] * 4 + tl.arange(0, 4)[None, :])[None, :, :]  # [1, NV, 4]
     num_rb = tl.cdiv(N, BLOCK_N)
     if ONE_CHUNK:  # x packed once per program, kept in registers; the next row block's words loaded ahead
-        even, odd, xsum = _xpack(x_rows, m_mask, widx, K)
+        even, odd, xsum = _xpack(x_row, widx, K)
         wmask_k = widx < KW
         g = wv * 0 if GW == 0 else (wv * 4) // GW
         gmask = (wv * 4 < KW)[None, :]
@@ -125,7 +108,11 @@ def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, K, K
             s = tl.load(s_ptr + sidx, mask=smask, other=0.0)
             z = tl.load(z_ptr + sidx, mask=smask, other=0.0) if HAS_ZERO else s
             y = _block(words, s, z, even, odd, xsum, HAS_ZERO, HW)
-            _finish(y, offs_m, m_mask, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS, HAS_XS)
+            if HAS_XS:
+                y *= tl.load(xs_ptr + m)
+            if HAS_BIAS:
+                y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+            tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
             words = words2
             offs_n = offs_n2
             n_mask = n_mask2
@@ -133,10 +120,10 @@ def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, K, K
         for rb in range(pid, num_rb, NPROG):
             offs_n = rb * BLOCK_N + offs_r
             n_mask = offs_n < N
-            y = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            y = tl.zeros([BLOCK_N], dtype=tl.float32)
             for kw0 in range(0, KW, BLOCK_KW):
                 wi = kw0 + widx
-                even, odd, xsum = _xpack(x_rows, m_mask, wi, K)
+                even, odd, xsum = _xpack(x_row, wi, K)
                 words = tl.load(w_ptr + offs_n[:, None, None] * KW + wi, mask=n_mask[:, None, None] & (wi < KW),
                                 other=0)
                 g = wv * 0 if GW == 0 else (kw0 + wv * 4) // GW
@@ -145,11 +132,15 @@ def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, K, K
                 s = tl.load(s_ptr + sidx, mask=smask, other=0.0)
                 z = tl.load(z_ptr + sidx, mask=smask, other=0.0) if HAS_ZERO else s
                 y += _block(words, s, z, even, odd, xsum, HAS_ZERO, HW)
-            _finish(y, offs_m, m_mask, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS, HAS_XS)
+            if HAS_XS:
+                y *= tl.load(xs_ptr + m)
+            if HAS_BIAS:
+                y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+            tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
 
 
 # BLOCK_KW (words per K chunk, a power of 2 >= KW up to MAX_KW) -> (BLOCK_N, num_warps, programs per SM): the
-# fastest summed over Llama-3-8B's shapes, g64 with and without zero points (H100, `benchmarks/w4a8_gemv.py --sweep`)
+# fastest summed over Llama-3-8B's shapes, g64 with and without zero points (H100, `benchmarks/w4a8_gemv.py --sweep 1`)
 DP4A_TABLE = {
     512: (4, 8, 4),
     2048: (2, 16, 2),
@@ -157,51 +148,48 @@ DP4A_TABLE = {
 DP4A_DEFAULT = (4, None, 4)
 DP4A_MAX_KW = 2048  # K <= 16384 in one chunk
 DP4A_CHUNK = dict(BLOCK_N=4, BLOCK_KW=256, num_warps=2)
-MAX_BLOCK_M = 8  # rows of x held in registers per program (more rows: more programs along M)
 
 
-def dp4a_config(KW: int, M: int = 1, block_n=None, num_warps=None, per_sm=None):
-    """(launch config, programs per SM) for M rows of x against a weight of KW words per row."""
+def dp4a_config(KW: int, block_n=None, num_warps=None, per_sm=None):
+    """(launch config, programs per SM) for a weight of KW words per row."""
     kw = max(128, next_pow2(KW))
-    rows = dict(BLOCK_M=min(next_pow2(M), MAX_BLOCK_M))
     if kw > DP4A_MAX_KW:
-        return dict(DP4A_CHUNK, ONE_CHUNK=False, **rows), per_sm or DP4A_DEFAULT[2]
+        return dict(DP4A_CHUNK, ONE_CHUNK=False), per_sm or DP4A_DEFAULT[2]
     bn, nw, sm = DP4A_TABLE.get(kw, DP4A_DEFAULT)
-    return dict(BLOCK_N=block_n or bn, BLOCK_KW=kw, num_warps=num_warps or nw or kw // 128, ONE_CHUNK=True,
-                **rows), per_sm or sm
+    return dict(BLOCK_N=block_n or bn, BLOCK_KW=kw, num_warps=num_warps or nw or kw // 128, ONE_CHUNK=True), \
+        per_sm or sm
 
 
-def _grid(device, N, M, cfg, per_sm):
-    """(programs over N, programs over M): the row blocks of x share the SM budget."""
-    row_blocks = cdiv(M, cfg["BLOCK_M"])
-    return persistent_programs(device, cdiv(N, cfg["BLOCK_N"]), max(1, per_sm // row_blocks)), row_blocks
+def _programs(device, N, M, block_n, per_sm):
+    """Programs per row of x: the grid's second axis runs the M rows, so M rows share the SM budget."""
+    return persistent_programs(device, cdiv(N, block_n), max(1, per_sm // M))
 
 
 @functools.lru_cache(maxsize=1024)
 def _shipped_launch(N: int, KW: int, M: int, device: torch.device):
-    """(config, grid) of the shipped table for a weight shape, once per shape (host time is decode's budget)."""
-    cfg, sm = dp4a_config(KW, M)
-    return cfg, _grid(device, N, M, cfg, sm)
+    """(config, programs) of the shipped table for a weight shape, once per shape (host time is decode's budget)."""
+    cfg, sm = dp4a_config(KW)
+    return cfg, _programs(device, N, M, cfg["BLOCK_N"], sm)
 
 
 def w4a8_gemv_dp4a(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale=None, config=None, per_sm=None):
     """x2 [M, K] int8 (unit stride), qweight pack_int4 [N, K] (plain nibbles with `zeros`, else signed), scales
     (and zeros) [N, groups] of any float dtype, group_size a multiple of 32 (or >= K: one per row), x_scale [M]
-    fp32 or None -> y [M, N] (preallocated, the output dtype). config: overrides of the shipped launch config."""
+    fp32 or None -> y [M, N] (preallocated, the output dtype)."""
     M, K = x2.shape
     words = as_words(qweight)
     N, KW = words.shape
     G = norm_group(K, group_size)
     if config is None and per_sm is None:
-        cfg, grid = _shipped_launch(N, KW, M, x2.device)
+        cfg, nprog = _shipped_launch(N, KW, M, x2.device)
     else:
-        cfg, sm = dp4a_config(KW, M)
+        cfg, sm = dp4a_config(KW)
         cfg = dict(cfg, **(config or {}))
-        grid = _grid(x2.device, N, M, cfg, per_sm or sm)
+        nprog = _programs(x2.device, N, M, cfg["BLOCK_N"], per_sm or sm)
     z = zeros if zeros is not None else scales
     b = bias if bias is not None else scales
     xs = x_scale if x_scale is not None else scales
-    launch(_w4a8_gemv_dp4a, grid, x2, words, scales, z, b, xs, y, M, N, K, KW, scales.shape[1], x2.stride(0),
-           y.stride(0), grid[0], GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+    launch(_w4a8_gemv_dp4a, (nprog, M), x2, words, scales, z, b, xs, y, N, K, KW, scales.shape[1], x2.stride(0),
+           y.stride(0), nprog, GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
            HAS_XS=x_scale is not None, HW=not interpreting(), **cfg)
     return y
