@@ -199,10 +199,10 @@ def _presets() -> dict[str, Recipe]:
             calibration=CalibrationSpec(num_samples=32),
         ),
         # Static W4A4 after the rotation: asymmetric g64 weights (zero points per group; SmolLM2 48.17 -> 45.01),
-        # the online Hadamard before down_proj kept, and `dynamic_fallback`: a tensor whose static steps lose to
-        # dynamic per-token steps on calibration tokens stays dynamic — the online Hadamard spreads a token's
-        # outlier over every channel, which a static step would have to cover for all tokens (all static: 58.70;
-        # 9/120 tensors dynamic: 39.28; docs/rotation.md)
+        # the online Hadamard before down_proj kept — qsm leaves the inputs it rotates dynamic per-token (it spreads
+        # one token's outlier over every channel, which a static step would have to cover for all tokens: 58.70
+        # all static) — and `dynamic_fallback` for the few other tensors where static steps lose on calibration
+        # tokens: SmolLM2 36.23 / 36.97 (rotation seeds 0 / 1), 88-89 of 120 input tensors static (docs/rotation.md)
         "w4a4-rot-qsm": Recipe(
             "w4a4-rot-qsm",
             weights=dataclasses.replace(gptq_w4(), symmetric=False),

@@ -259,7 +259,7 @@ class _Calibration:
         """The recipe's passes after calibration and the quantize step, on `sites` only."""
         r = self.recipe
         ctx = PassContext(self.model, r.weights, r.activations, self.analysis, dict(sites), Plan(), observers,
-                          self.progress)
+                          self.progress, rotated_online=frozenset(self.plan.rotations))
         registry.run_passes(ctx, r.passes, before_calibration=False)  # rotate ran over the whole model first
         plan_quantization(ctx)
         return ctx.plan

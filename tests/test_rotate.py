@@ -122,21 +122,30 @@ def test_rotation_presets_lower_and_match_their_fake_quant_graph(preset, online)
     assert any(line.startswith("rotate: residual stream") for line in plan.log), plan.log
 
 
-def test_the_static_rotation_preset_keeps_its_online_hadamards_without_a_warning():
-    """w4a4-rot-qsm's dynamic_fallback lets a tensor that static steps cannot cover after the online Hadamard stay
-    dynamic, so the combination is not warned about."""
+@pytest.mark.parametrize("sequential", [True, False])
+def test_qsm_keeps_the_inputs_of_online_hadamards_dynamic(sequential):
+    """Static steps cannot follow an online Hadamard's spread outliers: w4a4-rot-qsm keeps its online Hadamards,
+    and QSM gives exactly the sites they feed dynamic per-token activations (block by block or the whole model at
+    once), unwarned."""
     model = tiny_model("llama").float()
     calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
+    recipe = qpass.recipes()["w4a4-rot-qsm"].to_dict()
+    recipe["passes"][1]["options"]["dynamic_fallback"] = False  # only the rotation decides
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        q = qpass.compile(model, "w4a4-rot-qsm", calib, progress=False, lower=False)
-    assert q.qpass_state.plan.rotations
-    assert not any("online Hadamards before static" in line for line in q.qpass_state.plan.log)
+        q = qpass.compile(model, recipe, calib, progress=False, lower=False, sequential=sequential)
+    plan = q.qpass_state.plan
+    assert plan.rotations
+    assert any(line.startswith("calibration: block by block") for line in plan.log) == sequential, plan.log
+    for name, sp in plan.sites.items():
+        if sp.activation is not None:
+            assert (sp.activation.granularity == "per_token") == (name in plan.rotations), name
+    assert any("keep dynamic per-token A4: they go through an online Hadamard" in line for line in plan.log)
 
 
-def test_online_hadamards_before_static_steps_are_warned_about():
-    recipe = qpass.recipes()["w4a4-rot-qsm"].to_dict()
-    recipe["passes"][1]["options"]["dynamic_fallback"] = False
+def test_online_hadamards_before_static_steps_without_qsm_are_warned_about():
+    recipe = {"weights": {"bits": 4, "group_size": 64}, "activations": {"bits": 4, "granularity": "per_channel"},
+              "passes": [{"name": "rotate"}]}
     model = tiny_model("llama").float()
     calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
     with pytest.warns(UserWarning, match="online Hadamards before static per-channel activation steps"):

@@ -23,6 +23,13 @@ class PassContext:
     observers: dict[str, ChannelObserver] = field(default_factory=dict)
     progress: bool = True  # show progress bars on long passes
     calib: list[torch.Tensor] | None = None  # the user's calibration token ids [B, T] (passes that run the model)
+    # sites whose input goes through an online Hadamard (rotate) that this context's plan does not hold: block by
+    # block, the whole model's rotations live in the model's plan, each block's passes get a fresh one
+    rotated_online: frozenset[str] = frozenset()
+
+    def reads_online_rotation(self, name: str) -> bool:
+        """Whether site `name`'s input is rotated at run time (qpass::hadamard before it)."""
+        return name in self.plan.rotations or name in self.rotated_online
 
     def __post_init__(self):
         self.screen()

@@ -99,6 +99,14 @@ def _steps(obs, m, bits, clip, granularity, symmetric=True, tie=True):
     return st, torch.round(n / 2 - (lo + hi) / (2 * st)).clamp(0, n)
 
 
+def _keep_dynamic(ctx: PassContext, sites, bits: int, why: str) -> None:
+    """The consumers of one input tensor take dynamic per-token activations (the tensor is not migrated)."""
+    for s in sites:
+        sp = ctx.site_plan(s)
+        sp.activation = ActQuant(bits, "per_token", True)
+        sp.notes.append(f"dynamic per-token A{bits}: {why}")
+
+
 @torch.no_grad()
 def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     """Static per-channel activations with steps migrated into producers; reconstruction, clipping, GPTQ."""
@@ -109,9 +117,16 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     migrations = find_migrations(ctx.analysis, ctx.sites)
     plans = []  # (site, gather, div, zero, step)
     fallback = []  # migrations left dynamic per-token (dynamic_fallback)
+    rotated = []  # migrations left dynamic per-token: their input goes through an online Hadamard
     # Phase 1: choose each tensor's steps (activation clip searched with RTN weights) and migrate them.
     for m in tqdm(migrations, desc="qsm: steps", unit="tensor", disable=not ctx.progress):
         sites = [by_name[n] for n in m.sites]
+        if any(ctx.reads_online_rotation(s.name) for s in sites):
+            # the Hadamard spreads one token's outlier over every channel: a static step would have to cover it
+            # for all tokens (SmolLM2 W4A4 P&P 58.70 all static vs 36.23, docs/rotation.md)
+            _keep_dynamic(ctx, sites, bits, "its input goes through an online Hadamard (rotate)")
+            rotated.append(m)
+            continue
         obs = ctx.observers[sites[0].name]
         ws = [ctx.weight(s).float() for s in sites]
         cols = lambda st: torch.stack([(w * st).abs().amax(0) for w in ws]).amax(0)  # noqa: E731
@@ -136,11 +151,8 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
             dynamic = sum(rel_mse(y, fake_quant_per_token(x, bits) @ round_weight(w, w_spec, 1.0, None).dequantize().T)
                           for y, w in zip(ys, ws))
             if dynamic < err:
-                for s in sites:
-                    sp = ctx.site_plan(s)
-                    sp.activation = ActQuant(bits, "per_token", True)
-                    sp.notes.append(f"dynamic per-token A{bits}: static steps' output error {err / len(sites):.2e} > "
-                                    f"dynamic {dynamic / len(sites):.2e} on calibration tokens (dynamic_fallback)")
+                _keep_dynamic(ctx, sites, bits, f"static steps' output error {err / len(sites):.2e} > dynamic "
+                                                f"{dynamic / len(sites):.2e} on calibration tokens (dynamic_fallback)")
                 fallback.append(m)
                 continue
         step, zero = _steps(obs, m, bits, clip, opts.granularity, sym, not untie)
@@ -172,8 +184,11 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
                 sp.input_step = step.clone()
                 sp.notes.append(f"explicit quantize node: {m.reason}")
             plans.append((s, g, d, zero, step))
-    exact = sum(m.exact for m in migrations if not any(m is f for f in fallback))
+    exact = sum(m.exact for m in migrations if not any(m is f for f in fallback + rotated))
     ctx.log.append(f"qsm: {exact}/{len(migrations)} input tensors migrated exactly into their producers")
+    if rotated:
+        ctx.log.append(f"qsm: {len(rotated)}/{len(migrations)} input tensors keep dynamic per-token A{bits}: they go "
+                       f"through an online Hadamard (rotate)")
     if opts.dynamic_fallback:
         ctx.log.append(f"qsm: dynamic_fallback: {len(fallback)}/{len(migrations)} input tensors keep dynamic per-token "
                        f"A{bits} (lower output error than static steps on calibration tokens)")

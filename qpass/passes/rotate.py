@@ -41,11 +41,11 @@ class RotateOptions(Checked):
         """rotate runs before calibration and every other pass: it must be listed first."""
         if recipe.passes and recipe.passes[0].options is not self:
             raise RecipeError(f"{path}: rotate must be the first pass (it runs before calibration and the others)")
-        # static per-channel steps after the online Hadamards, none of them allowed to stay dynamic: warned about
-        # when the pass runs (not a field: derived from the recipe, never serialized)
+        # static per-channel steps after the online Hadamards (qsm keeps those inputs dynamic; without it they
+        # would not be): warned about when the pass runs (not a field: derived from the recipe, never serialized)
         a = recipe.activations
-        self._static_after_online = (a is not None and a.granularity == "per_channel" and not any(
-            getattr(p.options, "dynamic_fallback", False) for p in recipe.passes))
+        self._static_after_online = (a is not None and a.granularity == "per_channel"
+                                     and not any(p.name == "qsm" for p in recipe.passes))
 
 
 def _canonical(model, site) -> tuple[torch.nn.Parameter, torch.Tensor]:
@@ -183,9 +183,8 @@ def rotate(ctx: PassContext, opts: RotateOptions) -> None:
     if ctx.plan.rotations and getattr(opts, "_static_after_online", False):
         msg = ("rotate: online Hadamards before static per-channel activation steps spread each token's outliers "
                "over every channel, and the static steps must then cover them for all tokens (SmolLM2 W4A4 P&P "
-               "58.70 all static, 39.28 with `qsm: {dynamic_fallback: true}`, docs/rotation.md); consider "
-               "`qsm: {dynamic_fallback: true}` (tensors where static steps lose stay dynamic per-token) or "
-               "`rotate: {online: false}`")
+               "58.70 all static, 36.23 with those inputs dynamic per-token, docs/rotation.md); the qsm pass keeps "
+               "them dynamic; without it consider `rotate: {online: false}`")
         ctx.log.append(msg)
         warnings.warn(msg, UserWarning, stacklevel=4)
 
