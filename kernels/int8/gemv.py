@@ -79,6 +79,16 @@ def _block(words, s, z, even, odd, xsum, HAS_ZERO: tl.constexpr, HW: tl.constexp
 
 
 @triton.jit
+def _store_row(y, m, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr):
+    """Row m's outputs: times its activation step, plus the bias, in the output dtype."""
+    if HAS_XS:
+        y *= tl.load(xs_ptr + m)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+
+
+@triton.jit
 def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
                     GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
                     ONE_CHUNK: tl.constexpr, HW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
@@ -108,11 +118,7 @@ def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, 
             s = tl.load(s_ptr + sidx, mask=smask, other=0.0)
             z = tl.load(z_ptr + sidx, mask=smask, other=0.0) if HAS_ZERO else s
             y = _block(words, s, z, even, odd, xsum, HAS_ZERO, HW)
-            if HAS_XS:
-                y *= tl.load(xs_ptr + m)
-            if HAS_BIAS:
-                y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-            tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+            _store_row(y, m, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS, HAS_XS)
             words = words2
             offs_n = offs_n2
             n_mask = n_mask2
@@ -132,11 +138,7 @@ def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, 
                 s = tl.load(s_ptr + sidx, mask=smask, other=0.0)
                 z = tl.load(z_ptr + sidx, mask=smask, other=0.0) if HAS_ZERO else s
                 y += _block(words, s, z, even, odd, xsum, HAS_ZERO, HW)
-            if HAS_XS:
-                y *= tl.load(xs_ptr + m)
-            if HAS_BIAS:
-                y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
-            tl.store(y_ptr + m * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=n_mask)
+            _store_row(y, m, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS, HAS_XS)
 
 
 # BLOCK_KW (words per K chunk, a power of 2 >= KW up to MAX_KW) -> (BLOCK_N, num_warps, programs per SM): the
