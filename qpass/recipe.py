@@ -199,16 +199,16 @@ def _presets() -> dict[str, Recipe]:
             calibration=CalibrationSpec(num_samples=32),
         ),
         # Static W4A4 after the rotation: asymmetric g64 weights (zero points per group; SmolLM2 48.17 -> 45.01),
-        # the online Hadamard before down_proj kept — qsm leaves the inputs it rotates dynamic per-token (it spreads
+        # the online Hadamard before down_proj kept; qsm leaves the inputs it rotates dynamic per-token (it spreads
         # one token's outlier over every channel, which a static step would have to cover for all tokens: 58.70
-        # all static) — and `dynamic_fallback` for the few other tensors where static steps lose on calibration
-        # tokens: SmolLM2 36.23 / 36.97 (rotation seeds 0 / 1), 88-89 of 120 input tensors static (docs/rotation.md)
+        # all static). SmolLM2 36.30 / 36.59 (rotation seeds 0 / 1), 90 of 120 input tensors static; adding
+        # `dynamic_fallback` gives 36.23 / 36.97 (docs/results.md "Static W4A4 with rotation")
         "w4a4-rot-qsm": Recipe(
             "w4a4-rot-qsm",
             weights=dataclasses.replace(gptq_w4(), symmetric=False),
             activations=ActivationSpec(bits=4, granularity="per_channel", symmetric=False),
             passes=[PassSpec("rotate"),
-                    PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True, "dynamic_fallback": True})],
+                    PassSpec("qsm", {"keep_first": 1, "untie": True, "joint_clip": True})],
             calibration=CalibrationSpec(num_samples=32, skip_tokens=1, sink_hessian_weight=0.2),
         ),
         "w4a8-rot": Recipe(

@@ -46,7 +46,7 @@ PURPOSE = {
             "calibration data or shipped text ([sale.md](sale.md))",
     "w4a4-rot": "W4A4 after QuaRot rotations (residual, V/O heads, online Hadamard before down_proj): GPTQ "
                 "weights, dynamic per-token int4 activations, each input's clip searched ([rotation.md](rotation.md))",
-    "w4a4-rot-qsm": "static W4A4: rotations (residual, V/O, online before down_proj), QSM's static steps on the inputs no online Hadamard reads and where they beat dynamic per-token ones on calibration tokens (the rest dynamic), GPTQ on asymmetric weights ([rotation.md](rotation.md))",
+    "w4a4-rot-qsm": "static W4A4: rotations (residual, V/O, online before down_proj), QSM's static steps on every input no online Hadamard reads (those stay dynamic per-token), GPTQ on asymmetric weights ([rotation.md](rotation.md))",
     "w4a8-rot": "W4A8 after QuaRot rotations: GPTQ weights, dynamic per-token int8 activations, clips "
                 "searched ([rotation.md](rotation.md))",
     "w4a4-qsm": "static W4A4: QSM steps migrated into producers, the sink token kept in full precision, "

@@ -129,11 +129,9 @@ def test_qsm_keeps_the_inputs_of_online_hadamards_dynamic(sequential):
     once), unwarned."""
     model = tiny_model("llama").float()
     calib = [_ids(256, seed=i, shape=(2, 32)) for i in range(2)]
-    recipe = qpass.recipes()["w4a4-rot-qsm"].to_dict()
-    recipe["passes"][1]["options"]["dynamic_fallback"] = False  # only the rotation decides
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        q = qpass.compile(model, recipe, calib, progress=False, lower=False, sequential=sequential)
+        q = qpass.compile(model, "w4a4-rot-qsm", calib, progress=False, lower=False, sequential=sequential)
     plan = q.qpass_state.plan
     assert plan.rotations
     assert any(line.startswith("calibration: block by block") for line in plan.log) == sequential, plan.log

@@ -123,7 +123,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         sites = [by_name[n] for n in m.sites]
         if any(ctx.reads_online_rotation(s.name) for s in sites):
             # the Hadamard spreads one token's outlier over every channel: a static step would have to cover it
-            # for all tokens (SmolLM2 W4A4 P&P 58.70 all static vs 36.23, docs/rotation.md)
+            # for all tokens (SmolLM2 W4A4 P&P 58.70 all static vs 36.30, docs/rotation.md)
             _keep_dynamic(ctx, sites, bits, "its input goes through an online Hadamard (rotate)")
             rotated.append(m)
             continue

@@ -183,7 +183,7 @@ def rotate(ctx: PassContext, opts: RotateOptions) -> None:
     if ctx.plan.rotations and getattr(opts, "_static_after_online", False):
         msg = ("rotate: online Hadamards before static per-channel activation steps spread each token's outliers "
                "over every channel, and the static steps must then cover them for all tokens (SmolLM2 W4A4 P&P "
-               "58.70 all static, 36.23 with those inputs dynamic per-token, docs/rotation.md); the qsm pass keeps "
+               "58.70 all static, 36.30 with those inputs dynamic per-token, docs/rotation.md); the qsm pass keeps "
                "them dynamic; without it consider `rotate: {online: false}`")
         ctx.log.append(msg)
         warnings.warn(msg, UserWarning, stacklevel=4)
