@@ -11,8 +11,8 @@ Nibbles are read unsigned: signed codes are flipped to offset binary (q + 8) and
 off z·Σx; Σx and the corrections are per 32 columns (4 words), so group sizes are multiples of 32 or one per row.
 Integer partial sums are exact (|Σ| ≤ 32 · 15 · 128 per 4 words), converted to fp32 once per 4 words.
 
-On CUDA `dp4a` is the PTX instruction; in Triton's interpreter (CPU tests) it is spelled out in integer ops with
-the same int32 results. Activation zero points (x_zero) are not taken: w4a8.py keeps the fp32 GEMV for them.
+On NVIDIA GPUs `dp4a` is the PTX instruction; in Triton's interpreter (CPU tests) and on ROCm it is spelled out
+in integer ops with the same int32 results. Activation zero points (x_zero) are not taken: w4a8.py keeps the fp32 GEMV for them.
 """
 from __future__ import annotations
 
@@ -193,5 +193,5 @@ def w4a8_gemv_dp4a(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale
     xs = x_scale if x_scale is not None else scales
     launch(_w4a8_gemv_dp4a, (nprog, M), x2, words, scales, z, b, xs, y, N, K, KW, scales.shape[1], x2.stride(0),
            y.stride(0), nprog, GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
-           HAS_XS=x_scale is not None, HW=not interpreting(), **cfg)
+           HAS_XS=x_scale is not None, HW=not interpreting() and torch.version.hip is None, **cfg)
     return y
