@@ -56,7 +56,7 @@ def shipped_configs():
         out.append((f"{'w4a8' if int4 else 'int8'}-wzero[M>{table[-2][0]}]", gemm._int8_mm, sig,
                     {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": True, "W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True,
                      "UNPACK": 0, "ATOMIC": False, **c}, o))
-    # W4A8 at one row (w4a8._w4a8_gemv): gemv4 on the int8 row, fp32 row scales and step, model-dtype out
+    # W4A8 at one row (w4a8._w4a8_gemv): fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
         wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,
                     N="i32", K="i32", KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
