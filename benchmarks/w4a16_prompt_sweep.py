@@ -1,13 +1,15 @@
 """W4A16 over the prompt range (16 <= M <= 2048), GPU: which path is fastest per M and shape?
 
-    python benchmarks/w4a16_prompt_sweep.py --out $OUT/w4a16_prompt.json
+    python benchmarks/w4a16_prompt_sweep.py [--ms 16,32,64,128,256] [--tiles all|short] [--out X.json]
 
 Same process, Llama-3-8B shapes, g128 symmetric int4 weights, bf16 activations; per (M, shape): bf16 cuBLAS
 (F.linear), the shipped W4A16 op's paths "tc" (int4/tc.py, its shipped config for M) and "dequant" (dequantize
 once + cuBLAS), and "tc_tile": int4/tc.py over a grid of configs (tiles, split-K, orientation). Timing as benchmarks/gemm.py (cuda_timing.graph_time_us:
 one CUDA graph over enough weight copies that HBM, not L2, serves the weights); every output is checked against
 the pure-torch reference first (a config that fails the check is reported, not timed). Prints, per (M, shape),
-the best of each path and its ratio to bf16; the JSON holds every timing.
+the best of each path and its ratio to bf16; the JSON holds every timing. Every "tc" timing is made twice: with
+the codes unpacked straight to bf16 (FLOAT_UNPACK, unpack.nibble_floats: the shipped form) and through int32
+(`_int`). `--tiles short`: the shipped config and a few of the best of the full grid only.
 """
 from __future__ import annotations
 
@@ -27,16 +29,29 @@ from cuda_timing import graph_time_us  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from qpass.kernels import formats as fmt  # noqa: E402
-from qpass.kernels.int4 import reference as ref4, w4a16 as k_w4a16  # noqa: E402
+from qpass.kernels.int4 import reference as ref4, tc as k_tc, w4a16 as k_w4a16  # noqa: E402
+from qpass.kernels.tiling import pick  # noqa: E402
 
 SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]
 MS = [16, 32, 64, 128, 256]
 ROTATE_BYTES = 256 << 20
 
 
-def tiles(M):
+SHORT_TILES = [  # the best of the 2026-12-05 H200 grid at 128-256 rows (prompt_h200/w4a16_prompt_round2.json)
+    dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, SWAP=False, num_warps=8, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=128, SPLIT_K=1, SWAP=True, num_warps=8, num_stages=3),
+    dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, SWAP=False, num_warps=4, num_stages=3),
+    dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, SWAP=True, num_warps=4, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, SPLIT_K=2, SWAP=False, num_warps=8, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, SPLIT_K=1, SWAP=False, num_warps=8, num_stages=3),
+]
+
+
+def tiles(M, short=False):
     """The candidate configs for M rows: at small M (memory-bound) the swap-AB form with split-K over long K
     steps, the group scale on the weights or after the dot; from 128 rows both orientations, split-K 1 or 2."""
+    if short:
+        return [] if M <= 64 else SHORT_TILES
     out = []
     if M <= 64:
         for bn in (64, 128):
@@ -68,6 +83,7 @@ def copies(nbytes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ms", default=",".join(map(str, MS)))
+    ap.add_argument("--tiles", default="all", choices=("all", "short"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "w4a16_prompt.json"))
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
@@ -96,12 +112,13 @@ def main():
 
             bf = graph_time_us([lambda wi=wi: F.linear(x, wi) for wi in ws])
             res.append(dict(M=M, N=N, K=K, path="bf16", us=round(bf, 2)))
-            for kern in ("tc", "dequant"):
-                rec(kern, lambda pp, ss, kern=kern: k_w4a16.w4a16_linear_triton(x, pp, ss, None, None, 128,
-                                                                                kernel=kern))
-            for cfg in tiles(M):
-                rec("tc_tile", lambda pp, ss, cfg=cfg: k_w4a16.w4a16_linear_triton(x, pp, ss, None, None, 128,
-                                                                                   config=cfg, kernel="tc"), cfg)
+            rec("dequant", lambda pp, ss: k_w4a16.w4a16_linear_triton(x, pp, ss, None, None, 128, kernel="dequant"))
+            shipped = dict(pick(k_tc.TC_CONFIGS, M))
+            for cfg, path in [(shipped, "tc")] + [(c, "tc_tile") for c in tiles(M, args.tiles == "short")]:
+                for fu in (True, False):
+                    c = dict(cfg, FLOAT_UNPACK=fu)
+                    rec(path if fu else path + "_int", lambda pp, ss, c=c: k_w4a16.w4a16_linear_triton(
+                        x, pp, ss, None, None, 128, config=c, kernel="tc"), c)
             best = {}
             for r in res:
                 if r["M"] == M and r["N"] == N and r["K"] == K and "us" in r:

@@ -51,5 +51,5 @@ def shipped_configs():
             for zero in (False, True):
                 out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero}]", tc._w4a16_tc,
                             tsig if split > 1 else dict(tsig, y_ptr=dt),
-                            {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, **c}, o))
+                            {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True, **c}, o))
     return out

@@ -17,7 +17,8 @@ import triton.language as tl
 from ..formats import as_words
 from ..launch import launch
 from ..tiling import pick, cdiv
-from .unpack import nibbles
+from ..runtime import interpreting
+from .unpack import nibble_floats, nibbles
 
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
 # benchmarks/w4a16_prompt_sweep.py (results: benchmarks/results/prompt_h200/)
@@ -36,7 +37,8 @@ TC_CONFIGS = [
 @triton.jit
 def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym,
               HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr,
-              SCALE_AFTER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+              SCALE_AFTER: tl.constexpr, FLOAT_UNPACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_K: tl.constexpr):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     n_mask = offs_n < N
@@ -55,9 +57,14 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SP
         k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & (k < K)[None, :],
                     other=0.0)
-        q = nibbles(words, HAS_ZERO)
+        if FLOAT_UNPACK:  # the exact codes straight in x's 16-bit float type
+            q = nibble_floats(words, HAS_ZERO, x.dtype)
+        else:
+            q = nibbles(words, HAS_ZERO)
         if SCALE_AFTER:
             w = q.to(x.dtype)
+        elif FLOAT_UNPACK and not HAS_ZERO and s_ptr.dtype.element_ty == x_ptr.dtype.element_ty:
+            w = q * s.to(x.dtype)[:, None]  # x's type: one rounding of the exact product, as the fp32 form below
         else:
             wq = q.to(tl.float32)
             if HAS_ZERO:
@@ -99,6 +106,12 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SP
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+def float_unpack(dtype) -> bool:
+    """Whether the codes unpack straight to floats (unpack.nibble_floats): fp16 / bf16 activations (bf16 only
+    compiled: the interpreter's bf16 arithmetic is wrong)."""
+    return dtype == torch.float16 or (dtype == torch.bfloat16 and not interpreting())
+
+
 def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None):
     """x2 [M, K] (unit stride) -> y [M, N] (preallocated); G = the normalized group; config: TC_CONFIGS' keys."""
     M, K = x2.shape
@@ -108,6 +121,7 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None):
     split = cfg.pop("SPLIT_K", 1)
     cfg.setdefault("SWAP", True)
     cfg.setdefault("SCALE_AFTER", False)
+    cfg.setdefault("FLOAT_UNPACK", float_unpack(x2.dtype))
     if G < K:
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
     k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]

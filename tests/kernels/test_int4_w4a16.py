@@ -1,9 +1,12 @@
 """W4A16 Triton kernels (GEMV for M = 1, swap-AB tensor-core kernel otherwise) vs the reference."""
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from qpass.kernels import formats as F
 from qpass.kernels.int4 import reference as R
+from qpass.kernels.int4.unpack import nibble_floats, nibbles
 from qpass.kernels.int4.w4a16 import w4a16_linear_triton
 
 from kernels_util import rel_err, w4a16_case
@@ -74,11 +77,35 @@ def test_int4_dequant_kernel(N, K, G, sym):
 @pytest.mark.parametrize("scale_after", [False, True])
 @pytest.mark.parametrize("split", [1, 3])
 @pytest.mark.parametrize("M,N,K,G,sym", [(5, 72, 200, 64, True), (18, 40, 384, 128, False), (3, 48, 136, -1, False)])
-def test_w4a16_tc_every_form(M, N, K, G, sym, swap, scale_after, split):
+@pytest.mark.parametrize("float_unpack", [True, False])
+def test_w4a16_tc_every_form(M, N, K, G, sym, swap, scale_after, split, float_unpack):
     """Every form of the tensor-core kernel (int4/tc.py): orientation, scale on the weights or after the dot,
-    split-K (fp32 atomics + the bias after), K tails and a group smaller than the configured K step."""
+    split-K (fp32 atomics + the bias after), K tails and a group smaller than the configured K step, the codes
+    unpacked to floats directly or through int32."""
     x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16, bias=True)
     cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, SPLIT_K=split, SWAP=swap, SCALE_AFTER=scale_after,
-               num_warps=4, num_stages=2)
+               FLOAT_UNPACK=float_unpack, num_warps=4, num_stages=2)
     y = w4a16_linear_triton(x, p, s, z, b, G, config=cfg, kernel="tc")
     assert rel_err(y, R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
+
+
+@triton.jit
+def _unpack_both(w_ptr, f_ptr, i_ptr, R: tl.constexpr, C: tl.constexpr, HAS_ZERO: tl.constexpr):
+    r = tl.arange(0, R)
+    words = tl.load(w_ptr + r[:, None] * C + tl.arange(0, C)[None, :])
+    out = r[:, None] * (8 * C) + tl.arange(0, 8 * C)[None, :]
+    tl.store(f_ptr + out, nibble_floats(words, HAS_ZERO, f_ptr.dtype.element_ty))
+    tl.store(i_ptr + out, nibbles(words, HAS_ZERO))
+
+
+@pytest.mark.parametrize("has_zero", [False, True])
+def test_nibble_floats_are_the_exact_codes(has_zero):
+    """unpack.nibble_floats (mantissa or-ing) gives the codes of formats.pack_int4 in pack order, exactly, as the
+    integer unpack does: every code value in every nibble position (fp16; bf16 is checked compiled, on a GPU)."""
+    lo, hi = (0, 16) if has_zero else (-8, 8)
+    q = torch.arange(lo, hi, dtype=torch.int8).repeat(4, 8)[:, torch.randperm(8 * (hi - lo))]
+    words = F.as_words(F.pack_int4(q))
+    f = torch.empty(q.shape, dtype=torch.float16)
+    i = torch.empty(q.shape, dtype=torch.int32)
+    _unpack_both[(1,)](words, f, i, q.shape[0], words.shape[1], has_zero)
+    assert torch.equal(f.float(), q.float()) and torch.equal(i, q.int())
