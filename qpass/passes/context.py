@@ -26,6 +26,8 @@ class PassContext:
     # sites whose input goes through an online Hadamard (rotate) that this context's plan does not hold: block by
     # block, the whole model's rotations live in the model's plan, each block's passes get a fresh one
     rotated_online: frozenset[str] = frozenset()
+    pass_names: tuple[str, ...] = ()  # the recipe's passes in order (registry.run_passes sets it: a pass may
+    # depend on which others run)
 
     def reads_online_rotation(self, name: str) -> bool:
         """Whether site `name`'s input is rotated at run time (qpass::hadamard before it)."""

@@ -62,6 +62,7 @@ def available() -> dict[str, PassInfo]:
 
 def run_passes(ctx, specs, before_calibration: bool) -> None:
     """Run, in recipe order, the passes of `specs` that run before calibration (True) or the others (False)."""
+    ctx.pass_names = tuple(spec.name for spec in specs)
     for spec in specs:
         info = get(spec.name)
         if info.before_calibration == before_calibration:

@@ -41,11 +41,6 @@ class RotateOptions(Checked):
         """rotate runs before calibration and every other pass: it must be listed first."""
         if recipe.passes and recipe.passes[0].options is not self:
             raise RecipeError(f"{path}: rotate must be the first pass (it runs before calibration and the others)")
-        # static per-channel steps after the online Hadamards (qsm keeps those inputs dynamic; without it they
-        # would not be): warned about when the pass runs (not a field: derived from the recipe, never serialized)
-        a = recipe.activations
-        self._static_after_online = (a is not None and a.granularity == "per_channel"
-                                     and not any(p.name == "qsm" for p in recipe.passes))
 
 
 def _canonical(model, site) -> tuple[torch.nn.Parameter, torch.Tensor]:
@@ -180,13 +175,20 @@ def rotate(ctx: PassContext, opts: RotateOptions) -> None:
         f"{len(ctx.plan.rotations)} online Hadamards (qpass::hadamard); {n} linears changed; "
         f"logits equal to {err:.1e} (relative)")
     ctx.log.extend(layout.notes)
-    if ctx.plan.rotations and getattr(opts, "_static_after_online", False):
+    if ctx.plan.rotations and _static_steps_after_online(ctx):
         msg = ("rotate: online Hadamards before static per-channel activation steps spread each token's outliers "
                "over every channel, and the static steps must then cover them for all tokens (SmolLM2 W4A4 P&P "
                "58.70 all static, 36.30 with those inputs dynamic per-token, docs/rotation.md); the qsm pass keeps "
                "them dynamic; without it consider `rotate: {online: false}`")
         ctx.log.append(msg)
         warnings.warn(msg, UserWarning, stacklevel=4)
+
+
+def _static_steps_after_online(ctx: PassContext) -> bool:
+    """Static per-channel activation steps would read the online Hadamards' outputs: the qsm pass keeps those
+    inputs dynamic, without it nothing does."""
+    a = ctx.activations
+    return a is not None and a.granularity == "per_channel" and "qsm" not in ctx.pass_names
 
 
 def _check_ids(ctx: PassContext) -> torch.Tensor:
