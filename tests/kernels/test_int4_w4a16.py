@@ -102,8 +102,9 @@ def _unpack_both(w_ptr, f_ptr, i_ptr, R: tl.constexpr, C: tl.constexpr, HAS_ZERO
 def test_nibble_floats_are_the_exact_codes(has_zero):
     """unpack.nibble_floats (mantissa or-ing) gives the codes of formats.pack_int4 in pack order, exactly, as the
     integer unpack does: every code value in every nibble position (fp16; bf16 is checked compiled, on a GPU)."""
-    lo, hi = (0, 16) if has_zero else (-8, 8)
-    q = torch.arange(lo, hi, dtype=torch.int8).repeat(4, 8)[:, torch.randperm(8 * (hi - lo))]
+    lo = 0 if has_zero else -8
+    cols, rows = torch.arange(128), torch.arange(4)[:, None]
+    q = (lo + (cols // 8 + cols % 8 + rows) % 16).to(torch.int8)  # word j, nibble p: code lo + (j + p + row) % 16
     words = F.as_words(F.pack_int4(q))
     f = torch.empty(q.shape, dtype=torch.float16)
     i = torch.empty(q.shape, dtype=torch.int32)
