@@ -1,6 +1,7 @@
 """W4A16 over the prompt range (16 <= M <= 2048), GPU: which path is fastest per M and shape?
 
-    python benchmarks/w4a16_prompt_sweep.py [--ms 16,32,64,128,256] [--tiles all|short] [--out X.json]
+    python benchmarks/w4a16_prompt_sweep.py [--ms 16,32,64,128,256] [--shapes 4096x4096,...] [--tiles all|short]
+        [--out X.json]
 
 Same process, Llama-3-8B shapes, g128 symmetric int4 weights, bf16 activations; per (M, shape): bf16 cuBLAS
 (F.linear), the shipped W4A16 op's paths "tc" (int4/tc.py, its shipped config for M) and "dequant" (dequantize
@@ -83,12 +84,13 @@ def copies(nbytes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ms", default=",".join(map(str, MS)))
+    ap.add_argument("--shapes", default=",".join(f"{n}x{k}" for n, k in SHAPES), help="N x K of each weight")
     ap.add_argument("--tiles", default="all", choices=("all", "short"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "w4a16_prompt.json"))
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
     res = []
-    for N, K in SHAPES:
+    for N, K in (map(int, shape.split("x")) for shape in args.shapes.split(",")):
         g = torch.Generator(device="cuda").manual_seed(N + K)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
         q, s, _ = fmt.quantize_int4(w, 128, symmetric=True)
