@@ -7,8 +7,10 @@ through `torch._check`, so symbolic (dynamic) sizes trace instead of failing. Ev
 and names the bad argument: `qpass::w4a16_linear: qweight has 100 bytes per row; ...`.
 
 Eager calls check once per signature (`check_once`): the checks read only metadata, so a call whose shapes,
-dtypes, devices and plain arguments were checked before passes again; the host cost of a decode step's op is the
-key, not the checks (issue 20: ≤ 20 µs of host time per op). Fakes always check (symbolic sizes differ per trace).
+strides, dtypes, devices and plain arguments were checked before passes again; the host cost of a decode step's op
+is the key, not the checks (issue 20: ≤ 20 µs of host time per op). `planned` keeps, with the signature, what the op
+decided from that metadata (its plan: kernel, config, bound launch). Fakes always check (symbolic sizes differ per
+trace).
 
 Exceptions: a wrong shape or device raises RuntimeError (`torch._check`); a wrong dtype, argument type or int
 argument (group size, qmax, block sizes) ValueError (`torch._check_value`). Callers catch (RuntimeError,
@@ -28,24 +30,39 @@ INT4_BYTES_PER_8 = 4  # formats.pack_int4: 8 values -> one int32 word (4 bytes)
 TRIT_BYTES_PER_16 = 4  # formats.pack_trits: 16 trits -> one int32 word
 
 
-_PASSED: dict = {}
+_PASSED: dict = {}  # signature -> plan (`planned`)
+_MISSING = object()
 _PASSED_MAX = 4096  # signatures remembered; a process that sees more starts over (prompt lengths vary)
 
 
 def _signature(a):
-    return (a.shape, a.dtype, a.device) if isinstance(a, Tensor) else a
+    return (a.shape, a.stride(), a.dtype, a.device) if isinstance(a, Tensor) else a
 
 
 def check_once(check, *args) -> None:
     """`check(*args)` unless the same check passed before on arguments with this metadata (eager calls only:
     the metadata of real tensors is concrete and hashable)."""
-    key = (check, *map(_signature, args))
-    if key in _PASSED:
-        return
-    check(*args)
-    if len(_PASSED) >= _PASSED_MAX:
-        _PASSED.clear()
-    _PASSED[key] = None
+    planned(check, _no_plan, *args)
+
+
+def planned(check, make_plan, *args):
+    """The plan of arguments with this metadata (shapes, strides, dtypes, devices, plain values): the first call
+    of a signature runs `check(*args)`, then `make_plan(*args)` (what an op decides from metadata alone: its
+    kernel, launch config, output shape — usually the callable that runs it) and remembers the result; later
+    calls return it at the cost of one key. Eager calls only (the metadata of real tensors is concrete)."""
+    key = (check, make_plan, *map(_signature, args))
+    plan = _PASSED.get(key, _MISSING)
+    if plan is _MISSING:
+        check(*args)
+        plan = make_plan(*args)
+        if len(_PASSED) >= _PASSED_MAX:
+            _PASSED.clear()
+        _PASSED[key] = plan
+    return plan
+
+
+def _no_plan(*args) -> None:
+    return None
 
 
 def _shape(t) -> list:

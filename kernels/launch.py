@@ -1,5 +1,5 @@
 """`launch(kernel, grid, *args, **meta)`: `kernel[grid](*args, **meta)` with Triton's per-call binding skipped on
-repeat calls.
+repeat calls; `bind(kernel, grid, args, meta)`: the same launch with everything but the tensors fixed once.
 
 Triton's launcher binds and specializes every argument, builds a cache key and looks the compiled kernel up on each
 call (≈ 10–25 µs of host time for our 15–20-argument kernels on an H200 host), which is most of a decode step's
@@ -10,10 +10,16 @@ The key holds everything Triton specializes on, conservatively: each tensor's dt
 (Triton specializes on 16-byte alignment), every other argument's exact value (ints are shapes, strides and
 block counts here, floats softmax scales, so this costs no extra compiles), the constexpr / launch options, the
 grid and the device. Triton launches on the current CUDA device, so a call whose tensors live on another GPU (a
-model spread over several) runs under that GPU as the current device. Calls with launch hooks installed
-(profilers) always go through Triton.
+model spread over several) runs under that GPU as the current device. Launch hooks (profilers) are passed on to the
+driver launcher as Triton passes them.
+
+`bind` is for an op's per-signature plan (kernels/checks.py `planned`): the grid, the scalar arguments and meta are
+known once per signature, so a call's key is only its tensors' dtypes and alignments (a decode step's GEMV makes
+hundreds of these calls, and the generic key over ~20 arguments costs several µs of each).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -23,6 +29,8 @@ from triton.runtime.interpreter import InterpretedFunction
 
 _COMPILED: dict = {}
 _COMPILED_MAX = 4096  # specializations kept; more (e.g. many prompt lengths) starts over
+_DEVICE_STREAM = None  # (get_current_device, get_current_stream) of the active driver, see _driver
+TENSOR = object()  # a tensor slot in `bind`'s argument template
 
 
 def launcher_order(arg_names, npos: int, meta: dict):
@@ -34,34 +42,116 @@ def launcher_order(arg_names, npos: int, meta: dict):
     return tuple(range(npos)) + tuple(rest)
 
 
+def _driver():
+    """The active Triton driver's (current device, current stream) getters, resolved once (`driver.active` is a
+    lazy proxy: each attribute read through it is a Python call)."""
+    global _DEVICE_STREAM
+    if _DEVICE_STREAM is None:
+        active = driver.active
+        _DEVICE_STREAM = (active.get_current_device, active.get_current_stream)
+    return _DEVICE_STREAM
+
+
+def _first_launch(key, kernel, grid, args, meta):
+    """Triton's own launch (compiling if needed); keeps the compiled kernel under `key` for the direct path, with
+    the kernel itself: id(kernel) is part of the key, and is not reused while the entry holds the kernel."""
+    compiled = kernel[grid](*args, **meta)
+    order = launcher_order(kernel.arg_names, len(args), meta)
+    if order is not None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        g = tuple(grid) + (1,) * (3 - len(grid))
+        _COMPILED[key] = (kernel, compiled, compiled.run, compiled.function, compiled.packed_metadata, order, g)
+
+
+def _direct_launch(entry, values, stream) -> None:
+    _, compiled, run, function, packed_metadata, _, g = entry
+    hooks = knobs.runtime
+    enter = hooks.launch_enter_hook
+    # Triton's launch_metadata is None without an enter hook; with one, it builds the hook's argument
+    metadata = None if enter is None else compiled.launch_metadata(g, stream, *values)
+    run(g[0], g[1], g[2], stream, function, packed_metadata, metadata, enter, hooks.launch_exit_hook, *values)
+
+
+def _other_device(args, device: int):
+    """The CUDA index of the first tensor argument when it is not the current device, else None."""
+    for a in args:
+        if isinstance(a, Tensor):
+            index = a.device.index
+            return index if index is not None and index != device else None
+    return None
+
+
 def launch(kernel, grid: tuple, *args, **meta):
     """Launch the @triton.jit `kernel` on `grid` (a tuple of ints) like `kernel[grid](*args, **meta)`."""
     if isinstance(kernel, InterpretedFunction):  # TRITON_INTERPRET=1: nothing compiled to keep
         kernel[grid](*args, **meta)
         return
-    device = driver.active.get_current_device()
-    for a in args:
-        if isinstance(a, Tensor):
-            if a.device.index is not None and a.device.index != device:
-                with torch.cuda.device(a.device.index):
-                    return launch(kernel, grid, *args, **meta)
-            break
-    key = (kernel, grid, device, tuple([(a.dtype, a.data_ptr() & 15) if isinstance(a, Tensor) else a for a in args]),
-           tuple(meta.items()))
+    current_device, current_stream = _DEVICE_STREAM or _driver()
+    device = current_device()
+    other = _other_device(args, device)
+    if other is not None:
+        with torch.cuda.device(other):
+            return launch(kernel, grid, *args, **meta)
+    # id(kernel): a JITFunction hashes through its source-hash property (a lock and a string per call)
+    key = (id(kernel), grid, device, tuple([(a.dtype, a.data_ptr() & 15) if isinstance(a, Tensor) else a
+                                            for a in args]), tuple(meta.items()))
     entry = _COMPILED.get(key)
     if entry is None:
-        compiled = kernel[grid](*args, **meta)
-        order = launcher_order(kernel.arg_names, len(args), meta)
-        if order is not None:
-            if len(_COMPILED) >= _COMPILED_MAX:
-                _COMPILED.clear()
-            _COMPILED[key] = (compiled, order)
+        _first_launch(key, kernel, grid, args, meta)
         return
-    compiled, order = entry
-    values = [args[i] if i.__class__ is int else meta[i] for i in order]
-    stream = driver.active.get_current_stream(device)
-    g = grid + (1,) * (3 - len(grid))
-    hooks = knobs.runtime  # passed on as Triton passes them (profilers install launch hooks)
-    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata,
-                 compiled.launch_metadata(g, stream, *values), hooks.launch_enter_hook, hooks.launch_exit_hook,
-                 *values)
+    order = entry[5]
+    _direct_launch(entry, [args[i] if i.__class__ is int else meta[i] for i in order], current_stream(device))
+
+
+class BoundLaunch:
+    """`launch(kernel, grid, *args, **meta)` with `args` a template: TENSOR marks the slots that each call fills,
+    in order; every other argument, the grid and meta are fixed. Made once per op signature (`bind`)."""
+
+    __slots__ = ("kernel", "grid", "npos", "meta", "values", "slots", "interpret", "key")
+
+    def __init__(self, kernel, grid: tuple, args: Sequence, meta: dict):
+        self.kernel, self.grid, self.npos, self.meta = kernel, tuple(grid), len(args), dict(meta)
+        self.interpret = isinstance(kernel, InterpretedFunction)
+        # equal bindings share their compiled entries (a binding made per call still takes the direct path)
+        self.key = (id(kernel), self.grid, tuple(None if a is TENSOR else a for a in args), tuple(self.meta.items()))
+        order = None if self.interpret else launcher_order(kernel.arg_names, len(args), meta)
+        # the driver launcher's values: the positional arguments, then the non-constexpr named ones in order
+        self.values = list(args) + [meta[name] for name in (order or ())[len(args):]]
+        self.slots = tuple(i for i, a in enumerate(args) if a is TENSOR)
+
+    def __call__(self, *tensors: Tensor) -> None:
+        values = self.values.copy()
+        for i, t in zip(self.slots, tensors):
+            values[i] = t
+        if self.interpret:
+            self.kernel[self.grid](*values[:self.npos], **self.meta)
+            return
+        current_device, current_stream = _DEVICE_STREAM or _driver()
+        device = current_device()
+        other = _other_device(tensors, device)
+        if other is not None:
+            with torch.cuda.device(other):
+                return self(*tensors)
+        key = (self.key, device, tuple([(t.dtype, t.data_ptr() & 15) for t in tensors]))
+        entry = _COMPILED.get(key)
+        if entry is None:
+            _first_launch(key, self.kernel, self.grid, values[:self.npos], self.meta)
+            return
+        _direct_launch(entry, values, current_stream(device))
+
+
+def bind(kernel, grid: tuple, args: Sequence, meta: dict) -> BoundLaunch:
+    """The launch of `kernel` on `grid` with `args` (TENSOR in each per-call slot) and `meta`; call it with the
+    slots' tensors."""
+    return BoundLaunch(kernel, grid, args, meta)
+
+
+def output_plan(bound: BoundLaunch, out_shape: tuple, dtype: torch.dtype, device: torch.device, tensors):
+    """An op's per-signature call around a bound launch: `call(*op_args) -> y`, y = a fresh [out_shape] tensor,
+    launching `bound(*tensors(*op_args, y))` (`tensors` maps the op's arguments to the launch's tensor slots)."""
+    def call(*op_args):
+        y = torch.empty(out_shape, dtype=dtype, device=device)
+        bound(*tensors(*op_args, y))
+        return y
+    return call

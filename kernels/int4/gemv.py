@@ -27,7 +27,7 @@ import triton.language as tl
 from ..tiling import cdiv, next_pow2
 from ..formats import as_words, norm_group
 from ..runtime import persistent_programs
-from ..launch import launch
+from ..launch import TENSOR, bind, output_plan
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888: two's complement nibbles -> offset binary (q + 8)
 _ONE = tl.constexpr(1065353216)  # 0x3F800000 = bits of 1.0f
@@ -209,15 +209,13 @@ def _shipped_launch(N: int, KW: int, device: torch.device):
     return cfg, _nprog(device, N, cfg["BLOCK_N"], sm)
 
 
-def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None,
-                x_scale=None):
-    """x2 [M, K] (fp16/bf16, unit stride; or int8 values with `x_scale` [M] fp32, their step: W4A8 decode)
-    -> y [M, N] (preallocated)."""
+def gemv4_bind(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None,
+               x_scale=None):
+    """The launch of `_w4a16_gemv4` for arguments with this metadata (shapes, strides, which are given; nothing
+    else is read), bound once: call it with `gemv4_tensors(...)`."""
     M, K = x2.shape
-    words = as_words(qweight)
-    N, KW = words.shape
+    N, KW = qweight.shape[0], qweight.shape[1] // 4
     G = norm_group(K, group_size)
-    NG = scales.shape[1]
     if config is None and nprog is None and per_sm is None:
         cfg, nprog = _shipped_launch(N, KW, x2.device)
     else:
@@ -225,10 +223,32 @@ def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=Non
         cfg = dict(config or cfg)
         if nprog is None:
             nprog = _nprog(x2.device, N, cfg["BLOCK_N"], per_sm or sm)
-    z = zeros if zeros is not None else scales
-    b = bias if bias is not None else scales
-    xs = x_scale if x_scale is not None else scales
-    launch(_w4a16_gemv4, (nprog, M), x2, words, scales, z, b, xs, y, N, K, KW, NG, x2.stride(0), y.stride(0), nprog,
-                             GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
-                             HAS_XS=x_scale is not None,
-                             **cfg)
+    return bind(_w4a16_gemv4, (nprog, M), [TENSOR] * 7 + [N, K, KW, scales.shape[1], x2.stride(0), y.stride(0), nprog],
+                dict(GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+                     HAS_XS=x_scale is not None, **cfg))
+
+
+def gemv4_tensors(x2, qweight, scales, zeros, bias, x_scale, y):
+    """The tensor arguments of `gemv4_bind`'s launch (an absent one's slot gets the scales: never read)."""
+    return (x2, as_words(qweight), scales, zeros if zeros is not None else scales,
+            bias if bias is not None else scales, x_scale if x_scale is not None else scales, y)
+
+
+def w4a16_gemv4(x2, qweight, scales, zeros, bias, group_size: int, y, config=None, nprog=None, per_sm=None,
+                x_scale=None):
+    """x2 [M, K] (fp16/bf16, unit stride; or int8 values with `x_scale` [M] fp32, their step: W4A8 decode)
+    -> y [M, N] (preallocated)."""
+    gemv4_bind(x2, qweight, scales, zeros, bias, group_size, y, config, nprog, per_sm, x_scale)(
+        *gemv4_tensors(x2, qweight, scales, zeros, bias, x_scale, y))
+
+
+def w4a16_gemv4_plan(x, qweight, scales, zeros, bias, group_size: int):
+    """`w4a16_gemv4` for arguments of this signature (x [..., K] contiguous, fp16/bf16) as a call
+    `(x, qweight, scales, zeros, bias, group_size) -> y [..., N]`: the output's shape and the bound launch are
+    made once, so a decode step's call is one output allocation and the driver launch (issue 20's host budget)."""
+    K, N = x.shape[-1], qweight.shape[0]
+    M = x.numel() // K
+    bound = gemv4_bind(x.view(M, K), qweight, scales, zeros, bias, group_size, torch.empty(M, N, device="meta"))
+    return output_plan(bound, (*x.shape[:-1], N), x.dtype, x.device,
+                       lambda x, qweight, scales, zeros, bias, group_size, y:
+                       gemv4_tensors(x, qweight, scales, zeros, bias, None, y))

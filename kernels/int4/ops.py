@@ -27,12 +27,17 @@ def w4a16_linear(x: Tensor, qweight: Tensor, scales: Tensor, zeros: Optional[Ten
                  group_size: int) -> Tensor:
     """x [..., K] (fp16/bf16/fp32) @ dequant(qweight)^T; qweight = formats.pack_int4 (uint8 [N, ceil(K/8)*4]),
     scales [N, ceil(K/G)], zeros (same shape, float; None = signed symmetric), group_size <= 0 = per-channel."""
-    C.check_once(C.check_w4a16, x, qweight, scales, zeros, bias, group_size)
+    return C.planned(C.check_w4a16, _plan, x, qweight, scales, zeros, bias, group_size)(
+        x, qweight, scales, zeros, bias, group_size)
+
+
+def _plan(x, qweight, scales, zeros, bias, group_size):
+    """The call for arguments of this signature (decided once per signature: kernels/checks.py `planned`)."""
     if x.is_cuda:
         kernels = _triton()
         if kernels.supported_group(x.shape[-1], group_size):
-            return kernels.run(x, qweight, scales, zeros, bias, group_size)
-    return w4a16_linear_ref(x, qweight, scales, zeros, bias, group_size)
+            return kernels.plan(x, qweight, scales, zeros, bias, group_size)
+    return w4a16_linear_ref
 
 
 @w4a16_linear.register_fake

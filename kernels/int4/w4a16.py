@@ -18,7 +18,7 @@ from ..checks import check_w4a16
 from ..formats import norm_group
 from ..tiling import rows
 from .dequant import dequantize_int4_triton
-from .gemv import gemv4_supported, w4a16_gemv4
+from .gemv import gemv4_supported, w4a16_gemv4, w4a16_gemv4_plan
 from .gemv2 import w4a16_gemv2
 from .tc import w4a16_tc
 
@@ -54,6 +54,15 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
     torch._check_value(kernel is None or kernel in KERNELS, lambda: f"w4a16_linear_triton: kernel must be one of "
                                                                     f"{KERNELS}, got {kernel!r}")
     return run(x, qweight, scales, zeros, bias, group_size, config, kernel)
+
+
+def plan(x, qweight, scales, zeros, bias, group_size: int):
+    """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`):
+    the decode GEMV bound once (`w4a16_gemv4_plan`), every other case through `run`."""
+    x2 = rows(x)
+    if choose_kernel(x2, group_size) == "gemv4" and x.is_contiguous():
+        return w4a16_gemv4_plan(x, qweight, scales, zeros, bias, group_size)
+    return run
 
 
 def run(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=None):

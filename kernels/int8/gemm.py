@@ -30,7 +30,7 @@ import triton.language as tl
 from ..checks import check_int_linear
 from ..formats import as_words
 from ..tiling import grouped_tile, pick, rows, cdiv
-from ..launch import launch
+from ..launch import TENSOR, bind
 from ..int4.unpack import nibbles
 
 
@@ -167,13 +167,18 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
     (the product is (x - x_zero) W^T, the zero's share subtracted exactly in int32); w_zero (w_scale's shape,
     integer values): the weight codes' zero point per row or (row, group), the product uses W - w_zero (int4:
     the codes are plain nibbles [0, 15])."""
+    return int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config, group_size, x_zero, w_zero)(
+        x, w, w_scale, x_scale, bias, out_dtype, w_int4, config, group_size, x_zero, w_zero)
+
+
+def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0,
+                x_zero=None, w_zero=None):
+    """`int_mm` for arguments with this metadata, as a call taking the same arguments: the config, split and
+    grid chosen and the launch bound once (an op's per-signature plan, kernels/checks.py `planned`)."""
     K = x.shape[-1]
     G = group_size if 0 < group_size < K else 0
     x2 = rows(x)
-    M = x2.shape[0]
-    N = w.shape[0]
-    if w_int4:
-        w = as_words(w)
+    M, N = x2.shape[0], w.shape[0]
     if config is None and G and K >= GROUPED_LONG_K and M <= GROUPED_CONFIGS[0][0]:
         config = GROUPED_LONG_K_CONFIG
     cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
@@ -185,23 +190,27 @@ def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, g
             cfg["BLOCK_K"] = min(cfg["BLOCK_K"], 64)
     k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]  # whole tiles: each inside one group
     split = cdiv(K, k_split) if K else 1
-    # split-K (as int4/tc.py): fp32 partial sums added into a zeroed buffer, then the bias and the cast
-    y = (torch.zeros(M, N, dtype=torch.float32, device=x.device) if split > 1 else
-         torch.empty(M, N, dtype=out_dtype, device=x.device))
-    ng = w_scale.shape[-1] if G else 1
-    w_scale = w_scale if G else w_scale.reshape(-1)
-    if w_zero is not None:
-        w_zero = w_zero if G else w_zero.reshape(-1)
     grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), split)
-    xs = x_scale.reshape(-1) if x_scale is not None else w_scale
-    b = bias if bias is not None else w_scale
-    launch(_int8_mm, grid, x2, w, w_scale, xs, x_zero if x_zero is not None else w_scale,
-           w_zero if w_zero is not None else w_scale, b, y, M, N, K, max(k_split, 1), x2.stride(0), w.stride(0),
-           y.stride(0), ng, GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
-           HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg})
-    if split > 1:
-        y = (y + bias.float() if bias is not None else y).to(out_dtype)
-    return y.reshape(*x.shape[:-1], N)
+    w_stride = w.stride(0) // 4 if w_int4 else w.stride(0)  # int4: the int32 words' row stride
+    bound = bind(_int8_mm, grid, [TENSOR] * 8 + [M, N, K, max(k_split, 1), x2.stride(0), w_stride, N,
+                                                 w_scale.shape[-1] if G else 1],
+                 dict(GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
+                      HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg}))
+    out_shape, device = (*x.shape[:-1], N), x.device
+    flat = not G  # per-row steps (and zero points) read as [N]
+
+    def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
+        # split-K (as int4/tc.py): fp32 partial sums added into a zeroed buffer, then the bias and the cast
+        y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
+             torch.empty(M, N, dtype=out_dtype, device=device))
+        ws = w_scale.reshape(-1) if flat else w_scale
+        wz = w_zero.reshape(-1) if flat and w_zero is not None else w_zero
+        bound(rows(x), as_words(w) if w_int4 else w, ws, x_scale.reshape(-1) if x_scale is not None else ws,
+              x_zero if x_zero is not None else ws, wz if wz is not None else ws, bias if bias is not None else ws, y)
+        if split > 1:
+            y = (y + bias.float() if bias is not None else y).to(out_dtype)
+        return y.view(out_shape)
+    return call
 
 
 def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
@@ -209,6 +218,17 @@ def int8_linear_triton(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_
     check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "int8_linear_triton", group_size,
                      x_zero, w_zero)
     return run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, config, w_zero)
+
+
+def plan_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, w_zero=None):
+    """The shipped call for checked arguments of this signature, in the op's argument order (kernels/checks.py
+    `planned`): the tiled GEMM's launch bound once (`int_mm_plan`), the dequantize + cuBLAS path through
+    `run_int8`."""
+    K = x_int8.shape[-1]
+    if x_int8.is_cuda and 0 < group_size < K and x_int8.numel() // K >= DEQUANT_MIN_M:
+        return lambda x, w, ws, xs, b, dt, g, xz, wz: run_int8(x, w, ws, xs, b, dt, g, xz, None, wz)
+    mm = int_mm_plan(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, None, group_size, x_zero, w_zero)
+    return lambda x, w, ws, xs, b, dt, g, xz, wz: mm(x, w, ws, xs, b, dt, False, None, g, xz, wz)
 
 
 def run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None,

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words, norm_group
-from ..launch import launch
+from ..launch import TENSOR, bind
 from ..runtime import interpreting, persistent_programs
 from ..tiling import cdiv, next_pow2
 
@@ -174,13 +174,11 @@ def _shipped_launch(N: int, KW: int, M: int, device: torch.device):
     return cfg, _programs(device, N, M, cfg["BLOCK_N"], sm)
 
 
-def w4a8_gemv_dp4a(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale=None, config=None, per_sm=None):
-    """x2 [M, K] int8 (unit stride), qweight pack_int4 [N, K] (plain nibbles with `zeros`, else signed), scales
-    (and zeros) [N, groups] of any float dtype, group_size a multiple of 32 (or >= K: one per row), x_scale [M]
-    fp32 or None -> y [M, N] (preallocated, the output dtype)."""
+def dp4a_bind(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale=None, config=None, per_sm=None):
+    """The launch of `_w4a8_gemv_dp4a` for arguments with this metadata (shapes, strides, which are given), bound
+    once: call it with `dp4a_tensors(...)`."""
     M, K = x2.shape
-    words = as_words(qweight)
-    N, KW = words.shape
+    N, KW = qweight.shape[0], qweight.shape[1] // 4
     G = norm_group(K, group_size)
     if config is None and per_sm is None:
         cfg, nprog = _shipped_launch(N, KW, M, x2.device)
@@ -188,10 +186,22 @@ def w4a8_gemv_dp4a(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale
         cfg, sm = dp4a_config(KW)
         cfg = dict(cfg, **(config or {}))
         nprog = _programs(x2.device, N, M, cfg["BLOCK_N"], per_sm or sm)
-    z = zeros if zeros is not None else scales
-    b = bias if bias is not None else scales
-    xs = x_scale if x_scale is not None else scales
-    launch(_w4a8_gemv_dp4a, (nprog, M), x2, words, scales, z, b, xs, y, N, K, KW, scales.shape[1], x2.stride(0),
-           y.stride(0), nprog, GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
-           HAS_XS=x_scale is not None, HW=not interpreting() and torch.version.hip is None, **cfg)
+    NG = scales.shape[1] if scales.dim() == 2 else 1
+    return bind(_w4a8_gemv_dp4a, (nprog, M), [TENSOR] * 7 + [N, K, KW, NG, x2.stride(0), y.stride(0), nprog],
+                dict(GW=0 if G >= K else G // 8, HAS_ZERO=zeros is not None, HAS_BIAS=bias is not None,
+                     HAS_XS=x_scale is not None, HW=not interpreting() and torch.version.hip is None, **cfg))
+
+
+def dp4a_tensors(x2, qweight, scales, zeros, bias, x_scale, y):
+    """The tensor arguments of `dp4a_bind`'s launch (an absent one's slot gets the scales: never read)."""
+    return (x2, as_words(qweight), scales, zeros if zeros is not None else scales,
+            bias if bias is not None else scales, x_scale if x_scale is not None else scales, y)
+
+
+def w4a8_gemv_dp4a(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale=None, config=None, per_sm=None):
+    """x2 [M, K] int8 (unit stride), qweight pack_int4 [N, K] (plain nibbles with `zeros`, else signed), scales
+    (and zeros) [N, groups] of any float dtype, group_size a multiple of 32 (or >= K: one per row), x_scale [M]
+    fp32 or None -> y [M, N] (preallocated, the output dtype)."""
+    dp4a_bind(x2, qweight, scales, zeros, bias, group_size, y, x_scale, config, per_sm)(
+        *dp4a_tensors(x2, qweight, scales, zeros, bias, x_scale, y))
     return y

@@ -21,8 +21,8 @@ from . import reference as R
 def _triton():
     """The Triton launchers (imported on first use, not at every call: an import statement costs µs)."""
     from . import gemm, quant_act, w4a8, w8a16
-    return SimpleNamespace(run_int8=gemm.run_int8, run_w4a8=w4a8.run_w4a8, run_quantize=quant_act.run_quantize,
-                           w8a16=w8a16)
+    return SimpleNamespace(run_int8=gemm.run_int8, plan_int8=gemm.plan_int8, run_w4a8=w4a8.run_w4a8, plan_w4a8=w4a8.plan,
+                           run_quantize=quant_act.run_quantize, plan_quantize=quant_act.plan, w8a16=w8a16)
 
 
 # ------------------------------------------------------------------ int8 x int8
@@ -34,12 +34,20 @@ def int8_linear(x_int8: Tensor, w_int8: Tensor, w_scale: Tensor, x_scale: Option
     group_size > 0: w_scale [N, ceil(K / group_size)], each group's int32 partial product scaled by its step;
     x_zero [K]: the activation codes' zero point per column (asymmetric static steps): the product uses x - x_zero;
     w_zero (w_scale's shape, integer values): the weight codes' zero points, the product uses w_int8 - w_zero."""
-    C.check_once(C.check_int_linear, x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear",
-                 group_size, x_zero, w_zero)
+    return C.planned(_check_int8, _plan_int8, x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero,
+                     w_zero)(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
+
+
+def _check_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero):
+    C.check_int_linear(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, False, "qpass::int8_linear", group_size,
+                       x_zero, w_zero)
+
+
+def _plan_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero):
+    """The call for arguments of this signature (decided once per signature: kernels/checks.py `planned`)."""
     if x_int8.is_cuda:
-        return _triton().run_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, None,
-                                  w_zero)
-    return R.int8_linear_ref(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
+        return _triton().plan_int8(x_int8, w_int8, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
+    return R.int8_linear_ref
 
 
 @int8_linear.register_fake
@@ -63,11 +71,25 @@ def w4a8_linear(x_int8: Tensor, qweight: Tensor, w_scale: Tensor, x_scale: Optio
     W_int - w_zero (as W4A16's zero points); w_step [N] (with groups): every group's step is an integer multiple
     of its row's (numerics.integer_group_steps; the lowering passes it only then), which lets prefill run one int8
     GEMM over all of K. The result is the same with or without it."""
-    C.check_once(C.check_int_linear, x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear",
-                 group_size, x_zero, w_zero, w_step)
+    return C.planned(_check_w4a8, _plan_w4a8, x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero,
+                     w_zero, w_step)(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero,
+                                     w_step)
+
+
+def _check_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step):
+    C.check_int_linear(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, "qpass::w4a8_linear", group_size,
+                       x_zero, w_zero, w_step)
+
+
+def _plan_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step):
+    """The call for arguments of this signature (decided once per signature: kernels/checks.py `planned`)."""
     if x_int8.is_cuda:
-        return _triton().run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, None, None,
-                                  w_zero, w_step)
+        return _triton().plan_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero,
+                                   w_step)
+    return _w4a8_ref
+
+
+def _w4a8_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step):
     return R.w4a8_linear_ref(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
 
 
@@ -105,10 +127,14 @@ def quantize_activation_int8(x: Tensor, scale: Optional[Tensor], qmax: int, zero
     (clip < 1: the largest values saturate), else a static step (scalar or per-row).  qmax = 127 for int8, 7 for W4A4 activations.  `zero` [K]: per-column
     zero point added before the clamp (static asymmetric steps, in the signed range); `gather` [K]: output column k
     reads x[..., gather[k]] (0 where gather[k] >= C); without it K = C."""
-    C.check_once(C.check_quantize, x, scale, qmax, zero, gather, clip)
-    if x.is_cuda:
-        return _triton().run_quantize(x, scale, qmax, zero, gather, clip=clip)
-    return R.quantize_activation_int8_ref(x, scale, qmax, zero, gather, clip)
+    return C.planned(C.check_quantize, _plan_quantize, x, scale, qmax, zero, gather, clip)(x, scale, qmax, zero, gather,
+                                                                                            clip)
+
+
+def _plan_quantize(x, scale, qmax, zero, gather, clip):
+    """The call for arguments of this signature (decided once per signature: kernels/checks.py `planned`)."""
+    return _triton().plan_quantize(x, scale, qmax, zero, gather, clip) if x.is_cuda else \
+        R.quantize_activation_int8_ref
 
 
 @quantize_activation_int8.register_inductor_decomposition

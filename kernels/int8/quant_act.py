@@ -13,7 +13,7 @@ import triton.language as tl
 
 from ..tiling import cdiv, next_pow2
 from ..checks import check_quantize
-from ..launch import launch
+from ..launch import TENSOR, bind
 
 
 @triton.jit
@@ -140,21 +140,54 @@ def run_quantize(x, scale, qmax: int, zero=None, gather=None, block_k: int | Non
     q = torch.empty(M, K, dtype=torch.int8, device=x.device)
     s_out = torch.empty(M, dtype=torch.float32, device=x.device)
     s_in = s_out if scale is None else scale.reshape(-1).float()  # .float(): no copy when already fp32
-    stride_s = 1 if s_in.numel() > 1 else 0
-    z = zero if zero is not None else s_in  # placeholders for pointers a constexpr switches off
+    if M:
+        quantize_bind(x2, scale, qmax, zero, gather, block_k, clip)(*quantize_tensors(x2, s_in, zero, gather, q, s_out))
+    return q.reshape(*x.shape[:-1], K), s_out
+
+
+def quantize_bind(x2, scale, qmax: int, zero, gather, block_k, clip: float):
+    """The launch of the quantizer kernel for arguments with this metadata (x2 [M, C] unit stride, M > 0; `scale`
+    None = dynamic, else its number of steps sets the stride), bound once: call it with `quantize_tensors(...)`."""
+    M, C = x2.shape
+    K = gather.shape[0] if gather is not None else C
+    stride_s = 1 if scale is not None and scale.numel() > 1 else 0
+    ints = [M, K, C, x2.stride(0), K, stride_s, qmax]  # K: the codes' row stride (a fresh [M, K] tensor)
     if scale is not None and block_k is None and gather is not None and C <= ROW_GATHER_MAX_C \
             and M >= _row_gather_min_m(C):
-        launch(_quant_static_row_gather, (M,), x2, s_in, z, gather, q, s_out, M, K, C, x2.stride(0), q.stride(0),
-               stride_s, qmax, HAS_ZERO=zero is not None, CP=next_pow2(C), **ROW_GATHER_CONFIG)
-    elif scale is not None and block_k is None and M:
+        return bind(_quant_static_row_gather, (M,), [TENSOR] * 6 + ints,
+                    dict(HAS_ZERO=zero is not None, CP=next_pow2(C), **ROW_GATHER_CONFIG))
+    if scale is not None and block_k is None:
         cfg = STATIC_CONFIG if M >= STATIC_CONFIG["BLOCK_R"] else \
             dict(STATIC_CONFIG, BLOCK_R=next_pow2(M), BLOCK_K=SMALL_M_BLOCK_K)
         grid = (cdiv(K, cfg["BLOCK_K"]) * cdiv(M, cfg["BLOCK_R"]),)
-        launch(_quant_static, grid, x2, s_in, z, gather if gather is not None else s_in, q, s_out, M, K, C,
-               x2.stride(0), q.stride(0), stride_s, qmax, HAS_ZERO=zero is not None, GATHER=gather is not None, **cfg)
-    elif M:
-        bk = block_k or min(4096, next_pow2(K))
-        launch(_quant_act, (M,), x2, s_in, z if zero is not None else s_out, gather if gather is not None else s_out,
-               q, s_out, K, C, x2.stride(0), q.stride(0), stride_s, qmax, clip / qmax, STATIC=scale is not None,
-               HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk, num_warps=4)
-    return q.reshape(*x.shape[:-1], K), s_out
+        return bind(_quant_static, grid, [TENSOR] * 6 + ints,
+                    dict(HAS_ZERO=zero is not None, GATHER=gather is not None, **cfg))
+    bk = block_k or min(4096, next_pow2(K))
+    return bind(_quant_act, (M,), [TENSOR] * 6 + ints[1:] + [clip / qmax],
+                dict(STATIC=scale is not None, HAS_ZERO=zero is not None, GATHER=gather is not None, BLOCK_K=bk,
+                     num_warps=4))
+
+
+def quantize_tensors(x2, s_in, zero, gather, q, s_out):
+    """The tensor arguments of `quantize_bind`'s launch: x, the steps read (s_out when dynamic), zero points, gather,
+    codes, steps written (an absent one's slot gets s_in: never read)."""
+    return (x2, s_in, zero if zero is not None else s_in, gather if gather is not None else s_in, q, s_out)
+
+
+def plan(x, scale, qmax: int, zero=None, gather=None, clip: float = 1.0):
+    """The shipped call for checked arguments of this signature, in the op's argument order (kernels/checks.py
+    `planned`): the kernel's launch bound once when x is contiguous and a static step fp32 (both read in place),
+    every other case through `run_quantize`."""
+    C = x.shape[-1]
+    M = x.numel() // C if C else 0
+    if not (M and x.is_contiguous() and (scale is None or scale.dtype == torch.float32 and scale.is_contiguous())):
+        return lambda x, scale, qmax, zero, gather, clip: run_quantize(x, scale, qmax, zero, gather, None, clip)
+    bound = quantize_bind(x.view(M, C), scale, qmax, zero, gather, None, clip)
+    q_shape, device = (*x.shape[:-1], gather.shape[0] if gather is not None else C), x.device
+
+    def call(x, scale, qmax, zero, gather, clip):
+        q = torch.empty(q_shape, dtype=torch.int8, device=device)
+        s_out = torch.empty(M, dtype=torch.float32, device=device)
+        bound(*quantize_tensors(x, s_out if scale is None else scale, zero, gather, q, s_out))
+        return q, s_out
+    return call

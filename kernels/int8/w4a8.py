@@ -21,9 +21,10 @@ import torch
 from ..checks import check_int_linear
 from ..int4.dequant import dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
+from ..launch import output_plan
 from .dequant_mm import dequant_mm
-from .gemv import w4a8_gemv_dp4a
-from .gemm import DEQUANT_MIN_M, int_mm
+from .gemv import dp4a_bind, dp4a_tensors, w4a8_gemv_dp4a
+from .gemm import DEQUANT_MIN_M, int_mm, int_mm_plan
 
 UNPACK_MIN_M = 512
 GEMV_MAX_M = 2  # grouped weights; each row re-reads W: H100 (.gpu/w4a8_small_m_probe.py) 2 rows 84 vs 111 us
@@ -45,20 +46,56 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
                     w_step)
 
 
+def choose_kernel(x_int8, group_size: int, config=None, w_step=None) -> str:
+    """The default kernel (see the module docstring)."""
+    K = x_int8.shape[-1]
+    rows = x_int8.numel() // K if K else 0
+    if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K) and config is None and x_int8.is_cuda:
+        return "gemv"
+    if rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
+        return "dequant" if w_step is None else "unpack"
+    if rows >= UNPACK_MIN_M and x_int8.is_cuda and config is None:
+        return "unpack"
+    return "mma"
+
+
+def plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None, w_zero=None, w_step=None):
+    """The shipped call for checked arguments of this signature, in the op's argument order (the op's plan,
+    kernels/checks.py `planned`): the dp4a decode GEMV bound once where its arguments go to the kernel as they are
+    (`_dp4a_plan`), the in-register-unpack GEMM ("mma") through `int_mm_plan`, the others through `run_w4a8`."""
+    kernel = choose_kernel(x_int8, group_size, None, w_step)
+    if kernel == "gemv" and x_zero is None and x_int8.is_contiguous() \
+            and (x_scale is None or x_scale.dtype == torch.float32 and x_scale.is_contiguous()):
+        return _dp4a_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero)
+    if kernel == "mma":
+        mm = int_mm_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, None, group_size, x_zero, w_zero)
+        return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, q, ws, xs, b, dt, True, None, g, xz, wz)
+    return _run_op_args
+
+
+def _run_op_args(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None, w_zero=None,
+                 w_step=None):
+    return run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, None, None, w_zero, w_step)
+
+
+def _dp4a_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero):
+    """`_w4a8_gemv`'s dp4a launch for this signature, bound once (x, x_scale, w_scale and w_zero are passed as they
+    are: the kernel reads a per-row step at `xs_ptr + m` and NG steps per weight row)."""
+    K, N = x_int8.shape[-1], qweight.shape[0]
+    M = x_int8.numel() // K
+    G = group_size if 0 < group_size < K else 0
+    bound = dp4a_bind(x_int8.view(M, K), qweight, w_scale, w_zero, bias, G, torch.empty(M, N, device="meta"),
+                      x_scale)
+    return output_plan(bound, (*x_int8.shape[:-1], N), out_dtype, x_int8.device,
+                       lambda x, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step, y:
+                       dp4a_tensors(x, qweight, w_scale, w_zero, bias, x_scale, y))
+
+
 def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None, config=None,
              kernel=None, w_zero=None, w_step=None):
     """`w4a8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
-    rows = x_int8.numel() // K if K else 0
-    if kernel is None:
-        if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K) and config is None and x_int8.is_cuda:
-            kernel = "gemv"
-        elif rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
-            kernel = "dequant" if w_step is None else "unpack"
-        elif rows >= UNPACK_MIN_M and x_int8.is_cuda and config is None:
-            kernel = "unpack"
-        else:
-            kernel = "mma"
+    kernel = kernel or choose_kernel(x_int8, group_size, config, w_step)
     if kernel == "gemv":
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
     if kernel == "dequant":

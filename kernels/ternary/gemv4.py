@@ -21,7 +21,7 @@ import triton.language as tl
 
 from ..tiling import cdiv, next_pow2
 from ..formats import as_words, norm_group
-from ..launch import launch
+from ..launch import TENSOR, bind, output_plan
 from ..runtime import persistent_programs
 
 _ONE = tl.constexpr(1065353216)  # 0x3F800000 = bits of 1.0f
@@ -163,18 +163,37 @@ def _shipped_launch(N: int, KW: int, device: torch.device):
     return cfg, persistent_programs(device, cdiv(N, cfg["BLOCK_N"]), per_sm)
 
 
-def ternary_gemv4(x2, t1, t2, a1, a2, bias, G: int, y, config=None, nprog=None):
-    """x2 [M, K] (fp16/bf16, unit stride) -> y [M, N] (preallocated); G = the normalized group."""
+def ternary_gemv4_bind(x2, t1, a1, bias, G: int, y, config=None, nprog=None):
+    """The launch of `_ternary_gemv4` for arguments with this metadata (shapes and strides only), bound once: call
+    it with `ternary_gemv4_tensors(...)`."""
     M, K = x2.shape
-    w1, w2 = as_words(t1), as_words(t2)
-    N, KW = w1.shape
+    N, KW = t1.shape[0], t1.shape[1] // 4
     if config is None and nprog is None:
         cfg, nprog = _shipped_launch(N, KW, x2.device)
     else:
         cfg, per_sm = gemv4_config(KW)
         cfg = dict(config or cfg)
         nprog = nprog or persistent_programs(x2.device, cdiv(N, cfg["BLOCK_N"]), per_sm)
-    b = bias if bias is not None else a1
-    launch(_ternary_gemv4, (nprog, M), x2, w1, w2, a1, a2, b, y, N, K, KW, a1.shape[1], x2.stride(0), y.stride(0),
-           nprog, GW=0 if G >= K else G // 16, HAS_BIAS=bias is not None, **cfg)
+    return bind(_ternary_gemv4, (nprog, M), [TENSOR] * 7 + [N, K, KW, a1.shape[1], x2.stride(0), y.stride(0), nprog],
+                dict(GW=0 if G >= K else G // 16, HAS_BIAS=bias is not None, **cfg))
+
+
+def ternary_gemv4_tensors(x2, t1, t2, a1, a2, bias, y):
+    """The tensor arguments of `ternary_gemv4_bind`'s launch (no bias: the slot gets a1, never read)."""
+    return x2, as_words(t1), as_words(t2), a1, a2, bias if bias is not None else a1, y
+
+
+def ternary_gemv4(x2, t1, t2, a1, a2, bias, G: int, y, config=None, nprog=None):
+    """x2 [M, K] (fp16/bf16, unit stride) -> y [M, N] (preallocated); G = the normalized group."""
+    ternary_gemv4_bind(x2, t1, a1, bias, G, y, config, nprog)(*ternary_gemv4_tensors(x2, t1, t2, a1, a2, bias, y))
     return y
+
+
+def ternary_gemv4_plan(x, t1, t2, a1, a2, bias, G: int):
+    """`ternary_gemv4` for arguments of this signature (x [..., K] contiguous) as a call
+    `(x, t1, t2, a1, a2, bias, group_size) -> y [..., N]`, the launch bound once (see int4/gemv.py's plan)."""
+    K, N = x.shape[-1], t1.shape[0]
+    M = x.numel() // K
+    bound = ternary_gemv4_bind(x.view(M, K), t1, a1, bias, G, torch.empty(M, N, device="meta"))
+    return output_plan(bound, (*x.shape[:-1], N), x.dtype, x.device,
+                       lambda x, t1, t2, a1, a2, bias, group_size, y: ternary_gemv4_tensors(x, t1, t2, a1, a2, bias, y))

@@ -26,12 +26,17 @@ def ternary_linear(x: Tensor, t1: Tensor, t2: Tensor, alpha1: Tensor, alpha2: Te
                    group_size: int) -> Tensor:
     """x [..., K] @ (diag(a1) T1 + diag(a2) T2)^T; t1, t2 = formats.pack_trits (uint8 [N, ceil(K/16)*4]),
     alpha1/alpha2 [N, ceil(K/G)]; group_size <= 0 = per-channel."""
-    C.check_once(C.check_ternary, x, t1, t2, alpha1, alpha2, bias, group_size)
+    return C.planned(C.check_ternary, _plan, x, t1, t2, alpha1, alpha2, bias, group_size)(
+        x, t1, t2, alpha1, alpha2, bias, group_size)
+
+
+def _plan(x, t1, t2, alpha1, alpha2, bias, group_size):
+    """The call for arguments of this signature (decided once per signature: kernels/checks.py `planned`)."""
     if x.is_cuda:
         kernels = _triton()
         if kernels.supported_group(x.shape[-1], group_size):
-            return kernels.run(x, t1, t2, alpha1, alpha2, bias, group_size)
-    return ternary_linear_ref(x, t1, t2, alpha1, alpha2, bias, group_size)
+            return kernels.plan(x, t1, t2, alpha1, alpha2, bias, group_size)
+    return ternary_linear_ref
 
 
 @ternary_linear.register_fake

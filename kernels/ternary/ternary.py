@@ -13,7 +13,7 @@ from ..checks import check_ternary
 from ..formats import norm_group
 from ..tiling import rows
 from .gemv import ternary_gemv2
-from .gemv4 import gemv4_supported, ternary_gemv4
+from .gemv4 import gemv4_supported, ternary_gemv4, ternary_gemv4_plan
 from .tc import ternary_tc
 
 KERNELS = ("gemv4", "gemv2", "tc")
@@ -50,6 +50,14 @@ def choose_kernel(x2, group_size: int) -> str:
     if M > 1:
         return "tc"
     return "gemv4" if gemv4_supported(x2, K, group_size) else "gemv2"
+
+
+def plan(x, t1, t2, a1, a2, bias, group_size: int):
+    """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`):
+    the M = 1 GEMV bound once (`ternary_gemv4_plan`), every other case through `run`."""
+    if choose_kernel(rows(x), group_size) == "gemv4" and x.is_contiguous():
+        return ternary_gemv4_plan(x, t1, t2, a1, a2, bias, norm_group(x.shape[-1], group_size))
+    return run
 
 
 def run(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):

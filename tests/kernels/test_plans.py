@@ -1,0 +1,181 @@
+"""The ops' per-signature plans (kernels/checks.py `planned`) and the bound launches they call (kernels/launch.py).
+
+A plan is what an op decides once per argument signature (kernel, config, output shape, the launch with every
+scalar fixed); these tests run each plan's call on fresh inputs of the same signature against the reference, and
+check when a plan is (not) reused. The direct driver launch of kernels/launch.py is checked with a stand-in for a
+compiled Triton kernel (no GPU here): which arguments reach the driver launcher, and when Triton's own path runs.
+"""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from qpass.kernels import checks as C
+from qpass.kernels import formats as F
+from qpass.kernels import launch as L
+from qpass.kernels.int4 import reference as R4
+from qpass.kernels.int4.gemv import w4a16_gemv4_plan
+from qpass.kernels.int8 import quant_act
+from qpass.kernels.int8 import reference as R8
+from qpass.kernels.int8.w4a8 import _dp4a_plan
+from qpass.kernels.ternary.gemv4 import ternary_gemv4_plan
+from qpass.kernels.ternary.reference import ternary_linear_ref
+
+from kernels_util import rel_err, ternary_case, w4a16_case
+
+
+@pytest.mark.parametrize("lead,K,G,sym,bias", [
+    ((1,), 256, 64, True, False), ((1, 1), 200, 32, False, True), ((1,), 172, -1, True, True),
+    ((1, 1), 1100, 64, False, False),
+])
+def test_w4a16_plan_runs_every_call_of_its_signature(lead, K, G, sym, bias):
+    N = 37
+    x, p, s, z, b = w4a16_case(1, N, K, G, sym, torch.float16, bias)
+    call = w4a16_gemv4_plan(x.reshape(*lead, K), p, s, z, b, G)
+    for _ in range(2):  # fresh x each call: the plan holds no data
+        x = torch.randn(*lead, K).half()
+        y = call(x, p, s, z, b, G)
+        assert y.shape == (*lead, N) and y.dtype == torch.float16
+        assert rel_err(y, R4.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
+
+
+@pytest.mark.parametrize("K,G,bias", [(256, 64, True), (200, -1, False), (1040, 32, True)])
+def test_ternary_plan_runs_every_call_of_its_signature(K, G, bias):
+    x, t1, t2, a1, a2, b = ternary_case(1, 29, K, G, torch.float16, bias)
+    Gn = K if G <= 0 else G
+    call = ternary_gemv4_plan(x.reshape(1, 1, K), t1, t2, a1, a2, b, Gn)
+    for _ in range(2):
+        x = torch.randn(1, 1, K).half()
+        y = call(x, t1, t2, a1, a2, b, G)
+        assert y.shape == (1, 1, 29)
+        assert rel_err(y, ternary_linear_ref(x, t1, t2, a1, a2, b, G)) < 2e-3
+
+
+@pytest.mark.parametrize("K,G,zeros,x_scale", [(256, 64, False, True), (200, 0, True, True), (520, 32, True, False)])
+def test_w4a8_decode_plan_matches_the_reference(K, G, zeros, x_scale):
+    N = 33
+    g = torch.Generator().manual_seed(K + G)
+    groups = 1 if G <= 0 else -(-K // G)
+    ws = torch.rand(N, groups, generator=g) * 0.01 + 1e-3
+    q = torch.randint(0 if zeros else -8, 16 if zeros else 8, (N, K), generator=g).to(torch.int8)
+    wz = torch.randint(0, 16, (N, groups), generator=g).float() if zeros else None
+    if G <= 0:  # the op's per-row steps are [N]
+        ws, wz = ws.reshape(-1), None if wz is None else wz.reshape(-1)
+    p = torch.randn(N)
+    packed = F.pack_int4(q)
+    x = torch.randint(-128, 128, (1, K), generator=g).to(torch.int8)
+    xs = torch.rand(1) * 0.1 + 0.01 if x_scale else None
+    call = _dp4a_plan(x, packed, ws, xs, p, torch.float32, G, wz)
+    for seed in range(2):
+        x = torch.randint(-128, 128, (1, K), generator=torch.Generator().manual_seed(seed)).to(torch.int8)
+        y = call(x, packed, ws, xs, p, torch.float32, G, None, wz, None)
+        ref = R8.w4a8_linear_ref(x, packed, ws, xs, p, torch.float32, G, None, w_zero=wz)
+        assert y.shape == (1, N) and rel_err(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("static,zero_gather", [(False, False), (True, False), (True, True)])
+def test_quantize_plan_matches_the_reference(static, zero_gather):
+    Cn, qmax = 300, 127
+    g = torch.Generator().manual_seed(3)
+    step = torch.rand(1, generator=g) * 0.05 + 0.01 if static else None
+    zero = torch.randint(-5, 6, (310,), generator=g).float() if zero_gather else None
+    gather = torch.randint(0, Cn + 4, (310,), generator=g) if zero_gather else None
+    x = torch.randn(1, 1, Cn, generator=g).half()
+    call = quant_act.plan(x, step, qmax, zero, gather)
+    for _ in range(2):
+        x = torch.randn(1, 1, Cn, generator=g).half()
+        q, s = call(x, step, qmax, zero, gather, 1.0)
+        qr, sr = R8.quantize_activation_int8_ref(x, step, qmax, zero, gather)
+        assert q.shape == qr.shape and torch.equal(q, qr) and torch.allclose(s, sr)
+
+
+def test_planned_decides_once_per_signature():
+    made, checked = [], []
+
+    def check(x, n):
+        checked.append(n)
+        torch._check_value(n > 0, lambda: "n must be positive")
+
+    def make(x, n):
+        made.append((x.shape, x.stride(), x.dtype))
+        return len(made)
+
+    x = torch.randn(4, 6)
+    assert C.planned(check, make, x, 1) == C.planned(check, make, torch.randn(4, 6), 1) == 1
+    assert C.planned(check, make, x.t().contiguous().t(), 1) == 2  # other strides: another plan
+    assert C.planned(check, make, x.half(), 1) == 3  # another dtype
+    assert C.planned(check, make, x, 2) == 4  # another plain argument
+    with pytest.raises(ValueError, match="n must be positive"):
+        C.planned(check, make, x, -1)
+    assert len(made) == 4 and checked == [1, 1, 1, 2, -1]
+
+
+class _Compiled:
+    """Stands in for Triton's CompiledKernel: records the driver launches."""
+    function, packed_metadata = "fn", "meta"
+
+    def __init__(self):
+        self.runs = []
+
+    def run(self, *args):
+        self.runs.append(args)
+
+    def launch_metadata(self, grid, stream, *args):
+        return ("launch metadata", grid)
+
+
+class _Kernel:
+    """Stands in for a @triton.jit function: `kernel[grid](*args, **meta)` is Triton's own path."""
+    arg_names = ["x_ptr", "y_ptr", "n", "BLOCK", "FLAG"]
+
+    def __init__(self):
+        self.compiles, self.compiled = [], _Compiled()
+
+    def __getitem__(self, grid):
+        def run(*args, **meta):
+            self.compiles.append((grid, args, meta))
+            return self.compiled
+        return run
+
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    """Device 0, stream 1234, an empty cache, no launch hooks (a profiler would install them)."""
+    monkeypatch.setattr(L, "_DEVICE_STREAM", (lambda: 0, lambda device: 1234))
+    monkeypatch.setattr(L, "_COMPILED", {})
+    monkeypatch.setattr(L, "knobs", SimpleNamespace(runtime=SimpleNamespace(launch_enter_hook=None,
+                                                                            launch_exit_hook=None)))
+
+
+def test_launch_takes_the_driver_path_from_the_second_call(fake_driver):
+    k = _Kernel()
+    x, y = torch.zeros(8), torch.zeros(8)
+    L.launch(k, (2,), x, y, 8, BLOCK=4, FLAG=True, num_warps=1)
+    L.launch(k, (2,), x, y, 8, BLOCK=4, FLAG=True, num_warps=1)
+    assert len(k.compiles) == 1 and len(k.compiled.runs) == 1
+    grid0, grid1, grid2, stream, fn, packed, metadata, enter, exit_, *values = k.compiled.runs[0]
+    assert (grid0, grid1, grid2, stream, fn, packed, metadata) == (2, 1, 1, 1234, "fn", "meta", None)
+    assert values[0] is x and values[1] is y and values[2:] == [8, 4, True]  # declaration order, no launch options
+    L.launch(k, (2,), x, y, 9, BLOCK=4, FLAG=True, num_warps=1)  # another int: Triton specializes, so its path
+    L.launch(k, (2,), x[1:], y, 8, BLOCK=4, FLAG=True, num_warps=1)  # 4-byte offset: another alignment
+    L.launch(k, (2,), x.double(), y, 8, BLOCK=4, FLAG=True, num_warps=1)  # another dtype
+    assert len(k.compiles) == 4 and len(k.compiled.runs) == 1
+
+
+def test_bound_launch_fills_its_tensor_slots_and_shares_entries(fake_driver, monkeypatch):
+    k = _Kernel()
+    x, y = torch.zeros(8), torch.zeros(8)
+    bound = L.bind(k, (3, 2), [L.TENSOR, L.TENSOR, 8], dict(BLOCK=4, FLAG=False, num_warps=2))
+    bound(x, y)
+    assert k.compiles == [((3, 2), (x, y, 8), dict(BLOCK=4, FLAG=False, num_warps=2))]
+    x2, y2 = torch.ones(8), torch.ones(8)
+    L.bind(k, (3, 2), [L.TENSOR, L.TENSOR, 8], dict(BLOCK=4, FLAG=False, num_warps=2))(x2, y2)  # equal binding
+    assert len(k.compiles) == 1
+    *head, v0, v1, n, block, flag = k.compiled.runs[0]
+    assert head[:4] == [3, 2, 1, 1234] and v0 is x2 and v1 is y2 and (n, block, flag) == (8, 4, False)
+    bound(x[1:], y)  # misaligned: Triton's path again
+    assert len(k.compiles) == 2
+    hook = []
+    L.knobs.runtime.launch_enter_hook = lambda *a: hook.append(a)
+    bound(x, y)  # a profiler's hook gets Triton's launch metadata
+    assert k.compiled.runs[-1][6] == ("launch metadata", (3, 2, 1)) and k.compiled.runs[-1][7] is not None
