@@ -12,6 +12,7 @@ import torch
 
 from qpass.kernels import checks as C
 from qpass.kernels import formats as F
+from qpass.kernels import ops as _registers_the_ops  # noqa: F401
 from qpass.kernels import launch as L
 from qpass.kernels.int4 import reference as R4
 from qpass.kernels.int4.gemv import w4a16_gemv4_plan
@@ -179,3 +180,34 @@ def test_bound_launch_fills_its_tensor_slots_and_shares_entries(fake_driver, mon
     L.knobs.runtime.launch_enter_hook = lambda *a: hook.append(a)
     bound(x, y)  # a profiler's hook gets Triton's launch metadata
     assert k.compiled.runs[-1][6] == ("launch metadata", (3, 2, 1)) and k.compiled.runs[-1][7] is not None
+
+
+def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
+    """Each hot op through its CUDA plan (the op picks kernel and plan, the bound launch runs the kernel in the
+    interpreter), two calls of one signature, against the references. CPU tensors answer is_cuda = True here; the
+    plans they make are dropped afterwards (the remembered signatures are this test's own)."""
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(C, "_PASSED", {})
+    ops, N, K, h = torch.ops.qpass, 40, 320, torch.float16
+    q, s, _ = F.quantize_int4(torch.randn(N, K), 64, True)
+    p, s = F.pack_int4(q), s.half()
+    t1, t2, a1, a2 = F.quantize_ternary(torch.randn(N, K), 64)
+    t1, t2, a1, a2 = F.pack_trits(t1), F.pack_trits(t2), a1.half(), a2.half()
+    q8 = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    ws, ws_g = torch.rand(N) * 1e-2, torch.rand(N, K // 64) * 1e-2
+    for _ in range(2):
+        x, x8 = torch.randn(1, 1, K).half(), torch.randint(-127, 128, (1, K), dtype=torch.int8)
+        x8_rows, xs, xs_rows = torch.randint(-127, 128, (5, K), dtype=torch.int8), torch.rand(1), torch.rand(5)
+        assert rel_err(ops.w4a16_linear(x, p, s, None, None, 64), R4.w4a16_linear_ref(x, p, s, None, None, 64)) < 2e-3
+        assert rel_err(ops.ternary_linear(x, t1, t2, a1, a2, None, 64),
+                       ternary_linear_ref(x, t1, t2, a1, a2, None, 64)) < 2e-3
+        for xi, xsi in ((x8, xs), (x8_rows, xs_rows)):  # the dp4a GEMV; the in-register-unpack GEMM
+            assert rel_err(ops.w4a8_linear(xi, p, ws_g, xsi, None, h, 64),
+                           R8.w4a8_linear_ref(xi, p, ws_g, xsi, None, h, 64)) < 2e-3
+        assert rel_err(ops.int8_linear(x8, q8, ws, xs, None, h), R8.int8_linear_ref(x8, q8, ws, xs, None, h)) < 2e-3
+        for step in (None, torch.rand(1) * 0.05 + 0.01):
+            codes, steps = ops.quantize_activation_int8(x, step, 127)
+            ref_codes, ref_steps = R8.quantize_activation_int8_ref(x, step, 127)
+            assert torch.equal(codes, ref_codes) and torch.allclose(steps, ref_steps)
+    assert len(C._PASSED) == 7  # one plan per op signature, made by the first of the two calls
+    assert not [plan for plan in C._PASSED.values() if plan.__name__.endswith("_ref")]  # none is a reference
