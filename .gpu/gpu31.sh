@@ -1,6 +1,7 @@
-# issue 20: W4A16 prompt tiles with the codes unpacked straight to bf16 (no I2F) vs through int32, same process
+# (gpu31 now runs gpu34: the three-shape prompt sweep is covered by gpu33) issue 20: the per-signature plans on hardware, then host µs per op
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
-timeout 300 python benchmarks/w4a16_prompt_sweep.py --ms 16,64,128,256,512 --tiles short \
-  --out $OUT/w4a16_prompt_float_unpack.json > $OUT/sweep.log 2>&1; echo "sweep rc $?"
-grep -E "^M=|failed" $OUT/sweep.log | cut -c1-230
+timeout 120 python .gpu/plan_check.py > $OUT/plan_check.log 2>&1; echo "plan_check rc $?"
+(cd benchmarks && timeout 150 python launch_overhead.py --json $OUT/launch_overhead.json > $OUT/launch.log 2>&1; echo "launch rc $?")
+(cd benchmarks && timeout 100 env -u TRITON_INTERPRET python host_python.py > $OUT/host_python.log 2>&1; echo "host_python rc $?")
+cat $OUT/plan_check.log | tail -16; cat $OUT/launch.log | cut -c1-100; cat $OUT/host_python.log
