@@ -63,6 +63,8 @@ def cases() -> dict:
     x8, xs = torch.randint(-127, 128, (1, K), dtype=torch.int8), torch.rand(1)
     q8, ws = torch.randint(-127, 128, (N, K), dtype=torch.int8), torch.rand(N)
     step = torch.rand(1) * 1e-2 + 1e-3
+    q, kv = torch.randn(1, 32, 1, 128, dtype=bf), torch.randn(1, 8, 2048, 128, dtype=bf)
+    mask = torch.ones(1, 1, 1, 2048, dtype=torch.bool)
     ops = torch.ops.qpass
     return {
         "torch.empty (allocation alone)": lambda: torch.empty(1, 1, N, dtype=bf),
@@ -72,6 +74,7 @@ def cases() -> dict:
         "qpass::int8_linear (per-row)": lambda: ops.int8_linear(x8, q8, ws, xs, None, bf),
         "qpass::quantize_activation_int8 (dynamic)": lambda: ops.quantize_activation_int8(x, None, 127),
         "qpass::quantize_activation_int8 (static)": lambda: ops.quantize_activation_int8(x, step, 127),
+        "qpass::attention (decode, 2K keys, bool mask)": lambda: ops.attention(q, kv, kv, mask, False, None, True),
     }
 
 

@@ -26,7 +26,7 @@ import triton.language as tl
 from ..tiling import cdiv, next_pow2
 from ..checks import check_attention, check_once
 from ..runtime import cuda_sms, interpreting
-from ..launch import launch
+from ..launch import TENSOR, bind
 
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
@@ -190,6 +190,13 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     check_once(check_attention, q, k, v, mask, False, scale, True, "decode_attention_triton")
     torch._check(q.shape[2] == 1, lambda: f"decode_attention_triton: q must hold one query row [B, H, 1, D], "
                                           f"got {list(q.shape)}")
+    return decode_plan(q, k, v, mask, scale, splits, per_sm, config)(q, k, v, mask)
+
+
+def decode_plan(q, k, v, mask: Optional[torch.Tensor], scale: Optional[float], splits: Optional[int] = None,
+                per_sm: Optional[int] = None, config: Optional[dict] = None):
+    """`decode_attention_triton` for checked arguments with this metadata, as a call `(q, k, v, mask) -> out`:
+    splits, mask form and both launches bound once (the attention op's per-signature plan)."""
     B, H, _, D = q.shape
     Hkv, L = k.shape[1], k.shape[2]
     G = H // Hkv
@@ -201,27 +208,35 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
     per_split = cdiv(key_blocks, min(nsplit, key_blocks))
     nsplit = cdiv(key_blocks, per_split)
     if mask is None:
-        kind, m, sm = MASK_NONE, q, (0, 0, 0)
+        kind, sm = MASK_NONE, (0, 0, 0)
     else:
         m = mask.expand(B, H, 1, L)  # broadcast dims get stride 0
         kind = MASK_BOOL if m.dtype == torch.bool else MASK_FLOAT
-        if kind == MASK_BOOL:
-            m = m.view(torch.int8)
         sm = (m.stride(0), m.stride(1), m.stride(3))
-    acc = torch.empty(B * H, nsplit, D, dtype=torch.float32, device=q.device)
-    m_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=q.device)
-    l_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=q.device)
-    out = torch.empty(B, H, 1, D, dtype=q.dtype, device=q.device)
-    launch(_decode_split, (nsplit, B * Hkv), 
-        q, k, v, m, acc, m_part, l_part, L, Hkv, G, per_split,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        *sm, scale * LOG2E,
-        D=D, G_PAD=max(16, next_pow2(G)), BLOCK_N=block_n, MASK_KIND=kind,
-        UPCAST=interpreting() and q.dtype == torch.bfloat16, **cfg)
-    launch(_decode_combine, (B * H,), acc, m_part, l_part, out, nsplit, D=D,
-                              SPLIT_PAD=max(2, next_pow2(nsplit)),
-                              num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS)
-    return out
+    split = bind(_decode_split, (nsplit, B * Hkv), [TENSOR] * 7 + [
+        L, Hkv, G, per_split, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0),
+        v.stride(1), v.stride(2), *sm, scale * LOG2E],
+        dict(D=D, G_PAD=max(16, next_pow2(G)), BLOCK_N=block_n, MASK_KIND=kind,
+             UPCAST=interpreting() and q.dtype == torch.bfloat16, **cfg))
+    combine = bind(_decode_combine, (B * H,), [TENSOR] * 4 + [nsplit],
+                   dict(D=D, SPLIT_PAD=max(2, next_pow2(nsplit)),
+                        num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS))
+    dtype, device = q.dtype, q.device
+
+    def call(q, k, v, mask):
+        if kind == MASK_NONE:
+            m = q  # never read
+        else:
+            m = mask.expand(B, H, 1, L)
+            m = m.view(torch.int8) if kind == MASK_BOOL else m
+        acc = torch.empty(B * H, nsplit, D, dtype=torch.float32, device=device)
+        m_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=device)
+        l_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=device)
+        out = torch.empty(B, H, 1, D, dtype=dtype, device=device)
+        split(q, k, v, m, acc, m_part, l_part)
+        combine(acc, m_part, l_part, out)
+        return out
+    return call
 
 
 def shipped_configs():

@@ -61,15 +61,50 @@ DECODE_MAX_KEYS = 16384
 def choose_path(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
                 enable_gqa: bool) -> str:
     """'decode', 'causal' or 'sdpa' for tensors on a CUDA device (see the module docstring)."""
+    return _path(_decode_fits(q, k, v, attn_mask, is_causal, enable_gqa),
+                 _causal_candidate(q, k, attn_mask, is_causal), q, attn_mask)
+
+
+def _decode_fits(q, k, v, attn_mask, is_causal: bool, enable_gqa: bool) -> bool:
+    """The metadata half of the decode path's condition."""
     from .decode import supported  # imports triton: only on CUDA
+    return q.shape[-2] == 1 and k.shape[-2] <= DECODE_MAX_KEYS and supported(q, k, v, attn_mask, is_causal,
+                                                                              enable_gqa)
+
+
+def _causal_candidate(q, k, attn_mask, is_causal: bool) -> bool:
+    """The metadata half of the causal path's condition."""
     S = q.shape[-2]
-    if (S == 1 and k.shape[-2] <= DECODE_MAX_KEYS and (attn_mask is not None or _capturing(q))
-            and supported(q, k, v, attn_mask, is_causal, enable_gqa)):
+    return S > 1 and attn_mask is not None and not is_causal and k.shape[-2] == S
+
+
+def _path(decode_fits: bool, causal_candidate: bool, q: Tensor, attn_mask: Optional[Tensor]) -> str:
+    """The path, from the metadata halves and what only a call knows: CUDA-graph capture, the mask's values."""
+    if decode_fits and (attn_mask is not None or _capturing(q)):
         return "decode"
-    if (S > 1 and attn_mask is not None and not is_causal and k.shape[-2] == S and not _capturing(q)
-            and is_causal_mask(attn_mask, S)):
+    if causal_candidate and not _capturing(q) and is_causal_mask(attn_mask, q.shape[-2]):
         return "causal"
     return "sdpa"
+
+
+def plan(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
+         enable_gqa: bool):
+    """`dense` for checked arguments with this metadata, as a call taking the same arguments (qpass::attention's
+    per-signature plan, kernels/checks.py `planned`): the metadata halves of the path choice decided once, the
+    decode kernel's launches bound once (`decode.decode_plan`); capture and the mask's values per call."""
+    if not q.is_cuda:
+        return dense
+    decode_fits = _decode_fits(q, k, v, attn_mask, is_causal, enable_gqa)
+    causal_candidate = _causal_candidate(q, k, attn_mask, is_causal)
+    from .decode import decode_plan  # imports triton: only on CUDA
+    decode = decode_plan(q, k, v, attn_mask, scale) if decode_fits else None
+
+    def call(q, k, v, attn_mask, is_causal, scale, enable_gqa):
+        path = _path(decode_fits, causal_candidate, q, attn_mask)
+        if path == "decode":  # is_causal here only with L == 1: no-op
+            return decode(q, k, v, attn_mask)
+        return run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    return call
 
 
 def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,

@@ -11,16 +11,16 @@ import torch
 from torch import Tensor
 
 from ..define import kernel_op
-from ..checks import check_attention, check_once
-from .dense import dense
+from ..checks import check_attention, planned
+from .dense import plan
 
 
 @kernel_op("qpass::attention")
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
               scale: Optional[float], enable_gqa: bool) -> Tensor:
     """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv], contiguous."""
-    check_once(check_attention, q, k, v, attn_mask, is_causal, scale, enable_gqa)
-    return dense(q, k, v, attn_mask, is_causal, scale, enable_gqa)
+    return planned(check_attention, plan, q, k, v, attn_mask, is_causal, scale, enable_gqa)(
+        q, k, v, attn_mask, is_causal, scale, enable_gqa)
 
 
 @attention.register_fake

@@ -21,8 +21,7 @@ from . import reference as R
 def _triton():
     """The Triton launchers (imported on first use, not at every call: an import statement costs µs)."""
     from . import gemm, quant_act, w4a8, w8a16
-    return SimpleNamespace(run_int8=gemm.run_int8, plan_int8=gemm.plan_int8, run_w4a8=w4a8.run_w4a8, plan_w4a8=w4a8.plan,
-                           run_quantize=quant_act.run_quantize, plan_quantize=quant_act.plan, w8a16=w8a16)
+    return SimpleNamespace(plan_int8=gemm.plan_int8, plan_w4a8=w4a8.plan, plan_quantize=quant_act.plan, w8a16=w8a16)
 
 
 # ------------------------------------------------------------------ int8 x int8

@@ -14,6 +14,7 @@ from qpass.kernels import checks as C
 from qpass.kernels import formats as F
 from qpass.kernels import ops as _registers_the_ops  # noqa: F401
 from qpass.kernels import launch as L
+from qpass.kernels.attention import dense
 from qpass.kernels.int4 import reference as R4
 from qpass.kernels.int4.gemv import w4a16_gemv4_plan
 from qpass.kernels.int8 import quant_act
@@ -185,7 +186,7 @@ def test_bound_launch_fills_its_tensor_slots_and_shares_entries(fake_driver, mon
 def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
     """Each hot op through its CUDA plan (the op picks kernel and plan, the bound launch runs the kernel in the
     interpreter), two calls of one signature, against the references. CPU tensors answer is_cuda = True here; the
-    plans they make are dropped afterwards (the remembered signatures are this test's own)."""
+    plans they make are dropped afterwards (the remembered signatures are this test's own). None is a reference."""
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setattr(C, "_PASSED", {})
     ops, N, K, h = torch.ops.qpass, 40, 320, torch.float16
@@ -195,7 +196,15 @@ def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
     t1, t2, a1, a2 = F.pack_trits(t1), F.pack_trits(t2), a1.half(), a2.half()
     q8 = torch.randint(-127, 128, (N, K), dtype=torch.int8)
     ws, ws_g = torch.rand(N) * 1e-2, torch.rand(N, K // 64) * 1e-2
+    monkeypatch.setattr(dense, "_capturing", lambda q: False)  # no CUDA graph is being captured
+    kv_len, mask = 300, torch.rand(1, 1, 1, 300) > 0.2
     for _ in range(2):
+        q_, k_, v_ = torch.randn(1, 6, 1, 64).half(), *(torch.randn(1, 2, kv_len, 64).half() for _ in range(2))
+        for m in (mask, None):  # the decode kernel with a mask; SDPA without one outside capture
+            out = ops.attention(q_, k_, v_, m, False, None, True)
+            ref = torch.nn.functional.scaled_dot_product_attention(*(t.float() for t in (q_, k_, v_)), m,
+                                                                   enable_gqa=True)
+            assert rel_err(out, ref) < 2e-3
         x, x8 = torch.randn(1, 1, K).half(), torch.randint(-127, 128, (1, K), dtype=torch.int8)
         x8_rows, xs, xs_rows = torch.randint(-127, 128, (5, K), dtype=torch.int8), torch.rand(1), torch.rand(5)
         assert rel_err(ops.w4a16_linear(x, p, s, None, None, 64), R4.w4a16_linear_ref(x, p, s, None, None, 64)) < 2e-3
@@ -209,5 +218,5 @@ def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
             codes, steps = ops.quantize_activation_int8(x, step, 127)
             ref_codes, ref_steps = R8.quantize_activation_int8_ref(x, step, 127)
             assert torch.equal(codes, ref_codes) and torch.allclose(steps, ref_steps)
-    assert len(C._PASSED) == 7  # one plan per op signature, made by the first of the two calls
-    assert not [plan for plan in C._PASSED.values() if plan.__name__.endswith("_ref")]  # none is a reference
+    assert len(C._PASSED) == 9  # one plan per op signature, made by the first of the two calls
+    assert not [plan for plan in C._PASSED.values() if plan.__name__.endswith("_ref") or plan is dense.dense]
