@@ -96,13 +96,16 @@ def plan(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal
         return dense
     decode_fits = _decode_fits(q, k, v, attn_mask, is_causal, enable_gqa)
     causal_candidate = _causal_candidate(q, k, attn_mask, is_causal)
-    from .decode import decode_plan  # imports triton: only on CUDA
-    decode = decode_plan(q, k, v, attn_mask, scale) if decode_fits else None
+    decode = []  # the decode kernel's plan, made by the first call that takes it (a growing cache's signature
+    # changes every step, and without a mask only CUDA-graph capture takes it)
 
     def call(q, k, v, attn_mask, is_causal, scale, enable_gqa):
         path = _path(decode_fits, causal_candidate, q, attn_mask)
         if path == "decode":  # is_causal here only with L == 1: no-op
-            return decode(q, k, v, attn_mask)
+            if not decode:
+                from .decode import decode_plan  # imports triton: only on CUDA
+                decode.append(decode_plan(q, k, v, attn_mask, scale))
+            return decode[0](q, k, v, attn_mask)
         return run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
     return call
 
