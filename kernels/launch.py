@@ -15,7 +15,9 @@ driver launcher as Triton passes them.
 
 `bind` is for an op's per-signature plan (kernels/checks.py `planned`): the grid, the scalar arguments and meta are
 known once per signature, so a call's key is only its tensors' dtypes and alignments (a decode step's GEMV makes
-hundreds of these calls, and the generic key over ~20 arguments costs several µs of each).
+hundreds of these calls, and the generic key over ~20 arguments costs several µs of each). Its direct launches pass
+the tensors' device addresses as plain ints, which the driver launcher takes as they are: for a tensor it calls
+data_ptr() and has the driver validate the address (cuPointerGetAttribute), per pointer and call.
 """
 from __future__ import annotations
 
@@ -64,13 +66,20 @@ def _first_launch(key, kernel, grid, args, meta):
         _COMPILED[key] = (kernel, compiled, compiled.run, compiled.function, compiled.packed_metadata, order, g)
 
 
+def _hooked() -> bool:
+    """Whether a launch hook (a profiler's) is installed: Triton >= 3.5 keeps an always-present HookChain, empty when
+    none is, older ones None."""
+    hook = knobs.runtime.launch_enter_hook
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def _direct_launch(entry, values, stream) -> None:
     _, compiled, run, function, packed_metadata, _, g = entry
     hooks = knobs.runtime
-    enter = hooks.launch_enter_hook
-    # Triton's launch_metadata is None without an enter hook; with one, it builds the hook's argument
-    metadata = None if enter is None else compiled.launch_metadata(g, stream, *values)
-    run(g[0], g[1], g[2], stream, function, packed_metadata, metadata, enter, hooks.launch_exit_hook, *values)
+    # the launch metadata is the enter hook's argument: built only when a hook will read it
+    metadata = compiled.launch_metadata(g, stream, *values) if _hooked() else None
+    run(g[0], g[1], g[2], stream, function, packed_metadata, metadata, hooks.launch_enter_hook,
+        hooks.launch_exit_hook, *values)
 
 
 def _other_device(args, device: int):
@@ -122,9 +131,9 @@ class BoundLaunch:
 
     def __call__(self, *tensors: Tensor) -> None:
         values = self.values.copy()
-        for i, t in zip(self.slots, tensors):
-            values[i] = t
         if self.interpret:
+            for i, t in zip(self.slots, tensors):
+                values[i] = t
             self.kernel[self.grid](*values[:self.npos], **self.meta)
             return
         current_device, current_stream = _DEVICE_STREAM or _driver()
@@ -133,11 +142,21 @@ class BoundLaunch:
         if other is not None:
             with torch.cuda.device(other):
                 return self(*tensors)
-        key = (self.key, device, tuple([(t.dtype, t.data_ptr() & 15) for t in tensors]))
+        # the driver launcher takes a pointer argument as a plain int as well: given the tensor, it calls its
+        # data_ptr() and asks the driver to validate the address (cuPointerGetAttribute), per tensor and call
+        pointers = [t.data_ptr() for t in tensors]
+        key = (self.key, device, tuple([(t.dtype, p & 15) for t, p in zip(tensors, pointers)]))
         entry = _COMPILED.get(key)
-        if entry is None:
-            _first_launch(key, self.kernel, self.grid, values[:self.npos], self.meta)
+        if entry is None or _hooked():
+            for i, t in zip(self.slots, tensors):
+                values[i] = t
+            if entry is None:
+                _first_launch(key, self.kernel, self.grid, values[:self.npos], self.meta)
+            else:  # a launch hook (profiler) reads the arguments as Triton passes them
+                _direct_launch(entry, values, current_stream(device))
             return
+        for i, p in zip(self.slots, pointers):
+            values[i] = p
         _direct_launch(entry, values, current_stream(device))
 
 

@@ -174,13 +174,18 @@ def test_bound_launch_fills_its_tensor_slots_and_shares_entries(fake_driver, mon
     L.bind(k, (3, 2), [L.TENSOR, L.TENSOR, 8], dict(BLOCK=4, FLAG=False, num_warps=2))(x2, y2)  # equal binding
     assert len(k.compiles) == 1
     *head, v0, v1, n, block, flag = k.compiled.runs[0]
-    assert head[:4] == [3, 2, 1, 1234] and v0 is x2 and v1 is y2 and (n, block, flag) == (8, 4, False)
+    assert head[:4] == [3, 2, 1, 1234] and (n, block, flag) == (8, 4, False)
+    assert (v0, v1) == (x2.data_ptr(), y2.data_ptr())  # device addresses as ints: the driver takes them as they are
     bound(x[1:], y)  # misaligned: Triton's path again
     assert len(k.compiles) == 2
     hook = []
     L.knobs.runtime.launch_enter_hook = lambda *a: hook.append(a)
-    bound(x, y)  # a profiler's hook gets Triton's launch metadata
+    bound(x, y)  # a profiler's hook gets Triton's launch metadata, and the tensors as Triton passes them
     assert k.compiled.runs[-1][6] == ("launch metadata", (3, 2, 1)) and k.compiled.runs[-1][7] is not None
+    assert k.compiled.runs[-1][9] is x
+    L.knobs.runtime.launch_enter_hook = SimpleNamespace(calls=[])  # Triton >= 3.5's hook chain, empty: no hook
+    bound(x, y)
+    assert k.compiled.runs[-1][6] is None and k.compiled.runs[-1][9] == x.data_ptr()
 
 
 def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
