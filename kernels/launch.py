@@ -13,11 +13,11 @@ grid and the device. Triton launches on the current CUDA device, so a call whose
 model spread over several) runs under that GPU as the current device. Launch hooks (profilers) are passed on to the
 driver launcher as Triton passes them.
 
-`bind` is for an op's per-signature plan (kernels/checks.py `planned`): the grid, the scalar arguments and meta are
-known once per signature, so a call's key is only its tensors' dtypes and alignments (a decode step's GEMV makes
-hundreds of these calls, and the generic key over ~20 arguments costs several µs of each). Its direct launches pass
-the tensors' device addresses as plain ints, which the driver launcher takes as they are: for a tensor it calls
-data_ptr() and has the driver validate the address (cuPointerGetAttribute), per pointer and call.
+A `BoundLaunch` (made by `bind`) fixes the grid, the scalar arguments and meta, so a call's key is only its
+tensors' dtypes and alignments: an op's per-signature plan (kernels/checks.py `planned`) binds its launch once,
+and `launch` keeps one binding per set of those. Direct launches pass the tensors' device addresses as plain ints,
+which the driver launcher takes as they are: for a tensor it calls data_ptr() and has the driver validate the
+address (cuPointerGetAttribute), per pointer and call.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from triton.runtime.driver import driver
 from triton.runtime.interpreter import InterpretedFunction
 
 _COMPILED: dict = {}
+_BINDINGS: dict = {}  # `launch`'s bindings, per kernel, grid, scalar arguments and meta
 _COMPILED_MAX = 4096  # specializations kept; more (e.g. many prompt lengths) starts over
 _DEVICE_STREAM = None  # (get_current_device, get_current_stream) of the active driver, see _driver
 TENSOR = object()  # a tensor slot in `bind`'s argument template
@@ -92,25 +93,19 @@ def _other_device(args, device: int):
 
 
 def launch(kernel, grid: tuple, *args, **meta):
-    """Launch the @triton.jit `kernel` on `grid` (a tuple of ints) like `kernel[grid](*args, **meta)`."""
+    """Launch the @triton.jit `kernel` on `grid` (a tuple of ints) like `kernel[grid](*args, **meta)`: through the
+    binding of its grid, scalar arguments and meta (`BoundLaunch`), kept per such set."""
     if isinstance(kernel, InterpretedFunction):  # TRITON_INTERPRET=1: nothing compiled to keep
         kernel[grid](*args, **meta)
         return
-    current_device, current_stream = _DEVICE_STREAM or _driver()
-    device = current_device()
-    other = _other_device(args, device)
-    if other is not None:
-        with torch.cuda.device(other):
-            return launch(kernel, grid, *args, **meta)
-    # id(kernel): a JITFunction hashes through its source-hash property (a lock and a string per call)
-    key = (id(kernel), grid, device, tuple([(a.dtype, a.data_ptr() & 15) if isinstance(a, Tensor) else a
-                                            for a in args]), tuple(meta.items()))
-    entry = _COMPILED.get(key)
-    if entry is None:
-        _first_launch(key, kernel, grid, args, meta)
-        return
-    order = entry[5]
-    _direct_launch(entry, [args[i] if i.__class__ is int else meta[i] for i in order], current_stream(device))
+    template = [TENSOR if isinstance(a, Tensor) else a for a in args]
+    key = (id(kernel), grid, tuple(template), tuple(meta.items()))
+    bound = _BINDINGS.get(key)
+    if bound is None:
+        if len(_BINDINGS) >= _COMPILED_MAX:
+            _BINDINGS.clear()
+        bound = _BINDINGS[key] = BoundLaunch(kernel, grid, template, meta)
+    bound(*[a for a in args if isinstance(a, Tensor)])
 
 
 class BoundLaunch:
@@ -123,7 +118,7 @@ class BoundLaunch:
         self.kernel, self.grid, self.npos, self.meta = kernel, tuple(grid), len(args), dict(meta)
         self.interpret = isinstance(kernel, InterpretedFunction)
         # equal bindings share their compiled entries (a binding made per call still takes the direct path)
-        self.key = (id(kernel), self.grid, tuple(None if a is TENSOR else a for a in args), tuple(self.meta.items()))
+        self.key = (id(kernel), self.grid, tuple(args), tuple(self.meta.items()))
         order = None if self.interpret else launcher_order(kernel.arg_names, len(args), meta)
         # the driver launcher's values: the positional arguments, then the non-constexpr named ones in order
         self.values = list(args) + [meta[name] for name in (order or ())[len(args):]]

@@ -145,6 +145,7 @@ def fake_driver(monkeypatch):
     """Device 0, stream 1234, an empty cache, no launch hooks (a profiler would install them)."""
     monkeypatch.setattr(L, "_DEVICE_STREAM", (lambda: 0, lambda device: 1234))
     monkeypatch.setattr(L, "_COMPILED", {})
+    monkeypatch.setattr(L, "_BINDINGS", {})
     monkeypatch.setattr(L, "knobs", SimpleNamespace(runtime=SimpleNamespace(launch_enter_hook=None,
                                                                             launch_exit_hook=None)))
 
@@ -157,7 +158,7 @@ def test_launch_takes_the_driver_path_from_the_second_call(fake_driver):
     assert len(k.compiles) == 1 and len(k.compiled.runs) == 1
     grid0, grid1, grid2, stream, fn, packed, metadata, enter, exit_, *values = k.compiled.runs[0]
     assert (grid0, grid1, grid2, stream, fn, packed, metadata) == (2, 1, 1, 1234, "fn", "meta", None)
-    assert values[0] is x and values[1] is y and values[2:] == [8, 4, True]  # declaration order, no launch options
+    assert values == [x.data_ptr(), y.data_ptr(), 8, 4, True]  # declaration order, no launch options
     L.launch(k, (2,), x, y, 9, BLOCK=4, FLAG=True, num_warps=1)  # another int: Triton specializes, so its path
     L.launch(k, (2,), x[1:], y, 8, BLOCK=4, FLAG=True, num_warps=1)  # 4-byte offset: another alignment
     L.launch(k, (2,), x.double(), y, 8, BLOCK=4, FLAG=True, num_warps=1)  # another dtype
