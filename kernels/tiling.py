@@ -10,8 +10,13 @@ not a function passed as a constexpr argument: plain calls are what every suppor
 """
 from __future__ import annotations
 
+import math
+
+import torch
 import triton
 import triton.language as tl
+
+from .launch import launch
 
 
 def cdiv(a: int, b: int) -> int:
@@ -68,6 +73,93 @@ def swap_ab_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, 
         acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[:, None]
     y_ptrs = y_ptr + offs_m[None, :] * stride_ym + offs_n[:, None]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=n_mask[:, None] & m_mask[None, :])
+
+
+@triton.jit
+def tile_zeros(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SWAP: tl.constexpr):
+    """The fp32 accumulator of an oriented tile: [BLOCK_N, BLOCK_M] when SWAP (W . X^T), else [BLOCK_M, BLOCK_N]."""
+    if SWAP:  # one return: the compiler checks every return's type, even under a constexpr branch
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def x_step(x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K: tl.constexpr):
+    """x[offs_m, k0:k0 + BLOCK_K] (zeros past M and K)."""
+    k = k0 + tl.arange(0, BLOCK_K)
+    return tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :], mask=m_mask[:, None] & (k < K)[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def oriented_dot(w, x, acc, SWAP: tl.constexpr):
+    """w [BLOCK_N, BLOCK_K] against x [BLOCK_M, BLOCK_K]: acc + W . X^T when SWAP, else acc + X . W^T (acc None:
+    the product alone)."""
+    if SWAP:
+        out = tl.dot(w, tl.trans(x), acc)
+    else:
+        out = tl.dot(x, tl.trans(w), acc)
+    return out
+
+
+@triton.jit
+def by_row(v, SWAP: tl.constexpr):
+    """A per-weight-row vector [BLOCK_N] broadcast over an oriented tile."""
+    if SWAP:
+        out = v[:, None]
+    else:
+        out = v[None, :]
+    return out
+
+
+@triton.jit
+def by_col(v, SWAP: tl.constexpr):
+    """A per-x-row vector [BLOCK_M] broadcast over an oriented tile."""
+    if SWAP:
+        out = v[None, :]
+    else:
+        out = v[:, None]
+    return out
+
+
+@triton.jit
+def tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS: tl.constexpr,
+               ATOMIC: tl.constexpr, SWAP: tl.constexpr):
+    """y[offs_m, offs_n] = the oriented tile (+ bias[offs_n]), cast to y's dtype; ATOMIC: added into a zeroed fp32
+    buffer instead (a K split's share; the launcher adds the bias after the last)."""
+    y_ptrs = y_ptr + by_col(offs_m, SWAP) * stride_ym + by_row(offs_n, SWAP)
+    mask = by_row(n_mask, SWAP) & by_col(m_mask, SWAP)
+    if ATOMIC:
+        tl.atomic_add(y_ptrs, acc, mask=mask, sem="relaxed")
+    else:
+        if HAS_BIAS:
+            acc += by_row(tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32), SWAP)
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def split_k_launch(kernel, x2, operands: tuple, bias, y, N: int, KW: int, NG: int, G: int, config: dict, **meta):
+    """Launch a split-K tile kernel `kernel(x, *operands, b, y, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym,
+    HAS_BIAS, ATOMIC, SWAP, SCALE_AFTER, ..., BLOCK_M, BLOCK_N, BLOCK_K)` (int4/tc.py, ternary/tc.py) on x2 [M, K]
+    -> y [M, N]: each K step inside one weight group (BLOCK_K divides G); SPLIT_K > 1 (small M: N / BLOCK_N tiles
+    alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with atomics, then adds the bias and casts."""
+    M, K = x2.shape
+    cfg = dict(config)
+    split = cfg.pop("SPLIT_K", 1)
+    cfg.setdefault("SWAP", True)
+    cfg.setdefault("SCALE_AFTER", False)
+    if G < K:
+        cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
+    k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
+    split = cdiv(K, k_split)
+    out = torch.zeros(M, N, dtype=torch.float32, device=y.device) if split > 1 else y
+    grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(M, cfg["BLOCK_M"]), split)
+    launch(kernel, grid, x2, *operands, bias if bias is not None else operands[-1], out, M, N, K, KW, NG, G, k_split,
+           x2.stride(0), out.stride(0), HAS_BIAS=bias is not None, ATOMIC=split > 1, **cfg, **meta)
+    if split > 1:
+        y.copy_(out + bias.float() if bias is not None else out)
+    return y
 
 
 def pick(table, M: int) -> dict:

@@ -37,7 +37,7 @@ def nibbles(words, HAS_ZERO: tl.constexpr):
 
 
 @triton.jit
-def _half(pairs, SHIFT: tl.constexpr, DT: tl.constexpr):
+def half_of(pairs, SHIFT: tl.constexpr, DT: tl.constexpr):
     """The 16-bit half at bit SHIFT (0 or 16) of each int32, read as a DT (fp16 / bf16) value."""
     return ((pairs >> SHIFT) & 0xFFFF).to(tl.int16).to(DT, bitcast=True)
 
@@ -49,12 +49,8 @@ def nibble_floats(words, HAS_ZERO: tl.constexpr, DT: tl.constexpr):
     MMAs took): nibbles i and i + 4 of each word are or-ed into the mantissas of two 16-bit floats of value
     BASE + n (BASE 128 for bf16's 7-bit mantissa, 1024 for fp16's 10), and BASE (+ 8 for two's complement codes,
     flipped to offset binary) comes off in DT, exactly, two values per instruction (HADD2)."""
-    if DT == tl.bfloat16:
-        MAGIC: tl.constexpr = 0x43004300
-        BASE: tl.constexpr = 128.0
-    else:
-        MAGIC: tl.constexpr = 0x64006400
-        BASE: tl.constexpr = 1024.0
+    MAGIC: tl.constexpr = 0x43004300 if DT == tl.bfloat16 else 0x64006400
+    BASE: tl.constexpr = 128.0 if DT == tl.bfloat16 else 1024.0  # bf16's 7-bit mantissa, fp16's 10 bits
     if not HAS_ZERO:
         words = words ^ -2004318072  # 0x88888888: two's complement -> offset binary (q + 8)
     off = tl.full([1, 1], BASE if HAS_ZERO else BASE + 8.0, DT)  # a DT constant: the subtraction stays in DT
@@ -62,10 +58,10 @@ def nibble_floats(words, HAS_ZERO: tl.constexpr, DT: tl.constexpr):
     p1 = ((words >> 4) & 0x000F000F) | MAGIC
     p2 = ((words >> 8) & 0x000F000F) | MAGIC
     p3 = ((words >> 12) & 0x000F000F) | MAGIC
-    n0, n4 = _half(p0, 0, DT) - off, _half(p0, 16, DT) - off
-    n1, n5 = _half(p1, 0, DT) - off, _half(p1, 16, DT) - off
-    n2, n6 = _half(p2, 0, DT) - off, _half(p2, 16, DT) - off
-    n3, n7 = _half(p3, 0, DT) - off, _half(p3, 16, DT) - off
+    n0, n4 = half_of(p0, 0, DT) - off, half_of(p0, 16, DT) - off
+    n1, n5 = half_of(p1, 0, DT) - off, half_of(p1, 16, DT) - off
+    n2, n6 = half_of(p2, 0, DT) - off, half_of(p2, 16, DT) - off
+    n3, n7 = half_of(p3, 0, DT) - off, half_of(p3, 16, DT) - off
     even = tl.interleave(tl.interleave(n0, n4), tl.interleave(n2, n6))
     odd = tl.interleave(tl.interleave(n1, n5), tl.interleave(n3, n7))
     return tl.interleave(even, odd)

@@ -22,7 +22,8 @@ def shipped_configs():
                             {"HAS_BIAS": True, "GW": gw, "BLOCK_N": bn, "BLOCK_KW": kw}, {"num_warps": nw}))
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
-            for gsub in sorted({32, c["BLOCK_K"]}):
-                out.append((f"ternary_tc[{dt},M<={max_m},gsub={gsub}]", tc._ternary_tc, dict(tsig, M="i32"),
-                            {"HAS_BIAS": False, **c, "GSUB": gsub}, o))
+            split = c.pop("SPLIT_K")
+            out.append((f"ternary_tc[{dt},M<={max_m}]", tc._ternary_tc,
+                        dict(tsig, M="i32", K_SPLIT="i32", y_ptr="*fp32" if split > 1 else dt),
+                        {"HAS_BIAS": False, "ATOMIC": split > 1, "FLOAT_UNPACK": True, **c}, o))
     return out

@@ -1,5 +1,10 @@
-"""Ternary for M >= 2: the swap-AB tensor-core kernel of int4/tc.py with the weight tile built as a1*T1 + a2*T2
-in registers (trit planes: formats.pack_trits, 2 bits per trit, code t + 1, 16 trits per int32 word).
+"""Ternary for M >= 2: the split-K tensor-core tile of int4/tc.py with the weight tile a1*T1 + a2*T2 built in
+registers (trit planes: formats.pack_trits, 2 bits per trit, code t + 1, 16 trits per int32 word).
+
+Each K step lies inside one group (BLOCK_K divides it), so a1 and a2 are one value per weight row per step: the
+trits are unpacked straight to x's 16-bit float type (ternary/unpack.py, no int -> float conversion) and either
+scaled on the tile (w = a1 t1 + a2 t2, one dot) or (SCALE_AFTER) the step's two exact trit products are scaled
+(two dots, no per-value multiply: small M, where the tile is bound by its weight reads and decode, not its MMAs).
 """
 from __future__ import annotations
 
@@ -7,55 +12,66 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words
-from ..tiling import group_scales, pick, swap_ab_step, swap_ab_store, swap_ab_tile, tc_grid, tc_gsub
-from ..launch import launch
+from ..int4.tc import float_unpack
+from ..tiling import by_row, oriented_dot, pick, split_k_launch, swap_ab_tile, tile_store, tile_zeros, x_step
+from .unpack import trit_floats, trits
 
-TC_CONFIGS = [  # (max M, config)
-    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
-    (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, num_warps=4, num_stages=4)),
-    (1 << 62, dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)),
+# (max M, config): int4/tc.py's tiles (the same 4 bits per weight); not yet swept for trits on a GPU
+TC_CONFIGS = [
+    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
+              num_stages=3)),
+    (32, dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
+              num_stages=3)),
+    (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=True, num_warps=4,
+              num_stages=3)),
+    (1 << 62, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, SWAP=False, SCALE_AFTER=False, num_warps=8,
+                   num_stages=3)),
 ]
 
 
 @triton.jit
-def _trit_tile(t1_ptr, t2_ptr, a1_ptr, a2_ptr, offs_n, n_mask, k0, KW, NG, G, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, GSUB: tl.constexpr):
-    """The weight tile [BLOCK_N, BLOCK_K] at k0: a1 * T1 + a2 * T2 (trits = 2-bit codes - 1)."""
-    NSUB: tl.constexpr = BLOCK_K // GSUB
-    shifts = tl.arange(0, 16) * 2
+def _plane(t_ptr, offs_n, n_mask, k0, KW, DT: tl.constexpr, FLOAT_UNPACK: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One trit plane's [BLOCK_N, BLOCK_K] tile at k0, exact, in DT."""
     wi = k0 // 16 + tl.arange(0, BLOCK_K // 16)
-    wmask = n_mask[:, None] & (wi < KW)[None, :]
-    w1 = tl.load(t1_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
-    w2 = tl.load(t2_ptr + offs_n[:, None] * KW + wi[None, :], mask=wmask, other=0)
-    c1 = ((w1[:, :, None] >> shifts[None, None, :]) & 3) - 1
-    c2 = ((w2[:, :, None] >> shifts[None, None, :]) & 3) - 1
-    c1 = tl.reshape(c1.to(tl.float32), [BLOCK_N, NSUB, GSUB])
-    c2 = tl.reshape(c2.to(tl.float32), [BLOCK_N, NSUB, GSUB])
-    a1 = group_scales(a1_ptr, offs_n, n_mask, k0, G, NG, NSUB, GSUB)
-    a2 = group_scales(a2_ptr, offs_n, n_mask, k0, G, NG, NSUB, GSUB)
-    return tl.reshape(c1 * a1[:, :, None] + c2 * a2[:, :, None], [BLOCK_N, BLOCK_K])
+    words = tl.load(t_ptr + offs_n[:, None] * KW + wi[None, :], mask=n_mask[:, None] & (wi < KW)[None, :], other=0)
+    if FLOAT_UNPACK:
+        t = trit_floats(words, DT)
+    else:
+        t = trits(words).to(DT)
+    return t
 
 
 @triton.jit
-def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, stride_xm, stride_ym,
-                HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                GSUB: tl.constexpr):
+def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm,
+                stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr,
+                SCALE_AFTER: tl.constexpr, FLOAT_UNPACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr):
     offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
-    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        w = _trit_tile(t1_ptr, t2_ptr, a1_ptr, a2_ptr, offs_n, n_mask, k0, KW, NG, G, BLOCK_N, BLOCK_K, GSUB)
-        acc = swap_ab_step(acc, w, x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K)
-    swap_ab_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS)
+    acc = tile_zeros(BLOCK_M, BLOCK_N, SWAP)
+    k_lo = tl.program_id(2) * K_SPLIT
+    for k0 in range(k_lo, min(k_lo + K_SPLIT, K), BLOCK_K):
+        x = x_step(x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K)
+        t1 = _plane(t1_ptr, offs_n, n_mask, k0, KW, x.dtype, FLOAT_UNPACK, BLOCK_K)
+        t2 = _plane(t2_ptr, offs_n, n_mask, k0, KW, x.dtype, FLOAT_UNPACK, BLOCK_K)
+        g = k0 // G
+        a1 = tl.load(a1_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
+        a2 = tl.load(a2_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
+        if SCALE_AFTER:
+            acc += (oriented_dot(t1, x, None, SWAP) * by_row(a1, SWAP)
+                    + oriented_dot(t2, x, None, SWAP) * by_row(a2, SWAP))
+        else:
+            if FLOAT_UNPACK and a1_ptr.dtype.element_ty == x_ptr.dtype.element_ty:
+                # in x's type (two values per instruction): a1 t1 and a2 t2 exact, one rounding of their sum
+                w = t1 * a1.to(x.dtype)[:, None] + t2 * a2.to(x.dtype)[:, None]
+            else:
+                w = (t1.to(tl.float32) * a1[:, None] + t2.to(tl.float32) * a2[:, None]).to(x.dtype)
+            acc = oriented_dot(w, x, acc, SWAP)
+    tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS, ATOMIC, SWAP)
 
 
 def ternary_tc(x2, t1, t2, a1, a2, bias, G: int, y, config=None):
-    """x2 [M, K] (unit stride) -> y [M, N] (preallocated); G = the normalized group."""
-    M, K = x2.shape
+    """x2 [M, K] (unit stride) -> y [M, N] (preallocated); G = the normalized group; config: TC_CONFIGS' keys."""
     w1, w2 = as_words(t1), as_words(t2)
-    N, KW = w1.shape
-    cfg = dict(config or pick(TC_CONFIGS, M))
-    b = bias if bias is not None else a1
-    launch(_ternary_tc, tc_grid(N, M, cfg), x2, w1, w2, a1, a2, b, y, M, N, K, KW, a1.shape[1], G, x2.stride(0),
-                                    y.stride(0), HAS_BIAS=bias is not None, GSUB=tc_gsub(G, K, cfg["BLOCK_K"]),
-                                    **cfg)
-    return y
+    cfg = dict(config or pick(TC_CONFIGS, x2.shape[0]))
+    cfg.setdefault("FLOAT_UNPACK", float_unpack(x2.dtype))
+    return split_k_launch(_ternary_tc, x2, (w1, w2, a1, a2), bias, y, w1.shape[0], w1.shape[1], a1.shape[1], G, cfg)

@@ -1,8 +1,12 @@
 """Ternary trit-plane Triton kernels vs the reference."""
 import pytest
 import torch
+import triton
+import triton.language as tl
 
+from qpass.kernels import formats as F
 from qpass.kernels.ternary import reference as R
+from qpass.kernels.ternary.unpack import trit_floats, trits
 from qpass.kernels.ternary.ternary import ternary_linear_triton
 
 from kernels_util import rel_err, ternary_case
@@ -80,3 +84,40 @@ def test_ternary_m1_kernel_choice():
     x, p1, p2, a1, a2, b = ternary_case(1, 8, 64, 16, h)
     with pytest.raises(ValueError, match="gemv4"):
         ternary_linear_triton(x, p1, p2, a1, a2, b, 16, kernel="gemv4")
+
+
+@triton.jit
+def _unpack_trits(w_ptr, f_ptr, i_ptr, R: tl.constexpr, C: tl.constexpr):
+    r = tl.arange(0, R)[:, None]
+    words = tl.load(w_ptr + r * C + tl.arange(0, C)[None, :])
+    out = r * (16 * C) + tl.arange(0, 16 * C)[None, :]
+    tl.store(f_ptr + out, trit_floats(words, f_ptr.dtype.element_ty))
+    tl.store(i_ptr + out, trits(words))
+
+
+def test_trit_floats_are_the_exact_trits():
+    """ternary/unpack.py: both unpacks give formats.pack_trits' trits in pack order, exactly: every trit value in
+    every position of a word (fp16 in the interpreter; bf16 runs compiled only: the interpreter's bf16 is wrong)."""
+    cols, rows = torch.arange(64), torch.arange(4)[:, None]
+    t = ((cols // 16 + cols % 16 + rows) % 3 - 1).to(torch.int8)  # word j, trit p: (j + p + row) % 3 - 1
+    words = F.as_words(F.pack_trits(t))
+    f = torch.empty(t.shape, dtype=torch.float16)
+    i = torch.empty(t.shape, dtype=torch.int32)
+    _unpack_trits[(1,)](words, f, i, t.shape[0], words.shape[1])
+    assert torch.equal(f.float(), t.float()) and torch.equal(i, t.int())
+
+
+@pytest.mark.parametrize("swap", [True, False])
+@pytest.mark.parametrize("scale_after", [False, True])
+@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("M,N,K,G", [(5, 72, 200, 64), (18, 40, 384, 32), (3, 48, 136, -1)])
+@pytest.mark.parametrize("float_unpack", [True, False])
+def test_ternary_tc_every_form(M, N, K, G, swap, scale_after, split, float_unpack):
+    """Every form of the ternary tensor-core tile (ternary/tc.py): orientation, scales on the tile or on the two
+    trit products, split-K (fp32 atomics + the bias after), K tails (K not a multiple of 16) and a group smaller than
+    the configured K step, the trits unpacked to floats directly or through int32."""
+    x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, torch.float16)
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, SPLIT_K=split, SWAP=swap, SCALE_AFTER=scale_after,
+               FLOAT_UNPACK=float_unpack, num_warps=4, num_stages=2)
+    y = ternary_linear_triton(x, p1, p2, a1, a2, b, G, config=cfg, kernel="tc")
+    assert rel_err(y, R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)) < 2e-3
