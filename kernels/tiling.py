@@ -1,12 +1,17 @@
 """The tile skeleton shared by the tiled kernels: grouped tile order, M-bucket configs, [rows, K] views of x.
 
-The tensor-core kernels of W4A16 (int4/tc.py) and ternary (ternary/tc.py) share one skeleton, "swap AB"
-(acc[N-tile, M-tile] = W_deq . X^T, so the weight tile fills the >= 64-row slot of wgmma even for small M):
-the tile offsets (`swap_ab_tile`), the per-K-step group scales (`group_scales`), the x load + dot (`swap_ab_step`)
-and the bias + transposed store (`swap_ab_store`) are @triton.jit helpers (inlined: the same code as written out
-in each kernel), and the launch (M-bucketed configs `pick`, `tc_gsub`, `tc_grid`) is shared Python. The
-format-specific part is only the in-register weight decode of each kernel's K loop (a separate helper per format,
-not a function passed as a constexpr argument: plain calls are what every supported Triton and the interpreter take).
+Two skeletons of "swap AB" tensor-core tiles (acc[N-tile, M-tile] = W_deq . X^T, so the weight tile fills the
+>= 64-row slot of wgmma even for small M):
+  * the split-K oriented tile of W4A16 (int4/tc.py) and ternary (ternary/tc.py): each K step inside one weight
+    group, either orientation (`SWAP`), the x step (`x_step`), the dot (`oriented_dot`), per-row / per-column
+    broadcasts (`by_row`, `by_col`), the store or split-K atomic add (`tile_store`) and the launch
+    (`split_k_launch`: zeroed fp32 buffer and the bias after the last split);
+  * the sub-grouped tile of W8A16 (int8/w8a16.py): tile offsets (`swap_ab_tile`, also used by the first), group
+    scales per K step (`group_scales`), x load + dot (`swap_ab_step`), bias + transposed store (`swap_ab_store`),
+    M-bucketed configs (`pick`, `tc_gsub`, `tc_grid`).
+The @triton.jit helpers are inlined (the same code as written out in each kernel). The format-specific part is
+only the in-register weight decode of each kernel's K loop (a separate helper per format, not a function passed as
+a constexpr argument: plain calls are what every supported Triton and the interpreter take).
 """
 from __future__ import annotations
 
