@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..tiling import split_launch
-from . import gemv, gemv4, tc
+from . import dequant, gemv, gemv4, tc
 
 
 def shipped_configs():
@@ -26,4 +26,8 @@ def shipped_configs():
             out.append((f"ternary_tc[{dt},M<={max_m}]", tc._ternary_tc,
                         dict(tsig, M="i32", K_SPLIT="i32", y_ptr="*fp32" if split > 1 else dt),
                         {"HAS_BIAS": False, "ATOMIC": split > 1, "FLOAT_UNPACK": True, **c}, o))
+        c, o = split_launch(dequant.DEQUANT_CONFIG)
+        out.append((f"ternary_dequant[{dt}]", dequant._ternary_dequant,
+                    dict(t1_ptr="*i32", t2_ptr="*i32", a1_ptr=dt, a2_ptr=dt, o_ptr=dt, N="i32", K="i32", KW="i32",
+                         NG="i32", G="i32"), c, o))
     return out

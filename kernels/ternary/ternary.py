@@ -2,8 +2,9 @@
 
 Planes use formats.pack_trits (2 bits per trit, code t + 1, 16 trits per int32 word). Kernel by M
 (`ternary_linear_triton`, `kernel=` overrides): at M = 1 "gemv4" (ternary/gemv4.py: fp16/bf16 x, groups of 32k or
-per-channel, K <= 16384), else "gemv2" (ternary/gemv.py); "tc" (ternary/tc.py, swap-AB tensor cores building
-a1*T1 + a2*T2 in registers) for M > 1.
+per-channel, K <= 16384), else "gemv2" (ternary/gemv.py); "tc" (ternary/tc.py, split-K tensor cores building
+a1*T1 + a2*T2 in registers) for 2 <= M < DEQUANT_MIN_M, and every M > 1 off CUDA; "dequant" (ternary/dequant.py +
+cuBLAS: the dense weight in one pass, then the bf16 GEMM) from DEQUANT_MIN_M rows on CUDA.
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import torch
 from ..checks import check_ternary
 from ..formats import norm_group
 from ..tiling import rows
+from .dequant import dequantize_ternary_triton
 from .gemv import ternary_gemv2
 from .gemv4 import gemv4_supported, ternary_gemv4, ternary_gemv4_plan
 from .tc import ternary_tc
 
-KERNELS = ("gemv4", "gemv2", "tc")
+KERNELS = ("gemv4", "gemv2", "tc", "dequant")
 LAUNCHERS = {"gemv4": ternary_gemv4, "gemv2": ternary_gemv2, "tc": ternary_tc}
+DEQUANT_MIN_M = 65  # W4A16's switch (int4/w4a16.py: the same 4 bits per weight, measured there); not swept for trits
 
 
 def supported_group(K: int, group_size: int) -> bool:
@@ -47,6 +50,8 @@ def ternary_linear_triton(x, t1, t2, a1, a2, bias, group_size: int, config=None,
 def choose_kernel(x2, group_size: int) -> str:
     """The default kernel for x2 [M, K] (see the module docstring)."""
     M, K = x2.shape
+    if M >= DEQUANT_MIN_M and x2.is_cuda:
+        return "dequant"
     if M > 1:
         return "tc"
     return "gemv4" if gemv4_supported(x2, K, group_size) else "gemv2"
@@ -66,6 +71,9 @@ def run(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):
     x2 = rows(x)
     M, N = x2.shape[0], t1.shape[0]
     kernel = kernel or choose_kernel(x2, group_size)
+    if kernel == "dequant":
+        w = dequantize_ternary_triton(t1, t2, a1, a2, norm_group(K, group_size), K, x.dtype)
+        return torch.nn.functional.linear(x, w, bias)
     y = torch.empty(M, N, dtype=x.dtype, device=x.device)
     LAUNCHERS[kernel](x2, t1, t2, a1, a2, bias, norm_group(K, group_size), y, config=config)
     return y.reshape(*x.shape[:-1], N)

@@ -49,7 +49,7 @@ def test_ternary_matches_reference(M, N, K, G, dtype):
 def test_ternary_both_kernels_any_m(M, N, K, G):
     x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, torch.float16)
     yr = R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)
-    for kernel in ("gemv4", "gemv2", "tc"):  # the "gemv" variant: test_variants.py
+    for kernel in ("gemv4", "gemv2", "tc", "dequant"):  # the "gemv" variant: test_variants.py
         assert rel_err(ternary_linear_triton(x, p1, p2, a1, a2, b, G, kernel=kernel), yr) < 2e-3
 
 
@@ -70,7 +70,7 @@ def test_ternary_gemv4_persistent_rows_match_reference(N, K, G, dtype, nprog):
     assert rel_err(y.float(), yr) < (1e-2 if dtype == torch.bfloat16 else 2e-3)
 
 
-def test_ternary_m1_kernel_choice():
+def test_ternary_kernel_choice(monkeypatch):
     """gemv4 where it applies (fp16/bf16, groups of 32k or per-channel, K <= 16384), gemv2 otherwise; tc for M > 1;
     asking for gemv4 where it does not apply is refused by name."""
     from qpass.kernels.ternary.ternary import choose_kernel
@@ -81,6 +81,11 @@ def test_ternary_m1_kernel_choice():
     assert choose_kernel(torch.zeros(1, 4096), 128) == "gemv2"  # fp32 x
     assert choose_kernel(torch.zeros(1, 16400, dtype=h), 128) == "gemv2"  # row longer than one chunk
     assert choose_kernel(torch.zeros(2, 4096, dtype=h), 128) == "tc"
+    assert choose_kernel(torch.zeros(65, 4096, dtype=h), 128) == "tc"  # dequantize + cuBLAS: on CUDA only
+    meta_x = torch.zeros(65, 4096, dtype=h, device="meta")
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert choose_kernel(meta_x, 128) == "dequant" and choose_kernel(meta_x[:64], 128) == "tc"
+    monkeypatch.undo()
     x, p1, p2, a1, a2, b = ternary_case(1, 8, 64, 16, h)
     with pytest.raises(ValueError, match="gemv4"):
         ternary_linear_triton(x, p1, p2, a1, a2, b, 16, kernel="gemv4")
@@ -121,3 +126,17 @@ def test_ternary_tc_every_form(M, N, K, G, swap, scale_after, split, float_unpac
                FLOAT_UNPACK=float_unpack, num_warps=4, num_stages=2)
     y = ternary_linear_triton(x, p1, p2, a1, a2, b, G, config=cfg, kernel="tc")
     assert rel_err(y, R.ternary_linear_ref(x, p1, p2, a1, a2, b, G)) < 2e-3
+
+
+@pytest.mark.parametrize("N,K,G", [(33, 200, 64), (16, 512, 32), (9, 172, -1), (40, 1024, 256), (5, 48, 16)])
+def test_ternary_dequant_is_the_dense_weight(N, K, G):
+    """ternary/dequant.py: a1*T1 + a2*T2 [N, K] from the packed planes, K tails (K not a multiple of 16), groups of
+    one word, per-channel scales; fp32 output exact against the reference's dense weight."""
+    from qpass.kernels.formats import norm_group
+    from qpass.kernels.ternary.dequant import dequantize_ternary_triton
+    t1, t2, a1, a2 = F.quantize_ternary(torch.randn(N, K), G)
+    Gn = norm_group(K, G)
+    dense = (t1.float() * a1.repeat_interleave(Gn, dim=1)[:, :K] + t2.float() * a2.repeat_interleave(Gn, dim=1)[:, :K])
+    out = dequantize_ternary_triton(F.pack_trits(t1), F.pack_trits(t2), a1, a2, Gn, K, torch.float32,
+                                    config=dict(BLOCK_N=8, BLOCK_KW=4, num_warps=1))
+    assert torch.equal(out, dense)
