@@ -1,3 +1,2 @@
-# issue 20: the per-signature plans on hardware, then host µs per op (gpu34; the three-shape prompt sweep that was
-# here is covered by gpu33)
-bash .gpu/gpu34.sh
+# (was: the plan check, now gpu32) ternary prefill: the new split-K tile and dequantize + cuBLAS, timed and checked
+bash .gpu/gpu35.sh
