@@ -32,15 +32,38 @@ from qpass.kernels.tiling import cdiv  # noqa: E402
 
 
 @triton.jit
-def _row_step(acc, lo, hi, s, z, xp_ptr, xc_ptr, m, M, KW, KC, widx, cidx, HW: tl.constexpr):
+def _prmt(a, b, SEL: tl.constexpr, HW: tl.constexpr):
+    """Bytes of (a, b) picked by the selector: 0x6420 -> (a0, a2, b0, b2), 0x7531 -> (a1, a3, b1, b3)."""
+    if HW:
+        out = tl.inline_asm_elementwise(f"prmt.b32 $0, $1, $2, {SEL};", "=r,r,r", [a, b], dtype=tl.int32,
+                                        is_pure=True, pack=1)
+    elif SEL == 0x6420:
+        out = (a & 0xFF) | ((a >> 8) & 0xFF00) | ((b & 0xFF) << 16) | ((b << 8) & -16777216)
+    else:
+        out = ((a >> 8) & 0xFF) | ((a >> 16) & 0xFF00) | ((b << 8) & 0xFF0000) | (b & -16777216)
+    return out
+
+
+@triton.jit
+def _row_step(acc, lo, hi, s, z, xp_ptr, xc_ptr, m, M, KW, KC, widx, cidx, IN_PREP: tl.constexpr, HW: tl.constexpr):
     """acc [BLOCK_N, NV] += the scaled dp4a partials of row m of x against the unpacked words lo / hi
-    [BLOCK_N, NV, 4] (rows past M: zeros)."""
+    [BLOCK_N, NV, 4] (rows past M: zeros). IN_PREP: x read as it is (xp_ptr: x as int32 [M, K / 4]), its bytes
+    reordered (prmt) and summed (dp4a with ones) here instead of by `prepare_x`."""
     kw_lim = tl.where(m < M, KW, 0)
-    kc_lim = tl.where(m < M, KC, 0)
-    base = xp_ptr + m * 2 * KW
-    even = tl.load(base + widx, mask=widx < kw_lim, other=0)  # [1, NV, 4]
-    odd = tl.load(base + KW + widx, mask=widx < kw_lim, other=0)
-    xsum = tl.load(xc_ptr + m * KC + cidx, mask=cidx < kc_lim, other=0).to(tl.float32)  # [1, NV]
+    if IN_PREP:
+        pair = tl.load(xp_ptr + m * 2 * KW + (2 * widx)[:, :, :, None] + tl.arange(0, 2)[None, None, None, :],
+                       mask=(widx < kw_lim)[:, :, :, None], other=0)  # [1, NV, 4, 2]: x's 8 bytes per word
+        a, b = tl.split(pair)
+        even = _prmt(a, b, 0x6420, HW)
+        odd = _prmt(a, b, 0x7531, HW)
+        xsum = tl.sum(_dp4a(even * 0 + 0x01010101, even, _dp4a(even * 0 + 0x01010101, odd, even * 0, HW), HW),
+                      axis=2).to(tl.float32)
+    else:
+        kc_lim = tl.where(m < M, KC, 0)
+        base = xp_ptr + m * 2 * KW
+        even = tl.load(base + widx, mask=widx < kw_lim, other=0)  # [1, NV, 4]
+        odd = tl.load(base + KW + widx, mask=widx < kw_lim, other=0)
+        xsum = tl.load(xc_ptr + m * KC + cidx, mask=cidx < kc_lim, other=0).to(tl.float32)  # [1, NV]
     d = tl.sum(_dp4a(lo, even, _dp4a(hi, odd, lo * 0, HW), HW), axis=2).to(tl.float32)  # [BLOCK_N, NV]
     return acc + s * (d - z * xsum)
 
@@ -61,7 +84,8 @@ def _store_rows(acc, m, M, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_
 @triton.jit
 def _w4a8_rows(xp_ptr, xc_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, KW, KC, NG, stride_ym,
                GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
-               HW: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+               IN_PREP: tl.constexpr, HW: tl.constexpr, R: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_KW: tl.constexpr):
     # R <= 8 rows per program, one accumulator each (explicit: loop-carried values are named variables)
     NV: tl.constexpr = BLOCK_KW // 4
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -93,17 +117,17 @@ def _w4a8_rows(xp_ptr, xc_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, M, N, 
             z = tl.full([BLOCK_N, NV], 8.0, tl.float32)
         lo = words & _LOW4
         hi = (words >> 4) & _LOW4
-        acc0 = _row_step(acc0, lo, hi, s, z, xp_ptr, xc_ptr, m0, M, KW, KC, widx, cidx, HW)
+        acc0 = _row_step(acc0, lo, hi, s, z, xp_ptr, xc_ptr, m0, M, KW, KC, widx, cidx, IN_PREP, HW)
         if R > 1:
-            acc1 = _row_step(acc1, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 1, M, KW, KC, widx, cidx, HW)
+            acc1 = _row_step(acc1, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 1, M, KW, KC, widx, cidx, IN_PREP, HW)
         if R > 2:
-            acc2 = _row_step(acc2, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 2, M, KW, KC, widx, cidx, HW)
-            acc3 = _row_step(acc3, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 3, M, KW, KC, widx, cidx, HW)
+            acc2 = _row_step(acc2, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 2, M, KW, KC, widx, cidx, IN_PREP, HW)
+            acc3 = _row_step(acc3, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 3, M, KW, KC, widx, cidx, IN_PREP, HW)
         if R > 4:
-            acc4 = _row_step(acc4, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 4, M, KW, KC, widx, cidx, HW)
-            acc5 = _row_step(acc5, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 5, M, KW, KC, widx, cidx, HW)
-            acc6 = _row_step(acc6, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 6, M, KW, KC, widx, cidx, HW)
-            acc7 = _row_step(acc7, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 7, M, KW, KC, widx, cidx, HW)
+            acc4 = _row_step(acc4, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 4, M, KW, KC, widx, cidx, IN_PREP, HW)
+            acc5 = _row_step(acc5, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 5, M, KW, KC, widx, cidx, IN_PREP, HW)
+            acc6 = _row_step(acc6, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 6, M, KW, KC, widx, cidx, IN_PREP, HW)
+            acc7 = _row_step(acc7, lo, hi, s, z, xp_ptr, xc_ptr, m0 + 7, M, KW, KC, widx, cidx, IN_PREP, HW)
     _store_rows(acc0, m0, M, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS, HAS_XS)
     if R > 1:
         _store_rows(acc1, m0 + 1, M, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS, HAS_XS)
@@ -129,23 +153,27 @@ def prepare_x(x):
 
 
 def w4a8_rows(x, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero=None, R=8, BLOCK_N=16, BLOCK_KW=32,
-              num_warps=4, prepared=None):
+              num_warps=4, prepared=None, in_prep=False):
     """The candidate for x int8 [M, K] (the shipped op's arguments: per-row steps [N] or per-group [N, NG]);
     `prepared`: `prepare_x(x)` made beforehand (the kernel alone: a shipped form would have the activation
-    quantizer write x in this layout)."""
+    quantizer write x in this layout); `in_prep`: the kernel reorders and sums x itself (K % 8 == 0)."""
     M, K = x.shape
     words = fmt.as_words(qweight)
     N, KW = words.shape
-    xp, xc = prepared if prepared is not None else prepare_x(x)
+    if in_prep:
+        assert K % 8 == 0 and x.is_contiguous()
+        xp, xc = x.view(torch.int32), x.new_zeros(1, dtype=torch.int32)
+    else:
+        xp, xc = prepared if prepared is not None else prepare_x(x)
     grouped = 0 < group_size < K
     s = w_scale if grouped else w_scale.reshape(N, 1)
     z = w_zero if w_zero is None or grouped else w_zero.reshape(N, 1)
     y = torch.empty(M, N, dtype=out_dtype, device=x.device)
     _w4a8_rows[(cdiv(N, BLOCK_N), cdiv(M, R))](
         xp, xc, words, s, z if z is not None else s, bias if bias is not None else s,
-        x_scale if x_scale is not None else s, y, M, N, KW, xc.shape[1], s.shape[1], y.stride(0),
+        x_scale if x_scale is not None else s, y, M, N, KW, xc.shape[-1], s.shape[1], y.stride(0),
         GW=group_size // 8 if grouped else 0, HAS_ZERO=z is not None, HAS_BIAS=bias is not None,
-        HAS_XS=x_scale is not None, HW=not CPU, R=R, BLOCK_N=BLOCK_N, BLOCK_KW=BLOCK_KW, num_warps=num_warps)
+        HAS_XS=x_scale is not None, IN_PREP=in_prep, HW=not CPU, R=R, BLOCK_N=BLOCK_N, BLOCK_KW=BLOCK_KW, num_warps=num_warps)
     return y
 
 
@@ -168,15 +196,17 @@ def rel(a, b):
 
 def check_cpu():
     for M, N, K, G, zeros, R, bn, bkw in [(3, 37, 200, 64, True, 4, 8, 8), (8, 20, 520, 32, False, 8, 4, 16),
-                                          (5, 9, 64, 0, True, 2, 4, 4), (1, 33, 1000, 0, False, 8, 16, 32),
+                                          (5, 9, 64, 0, True, 2, 4, 4), (1, 33, 1000, 0, False, 8, 16, 32), (6, 24, 512, 64, False, 8, 8, 16),
                                           (9, 16, 256, 128, True, 8, 8, 8)]:
         x, p, ws, wz, xs = case(M, N, K, G, zeros, "cpu", seed=M + N + K)
         b = torch.randn(N)
-        y = w4a8_rows(x, p, ws, xs, b, torch.float32, G, wz, R=R, BLOCK_N=bn, BLOCK_KW=bkw, num_warps=1)
         r = ref8.w4a8_linear_ref(x, p, ws, xs, b, torch.float32, G, None, w_zero=wz)
-        e = rel(y, r)
-        print(f"M={M} N={N} K={K} G={G} zeros={zeros} R={R}: rel err {e:.2e}", flush=True)
-        assert e < 1e-5, e
+        for in_prep in ((False, True) if K % 8 == 0 else (False,)):
+            y = w4a8_rows(x, p, ws, xs, b, torch.float32, G, wz, R=R, BLOCK_N=bn, BLOCK_KW=bkw, num_warps=1,
+                          in_prep=in_prep)
+            e = rel(y, r)
+            print(f"M={M} N={N} K={K} G={G} zeros={zeros} R={R} in_prep={in_prep}: rel err {e:.2e}", flush=True)
+            assert e < 1e-5, e
     print("cpu check ok")
 
 
@@ -220,10 +250,14 @@ def time_gpu():
                 c = cfgs[best[1]]
                 row["best_with_x_prep"] = graph_time_us([lambda a=a: w4a8_rows(xm, a, ws, xsm, None, torch.bfloat16,
                                                                               64, wz, **c) for a in ps])
+                y = w4a8_rows(xm, p, ws, xsm, None, torch.bfloat16, 64, wz, in_prep=True, **c)
+                assert rel(y, ref) < 1e-2, rel(y, ref)
+                row["best_in_kernel_prep"] = graph_time_us([lambda a=a: w4a8_rows(
+                    xm, a, ws, xsm, None, torch.bfloat16, 64, wz, in_prep=True, **c) for a in ps])
                 table.append(row)
                 print(f"N={N:5d} K={K:5d} M={M:2d} zeros={zeros!s:5}: bf16 {row['bf16']:6.1f}  shipped "
                       f"{row['shipped']:6.1f}  rows kernel {best[0]:6.1f} ({best[1]}), with x prep "
-                      f"{row['best_with_x_prep']:6.1f}  | " + " | ".join(f"{k} {row[k]:.1f}" for k in cfgs), flush=True)
+                      f"{row['best_with_x_prep']:6.1f}, x prepared in the kernel {row['best_in_kernel_prep']:6.1f}  | " + " | ".join(f"{k} {row[k]:.1f}" for k in cfgs), flush=True)
             del ps, wbs
     if os.environ.get("OUT"):
         import json
