@@ -74,11 +74,11 @@ def _hooked() -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
-def _direct_launch(entry, values, stream) -> None:
+def _direct_launch(entry, values, stream, hooked: bool) -> None:
     _, compiled, run, function, packed_metadata, _, g = entry
     hooks = knobs.runtime
     # the launch metadata is the enter hook's argument: built only when a hook will read it
-    metadata = compiled.launch_metadata(g, stream, *values) if _hooked() else None
+    metadata = compiled.launch_metadata(g, stream, *values) if hooked else None
     run(g[0], g[1], g[2], stream, function, packed_metadata, metadata, hooks.launch_enter_hook,
         hooks.launch_exit_hook, *values)
 
@@ -112,7 +112,7 @@ class BoundLaunch:
     """`launch(kernel, grid, *args, **meta)` with `args` a template: TENSOR marks the slots that each call fills,
     in order; every other argument, the grid and meta are fixed. Made once per op signature (`bind`)."""
 
-    __slots__ = ("kernel", "grid", "npos", "meta", "values", "slots", "interpret", "key")
+    __slots__ = ("kernel", "grid", "npos", "meta", "values", "slots", "interpret", "key", "tail")
 
     def __init__(self, kernel, grid: tuple, args: Sequence, meta: dict):
         self.kernel, self.grid, self.npos, self.meta = kernel, tuple(grid), len(args), dict(meta)
@@ -123,13 +123,21 @@ class BoundLaunch:
         # the driver launcher's values: the positional arguments, then the non-constexpr named ones in order
         self.values = list(args) + [meta[name] for name in (order or ())[len(args):]]
         self.slots = tuple(i for i, a in enumerate(args) if a is TENSOR)
+        # the usual template has its tensors first: a call's values are then its pointers + this tail
+        self.tail = self.values[len(self.slots):] if self.slots == tuple(range(len(self.slots))) else None
+
+    def _filled(self, items) -> list:
+        """The launch values with the tensor slots holding `items` (the tensors, or their addresses)."""
+        if self.tail is not None:
+            return list(items) + self.tail
+        values = self.values.copy()
+        for i, t in zip(self.slots, items):
+            values[i] = t
+        return values
 
     def __call__(self, *tensors: Tensor) -> None:
-        values = self.values.copy()
         if self.interpret:
-            for i, t in zip(self.slots, tensors):
-                values[i] = t
-            self.kernel[self.grid](*values[:self.npos], **self.meta)
+            self.kernel[self.grid](*self._filled(tensors)[:self.npos], **self.meta)
             return
         current_device, current_stream = _DEVICE_STREAM or _driver()
         device = current_device()
@@ -142,17 +150,11 @@ class BoundLaunch:
         pointers = [t.data_ptr() for t in tensors]
         key = (self.key, device, tuple([(t.dtype, p & 15) for t, p in zip(tensors, pointers)]))
         entry = _COMPILED.get(key)
-        if entry is None or _hooked():
-            for i, t in zip(self.slots, tensors):
-                values[i] = t
-            if entry is None:
-                _first_launch(key, self.kernel, self.grid, values[:self.npos], self.meta)
-            else:  # a launch hook (profiler) reads the arguments as Triton passes them
-                _direct_launch(entry, values, current_stream(device))
-            return
-        for i, p in zip(self.slots, pointers):
-            values[i] = p
-        _direct_launch(entry, values, current_stream(device))
+        hooked = _hooked()
+        if entry is None:
+            _first_launch(key, self.kernel, self.grid, self._filled(tensors)[:self.npos], self.meta)
+        else:  # a launch hook (profiler) reads the arguments as Triton passes them: the tensors
+            _direct_launch(entry, self._filled(tensors if hooked else pointers), current_stream(device), hooked)
 
 
 def bind(kernel, grid: tuple, args: Sequence, meta: dict) -> BoundLaunch:
