@@ -12,21 +12,13 @@ import triton
 import triton.language as tl
 
 from ..formats import as_words
+from ..int4 import tc as int4_tc
 from ..int4.tc import float_unpack
 from ..tiling import by_row, oriented_dot, pick, split_k_launch, swap_ab_tile, tile_store, tile_zeros, x_step
 from .unpack import trit_floats, trits
 
 # (max M, config): int4/tc.py's tiles (the same 4 bits per weight); not yet swept for trits on a GPU
-TC_CONFIGS = [
-    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
-              num_stages=3)),
-    (32, dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
-              num_stages=3)),
-    (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=True, num_warps=4,
-              num_stages=3)),
-    (1 << 62, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, SWAP=False, SCALE_AFTER=False, num_warps=8,
-                   num_stages=3)),
-]
+TC_CONFIGS = int4_tc.TC_CONFIGS
 
 
 @triton.jit
