@@ -6,9 +6,10 @@ Kernel by M (`w4a16_linear_triton`, `kernel=` overrides):
   * "tc" (int4/tc.py): 2 <= M < DEQUANT_MIN_M, and every M off CUDA: tensor-core GEMM, int4 unpack in registers,
     split-K at small M (H200, `benchmarks/w4a16_prompt_sweep.py`, Llama-3-8B shapes: 14.9-41.5 us at M = 16,
     18.0-48.3 us at M = 64, 0.71-1.05x bf16, where the previous 3-D-reshape kernel took 29-298 us);
-  * "dequant" (int4/dequant.py + cuBLAS): M >= DEQUANT_MIN_M on CUDA (one HBM pass over W, then the bf16 GEMM;
-    same sweep: 26-83 us at M = 128 where "tc" took 43-153 us on two of three shapes; 0.52-0.88x bf16 from
-    M = 256).
+  * "dequant" (int4/dequant.py + cuBLAS): M >= DEQUANT_MIN_M on CUDA (one HBM pass over W, then the bf16 GEMM).
+    At M = 128 "tc" is the faster of the two on both GPUs measured: H200 (2026-12-05) 25.3 / 65.7 / 77.9 us vs
+    26.3 / 78.1 / 82.0 on the three shapes; H100 (2026-12-07, codes unpacked straight to bf16) 24.9 vs 29.1 us at
+    4096x4096 and 77.7 vs 106.3 at 4096x14336. From M = 256 dequant wins (H100: 32.9 vs 43.9, 113.8 vs 147.2 us).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .gemv2 import w4a16_gemv2
 from .tc import w4a16_tc
 
 GEMV4_MAX_M = 1
-DEQUANT_MIN_M = 65
+DEQUANT_MIN_M = 129
 KERNELS = ("gemv4", "gemv2", "dequant", "tc")
 
 

@@ -110,3 +110,13 @@ def test_nibble_floats_are_the_exact_codes(has_zero):
     i = torch.empty(q.shape, dtype=torch.int32)
     _unpack_both[(1,)](words, f, i, q.shape[0], words.shape[1], has_zero)
     assert torch.equal(f.float(), q.float()) and torch.equal(i, q.int())
+
+
+def test_w4a16_kernel_by_rows(monkeypatch):
+    """The decode GEMV at one row, the tensor-core tile up to 128 rows (it beats dequantize + cuBLAS there on the
+    H100 and the H200), dequantize + cuBLAS from 129 on CUDA; the tile everywhere off CUDA."""
+    from qpass.kernels.int4.w4a16 import choose_kernel
+    x = torch.zeros(129, 4096, dtype=torch.bfloat16, device="meta")
+    assert choose_kernel(x, 128) == "tc"  # meta / CPU: no dequantize path
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert [choose_kernel(x[:m], 128) for m in (1, 2, 64, 128, 129)] == ["gemv4", "tc", "tc", "tc", "dequant"]
