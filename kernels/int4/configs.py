@@ -44,12 +44,13 @@ def shipped_configs():
                     {"HAS_ZERO": True, "INT_OUT": False, "STEPS": False, **c}, o))
         out.append((f"int4_unpack_i8[{dt}]", dequant._int4_dequant, dict(dsig, o_ptr="*i8"),
                     {"HAS_ZERO": False, "INT_OUT": True, "STEPS": False, **c}, o))
-        tsig = dict(sig, M="i32", K_SPLIT="i32", y_ptr="*fp32")
+        tsig = dict(sig, M="i32", K_SPLIT="i32", y_ptr="*fp32", xs_ptr="*fp32")
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
             split = c.pop("SPLIT_K")
             for zero in (False, True):
                 out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero}]", tc._w4a16_tc,
                             tsig if split > 1 else dict(tsig, y_ptr=dt),
-                            {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True, **c}, o))
+                            {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True, "HAS_XS": False,
+                             **c}, o))
     return out

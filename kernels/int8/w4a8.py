@@ -7,6 +7,8 @@ overrides):
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
+  * "tc" (on request only until timed against "mma", `.gpu/w4a8_tc_probe.py`): W4A16's split-K tensor-core tile
+    (int4/tc.py) on the int8 codes as exact fp16 values, each row scaled by its step after the dot (no x_zero);
   * "dequant": per-group weight steps at M >= gemm.DEQUANT_MIN_M on CUDA: the weight dequantized once, then cuBLAS
     (int8/dequant_mm.py; the tiled GEMM's per-group epilogue does not pipeline at large M);
   * with integer group steps (`w_step`: each group's step an integer multiple of the row's, numerics.
@@ -19,9 +21,12 @@ from __future__ import annotations
 import torch
 
 from ..checks import check_int_linear
+from ..formats import norm_group
 from ..int4.dequant import dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
+from ..int4.tc import w4a16_tc
 from ..launch import output_plan
+from ..tiling import rows
 from .dequant_mm import dequant_mm
 from .gemv import dp4a_bind, dp4a_tensors, w4a8_gemv_dp4a
 from .gemm import DEQUANT_MIN_M, int_mm, int_mm_plan
@@ -29,12 +34,13 @@ from .gemm import DEQUANT_MIN_M, int_mm, int_mm_plan
 UNPACK_MIN_M = 512
 GEMV_MAX_M = 2  # grouped weights; each row re-reads W: H100 (.gpu/w4a8_small_m_probe.py) 2 rows 84 vs 111 us
 # summed over Llama-3-8B's GEMM shapes against the grouped tile kernel, 4 rows already slower (152 vs 111)
-KERNELS = ("gemv", "unpack", "mma", "dequant")
+KERNELS = ("gemv", "unpack", "mma", "dequant", "tc")
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
                        config=None, kernel=None, w_zero=None, w_step=None):
-    """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config;
+    """kernel: one of KERNELS (None: see the module docstring); config: the int8 GEMM's launch config (with
+    kernel "tc": int4/tc.py's);
     group_size > 0: w_scale [N, ceil(K / group_size)], one step per (row, group); x_zero [K]: the activation codes'
     zero point per column (Y uses x_int8 - x_zero); w_zero (w_scale's shape): the weight codes' zero points, the
     codes then plain nibbles [0, 15] (Y uses W - w_zero); w_step [N]: w_scale / w_step is an integer per group."""
@@ -98,6 +104,8 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
     kernel = kernel or choose_kernel(x_int8, group_size, config, w_step)
     if kernel == "gemv":
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
+    if kernel == "tc":
+        return _w4a8_tc(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, config)
     if kernel == "dequant":
         return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True, w_zero)
     if kernel == "unpack" and w_step is not None and 0 < group_size < K:  # (q - z) * u: one step per row
@@ -132,4 +140,23 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
     else:
         w4a16_gemv4(x, qweight, scales.float(), None if zeros is None else zeros.float(), bias,
                     group_size if grouped else 0, y, x_scale=xs)
+    return y.reshape(*x_int8.shape[:-1], N)
+
+
+def _w4a8_tc(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None, config=None):
+    """W4A16's tensor-core tile on the codes (int4/tc.py HAS_XS): per-(row, group) steps and zero points as W4A16
+    reads them, each x row's step (1 without x_scale) applied after the dot; config: int4/tc.py TC_CONFIGS' keys."""
+    K, N = x_int8.shape[-1], qweight.shape[0]
+    torch._check_value(x_zero is None, lambda: "w4a8_linear_triton: kernel 'tc' takes no x_zero")
+    G = norm_group(K, group_size)
+    torch._check_value(G >= K or G % 16 == 0, lambda: f"w4a8_linear_triton: kernel 'tc' needs a group size that is "
+                                                       f"a multiple of 16, got {group_size}")
+    x = rows(x_int8)
+    M = x.shape[0]
+    grouped = 0 < group_size < K
+    scales = w_scale if grouped else w_scale.reshape(N, 1)
+    zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1))
+    xs = x_scale.reshape(-1).float() if x_scale is not None else torch.ones(M, device=x.device)
+    y = torch.empty(M, N, dtype=out_dtype, device=x.device)
+    w4a16_tc(x, qweight, scales, zeros, bias, G, y, config, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)

@@ -168,7 +168,7 @@ def test_grouped_int_linear(M, N, K, G, w4):
     assert rel_err(y, ref) < 1e-5
 
 
-@pytest.mark.parametrize("kernel", ["gemv", "unpack", "mma"])
+@pytest.mark.parametrize("kernel", ["gemv", "unpack", "mma", "tc"])
 def test_grouped_w4a8_every_kernel(kernel):
     """The decode GEMV (a few rows: batched decode) and the unpack-then-int8 path take the same per-group steps as
     the in-register one."""
@@ -398,3 +398,24 @@ def test_split_k_sums_the_same_product(M, N, K, G, split, asym, dtype):
     ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, xz, w_zero=wz)
     assert y.dtype == dtype and y.shape == (M, N)
     assert rel_err(y, ref) < (1e-5 if dtype == torch.float32 else 2e-3)
+
+
+@pytest.mark.parametrize("M,N,K,G", [case for case in ASYM if case[3] % 16 == 0])
+@pytest.mark.parametrize("zeros", [True, False])
+@pytest.mark.parametrize("steps", [True, False])
+def test_w4a8_tc_kernel(M, N, K, G, zeros, steps):
+    """W4A16's tensor-core tile on the int8 codes (w4a8.py "tc"): asymmetric or signed weights, per-group or
+    per-row steps, with and without per-row activation steps, equal to the reference."""
+    x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, True)
+    x_s = x_s if steps else None
+    p = F.pack_int4(q) if zeros else F.pack_int4(q - 8)
+    wz = wz if zeros else None
+    ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, None, w_zero=wz)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, G, w_zero=wz, kernel="tc")
+    assert rel_err(y, ref) < 1e-5
+
+
+def test_w4a8_tc_kernel_refuses_activation_zeros():
+    x, q, ws, wz, x_s, b = _asym_case(3, 40, 128, 64, True)
+    with pytest.raises(ValueError, match="x_zero"):
+        w4a8_linear_triton(x, F.pack_int4(q), ws, x_s, b, torch.float32, 64, torch.zeros(128), w_zero=wz, kernel="tc")
