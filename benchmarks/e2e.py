@@ -357,20 +357,25 @@ def main():
         with open(out, "w") as f:
             json.dump(result, f, indent=2)
     print(json.dumps(result, indent=2))
-    print(f"\n{'variant':>13} | tok/s | vs eager | vs compile | prefill ms | vs compile | warm-up s")
+    print(f"\n{'variant':>16} | tok/s | vs eager | vs compile | vs compile_ro | prefill ms | vs compile | warm-up s")
     for name, r in result["variants"].items():
         if "decode_tok_s" in r:
-            print(f"{name:>13} | {r['decode_tok_s']:6.1f} | {r.get('decode_speedup_vs_bf16_eager', 0):.2f} | "
-                  f"{r.get('decode_speedup_vs_bf16_compile', 0):.2f} | {r['prefill_ms']:8.1f} | "
-                  f"{r.get('prefill_speedup_vs_bf16_compile', 0):.2f} | {r['build_compile_warmup_s']:.0f}")
+            print(f"{name:>16} | {r['decode_tok_s']:6.1f} | {_ratio(r.get('decode_speedup_vs_bf16_eager'))} | "
+                  f"{_ratio(r.get('decode_speedup_vs_bf16_compile'))} | "
+                  f"{_ratio(r.get('decode_speedup_vs_bf16_compile_ro'))} | {r['prefill_ms']:8.1f} | "
+                  f"{_ratio(r.get('prefill_speedup_vs_bf16_compile'))} | {r['build_compile_warmup_s']:.0f}")
     if args.ttft:
         print(f"\n{'variant':>16} | " + " | ".join(f"TTFT {n} ms (vs compile, vs compile_ro)" for n in args.ttft))
         for name, r in result["variants"].items():
             if "ttft_ms" in r:
                 print(f"{name:>16} | " + " | ".join(
-                    f"{r['ttft_ms'][n]:7.2f} ({r.get('ttft_speedup_vs_bf16_compile', {}).get(n, 0):.2f}x, "
-                    f"{r.get('ttft_speedup_vs_bf16_compile_ro', {}).get(n, 0):.2f}x)" for n in args.ttft))
+                    f"{r['ttft_ms'][n]:7.2f} ({_ratio(r.get('ttft_speedup_vs_bf16_compile', {}).get(n))}, "
+                    f"{_ratio(r.get('ttft_speedup_vs_bf16_compile_ro', {}).get(n))})" for n in args.ttft))
 
+
+def _ratio(value) -> str:
+    """A speed-up for the tables, or a dash where its baseline was not in this run."""
+    return "    –" if value is None else f"{value:.2f}x"
 
 if __name__ == "__main__":
     main()
