@@ -1,5 +1,7 @@
 """Issue 18, batched decode: W4A8 at 4-32 rows through W4A16's split-K tensor-core tile on the int8 codes
-(int8/w4a8.py kernel "tc", int4/tc.py HAS_XS) against the shipped dispatch ("mma" tile / long-K split) and bf16.
+(int8/w4a8.py kernel "tc", int4/tc.py HAS_XS) against the shipped dispatch ("mma" tile / long-K split) and bf16;
+and the shipped tile's two K-loop schedules ("mma" = LOOP_STAGES as shipped: group steps prefetched; "mma_old" =
+LOOP_STAGES None, the launch-level pipelining only, as before 2026-12-07).
 
 QSM's form: asymmetric g64 weights (fp32 steps and zero points), a bias, per-row activation steps, bf16 out;
 Llama-3-8B's four GEMM shapes. Each config is checked against the reference before it is timed (CUDA graphs over
@@ -19,6 +21,7 @@ import torch  # noqa: E402
 from cuda_timing import graph_time_us  # noqa: E402
 from qpass.kernels import formats as fmt  # noqa: E402
 from qpass.kernels.int4 import tc  # noqa: E402
+from qpass.kernels.int8 import gemm  # noqa: E402
 from qpass.kernels.int8 import reference as ref8  # noqa: E402
 from qpass.kernels.int8.w4a8 import choose_kernel, w4a8_linear_triton  # noqa: E402
 
@@ -64,6 +67,10 @@ def main():
                                           config=config)
 
             row["shipped"] = graph_time_us([lambda a=a: call(a) for a in ps])
+            old = dict(gemm.GROUPED_LONG_K_CONFIG if K >= gemm.GROUPED_LONG_K else gemm.GROUPED_CONFIGS[0][1],
+                       LOOP_STAGES=None)
+            assert rel(call(p, "mma", old), ref) < 1e-2
+            row["mma_old"] = graph_time_us([lambda a=a: call(a, "mma", old) for a in ps])
             cfgs = {"tc": None, **{k: dict(v, BLOCK_M=max(16, M)) for k, v in EXTRA.items()}}
             for name, cfg in cfgs.items():
                 try:
@@ -77,13 +84,13 @@ def main():
             table.append(row)
             best = min((row[k], k) for k in cfgs if row[k] == row[k])
             print(f"N={N:5d} K={K:5d} M={M:2d}: bf16 {row['bf16']:6.1f}  shipped ({row['shipped_kernel']}) "
-                  f"{row['shipped']:6.1f}  tc {row['tc']:6.1f}  best {best[0]:6.1f} ({best[1]})  | "
+                  f"{row['shipped']:6.1f} (old loop {row['mma_old']:6.1f})  tc {row['tc']:6.1f}  best {best[0]:6.1f} ({best[1]})  | "
                   + " | ".join(f"{k} {row[k]:.1f}" for k in EXTRA), flush=True)
         del ps, wbs
     for M in ROWS:  # per Llama-3-8B layer (the four GEMMs)
         sel = [r for r in table if r["M"] == M]
         print(f"layer at M={M:2d}: bf16 {sum(r['bf16'] for r in sel):6.1f}  shipped {sum(r['shipped'] for r in sel):6.1f}"
-              f"  tc {sum(r['tc'] for r in sel):6.1f}")
+              f"  old loop {sum(r['mma_old'] for r in sel):6.1f}  tc {sum(r['tc'] for r in sel):6.1f}")
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "w4a8_tc_probe.json"), "w") as f:
             json.dump(dict(gpu=gpu, torch=torch.__version__, rows=table), f, indent=1)

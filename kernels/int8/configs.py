@@ -32,7 +32,7 @@ def shipped_configs():
             sig = dict(isig, w_ptr="*i32") if int4 else isig
             out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", gemm._int8_mm, sig,
                         {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4, "HAS_XS": True,
-                         "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": False, **c}, o))
+                         "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", so_ptr="*fp32", K="i32",
                 C="i32", stride_xm="i32", stride_qm="i32", stride_s="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "HAS_ZERO": False, "GATHER": False, "BLOCK_K": 4096},
@@ -55,7 +55,7 @@ def shipped_configs():
         sig = dict(isig, w_ptr="*i32") if int4 else isig
         out.append((f"{'w4a8' if int4 else 'int8'}-wzero[M>{table[-2][0]}]", gemm._int8_mm, sig,
                     {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": True, "W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True,
-                     "UNPACK": 0, "ATOMIC": False, **c}, o))
+                     "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
     # W4A8 at one row (w4a8._w4a8_gemv): fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
         wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,

@@ -42,7 +42,8 @@ MAGIC_F = tl.constexpr(12582912.0)
 def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn, stride_ym,
              NG, GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr,
              HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, ATOMIC: tl.constexpr,
-             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+             LOOP_STAGES: tl.constexpr):
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -57,7 +58,7 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
     TILE_WZ: tl.constexpr = GROUP > 0 and HAS_WZ and W_INT4  # (w - z) formed on the weight tile
     ROW_WZ: tl.constexpr = HAS_WZ and not TILE_WZ  # the zero's share from the activations' row sums
     k_lo = tl.program_id(1) * K_SPLIT  # split-K: this program's share of K (all of it without a split)
-    for k0 in range(k_lo, min(k_lo + K_SPLIT, K), BLOCK_K):
+    for k0 in tl.range(k_lo, min(k_lo + K_SPLIT, K), BLOCK_K, num_stages=LOOP_STAGES):
         k = k0 + offs_k
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + k[None, :],
                     mask=m_mask[:, None] & (k < K)[None, :], other=0)
@@ -137,6 +138,11 @@ W4A8_CONFIGS = [
 ]
 
 
+# LOOP_STAGES (a config key: the K loop is `tl.range(..., num_stages=LOOP_STAGES)`; None = the launch's pipelining):
+# the launch's `num_stages` pipelines only the loads that feed `tl.dot`, so the grouped configs' K loop waited a full
+# memory round trip for each step's group steps and zero points (sm_90 SASS of the 16 x 32 config: 7 synchronous
+# LDGs in the loop, 10 in the long-K split); with LOOP_STAGES the loop-level pipeliner prefetches them as well (no
+# synchronous LDG left). Not yet timed on a GPU: `.gpu/w4a8_tc_probe.py` compares both schedules.
 # Per-group steps (QSM, grouped W4A8): the scale epilogue of every 64-wide K tile keeps the MMAs from pipelining,
 # so only small M runs this kernel (thin N tiles: more CTAs); from DEQUANT_MIN_M rows on (int8/w4a8.py) the weight
 # is dequantized once and cuBLAS runs the product (H200, benchmarks/gemm.py --sweep-grouped: the best grouped tile
@@ -144,14 +150,15 @@ W4A8_CONFIGS = [
 # Up to 32 rows (batched decode): 16 x 32 tiles, 6 stages (H100, .gpu/w4a8_grouped_cfg_probe.py, summed over
 # Llama-3-8B's three GEMM shapes: 8 rows 113 -> 103 us, 32 rows 245 -> 133 us against the 64 x 128 tile).
 GROUPED_CONFIGS = [
-    (32, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=6)),
-    (1 << 62, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)),
+    (32, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=6, LOOP_STAGES=6)),
+    (1 << 62, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4, LOOP_STAGES=4)),
 ]
 # Long K at those row counts (down_proj, K = 14336): 64-wide tiles, K split 8 ways (H100, .gpu/w4a8_split_k_probe.py,
 # asymmetric g64 weights: 4096 x 14336 at 4-16 rows 65 -> 42 us, bf16 53; 32 rows 83 -> 70). At K = 4096 no split
 # pays (the zeroed buffer and the cast cost what the split saves: 4096 x 4096 18.5 -> 19.3-21 us).
 GROUPED_LONG_K = 8192
-GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=8, num_warps=4, num_stages=6)
+GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=8, num_warps=4, num_stages=6,
+                             LOOP_STAGES=6)
 DEQUANT_MIN_M = 64
 
 
@@ -182,6 +189,7 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     if config is None and G and K >= GROUPED_LONG_K and M <= GROUPED_CONFIGS[0][0]:
         config = GROUPED_LONG_K_CONFIG
     cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    cfg.setdefault("LOOP_STAGES", None)
     split = cfg.pop("SPLIT_K", 1)
     if G:
         assert int_group_ok(K, G), G
