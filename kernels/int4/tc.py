@@ -5,9 +5,9 @@ slot and is its register operand; else acc[M-tile, N-tile] = X . W_deq^T. Each K
 (BLOCK_K divides the group), so one scale (and zero) per weight row per step: on every weight value, or
 (SCALE_AFTER) on the step's partial product, the dot then running on the exact integer values. SPLIT_K > 1 (small
 M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with atomics, then casts.
-HAS_XS (W4A8 at a few rows, int8/w4a8.py "tc"): x holds int8 activation codes, exact in fp16 (as are the weight
-codes and every product; the fp32 sum of one K step, at most 128 wide, stays below 2**24), each x row scaled by its step
-xs[m] before the store (SCALE_AFTER: the dot runs on the codes alone).
+int8 x (W4A8 at a few rows, int8/w4a8.py "tc"): activation codes, exact in fp16 (as are the weight codes and every
+product; the fp32 sum of one K step, at most 128 wide, stays below 2**24), SCALE_AFTER (the dot on the codes alone);
+HAS_XS: each x row scaled by its step xs[m] before the store.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG,
         g = k0 // G
         s = tl.load(s_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
         x = x_step(x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K)
-        if HAS_XS:  # int8 codes
+        if x.dtype == tl.int8:  # W4A8 codes
             x = x.to(tl.float16)
         if FLOAT_UNPACK:  # the exact codes straight in x's 16-bit float type
             q = nibble_floats(words, HAS_ZERO, x.dtype)
@@ -83,14 +83,14 @@ def float_unpack(dtype) -> bool:
 
 def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=None):
     """x2 [M, K] (unit stride) -> y [M, N] (preallocated); G = the normalized group; config: TC_CONFIGS' keys;
-    x_scale [M] fp32: x2 holds int8 codes, row m's step x_scale[m] (W4A8)."""
+    x2 int8: W4A8's activation codes, row m's step x_scale[m] (fp32 [M]; None: steps folded into the weights')."""
     words = as_words(qweight)
     cfg = dict(config or pick(TC_CONFIGS, x2.shape[0]))
-    codes = x_scale is not None
+    codes = x2.dtype == torch.int8
     cfg.setdefault("FLOAT_UNPACK", float_unpack(torch.float16 if codes else x2.dtype))
     if codes:
         cfg["SCALE_AFTER"] = True  # the dot on the exact codes; steps in fp32 after it
     return split_k_launch(_w4a16_tc, x2, (words, scales, zeros if zeros is not None else scales,
-                                          x_scale if codes else scales), bias, y,
+                                          x_scale if x_scale is not None else scales), bias, y,
                           words.shape[0], words.shape[1], scales.shape[1], G, cfg, HAS_ZERO=zeros is not None,
-                          HAS_XS=codes)
+                          HAS_XS=x_scale is not None)

@@ -133,8 +133,7 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
     xs = x_scale.reshape(-1).float() if x_scale is not None else None  # one per row (checked); no copy when fp32
     y = torch.empty(M, N, dtype=out_dtype, device=x_int8.device)
     grouped = 0 < group_size < K
-    scales = w_scale if grouped else w_scale.reshape(N, 1)
-    zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1))
+    scales, zeros = _steps_by_group(w_scale, w_zero, grouped)
     if x_zero is None:
         w4a8_gemv_dp4a(x, qweight, scales, zeros, bias, group_size if grouped else 0, y, x_scale=xs)
     else:
@@ -144,19 +143,24 @@ def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x
 
 
 def _w4a8_tc(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None, config=None):
-    """W4A16's tensor-core tile on the codes (int4/tc.py HAS_XS): per-(row, group) steps and zero points as W4A16
-    reads them, each x row's step (1 without x_scale) applied after the dot; config: int4/tc.py TC_CONFIGS' keys."""
+    """W4A16's tensor-core tile on the codes (int4/tc.py takes int8 x as codes): per-(row, group) steps and zero
+    points as W4A16 reads them, each x row's step applied after the dot; config: int4/tc.py TC_CONFIGS' keys."""
     K, N = x_int8.shape[-1], qweight.shape[0]
     torch._check_value(x_zero is None, lambda: "w4a8_linear_triton: kernel 'tc' takes no x_zero")
     G = norm_group(K, group_size)
     torch._check_value(G >= K or G % 16 == 0, lambda: f"w4a8_linear_triton: kernel 'tc' needs a group size that is "
                                                        f"a multiple of 16, got {group_size}")
     x = rows(x_int8)
-    M = x.shape[0]
-    grouped = 0 < group_size < K
-    scales = w_scale if grouped else w_scale.reshape(N, 1)
-    zeros = None if w_zero is None else (w_zero if grouped else w_zero.reshape(N, 1))
-    xs = x_scale.reshape(-1).float() if x_scale is not None else torch.ones(M, device=x.device)
-    y = torch.empty(M, N, dtype=out_dtype, device=x.device)
+    scales, zeros = _steps_by_group(w_scale, w_zero, 0 < group_size < K)
+    xs = x_scale.reshape(-1).float() if x_scale is not None else None
+    y = torch.empty(x.shape[0], N, dtype=out_dtype, device=x.device)
     w4a16_tc(x, qweight, scales, zeros, bias, G, y, config, x_scale=xs)
     return y.reshape(*x_int8.shape[:-1], N)
+
+
+def _steps_by_group(w_scale, w_zero, grouped: bool):
+    """The weight steps (and zero points) as [N, groups] (per-row ones as [N, 1]), as the GEMV and tile kernels
+    read them."""
+    if grouped:
+        return w_scale, w_zero
+    return w_scale.reshape(-1, 1), None if w_zero is None else w_zero.reshape(-1, 1)
