@@ -52,5 +52,6 @@ def shipped_configs():
                 out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero}]", tc._w4a16_tc,
                             tsig if split > 1 else dict(tsig, y_ptr=dt),
                             {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True, "HAS_XS": False,
+                             "PLANES": False,
                              **c}, o))
     return out

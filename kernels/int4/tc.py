@@ -18,7 +18,7 @@ import triton.language as tl
 from ..formats import as_words
 from ..runtime import interpreting
 from ..tiling import by_col, by_row, oriented_dot, pick, split_k_launch, swap_ab_tile, tile_store, tile_zeros, x_step
-from .unpack import nibble_floats, nibbles
+from .unpack import nibble_floats, nibbles, plane_dot
 
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
 # benchmarks/w4a16_prompt_sweep.py (results: benchmarks/results/prompt_h200/)
@@ -37,8 +37,8 @@ TC_CONFIGS = [
 @triton.jit
 def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm,
               stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr, SCALE_AFTER: tl.constexpr,
-              HAS_ZERO: tl.constexpr, FLOAT_UNPACK: tl.constexpr, HAS_XS: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+              HAS_ZERO: tl.constexpr, FLOAT_UNPACK: tl.constexpr, HAS_XS: tl.constexpr, PLANES: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
     acc = tile_zeros(BLOCK_M, BLOCK_N, SWAP)
     k_lo = tl.program_id(2) * K_SPLIT
@@ -51,12 +51,16 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG,
         x = x_step(x_ptr, offs_m, m_mask, k0, K, stride_xm, BLOCK_K)
         if x.dtype == tl.int8:  # W4A8 codes
             x = x.to(tl.float16)
-        if FLOAT_UNPACK:  # the exact codes straight in x's 16-bit float type
-            q = nibble_floats(words, HAS_ZERO, x.dtype)
+        if PLANES:  # (SWAP, SCALE_AFTER, BLOCK_K = 128: `w4a16_tc` checks) eight K = 16 dots, no decoded tile
+            part = plane_dot(words, x, HAS_ZERO)
         else:
-            q = nibbles(words, HAS_ZERO)
+            if FLOAT_UNPACK:  # the exact codes straight in x's 16-bit float type
+                q = nibble_floats(words, HAS_ZERO, x.dtype)
+            else:
+                q = nibbles(words, HAS_ZERO)
+            if SCALE_AFTER:
+                part = oriented_dot(q.to(x.dtype), x, None, SWAP)
         if SCALE_AFTER:
-            part = oriented_dot(q.to(x.dtype), x, None, SWAP)
             if HAS_ZERO:  # (q - z) . x = q . x - z * sum(x)
                 z = tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
                 part -= by_row(z, SWAP) * by_col(tl.sum(x.to(tl.float32), axis=1), SWAP)
@@ -90,7 +94,19 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=N
     cfg.setdefault("FLOAT_UNPACK", float_unpack(torch.float16 if codes else x2.dtype))
     if codes:
         cfg["SCALE_AFTER"] = True  # the dot on the exact codes; steps in fp32 after it
+    if cfg.setdefault("PLANES", False):
+        _check_planes(cfg, x2.shape[1], G)
+        cfg["SCALE_AFTER"] = True
     return split_k_launch(_w4a16_tc, x2, (words, scales, zeros if zeros is not None else scales,
                                           x_scale if x_scale is not None else scales), bias, y,
                           words.shape[0], words.shape[1], scales.shape[1], G, cfg, HAS_ZERO=zeros is not None,
                           HAS_XS=x_scale is not None)
+
+
+def _check_planes(cfg: dict, K: int, G: int) -> None:
+    """The nibble-plane K step (`unpack.plane_dot`) takes the swap-AB tile, 128-wide K steps inside one group and
+    16-bit float values of the codes."""
+    fits = cfg.get("SWAP", True) and cfg["BLOCK_K"] == 128 and (G >= K or G % 128 == 0) and cfg["FLOAT_UNPACK"]
+    torch._check_value(fits, lambda: (
+        f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 128 (or per-channel) and fp16 / bf16 "
+        f"(compiled) or int8 x; got group {G} at K={K} and config {cfg}"))

@@ -65,3 +65,40 @@ def nibble_floats(words, HAS_ZERO: tl.constexpr, DT: tl.constexpr):
     even = tl.interleave(tl.interleave(n0, n4), tl.interleave(n2, n6))
     odd = tl.interleave(tl.interleave(n1, n5), tl.interleave(n3, n7))
     return tl.interleave(even, odd)
+
+
+@triton.jit
+def plane_dot(words, x, HAS_ZERO: tl.constexpr):
+    """words [R, 16] (one 128-wide K step) . x [C, 128]^T -> fp32 [R, C] (x fp16 / bf16; the codes as offset
+    values, like `nibble_floats`) as eight K = 16 dots, one per nibble plane: plane i is value i of every word, an
+    elementwise function of the loaded words, so the compiler hands it to wgmma as its register operand with no
+    shared-memory round trip of the decoded tile (the interleaved `nibble_floats` tile takes one: 8 STS.128 + a
+    barrier + 8 LDSM per step in its sm_90 SASS). Its x columns 8c + i are split out of each thread's 8
+    consecutive columns of x in registers."""
+    DT: tl.constexpr = x.dtype
+    C: tl.constexpr = x.shape[0]
+    MAGIC: tl.constexpr = 0x43004300 if DT == tl.bfloat16 else 0x64006400
+    BASE: tl.constexpr = 128.0 if DT == tl.bfloat16 else 1024.0
+    if not HAS_ZERO:
+        words = words ^ -2004318072  # 0x88888888: two's complement -> offset binary (q + 8)
+    off = tl.full([1, 1], BASE if HAS_ZERO else BASE + 8.0, DT)
+    even, odd = tl.split(tl.reshape(x, [C, 16, 4, 2]))  # columns 8c + 2t + (0 | 1)
+    e0, e1 = tl.split(tl.reshape(even, [C, 16, 2, 2]))  # values (0, 4), (2, 6)
+    o0, o1 = tl.split(tl.reshape(odd, [C, 16, 2, 2]))  # (1, 5), (3, 7)
+    x0, x4 = tl.split(e0)
+    x2, x6 = tl.split(e1)
+    x1, x5 = tl.split(o0)
+    x3, x7 = tl.split(o1)
+    p = (words & 0x000F000F) | MAGIC  # values i and i + 4 of each word in the two halves
+    part = tl.dot(half_of(p, 0, DT) - off, tl.trans(x0))
+    part = tl.dot(half_of(p, 16, DT) - off, tl.trans(x4), part)
+    p = ((words >> 4) & 0x000F000F) | MAGIC
+    part = tl.dot(half_of(p, 0, DT) - off, tl.trans(x1), part)
+    part = tl.dot(half_of(p, 16, DT) - off, tl.trans(x5), part)
+    p = ((words >> 8) & 0x000F000F) | MAGIC
+    part = tl.dot(half_of(p, 0, DT) - off, tl.trans(x2), part)
+    part = tl.dot(half_of(p, 16, DT) - off, tl.trans(x6), part)
+    p = ((words >> 12) & 0x000F000F) | MAGIC
+    part = tl.dot(half_of(p, 0, DT) - off, tl.trans(x3), part)
+    part = tl.dot(half_of(p, 16, DT) - off, tl.trans(x7), part)
+    return part

@@ -419,3 +419,17 @@ def test_w4a8_tc_kernel_refuses_activation_zeros():
     x, q, ws, wz, x_s, b = _asym_case(3, 40, 128, 64, True)
     with pytest.raises(ValueError, match="x_zero"):
         w4a8_linear_triton(x, F.pack_int4(q), ws, x_s, b, torch.float32, 64, torch.zeros(128), w_zero=wz, kernel="tc")
+
+
+@pytest.mark.parametrize("M,N,K,G", [(3, 40, 256, 128), (20, 72, 300, 0), (9, 64, 384, 128)])
+@pytest.mark.parametrize("zeros", [True, False])
+def test_w4a8_tc_planes(M, N, K, G, zeros):
+    """The W4A8 codes on the nibble-plane K step of the tensor-core tile (int4/tc.py PLANES), per-group and
+    per-row steps, asymmetric and signed weights."""
+    x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, True)
+    p = F.pack_int4(q) if zeros else F.pack_int4(q - 8)
+    wz = wz if zeros else None
+    cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, SPLIT_K=2, PLANES=True, num_warps=4, num_stages=2)
+    ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, None, w_zero=wz)
+    y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, G, w_zero=wz, kernel="tc", config=cfg)
+    assert rel_err(y, ref) < 1e-5
