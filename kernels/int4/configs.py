@@ -48,10 +48,11 @@ def shipped_configs():
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
             split = c.pop("SPLIT_K")
+            planes = c.pop("PLANES", False)
             for zero in (False, True):
-                out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero}]", tc._w4a16_tc,
-                            tsig if split > 1 else dict(tsig, y_ptr=dt),
-                            {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True, "HAS_XS": False,
-                             "PLANES": False,
-                             **c}, o))
+                for plane_step in sorted({False, planes}):  # the plane step where the group allows it
+                    out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero},planes={plane_step}]", tc._w4a16_tc,
+                                tsig if split > 1 else dict(tsig, y_ptr=dt),
+                                {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True,
+                                 "HAS_XS": False, "PLANES": plane_step, **c}, o))
     return out

@@ -21,10 +21,12 @@ from ..tiling import by_col, by_row, oriented_dot, pick, split_k_launch, swap_ab
 from .unpack import nibble_floats, nibbles, plane_dot
 
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
-# benchmarks/w4a16_prompt_sweep.py (results: benchmarks/results/prompt_h200/)
+# benchmarks/w4a16_prompt_sweep.py (results: benchmarks/results/prompt_h200/). PLANES (where the group allows it,
+# `planes_fit`) at <= 16 rows: H100, .gpu/w4a16_planes_probe.py, 16 rows bf16 g128: 4096x4096 13.1 -> 12.3 us,
+# 4096x14336 30.5 -> 28.2; at 128 rows it loses (25.0 -> 34.6 at 4096x4096).
 TC_CONFIGS = [
-    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
-              num_stages=3)),
+    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, PLANES=True,
+              num_warps=4, num_stages=3)),
     (32, dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, SCALE_AFTER=True, num_warps=4,
               num_stages=3)),
     (64, dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, SPLIT_K=4, SWAP=True, SCALE_AFTER=True, num_warps=4,
@@ -94,8 +96,12 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=N
     cfg.setdefault("FLOAT_UNPACK", float_unpack(torch.float16 if codes else x2.dtype))
     if codes:
         cfg["SCALE_AFTER"] = True  # the dot on the exact codes; steps in fp32 after it
+    if config is None:  # the shipped bucket takes the plane step only where it fits
+        cfg["PLANES"] = cfg.get("PLANES", False) and planes_fit(cfg, x2.shape[1], G)
     if cfg.setdefault("PLANES", False):
-        _check_planes(cfg, x2.shape[1], G)
+        torch._check_value(planes_fit(cfg, x2.shape[1], G), lambda: (
+            f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 128 (or per-channel) and fp16 / bf16 "
+            f"(compiled) or int8 x; got group {G} at K={x2.shape[1]} and config {cfg}"))
         cfg["SCALE_AFTER"] = True
     return split_k_launch(_w4a16_tc, x2, (words, scales, zeros if zeros is not None else scales,
                                           x_scale if x_scale is not None else scales), bias, y,
@@ -103,10 +109,7 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=N
                           HAS_XS=x_scale is not None)
 
 
-def _check_planes(cfg: dict, K: int, G: int) -> None:
-    """The nibble-plane K step (`unpack.plane_dot`) takes the swap-AB tile, 128-wide K steps inside one group and
-    16-bit float values of the codes."""
-    fits = cfg.get("SWAP", True) and cfg["BLOCK_K"] == 128 and (G >= K or G % 128 == 0) and cfg["FLOAT_UNPACK"]
-    torch._check_value(fits, lambda: (
-        f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 128 (or per-channel) and fp16 / bf16 "
-        f"(compiled) or int8 x; got group {G} at K={K} and config {cfg}"))
+def planes_fit(cfg: dict, K: int, G: int) -> bool:
+    """Whether the nibble-plane K step (`unpack.plane_dot`) takes this config and group: the swap-AB tile, 128-wide
+    K steps inside one group, the codes as 16-bit floats."""
+    return bool(cfg.get("SWAP", True) and cfg["BLOCK_K"] == 128 and (G >= K or G % 128 == 0) and cfg["FLOAT_UNPACK"])

@@ -25,7 +25,7 @@ def shipped_configs():
                 out.append((f"{'w4a8' if int4 else 'int8'}-grouped{'-wzero' if wz else ''}[M<={max_m}]",
                             gemm._int8_mm, sig, {"GROUP": 64, "HAS_XZ": True, "HAS_WZ": wz, "W_INT4": int4,
                                                  "HAS_XS": False, "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": atomic,
-                                                 **c}, o))
+                                                 "LOOP_STAGES": None, **c}, o))
     for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
         for max_m, cfg in table:
             c, o = split_launch(cfg)

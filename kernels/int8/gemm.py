@@ -142,7 +142,9 @@ W4A8_CONFIGS = [
 # the launch's `num_stages` pipelines only the loads that feed `tl.dot`, so the grouped configs' K loop waited a full
 # memory round trip for each step's group steps and zero points (sm_90 SASS of the 16 x 32 config: 7 synchronous
 # LDGs in the loop, 10 in the long-K split); with LOOP_STAGES the loop-level pipeliner prefetches them as well (no
-# synchronous LDG left). Not yet timed on a GPU: `.gpu/w4a8_tc_probe.py` compares both schedules.
+# synchronous LDG left). Timed on an H100 (.gpu/w4a8_tc_probe.py, asymmetric g64 + bias, 4-16 rows): at K = 4096
+# 16.9-17.2 vs 18.2-18.4 us (4096 x 4096) and 23.7 vs 25.3-25.6 (6144 x 4096), even at 28672 x 4096; the long-K
+# split is slower with it (43.9-45.0 vs 41.3-41.9 at 4096 x 14336), so it keeps the launch's pipelining.
 # Per-group steps (QSM, grouped W4A8): the scale epilogue of every 64-wide K tile keeps the MMAs from pipelining,
 # so only small M runs this kernel (thin N tiles: more CTAs); from DEQUANT_MIN_M rows on (int8/w4a8.py) the weight
 # is dequantized once and cuBLAS runs the product (H200, benchmarks/gemm.py --sweep-grouped: the best grouped tile
@@ -157,8 +159,7 @@ GROUPED_CONFIGS = [
 # asymmetric g64 weights: 4096 x 14336 at 4-16 rows 65 -> 42 us, bf16 53; 32 rows 83 -> 70). At K = 4096 no split
 # pays (the zeroed buffer and the cast cost what the split saves: 4096 x 4096 18.5 -> 19.3-21 us).
 GROUPED_LONG_K = 8192
-GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=8, num_warps=4, num_stages=6,
-                             LOOP_STAGES=6)
+GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=8, num_warps=4, num_stages=6)
 DEQUANT_MIN_M = 64
 
 

@@ -7,8 +7,9 @@ overrides):
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
-  * "tc" (on request only until timed against "mma", `.gpu/w4a8_tc_probe.py`): W4A16's split-K tensor-core tile
-    (int4/tc.py) on the int8 codes as exact fp16 values, each row scaled by its step after the dot (no x_zero);
+  * "tc": grouped weights at TC_ROWS rows on CUDA without activation zero points (and on request): W4A16's split-K
+    tensor-core tile (int4/tc.py, `TC_CONFIG`) on the int8 codes as exact fp16 values, each row scaled by its step
+    after the dot;
   * "dequant": per-group weight steps at M >= gemm.DEQUANT_MIN_M on CUDA: the weight dequantized once, then cuBLAS
     (int8/dequant_mm.py; the tiled GEMM's per-group epilogue does not pipeline at large M);
   * with integer group steps (`w_step`: each group's step an integer multiple of the row's, numerics.
@@ -35,6 +36,11 @@ UNPACK_MIN_M = 512
 GEMV_MAX_M = 2  # grouped weights; each row re-reads W: H100 (.gpu/w4a8_small_m_probe.py) 2 rows 84 vs 111 us
 # summed over Llama-3-8B's GEMM shapes against the grouped tile kernel, 4 rows already slower (152 vs 111)
 KERNELS = ("gemv", "unpack", "mma", "dequant", "tc")
+# Grouped weights at 17-32 rows: the int8 tile's 16-row tiles run twice over W there, W4A16's split-K tile once
+# (H100, .gpu/w4a8_tc_probe.py, asymmetric g64 + bias, Llama-3-8B's four GEMMs at 32 rows: 262.7 -> 195.6 us, bf16
+# 183.7; at 4-16 rows the int8 tile stays ahead: 154.8 vs 176.1 at 16)
+TC_ROWS = (17, 32)
+TC_CONFIG = dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, SWAP=True, num_warps=4, num_stages=3)
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
@@ -52,12 +58,15 @@ def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group
                     w_step)
 
 
-def choose_kernel(x_int8, group_size: int, config=None, w_step=None) -> str:
+def choose_kernel(x_int8, group_size: int, config=None, w_step=None, x_zero=None) -> str:
     """The default kernel (see the module docstring)."""
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
     if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K) and config is None and x_int8.is_cuda:
         return "gemv"
+    if TC_ROWS[0] <= rows <= TC_ROWS[1] and 0 < group_size < K and group_size % 16 == 0 and x_zero is None \
+            and config is None and x_int8.is_cuda:
+        return "tc"
     if rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
         return "dequant" if w_step is None else "unpack"
     if rows >= UNPACK_MIN_M and x_int8.is_cuda and config is None:
@@ -69,7 +78,7 @@ def plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zer
     """The shipped call for checked arguments of this signature, in the op's argument order (the op's plan,
     kernels/checks.py `planned`): the dp4a decode GEMV bound once where its arguments go to the kernel as they are
     (`_dp4a_plan`), the in-register-unpack GEMM ("mma") through `int_mm_plan`, the others through `run_w4a8`."""
-    kernel = choose_kernel(x_int8, group_size, None, w_step)
+    kernel = choose_kernel(x_int8, group_size, None, w_step, x_zero)
     if kernel == "gemv" and x_zero is None and x_int8.is_contiguous() \
             and (x_scale is None or x_scale.dtype == torch.float32 and x_scale.is_contiguous()):
         return _dp4a_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero)
@@ -101,11 +110,12 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
              kernel=None, w_zero=None, w_step=None):
     """`w4a8_linear_triton` on checked arguments (the op checks once per signature)."""
     K = x_int8.shape[-1]
-    kernel = kernel or choose_kernel(x_int8, group_size, config, w_step)
+    kernel = kernel or choose_kernel(x_int8, group_size, config, w_step, x_zero)
     if kernel == "gemv":
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
     if kernel == "tc":
-        return _w4a8_tc(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, config)
+        return _w4a8_tc(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero,
+                        config or TC_CONFIG)
     if kernel == "dequant":
         return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True, w_zero)
     if kernel == "unpack" and w_step is not None and 0 < group_size < K:  # (q - z) * u: one step per row

@@ -18,7 +18,8 @@ from ..tiling import by_row, oriented_dot, pick, split_k_launch, swap_ab_tile, t
 from .unpack import trit_floats, trits
 
 # (max M, config): int4/tc.py's tiles (the same 4 bits per weight); not yet swept for trits on a GPU
-TC_CONFIGS = int4_tc.TC_CONFIGS
+# W4A16's tiles, without its nibble-plane K step (`PLANES`: int4 words only)
+TC_CONFIGS = [(max_m, {k: v for k, v in cfg.items() if k != "PLANES"}) for max_m, cfg in int4_tc.TC_CONFIGS]
 
 
 @triton.jit

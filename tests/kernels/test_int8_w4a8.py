@@ -433,3 +433,16 @@ def test_w4a8_tc_planes(M, N, K, G, zeros):
     ref = R.w4a8_linear_ref(x, p, ws, x_s, b, torch.float32, G, None, w_zero=wz)
     y = w4a8_linear_triton(x, p, ws, x_s, b, torch.float32, G, w_zero=wz, kernel="tc", config=cfg)
     assert rel_err(y, ref) < 1e-5
+
+
+def test_w4a8_kernel_by_rows(monkeypatch):
+    """Grouped weights on CUDA: the decode GEMV up to GEMV_MAX_M rows, the int8 tile to 16, W4A16's split-K tile
+    ("tc") at 17-32 unless activation zero points are given, the int8 tile again to DEQUANT_MIN_M; per-row
+    weights never take "tc"; off CUDA always the int8 tile."""
+    from qpass.kernels.int8.w4a8 import choose_kernel
+    x = torch.zeros(40, 4096, dtype=torch.int8, device="meta")
+    assert choose_kernel(x[:24], 64) == "mma"
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert [choose_kernel(x[:m], 64) for m in (1, 2, 16, 17, 32, 33)] == ["gemv", "gemv", "mma", "tc", "tc", "mma"]
+    assert choose_kernel(x[:24], 64, x_zero=torch.zeros(4096)) == "mma"
+    assert choose_kernel(x[:24], 0) == "mma" and choose_kernel(x[:24], 8) == "mma"
