@@ -8,6 +8,9 @@ M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed 
 int8 x (W4A8 at a few rows, int8/w4a8.py "tc"): activation codes, exact in fp16 (as are the weight codes and every
 product; the fp32 sum of one K step, at most 128 wide, stays below 2**24), SCALE_AFTER (the dot on the codes alone);
 HAS_XS: each x row scaled by its step xs[m] before the store.
+PLANES (SWAP, SCALE_AFTER, 128-wide steps; shipped at <= 16 rows where the group allows, `planes_fit`): the K step as
+eight K = 16 dots on the nibble planes of the undecoded words (unpack.plane_dot), the weight wgmma's register
+operand without the decoded tile's shared-memory round trip.
 """
 from __future__ import annotations
 
