@@ -23,7 +23,7 @@ def main():
     for N, K in SHAPES:
         g = torch.Generator(device="cuda").manual_seed(N + K)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
-        for sym in (True, False):
+        for sym in (True, False)[:int(os.environ.get("FORMS", "2"))]:
             q, s, z = fmt.quantize_int4(w, 128, symmetric=sym)
             p, s16 = fmt.pack_int4(q), s.to(torch.bfloat16)
             z16 = None if sym else z.to(torch.bfloat16)
@@ -31,7 +31,7 @@ def main():
             n4 = max(2, min(48, -(-ROT // (N * K // 2))))
             ps = [(p, s16)] + [(p.clone(), s16.clone()) for _ in range(n4 - 1)]
             ws = [w] + [w.clone() for _ in range(max(2, min(48, -(-ROT // (N * K * 2)))) - 1)] if sym else None
-            for M in (2, 4, 8, 16, 32):
+            for M in [int(m) for m in os.environ.get("MS", "2,4,8,16,32").split(",")]:
                 x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
                 yr = ref4.w4a16_linear_ref(x, p, s16, z16, b, 128).float()
                 y = k_w4a16.w4a16_linear_triton(x, p, s16, z16, b, 128).float()
@@ -42,19 +42,25 @@ def main():
                 il = graph_time_us([lambda pp=pp, ss=ss: k_w4a16.w4a16_linear_triton(x, pp, ss, z16, b, 128, config=cfg,
                                                                                      kernel="tc") for pp, ss in ps])
                 bf = graph_time_us([lambda wi=wi: F.linear(x, wi) for wi in ws]) if sym else float("nan")
+                cp = dict(pick(k_tc.TC_CONFIGS, M), PLANES=True)  # the plane step forced on this bucket
+                pl = graph_time_us([lambda pp=pp, ss=ss: k_w4a16.w4a16_linear_triton(x, pp, ss, z16, b, 128, config=cp,
+                                                                                     kernel="tc") for pp, ss in ps])
+                yp = k_w4a16.w4a16_linear_triton(x, p, s16, z16, b, 128, config=cp, kernel="tc").float()
+                assert ((yp - yr).norm() / yr.norm()).item() < 1e-2
                 r = dict(N=N, K=K, M=M, sym=sym, bf16=round(bf, 2), shipped=round(sh, 2), interleaved=round(il, 2),
-                         rel_err=err)
+                         planes=round(pl, 2), rel_err=err)
                 rows.append(r)
                 key = (M, sym)
-                sums.setdefault(key, [0.0, 0.0, 0.0])
-                sums[key] = [a + v for a, v in zip(sums[key], (bf, sh, il))]
+                sums.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+                sums[key] = [a + v for a, v in zip(sums[key], (bf, sh, il, pl))]
                 print(f"N={N:5d} K={K:5d} M={M:2d} {'sym ' if sym else 'asym'}: bf16 {bf:6.1f}  shipped {sh:6.1f}  "
-                      f"interleaved {il:6.1f}  err {err:.1e}", flush=True)
+                      f"interleaved {il:6.1f}  planes {pl:6.1f}  err {err:.1e}", flush=True)
                 assert err < 1e-2, err
             del ps, ws
-    for (M, sym), (bf, sh, il) in sorted(sums.items()):
-        print(f"layer M={M:2d} {'sym ' if sym else 'asym'}: bf16 {bf:6.1f}  shipped {sh:6.1f}  interleaved {il:6.1f}")
-    Path(os.environ.get("OUT", "/tmp"), "w4a16_planes_check.json").write_text(
+    for (M, sym), (bf, sh, il, pl) in sorted(sums.items()):
+        print(f"layer M={M:2d} {'sym ' if sym else 'asym'}: bf16 {bf:6.1f}  shipped {sh:6.1f}  interleaved {il:6.1f}  "
+              f"planes {pl:6.1f}")
+    Path(os.environ.get("OUT", "/tmp"), os.environ.get("NAME", "w4a16_planes_check") + ".json").write_text(
         json.dumps(dict(gpu=gpu, torch=torch.__version__, rows=rows), indent=1))
 
 
