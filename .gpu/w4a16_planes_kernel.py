@@ -12,8 +12,7 @@ from qpass.kernels.launch import launch
 @triton.jit
 def _w4a16_planes(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym,
                   HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, HAS_ZERO: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, SCALE_W: tl.constexpr = False,
-                  XSPLIT: tl.constexpr = False):
+                  BLOCK_N: tl.constexpr, SCALE_W: tl.constexpr = False):
     offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
     k_lo = tl.program_id(2) * K_SPLIT
@@ -37,25 +36,6 @@ def _w4a16_planes(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, 
                 x_hi = tl.load(x_rows + (k0 + 16 * (j + 4) + c)[None, :], mask=m_mask[:, None], other=0.0)
                 acc = tl.dot((half_of(p, 0, DT) - off) * sd, tl.trans(x_lo), acc)
                 acc = tl.dot((half_of(p, 16, DT) - off) * sd, tl.trans(x_hi), acc)
-        elif XSPLIT:  # x as stored: each thread's 8 consecutive columns split into the 8 planes' x in registers
-            kk = k0 + tl.arange(0, 128)
-            xt = tl.load(x_rows + kk[None, :], mask=m_mask[:, None] & (kk < K)[None, :], other=0.0)
-            e, o = tl.split(tl.reshape(xt, [BLOCK_M, 16, 4, 2]))  # j = 2 * i + (0 | 1)
-            e0, e1 = tl.split(tl.reshape(e, [BLOCK_M, 16, 2, 2]))
-            o0, o1 = tl.split(tl.reshape(o, [BLOCK_M, 16, 2, 2]))
-            x0, x4 = tl.split(e0)
-            x2, x6 = tl.split(e1)
-            x1, x5 = tl.split(o0)
-            x3, x7 = tl.split(o1)
-            part = tl.dot(half_of(((words >> 0) & 0x000F000F) | MAGIC, 0, DT) - off, tl.trans(x0))
-            part = tl.dot(half_of(((words >> 0) & 0x000F000F) | MAGIC, 16, DT) - off, tl.trans(x4), part)
-            part = tl.dot(half_of(((words >> 4) & 0x000F000F) | MAGIC, 0, DT) - off, tl.trans(x1), part)
-            part = tl.dot(half_of(((words >> 4) & 0x000F000F) | MAGIC, 16, DT) - off, tl.trans(x5), part)
-            part = tl.dot(half_of(((words >> 8) & 0x000F000F) | MAGIC, 0, DT) - off, tl.trans(x2), part)
-            part = tl.dot(half_of(((words >> 8) & 0x000F000F) | MAGIC, 16, DT) - off, tl.trans(x6), part)
-            part = tl.dot(half_of(((words >> 12) & 0x000F000F) | MAGIC, 0, DT) - off, tl.trans(x3), part)
-            part = tl.dot(half_of(((words >> 12) & 0x000F000F) | MAGIC, 16, DT) - off, tl.trans(x7), part)
-            acc += part * s[:, None]
         else:
             part = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
             for j in tl.static_range(4):
@@ -86,7 +66,7 @@ def permute_x(x2):
 def w4a16_planes(x2, words, scales, zeros, bias, G, cfg, xp=None):
     M, K = x2.shape
     N, KW = words.shape
-    xp = x2 if cfg.get("XSPLIT") else permute_x(x2) if xp is None else xp
+    xp = permute_x(x2) if xp is None else xp
     assert not (cfg.get("SCALE_W") and zeros is not None)
     Kp = xp.shape[1]
     cfg = dict(cfg)

@@ -99,13 +99,13 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=N
     cfg.setdefault("FLOAT_UNPACK", float_unpack(torch.float16 if codes else x2.dtype))
     if codes:
         cfg["SCALE_AFTER"] = True  # the dot on the exact codes; steps in fp32 after it
-    if config is None:  # the shipped bucket takes the plane step only where it fits
-        cfg["PLANES"] = cfg.get("PLANES", False) and planes_fit(cfg, x2.shape[1], G)
     if cfg.setdefault("PLANES", False):
-        torch._check_value(planes_fit(cfg, x2.shape[1], G), lambda: (
+        fits = planes_fit(cfg, x2.shape[1], G)
+        torch._check_value(fits or config is None, lambda: (  # the shipped bucket falls back where it does not fit
             f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 128 (or per-channel) and fp16 / bf16 "
             f"(compiled) or int8 x; got group {G} at K={x2.shape[1]} and config {cfg}"))
-        cfg["SCALE_AFTER"] = True
+        cfg["PLANES"] = fits
+        cfg["SCALE_AFTER"] = cfg.get("SCALE_AFTER", False) or fits
     return split_k_launch(_w4a16_tc, x2, (words, scales, zeros if zeros is not None else scales,
                                           x_scale if x_scale is not None else scales), bias, y,
                           words.shape[0], words.shape[1], scales.shape[1], G, cfg, HAS_ZERO=zeros is not None,
