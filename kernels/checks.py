@@ -138,6 +138,8 @@ def packed_width(op: str, name: str, w: Tensor, K, per_word: int, fmt: str) -> N
     _check(w.shape[1] == want, op, lambda: (
         f"{name} has {w.shape[1]} bytes per row but x's last dim K={K} packs into ceil(K/{per_word})*4 = {want} "
         f"({fmt}): x's K does not match the packed weight"))
+    _check(w.is_contiguous(), op, lambda: f"{name} must be contiguous ({fmt}'s row-major layout), got strides "
+                                          f"{list(w.stride())}")
 
 
 def group_scales(op: str, name: str, s: Optional[Tensor], N, ng, group_size: int) -> None:

@@ -21,6 +21,8 @@ address (cuPointerGetAttribute), per pointer and call.
 """
 from __future__ import annotations
 
+from functools import reduce
+from operator import or_
 from typing import Sequence
 
 import torch
@@ -99,20 +101,27 @@ def launch(kernel, grid: tuple, *args, **meta):
         kernel[grid](*args, **meta)
         return
     template = [TENSOR if isinstance(a, Tensor) else a for a in args]
-    key = (id(kernel), grid, tuple(template), tuple(meta.items()))
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    key = (id(kernel), grid, tuple(template), tuple(meta.items()), tuple([t.dtype for t in tensors]))
     bound = _BINDINGS.get(key)
     if bound is None:
         if len(_BINDINGS) >= _COMPILED_MAX:
             _BINDINGS.clear()
         bound = _BINDINGS[key] = BoundLaunch(kernel, grid, template, meta)
-    bound(*[a for a in args if isinstance(a, Tensor)])
+    bound(*tensors)
 
 
 class BoundLaunch:
     """`launch(kernel, grid, *args, **meta)` with `args` a template: TENSOR marks the slots that each call fills,
-    in order; every other argument, the grid and meta are fixed. Made once per op signature (`bind`)."""
+    in order; every other argument, the grid and meta are fixed. Made once per op signature (`bind`), so the
+    slots' dtypes are fixed too: the caller keeps them (a plan is per signature; `launch` binds per dtypes), and a
+    call that is keyed (below) with others than the first call's is refused.
 
-    __slots__ = ("kernel", "grid", "npos", "meta", "values", "slots", "interpret", "key", "tail")
+    A call whose tensors are all 16-byte aligned (the usual case) finds its compiled kernel in `aligned`, per
+    device, without building a key; any other goes through `_COMPILED` under its alignments."""
+
+    __slots__ = ("kernel", "grid", "npos", "meta", "values", "slots", "interpret", "key", "tail", "dtypes",
+                 "aligned")
 
     def __init__(self, kernel, grid: tuple, args: Sequence, meta: dict):
         self.kernel, self.grid, self.npos, self.meta = kernel, tuple(grid), len(args), dict(meta)
@@ -125,6 +134,7 @@ class BoundLaunch:
         self.slots = tuple(i for i, a in enumerate(args) if a is TENSOR)
         # the usual template has its tensors first: a call's values are then its pointers + this tail
         self.tail = self.values[len(self.slots):] if self.slots == tuple(range(len(self.slots))) else None
+        self.dtypes, self.aligned = None, {}
 
     def _filled(self, items) -> list:
         """The launch values with the tensor slots holding `items` (the tensors, or their addresses)."""
@@ -148,13 +158,31 @@ class BoundLaunch:
         # the driver launcher takes a pointer argument as a plain int as well: given the tensor, it calls its
         # data_ptr() and asks the driver to validate the address (cuPointerGetAttribute), per tensor and call
         pointers = [t.data_ptr() for t in tensors]
-        key = (self.key, device, tuple([(t.dtype, p & 15) for t, p in zip(tensors, pointers)]))
+        entry = None if reduce(or_, pointers, 0) & 15 else self.aligned.get(device)
+        if entry is None:
+            entry = self._compiled(tensors, pointers, device)
+            if entry is None:  # launched through Triton (its first call with these alignments)
+                return
+        hooked = _hooked()  # a launch hook (profiler) reads the arguments as Triton passes them: the tensors
+        _direct_launch(entry, self._filled(tensors if hooked else pointers), current_stream(device), hooked)
+
+    def _compiled(self, tensors, pointers, device: int):
+        """The compiled entry for these tensors' alignments on `device` (equal bindings share it); None after
+        launching through Triton when there is none yet."""
+        dtypes = tuple([t.dtype for t in tensors])
+        if self.dtypes is None:
+            self.dtypes = dtypes
+        elif dtypes != self.dtypes:
+            raise TypeError(f"a launch of {getattr(self.kernel, '__name__', self.kernel)} bound for tensors of "
+                            f"{self.dtypes} was called with {dtypes}")
+        alignments = tuple([p & 15 for p in pointers])
+        key = (self.key, device, dtypes, alignments)
         entry = _COMPILED.get(key)
-        hooked = _hooked()
         if entry is None:
             _first_launch(key, self.kernel, self.grid, self._filled(tensors)[:self.npos], self.meta)
-        else:  # a launch hook (profiler) reads the arguments as Triton passes them: the tensors
-            _direct_launch(entry, self._filled(tensors if hooked else pointers), current_stream(device), hooked)
+        elif not any(alignments):
+            self.aligned[device] = entry
+        return entry
 
 
 def bind(kernel, grid: tuple, args: Sequence, meta: dict) -> BoundLaunch:

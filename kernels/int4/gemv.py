@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from ..tiling import cdiv, next_pow2
-from ..formats import as_words, norm_group
+from ..formats import norm_group
 from ..runtime import persistent_programs
 from ..launch import TENSOR, bind, output_plan
 
@@ -86,6 +86,7 @@ def _w4a16_gemv4(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG,
                  GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
                  ONE_CHUNK: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     NV: tl.constexpr = BLOCK_KW // 4
     pid = tl.program_id(0)
     m = tl.program_id(1)
@@ -230,7 +231,7 @@ def gemv4_bind(x2, qweight, scales, zeros, bias, group_size: int, y, config=None
 
 def gemv4_tensors(x2, qweight, scales, zeros, bias, x_scale, y):
     """The tensor arguments of `gemv4_bind`'s launch (an absent one's slot gets the scales: never read)."""
-    return (x2, as_words(qweight), scales, zeros if zeros is not None else scales,
+    return (x2, qweight, scales, zeros if zeros is not None else scales,
             bias if bias is not None else scales, x_scale if x_scale is not None else scales, y)
 
 

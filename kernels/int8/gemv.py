@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats import as_words, norm_group
+from ..formats import norm_group
 from ..launch import TENSOR, bind
 from ..runtime import interpreting, persistent_programs
 from ..tiling import cdiv, next_pow2
@@ -92,6 +92,7 @@ def _store_row(y, m, offs_n, n_mask, b_ptr, xs_ptr, y_ptr, stride_ym, HAS_BIAS: 
 def _w4a8_gemv_dp4a(x_ptr, w_ptr, s_ptr, z_ptr, b_ptr, xs_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
                     GW: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_XS: tl.constexpr,
                     ONE_CHUNK: tl.constexpr, HW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     NV: tl.constexpr = BLOCK_KW // 4
     pid = tl.program_id(0)
     m = tl.program_id(1)
@@ -194,7 +195,7 @@ def dp4a_bind(x2, qweight, scales, zeros, bias, group_size: int, y, x_scale=None
 
 def dp4a_tensors(x2, qweight, scales, zeros, bias, x_scale, y):
     """The tensor arguments of `dp4a_bind`'s launch (an absent one's slot gets the scales: never read)."""
-    return (x2, as_words(qweight), scales, zeros if zeros is not None else scales,
+    return (x2, qweight, scales, zeros if zeros is not None else scales,
             bias if bias is not None else scales, x_scale if x_scale is not None else scales, y)
 
 

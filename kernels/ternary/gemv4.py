@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from ..tiling import cdiv, next_pow2
-from ..formats import as_words, norm_group
+from ..formats import norm_group
 from ..launch import TENSOR, bind, output_plan
 from ..runtime import persistent_programs
 
@@ -86,6 +86,8 @@ def _tdot(words, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14
 @triton.jit
 def _ternary_gemv4(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, N, K, KW, NG, stride_xm, stride_ym, NPROG,
                    GW: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    t1_ptr = t1_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
+    t2_ptr = t2_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     NV: tl.constexpr = BLOCK_KW // 2
     pid = tl.program_id(0)
     m = tl.program_id(1)
@@ -180,7 +182,7 @@ def ternary_gemv4_bind(x2, t1, a1, bias, G: int, y, config=None, nprog=None):
 
 def ternary_gemv4_tensors(x2, t1, t2, a1, a2, bias, y):
     """The tensor arguments of `ternary_gemv4_bind`'s launch (no bias: the slot gets a1, never read)."""
-    return x2, as_words(t1), as_words(t2), a1, a2, bias if bias is not None else a1, y
+    return x2, t1, t2, a1, a2, bias if bias is not None else a1, y
 
 
 def ternary_gemv4(x2, t1, t2, a1, a2, bias, G: int, y, config=None, nprog=None):

@@ -177,8 +177,14 @@ def test_bound_launch_fills_its_tensor_slots_and_shares_entries(fake_driver, mon
     *head, v0, v1, n, block, flag = k.compiled.runs[0]
     assert head[:4] == [3, 2, 1, 1234] and (n, block, flag) == (8, 4, False)
     assert (v0, v1) == (x2.data_ptr(), y2.data_ptr())  # device addresses as ints: the driver takes them as they are
+    bound(x, y)
+    assert list(bound.aligned) == [0]  # all 16-byte aligned: found per device from now on, without a key
     bound(x[1:], y)  # misaligned: Triton's path again
     assert len(k.compiles) == 2
+    bound(x[1:], y)  # ... once: then its compiled entry, under the alignments' key
+    assert len(k.compiles) == 2 and k.compiled.runs[-1][9] == x[1:].data_ptr()
+    with pytest.raises(TypeError, match="bound for tensors of"):  # where a call is keyed, its dtypes are checked
+        bound(x.double()[1:], y)  # (a binding's dtypes are its plan's: another dtype is another plan)
     hook = []
     L.knobs.runtime.launch_enter_hook = lambda *a: hook.append(a)
     bound(x, y)  # a profiler's hook gets Triton's launch metadata, and the tensors as Triton passes them
