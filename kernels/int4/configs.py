@@ -18,7 +18,7 @@ def shipped_configs():
         for gw in (0, 16):
             out.append((f"w4a16_gemv2[{dt},GW={gw}]", gemv2._w4a16_gemv2, sig2, {**FLAGS, "GW": gw, **c}, o))
         out.append((f"w4a16_gemv2_zero[{dt}]", gemv2._w4a16_gemv2, sig2, {**FLAGS, "HAS_ZERO": True, "GW": 16, **c}, o))
-        sig4 = dict(sig2, NPROG="i32", xs_ptr="*fp32")
+        sig4 = dict(sig2, NPROG="i32", xs_ptr="*fp32", w_ptr="*u8")  # gemv4 reads the packed bytes
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():
             c4 = dict(BLOCK_N=bn, BLOCK_KW=kw, ONE_CHUNK=True)
             for gw, hz in ((16, False), (0, False), (16, True)):

@@ -20,7 +20,7 @@ def shipped_configs():
             for wz in (False, True):  # symmetric weights, or with zero points (asymmetric QSM)
                 c, o = split_launch(cfg)
                 atomic = c.pop("SPLIT_K", 1) > 1
-                sig = dict(isig, w_ptr="*i32") if int4 else isig
+                sig = dict(isig, w_ptr="*u8") if int4 else isig
                 sig = dict(sig, y_ptr="*fp32") if atomic else sig
                 out.append((f"{'w4a8' if int4 else 'int8'}-grouped{'-wzero' if wz else ''}[M<={max_m}]",
                             gemm._int8_mm, sig, {"GROUP": 64, "HAS_XZ": True, "HAS_WZ": wz, "W_INT4": int4,
@@ -29,7 +29,7 @@ def shipped_configs():
     for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
         for max_m, cfg in table:
             c, o = split_launch(cfg)
-            sig = dict(isig, w_ptr="*i32") if int4 else isig
+            sig = dict(isig, w_ptr="*u8") if int4 else isig
             out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", gemm._int8_mm, sig,
                         {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4, "HAS_XS": True,
                          "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
@@ -52,13 +52,13 @@ def shipped_configs():
     # per-row steps and zeros (dynamic W4A8 / W8A8 with asymmetric weights)
     for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
         c, o = split_launch(table[-1][1])
-        sig = dict(isig, w_ptr="*i32") if int4 else isig
+        sig = dict(isig, w_ptr="*u8") if int4 else isig
         out.append((f"{'w4a8' if int4 else 'int8'}-wzero[M>{table[-2][0]}]", gemm._int8_mm, sig,
                     {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": True, "W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True,
                      "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
     # W4A8 at one row (w4a8._w4a8_gemv): fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
-        wsig = dict(x_ptr="*i8", w_ptr="*i32", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,
+        wsig = dict(x_ptr="*i8", w_ptr="*u8", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,
                     N="i32", K="i32", KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():  # with activation zero points
             out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,

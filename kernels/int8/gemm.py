@@ -28,7 +28,6 @@ import triton
 import triton.language as tl
 
 from ..checks import check_int_linear
-from ..formats import as_words
 from ..tiling import grouped_tile, pick, rows, cdiv
 from ..launch import TENSOR, bind
 from ..int4.unpack import nibbles
@@ -44,6 +43,8 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
              HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, ATOMIC: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
              LOOP_STAGES: tl.constexpr):
+    if W_INT4:
+        w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -206,16 +207,22 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
                  dict(GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
                       HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg}))
     out_shape, device = (*x.shape[:-1], N), x.device
-    flat = not G  # per-row steps (and zero points) read as [N]
+    # The kernel reads x with the row stride bound above and every other tensor densely: what already has that
+    # layout (this signature's shapes and strides decide) is handed over as it is, anything else copied per call
+    x_copies = x2.data_ptr() != x.data_ptr()  # rows(x) is not a view of x
+    strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias))
 
     def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
         # split-K (as int4/tc.py): fp32 partial sums added into a zeroed buffer, then the bias and the cast
         y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
              torch.empty(M, N, dtype=out_dtype, device=device))
-        ws = w_scale.reshape(-1) if flat else w_scale
-        wz = w_zero.reshape(-1) if flat and w_zero is not None else w_zero
-        bound(rows(x), as_words(w) if w_int4 else w, ws, x_scale.reshape(-1) if x_scale is not None else ws,
-              x_zero if x_zero is not None else ws, wz if wz is not None else ws, bias if bias is not None else ws, y)
+        if strided:  # rare: a strided step, zero point or bias
+            w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
+                                                      for t in (w_scale, x_scale, x_zero, w_zero, bias))
+        ws = w_scale
+        bound(rows(x) if x_copies else x, w, ws, x_scale if x_scale is not None else ws,
+              x_zero if x_zero is not None else ws, w_zero if w_zero is not None else ws,
+              bias if bias is not None else ws, y)
         if split > 1:
             y = (y + bias.float() if bias is not None else y).to(out_dtype)
         return y.view(out_shape)

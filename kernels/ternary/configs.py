@@ -15,7 +15,7 @@ def shipped_configs():
         t2sig = {k: v for k, v in tsig.items() if k != "G"}
         for gw in (0, 8):
             out.append((f"ternary_gemv2[{dt},GW={gw}]", gemv._ternary_gemv2, t2sig, {"HAS_BIAS": True, "GW": gw, **c}, o))
-        g4sig = dict(t2sig, NPROG="i32")
+        g4sig = dict(t2sig, NPROG="i32", t1_ptr="*u8", t2_ptr="*u8")  # gemv4 reads the packed bytes
         for kw, (bn, nw, _) in gemv4.GEMV4_TABLE.items():
             for gw in (0, 8):
                 out.append((f"ternary_gemv4[{dt},KW<={kw},GW={gw}]", gemv4._ternary_gemv4, g4sig,
