@@ -65,16 +65,17 @@ def cases() -> dict:
     step = torch.rand(1) * 1e-2 + 1e-3
     q, kv = torch.randn(1, 32, 1, 128, dtype=bf), torch.randn(1, 8, 2048, 128, dtype=bf)
     mask = torch.ones(1, 1, 1, 2048, dtype=torch.bool)
-    ops = torch.ops.qpass
+    ops = torch.ops.qpass  # the overloads (.default) are what lowered graphs call; the packet adds a Python frame
     return {
         "torch.empty (allocation alone)": lambda: torch.empty(1, 1, N, dtype=bf),
-        "qpass::w4a16_linear (g64)": lambda: ops.w4a16_linear(x, p4, s4, None, None, 64),
-        "qpass::ternary_linear (g64)": lambda: ops.ternary_linear(x, t1, t2, a, a, None, 64),
-        "qpass::w4a8_linear (g64)": lambda: ops.w4a8_linear(x8, p4, a, xs, None, bf, 64),
-        "qpass::int8_linear (per-row)": lambda: ops.int8_linear(x8, q8, ws, xs, None, bf),
-        "qpass::quantize_activation_int8 (dynamic)": lambda: ops.quantize_activation_int8(x, None, 127),
-        "qpass::quantize_activation_int8 (static)": lambda: ops.quantize_activation_int8(x, step, 127),
-        "qpass::attention (decode, 2K keys, bool mask)": lambda: ops.attention(q, kv, kv, mask, False, None, True),
+        "qpass::w4a16_linear (g64)": lambda: ops.w4a16_linear.default(x, p4, s4, None, None, 64),
+        "qpass::ternary_linear (g64)": lambda: ops.ternary_linear.default(x, t1, t2, a, a, None, 64),
+        "qpass::w4a8_linear (g64)": lambda: ops.w4a8_linear.default(x8, p4, a, xs, None, bf, 64),
+        "qpass::int8_linear (per-row)": lambda: ops.int8_linear.default(x8, q8, ws, xs, None, bf),
+        "qpass::quantize_activation_int8 (dynamic)": lambda: ops.quantize_activation_int8.default(x, None, 127),
+        "qpass::quantize_activation_int8 (static)": lambda: ops.quantize_activation_int8.default(x, step, 127),
+        "qpass::attention (decode, 2K keys, bool mask)":
+            lambda: ops.attention.default(q, kv, kv, mask, False, None, True),
     }
 
 

@@ -79,17 +79,17 @@ def cases(M: int = 1) -> dict:
     a = torch.rand(N, K // 64, device=dev) * 1e-2
     q = torch.randn(1, 32, 1, 128, device=dev, dtype=bf)
     kv = torch.randn(1, 8, 2048, 128, device=dev, dtype=bf)
-    ops = torch.ops.qpass
+    ops = torch.ops.qpass  # the overloads (.default) are what lowered graphs call; the packet adds a Python frame
     return {
         "triton no-op launch": lambda: _noop[(1,)](buf, 1024, BLOCK=1024) and None,
         "F.linear (ATen, bf16)": lambda: F.linear(x, w),
-        "qpass::w4a16_linear (g64)": lambda: ops.w4a16_linear(x, p4, s4, None, None, 64),
-        "qpass::ternary_linear (g64)": lambda: ops.ternary_linear(x, t1, t2, a, a, None, 64),
-        "qpass::int8_linear (per-row)": lambda: ops.int8_linear(x8, q8, ws, xs, None, bf),
-        "qpass::w4a8_linear (g64)": lambda: ops.w4a8_linear(x8, p4, ws_g, xs, None, bf, 64),
-        "qpass::quantize_activation_int8 (dynamic)": lambda: ops.quantize_activation_int8(x, None, 127),
-        "qpass::quantize_activation_int8 (static)": lambda: ops.quantize_activation_int8(x, step[:1], 127),
-        "qpass::attention (decode, 2K keys)": lambda: ops.attention(q, kv, kv, None, False, None, True),
+        "qpass::w4a16_linear (g64)": lambda: ops.w4a16_linear.default(x, p4, s4, None, None, 64),
+        "qpass::ternary_linear (g64)": lambda: ops.ternary_linear.default(x, t1, t2, a, a, None, 64),
+        "qpass::int8_linear (per-row)": lambda: ops.int8_linear.default(x8, q8, ws, xs, None, bf),
+        "qpass::w4a8_linear (g64)": lambda: ops.w4a8_linear.default(x8, p4, ws_g, xs, None, bf, 64),
+        "qpass::quantize_activation_int8 (dynamic)": lambda: ops.quantize_activation_int8.default(x, None, 127),
+        "qpass::quantize_activation_int8 (static)": lambda: ops.quantize_activation_int8.default(x, step[:1], 127),
+        "qpass::attention (decode, 2K keys)": lambda: ops.attention.default(q, kv, kv, None, False, None, True),
         "F.scaled_dot_product_attention (decode)": lambda: F.scaled_dot_product_attention(q, kv, kv,
                                                                                           enable_gqa=True),
     }

@@ -53,7 +53,10 @@ def _driver():
     global _DEVICE_STREAM
     if _DEVICE_STREAM is None:
         active = driver.active
-        _DEVICE_STREAM = (active.get_current_device, active.get_current_stream)
+        get_device = active.get_current_device
+        if get_device is torch.cuda.current_device:  # a Python wrapper (lazy init, then this C call): CUDA is
+            get_device = torch._C._cuda_getDevice  # initialized once a tensor lives there, before any launch
+        _DEVICE_STREAM = (get_device, active.get_current_stream)
     return _DEVICE_STREAM
 
 
