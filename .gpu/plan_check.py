@@ -69,7 +69,18 @@ x8m = lambda: torch.randint(-127, 128, (8, K), device=dev, dtype=torch.int8)  # 
 xs8 = torch.rand(8, device=dev) * 1e-2
 check("w4a8 g64 8 rows (int_mm plan)", x8m, lambda x: ops.w4a8_linear(x, p4, ws_g, xs8, None, bf, 64),
       lambda x: R8.w4a8_linear_ref(x, p4, ws_g, xs8, None, bf, 64), 1e-2)
+wz_g = torch.randint(0, 16, (N, K // 64), device=dev).float()
+bias_n = torch.randn(N, device=dev, dtype=bf)
+check("w4a8 g64 asym + bias 8 rows (int_mm plan)", x8m,
+      lambda x: ops.w4a8_linear(x, p4, ws_g, xs8, bias_n, bf, 64, None, wz_g),
+      lambda x: R8.w4a8_linear_ref(x, p4, ws_g, xs8, bias_n, bf, 64, None, wz_g), 1e-2)
+x8r = lambda: torch.randint(-127, 128, (100, K), device=dev, dtype=torch.int8)  # noqa: E731
+xs100 = torch.rand(100, 2, device=dev)[:, :1] * 1e-2  # strided: the plan copies it per call
+check("w4a8 per-row 100 rows, strided x step", x8r, lambda x: ops.w4a8_linear(x, p4, ws, xs100, None, bf, 0),
+      lambda x: R8.w4a8_linear_ref(x, p4, ws, xs100, None, bf, 0), 1e-2)
 q8 = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
+check("int8 per-row 100 rows, strided x step", x8r, lambda x: ops.int8_linear(x, q8, ws, xs100, None, bf),
+      lambda x: R8.int8_linear_ref(x, q8, ws, xs100, None, bf), 1e-2)
 check("int8 per-row", x8, lambda x: ops.int8_linear(x, q8, ws, xs, None, bf),
       lambda x: R8.int8_linear_ref(x, q8, ws, xs, None, bf), 1e-2)
 step = torch.rand(1, device=dev) * 1e-2 + 1e-3
