@@ -1,11 +1,13 @@
 """Host-side cost of one eager call (GPU): the Python + dispatcher + launch time of every qpass op at M = 1.
 
-Each row runs its call 1,000 times back to back (after warm-up), five times, and reports the median wall µs per
-call; it also checks that a repeat call (the cached launch of kernels/launch.py) returns exactly the first call's
-output (Triton's own launch path). The calls are
-small (the GPU finishes each kernel sooner than the host issues the next), so the figure is the host path — what
-plain `model.generate` without CUDA graphs pays per op (issue 20: ≤ 20 µs per op), under no_grad as in `generate`. Baselines in the same process:
-ATen's F.linear and a bare Triton launch. Shapes: Llama-3-8B q_proj (4096 × 4096), bf16 activations.
+Each row issues its call 1,000 times (after warm-up), in blocks of 200 with the GPU drained between blocks, and
+reports the median over five such runs of the host µs per call: the time to issue the calls, which never waits for
+the GPU (200 calls stay far below the driver's queue of pending launches). That is the host path — what plain
+`model.generate` without CUDA graphs pays per op (issue 20: ≤ 20 µs per op), under no_grad as in `generate`. A
+second column times the same calls back to back through a final synchronize (wall µs per call: the GPU's time
+where a kernel takes longer than its host path). Each row also checks that a repeat call (the cached launch of
+kernels/launch.py) returns exactly the first call's output (Triton's own launch path). Baselines in the same
+process: ATen's F.linear and a bare Triton launch. Shapes: Llama-3-8B q_proj (4096 × 4096), bf16 activations.
 
     python benchmarks/launch_overhead.py                 # table; JSON with --json PATH
     python benchmarks/launch_overhead.py --profile w4a16  # cProfile of one op's calls (where the µs go)
@@ -29,6 +31,7 @@ from qpass.kernels import ops as qk  # noqa: E402,F401  (registers the qpass:: o
 
 N = K = 4096
 CALLS = 1000
+BLOCK_CALLS = 200  # calls issued between two drains of the GPU
 
 
 @triton.jit
@@ -37,20 +40,29 @@ def _noop(x_ptr, n, BLOCK: tl.constexpr):
     tl.store(x_ptr + offs, tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
 
 
-def per_call_us(fn, n=CALLS, repeats=5) -> float:
-    """Median over `repeats` runs of µs per call of `n` back-to-back calls (host timings on a shared machine
-    are noisy; the median of five runs is stable to about a microsecond)."""
+def per_call_us(fn, n=CALLS, repeats=5, block=BLOCK_CALLS) -> tuple:
+    """(host µs, wall µs) per call, each the median over `repeats` runs of `n` calls: host = the time to issue them
+    in blocks of `block` (the GPU drained before each block, not timed), wall = back to back through a final
+    synchronize."""
     for _ in range(20):
         fn()
-    times = []
+    host, wall = [], []
     for _ in range(repeats):
+        issued = 0.0
+        for start in range(0, n, block):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(min(block, n - start)):
+                fn()
+            issued += time.perf_counter() - t
+        host.append(issued / n * 1e6)
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) / n * 1e6)
-    return sorted(times)[len(times) // 2]
+        wall.append((time.perf_counter() - t) / n * 1e6)
+    return sorted(host)[len(host) // 2], sorted(wall)[len(wall) // 2]
 
 
 def same(a, b) -> bool:
@@ -116,11 +128,12 @@ def main():
     torch.set_grad_enabled(False)  # as in model.generate
     for name, fn in table.items():
         first = fn()  # Triton's own launch path (kernels/launch.py keeps the compiled kernel from here on)
-        us = per_call_us(fn)
+        us, wall = per_call_us(fn)
         repeat = same(first, fn())
-        rows.append(dict(case=name, us_per_call=round(us, 2), repeat_output_identical=repeat))
-        print(f"{name:<45} {us:8.1f} µs per call   repeat call's output identical to the first: {repeat}",
-              flush=True)
+        rows.append(dict(case=name, us_per_call=round(us, 2), wall_us_per_call=round(wall, 2),
+                         repeat_output_identical=repeat))
+        print(f"{name:<45} host {us:7.1f} µs per call   wall {wall:7.1f}   repeat call's output identical to the "
+              f"first: {repeat}", flush=True)
         if not repeat:
             raise SystemExit(f"{name}: a repeat call returned a different output than the first call")
     if args.json:
