@@ -72,20 +72,17 @@ def _first_launch(key, kernel, grid, args, meta):
         _COMPILED[key] = (kernel, compiled, compiled.run, compiled.function, compiled.packed_metadata, order, g)
 
 
-def _hooked() -> bool:
-    """Whether a launch hook (a profiler's) is installed: Triton >= 3.5 keeps an always-present HookChain, empty when
-    none is, older ones None."""
-    hook = knobs.runtime.launch_enter_hook
-    return hook is not None and bool(getattr(hook, "calls", True))
+def _hooked(enter) -> bool:
+    """Whether `enter` (the launch enter hook) is a profiler's: Triton >= 3.5 keeps an always-present HookChain, empty
+    when none is installed, older ones None."""
+    return enter is not None and bool(getattr(enter, "calls", True))
 
 
-def _direct_launch(entry, values, stream, hooked: bool) -> None:
+def _direct_launch(entry, values, stream, hooked: bool, enter, exit_) -> None:
     _, compiled, run, function, packed_metadata, _, g = entry
-    hooks = knobs.runtime
     # the launch metadata is the enter hook's argument: built only when a hook will read it
     metadata = compiled.launch_metadata(g, stream, *values) if hooked else None
-    run(g[0], g[1], g[2], stream, function, packed_metadata, metadata, hooks.launch_enter_hook,
-        hooks.launch_exit_hook, *values)
+    run(g[0], g[1], g[2], stream, function, packed_metadata, metadata, enter, exit_, *values)
 
 
 def _other_device(args, device: int):
@@ -166,8 +163,11 @@ class BoundLaunch:
             entry = self._compiled(tensors, pointers, device)
             if entry is None:  # launched through Triton (its first call with these alignments)
                 return
-        hooked = _hooked()  # a launch hook (profiler) reads the arguments as Triton passes them: the tensors
-        _direct_launch(entry, self._filled(tensors if hooked else pointers), current_stream(device), hooked)
+        runtime = knobs.runtime  # the hooks are read per launch: a profiler may install them at any time
+        enter, exit_ = runtime.launch_enter_hook, runtime.launch_exit_hook
+        hooked = _hooked(enter)  # a launch hook (profiler) reads the arguments as Triton passes them: the tensors
+        _direct_launch(entry, self._filled(tensors if hooked else pointers), current_stream(device), hooked, enter,
+                       exit_)
 
     def _compiled(self, tensors, pointers, device: int):
         """The compiled entry for these tensors' alignments on `device` (equal bindings share it); None after

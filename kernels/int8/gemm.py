@@ -215,7 +215,7 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
         # split-K (as int4/tc.py): fp32 partial sums added into a zeroed buffer, then the bias and the cast
         y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
-             torch.empty(M, N, dtype=out_dtype, device=device))
+             torch.empty(out_shape, dtype=out_dtype, device=device))  # [M, N] in memory, no view per call
         if strided:  # rare: a strided step, zero point or bias
             w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
                                                       for t in (w_scale, x_scale, x_zero, w_zero, bias))
@@ -224,8 +224,8 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
               x_zero if x_zero is not None else ws, w_zero if w_zero is not None else ws,
               bias if bias is not None else ws, y)
         if split > 1:
-            y = (y + bias.float() if bias is not None else y).to(out_dtype)
-        return y.view(out_shape)
+            y = (y + bias.float() if bias is not None else y).to(out_dtype).view(out_shape)
+        return y
     return call
 
 
