@@ -65,6 +65,10 @@ def cases() -> dict:
     step = torch.rand(1) * 1e-2 + 1e-3
     q, kv = torch.randn(1, 32, 1, 128, dtype=bf), torch.randn(1, 8, 2048, 128, dtype=bf)
     mask = torch.ones(1, 1, 1, 2048, dtype=torch.bool)
+    x16, x8_128 = torch.randn(1, 16, K, dtype=bf), torch.randint(-127, 128, (1, 128, K), dtype=torch.int8)
+    xs_128 = torch.rand(1, 128, 1)
+    row_step = torch.rand(N) * 1e-3 + 1e-4  # integer group steps (QSM): each group's step u * the row's
+    a_int, zeros = row_step[:, None] * torch.randint(1, 4, (N, K // 64)), torch.randint(0, 16, (N, K // 64)).float()
     ops = torch.ops.qpass  # the overloads (.default) are what lowered graphs call; the packet adds a Python frame
     return {
         "torch.empty (allocation alone)": lambda: torch.empty(1, 1, N, dtype=bf),
@@ -74,6 +78,12 @@ def cases() -> dict:
         "qpass::int8_linear (per-row)": lambda: ops.int8_linear.default(x8, q8, ws, xs, None, bf),
         "qpass::quantize_activation_int8 (dynamic)": lambda: ops.quantize_activation_int8.default(x, None, 127),
         "qpass::quantize_activation_int8 (static)": lambda: ops.quantize_activation_int8.default(x, step, 127),
+        # prompt / batch rows: their ATen epilogue ops (split-K's zeroed buffer and bias add) run on the CPU here
+        "qpass::w4a16_linear (g64, 16 rows: split-K tile)": lambda: ops.w4a16_linear.default(x16, p4, s4, None, None,
+                                                                                               64),
+        "qpass::w4a8_linear (g64 integer steps, 128 rows)":
+            lambda: ops.w4a8_linear.default(x8_128, p4, a_int, xs_128, None, bf, 64, None, zeros,
+                                            row_step),
         "qpass::attention (decode, 2K keys, bool mask)":
             lambda: ops.attention.default(q, kv, kv, mask, False, None, True),
     }

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import launch
+from .launch import TENSOR, bind
 
 
 def cdiv(a: int, b: int) -> int:
@@ -147,8 +147,17 @@ def tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS
 def split_k_launch(kernel, x2, operands: tuple, bias, y, N: int, KW: int, NG: int, G: int, config: dict, **meta):
     """Launch a split-K tile kernel `kernel(x, *operands, b, y, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym,
     HAS_BIAS, ATOMIC, SWAP, SCALE_AFTER, ..., BLOCK_M, BLOCK_N, BLOCK_K)` (int4/tc.py, ternary/tc.py) on x2 [M, K]
-    -> y [M, N]: each K step inside one weight group (BLOCK_K divides G); SPLIT_K > 1 (small M: N / BLOCK_N tiles
-    alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with atomics, then adds the bias and casts."""
+    -> y [M, N] (row stride y.stride(0)): `split_k_plan` made and called once."""
+    return split_k_plan(kernel, x2, operands, bias, N, KW, NG, G, config, y.stride(0), **meta)(x2, operands, bias, y)
+
+
+def split_k_plan(kernel, x2, operands: tuple, bias, N: int, KW: int, NG: int, G: int, config: dict,
+                 stride_ym: int, **meta):
+    """`split_k_launch` for arguments with this metadata, decided and bound once: `call(x2, operands, bias, y)`
+    with y [M, N] of row stride `stride_ym`. Each K step stays inside one weight group (BLOCK_K divides G);
+    SPLIT_K > 1 (small M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with
+    atomics, then one add of the bias (or a copy) casts them into y. x2 may be handed over as any tensor with its
+    address and row stride (e.g. the [..., K] x that x2 views)."""
     M, K = x2.shape
     cfg = dict(config)
     split = cfg.pop("SPLIT_K", 1)
@@ -157,14 +166,27 @@ def split_k_launch(kernel, x2, operands: tuple, bias, y, N: int, KW: int, NG: in
     if G < K:
         cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
     k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
-    split = cdiv(K, k_split)
-    out = torch.zeros(M, N, dtype=torch.float32, device=y.device) if split > 1 else y
+    split = cdiv(K, k_split) if K else 1
     grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(M, cfg["BLOCK_M"]), split)
-    launch(kernel, grid, x2, *operands, bias if bias is not None else operands[-1], out, M, N, K, KW, NG, G, k_split,
-           x2.stride(0), out.stride(0), HAS_BIAS=bias is not None, ATOMIC=split > 1, **cfg, **meta)
-    if split > 1:
-        y.copy_(out + bias.float() if bias is not None else out)
-    return y
+    bound = bind(kernel, grid, [TENSOR] * (len(operands) + 3) + [M, N, K, KW, NG, G, k_split, x2.stride(0),
+                                                                   N if split > 1 else stride_ym],
+                 dict(HAS_BIAS=bias is not None, ATOMIC=split > 1, **cfg, **meta))
+    if split == 1:
+        def call(x2, operands, bias, y):
+            bound(x2, *operands, bias if bias is not None else operands[-1], y)
+            return y
+        return call
+
+    def call_split(x2, operands, bias, y):
+        out = torch.zeros(M, N, dtype=torch.float32, device=y.device)
+        bound(x2, *operands, bias if bias is not None else operands[-1], out)
+        yv = y if y.dim() == 2 else y.view(M, N)
+        if bias is not None:
+            torch.add(out, bias, out=yv)  # fp32 sums + the bias, cast into y in one kernel
+        else:
+            yv.copy_(out)
+        return y
+    return call_split
 
 
 def pick(table, M: int) -> dict:

@@ -29,7 +29,7 @@ def shipped_configs():
         out.append((f"w4a16_gemv4_chunked[{dt}]", gemv._w4a16_gemv4, sig4,
                     {**FLAGS, "GW": 16, "ONE_CHUNK": False, "HAS_XS": False, **c}, o))
         c, o = split_launch(dequant.DEQUANT_FLAT_CONFIG)
-        fsig = dict(w_ptr="*i32", s_ptr=dt, z_ptr=dt, r_ptr=dt, o_ptr=dt, TOTAL_W="i32", KW="i32", NG="i32", G="i32")
+        fsig = dict(w_ptr="*u8", s_ptr=dt, z_ptr=dt, r_ptr=dt, o_ptr=dt, TOTAL_W="i32", KW="i32", NG="i32", G="i32")
         out.append((f"int4_dequant_flat[{dt}]", dequant._int4_dequant_flat, fsig,
                     {"HAS_ZERO": True, "INT_OUT": False, "STEPS": False, **c}, o))
         out.append((f"int4_unpack_flat_i8[{dt}]", dequant._int4_dequant_flat, dict(fsig, o_ptr="*i8"),
@@ -38,13 +38,13 @@ def shipped_configs():
                     dict(fsig, s_ptr="*fp32", z_ptr="*fp32", r_ptr="*fp32", o_ptr="*i8"),
                     {"HAS_ZERO": True, "INT_OUT": True, "STEPS": True, **c}, o))
         c, o = split_launch(dequant.DEQUANT_CONFIG)
-        dsig = dict(w_ptr="*i32", s_ptr=dt, z_ptr=dt, r_ptr=dt, o_ptr=dt, N="i32", K="i32", KW="i32", NG="i32",
+        dsig = dict(w_ptr="*u8", s_ptr=dt, z_ptr=dt, r_ptr=dt, o_ptr=dt, N="i32", K="i32", KW="i32", NG="i32",
                     G="i32")
         out.append((f"int4_dequant[{dt}]", dequant._int4_dequant, dsig,
                     {"HAS_ZERO": True, "INT_OUT": False, "STEPS": False, **c}, o))
         out.append((f"int4_unpack_i8[{dt}]", dequant._int4_dequant, dict(dsig, o_ptr="*i8"),
                     {"HAS_ZERO": False, "INT_OUT": True, "STEPS": False, **c}, o))
-        tsig = dict(sig, M="i32", K_SPLIT="i32", y_ptr="*fp32", xs_ptr="*fp32")
+        tsig = dict(sig, M="i32", K_SPLIT="i32", y_ptr="*fp32", xs_ptr="*fp32", w_ptr="*u8")  # the packed bytes
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
             split = c.pop("SPLIT_K")

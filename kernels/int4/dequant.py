@@ -9,8 +9,8 @@ import triton
 import triton.language as tl
 
 from ..tiling import cdiv
-from ..formats import as_words, norm_group
-from ..launch import launch
+from ..formats import norm_group
+from ..launch import TENSOR, bind
 
 DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)  # 2-D kernel (K % 8 != 0)
 DEQUANT_FLAT_CONFIG = dict(BLOCK_W=512, num_warps=4)  # flat kernel (K % 8 == 0)
@@ -19,6 +19,7 @@ DEQUANT_FLAT_CONFIG = dict(BLOCK_W=512, num_warps=4)  # flat kernel (K % 8 == 0)
 @triton.jit
 def _int4_dequant(w_ptr, s_ptr, z_ptr, r_ptr, o_ptr, N, K, KW, NG, G, HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr,
                   STEPS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr):
+    w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     # one HBM pass: packed int4 [N, KW] -> dense [N, K] (float (q - z) * s, or the int8 values if INT_OUT)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     wi = tl.program_id(1) * BLOCK_KW + tl.arange(0, BLOCK_KW)
@@ -52,6 +53,7 @@ def _int4_dequant(w_ptr, s_ptr, z_ptr, r_ptr, o_ptr, N, K, KW, NG, G, HAS_ZERO: 
 @triton.jit
 def _int4_dequant_flat(w_ptr, s_ptr, z_ptr, r_ptr, o_ptr, TOTAL_W, KW, NG, G,
                        HAS_ZERO: tl.constexpr, INT_OUT: tl.constexpr, STEPS: tl.constexpr, BLOCK_W: tl.constexpr):
+    w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     # K % 8 == 0: packed words and the dense output are both one contiguous stream (word j -> out[8j:8j+8]),
     # so each program reads BLOCK_W consecutive words and writes 8 * BLOCK_W consecutive values (16-byte
     # stores for bf16): no row structure, every access contiguous.
@@ -86,23 +88,35 @@ def dequantize_int4_triton(qweight, scales, zeros, group_size: int, K: int, dtyp
                            row_steps=None):
     """Packed int4 [N, KW*4 bytes] -> dense [N, K] (dtype, (q - z) * s) or int8 values if int_out; with
     row_steps [N] (int_out, scales [N, groups] integer multiples of them) the int8 values (q - z) * (s / r)."""
+    return dequantize_int4_plan(qweight, scales, zeros, group_size, K, dtype, int_out, config, row_steps)(
+        qweight, scales, zeros, row_steps)
+
+
+def dequantize_int4_plan(qweight, scales, zeros, group_size: int, K: int, dtype, int_out=False, config=None,
+                         row_steps=None):
+    """`dequantize_int4_triton` for arguments with this metadata, the launch bound once:
+    `call(qweight, scales, zeros, row_steps) -> out` (a fresh [N, K] tensor; the kernel reads the packed bytes as
+    words)."""
     assert row_steps is None or (int_out and scales is not None), "row_steps: int8 output from group scales"
-    words = as_words(qweight)
-    N, KW = words.shape
-    out = torch.empty(N, K, dtype=torch.int8 if int_out else dtype, device=qweight.device)
-    s = scales if scales is not None else out
-    z = zeros if zeros is not None else s
-    r = row_steps if row_steps is not None else s
+    assert qweight.dtype == torch.uint8 and qweight.shape[-1] % 4 == 0 and qweight.is_contiguous()
+    N, KW = qweight.shape[0], qweight.shape[1] // 4
+    out_dtype, device = torch.int8 if int_out else dtype, qweight.device
     G = norm_group(K, group_size)
     NG = scales.shape[1] if scales is not None else 1
+    meta = dict(HAS_ZERO=zeros is not None, INT_OUT=int_out, STEPS=row_steps is not None)
     if K % 8 == 0 and (config is None or "BLOCK_W" in config):
         cfg = dict(config or DEQUANT_FLAT_CONFIG)
-        grid = (cdiv(N * KW, cfg["BLOCK_W"]),)
-        launch(_int4_dequant_flat, grid, words, s, z, r, out, N * KW, KW, NG, G, HAS_ZERO=zeros is not None,
-               INT_OUT=int_out, STEPS=row_steps is not None, **cfg)
+        bound = bind(_int4_dequant_flat, (cdiv(N * KW, cfg["BLOCK_W"]),), [TENSOR] * 5 + [N * KW, KW, NG, G],
+                     dict(meta, **cfg))
+    else:
+        cfg = dict(config or DEQUANT_CONFIG)
+        bound = bind(_int4_dequant, (cdiv(N, cfg["BLOCK_N"]), cdiv(KW, cfg["BLOCK_KW"])),
+                     [TENSOR] * 5 + [N, K, KW, NG, G], dict(meta, **cfg))
+
+    def call(qweight, scales, zeros, row_steps):
+        out = torch.empty(N, K, dtype=out_dtype, device=device)
+        s = scales if scales is not None else out  # an absent operand's slot: never read
+        z = zeros if zeros is not None else s
+        bound(qweight, s, z, row_steps if row_steps is not None else s, out)
         return out
-    cfg = dict(config or DEQUANT_CONFIG)
-    grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(KW, cfg["BLOCK_KW"]))
-    launch(_int4_dequant, grid, words, s, z, r, out, N, K, KW, NG, G, HAS_ZERO=zeros is not None, INT_OUT=int_out,
-           STEPS=row_steps is not None, **cfg)
-    return out
+    return call

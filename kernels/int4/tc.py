@@ -18,9 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats import as_words
 from ..runtime import interpreting
-from ..tiling import by_col, by_row, oriented_dot, pick, split_k_launch, swap_ab_tile, tile_store, tile_zeros, x_step
+from ..tiling import by_col, by_row, oriented_dot, pick, split_k_plan, swap_ab_tile, tile_store, tile_zeros, x_step
 from .unpack import nibble_floats, nibbles, plane_dot
 
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
@@ -44,6 +43,7 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG,
               stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr, SCALE_AFTER: tl.constexpr,
               HAS_ZERO: tl.constexpr, FLOAT_UNPACK: tl.constexpr, HAS_XS: tl.constexpr, PLANES: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
     acc = tile_zeros(BLOCK_M, BLOCK_N, SWAP)
     k_lo = tl.program_id(2) * K_SPLIT
@@ -93,7 +93,13 @@ def float_unpack(dtype) -> bool:
 def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=None):
     """x2 [M, K] (unit stride) -> y [M, N] (preallocated); G = the normalized group; config: TC_CONFIGS' keys;
     x2 int8: W4A8's activation codes, row m's step x_scale[m] (fp32 [M]; None: steps folded into the weights')."""
-    words = as_words(qweight)
+    return w4a16_tc_plan(x2, qweight, scales, zeros, bias, G, y.stride(0), config, x_scale)(
+        x2, qweight, scales, zeros, bias, y, x_scale)
+
+
+def w4a16_tc_plan(x2, qweight, scales, zeros, bias, G: int, stride_ym: int, config=None, x_scale=None):
+    """`w4a16_tc` for arguments with this metadata, the config decided and the launch bound once:
+    `call(x2, qweight, scales, zeros, bias, y, x_scale) -> y` (y [M, N] of row stride `stride_ym`)."""
     cfg = dict(config or pick(TC_CONFIGS, x2.shape[0]))
     codes = x2.dtype == torch.int8
     cfg.setdefault("FLOAT_UNPACK", float_unpack(torch.float16 if codes else x2.dtype))
@@ -106,10 +112,14 @@ def w4a16_tc(x2, qweight, scales, zeros, bias, G: int, y, config=None, x_scale=N
             f"(compiled) or int8 x; got group {G} at K={x2.shape[1]} and config {cfg}"))
         cfg["PLANES"] = fits
         cfg["SCALE_AFTER"] = cfg.get("SCALE_AFTER", False) or fits
-    return split_k_launch(_w4a16_tc, x2, (words, scales, zeros if zeros is not None else scales,
-                                          x_scale if x_scale is not None else scales), bias, y,
-                          words.shape[0], words.shape[1], scales.shape[1], G, cfg, HAS_ZERO=zeros is not None,
-                          HAS_XS=x_scale is not None)
+    operands = (qweight, scales, zeros if zeros is not None else scales, x_scale if x_scale is not None else scales)
+    tile = split_k_plan(_w4a16_tc, x2, operands, bias, qweight.shape[0], qweight.shape[1] // 4, scales.shape[1], G,
+                        cfg, stride_ym, HAS_ZERO=zeros is not None, HAS_XS=x_scale is not None)
+
+    def call(x2, qweight, scales, zeros, bias, y, x_scale=None):  # the packed bytes: the kernel reads words
+        return tile(x2, (qweight, scales, zeros if zeros is not None else scales,
+                         x_scale if x_scale is not None else scales), bias, y)
+    return call
 
 
 def planes_fit(cfg: dict, K: int, G: int) -> bool:

@@ -18,10 +18,10 @@ import torch
 from ..checks import check_w4a16
 from ..formats import norm_group
 from ..tiling import rows
-from .dequant import dequantize_int4_triton
+from .dequant import dequantize_int4_plan, dequantize_int4_triton
 from .gemv import gemv4_supported, w4a16_gemv4, w4a16_gemv4_plan
 from .gemv2 import w4a16_gemv2
-from .tc import w4a16_tc
+from .tc import w4a16_tc, w4a16_tc_plan
 
 GEMV4_MAX_M = 1
 DEQUANT_MIN_M = 129
@@ -58,12 +58,27 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
 
 
 def plan(x, qweight, scales, zeros, bias, group_size: int):
-    """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`):
-    the decode GEMV bound once (`w4a16_gemv4_plan`), every other case through `run`."""
+    """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`): the
+    decode GEMV, the tensor-core tile and the dequantize pass each bound once; the M = 1 fallback through `run`."""
     x2 = rows(x)
-    if choose_kernel(x2, group_size) == "gemv4" and x.is_contiguous():
+    kernel = choose_kernel(x2, group_size)
+    if kernel == "gemv4" and x.is_contiguous():
         return w4a16_gemv4_plan(x, qweight, scales, zeros, bias, group_size)
-    return run
+    K, N = x.shape[-1], qweight.shape[0]
+    if kernel == "dequant":
+        dense = dequantize_int4_plan(qweight, scales, zeros, group_size, K, x.dtype)
+        return lambda x, qweight, scales, zeros, bias, group_size: torch.nn.functional.linear(
+            x, dense(qweight, scales, zeros, None), bias)
+    if kernel != "tc":
+        return run
+    tile = w4a16_tc_plan(x2, qweight, scales, zeros, bias, norm_group(K, group_size), N)
+    out_shape, dtype, device = (*x.shape[:-1], N), x.dtype, x.device
+    x_copies = x2.data_ptr() != x.data_ptr()  # else the tile reads x itself (its address and the bound row stride)
+
+    def call(x, qweight, scales, zeros, bias, group_size):
+        y = torch.empty(out_shape, dtype=dtype, device=device)  # [M, N] in memory
+        return tile(rows(x) if x_copies else x, qweight, scales, zeros, bias, y)
+    return call
 
 
 def run(x, qweight, scales, zeros, bias, group_size: int, config=None, kernel=None):

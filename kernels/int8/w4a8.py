@@ -23,9 +23,9 @@ import torch
 
 from ..checks import check_int_linear
 from ..formats import norm_group
-from ..int4.dequant import dequantize_int4_triton
+from ..int4.dequant import dequantize_int4_plan, dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
-from ..int4.tc import w4a16_tc
+from ..int4.tc import w4a16_tc, w4a16_tc_plan
 from ..launch import output_plan
 from ..tiling import rows
 from .dequant_mm import dequant_mm
@@ -85,7 +85,44 @@ def plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zer
     if kernel == "mma":
         mm = int_mm_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, None, group_size, x_zero, w_zero)
         return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, q, ws, xs, b, dt, True, None, g, xz, wz)
+    if kernel == "unpack":
+        return _unpack_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step)
+    if kernel == "tc":
+        return _tc_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero)
     return _run_op_args
+
+
+def _unpack_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step):
+    """"unpack" (see `run_w4a8`) for this signature: the unpack pass and the int8 GEMM each bound once."""
+    K, N = x_int8.shape[-1], qweight.shape[0]
+    dense_int8 = torch.empty(N, K, dtype=torch.int8, device="meta")  # the unpacked weight's metadata
+    if w_step is not None and 0 < group_size < K:  # (q - z) * u: one step per row over all of K
+        unpack = dequantize_int4_plan(qweight, w_scale, w_zero, group_size, K, torch.int8, True, row_steps=w_step)
+        mm = int_mm_plan(x_int8, dense_int8, w_step, x_scale, bias, out_dtype, False, None, 0, x_zero)
+        return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, unpack(q, ws, wz, w_step), w_step, xs, b, dt,
+                                                                  False, None, 0, xz)
+    unpack = dequantize_int4_plan(qweight, None, w_zero, -1, K, torch.int8, True)  # plain nibbles when zeros given
+    mm = int_mm_plan(x_int8, dense_int8, w_scale, x_scale, bias, out_dtype, False, None, group_size, x_zero, w_zero)
+    return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, unpack(q, None, wz, None), ws, xs, b, dt, False,
+                                                              None, g, xz, wz)
+
+
+def _tc_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero):
+    """"tc" (`_w4a8_tc`, grouped weights) for this signature: W4A16's tile on the codes, bound once."""
+    K, N = x_int8.shape[-1], qweight.shape[0]
+    x2 = rows(x_int8)
+    xs_as_is = x_scale is None or (x_scale.dtype == torch.float32 and x_scale.is_contiguous())
+    xs = x_scale if xs_as_is else x_scale.reshape(-1).float()
+    tile = w4a16_tc_plan(x2, qweight, w_scale, w_zero, bias, norm_group(K, group_size), N, TC_CONFIG, x_scale=xs)
+    out_shape, device = (*x_int8.shape[:-1], N), x_int8.device
+    x_copies = x2.data_ptr() != x_int8.data_ptr()  # else the tile reads x itself (its address, the bound row stride)
+
+    def call(x, q, ws, xs, b, dt, g, xz, wz, w_step):
+        y = torch.empty(out_shape, dtype=out_dtype, device=device)  # [M, N] in memory
+        if xs is not None and not xs_as_is:
+            xs = xs.reshape(-1).float()
+        return tile(rows(x) if x_copies else x, q, ws, wz, b, y, xs)
+    return call
 
 
 def _run_op_args(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zero=None, w_zero=None,

@@ -232,3 +232,32 @@ def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
             assert torch.equal(codes, ref_codes) and torch.allclose(steps, ref_steps)
     assert len(C._PASSED) == 9  # one plan per op signature, made by the first of the two calls
     assert not [plan for plan in C._PASSED.values() if plan.__name__.endswith("_ref") or plan is dense.dense]
+
+
+def test_the_ops_prompt_plans_run_in_the_interpreter(monkeypatch):
+    """The multi-row plans (W4A16's tensor-core tile and dequantize pass, W4A8's tile on the codes and its unpack +
+    int8 GEMM with integer group steps) on CUDA-looking CPU tensors, two calls of one signature each, against the
+    references; x handed over as it is (a row-strided view) and copied (a transposed one)."""
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(C, "_PASSED", {})
+    ops, N, K, h = torch.ops.qpass, 40, 256, torch.float16
+    q, s, z = F.quantize_int4(torch.randn(N, K), 64, False)
+    p, s, z, b = F.pack_int4(q), s.half(), z.half(), torch.randn(N).half()
+    for M in (5, 130):  # "tc", "dequant"
+        for make in (lambda: torch.randn(1, M, K).half(), lambda: torch.randn(M, 2 * K).half()[:, :K],
+                     lambda: torch.randn(K, M).half().t()):
+            for _ in range(2):
+                x = make()
+                assert rel_err(ops.w4a16_linear(x, p, s, z, b, 64), R4.w4a16_linear_ref(x, p, s, z, b, 64)) < 2e-3
+    r = torch.rand(N) * 1e-2 + 1e-3
+    u = torch.randint(1, 4, (N, K // 64)).float()
+    ws, wz = u * r[:, None], torch.randint(0, 16, (N, K // 64)).float()
+    p8 = F.pack_int4(torch.randint(0, 16, (N, K), dtype=torch.int8))  # plain nibbles (zero points given)
+    for M in (20, 70):  # "tc" (grouped, 17-32 rows), "unpack" with integer group steps
+        for xs_of in (lambda: torch.rand(M), lambda: torch.rand(M, 2)[:, :1]):  # as it is / converted per call
+            for _ in range(2):
+                x8, xs = torch.randint(-127, 128, (1, M, K), dtype=torch.int8), xs_of() * 1e-2
+                ref = R8.w4a8_linear_ref(x8, p8, ws, xs, b, h, 64, None, wz)
+                assert rel_err(ops.w4a8_linear(x8, p8, ws, xs, b, h, 64, None, wz, r), ref) < 2e-3
+    assert len(C._PASSED) == 10 and not [plan for plan in C._PASSED.values()  # every one bound, none per call
+                                         if plan.__name__.endswith("_ref") or plan.__name__ in ("run", "_run_op_args")]
