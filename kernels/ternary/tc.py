@@ -8,13 +8,13 @@ scaled on the tile (w = a1 t1 + a2 t2, one dot) or (SCALE_AFTER) the step's two 
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
-from ..formats import as_words
 from ..int4 import tc as int4_tc
 from ..int4.tc import float_unpack
-from ..tiling import by_row, oriented_dot, pick, split_k_launch, swap_ab_tile, tile_store, tile_zeros, x_step
+from ..tiling import by_row, oriented_dot, pick, split_k_plan, swap_ab_tile, tile_store, tile_zeros, x_step
 from .unpack import trit_floats, trits
 
 # (max M, config): int4/tc.py's tiles (the same 4 bits per weight); not yet swept for trits on a GPU
@@ -39,6 +39,8 @@ def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW
                 stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr,
                 SCALE_AFTER: tl.constexpr, FLOAT_UNPACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_K: tl.constexpr):
+    t1_ptr = t1_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
+    t2_ptr = t2_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
     acc = tile_zeros(BLOCK_M, BLOCK_N, SWAP)
     k_lo = tl.program_id(2) * K_SPLIT
@@ -64,7 +66,14 @@ def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW
 
 def ternary_tc(x2, t1, t2, a1, a2, bias, G: int, y, config=None):
     """x2 [M, K] (unit stride) -> y [M, N] (preallocated); G = the normalized group; config: TC_CONFIGS' keys."""
-    w1, w2 = as_words(t1), as_words(t2)
+    return ternary_tc_plan(x2, t1, t2, a1, a2, bias, G, y.stride(0), config)(x2, (t1, t2, a1, a2), bias, y)
+
+
+def ternary_tc_plan(x2, t1, t2, a1, a2, bias, G: int, stride_ym: int, config=None):
+    """`ternary_tc` for arguments with this metadata, the config decided and the launch bound once:
+    `call(x2, (t1, t2, a1, a2), bias, y) -> y` (the packed trits as they are: the kernel reads words)."""
+    assert t1.dtype == torch.uint8 and t1.shape[-1] % 4 == 0 and t1.is_contiguous()
     cfg = dict(config or pick(TC_CONFIGS, x2.shape[0]))
     cfg.setdefault("FLOAT_UNPACK", float_unpack(x2.dtype))
-    return split_k_launch(_ternary_tc, x2, (w1, w2, a1, a2), bias, y, w1.shape[0], w1.shape[1], a1.shape[1], G, cfg)
+    return split_k_plan(_ternary_tc, x2, (t1, t2, a1, a2), bias, t1.shape[0], t1.shape[1] // 4, a1.shape[1], G, cfg,
+                        stride_ym)

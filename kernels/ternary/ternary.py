@@ -16,7 +16,7 @@ from ..tiling import rows
 from .dequant import dequantize_ternary_triton
 from .gemv import ternary_gemv2
 from .gemv4 import gemv4_supported, ternary_gemv4, ternary_gemv4_plan
-from .tc import ternary_tc
+from .tc import ternary_tc, ternary_tc_plan
 
 KERNELS = ("gemv4", "gemv2", "tc", "dequant")
 LAUNCHERS = {"gemv4": ternary_gemv4, "gemv2": ternary_gemv2, "tc": ternary_tc}
@@ -59,11 +59,23 @@ def choose_kernel(x2, group_size: int) -> str:
 
 
 def plan(x, t1, t2, a1, a2, bias, group_size: int):
-    """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`):
-    the M = 1 GEMV bound once (`ternary_gemv4_plan`), every other case through `run`."""
-    if choose_kernel(rows(x), group_size) == "gemv4" and x.is_contiguous():
+    """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`): the
+    M = 1 GEMV and the tensor-core tile bound once, the other kernels through `run`."""
+    x2 = rows(x)
+    kernel = choose_kernel(x2, group_size)
+    if kernel == "gemv4" and x.is_contiguous():
         return ternary_gemv4_plan(x, t1, t2, a1, a2, bias, norm_group(x.shape[-1], group_size))
-    return run
+    if kernel != "tc":
+        return run
+    N = t1.shape[0]
+    tile = ternary_tc_plan(x2, t1, t2, a1, a2, bias, norm_group(x.shape[-1], group_size), N)
+    out_shape, dtype, device = (*x.shape[:-1], N), x.dtype, x.device
+    x_copies = x2.data_ptr() != x.data_ptr()  # else the tile reads x itself (its address and the bound row stride)
+
+    def call(x, t1, t2, a1, a2, bias, group_size):
+        y = torch.empty(out_shape, dtype=dtype, device=device)  # [M, N] in memory
+        return tile(rows(x) if x_copies else x, (t1, t2, a1, a2), bias, y)
+    return call
 
 
 def run(x, t1, t2, a1, a2, bias, group_size: int, config=None, kernel=None):

@@ -235,8 +235,8 @@ def test_the_ops_cuda_plans_run_in_the_interpreter(monkeypatch):
 
 
 def test_the_ops_prompt_plans_run_in_the_interpreter(monkeypatch):
-    """The multi-row plans (W4A16's tensor-core tile and dequantize pass, W4A8's tile on the codes and its unpack +
-    int8 GEMM with integer group steps) on CUDA-looking CPU tensors, two calls of one signature each, against the
+    """The multi-row plans (W4A16's tensor-core tile and dequantize pass, the ternary tile, W4A8's tile on the codes
+    and its unpack + int8 GEMM with integer group steps) on CUDA-looking CPU tensors, two calls of one signature each, against the
     references; x handed over as it is (a row-strided view) and copied (a transposed one)."""
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setattr(C, "_PASSED", {})
@@ -249,6 +249,13 @@ def test_the_ops_prompt_plans_run_in_the_interpreter(monkeypatch):
             for _ in range(2):
                 x = make()
                 assert rel_err(ops.w4a16_linear(x, p, s, z, b, 64), R4.w4a16_linear_ref(x, p, s, z, b, 64)) < 2e-3
+    t1, t2, a1, a2 = F.quantize_ternary(torch.randn(N, K), 64)
+    t1, t2, a1, a2 = F.pack_trits(t1), F.pack_trits(t2), a1.half(), a2.half()
+    for make in (lambda: torch.randn(1, 6, K).half(), lambda: torch.randn(K, 6).half().t()):  # the ternary tile
+        for _ in range(2):
+            x = make()
+            assert rel_err(ops.ternary_linear(x, t1, t2, a1, a2, b, 64),
+                           ternary_linear_ref(x, t1, t2, a1, a2, b, 64)) < 2e-3
     r = torch.rand(N) * 1e-2 + 1e-3
     u = torch.randint(1, 4, (N, K // 64)).float()
     ws, wz = u * r[:, None], torch.randint(0, 16, (N, K // 64)).float()
@@ -259,5 +266,5 @@ def test_the_ops_prompt_plans_run_in_the_interpreter(monkeypatch):
                 x8, xs = torch.randint(-127, 128, (1, M, K), dtype=torch.int8), xs_of() * 1e-2
                 ref = R8.w4a8_linear_ref(x8, p8, ws, xs, b, h, 64, None, wz)
                 assert rel_err(ops.w4a8_linear(x8, p8, ws, xs, b, h, 64, None, wz, r), ref) < 2e-3
-    assert len(C._PASSED) == 10 and not [plan for plan in C._PASSED.values()  # every one bound, none per call
+    assert len(C._PASSED) == 12 and not [plan for plan in C._PASSED.values()  # every one bound, none per call
                                          if plan.__name__.endswith("_ref") or plan.__name__ in ("run", "_run_op_args")]
