@@ -49,9 +49,21 @@ for G, sym, bias in ((64, True, False), (128, False, True), (-1, True, True)):
     check(f"w4a16 misaligned x G={G}", lambda: torch.randn(1, K + 1, device=dev, dtype=bf)[:, 1:],
           lambda x: ops.w4a16_linear(x, p, s, z, b, G), lambda x: w4a16_linear_ref(x, p, s, z, b, G), 1e-2)
 
+for M in (16, 64, 200):  # the tile (planes at 16 rows with g128), the tile, the dequantize pass
+    for G, sym in ((128, True), (64, False)):
+        q, s, z = F.quantize_int4(torch.randn(N, K, device=dev) * 0.02, G, sym)
+        p, s = F.pack_int4(q), s.to(bf)
+        z = z.to(bf) if z is not None else None
+        b = torch.randn(N, device=dev, dtype=bf)
+        check(f"w4a16 {M} rows G={G} sym={sym}", lambda: torch.randn(1, M, K, device=dev, dtype=bf),
+              lambda x: ops.w4a16_linear(x, p, s, z, b, G), lambda x: w4a16_linear_ref(x, p, s, z, b, G), 1e-2)
+
 t1, t2, a1, a2 = F.quantize_ternary(torch.randn(N, K, device=dev), 64)
 t1, t2, a1, a2 = F.pack_trits(t1), F.pack_trits(t2), a1.to(bf), a2.to(bf)
 check("ternary g64", lambda: torch.randn(1, 1, K, device=dev, dtype=bf),
+      lambda x: ops.ternary_linear(x, t1, t2, a1, a2, None, 64),
+      lambda x: ternary_linear_ref(x, t1, t2, a1, a2, None, 64), 1e-2)
+check("ternary g64 8 rows (tile)", lambda: torch.randn(1, 8, K, device=dev, dtype=bf),
       lambda x: ops.ternary_linear(x, t1, t2, a1, a2, None, 64),
       lambda x: ternary_linear_ref(x, t1, t2, a1, a2, None, 64), 1e-2)
 
@@ -78,6 +90,14 @@ x8r = lambda: torch.randint(-127, 128, (100, K), device=dev, dtype=torch.int8)  
 xs100 = torch.rand(100, 2, device=dev)[:, :1] * 1e-2  # strided: the plan copies it per call
 check("w4a8 per-row 100 rows, strided x step", x8r, lambda x: ops.w4a8_linear(x, p4, ws, xs100, None, bf, 0),
       lambda x: R8.w4a8_linear_ref(x, p4, ws, xs100, None, bf, 0), 1e-2)
+r_step = torch.rand(N, device=dev) * 1e-3 + 1e-4  # integer group steps (QSM): each group's step u * the row's
+ws_int = r_step[:, None] * torch.randint(1, 4, (N, K // 64), device=dev)
+for M in (20, 128):  # W4A8's tile on the codes; its unpack + int8 GEMM
+    xsM = torch.rand(1, M, 1, device=dev) * 1e-2
+    check(f"w4a8 integer steps asym + bias {M} rows", lambda: torch.randint(-127, 128, (1, M, K), device=dev,
+                                                                              dtype=torch.int8),
+          lambda x: ops.w4a8_linear(x, p4, ws_int, xsM, bias_n, bf, 64, None, wz_g, r_step),
+          lambda x: R8.w4a8_linear_ref(x, p4, ws_int, xsM, bias_n, bf, 64, None, wz_g), 1e-2)
 q8 = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
 check("int8 per-row 100 rows, strided x step", x8r, lambda x: ops.int8_linear(x, q8, ws, xs100, None, bf),
       lambda x: R8.int8_linear_ref(x, q8, ws, xs100, None, bf), 1e-2)

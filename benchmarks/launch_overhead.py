@@ -91,6 +91,11 @@ def cases(M: int = 1) -> dict:
     a = torch.rand(N, K // 64, device=dev) * 1e-2
     q = torch.randn(1, 32, 1, 128, device=dev, dtype=bf)
     kv = torch.randn(1, 8, 2048, 128, device=dev, dtype=bf)
+    x16, x8_128 = torch.randn(16, K, device=dev, dtype=bf), torch.randint(-127, 128, (128, K), device=dev,
+                                                                              dtype=torch.int8)
+    xs_128, row_step = torch.rand(128, device=dev) * 1e-2, torch.rand(N, device=dev) * 1e-3 + 1e-4
+    ws_int = row_step[:, None] * torch.randint(1, 4, (N, K // 64), device=dev)  # integer group steps (QSM)
+    wz = torch.randint(0, 16, (N, K // 64), device=dev).float()
     ops = torch.ops.qpass  # the overloads (.default) are what lowered graphs call; the packet adds a Python frame
     return {
         "triton no-op launch": lambda: _noop[(1,)](buf, 1024, BLOCK=1024) and None,
@@ -104,6 +109,12 @@ def cases(M: int = 1) -> dict:
         "qpass::attention (decode, 2K keys)": lambda: ops.attention.default(q, kv, kv, None, False, None, True),
         "F.scaled_dot_product_attention (decode)": lambda: F.scaled_dot_product_attention(q, kv, kv,
                                                                                           enable_gqa=True),
+        # batch / prompt rows: the tile's and the unpack path's plans (their GPU time may exceed the host's: wall)
+        "F.linear (ATen, bf16, 16 rows)": lambda: F.linear(x16, w),
+        "qpass::w4a16_linear (g64, 16 rows: split-K tile)": lambda: ops.w4a16_linear.default(x16, p4, s4, None, None,
+                                                                                               64),
+        "qpass::w4a8_linear (g64 integer steps, 128 rows)":
+            lambda: ops.w4a8_linear.default(x8_128, p4, ws_int, xs_128, None, bf, 64, None, wz, row_step),
     }
 
 
@@ -132,7 +143,7 @@ def main():
         repeat = same(first, fn())
         rows.append(dict(case=name, us_per_call=round(us, 2), wall_us_per_call=round(wall, 2),
                          repeat_output_identical=repeat))
-        print(f"{name:<45} host {us:7.1f} µs per call   wall {wall:7.1f}   repeat call's output identical to the "
+        print(f"{name:<50} host {us:7.1f} µs per call   wall {wall:7.1f}   repeat call's output identical to the "
               f"first: {repeat}", flush=True)
         if not repeat:
             raise SystemExit(f"{name}: a repeat call returned a different output than the first call")
