@@ -213,19 +213,24 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias))
 
     def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
-        # split-K (as int4/tc.py): fp32 partial sums added into a zeroed buffer, then the bias and the cast
+        # split-K (as tiling.split_k_plan): fp32 partial sums added into a zeroed buffer, then one add of the bias
+        # (or a copy) casts them into the output
         y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
              torch.empty(out_shape, dtype=out_dtype, device=device))  # [M, N] in memory, no view per call
         if strided:  # rare: a strided step, zero point or bias
             w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
                                                       for t in (w_scale, x_scale, x_zero, w_zero, bias))
-        ws = w_scale
-        bound(rows(x) if x_copies else x, w, ws, x_scale if x_scale is not None else ws,
-              x_zero if x_zero is not None else ws, w_zero if w_zero is not None else ws,
-              bias if bias is not None else ws, y)
-        if split > 1:
-            y = (y + bias.float() if bias is not None else y).to(out_dtype).view(out_shape)
-        return y
+        bound(rows(x) if x_copies else x, w, w_scale, x_scale if x_scale is not None else w_scale,
+              x_zero if x_zero is not None else w_scale, w_zero if w_zero is not None else w_scale,
+              bias if bias is not None else w_scale, y)
+        if split == 1:
+            return y
+        out = torch.empty(M, N, dtype=out_dtype, device=device)
+        if bias is not None:
+            torch.add(y, bias, out=out)
+        else:
+            out.copy_(y)
+        return out.view(out_shape)
     return call
 
 
