@@ -57,8 +57,13 @@ def unpack_int4(p: torch.Tensor, K: int, signed: bool = True) -> torch.Tensor:
 
 def as_words(p: torch.Tensor) -> torch.Tensor:
     """View a packed uint8 [N, 4*W] tensor as the int32 [N, W] words the kernels load (no copy)."""
-    assert p.dtype == torch.uint8 and p.shape[-1] % 4 == 0 and p.is_contiguous()
+    assert_words(p)
     return p.view(torch.int32)
+
+
+def assert_words(p: torch.Tensor) -> None:
+    """`p` is a packed uint8 [N, 4*W] tensor a kernel may read as int32 words (its rows contiguous)."""
+    assert p.dtype == torch.uint8 and p.shape[-1] % 4 == 0 and p.is_contiguous()
 
 
 def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True):

@@ -5,7 +5,7 @@ Two skeletons of "swap AB" tensor-core tiles (acc[N-tile, M-tile] = W_deq . X^T,
   * the split-K oriented tile of W4A16 (int4/tc.py) and ternary (ternary/tc.py): each K step inside one weight
     group, either orientation (`SWAP`), the x step (`x_step`), the dot (`oriented_dot`), per-row / per-column
     broadcasts (`by_row`, `by_col`), the store or split-K atomic add (`tile_store`) and the launch
-    (`split_k_launch`: zeroed fp32 buffer and the bias after the last split);
+    (`split_k_plan`: zeroed fp32 buffer and the bias after the last split);
   * the sub-grouped tile of W8A16 (int8/w8a16.py): tile offsets (`swap_ab_tile`, also used by the first), group
     scales per K step (`group_scales`), x load + dot (`swap_ab_step`), bias + transposed store (`swap_ab_store`),
     M-bucketed configs (`pick`, `tc_gsub`, `tc_grid`).
@@ -144,17 +144,12 @@ def tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def split_k_launch(kernel, x2, operands: tuple, bias, y, N: int, KW: int, NG: int, G: int, config: dict, **meta):
-    """Launch a split-K tile kernel `kernel(x, *operands, b, y, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym,
-    HAS_BIAS, ATOMIC, SWAP, SCALE_AFTER, ..., BLOCK_M, BLOCK_N, BLOCK_K)` (int4/tc.py, ternary/tc.py) on x2 [M, K]
-    -> y [M, N] (row stride y.stride(0)): `split_k_plan` made and called once."""
-    return split_k_plan(kernel, x2, operands, bias, N, KW, NG, G, config, y.stride(0), **meta)(x2, operands, bias, y)
-
-
 def split_k_plan(kernel, x2, operands: tuple, bias, N: int, KW: int, NG: int, G: int, config: dict,
                  stride_ym: int, **meta):
-    """`split_k_launch` for arguments with this metadata, decided and bound once: `call(x2, operands, bias, y)`
-    with y [M, N] of row stride `stride_ym`. Each K step stays inside one weight group (BLOCK_K divides G);
+    """A split-K tile kernel `kernel(x, *operands, b, y, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym, HAS_BIAS,
+    ATOMIC, SWAP, SCALE_AFTER, ..., BLOCK_M, BLOCK_N, BLOCK_K)` (int4/tc.py, ternary/tc.py) on x2 [M, K] for
+    arguments with this metadata, decided and bound once: `call(x2, operands, bias, y)` with y [M, N] of row stride
+    `stride_ym`. Each K step stays inside one weight group (BLOCK_K divides G);
     SPLIT_K > 1 (small M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with
     atomics, then one add of the bias (or a copy) casts them into y. x2 may be handed over as any tensor with its
     address and row stride (e.g. the [..., K] x that x2 views)."""
@@ -201,6 +196,18 @@ def rows(x):
     """x [..., K] as [rows, K] with unit stride along K (a copy only when needed)."""
     x2 = x.reshape(-1, x.shape[-1])
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def rows_plan(x):
+    """(x2, as_rows) for a per-signature plan: x2 = rows(x), and `as_rows(x)` for a later x of the same signature,
+    what a kernel bound on x2 (its row stride) may read: x itself where rows(x) is a view of it (no call per
+    launch), else rows(x)."""
+    x2 = rows(x)
+    return x2, (_itself if x2.data_ptr() == x.data_ptr() else rows)
+
+
+def _itself(x):
+    return x
 
 
 def tc_gsub(G: int, K: int, block_k: int) -> int:

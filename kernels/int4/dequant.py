@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ..tiling import cdiv
-from ..formats import norm_group
+from ..formats import assert_words, norm_group
 from ..launch import TENSOR, bind
 
 DEQUANT_CONFIG = dict(BLOCK_N=32, BLOCK_KW=32, num_warps=4)  # 2-D kernel (K % 8 != 0)
@@ -98,7 +98,7 @@ def dequantize_int4_plan(qweight, scales, zeros, group_size: int, K: int, dtype,
     `call(qweight, scales, zeros, row_steps) -> out` (a fresh [N, K] tensor; the kernel reads the packed bytes as
     words)."""
     assert row_steps is None or (int_out and scales is not None), "row_steps: int8 output from group scales"
-    assert qweight.dtype == torch.uint8 and qweight.shape[-1] % 4 == 0 and qweight.is_contiguous()
+    assert_words(qweight)
     N, KW = qweight.shape[0], qweight.shape[1] // 4
     out_dtype, device = torch.int8 if int_out else dtype, qweight.device
     G = norm_group(K, group_size)

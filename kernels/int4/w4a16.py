@@ -17,7 +17,7 @@ import torch
 
 from ..checks import check_w4a16
 from ..formats import norm_group
-from ..tiling import rows
+from ..tiling import rows, rows_plan
 from .dequant import dequantize_int4_plan, dequantize_int4_triton
 from .gemv import gemv4_supported, w4a16_gemv4, w4a16_gemv4_plan
 from .gemv2 import w4a16_gemv2
@@ -60,7 +60,7 @@ def w4a16_linear_triton(x, qweight, scales, zeros, bias, group_size: int, config
 def plan(x, qweight, scales, zeros, bias, group_size: int):
     """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`): the
     decode GEMV, the tensor-core tile and the dequantize pass each bound once; the M = 1 fallback through `run`."""
-    x2 = rows(x)
+    x2, as_rows = rows_plan(x)
     kernel = choose_kernel(x2, group_size)
     if kernel == "gemv4" and x.is_contiguous():
         return w4a16_gemv4_plan(x, qweight, scales, zeros, bias, group_size)
@@ -73,11 +73,10 @@ def plan(x, qweight, scales, zeros, bias, group_size: int):
         return run
     tile = w4a16_tc_plan(x2, qweight, scales, zeros, bias, norm_group(K, group_size), N)
     out_shape, dtype, device = (*x.shape[:-1], N), x.dtype, x.device
-    x_copies = x2.data_ptr() != x.data_ptr()  # else the tile reads x itself (its address and the bound row stride)
 
     def call(x, qweight, scales, zeros, bias, group_size):
         y = torch.empty(out_shape, dtype=dtype, device=device)  # [M, N] in memory
-        return tile(rows(x) if x_copies else x, qweight, scales, zeros, bias, y)
+        return tile(as_rows(x), qweight, scales, zeros, bias, y)
     return call
 
 

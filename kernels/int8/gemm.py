@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ..checks import check_int_linear
-from ..tiling import grouped_tile, pick, rows, cdiv
+from ..tiling import grouped_tile, pick, rows_plan, cdiv
 from ..launch import TENSOR, bind
 from ..int4.unpack import nibbles
 
@@ -186,7 +186,7 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     grid chosen and the launch bound once (an op's per-signature plan, kernels/checks.py `planned`)."""
     K = x.shape[-1]
     G = group_size if 0 < group_size < K else 0
-    x2 = rows(x)
+    x2, as_rows = rows_plan(x)
     M, N = x2.shape[0], w.shape[0]
     if config is None and G and K >= GROUPED_LONG_K and M <= GROUPED_CONFIGS[0][0]:
         config = GROUPED_LONG_K_CONFIG
@@ -207,9 +207,8 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
                  dict(GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
                       HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg}))
     out_shape, device = (*x.shape[:-1], N), x.device
-    # The kernel reads x with the row stride bound above and every other tensor densely: what already has that
-    # layout (this signature's shapes and strides decide) is handed over as it is, anything else copied per call
-    x_copies = x2.data_ptr() != x.data_ptr()  # rows(x) is not a view of x
+    # The kernel reads x with the row stride bound above (`as_rows`) and every other tensor densely: what already has
+    # that layout (this signature's shapes and strides decide) is handed over as it is, anything else copied per call
     strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias))
 
     def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
@@ -220,7 +219,7 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
         if strided:  # rare: a strided step, zero point or bias
             w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
                                                       for t in (w_scale, x_scale, x_zero, w_zero, bias))
-        bound(rows(x) if x_copies else x, w, w_scale, x_scale if x_scale is not None else w_scale,
+        bound(as_rows(x), w, w_scale, x_scale if x_scale is not None else w_scale,
               x_zero if x_zero is not None else w_scale, w_zero if w_zero is not None else w_scale,
               bias if bias is not None else w_scale, y)
         if split == 1:

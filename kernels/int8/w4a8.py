@@ -27,7 +27,7 @@ from ..int4.dequant import dequantize_int4_plan, dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
 from ..int4.tc import w4a16_tc, w4a16_tc_plan
 from ..launch import output_plan
-from ..tiling import rows
+from ..tiling import rows, rows_plan
 from .dequant_mm import dequant_mm
 from .gemv import dp4a_bind, dp4a_tensors, w4a8_gemv_dp4a
 from .gemm import DEQUANT_MIN_M, int_mm, int_mm_plan
@@ -110,18 +110,17 @@ def _unpack_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size,
 def _tc_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero):
     """"tc" (`_w4a8_tc`, grouped weights) for this signature: W4A16's tile on the codes, bound once."""
     K, N = x_int8.shape[-1], qweight.shape[0]
-    x2 = rows(x_int8)
+    x2, as_rows = rows_plan(x_int8)
     xs_as_is = x_scale is None or (x_scale.dtype == torch.float32 and x_scale.is_contiguous())
     xs = x_scale if xs_as_is else x_scale.reshape(-1).float()
     tile = w4a16_tc_plan(x2, qweight, w_scale, w_zero, bias, norm_group(K, group_size), N, TC_CONFIG, x_scale=xs)
     out_shape, device = (*x_int8.shape[:-1], N), x_int8.device
-    x_copies = x2.data_ptr() != x_int8.data_ptr()  # else the tile reads x itself (its address, the bound row stride)
 
     def call(x, q, ws, xs, b, dt, g, xz, wz, w_step):
         y = torch.empty(out_shape, dtype=out_dtype, device=device)  # [M, N] in memory
         if xs is not None and not xs_as_is:
             xs = xs.reshape(-1).float()
-        return tile(rows(x) if x_copies else x, q, ws, wz, b, y, xs)
+        return tile(as_rows(x), q, ws, wz, b, y, xs)
     return call
 
 

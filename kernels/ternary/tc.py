@@ -8,10 +8,10 @@ scaled on the tile (w = a1 t1 + a2 t2, one dot) or (SCALE_AFTER) the step's two 
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
+from ..formats import assert_words
 from ..int4 import tc as int4_tc
 from ..int4.tc import float_unpack
 from ..tiling import by_row, oriented_dot, pick, split_k_plan, swap_ab_tile, tile_store, tile_zeros, x_step
@@ -72,7 +72,8 @@ def ternary_tc(x2, t1, t2, a1, a2, bias, G: int, y, config=None):
 def ternary_tc_plan(x2, t1, t2, a1, a2, bias, G: int, stride_ym: int, config=None):
     """`ternary_tc` for arguments with this metadata, the config decided and the launch bound once:
     `call(x2, (t1, t2, a1, a2), bias, y) -> y` (the packed trits as they are: the kernel reads words)."""
-    assert t1.dtype == torch.uint8 and t1.shape[-1] % 4 == 0 and t1.is_contiguous()
+    assert_words(t1)
+    assert_words(t2)
     cfg = dict(config or pick(TC_CONFIGS, x2.shape[0]))
     cfg.setdefault("FLOAT_UNPACK", float_unpack(x2.dtype))
     return split_k_plan(_ternary_tc, x2, (t1, t2, a1, a2), bias, t1.shape[0], t1.shape[1] // 4, a1.shape[1], G, cfg,

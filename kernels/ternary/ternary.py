@@ -12,7 +12,7 @@ import torch
 
 from ..checks import check_ternary
 from ..formats import norm_group
-from ..tiling import rows
+from ..tiling import rows, rows_plan
 from .dequant import dequantize_ternary_triton
 from .gemv import ternary_gemv2
 from .gemv4 import gemv4_supported, ternary_gemv4, ternary_gemv4_plan
@@ -61,7 +61,7 @@ def choose_kernel(x2, group_size: int) -> str:
 def plan(x, t1, t2, a1, a2, bias, group_size: int):
     """The shipped call for checked arguments of this signature (the op's plan, kernels/checks.py `planned`): the
     M = 1 GEMV and the tensor-core tile bound once, the other kernels through `run`."""
-    x2 = rows(x)
+    x2, as_rows = rows_plan(x)
     kernel = choose_kernel(x2, group_size)
     if kernel == "gemv4" and x.is_contiguous():
         return ternary_gemv4_plan(x, t1, t2, a1, a2, bias, norm_group(x.shape[-1], group_size))
@@ -70,11 +70,10 @@ def plan(x, t1, t2, a1, a2, bias, group_size: int):
     N = t1.shape[0]
     tile = ternary_tc_plan(x2, t1, t2, a1, a2, bias, norm_group(x.shape[-1], group_size), N)
     out_shape, dtype, device = (*x.shape[:-1], N), x.dtype, x.device
-    x_copies = x2.data_ptr() != x.data_ptr()  # else the tile reads x itself (its address and the bound row stride)
 
     def call(x, t1, t2, a1, a2, bias, group_size):
         y = torch.empty(out_shape, dtype=dtype, device=device)  # [M, N] in memory
-        return tile(rows(x) if x_copies else x, (t1, t2, a1, a2), bias, y)
+        return tile(as_rows(x), (t1, t2, a1, a2), bias, y)
     return call
 
 
