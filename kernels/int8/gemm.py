@@ -28,7 +28,8 @@ import triton
 import triton.language as tl
 
 from ..checks import check_int_linear
-from ..tiling import grouped_tile, pick, rows_plan, cdiv
+from ..split_k import check_tiles, counters, split_k_store, workspace
+from ..tiling import cdiv, grouped_tile, pick, rows_plan, tile_store
 from ..launch import TENSOR, bind
 from ..int4.unpack import nibbles
 
@@ -38,9 +39,9 @@ MAGIC_F = tl.constexpr(12582912.0)
 
 
 @triton.jit
-def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn, stride_ym,
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn, stride_ym,
              NG, GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr,
-             HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, ATOMIC: tl.constexpr,
+             HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, SPLIT: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
              LOOP_STAGES: tl.constexpr):
     if W_INT4:
@@ -117,13 +118,11 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
         y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
         y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
-    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
-    if ATOMIC:  # a K split's share into the zeroed fp32 buffer; the launcher adds the bias after the last
-        tl.atomic_add(y_ptrs, y, mask=m_mask[:, None] & n_mask[None, :], sem="relaxed")
+    if SPLIT:  # a K split's share, reduced by the tile's last program (split_k.py)
+        split_k_store(y, part_ptr, cnt_ptr, tl.program_id(0), tl.program_id(1), tl.num_programs(1), b_ptr, y_ptr,
+                      offs_n, offs_m, n_mask, m_mask, M, N, stride_ym, HAS_BIAS, False)
     else:
-        if HAS_BIAS:
-            y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+        tile_store(y, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS, False)
 
 
 # M-bucket -> config (one per launch).  Large tiles need >= 64 rows for wgmma.
@@ -202,34 +201,28 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     split = cdiv(K, k_split) if K else 1
     grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), split)
     w_stride = w.stride(0) // 4 if w_int4 else w.stride(0)  # int4: the int32 words' row stride
-    bound = bind(_int8_mm, grid, [TENSOR] * 8 + [M, N, K, max(k_split, 1), x2.stride(0), w_stride, N,
+    check_tiles(grid[0])
+    bound = bind(_int8_mm, grid, [TENSOR] * 10 + [M, N, K, max(k_split, 1), x2.stride(0), w_stride, N,
                                                  w_scale.shape[-1] if G else 1],
                  dict(GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
-                      HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg}))
+                      HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, SPLIT=split > 1, **{"UNPACK": 0, **cfg}))
     out_shape, device = (*x.shape[:-1], N), x.device
     # The kernel reads x with the row stride bound above (`as_rows`) and every other tensor densely: what already has
     # that layout (this signature's shapes and strides decide) is handed over as it is, anything else copied per call
     strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias))
 
     def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
-        # split-K (as tiling.split_k_plan): fp32 partial sums added into a zeroed buffer, then one add of the bias
-        # (or a copy) casts them into the output
-        y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
-             torch.empty(out_shape, dtype=out_dtype, device=device))  # [M, N] in memory, no view per call
+        y = torch.empty(out_shape, dtype=out_dtype, device=device)  # [M, N] in memory, no view per call
         if strided:  # rare: a strided step, zero point or bias
             w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
                                                       for t in (w_scale, x_scale, x_zero, w_zero, bias))
+        # split-K: per-split partials in a workspace, summed by each tile's last program (split_k.py); unsplit,
+        # the workspace and counter slots get y (never read)
+        part, cnt = (workspace(split, M, N, device), counters(device)) if split > 1 else (y, y)
         bound(as_rows(x), w, w_scale, x_scale if x_scale is not None else w_scale,
               x_zero if x_zero is not None else w_scale, w_zero if w_zero is not None else w_scale,
-              bias if bias is not None else w_scale, y)
-        if split == 1:
-            return y
-        out = torch.empty(M, N, dtype=out_dtype, device=device)
-        if bias is not None:
-            torch.add(y, bias, out=out)
-        else:
-            out.copy_(y)
-        return out.view(out_shape)
+              bias if bias is not None else w_scale, y, part, cnt)
+        return y
     return call
 
 
