@@ -22,7 +22,10 @@ from qpass.kernels import formats as F  # noqa: E402
 from qpass.kernels import ops as _ops  # noqa: E402,F401
 from qpass.kernels.int4.reference import w4a16_linear_ref  # noqa: E402
 from qpass.kernels.int8 import reference as R8  # noqa: E402
+from qpass.kernels.int8 import gemm as G8  # noqa: E402
 from qpass.kernels.int8.gemm import int_mm, GROUPED_CONFIGS  # noqa: E402
+
+INT_STEPS = hasattr(G8, "INT_STEPS_CONFIGS")  # the integer-step tile (QSM) exists in this tree
 from qpass.kernels.ternary.reference import ternary_linear_ref  # noqa: E402
 
 dev, bf = "cuda", torch.bfloat16
@@ -98,7 +101,7 @@ if args.check:
             print(f"check w4a16 {M:>3} x {N} x {K}: max rel err {max(errs):.2e} {'ok' if ok else 'FAILED'}", flush=True)
             failed += [] if ok else [f"w4a16 {M} {N} {K}"]
         p4, ws, wz, r = w4a8_case(N, K)
-        for M in (8, 16):
+        for M in (8, 16, 128, 512):
             x = torch.randint(-127, 128, (M, K), device=dev, dtype=torch.int8)
             xs = torch.rand(M, device=dev) * 1e-2
             errs = [rel(ops.w4a8_linear(x, p4, ws, xs, b, bf, 64, None, wz, r),
@@ -107,6 +110,9 @@ if args.check:
                 cfg = dict(GROUPED_CONFIGS[0][1], SPLIT_K=split)
                 errs += [rel(int_mm(x, p4, ws, xs, b, bf, True, cfg, 64, None, wz),
                              R8.w4a8_linear_ref(x, p4, ws, xs, b, bf, 64, None, wz)) for _ in range(3)]
+                if INT_STEPS:
+                    errs += [rel(int_mm(x, p4, ws, xs, b, bf, True, cfg, 64, None, wz, r),
+                                 R8.w4a8_linear_ref(x, p4, ws, xs, b, bf, 64, None, wz)) for _ in range(3)]
             ok = max(errs) < 1e-2
             print(f"check w4a8 {M:>3} x {N} x {K}: max rel err {max(errs):.2e} {'ok' if ok else 'FAILED'}", flush=True)
             failed += [] if ok else [f"w4a8 {M} {N} {K}"]
@@ -130,11 +136,30 @@ for N, K in SHAPES:
         row["bf16"] = graph_us(lambda: F_.linear(x, w))
         row["w4a16"] = graph_us(lambda: ops.w4a16_linear(x, p, s, None, None, 128))
         row["w4a8_qsm"] = graph_us(lambda: ops.w4a8_linear(x8, p4, ws, xs, None, bf, 64, None, wz, r))
+        row["w4a8_float_steps"] = graph_us(lambda: int_mm(x8, p4, ws, xs, None, bf, True, None, 64, None, wz))
         if K == 4096:
             for split in (2, 4):
                 cfg = dict(GROUPED_CONFIGS[0][1], SPLIT_K=split)
                 row[f"w4a8_tile_split{split}"] = graph_us(lambda: int_mm(x8, p4, ws, xs, None, bf, True, cfg, 64,
                                                                           None, wz))
+                if INT_STEPS:
+                    row[f"w4a8_int_split{split}"] = graph_us(lambda: int_mm(x8, p4, ws, xs, None, bf, True, cfg, 64,
+                                                                            None, wz, r))
+        rows.append(row)
+        print(" | ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+for N, K in SHAPES if INT_STEPS else []:  # prompt rows: the unpack pass + int8 GEMM (the op) vs the integer-step tile
+    p4, ws, wz, r = w4a8_case(N, K)
+    w = torch.randn(N, K, device=dev, dtype=bf) * 0.02
+    for M in (128, 512):
+        x = torch.randn(M, K, device=dev, dtype=bf)
+        x8 = torch.randint(-127, 128, (M, K), device=dev, dtype=torch.int8)
+        xs = torch.rand(M, device=dev) * 1e-2
+        row = dict(M=M, N=N, K=K, tree=args.tree, bf16=graph_us(lambda: F_.linear(x, w), 5, 10))
+        row["w4a8_qsm"] = graph_us(lambda: ops.w4a8_linear(x8, p4, ws, xs, None, bf, 64, None, wz, r), 5, 10)
+        for name, cfg in (("int_tile64", G8.INT_STEPS_CONFIGS[-1][1]), ("int_tile256", G8.W4A8_CONFIGS[-1][1]),
+                          ("int_tile128", dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8,
+                                               num_stages=4))):
+            row[name] = graph_us(lambda: int_mm(x8, p4, ws, xs, None, bf, True, cfg, 64, None, wz, r), 5, 10)
         rows.append(row)
         print(" | ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
 if args.json:

@@ -83,8 +83,9 @@ def plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zer
             and (x_scale is None or x_scale.dtype == torch.float32 and x_scale.is_contiguous()):
         return _dp4a_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero)
     if kernel == "mma":
-        mm = int_mm_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, None, group_size, x_zero, w_zero)
-        return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, q, ws, xs, b, dt, True, None, g, xz, wz)
+        mm = int_mm_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, None, group_size, x_zero, w_zero,
+                         w_step)
+        return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, q, ws, xs, b, dt, True, None, g, xz, wz, w_step)
     if kernel == "unpack":
         return _unpack_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step)
     if kernel == "tc":
@@ -160,7 +161,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
     if kernel == "unpack":  # zeros given: plain nibbles (the dequant kernel's HAS_ZERO reading; zeros not read)
         w = dequantize_int4_triton(qweight, None, w_zero, -1, K, torch.int8, int_out=True)
         return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero, w_zero)
-    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero, w_zero)
+    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero, w_zero, w_step)
 
 
 def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None):

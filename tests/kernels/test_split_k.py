@@ -48,19 +48,24 @@ def test_ternary_tile_split_k_every_call():
     assert _counters_are_zero()
 
 
-@pytest.mark.parametrize("G", [0, 64])
-def test_int8_tile_split_k_every_call(G):
+@pytest.mark.parametrize("G,int_steps", [(0, False), (64, False), (64, True)])
+def test_int8_tile_split_k_every_call(G, int_steps):
+    """The int8 / W4A8 tile (per-row steps, float group steps, QSM's integer group steps) split four ways."""
     M, N, K = 6, 40, 384
-    g = torch.Generator().manual_seed(G)
+    g = torch.Generator().manual_seed(G + int_steps)
     q = torch.randint(-8, 8, (N, K), generator=g, dtype=torch.int32)
     p = F.pack_int4(q)
-    ws = torch.rand(N, K // G if G else 1, generator=g).squeeze(-1) * 1e-2 + 1e-3
+    row = torch.rand(N, generator=g) * 1e-2 + 1e-3
+    if G:  # integer multiples of the row step (any float steps for the float path)
+        ws = row[:, None] * torch.randint(1, 17, (N, K // G), generator=g).float()
+    else:
+        ws = row
     b = torch.randn(N, generator=g)
     cfg = dict(TILE, GROUP_M=8, SPLIT_K=4)
     for _ in range(3):
         x = torch.randint(-127, 128, (M, K), generator=g, dtype=torch.int8)
         xs = torch.rand(M, generator=g) * 1e-2
-        y = int_mm(x, p, ws, xs, b, torch.float32, True, cfg, G)
+        y = int_mm(x, p, ws, xs, b, torch.float32, True, cfg, G, w_step=row if int_steps else None)
         ref = R8.w4a8_linear_ref(x, p, ws, xs, b, torch.float32, G)
         assert rel_err(y, ref) < 1e-5
     assert _counters_are_zero()
