@@ -6,8 +6,10 @@ operands are K-major, the layout int8 wgmma requires.  With per-group weight sca
 scaled by the group's step and summed in fp32: Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).
 The MMA accumulates each tile onto the bits of MAGIC = 1.5 * 2**23, so the float value of the int32 sum is one
 subtraction (exact while |sum| < 2**22) instead of an int-to-float conversion at a quarter of the FMA rate.  That
-per-tile epilogue still keeps the MMAs from pipelining; the prefill sizes of static QSM weights therefore take
-integer group steps instead (int8/w4a8.py "unpack": one int8 GEMM over all of K with a step per row).
+per-tile epilogue still keeps the MMAs from pipelining; static QSM weights therefore take integer group steps
+(numerics.integer_group_steps: each group's step an integer u times the row's): at a few rows (INT_STEPS) the tile
+forms (code - zero) * u in int8 and sums in int32 over all of K, one step per row at the end; at prefill sizes
+int8/w4a8.py "unpack" writes those int8 values once and one int8 GEMM runs over all of K.
 Asymmetric activation codes (x_zero [K], a zero point per column) enter as (X - z) W^T = X W^T - (z W^T): the
 second term per tile in int32 (per-row steps) or per group in fp32, subtracted at the end; the lowering folds a
 static zero's share into the bias instead, so the GEMMs it emits take no x_zero.  Asymmetric weights (w_zero, one

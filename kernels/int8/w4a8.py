@@ -6,7 +6,8 @@ overrides):
     the int4 words (int8/gemv.py; with activation zero points the W4A16 decode GEMV, int4/gemv.py);
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
-  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
+  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4;
+    with integer group steps its INT_STEPS form: (q - z) * u on the tile, int32 sums over all of K);
   * "tc": grouped weights at TC_ROWS rows on CUDA without activation zero points (and on request): W4A16's split-K
     tensor-core tile (int4/tc.py, `TC_CONFIG`) on the int8 codes as exact fp16 values, each row scaled by its step
     after the dot;
