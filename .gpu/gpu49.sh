@@ -1,4 +1,4 @@
-# issue 18 / 20: split-K reduced in the kernel (kernels/split_k.py). Checks on hardware (plan_check + the split-K
+# issue 18 / 20 (ran at 5b7a7c1; both changes reverted after it): split-K reduced in the kernel (kernels/split_k.py). Checks on hardware (plan_check + the split-K
 # probe's checks: repeated calls, CUDA-graph replay), then GPU µs per call under graph replay, old tree (618f80d:
 # zeroed buffer + cast) vs this one, alternating, then batched decode end to end at 32 layers.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1

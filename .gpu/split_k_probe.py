@@ -1,8 +1,9 @@
-"""Split-K reduced in the kernel (kernels/split_k.py) on hardware: correctness of every split-K path, called
-repeatedly and replayed in a CUDA graph, against the references; then per-call GPU time under CUDA-graph replay
-(what batched decode pays) of the ops at 2-16 rows on Llama-3-8B's four GEMM shapes, for this tree or another one
-(`--tree DIR`: the same script on an older checkout, for an A/B on one warm GPU). Also the grouped int8 tile at
-K = 4096 with an explicit SPLIT_K (the split did not pay with the zeroed buffer and the cast).
+"""Split-K reduced in the kernel and the integer-step W4A8 tile, on hardware (both measured slower and reverted:
+run this at commit 5b7a7c1 to reproduce; docs/benchmarks.md "Split-K reduced in the kernel"): correctness of every
+split-K path, called repeatedly and replayed in a CUDA graph, against the references; then per-call GPU time under
+CUDA-graph replay (what batched decode pays) of the ops at 2-16 rows on Llama-3-8B's four GEMM shapes, for this
+tree or another one (`--tree DIR`: the same script on an older checkout, for an A/B on one warm GPU). Also the
+grouped int8 tile at K = 4096 with an explicit SPLIT_K, and (where the tree has it) the integer-step tile.
     python .gpu/split_k_probe.py [--tree .gpu/old_tree] [--check] --json out.json
 """
 import argparse

@@ -4,8 +4,8 @@ Two skeletons of "swap AB" tensor-core tiles (acc[N-tile, M-tile] = W_deq . X^T,
 >= 64-row slot of wgmma even for small M):
   * the split-K oriented tile of W4A16 (int4/tc.py) and ternary (ternary/tc.py): each K step inside one weight
     group, either orientation (`SWAP`), the x step (`x_step`), the dot (`oriented_dot`), per-row / per-column
-    broadcasts (`by_row`, `by_col`) and the store (`tile_store`; the K split's in-kernel reduction and the launch
-    are split_k.py's);
+    broadcasts (`by_row`, `by_col`), the store or split-K atomic add (`tile_store`) and the launch
+    (`split_k_plan`: zeroed fp32 buffer and the bias after the last split);
   * the sub-grouped tile of W8A16 (int8/w8a16.py): tile offsets (`swap_ab_tile`, also used by the first), group
     scales per K step (`group_scales`), x load + dot (`swap_ab_step`), bias + transposed store (`swap_ab_store`),
     M-bucketed configs (`pick`, `tc_gsub`, `tc_grid`).
@@ -15,9 +15,13 @@ a constexpr argument: plain calls are what every supported Triton and the interp
 """
 from __future__ import annotations
 
+import math
+
+import torch
 import triton
 import triton.language as tl
 
+from .launch import TENSOR, bind
 
 
 def cdiv(a: int, b: int) -> int:
@@ -127,12 +131,57 @@ def by_col(v, SWAP: tl.constexpr):
 
 @triton.jit
 def tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS: tl.constexpr,
-               SWAP: tl.constexpr):
-    """y[offs_m, offs_n] = the oriented tile (+ bias[offs_n]), cast to y's dtype (a K-split tile: split_k.py)."""
-    if HAS_BIAS:
-        acc += by_row(tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32), SWAP)
-    tl.store(y_ptr + by_col(offs_m, SWAP) * stride_ym + by_row(offs_n, SWAP), acc.to(y_ptr.dtype.element_ty),
-             mask=by_row(n_mask, SWAP) & by_col(m_mask, SWAP))
+               ATOMIC: tl.constexpr, SWAP: tl.constexpr):
+    """y[offs_m, offs_n] = the oriented tile (+ bias[offs_n]), cast to y's dtype; ATOMIC: added into a zeroed fp32
+    buffer instead (a K split's share; the launcher adds the bias after the last)."""
+    y_ptrs = y_ptr + by_col(offs_m, SWAP) * stride_ym + by_row(offs_n, SWAP)
+    mask = by_row(n_mask, SWAP) & by_col(m_mask, SWAP)
+    if ATOMIC:
+        tl.atomic_add(y_ptrs, acc, mask=mask, sem="relaxed")
+    else:
+        if HAS_BIAS:
+            acc += by_row(tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32), SWAP)
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def split_k_plan(kernel, x2, operands: tuple, bias, N: int, KW: int, NG: int, G: int, config: dict,
+                 stride_ym: int, **meta):
+    """A split-K tile kernel `kernel(x, *operands, b, y, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym, HAS_BIAS,
+    ATOMIC, SWAP, SCALE_AFTER, ..., BLOCK_M, BLOCK_N, BLOCK_K)` (int4/tc.py, ternary/tc.py) on x2 [M, K] for
+    arguments with this metadata, decided and bound once: `call(x2, operands, bias, y)` with y [M, N] of row stride
+    `stride_ym`. Each K step stays inside one weight group (BLOCK_K divides G);
+    SPLIT_K > 1 (small M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with
+    atomics, then one add of the bias (or a copy) casts them into y. x2 may be handed over as any tensor with its
+    address and row stride (e.g. the [..., K] x that x2 views)."""
+    M, K = x2.shape
+    cfg = dict(config)
+    split = cfg.pop("SPLIT_K", 1)
+    cfg.setdefault("SWAP", True)
+    cfg.setdefault("SCALE_AFTER", False)
+    if G < K:
+        cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
+    k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
+    split = cdiv(K, k_split) if K else 1
+    grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(M, cfg["BLOCK_M"]), split)
+    bound = bind(kernel, grid, [TENSOR] * (len(operands) + 3) + [M, N, K, KW, NG, G, k_split, x2.stride(0),
+                                                                   N if split > 1 else stride_ym],
+                 dict(HAS_BIAS=bias is not None, ATOMIC=split > 1, **cfg, **meta))
+    if split == 1:
+        def call(x2, operands, bias, y):
+            bound(x2, *operands, bias if bias is not None else operands[-1], y)
+            return y
+        return call
+
+    def call_split(x2, operands, bias, y):
+        out = torch.zeros(M, N, dtype=torch.float32, device=y.device)
+        bound(x2, *operands, bias if bias is not None else operands[-1], out)
+        yv = y if y.dim() == 2 else y.view(M, N)
+        if bias is not None:
+            torch.add(out, bias, out=yv)  # fp32 sums + the bias, cast into y in one kernel
+        else:
+            yv.copy_(out)
+        return y
+    return call_split
 
 
 def pick(table, M: int) -> dict:

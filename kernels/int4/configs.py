@@ -44,7 +44,7 @@ def shipped_configs():
                     {"HAS_ZERO": True, "INT_OUT": False, "STEPS": False, **c}, o))
         out.append((f"int4_unpack_i8[{dt}]", dequant._int4_dequant, dict(dsig, o_ptr="*i8"),
                     {"HAS_ZERO": False, "INT_OUT": True, "STEPS": False, **c}, o))
-        tsig = dict(sig, M="i32", K_SPLIT="i32", ws_ptr="*fp32", cnt_ptr="*i32", xs_ptr="*fp32", w_ptr="*u8")  # the packed bytes
+        tsig = dict(sig, M="i32", K_SPLIT="i32", y_ptr="*fp32", xs_ptr="*fp32", w_ptr="*u8")  # the packed bytes
         for max_m, cfg in tc.TC_CONFIGS:
             c, o = split_launch(cfg)
             split = c.pop("SPLIT_K")
@@ -52,6 +52,7 @@ def shipped_configs():
             for zero in (False, True):
                 for plane_step in sorted({False, planes}):  # the plane step where the group allows it
                     out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero},planes={plane_step}]", tc._w4a16_tc,
-                                tsig, {**FLAGS, "HAS_ZERO": zero, "SPLIT": split > 1, "FLOAT_UNPACK": True,
-                                       "HAS_XS": False, "PLANES": plane_step, **c}, o))
+                                tsig if split > 1 else dict(tsig, y_ptr=dt),
+                                {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True,
+                                 "HAS_XS": False, "PLANES": plane_step, **c}, o))
     return out

@@ -4,7 +4,7 @@ SWAP ("swap AB", the small-M form): acc[N-tile, M-tile] = W_deq . X^T, so the we
 slot and is its register operand; else acc[M-tile, N-tile] = X . W_deq^T. Each K step lies inside one weight group
 (BLOCK_K divides the group), so one scale (and zero) per weight row per step: on every weight value, or
 (SCALE_AFTER) on the step's partial product, the dot then running on the exact integer values. SPLIT_K > 1 (small
-M: N / BLOCK_N tiles alone leave SMs idle) splits K across programs, reduced in the kernel (split_k.py).
+M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with atomics, then casts.
 int8 x (W4A8 at a few rows, int8/w4a8.py "tc"): activation codes, exact in fp16 (as are the weight codes and every
 product; the fp32 sum of one K step, at most 128 wide, stays below 2**24), SCALE_AFTER (the dot on the codes alone);
 HAS_XS: each x row scaled by its step xs[m] before the store.
@@ -19,8 +19,7 @@ import triton
 import triton.language as tl
 
 from ..runtime import interpreting
-from ..split_k import oriented_store, split_k_plan
-from ..tiling import by_col, by_row, oriented_dot, pick, swap_ab_tile, tile_zeros, x_step
+from ..tiling import by_col, by_row, oriented_dot, pick, split_k_plan, swap_ab_tile, tile_store, tile_zeros, x_step
 from .unpack import nibble_floats, nibbles, plane_dot
 
 # (max M, config), one config per launch (autotune with >= 2 configs breaks the interpreter); H200 sweep,
@@ -40,8 +39,8 @@ TC_CONFIGS = [
 
 
 @triton.jit
-def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm,
-              stride_ym, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, SWAP: tl.constexpr, SCALE_AFTER: tl.constexpr,
+def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm,
+              stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr, SCALE_AFTER: tl.constexpr,
               HAS_ZERO: tl.constexpr, FLOAT_UNPACK: tl.constexpr, HAS_XS: tl.constexpr, PLANES: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
@@ -82,8 +81,7 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc = oriented_dot(w, x, acc, SWAP)
     if HAS_XS:
         acc *= by_col(tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0), SWAP)
-    oriented_store(acc, ws_ptr, cnt_ptr, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, M, N, stride_ym, HAS_BIAS,
-                   SPLIT, SWAP)
+    tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS, ATOMIC, SWAP)
 
 
 def float_unpack(dtype) -> bool:

@@ -13,33 +13,26 @@ def shipped_configs():
     """[(name, kernel, signature (non-constexpr args), constexprs, launch options)]."""
     out = []
     isig = dict(x_ptr="*i8", w_ptr="*i8", ws_ptr="*fp32", xs_ptr="*fp32", xz_ptr="*fp32", wz_ptr="*fp32",
-                wr_ptr="*fp32", b_ptr="*bf16", y_ptr="*bf16", part_ptr="*fp32", cnt_ptr="*i32", M="i32", N="i32",
-                K="i32", K_SPLIT="i32", stride_xm="i32", stride_wn="i32", stride_ym="i32", NG="i32")
+                b_ptr="*bf16", y_ptr="*bf16", M="i32", N="i32", K="i32", K_SPLIT="i32", stride_xm="i32", stride_wn="i32",
+                stride_ym="i32", NG="i32")
     for max_m, cfg in [*gemm.GROUPED_CONFIGS, ("32,long-K", gemm.GROUPED_LONG_K_CONFIG)]:
         for int4 in (False, True):
             for wz in (False, True):  # symmetric weights, or with zero points (asymmetric QSM)
                 c, o = split_launch(cfg)
-                split = c.pop("SPLIT_K", 1) > 1
+                atomic = c.pop("SPLIT_K", 1) > 1
                 sig = dict(isig, w_ptr="*u8") if int4 else isig
+                sig = dict(sig, y_ptr="*fp32") if atomic else sig
                 out.append((f"{'w4a8' if int4 else 'int8'}-grouped{'-wzero' if wz else ''}[M<={max_m}]",
-                            gemm._int8_mm, sig, {"GROUP": 64, "INT_STEPS": False, "HAS_XZ": True, "HAS_WZ": wz,
-                                                 "W_INT4": int4, "HAS_XS": False, "HAS_BIAS": True, "UNPACK": 0, "SPLIT": split,
+                            gemm._int8_mm, sig, {"GROUP": 64, "HAS_XZ": True, "HAS_WZ": wz, "W_INT4": int4,
+                                                 "HAS_XS": False, "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": atomic,
                                                  "LOOP_STAGES": None, **c}, o))
-    for max_m, cfg in [*gemm.INT_STEPS_CONFIGS, ("32,long-K", gemm.GROUPED_LONG_K_CONFIG)]:  # QSM's integer steps
-        for wz in (False, True):
-            c, o = split_launch(cfg)
-            split = c.pop("SPLIT_K", 1) > 1
-            out.append((f"w4a8-int-steps{'-wzero' if wz else ''}[M<={max_m}]", gemm._int8_mm, dict(isig, w_ptr="*u8"),
-                        {"GROUP": 64, "INT_STEPS": True, "HAS_XZ": False, "HAS_WZ": wz, "W_INT4": True,
-                         "HAS_XS": True, "HAS_BIAS": True, "UNPACK": 0, "SPLIT": split, "LOOP_STAGES": None, **c},
-                        o))
     for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
         for max_m, cfg in table:
             c, o = split_launch(cfg)
             sig = dict(isig, w_ptr="*u8") if int4 else isig
             out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", gemm._int8_mm, sig,
-                        {"GROUP": 0, "INT_STEPS": False, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4,
-                         "HAS_XS": True, "HAS_BIAS": True, "UNPACK": 0, "SPLIT": False, "LOOP_STAGES": None, **c}, o))
+                        {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4, "HAS_XS": True,
+                         "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", so_ptr="*fp32", K="i32",
                 C="i32", stride_xm="i32", stride_qm="i32", stride_s="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "HAS_ZERO": False, "GATHER": False, "BLOCK_K": 4096},
@@ -61,8 +54,8 @@ def shipped_configs():
         c, o = split_launch(table[-1][1])
         sig = dict(isig, w_ptr="*u8") if int4 else isig
         out.append((f"{'w4a8' if int4 else 'int8'}-wzero[M>{table[-2][0]}]", gemm._int8_mm, sig,
-                    {"GROUP": 0, "INT_STEPS": False, "HAS_XZ": False, "HAS_WZ": True, "W_INT4": int4, "HAS_XS": True,
-                     "HAS_BIAS": True, "UNPACK": 0, "SPLIT": False, "LOOP_STAGES": None, **c}, o))
+                    {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": True, "W_INT4": int4, "HAS_XS": True, "HAS_BIAS": True,
+                     "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
     # W4A8 at one row (w4a8._w4a8_gemv): fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
         wsig = dict(x_ptr="*i8", w_ptr="*u8", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,

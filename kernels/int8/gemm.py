@@ -6,10 +6,8 @@ operands are K-major, the layout int8 wgmma requires.  With per-group weight sca
 scaled by the group's step and summed in fp32: Y[m, n] = sum_g w_scale[n, g] * (sum_{k in g} X[m, k] * W[n, k]).
 The MMA accumulates each tile onto the bits of MAGIC = 1.5 * 2**23, so the float value of the int32 sum is one
 subtraction (exact while |sum| < 2**22) instead of an int-to-float conversion at a quarter of the FMA rate.  That
-per-tile epilogue still keeps the MMAs from pipelining; static QSM weights therefore take integer group steps
-(numerics.integer_group_steps: each group's step an integer u times the row's): at a few rows (INT_STEPS) the tile
-forms (code - zero) * u in int8 and sums in int32 over all of K, one step per row at the end; at prefill sizes
-int8/w4a8.py "unpack" writes those int8 values once and one int8 GEMM runs over all of K.
+per-tile epilogue still keeps the MMAs from pipelining; the prefill sizes of static QSM weights therefore take
+integer group steps instead (int8/w4a8.py "unpack": one int8 GEMM over all of K with a step per row).
 Asymmetric activation codes (x_zero [K], a zero point per column) enter as (X - z) W^T = X W^T - (z W^T): the
 second term per tile in int32 (per-row steps) or per group in fp32, subtracted at the end; the lowering folds a
 static zero's share into the bias instead, so the GEMMs it emits take no x_zero.  Asymmetric weights (w_zero, one
@@ -30,8 +28,7 @@ import triton
 import triton.language as tl
 
 from ..checks import check_int_linear
-from ..split_k import check_tiles, counters, split_k_store, workspace
-from ..tiling import cdiv, grouped_tile, pick, rows_plan, tile_store
+from ..tiling import grouped_tile, pick, rows_plan, cdiv
 from ..launch import TENSOR, bind
 from ..int4.unpack import nibbles
 
@@ -41,9 +38,9 @@ MAGIC_F = tl.constexpr(12582912.0)
 
 
 @triton.jit
-def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, wr_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K, K_SPLIT,
-             stride_xm, stride_wn, stride_ym, NG, GROUP: tl.constexpr, INT_STEPS: tl.constexpr, HAS_XZ: tl.constexpr,
-             HAS_WZ: tl.constexpr, W_INT4: tl.constexpr, HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, SPLIT: tl.constexpr,
+def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn, stride_ym,
+             NG, GROUP: tl.constexpr, HAS_XZ: tl.constexpr, HAS_WZ: tl.constexpr, W_INT4: tl.constexpr,
+             HAS_XS: tl.constexpr, HAS_BIAS: tl.constexpr, UNPACK: tl.constexpr, ATOMIC: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
              LOOP_STAGES: tl.constexpr):
     if W_INT4:
@@ -60,9 +57,6 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, wr_ptr, b_ptr, y_ptr,
     racc = tl.zeros([BLOCK_M], dtype=tl.int32)
     zacc_f = tl.zeros([BLOCK_N], dtype=tl.float32)
     TILE_WZ: tl.constexpr = GROUP > 0 and HAS_WZ and W_INT4  # (w - z) formed on the weight tile
-    GROUP_F: tl.constexpr = GROUP > 0 and not INT_STEPS  # a float step per group: scaled per K tile
-    if INT_STEPS:  # the row steps (group step = an integer u times the row's)
-        wr = tl.load(wr_ptr + offs_n, mask=n_mask, other=1.0).to(tl.float32)
     ROW_WZ: tl.constexpr = HAS_WZ and not TILE_WZ  # the zero's share from the activations' row sums
     k_lo = tl.program_id(1) * K_SPLIT  # split-K: this program's share of K (all of it without a split)
     for k0 in tl.range(k_lo, min(k_lo + K_SPLIT, K), BLOCK_K, num_stages=LOOP_STAGES):
@@ -89,9 +83,6 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, wr_ptr, b_ptr, y_ptr,
         if TILE_WZ:  # nibble minus zero in [-15, 15]: on the tile, 1/BLOCK_M of the accumulator's work
             gz = tl.load(wz_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.int8)
             w = w - gz[:, None]
-        if INT_STEPS:  # (q - z) * u stays in int8 (numerics.integer_step_limit): int32 sums over all of K
-            gs = tl.load(ws_ptr + offs_n * NG + k0 // GROUP, mask=n_mask, other=0.0).to(tl.float32)
-            w = w * tl.floor(gs / wr + 0.5).to(tl.int8)[:, None]  # u: an integer by construction, rounded
         if HAS_XZ:  # sum_k z_k W[n, k] over this tile, exact in int32 (CUDA cores: 1/BLOCK_M of the MMA's work)
             xz = tl.load(xz_ptr + k, mask=k < K, other=0.0).to(tl.int32)
             zsum = tl.sum(w.to(tl.int32) * xz[None, :], axis=1)
@@ -99,7 +90,7 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, wr_ptr, b_ptr, y_ptr,
             rsum = tl.sum(x.to(tl.int32), axis=1)
             if HAS_XZ:
                 rsum = rsum - tl.sum(xz, axis=0)
-        if GROUP_F:  # this tile's exact int32 product, scaled by its group's step
+        if GROUP > 0:  # this tile's exact int32 product, scaled by its group's step
             # the MMA accumulates onto MAGIC's bits, so the fp32 value of the int32 sum is one float subtraction
             # (exact: |sum| < 2**22) instead of an int-to-float conversion, which runs at 1/4 of the FMA rate
             part = tl.dot(x, tl.trans(w), tl.full([BLOCK_M, BLOCK_N], MAGIC, tl.int32), out_dtype=tl.int32)
@@ -116,24 +107,23 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, wr_ptr, b_ptr, y_ptr,
                 zacc += zsum
             if ROW_WZ:
                 racc += rsum
-    if GROUP_F:
+    if GROUP > 0:
         y = accf - zacc_f[None, :] if HAS_XZ else accf
     else:
         if HAS_XZ:
             acc = acc - zacc[None, :]
         if ROW_WZ:
             acc = acc - racc[:, None] * tl.load(wz_ptr + offs_n, mask=n_mask, other=0.0).to(tl.int32)[None, :]
-        if INT_STEPS:
-            y = acc.to(tl.float32) * wr[None, :]
-        else:
-            y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        y = acc.to(tl.float32) * tl.load(ws_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_XS:
         y = y * tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0).to(tl.float32)[:, None]
-    if SPLIT:  # a K split's share, reduced by the tile's last program (split_k.py)
-        split_k_store(y, part_ptr, cnt_ptr, tl.program_id(0), tl.program_id(1), tl.num_programs(1), b_ptr, y_ptr,
-                      offs_n, offs_m, n_mask, m_mask, M, N, stride_ym, HAS_BIAS, False)
+    y_ptrs = y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :]
+    if ATOMIC:  # a K split's share into the zeroed fp32 buffer; the launcher adds the bias after the last
+        tl.atomic_add(y_ptrs, y, mask=m_mask[:, None] & n_mask[None, :], sem="relaxed")
     else:
-        tile_store(y, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS, False)
+        if HAS_BIAS:
+            y += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
 # M-bucket -> config (one per launch).  Large tiles need >= 64 rows for wgmma.
@@ -171,12 +161,6 @@ GROUPED_CONFIGS = [
 # pays (the zeroed buffer and the cast cost what the split saves: 4096 x 4096 18.5 -> 19.3-21 us).
 GROUPED_LONG_K = 8192
 GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=8, num_warps=4, num_stages=6)
-# Integer group steps (INT_STEPS, QSM's int4 weights): no float epilogue per K tile, so the grouped configs' thin
-# tiles are kept for the SM count at few rows (one config per M bucket; tuned on hardware: .gpu/split_k_probe.py)
-INT_STEPS_CONFIGS = [
-    (32, dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=6, LOOP_STAGES=6)),
-    (1 << 62, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4, LOOP_STAGES=4)),
-]
 DEQUANT_MIN_M = 64
 
 
@@ -186,31 +170,27 @@ def int_group_ok(K: int, group_size: int) -> bool:
 
 
 def int_mm(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0, x_zero=None,
-           w_zero=None, w_step=None):
+           w_zero=None):
     """The launcher of `_int8_mm`: x [..., K] int8, w int8 [N, K] or (w_int4) formats.pack_int4 [N, *];
     w_scale [N], or [N, ceil(K / group_size)] with group_size > 0; x_zero [K]: the codes' zero point per column
     (the product is (x - x_zero) W^T, the zero's share subtracted exactly in int32); w_zero (w_scale's shape,
     integer values): the weight codes' zero point per row or (row, group), the product uses W - w_zero (int4:
-    the codes are plain nibbles [0, 15]); w_step [N] (int4 with groups): each group's step is an integer u times
-    the row's (numerics.integer_group_steps): (code - zero) * u formed in int8 on the tile, int32 sums over all of
-    K, one step per row at the end (INT_STEPS) instead of a float epilogue per K tile."""
-    return int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config, group_size, x_zero, w_zero, w_step)(
-        x, w, w_scale, x_scale, bias, out_dtype, w_int4, config, group_size, x_zero, w_zero, w_step)
+    the codes are plain nibbles [0, 15])."""
+    return int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config, group_size, x_zero, w_zero)(
+        x, w, w_scale, x_scale, bias, out_dtype, w_int4, config, group_size, x_zero, w_zero)
 
 
 def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=None, group_size: int = 0,
-                x_zero=None, w_zero=None, w_step=None):
+                x_zero=None, w_zero=None):
     """`int_mm` for arguments with this metadata, as a call taking the same arguments: the config, split and
     grid chosen and the launch bound once (an op's per-signature plan, kernels/checks.py `planned`)."""
     K = x.shape[-1]
     G = group_size if 0 < group_size < K else 0
     x2, as_rows = rows_plan(x)
     M, N = x2.shape[0], w.shape[0]
-    int_steps = bool(G and w_int4 and w_step is not None)
     if config is None and G and K >= GROUPED_LONG_K and M <= GROUPED_CONFIGS[0][0]:
         config = GROUPED_LONG_K_CONFIG
-    cfg = dict(config or pick(INT_STEPS_CONFIGS if int_steps else GROUPED_CONFIGS if G else
-                              W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
+    cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
     cfg.setdefault("LOOP_STAGES", None)
     split = cfg.pop("SPLIT_K", 1)
     if G:
@@ -222,30 +202,34 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     split = cdiv(K, k_split) if K else 1
     grid = (cdiv(M, cfg["BLOCK_M"]) * cdiv(N, cfg["BLOCK_N"]), split)
     w_stride = w.stride(0) // 4 if w_int4 else w.stride(0)  # int4: the int32 words' row stride
-    check_tiles(grid[0])
-    bound = bind(_int8_mm, grid, [TENSOR] * 11 + [M, N, K, max(k_split, 1), x2.stride(0), w_stride, N,
+    bound = bind(_int8_mm, grid, [TENSOR] * 8 + [M, N, K, max(k_split, 1), x2.stride(0), w_stride, N,
                                                  w_scale.shape[-1] if G else 1],
-                 dict(GROUP=G, INT_STEPS=int_steps, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
-                      HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, SPLIT=split > 1, **{"UNPACK": 0, **cfg}))
+                 dict(GROUP=G, HAS_XZ=x_zero is not None, HAS_WZ=w_zero is not None, W_INT4=w_int4,
+                      HAS_XS=x_scale is not None, HAS_BIAS=bias is not None, ATOMIC=split > 1, **{"UNPACK": 0, **cfg}))
     out_shape, device = (*x.shape[:-1], N), x.device
     # The kernel reads x with the row stride bound above (`as_rows`) and every other tensor densely: what already has
     # that layout (this signature's shapes and strides decide) is handed over as it is, anything else copied per call
-    strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias, w_step))
+    strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias))
 
-    def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None,
-             w_step=None):
-        y = torch.empty(out_shape, dtype=out_dtype, device=device)  # [M, N] in memory, no view per call
+    def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
+        # split-K (as tiling.split_k_plan): fp32 partial sums added into a zeroed buffer, then one add of the bias
+        # (or a copy) casts them into the output
+        y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
+             torch.empty(out_shape, dtype=out_dtype, device=device))  # [M, N] in memory, no view per call
         if strided:  # rare: a strided step, zero point or bias
-            w_scale, x_scale, x_zero, w_zero, bias, w_step = (t if t is None else t.contiguous()
-                                                              for t in (w_scale, x_scale, x_zero, w_zero, bias, w_step))
-        wr = w_step if int_steps else w_scale  # the row steps' slot (read only with INT_STEPS)
-        # split-K: per-split partials in a workspace, summed by each tile's last program (split_k.py); unsplit,
-        # the workspace and counter slots get y (never read)
-        part, cnt = (workspace(split, M, N, device), counters(device)) if split > 1 else (y, y)
+            w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
+                                                      for t in (w_scale, x_scale, x_zero, w_zero, bias))
         bound(as_rows(x), w, w_scale, x_scale if x_scale is not None else w_scale,
-              x_zero if x_zero is not None else w_scale, w_zero if w_zero is not None else w_scale, wr,
-              bias if bias is not None else w_scale, y, part, cnt)
-        return y
+              x_zero if x_zero is not None else w_scale, w_zero if w_zero is not None else w_scale,
+              bias if bias is not None else w_scale, y)
+        if split == 1:
+            return y
+        out = torch.empty(M, N, dtype=out_dtype, device=device)
+        if bias is not None:
+            torch.add(y, bias, out=out)
+        else:
+            out.copy_(y)
+        return out.view(out_shape)
     return call
 
 

@@ -6,8 +6,7 @@ overrides):
     the int4 words (int8/gemv.py; with activation zero points the W4A16 decode GEMV, int4/gemv.py);
   * "unpack": M >= UNPACK_MIN_M on CUDA (prefill): the int4 weight unpacked to int8 once per call (one HBM pass,
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
-  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4;
-    with integer group steps its INT_STEPS form: (q - z) * u on the tile, int32 sums over all of K);
+  * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
   * "tc": grouped weights at TC_ROWS rows on CUDA without activation zero points (and on request): W4A16's split-K
     tensor-core tile (int4/tc.py, `TC_CONFIG`) on the int8 codes as exact fp16 values, each row scaled by its step
     after the dot;
@@ -84,9 +83,8 @@ def plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size=0, x_zer
             and (x_scale is None or x_scale.dtype == torch.float32 and x_scale.is_contiguous()):
         return _dp4a_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_zero)
     if kernel == "mma":
-        mm = int_mm_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, None, group_size, x_zero, w_zero,
-                         w_step)
-        return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, q, ws, xs, b, dt, True, None, g, xz, wz, w_step)
+        mm = int_mm_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, None, group_size, x_zero, w_zero)
+        return lambda x, q, ws, xs, b, dt, g, xz, wz, w_step: mm(x, q, ws, xs, b, dt, True, None, g, xz, wz)
     if kernel == "unpack":
         return _unpack_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero, w_step)
     if kernel == "tc":
@@ -162,7 +160,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
     if kernel == "unpack":  # zeros given: plain nibbles (the dequant kernel's HAS_ZERO reading; zeros not read)
         w = dequantize_int4_triton(qweight, None, w_zero, -1, K, torch.int8, int_out=True)
         return int_mm(x_int8, w, w_scale, x_scale, bias, out_dtype, False, config, group_size, x_zero, w_zero)
-    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero, w_zero, w_step)
+    return int_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, True, config, group_size, x_zero, w_zero)
 
 
 def _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero=None):

@@ -24,9 +24,9 @@ def shipped_configs():
             c, o = split_launch(cfg)
             split = c.pop("SPLIT_K")
             out.append((f"ternary_tc[{dt},M<={max_m}]", tc._ternary_tc,  # the tile reads the packed bytes
-                        dict(tsig, M="i32", K_SPLIT="i32", ws_ptr="*fp32", cnt_ptr="*i32", t1_ptr="*u8",
+                        dict(tsig, M="i32", K_SPLIT="i32", y_ptr="*fp32" if split > 1 else dt, t1_ptr="*u8",
                              t2_ptr="*u8"),
-                        {"HAS_BIAS": False, "SPLIT": split > 1, "FLOAT_UNPACK": True, **c}, o))
+                        {"HAS_BIAS": False, "ATOMIC": split > 1, "FLOAT_UNPACK": True, **c}, o))
         c, o = split_launch(dequant.DEQUANT_CONFIG)
         out.append((f"ternary_dequant[{dt}]", dequant._ternary_dequant,
                     dict(t1_ptr="*i32", t2_ptr="*i32", a1_ptr=dt, a2_ptr=dt, o_ptr=dt, N="i32", K="i32", KW="i32",

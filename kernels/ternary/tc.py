@@ -14,8 +14,7 @@ import triton.language as tl
 from ..formats import assert_words
 from ..int4 import tc as int4_tc
 from ..int4.tc import float_unpack
-from ..split_k import oriented_store, split_k_plan
-from ..tiling import by_row, oriented_dot, pick, swap_ab_tile, tile_zeros, x_step
+from ..tiling import by_row, oriented_dot, pick, split_k_plan, swap_ab_tile, tile_store, tile_zeros, x_step
 from .unpack import trit_floats, trits
 
 # (max M, config): int4/tc.py's tiles (the same 4 bits per weight); not yet swept for trits on a GPU
@@ -36,8 +35,8 @@ def _plane(t_ptr, offs_n, n_mask, k0, KW, DT: tl.constexpr, FLOAT_UNPACK: tl.con
 
 
 @triton.jit
-def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, KW, NG, G, K_SPLIT,
-                stride_xm, stride_ym, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, SWAP: tl.constexpr,
+def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm,
+                stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr,
                 SCALE_AFTER: tl.constexpr, FLOAT_UNPACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_K: tl.constexpr):
     t1_ptr = t1_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
@@ -62,8 +61,7 @@ def _ternary_tc(x_ptr, t1_ptr, t2_ptr, a1_ptr, a2_ptr, b_ptr, y_ptr, ws_ptr, cnt
             else:
                 w = (t1.to(tl.float32) * a1[:, None] + t2.to(tl.float32) * a2[:, None]).to(x.dtype)
             acc = oriented_dot(w, x, acc, SWAP)
-    oriented_store(acc, ws_ptr, cnt_ptr, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, M, N, stride_ym, HAS_BIAS,
-                   SPLIT, SWAP)
+    tile_store(acc, b_ptr, y_ptr, offs_n, offs_m, n_mask, m_mask, stride_ym, HAS_BIAS, ATOMIC, SWAP)
 
 
 def ternary_tc(x2, t1, t2, a1, a2, bias, G: int, y, config=None):

@@ -80,7 +80,7 @@ def test_int4_dequant_kernel(N, K, G, sym):
 @pytest.mark.parametrize("float_unpack", [True, False])
 def test_w4a16_tc_every_form(M, N, K, G, sym, swap, scale_after, split, float_unpack):
     """Every form of the tensor-core kernel (int4/tc.py): orientation, scale on the weights or after the dot,
-    split-K (reduced in the kernel, + the bias), K tails and a group smaller than the configured K step, the codes
+    split-K (fp32 atomics + the bias after), K tails and a group smaller than the configured K step, the codes
     unpacked to floats directly or through int32."""
     x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16, bias=True)
     cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, SPLIT_K=split, SWAP=swap, SCALE_AFTER=scale_after,

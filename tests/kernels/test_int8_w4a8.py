@@ -387,8 +387,8 @@ def test_w_step_needs_groups():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_split_k_sums_the_same_product(M, N, K, G, split, asym, dtype):
     """SPLIT_K > 1 (small M: more programs than N tiles alone give): each split's fp32 share (K tiles inside their
-    groups, the zero points' shares of its own tiles, the row's step) is summed by the tile's last program, the
-    bias once; K not a multiple of the split, more splits than K tiles (8 x 64 > 320) included."""
+    groups, the zero points' shares of its own tiles, the row's step) is added into a zeroed buffer, the bias once
+    after; K not a multiple of the split, more splits than K tiles (8 x 64 > 320) included."""
     x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, True, seed=split)
     xz = torch.randint(-60, 60, (K,)).float() if asym else None
     wz = wz if asym else None

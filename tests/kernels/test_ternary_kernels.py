@@ -119,7 +119,7 @@ def test_trit_floats_are_the_exact_trits():
 @pytest.mark.parametrize("float_unpack", [True, False])
 def test_ternary_tc_every_form(M, N, K, G, swap, scale_after, split, float_unpack):
     """Every form of the ternary tensor-core tile (ternary/tc.py): orientation, scales on the tile or on the two
-    trit products, split-K (reduced in the kernel, + the bias), K tails (K not a multiple of 16) and a group smaller than
+    trit products, split-K (fp32 atomics + the bias after), K tails (K not a multiple of 16) and a group smaller than
     the configured K step, the trits unpacked to floats directly or through int32."""
     x, p1, p2, a1, a2, b = ternary_case(M, N, K, G, torch.float16)
     cfg = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, SPLIT_K=split, SWAP=swap, SCALE_AFTER=scale_after,
