@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F_
 
 sys.path.insert(0, ".")
+from graph_timing import graph_us  # noqa: E402
 from qpass.kernels.int8 import gemm as G8  # noqa: E402
 from qpass.kernels.int8 import reference as R8  # noqa: E402
 
@@ -26,31 +27,6 @@ CONFIGS = {
 }
 
 
-def graph_us(fn, calls=5, replays=10):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    best = 1e9
-    for _ in range(4):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(replays):
-            g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        best = min(best, a.elapsed_time(b) * 1e3 / (calls * replays))
-    return best
-
-
 rows, bad = [], []
 for N, K in SHAPES:
     w = torch.randn(N, K, device=dev, dtype=bf) * 0.02
@@ -61,13 +37,13 @@ for N, K in SHAPES:
         x8 = torch.randint(-127, 128, (M, K), device=dev, dtype=torch.int8)
         xs = torch.rand(M, device=dev) * 1e-2
         ref = R8.int8_linear_ref(x8, w8, ws, xs, None, bf)
-        row = dict(M=M, N=N, K=K, bf16=graph_us(lambda: F_.linear(x, w)))
+        row = dict(M=M, N=N, K=K, bf16=graph_us(lambda: F_.linear(x, w), 5, 10))
         for name, cfg in CONFIGS.items():
             y = G8.int_mm(x8, w8, ws, xs, None, bf, False, cfg)
             err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
             if err > 1e-2:
                 bad.append(f"{name} {M} {N} {K}: {err:.2e}")
-            row[name] = graph_us(lambda: G8.int_mm(x8, w8, ws, xs, None, bf, False, cfg))
+            row[name] = graph_us(lambda: G8.int_mm(x8, w8, ws, xs, None, bf, False, cfg), 5, 10)
         rows.append(row)
         print(f"M={M:>3} {N:>5}x{K:<5} bf16 {row['bf16']:6.1f} | " +
               " | ".join(f"{n} {row[n]:6.1f}" for n in CONFIGS), flush=True)

@@ -19,6 +19,7 @@ ap.add_argument("--check", action="store_true")
 ap.add_argument("--json")
 args = ap.parse_args()
 sys.path.insert(0, args.tree)
+from graph_timing import graph_us  # noqa: E402
 from qpass.kernels import formats as F  # noqa: E402
 from qpass.kernels import ops as _ops  # noqa: E402,F401
 from qpass.kernels.int4.reference import w4a16_linear_ref  # noqa: E402
@@ -38,32 +39,6 @@ torch.manual_seed(0)
 def rel(a, b):
     a, b = a.float(), b.float()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def graph_us(fn, calls=20, replays=30):
-    """GPU µs per call: `calls` calls captured in one CUDA graph, replayed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(replays):
-            g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / (calls * replays))
-    return min(times)
 
 
 def w4a16_case(N, K, G=128, sym=True):

@@ -175,13 +175,17 @@ def split_k_plan(kernel, x2, operands: tuple, bias, N: int, KW: int, NG: int, G:
     def call_split(x2, operands, bias, y):
         out = torch.zeros(M, N, dtype=torch.float32, device=y.device)
         bound(x2, *operands, bias if bias is not None else operands[-1], out)
-        yv = y if y.dim() == 2 else y.view(M, N)
-        if bias is not None:
-            torch.add(out, bias, out=yv)  # fp32 sums + the bias, cast into y in one kernel
-        else:
-            yv.copy_(out)
+        split_k_finish(out, bias, y if y.dim() == 2 else y.view(M, N))
         return y
     return call_split
+
+
+def split_k_finish(sums, bias, y) -> None:
+    """The split-K epilogue of every tile kernel: the fp32 sums [M, N] (+ the bias) cast into y [M, N], one kernel."""
+    if bias is not None:
+        torch.add(sums, bias, out=y)
+    else:
+        y.copy_(sums)
 
 
 def pick(table, M: int) -> dict:

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ..checks import check_int_linear
-from ..tiling import grouped_tile, pick, rows_plan, cdiv
+from ..tiling import cdiv, grouped_tile, pick, rows_plan, split_k_finish
 from ..launch import TENSOR, bind
 from ..int4.unpack import nibbles
 
@@ -212,8 +212,8 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
     strided = any(t is not None and not t.is_contiguous() for t in (w_scale, x_scale, x_zero, w_zero, bias))
 
     def call(x, w, w_scale, x_scale, bias, out_dtype, w_int4, config=None, group_size=0, x_zero=None, w_zero=None):
-        # split-K (as tiling.split_k_plan): fp32 partial sums added into a zeroed buffer, then one add of the bias
-        # (or a copy) casts them into the output
+        # split-K (as tiling.split_k_plan): fp32 partial sums added into a zeroed buffer, then cast into the output
+        # with the bias (tiling.split_k_finish)
         y = (torch.zeros(M, N, dtype=torch.float32, device=device) if split > 1 else
              torch.empty(out_shape, dtype=out_dtype, device=device))  # [M, N] in memory, no view per call
         if strided:  # rare: a strided step, zero point or bias
@@ -225,10 +225,7 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
         if split == 1:
             return y
         out = torch.empty(M, N, dtype=out_dtype, device=device)
-        if bias is not None:
-            torch.add(y, bias, out=out)
-        else:
-            out.copy_(y)
+        split_k_finish(y, bias, out)
         return out.view(out_shape)
     return call
 
