@@ -14,6 +14,8 @@ sys.path.insert(0, ".")
 from graph_timing import graph_us  # noqa: E402
 from qpass.kernels.int8 import gemm as G8  # noqa: E402
 from qpass.kernels.int8 import reference as R8  # noqa: E402
+from qpass.kernels import formats as F  # noqa: E402
+from qpass.kernels.int4.dequant import dequantize_int4_triton  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--json")
@@ -24,6 +26,9 @@ CONFIGS = {
     "shipped": None,
     "64x128": dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4),
     "128x128": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
+    "128x128s4": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4),
+    "128x256": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
+    "64x256": dict(BLOCK_M=64, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3),
 }
 
 
@@ -32,12 +37,15 @@ for N, K in SHAPES:
     w = torch.randn(N, K, device=dev, dtype=bf) * 0.02
     w8 = torch.randint(-127, 128, (N, K), device=dev, dtype=torch.int8)
     ws = torch.rand(N, device=dev) * 1e-3 + 1e-4
-    for M in (128, 512):
+    q4 = F.pack_int4(torch.randint(-8, 8, (N, K), device=dev, dtype=torch.int8))
+    unpack_us = graph_us(lambda: dequantize_int4_triton(q4, None, None, -1, K, torch.int8, int_out=True), 5, 10)
+    print(f"unpack {N}x{K}: {unpack_us:.1f} us", flush=True)
+    for M in (128, 256, 512, 2048):
         x = torch.randn(M, K, device=dev, dtype=bf)
         x8 = torch.randint(-127, 128, (M, K), device=dev, dtype=torch.int8)
         xs = torch.rand(M, device=dev) * 1e-2
         ref = R8.int8_linear_ref(x8, w8, ws, xs, None, bf)
-        row = dict(M=M, N=N, K=K, bf16=graph_us(lambda: F_.linear(x, w), 5, 10))
+        row = dict(M=M, N=N, K=K, unpack=unpack_us, bf16=graph_us(lambda: F_.linear(x, w), 5, 10))
         for name, cfg in CONFIGS.items():
             y = G8.int_mm(x8, w8, ws, xs, None, bf, False, cfg)
             err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
