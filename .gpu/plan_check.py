@@ -92,7 +92,7 @@ check("w4a8 per-row 100 rows, strided x step", x8r, lambda x: ops.w4a8_linear(x,
       lambda x: R8.w4a8_linear_ref(x, p4, ws, xs100, None, bf, 0), 1e-2)
 r_step = torch.rand(N, device=dev) * 1e-3 + 1e-4  # integer group steps (QSM): each group's step u * the row's
 ws_int = r_step[:, None] * torch.randint(1, 4, (N, K // 64), device=dev)
-for M in (20, 128):  # W4A8's tile on the codes; its unpack + int8 GEMM
+for M in (20, 128, 2100):  # W4A8's tile on the codes; its unpack + int8 GEMM (the tile; the persistent kernel)
     xsM = torch.rand(1, M, 1, device=dev) * 1e-2
     check(f"w4a8 integer steps asym + bias {M} rows", lambda: torch.randint(-127, 128, (1, M, K), device=dev,
                                                                               dtype=torch.int8),
@@ -103,6 +103,16 @@ check("int8 per-row 100 rows, strided x step", x8r, lambda x: ops.int8_linear(x,
       lambda x: R8.int8_linear_ref(x, q8, ws, xs100, None, bf), 1e-2)
 check("int8 per-row", x8, lambda x: ops.int8_linear(x, q8, ws, xs, None, bf),
       lambda x: R8.int8_linear_ref(x, q8, ws, xs, None, bf), 1e-2)
+xs2k = torch.rand(2100, device=dev) * 1e-2
+# the persistent TMA kernel; then x 8 bytes off the 16-byte rule in every call (the plan's tile instead)
+check("int8 per-row 2100 rows + bias (persistent)", lambda: torch.randint(-127, 128, (2100, K), device=dev,
+                                                                          dtype=torch.int8),
+      lambda x: ops.int8_linear(x, q8, ws, xs2k, bias_n, bf), lambda x: R8.int8_linear_ref(x, q8, ws, xs2k, bias_n, bf),
+      1e-2)
+check("int8 per-row 2100 rows, x off 16 bytes", lambda: torch.randint(-127, 128, (2100 * K + 8,), device=dev,
+                                                                      dtype=torch.int8)[8:].view(2100, K),
+      lambda x: ops.int8_linear(x, q8, ws, xs2k, bias_n, bf), lambda x: R8.int8_linear_ref(x, q8, ws, xs2k, bias_n, bf),
+      1e-2)
 step = torch.rand(1, device=dev) * 1e-2 + 1e-3
 xf = lambda: torch.randn(1, 1, K, device=dev, dtype=bf)  # noqa: E731
 check("quantize dynamic", xf, lambda x: ops.quantize_activation_int8(x, None, 127),

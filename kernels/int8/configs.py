@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..int4 import gemv
 from ..tiling import split_launch
-from . import gemm
+from . import gemm, persistent
 from . import gemv as int_gemv
 from . import quant_act
 from .quant_act import _quant_act
@@ -33,6 +33,18 @@ def shipped_configs():
             out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", gemm._int8_mm, sig,
                         {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4, "HAS_XS": True,
                          "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
+    for bn in (64, 32):  # the narrower N tiles of int8 weights at <= 16 rows (gemm.decode_block_n)
+        c, o = split_launch(dict(gemm.INT8_CONFIGS[0][1], BLOCK_N=bn))
+        out.append((f"int8[M<=16,BLOCK_N={bn}]", gemm._int8_mm, isig,
+                    {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": False, "HAS_XS": True, "HAS_BIAS": True,
+                     "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
+    c, o = split_launch(persistent.CONFIG)
+    psig = dict(x_desc=f"tensordesc<i8[{c['BLOCK_M']}, {c['BLOCK_K']}]>",
+                w_desc=f"tensordesc<i8[{c['BLOCK_N']}, {c['BLOCK_K']}]>", ws_ptr="*fp32", xs_ptr="*fp32",
+                b_ptr="*bf16", y_ptr="*bf16", M="i32", N="i32", K="i32", stride_ym="i32", NPROG="i32")
+    for xs in (False, True):
+        out.append((f"int8-persistent[xs={xs}]", persistent._int8_mm_persistent, psig,
+                    {"HAS_XS": xs, "HAS_BIAS": True, **c}, o))
     qsig = dict(x_ptr="*bf16", s_ptr="*fp32", z_ptr="*fp32", g_ptr="*i32", q_ptr="*i8", so_ptr="*fp32", K="i32",
                 C="i32", stride_xm="i32", stride_qm="i32", stride_s="i32", qmax="i32", qinv="fp32")
     out.append(("quant_act", _quant_act, qsig, {"STATIC": False, "HAS_ZERO": False, "GATHER": False, "BLOCK_K": 4096},

@@ -30,6 +30,8 @@ import triton.language as tl
 from ..checks import check_int_linear
 from ..tiling import cdiv, grouped_tile, pick, rows_plan, split_k_finish
 from ..launch import TENSOR, bind
+from ..runtime import cuda_sms
+from .persistent import aligned, persistent_fits, persistent_plan
 from ..int4.unpack import nibbles
 
 
@@ -126,11 +128,15 @@ def _int8_mm(x_ptr, w_ptr, ws_ptr, xs_ptr, xz_ptr, wz_ptr, b_ptr, y_ptr, M, N, K
         tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-# M-bucket -> config (one per launch).  Large tiles need >= 64 rows for wgmma.
+# M-bucket -> config (one per launch).  Large tiles need >= 64 rows for wgmma. Int8 weights (per-row steps): up to
+# 16 rows the N tile narrows until the tiles cover the SMs (`decode_block_n`); 64 x 128 tiles up to 256 rows, 128 x
+# 128 above (H100, .gpu/int8_prompt_tile_probe.py, Llama-3-8B's four GEMMs at 128 / 512 / 2,048 rows: 243.4 ->
+# 130.3, 310.8 -> 229.4, 838.6 -> 752.3 us against the 256 x 128 tile; bf16 170.4 / 298.9 / 1,141.7), and from
+# persistent.PERSISTENT_MIN_M rows the persistent TMA kernel (int8/persistent.py) where its operands allow.
 INT8_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=256, GROUP_M=8, num_warps=4, num_stages=4)),
-    (64, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)),
-    (1 << 62, dict(BLOCK_M=256, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
+    (256, dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)),
+    (1 << 62, dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)),
 ]
 W4A8_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=128, BLOCK_K=256, GROUP_M=8, num_warps=4, num_stages=4)),
@@ -164,6 +170,14 @@ GROUPED_LONG_K_CONFIG = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLI
 DEQUANT_MIN_M = 64
 
 
+def decode_block_n(N: int, device) -> int:
+    """The int8 tile's N width at <= 16 rows (a weight read): the widest of 128 / 64 whose tiles cover the SMs, else
+    32 (H100, .gpu/int8_small_m_probe.py, 1-16 rows: 4096 x 4096 10.2 -> 6.3-6.7 us, 4096 x 14336 29.6-29.8 ->
+    24.8-25.7, 6144 x 4096 10.3-10.4 -> 8.3-8.7; 28672 x 4096 keeps 128: 42.6-43.4)."""
+    sms = cuda_sms(device)
+    return next((bn for bn in (128, 64) if cdiv(N, bn) >= sms), 32)
+
+
 def int_group_ok(K: int, group_size: int) -> bool:
     """The weight groups `_int8_mm` takes: one per row (<= 0 or >= K), or a multiple of 32 (the int8 MMA's K)."""
     return group_size <= 0 or group_size >= K or group_size % 32 == 0
@@ -192,6 +206,11 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
         config = GROUPED_LONG_K_CONFIG
     cfg = dict(config or pick(GROUPED_CONFIGS if G else W4A8_CONFIGS if w_int4 else INT8_CONFIGS, M))
     cfg.setdefault("LOOP_STAGES", None)
+    if config is None and not G and not w_int4 and M <= INT8_CONFIGS[0][0] and x.device.type == "cuda":
+        cfg["BLOCK_N"] = decode_block_n(N, x.device)
+    persistent = None
+    if config is None and persistent_fits(x2, w, M, bool(G), w_int4, x_zero, w_zero):
+        persistent = persistent_plan(M, N, K, x.device, x_scale is not None, bias is not None)
     split = cfg.pop("SPLIT_K", 1)
     if G:
         assert int_group_ok(K, G), G
@@ -219,7 +238,10 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
         if strided:  # rare: a strided step, zero point or bias
             w_scale, x_scale, x_zero, w_zero, bias = (t if t is None else t.contiguous()
                                                       for t in (w_scale, x_scale, x_zero, w_zero, bias))
-        bound(as_rows(x), w, w_scale, x_scale if x_scale is not None else w_scale,
+        xr = as_rows(x)
+        if persistent is not None and aligned(xr, w):  # TMA's 16-byte rule; an unaligned view takes the tile
+            return persistent(xr, w, w_scale, x_scale, bias, y)
+        bound(xr, w, w_scale, x_scale if x_scale is not None else w_scale,
               x_zero if x_zero is not None else w_scale, w_zero if w_zero is not None else w_scale,
               bias if bias is not None else w_scale, y)
         if split == 1:

@@ -4,7 +4,8 @@ import torch
 
 from qpass.kernels import formats as F
 from qpass.kernels.int8 import reference as R
-from qpass.kernels.int8.gemm import int8_linear_triton
+from qpass.kernels.int8 import persistent as P
+from qpass.kernels.int8.gemm import INT8_CONFIGS, int8_linear_triton
 from qpass.kernels.int8.quant_act import quantize_activation_int8_triton
 from qpass.kernels.int8.w4a8 import w4a8_linear_triton
 
@@ -49,6 +50,44 @@ def test_int8_linear(M, N, K, xs, bias, dtype):
     y = int8_linear_triton(x, w, ws, x_s, b, dtype)
     assert y.dtype == dtype and y.shape == (M, N)
     assert rel_err(y, R.int8_linear_ref(x, w, ws, x_s, b, dtype)) < 1e-3
+
+
+SMALL_TILES = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, GROUP_M=2, num_warps=4, num_stages=3)
+
+
+@pytest.mark.parametrize("M,N,K,xs,bias,dtype", [c for c in CASES if c[2] % 16 == 0])  # TMA: 16-byte rows
+@pytest.mark.parametrize("programs", [1, 3])  # every tile walked by one program, or tiles shared out
+def test_int8_persistent(M, N, K, xs, bias, dtype, programs, monkeypatch):
+    """The persistent TMA kernel (prefill sizes on CUDA) on awkward shapes: edge tiles read as zeros by the
+    descriptors, K not a multiple of the tile, programs walking several tiles in grouped order."""
+    monkeypatch.setattr(P, "persistent_programs", lambda device, blocks, per_sm: min(blocks, programs))
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    w = torch.randint(-128, 128, (N, K), dtype=torch.int8)
+    ws, x_s, b = _scales(M, N, xs, bias)
+    y = P.int8_mm_persistent(x, w, ws, x_s, b, dtype, SMALL_TILES)
+    assert y.dtype == dtype and y.shape == (M, N)
+    assert rel_err(y, R.int8_linear_ref(x, w, ws, x_s, b, dtype)) < 1e-3
+
+
+def test_int8_persistent_shipped_tile():
+    """The shipped 256 x 128 x 128 tile itself, over two row tiles and an N tail."""
+    M, N, K = 300, 136, 272
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    w = torch.randint(-128, 128, (N, K), dtype=torch.int8)
+    ws, x_s, b = _scales(M, N, True, True)
+    assert rel_err(P.int8_mm_persistent(x, w, ws, x_s, b, torch.float16),
+                   R.int8_linear_ref(x, w, ws, x_s, b, torch.float16)) < 1e-3
+
+
+@pytest.mark.parametrize("block_n", [32, 64])
+def test_int8_decode_narrow_tiles(block_n):
+    """The N widths `decode_block_n` picks at <= 16 rows on CUDA, with an N tail."""
+    M, N, K = 3, 100, 520
+    x = torch.randint(-128, 128, (M, K), dtype=torch.int8)
+    w = torch.randint(-128, 128, (N, K), dtype=torch.int8)
+    ws, x_s, b = _scales(M, N, True, True)
+    y = int8_linear_triton(x, w, ws, x_s, b, torch.float16, config=dict(INT8_CONFIGS[0][1], BLOCK_N=block_n))
+    assert rel_err(y, R.int8_linear_ref(x, w, ws, x_s, b, torch.float16)) < 1e-3
 
 
 @pytest.mark.parametrize("M,N,K,xs,bias,dtype", CASES)
