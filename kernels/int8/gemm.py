@@ -210,7 +210,8 @@ def int_mm_plan(x, w, w_scale, x_scale, bias, out_dtype, w_int4: bool, config=No
         cfg["BLOCK_N"] = decode_block_n(N, x.device)
     persistent = None
     if config is None and persistent_fits(x2, w, M, bool(G), w_int4, x_zero, w_zero):
-        persistent = persistent_plan(M, N, K, x.device, x_scale is not None, bias is not None)
+        persistent = persistent_plan(M, N, K, x2.stride(0), w.stride(0), x.device, x_scale is not None,
+                                     bias is not None)
     split = cfg.pop("SPLIT_K", 1)
     if G:
         assert int_group_ok(K, G), G

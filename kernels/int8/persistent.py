@@ -64,18 +64,20 @@ def aligned(*tensors) -> bool:
     return all(t.data_ptr() % 16 == 0 for t in tensors)
 
 
-def persistent_plan(M: int, N: int, K: int, device, has_xs: bool, has_bias: bool, config=None):
-    """The launch for [M, K] int8 rows times an [N, K] int8 weight, as call(x2, w, ws, xs, bias, y) with y dense
-    [M, N] in memory: the grid and meta fixed here, the two descriptors made per call (they hold the operands'
-    addresses)."""
+def persistent_plan(M: int, N: int, K: int, stride_xm: int, stride_wn: int, device, has_xs: bool, has_bias: bool,
+                    config=None):
+    """The launch for M int8 rows of K (row stride stride_xm) times an [N, K] int8 weight (row stride stride_wn), as
+    call(x, w, ws, xs, bias, y) with y dense [M, N] in memory: the grid and meta fixed here, the two descriptors made
+    per call from the operands' addresses and the strides given here (x may be any view with those rows, e.g. the
+    [1, M, K] activations of a plan's `rows_plan`)."""
     cfg = dict(config or CONFIG)
     bm, bn, bk = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K")
     nprog = persistent_programs(device, cdiv(M, bm) * cdiv(N, bn), 1)
     kernel = _int8_mm_persistent[(nprog,)]
 
-    def call(x2, w, ws, xs, bias, y):
-        xd = TensorDescriptor(x2, [M, K], [x2.stride(0), 1], [bm, bk])
-        wd = TensorDescriptor(w, [N, K], [w.stride(0), 1], [bn, bk])
+    def call(x, w, ws, xs, bias, y):
+        xd = TensorDescriptor(x, [M, K], [stride_xm, 1], [bm, bk])
+        wd = TensorDescriptor(w, [N, K], [stride_wn, 1], [bn, bk])
         kernel(xd, wd, ws, xs if xs is not None else ws, bias if bias is not None else ws, y, M, N, K, N, nprog,
                HAS_XS=has_xs, HAS_BIAS=has_bias, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **cfg)
         return y
@@ -88,4 +90,5 @@ def int8_mm_persistent(x2, w, ws, xs, bias, out_dtype, config=None):
     M, K = x2.shape
     N = w.shape[0]
     y = torch.empty(M, N, dtype=out_dtype, device=x2.device)
-    return persistent_plan(M, N, K, x2.device, xs is not None, bias is not None, config)(x2, w, ws, xs, bias, y)
+    return persistent_plan(M, N, K, x2.stride(0), w.stride(0), x2.device, xs is not None, bias is not None,
+                           config)(x2, w, ws, xs, bias, y)

@@ -79,6 +79,20 @@ def test_int8_persistent_shipped_tile():
                    R.int8_linear_ref(x, w, ws, x_s, b, torch.float16)) < 1e-3
 
 
+def test_int8_persistent_plan_takes_views_of_its_rows():
+    """A plan's call gets x as the op got it ([1, M, K], or rows sliced out of wider ones): the descriptors use the
+    plan's row strides, never the view's leading stride."""
+    M, N, K = 40, 48, 64
+    w = torch.randint(-128, 128, (N, K), dtype=torch.int8)
+    ws, x_s, b = _scales(M, N, True, True)
+    for x in (torch.randint(-128, 128, (1, M, K), dtype=torch.int8),
+              torch.randint(-128, 128, (M, 2 * K), dtype=torch.int8)[:, K:]):
+        x2 = x.reshape(-1, K)
+        call = P.persistent_plan(M, N, K, x2.stride(0), w.stride(0), x.device, True, True, SMALL_TILES)
+        y = call(x, w, ws, x_s, b, torch.empty(M, N, dtype=torch.float16))
+        assert rel_err(y, R.int8_linear_ref(x2, w, ws, x_s, b, torch.float16)) < 1e-3
+
+
 @pytest.mark.parametrize("block_n", [32, 64])
 def test_int8_decode_narrow_tiles(block_n):
     """The N widths `decode_block_n` picks at <= 16 rows on CUDA, with an N tail."""
