@@ -1,4 +1,5 @@
-# gpu56 trimmed to the device time left (≈ 430 s): the plans on hardware, w4a8-qsm end to end at 8 layers, one profile.
+# After the fix (the persistent kernel's descriptors took the view's leading stride for a [1, M, K] x): the plans on
+# hardware, then w4a8-qsm end to end (8 layers) against bf16+compile with one profile of the 512-token prompt.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 60 python .gpu/plan_check.py > $OUT/plan_check.log 2>&1; echo "plan_check rc $?"; grep -c " ok$" $OUT/plan_check.log; grep -E "FAILED|2100|all plan" $OUT/plan_check.log

@@ -172,8 +172,10 @@ DEQUANT_MIN_M = 64
 
 def decode_block_n(N: int, device) -> int:
     """The int8 tile's N width at <= 16 rows (a weight read): the widest of 128 / 64 whose tiles cover the SMs, else
-    32 (H100, .gpu/int8_small_m_probe.py, 1-16 rows: 4096 x 4096 10.2 -> 6.3-6.7 us, 4096 x 14336 29.6-29.8 ->
-    24.8-25.7, 6144 x 4096 10.3-10.4 -> 8.3-8.7; 28672 x 4096 keeps 128: 42.6-43.4)."""
+    32 (H100, .gpu/int8_small_m_probe.py, 1-16 rows, one weight per shape, so partly served from L2: 4096 x 4096
+    10.2 -> 6.3-6.7 us, 4096 x 14336 29.6-29.8 -> 24.8-25.7, 6144 x 4096 10.3-10.4 -> 8.3-8.7; 28672 x 4096 keeps
+    128: 42.6-43.4. With the weights rotated through HBM, benchmarks/gemm.py, one row: 9.5 / 26.7 / 12.2 us, bf16
+    17.1 / 46.2 / 22.1)."""
     sms = cuda_sms(device)
     return next((bn for bn in (128, 64) if cdiv(N, bn) >= sms), 32)
 

@@ -1,9 +1,0 @@
-# gpu54 after the fix (the persistent kernel's descriptors took the view's leading stride for [1, M, K] x): the plans
-# on hardware, then w4a8-qsm end to end (8 layers) against bf16+compile with a profile of the 512-token prompt.
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader
-timeout 70 python .gpu/plan_check.py > $OUT/plan_check.log 2>&1; echo "plan_check rc $?"; grep -c " ok$" $OUT/plan_check.log; grep -E "FAILED|2100|all plan" $OUT/plan_check.log
-timeout 330 python benchmarks/e2e.py --layers 8 --decode 16 --repeats 3 --ttft 128,512,2048 --profile 2 \
-  --variants bf16_compile,w4a8_qsm --out $OUT/e2e_8layers_ttft.json > $OUT/e2e_ttft.log 2>&1; echo "e2e rc $?"
-grep -v -i warn $OUT/e2e_ttft.log | grep -v "^W12" | tail -9
-for f in $OUT/*.prof_*.txt; do echo "== $f"; grep -A14 "by CPU time" $f | cut -c1-160; done
