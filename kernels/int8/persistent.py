@@ -56,7 +56,8 @@ def persistent_fits(x2, w, M: int, grouped: bool, w_int4: bool, x_zero, w_zero) 
     Each call still checks its operands' 16-byte alignment (`aligned`)."""
     return (x2.device.type == "cuda" and M >= PERSISTENT_MIN_M and min(w.shape[0], x2.shape[-1]) > 0
             and not grouped and not w_int4 and x_zero is None and w_zero is None and w.dtype == torch.int8
-            and torch.cuda.get_device_capability(x2.device)[0] >= 9 and x2.stride(-1) == 1 and w.stride(-1) == 1 and x2.stride(0) % 16 == 0 and w.stride(0) % 16 == 0)
+            and torch.cuda.get_device_capability(x2.device)[0] >= 9 and x2.stride(-1) == 1 and w.stride(-1) == 1
+            and x2.stride(0) % 16 == 0 and w.stride(0) % 16 == 0)
 
 
 def aligned(*tensors) -> bool:
