@@ -26,18 +26,15 @@ def shipped_configs():
                             gemm._int8_mm, sig, {"GROUP": 64, "HAS_XZ": True, "HAS_WZ": wz, "W_INT4": int4,
                                                  "HAS_XS": False, "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": atomic,
                                                  "LOOP_STAGES": None, **c}, o))
-    for table, int4 in ((gemm.INT8_CONFIGS, False), (gemm.W4A8_CONFIGS, True)):
+    decode_m, decode = gemm.INT8_CONFIGS[0]  # with the narrower N tiles of int8 weights there (gemm.decode_block_n)
+    narrow = [(f"{decode_m},BLOCK_N={bn}", dict(decode, BLOCK_N=bn)) for bn in (64, 32)]
+    for table, int4 in ((gemm.INT8_CONFIGS + narrow, False), (gemm.W4A8_CONFIGS, True)):
         for max_m, cfg in table:
             c, o = split_launch(cfg)
             sig = dict(isig, w_ptr="*u8") if int4 else isig
             out.append((f"{'w4a8' if int4 else 'int8'}[M<={max_m}]", gemm._int8_mm, sig,
                         {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": int4, "HAS_XS": True,
                          "HAS_BIAS": True, "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
-    for bn in (64, 32):  # the narrower N tiles of int8 weights at <= 16 rows (gemm.decode_block_n)
-        c, o = split_launch(dict(gemm.INT8_CONFIGS[0][1], BLOCK_N=bn))
-        out.append((f"int8[M<=16,BLOCK_N={bn}]", gemm._int8_mm, isig,
-                    {"GROUP": 0, "HAS_XZ": False, "HAS_WZ": False, "W_INT4": False, "HAS_XS": True, "HAS_BIAS": True,
-                     "UNPACK": 0, "ATOMIC": False, "LOOP_STAGES": None, **c}, o))
     c, o = split_launch(persistent.CONFIG)
     psig = dict(x_desc=f"tensordesc<i8[{c['BLOCK_M']}, {c['BLOCK_K']}]>",
                 w_desc=f"tensordesc<i8[{c['BLOCK_N']}, {c['BLOCK_K']}]>", ws_ptr="*fp32", xs_ptr="*fp32",
