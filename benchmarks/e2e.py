@@ -188,9 +188,10 @@ def prefill_time(model, ids) -> float:
     return time.perf_counter() - t
 
 
-def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
+def profile_step(dec: GraphDecoder, prompt, long, name: str, args) -> None:
     """Kernel times of `args.profile` decode steps, launched without the graph (the graph hides its kernels
-    from the profiler), and of one prompt prefill (CPU time too: it is not a graph); written next to the JSON.
+    from the profiler), of one prompt prefill (CPU time too: it is not a graph) and of one no-cache prefill of
+    `long` (the --prefill tokens); written next to the JSON.
     Replay time vs summed kernel time = launch gaps."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -208,10 +209,15 @@ def profile_step(dec: GraphDecoder, prompt, name: str, args) -> None:
         sync()
     ptable = pprof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
     ctable = pprof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
+    with profile(activities=[ProfilerActivity.CUDA]) as lprof:
+        forward(dec.model, long)
+        sync()
+    ltable = lprof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
     with open(f"{os.path.splitext(args.out_path)[0]}.prof_{name}.txt", "w") as f:
         f.write(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us\n{table}\n\n"
                 f"one {args.prompt}-token prompt prefill into the StaticCache, by CUDA time:\n{ptable}\n"
-                f"by CPU time:\n{ctable}\n")
+                f"by CPU time:\n{ctable}\n\none {long.shape[-1]}-token prefill without a cache, by CUDA time:\n"
+                f"{ltable}\n")
     print(f"{name}: summed CUDA kernel time per decode step {per_step_us:.0f} us", flush=True)
 
 
@@ -263,7 +269,7 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
             prefill_time(model, ids)  # compiles / warms (records) this length
         ttft[n] = 1e3 * statistics.median(prefill_time(model, ids) for _ in range(args.repeats))
     if args.profile and kind != "bf16_eager" and not ro and args.device == "cuda":
-        profile_step(dec, prompt, name, args)
+        profile_step(dec, prompt, long, name, args)
     pre = [prefill_time(model, long) for _ in range(args.repeats)]
     dec_s = statistics.median(r[1] for r in runs)
     res = {
