@@ -40,15 +40,18 @@ def is_causal_mask(mask: Tensor, S: int) -> bool:
     return answer
 
 
-# The last mask checked: (weak reference to its base tensor, its version counter, its view geometry) and the
-# answer. The same base object (alive, so its memory was not reused) at the same version holds the same values:
-# every in-place write bumps the counter. The reference is weak so the memo never keeps a mask alive.
+# The last mask checked: (weak reference to its storage, its version counter, its view geometry) and the answer.
+# Keyed on the storage, not the tensor object: inductor hands each extern call a fresh tensor over the one mask
+# buffer (`reinterpret_tensor`, no `_base`), so a tensor key missed at every layer and synced the device once per
+# layer of a compiled prefill. The same storage (alive, so its memory was not reused) at the same version holds the
+# same values: every in-place write through the tensor or a view of it bumps the counter. The reference is weak so
+# the memo never keeps a mask alive.
 _LAST_MASK: list = [(None, False)]
 
 
 def _mask_key(mask: Tensor) -> tuple:
-    base = mask if mask._base is None else mask._base
-    return (weakref.ref(base), mask._version, mask.storage_offset(), tuple(mask.shape), mask.stride())
+    return (weakref.ref(mask.untyped_storage()), mask._version, mask.storage_offset(), tuple(mask.shape),
+            mask.stride())
 
 
 def _capturing(q: Tensor) -> bool:

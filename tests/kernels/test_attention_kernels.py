@@ -212,8 +212,9 @@ def test_fake_and_opcheck():
 
 
 def test_causal_check_is_remembered_per_mask_until_it_changes(monkeypatch):
-    """A model passes one mask to every layer: the causal check reads it (a device sync) once, and reads it
-    again when it is another tensor, another view of it, or was written in place."""
+    """A model passes one mask to every layer: the causal check reads it (a device sync) once — also when each
+    layer gets its own tensor over the mask's storage, as under inductor — and reads it again when it is another
+    tensor, another view of it, or was written in place."""
     reads = []
     real_all = torch.Tensor.all
 
@@ -232,6 +233,17 @@ def test_causal_check_is_remembered_per_mask_until_it_changes(monkeypatch):
     assert not ops.is_causal_mask(again, S) and len(reads) == 3
     assert not ops.is_causal_mask(again, S) and len(reads) == 3
     assert ops.is_causal_mask(again[..., :S - 1, :S - 1], S - 1) and len(reads) == 4  # another view: read
+    # inductor passes each layer a fresh tensor over the one mask buffer (no `_base`): the storage is the key
+    buffer = torch.ones(S, S, dtype=torch.bool).tril()
+    fresh = [torch.empty(0, dtype=torch.bool).set_(buffer.untyped_storage(), 0, (1, 1, S, S), (S * S, S * S, S, 1))
+             for _ in range(3)]
+    assert all(f._base is None for f in fresh)
+    n = len(reads)
+    assert all(ops.is_causal_mask(f, S) for f in fresh) and len(reads) == n + 1
+    del buffer, fresh  # the storage freed: a new buffer (maybe at the same address) is read again
+    other = torch.zeros(S, S, dtype=torch.bool)
+    alias = torch.empty(0, dtype=torch.bool).set_(other.untyped_storage(), 0, (1, 1, S, S), (S * S, S * S, S, 1))
+    assert not ops.is_causal_mask(alias, S) and len(reads) == n + 2
     with torch.inference_mode():
         inf = torch.ones(S, S, dtype=torch.bool).tril()
     n = len(reads)
