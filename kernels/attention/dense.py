@@ -18,7 +18,7 @@ q [B, H, S, D], k / v [B, Hkv, L, D]. Paths (CUDA only; elsewhere SDPA itself, t
 from __future__ import annotations
 
 import weakref
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,29 +29,35 @@ def is_causal_mask(mask: Tensor, S: int) -> bool:
     """`mask` [..., S, S] is the bool lower-triangular causal mask (every batch / head)."""
     if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
         return False
-    key = None if mask.is_inference() else _mask_key(mask)  # inference tensors keep no version counter
-    seen, answer = _LAST_MASK[0]
-    if key is not None and seen is not None and seen[0]() is key[0]() and seen[1:] == key[1:]:
-        return answer
-    causal = torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()
-    answer = bool((mask == causal).all())
-    if key is not None:
-        _LAST_MASK[0] = (key, answer)  # one assignment: a concurrent reader sees an old or a new pair, not a mix
+    return remembered_mask_check(mask, "causal", lambda: bool(
+        (mask == torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()).all()))
+
+
+def remembered_mask_check(mask: Tensor, question: str, read: Callable[[], bool]) -> bool:
+    """`read()` (a check of the mask's values: a device sync), remembered per mask and question until the mask
+    changes. Inference-mode tensors keep no version counter: they are read every call."""
+    if mask.is_inference():
+        return read()
+    key = (mask._version, mask.storage_offset(), tuple(mask.shape), mask.stride(), question)
+    storage = mask.untyped_storage()
+    for ref, seen, answer in _MASKS[0]:
+        if ref() is storage and seen == key:
+            return answer
+    answer = read()
+    # one assignment: a concurrent reader sees the old or the new tuple, never a mix
+    _MASKS[0] = ((weakref.ref(storage), key, answer),) + _MASKS[0][:_MASKS_KEPT - 1]
     return answer
 
 
-# The last mask checked: (weak reference to its storage, its version counter, its view geometry) and the answer.
+# The last masks checked: (weak reference to the storage, (version counter, view geometry, question), answer).
 # Keyed on the storage, not the tensor object: inductor hands each extern call a fresh tensor over the one mask
 # buffer (`reinterpret_tensor`, no `_base`), so a tensor key missed at every layer and synced the device once per
 # layer of a compiled prefill. The same storage (alive, so its memory was not reused) at the same version holds the
-# same values: every in-place write through the tensor or a view of it bumps the counter. The reference is weak so
-# the memo never keeps a mask alive.
-_LAST_MASK: list = [(None, False)]
-
-
-def _mask_key(mask: Tensor) -> tuple:
-    return (weakref.ref(mask.untyped_storage()), mask._version, mask.storage_offset(), tuple(mask.shape),
-            mask.stride())
+# same values: every in-place write through the tensor or a view of it bumps the counter. A few are kept: models
+# alternate a full and a sliding-window mask by layer (Gemma 2/3, Mistral). The references are weak so the memo
+# never keeps a mask alive.
+_MASKS: list = [()]
+_MASKS_KEPT = 4
 
 
 def _capturing(q: Tensor) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import checks as C
-from ..attention.dense import dense, is_causal_mask
+from ..attention.dense import dense, is_causal_mask, remembered_mask_check
 from . import reference as R
 
 MIN_SEQ_LEN = 1024
@@ -41,9 +41,12 @@ def is_window_mask(mask: Tensor, S: int, model_window: Optional[int]) -> bool:
         return is_causal_mask(mask, S)
     if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
         return False
-    i = torch.arange(S, device=mask.device)
-    want = (i[None] <= i[:, None]) & (i[:, None] - i[None] < model_window)
-    return bool((mask == want).all())
+
+    def read() -> bool:
+        i = torch.arange(S, device=mask.device)
+        want = (i[None] <= i[:, None]) & (i[:, None] - i[None] < model_window)
+        return bool((mask == want).all())
+    return remembered_mask_check(mask, f"window {model_window}", read)
 
 
 def _scale(q: Tensor, scale: Optional[float]) -> float:

@@ -244,6 +244,10 @@ def test_causal_check_is_remembered_per_mask_until_it_changes(monkeypatch):
     other = torch.zeros(S, S, dtype=torch.bool)
     alias = torch.empty(0, dtype=torch.bool).set_(other.untyped_storage(), 0, (1, 1, S, S), (S * S, S * S, S, 1))
     assert not ops.is_causal_mask(alias, S) and len(reads) == n + 2
+    full = torch.ones(S, S, dtype=torch.bool).tril()  # layers alternating a full and a sliding-window mask
+    window = full & ~torch.ones(S, S, dtype=torch.bool).tril(-3)
+    answers = [ops.is_causal_mask(m, S) for _ in range(4) for m in (full, window)]
+    assert answers == [True, False] * 4 and len(reads) == n + 4
     with torch.inference_mode():
         inf = torch.ones(S, S, dtype=torch.bool).tril()
     n = len(reads)
