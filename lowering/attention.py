@@ -6,12 +6,17 @@ prefill whose mask is the bool causal mask runs flash attention (kernels/attenti
 torch.compile HF materializes masks, so SDPA alone would take its slower masked kernels at both.
 
 K/V come un-repeated when HF repeated them for SDPA (`pattern.match_sdpa` reads through `repeat_kv`): the op
-reads grouped K/V by index.
+reads grouped K/V by index. A mask that constants alone compute (a compiled prompt without a cache or padding:
+HF builds it from `arange`s) is checked here, once: when it is the causal mask over as many keys as queries, the op
+gets `is_causal` and no mask, so no run reads the mask (a device sync) and flash attention runs.
 """
 from __future__ import annotations
 
 import torch
 
+from qpass.capture import node_value
+
+from .graph_constants import constant_value
 from .pattern import Emit, Rule, SdpaMatch, SdpaPattern
 
 PATTERN = SdpaPattern(method=None, causal=False)
@@ -20,7 +25,23 @@ PATTERN = SdpaPattern(method=None, causal=False)
 def replace(m: SdpaMatch, e: Emit):
     import qpass.kernels.attention.ops  # noqa: F401  (registers qpass::attention)
 
-    return e.call(torch.ops.qpass.attention.default, m.q, m.k, m.v, m.mask, m.is_causal, m.scale, m.enable_gqa)
+    mask, is_causal = (None, True) if constant_causal_mask(m) else (m.mask, m.is_causal)
+    return e.call(torch.ops.qpass.attention.default, m.q, m.k, m.v, mask, is_causal, m.scale, m.enable_gqa)
+
+
+def constant_causal_mask(m: SdpaMatch) -> bool:
+    """The match's mask is computed from constants alone and is the bool causal mask over S queries and S keys
+    (S > 1), where SDPA's `is_causal` means the same."""
+    q, k, mask = node_value(m.q), node_value(m.k), node_value(m.mask)
+    if m.is_causal or q is None or k is None or mask is None or mask.dtype != torch.bool or mask.dim() < 2:
+        return False
+    S = q.shape[-2]
+    if not (isinstance(S, int) and S > 1 and k.shape[-2] == S and tuple(mask.shape[-2:]) == (S, S)):
+        return False
+    value = constant_value(m.mask)
+    if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or tuple(value.shape) != tuple(mask.shape):
+        return False
+    return bool((value == torch.ones(S, S, dtype=torch.bool, device=value.device).tril()).all())
 
 
 RULES = [Rule("attention", PATTERN, replace, "qpass::attention")]

@@ -3,7 +3,6 @@ by its kernel call (siblings stacked into one, lowering/fuse.py), and each atten
 attention method (SALE) or the dense attention op."""
 from __future__ import annotations
 
-import operator
 from typing import Callable
 
 import torch.fx as fx
@@ -14,6 +13,7 @@ from qpass.plan import Plan
 
 from .experts import insert_expert_fake_quant, lower_experts
 from .fuse import sibling_groups, split_output, stacked_match
+from .graph_constants import mutates
 from .pattern import KERNEL_GROUPS, Emit, GroupRefusal, Pattern, SdpaPattern, match_linear, match_sdpa
 from .qdq import insert_fake_quant
 from .rules import RULES
@@ -116,24 +116,9 @@ def _lower_sdpa(gm: fx.GraphModule, node: fx.Node, attention: dict, outcomes: di
     return 0
 
 
-_IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv, operator.imod,
-                       operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift, operator.irshift,
-                       operator.imatmul}
-
-
-def _mutates(node: fx.Node) -> bool:
-    """Keep nodes that write into a tensor although nothing reads their result — a StaticCache's
-    `keys.index_copy_(…)`: FX's own purity check does not know Tensor methods, and dropping them drops the
-    K/V projections feeding them."""
-    if node.is_impure() or node.target is operator.setitem or node.target in _IN_PLACE_OPERATORS:
-        return True
-    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-    return node.op in ("call_method", "call_function") and name.endswith("_") and not name.endswith("__")
-
-
 def _drop_dead(gm: fx.GraphModule) -> None:
     """Remove the dequantize / fake-quant nodes the kernels replaced, and their now-unused buffers."""
-    gm.graph.eliminate_dead_code(is_impure_node=_mutates)
+    gm.graph.eliminate_dead_code(is_impure_node=mutates)
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     for name in [b for b in gm._buffers if b.startswith("qpass_") and b not in used]:
         del gm._buffers[name]
