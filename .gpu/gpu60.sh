@@ -1,4 +1,3 @@
-# Session start (2026-12-07, new session): the plans on hardware after the persistent kernel's stride fix (the
 # Session start (2026-12-07, new session): the plans on hardware after the persistent kernel's stride fix, then
 # w4a16 and w4a8-qsm against bf16+compile at 8 layers after the mask changes (a constant causal mask is is_causal at
 # lowering; the runtime check remembered per storage): TTFT 128/512/2048 and profiles (decode, prompt, 4K prefill).
