@@ -29,9 +29,9 @@ def replace(m: SdpaMatch, e: Emit):
     return e.call(torch.ops.qpass.attention.default, m.q, m.k, m.v, mask, is_causal, m.scale, m.enable_gqa)
 
 
-def constant_causal_mask(m: SdpaMatch) -> bool:
-    """The match's mask is computed from constants alone and is the bool causal mask over S queries and S keys
-    (S > 1), where SDPA's `is_causal` means the same."""
+def constant_causal_mask(m: SdpaMatch, window: int | None = None) -> bool:
+    """The match's mask is computed from literals alone and is the bool causal mask over S queries and S keys
+    (S > 1; within `window` keys when given), which the ops' own causal form (no mask) means too."""
     q, k, mask = node_value(m.q), node_value(m.k), node_value(m.mask)
     if m.is_causal or q is None or k is None or mask is None or mask.dtype != torch.bool or mask.dim() < 2:
         return False
@@ -41,7 +41,11 @@ def constant_causal_mask(m: SdpaMatch) -> bool:
     value = constant_value(m.mask)
     if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or tuple(value.shape) != tuple(mask.shape):
         return False
-    return bool((value == torch.ones(S, S, dtype=torch.bool, device=value.device).tril()).all())
+    i = torch.arange(S, device=value.device)
+    want = i[None] <= i[:, None]
+    if window is not None:
+        want &= i[:, None] - i[None] < window
+    return bool((value == want).all())
 
 
 RULES = [Rule("attention", PATTERN, replace, "qpass::attention")]

@@ -88,3 +88,24 @@ def test_a_compiled_prompt_gets_is_causal_instead_of_its_constant_mask(padding_m
     for n in calls:
         mask, is_causal = n.args[3], n.args[4]
         assert (mask is not None and not is_causal) if padding_mask else (mask is None and is_causal)
+
+
+def test_sale_gets_no_mask_for_a_constant_causal_one():
+    """The SALE rule too: a static-shape prompt's constant causal mask is checked at lowering time (the op's
+    mask argument is None, its causal form); the logits match the model's own (a short prompt runs dense)."""
+    from qpass.passes.sale import SaleOptions
+    from qpass.plan import AttentionPlan, Plan
+
+    model = tiny_model("llama")
+    heads = model.config.num_attention_heads
+    sale = AttentionPlan("sale", [0.05] * heads, SaleOptions(block_m=16, block_n=16, sink=16, window=16))
+    plan = Plan({}, attention={f"model.layers.{i}.self_attn": sale for i in range(model.config.num_hidden_layers)})
+    graphs = []
+    transform = quantize_transform(plan, lower=True)
+    forward, _ = compile_forward(model, lambda cap: (transform(cap), graphs.append(cap.gm)), dynamic=False)
+    ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, ref = (f(input_ids=ids, use_cache=False).logits for f in (forward, model))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    calls = [n for g in graphs for n in g.graph.nodes if n.target == torch.ops.qpass.sale_attention.default]
+    assert len(calls) == model.config.num_hidden_layers and all(n.args[12] is None for n in calls)
