@@ -34,20 +34,24 @@ def mutates(node: fx.Node) -> bool:
 
 def constant_value(node: fx.Node):
     """`node`'s value when it is computed by pure calls from literals alone — no graph input, no module state, no
-    write into any of its inputs — evaluated here (on the devices the graph names); None otherwise."""
+    write into any of its inputs — evaluated here (on the devices the graph names); None otherwise, or when a call
+    fails outside its graph (the node then stays a run-time value)."""
     inputs = _constant_inputs(node)
     if inputs is None:
         return None
     values: dict[fx.Node, object] = {}
-    with unset_fake_temporarily(), torch.no_grad():
-        for n in node.graph.nodes:  # graph order is a topological order
-            if n not in inputs:
-                continue
-            args, kwargs = fx.node.map_arg((n.args, n.kwargs), values.__getitem__)
-            if n.op == "call_method":
-                values[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
-            else:
-                values[n] = n.target(*args, **kwargs)
+    try:
+        with unset_fake_temporarily(), torch.no_grad():
+            for n in node.graph.nodes:  # graph order is a topological order
+                if n not in inputs:
+                    continue
+                args, kwargs = fx.node.map_arg((n.args, n.kwargs), values.__getitem__)
+                if n.op == "call_method":
+                    values[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
+                else:
+                    values[n] = n.target(*args, **kwargs)
+    except Exception:  # a call that cannot run outside its graph (symbolic sizes, tracing-only ops): not known here
+        return None
     return values[node]
 
 

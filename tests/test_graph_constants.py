@@ -109,3 +109,9 @@ def test_sale_gets_no_mask_for_a_constant_causal_one():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     calls = [n for g in graphs for n in g.graph.nodes if n.target == torch.ops.qpass.sale_attention.default]
     assert len(calls) == model.config.num_hidden_layers and all(n.args[12] is None for n in calls)
+
+
+def test_a_call_that_fails_outside_its_graph_is_not_a_constant():
+    def body(g, x):
+        return g.call_function(torch.reshape, (g.call_function(torch.arange, (6,)), (4, 4)))
+    assert constant_value(_out(_graph(body))) is None
