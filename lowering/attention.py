@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from qpass.capture import node_value
+from qpass.kernels.attention.dense import causal_mask
 
 from .graph_constants import constant_value
 from .pattern import Emit, Rule, SdpaMatch, SdpaPattern
@@ -31,21 +32,20 @@ def replace(m: SdpaMatch, e: Emit):
 
 def constant_causal_mask(m: SdpaMatch, window: int | None = None) -> bool:
     """The match's mask is computed from literals alone and is the bool causal mask over S queries and S keys
-    (S > 1; within `window` keys when given), which the ops' own causal form (no mask) means too."""
+    (S > 1; within `window` keys when given), which the ops' own causal form (no mask) means too. Evaluated once
+    per mask node (every layer reads the same one), the answer kept in the node's meta."""
     q, k, mask = node_value(m.q), node_value(m.k), node_value(m.mask)
     if m.is_causal or q is None or k is None or mask is None or mask.dtype != torch.bool or mask.dim() < 2:
         return False
     S = q.shape[-2]
     if not (isinstance(S, int) and S > 1 and k.shape[-2] == S and tuple(mask.shape[-2:]) == (S, S)):
         return False
-    value = constant_value(m.mask)
-    if not isinstance(value, torch.Tensor) or value.dtype != torch.bool or tuple(value.shape) != tuple(mask.shape):
-        return False
-    i = torch.arange(S, device=value.device)
-    want = i[None] <= i[:, None]
-    if window is not None:
-        want &= i[:, None] - i[None] < window
-    return bool((value == want).all())
-
+    known = m.mask.meta.setdefault("qpass_constant_causal", {})
+    if window not in known:
+        value = constant_value(m.mask)
+        known[window] = (isinstance(value, torch.Tensor) and value.dtype == torch.bool
+                         and tuple(value.shape) == tuple(mask.shape)
+                         and bool((value == causal_mask(S, window, value.device)).all()))
+    return known[window]
 
 RULES = [Rule("attention", PATTERN, replace, "qpass::attention")]

@@ -28,8 +28,12 @@ def mutates(node: fx.Node) -> bool:
         return True
     if node.target in _PURE_OPERATORS:
         return False
-    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    name = _name(node)
     return node.op in ("call_method", "call_function") and name.endswith("_") and not name.endswith("__")
+
+
+def _name(node: fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
 
 
 def constant_value(node: fx.Node):
@@ -62,8 +66,7 @@ def _constant_inputs(node: fx.Node) -> set[fx.Node] | None:
         n = stack.pop()
         if n in seen:
             continue
-        name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
-        if n.op not in ("call_function", "call_method") or mutates(n) or name in _RANDOM \
+        if n.op not in ("call_function", "call_method") or mutates(n) or _name(n) in _RANDOM \
                 or len(seen) >= MAX_CONSTANT_NODES:
             return None
         seen.add(n)

@@ -29,8 +29,15 @@ def is_causal_mask(mask: Tensor, S: int) -> bool:
     """`mask` [..., S, S] is the bool lower-triangular causal mask (every batch / head)."""
     if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
         return False
-    return remembered_mask_check(mask, "causal", lambda: bool(
-        (mask == torch.ones(S, S, dtype=torch.bool, device=mask.device).tril()).all()))
+    return remembered_mask_check(mask, "causal", lambda: bool((mask == causal_mask(S, None, mask.device)).all()))
+
+
+def causal_mask(S: int, window: Optional[int], device) -> Tensor:
+    """The bool causal mask [S, S] (query i attends to keys j <= i), within `window` keys (i - window < j) when
+    given."""
+    i = torch.arange(S, device=device)
+    want = i[None] <= i[:, None]
+    return want if window is None else want & (i[:, None] - i[None] < window)
 
 
 def remembered_mask_check(mask: Tensor, question: str, read: Callable[[], bool]) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import checks as C
-from ..attention.dense import dense, is_causal_mask, remembered_mask_check
+from ..attention.dense import causal_mask, dense, is_causal_mask, remembered_mask_check
 from . import reference as R
 
 MIN_SEQ_LEN = 1024
@@ -41,12 +41,8 @@ def is_window_mask(mask: Tensor, S: int, model_window: Optional[int]) -> bool:
         return is_causal_mask(mask, S)
     if mask.dtype != torch.bool or mask.dim() < 2 or tuple(mask.shape[-2:]) != (S, S):
         return False
-
-    def read() -> bool:
-        i = torch.arange(S, device=mask.device)
-        want = (i[None] <= i[:, None]) & (i[:, None] - i[None] < model_window)
-        return bool((mask == want).all())
-    return remembered_mask_check(mask, f"window {model_window}", read)
+    return remembered_mask_check(mask, f"window {model_window}",
+                                 lambda: bool((mask == causal_mask(S, model_window, mask.device)).all()))
 
 
 def _scale(q: Tensor, scale: Optional[float]) -> float:
@@ -104,18 +100,13 @@ def sale_attention(q: Tensor, k: Tensor, v: Tensor, tau: Tensor, scale: Optional
     if S <= min_seq_len:  # short prefill: dense (with the window's mask when the window limits attention)
         if win is None:
             return _dense(q, k, v, None, True, s)
-        return _dense(q, k, v, _window_mask(S, win, q.device), False, s)
+        return _dense(q, k, v, causal_mask(S, win, q.device)[None, None], False, s)
     if q.is_cuda:
         from .dispatch import sale_attention_triton
         return sale_attention_triton(q, k, v, tau, s, block_m, block_n, sink, window, group=group, pool=pool,
                                      model_window=win)
     return R.sale_attention_full_ref(q, k, v, tau.cpu(), s, block_m, block_n, sink, window, group=group, pool=pool,
                                      model_window=win)
-
-
-def _window_mask(S: int, W: int, device) -> Tensor:
-    i = torch.arange(S, device=device)
-    return ((i[None] <= i[:, None]) & (i[:, None] - i[None] < W))[None, None]
 
 
 @sale_attention.register_fake
