@@ -18,9 +18,13 @@ import torch
 import torch.fx as fx
 
 from .analysis import _MUL, GraphAnalysis, LinearSite, is_transparent, op_name, skip_transparent
+from .capture import node_value
 
 # Ops between v_proj and attention that only reshape or broadcast (HF repeat_kv: x[:, :, None].expand().reshape()).
 _BROADCAST_OPS = {"expand", "unsqueeze", "repeat_interleave", "permute", "getitem", "expand_as"}
+# One-input activations applied element by element: they commute with any reordering of the channels.
+_ELEMENTWISE_ACTIVATIONS = {"silu", "gelu", "relu", "sigmoid", "tanh", "mish", "softplus", "elu", "leaky_relu",
+                            "hardswish", "hardsigmoid", "relu6", "selu", "celu", "gelu_"}
 
 
 @dataclass
@@ -34,6 +38,9 @@ class Migration:
     norm_bias: str | None = None
     producer: LinearSite | None = None  # kind rows: the linear whose output rows absorb 1/f
     rows: torch.Tensor | None = None  # kind rows: [channels] producer output row behind each channel of X
+    # linears whose output rows, reordered together, reorder X's channels in any order (a gated product's g and
+    # u): a channel permutation of X then lives in the weights (`reorder_channels`); None: no such producer
+    reorder: list[LinearSite] | None = None
 
     def tie(self, f: torch.Tensor) -> torch.Tensor:
         """`f` made feasible: channels fed by one producer row (GQA) share a factor (their max)."""
@@ -113,8 +120,29 @@ def _gated_migration(sites, key, analysis: GraphAnalysis) -> Migration:
     for arg in key.args:
         u = out_of.get(skip_transparent(arg)) if isinstance(arg, fx.Node) else None
         if u is not None and u.out_features == c and _chain_to(arg, u.node) and len(u.node.users) == 1:
-            return Migration(names, c, "rows", f"rows of {u.name} (act(g) ⊙ u)", producer=u, rows=torch.arange(c))
+            reorder = [_elementwise_source(a, c, out_of) for a in key.args]
+            return Migration(names, c, "rows", f"rows of {u.name} (act(g) ⊙ u)", producer=u, rows=torch.arange(c),
+                             reorder=None if None in reorder or reorder[0] is reorder[1] else reorder)
     return Migration(names, c, "none", "elementwise product with no single-use linear operand")
+
+
+def _elementwise_source(node, c: int, out_of: dict) -> LinearSite | None:
+    """The linear whose output reaches `node` through one-input element-by-element ops (casts, activations) only,
+    each the sole user of the one before and keeping the c channels last; None if there is none."""
+    for _ in range(16):
+        value = node_value(node) if isinstance(node, fx.Node) else None
+        if value is None or value.dim() == 0 or value.shape[-1] != c:
+            return None
+        if node in out_of:
+            return out_of[node] if out_of[node].out_features == c and len(node.users) == 1 else None
+        per_element = op_name(node).split(".")[-1] in _ELEMENTWISE_ACTIVATIONS
+        cast = is_transparent(node) and "transpose" not in op_name(node)
+        if not (per_element or cast) or not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        if len(node.args[0].users) != 1:
+            return None
+        node = node.args[0]
+    return None
 
 
 def find_migrations(analysis: GraphAnalysis, selected: dict[str, LinearSite]) -> list[Migration]:
@@ -181,6 +209,34 @@ def apply(model: torch.nn.Module, analysis: GraphAnalysis, m: Migration, f: torc
 
 
 @torch.no_grad()
+def reorder_channels(model: torch.nn.Module, analysis: GraphAnalysis, m: Migration, order: torch.Tensor) -> None:
+    """X ← X[..., order] in the weights: the rows of every `m.reorder` linear and the columns of every consumer
+    (exact: the model computes the same function; order is a permutation of X's channels)."""
+    if not m.reorder:
+        raise ValueError(f"no producer of the input of {m.sites} reorders its channels")
+    sites = analysis.by_name()
+    for site, out_side in [(p, True) for p in m.reorder] + [(sites[n], False) for n in m.sites]:
+        w = model.get_parameter(site.weight)
+        dim = (0 if out_side else 1) ^ int(site.transposed)  # [out, in], or [in, out] when transposed
+        w.copy_(w.index_select(dim, order.to(w.device)))
+        if out_side and site.bias:
+            b = model.get_parameter(site.bias)
+            b.copy_(b[order.to(b.device)])
+
+
+@torch.no_grad()
+def reorder_observer(obs, order: torch.Tensor) -> None:
+    """Statistics of X[..., order] from those of X."""
+    obs.absmax, obs.min, obs.max, obs._pct_sum = (t[order] for t in (obs.absmax, obs.min, obs.max, obs._pct_sum))
+    if obs.samples is not None:
+        obs.samples = obs.samples[:, order]
+    for name in ("hessian", "sink_hessian"):
+        h = getattr(obs, name, None)
+        if h is not None:
+            setattr(obs, name, h[order][:, order])
+
+
+@torch.no_grad()
 def rescale_observer(obs, f: torch.Tensor) -> None:
     """Statistics of X / f from those of X (so one calibration serves every later migration)."""
     f = f.float()
@@ -206,4 +262,5 @@ def output_placement(site: LinearSite, analysis: GraphAnalysis) -> str:
     return "GEMM epilogue (per output channel)"
 
 
-__all__ = ["Migration", "find_migrations", "apply", "scale_columns", "rescale_observer", "output_placement", "operator"]
+__all__ = ["Migration", "find_migrations", "apply", "scale_columns", "rescale_observer", "reorder_channels",
+           "reorder_observer", "output_placement", "operator"]

@@ -51,6 +51,41 @@ def test_producers_found_from_the_graph():
     assert torch.equal(f[:16], f[16:32]) and torch.equal(f[:16], torch.arange(17.0, 33.0))
 
 
+@pytest.mark.parametrize("arch, folds", [("llama", True), ("gemma3", True), ("phi3", False), ("gpt2", False)])
+def test_down_proj_order_lives_in_gate_and_up_rows(arch, folds):
+    """A gated MLP's product act(g) * u is reordered exactly by reordering g's and u's rows together: the sorted
+    order of down_proj's input is then in the weights and its quantizer gathers nothing at run time. Phi-3's fused
+    gate_up (chunked) and GPT-2's plain MLP have no such producer and keep the gather."""
+    q = _migrate_only(tiny_model(arch), [_ids(seed=1)])
+    st = q.qpass_state
+    migs = find_migrations(st.analysis, {s.name: s for s in st.analysis.linears if s.name != "lm_head"})
+    down = [m for m in migs if m.sites[0].endswith(("down_proj", "c_proj")) and "mlp" in m.sites[0]]
+    assert down and all(bool(m.reorder) == folds for m in down)
+    if folds:
+        assert sorted(p.name.rsplit(".", 1)[-1] for p in down[0].reorder) == ["gate_proj", "up_proj"]
+        assert any("take their sorted channel order from their producers' rows" in line for line in st.plan.log)
+
+
+def test_folded_order_gives_the_same_model_as_the_run_time_gather(monkeypatch):
+    """The same W4A8 QSM model with the order folded into gate/up rows and with it gathered at run time: the
+    down_proj sites lose their gather, the logits (fake-quant and lowered) stay the same."""
+    import qpass.migration as migration
+
+    r = Recipe("q", weights=WeightSpec(4, 32, symmetric=False), activations=ActivationSpec(8, "per_channel", False),
+               passes=[PassSpec("qsm", {"keep_first": 1})], calibration=CalibrationSpec(skip_tokens=1))
+    calib, ids = [_ids(4, 48, seed=1)], _ids(2, 40, seed=3)
+    folded = qpass.compile(tiny_model("llama"), r, calib, progress=False, copy=True)
+    monkeypatch.setattr(migration, "_elementwise_source", lambda *a: None)
+    gathered = qpass.compile(tiny_model("llama"), r, calib, progress=False, copy=True)
+    downs = [n for n in folded.qpass_state.plan.sites if n.endswith("down_proj")]
+    assert downs and all(folded.qpass_state.plan[n].gather is None for n in downs)
+    assert all(gathered.qpass_state.plan[n].gather is not None for n in downs)
+    assert qpass.report(folded).summary()["lowered"] == qpass.report(gathered).summary()["lowered"] > 0
+    with torch.no_grad():
+        a, b = folded(input_ids=ids).logits, gathered(input_ids=ids).logits
+    assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
+
+
 def test_gpt2_keeps_explicit_quantize_nodes_and_reports_them():
     model = tiny_model("gpt2")
     r = Recipe("q", weights=WeightSpec(8, None), activations=ActivationSpec(8, "per_channel"), passes=[PassSpec("qsm")])

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from ..gptq import GPTQError
 from ..numerics import fake_quant_per_token
-from ..migration import apply, find_migrations, output_placement, rescale_observer, scale_columns
+from ..migration import (apply, find_migrations, output_placement, reorder_channels, reorder_observer, rescale_observer,
+                         scale_columns)
 from ..plan import ActQuant, MigratedInput
 from ..schema import Checked, RecipeError, opt
 from .clipping import best_weight_clip, gather_cols, int_act, per_token_error, rel_mse
@@ -118,6 +119,7 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
     plans = []  # (site, gather, div, zero, step)
     fallback = []  # migrations left dynamic per-token (dynamic_fallback)
     rotated = []  # migrations left dynamic per-token: their input goes through an online Hadamard
+    reordered = []  # migrations whose sorted channel order lives in the producer's rows (no run-time gather)
     # Phase 1: choose each tensor's steps (activation clip searched with RTN weights) and migrate them.
     for m in tqdm(migrations, desc="qsm: steps", unit="tensor", disable=not ctx.progress):
         sites = [by_name[n] for n in m.sites]
@@ -173,6 +175,13 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
             where = f"explicit quantize node (no exact migration: {m.reason})"
             ctx.log.append(f"qsm: {', '.join(m.sites)} keep an explicit x/Δ node — {m.reason}")
         rescale_observer(obs, step)
+        if g is not None and m.reorder and g.numel() == m.channels and opts.split <= 0:
+            # a pure reordering a gated MLP's gate/up rows can hold: no gather left for the run time
+            reorder_channels(ctx.model, ctx.analysis, m, g)
+            reorder_observer(obs, g)
+            step, zero, ratio = (None if t is None else t[g] for t in (step, zero, ratio))
+            reordered.append(m)
+            g = d = None
         for s in sites:
             sp = ctx.site_plan(s)
             # keep_first / outlier_guard: the Q/DQ rewrite then emits the guarded activation op
@@ -186,6 +195,10 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
             plans.append((s, g, d, zero, step))
     exact = sum(m.exact for m in migrations if not any(m is f for f in fallback + rotated))
     ctx.log.append(f"qsm: {exact}/{len(migrations)} input tensors migrated exactly into their producers")
+    if reordered:
+        ctx.log.append(f"qsm: {len(reordered)}/{len(migrations)} input tensors take their sorted channel order from "
+                       f"their producers' rows (e.g. {' + '.join(p.name for p in reordered[0].reorder)}): no "
+                       f"run-time gather")
     if rotated:
         ctx.log.append(f"qsm: {len(rotated)}/{len(migrations)} input tensors keep dynamic per-token A{bits}: they go "
                        f"through an online Hadamard (rotate)")
