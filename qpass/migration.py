@@ -8,6 +8,8 @@ channel) with `W ← W · diag(f)` in every consumer, provided the producer of X
   act(g) ⊙ u of a gated MLP (rows of W_up).
 Anything else (GELU between two linears, fused QKV projections, ...) has no exact migration: the caller keeps an
 explicit scaling node there. SmoothQuant and QSM both run on this one mechanism.
+A gated product act(g) ⊙ u also takes any reordering of its channels exactly, as a reordering of g's and u's rows
+(`Migration.reorder`, `reorder_channels`): QSM's sorted channel order then needs no run-time gather there.
 """
 from __future__ import annotations
 

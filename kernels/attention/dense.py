@@ -128,20 +128,35 @@ def plan(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal
 
 def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
              scale: Optional[float], enable_gqa: bool) -> Tensor:
-    # .contiguous(): the fake output is contiguous, and SDPA may return q's (transposed) layout
+    """The path's output in the layout it comes in (flash attention writes [B, S, H, D] memory)."""
     if path == "decode":
         from .decode import decode_attention_triton
         return decode_attention_triton(q, k, v, attn_mask, scale)  # is_causal here only with L == 1: no-op
     if path == "causal":
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                              enable_gqa=enable_gqa).contiguous()
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa)
     if enable_gqa and attn_mask is not None and k.shape[-3] != q.shape[-3]:
         # PyTorch's fused CUDA kernels take a mask or GQA, not both (it would run the math backend: 7x slower
         # for a 512-token prompt into a Llama-3-8B static cache): repeat K/V to the query heads here instead
         g = q.shape[-3] // k.shape[-3]
         k, v, enable_gqa = k.repeat_interleave(g, dim=-3), v.repeat_interleave(g, dim=-3), False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale,
-                                          enable_gqa=enable_gqa).contiguous()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=enable_gqa)
+
+
+def token_major(out: Tensor) -> Tensor:
+    """`out` [..., H, S, D] with [..., S, H, D] memory, strides exactly those of
+    `empty(..., S, H, D).transpose(-3, -2)` (the op's fake): what flash attention writes, and what the model's
+    `transpose(1, 2).contiguous()` after attention then reads as contiguous (no copy). Other layouts are copied."""
+    t = out.transpose(-3, -2)
+    t = t.contiguous() if not t.is_contiguous() else t.as_strided(t.shape, _contiguous_strides(t.shape))
+    return t.transpose(-3, -2)
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
 
 
 def dense(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],

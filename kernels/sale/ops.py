@@ -80,7 +80,7 @@ def _(q, k, tau, scale, block_m, block_n, sink, window, group=True, pool=1, mode
 def _dense(q, k, v, mask, is_causal, scale):
     """What SALE does not take runs the dense op's paths (kernels/attention/dense.py: the decode kernel for one
     query row on CUDA, flash attention for causal prefills, SDPA otherwise)."""
-    return dense(q, k, v, mask, is_causal, scale, k.shape[1] != q.shape[1])
+    return dense(q, k, v, mask, is_causal, scale, k.shape[1] != q.shape[1]).contiguous()  # the fake's layout
 
 
 @torch.library.custom_op("qpass::sale_attention", mutates_args=())

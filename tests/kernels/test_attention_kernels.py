@@ -196,7 +196,8 @@ def test_op_on_cpu_is_sdpa(S, L, mask, is_causal, scale):
     out = torch.ops.qpass.attention(q, k, v, m, is_causal, scale, True)
     ref = F.scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, scale=scale, enable_gqa=True)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    assert out.is_contiguous()
+    # [B, H, S, D] in [B, S, H, D] memory, the fake's strides: the model's transpose(1, 2) after it is contiguous
+    assert out.stride() == torch.empty(2, S, 8, 64).transpose(1, 2).stride() and out.transpose(1, 2).is_contiguous()
 
 
 def test_fake_and_opcheck():
