@@ -184,7 +184,7 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
                             config: Optional[dict] = None):
     """SDPA for q [B, H, 1, D], k / v [B, Hkv, L, D] (H % Hkv == 0, GQA by index), mask None, bool (True =
     attend) or additive float, broadcastable to [B, H, 1, L]; any strides (unit stride along D).
-    Returns [B, H, 1, D] (contiguous, q's dtype). `splits` overrides the split count (tests); `per_sm` (programs
+    Returns [B, H, 1, D] (in [B, 1, H, D] memory: the same addresses; q's dtype). `splits` overrides the split count (tests); `per_sm` (programs
     per SM, default PROGRAMS_PER_SM) and `config` (BLOCK_N and launch options, default `split_config(D)`) are the
     tuning knobs benchmarks/decode_attention.py --sweep varies."""
     check_once(check_attention, q, k, v, mask, False, scale, True, "decode_attention_triton")
@@ -232,7 +232,8 @@ def decode_plan(q, k, v, mask: Optional[torch.Tensor], scale: Optional[float], s
         acc = torch.empty(B * H, nsplit, D, dtype=torch.float32, device=device)
         m_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=device)
         l_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=device)
-        out = torch.empty(B, H, 1, D, dtype=dtype, device=device)
+        # [B, 1, H, D] memory as qpass::attention returns it (with one query row the same addresses as [B, H, 1, D])
+        out = torch.empty_strided((B, H, 1, D), (H * D, D, H * D, 1), dtype=dtype, device=device)
         split(q, k, v, m, acc, m_part, l_part)
         combine(acc, m_part, l_part, out)
         return out

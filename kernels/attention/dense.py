@@ -105,11 +105,13 @@ def _path(decode_fits: bool, causal_candidate: bool, q: Tensor, attn_mask: Optio
 
 def plan(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
          enable_gqa: bool):
-    """`dense` for checked arguments with this metadata, as a call taking the same arguments (qpass::attention's
-    per-signature plan, kernels/checks.py `planned`): the metadata halves of the path choice decided once, the
-    decode kernel's launches bound once (`decode.decode_plan`); capture and the mask's values per call."""
+    """`dense` for checked arguments with this metadata, as a call taking the same arguments and returning
+    qpass::attention's layout (`token_major`; per-signature plan, kernels/checks.py `planned`): the metadata halves
+    of the path choice and the output strides decided once, the decode kernel's launches bound once
+    (`decode.decode_plan`); capture and the mask's values per call."""
+    want = token_major_strides((*q.shape[:-1], v.shape[-1]))
     if not q.is_cuda:
-        return dense
+        return lambda *args: token_major(dense(*args), want)
     decode_fits = _decode_fits(q, k, v, attn_mask, is_causal, enable_gqa)
     causal_candidate = _causal_candidate(q, k, attn_mask, is_causal)
     decode = []  # the decode kernel's plan, made by the first call that takes it (a growing cache's signature
@@ -121,8 +123,10 @@ def plan(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal
             if not decode:
                 from .decode import decode_plan  # imports triton: only on CUDA
                 decode.append(decode_plan(q, k, v, attn_mask, scale))
-            return decode[0](q, k, v, attn_mask)
-        return run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+            out = decode[0](q, k, v, attn_mask)
+        else:
+            out = run_path(path, q, k, v, attn_mask, is_causal, scale, enable_gqa)
+        return out if out.stride() == want else token_major(out, want)
     return call
 
 
@@ -142,21 +146,26 @@ def run_path(path: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Ten
     return F.scaled_dot_product_attention(q, k, v, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=enable_gqa)
 
 
-def token_major(out: Tensor) -> Tensor:
+def token_major(out: Tensor, want: Optional[tuple[int, ...]] = None) -> Tensor:
     """`out` [..., H, S, D] with [..., S, H, D] memory, strides exactly those of
     `empty(..., S, H, D).transpose(-3, -2)` (the op's fake): what flash attention writes, and what the model's
-    `transpose(1, 2).contiguous()` after attention then reads as contiguous (no copy). Other layouts are copied."""
+    `transpose(1, 2).contiguous()` after attention then reads as contiguous (no copy). Other layouts are copied.
+    `want`: `token_major_strides(out.shape)` when the caller has it (a plan computes it once per signature)."""
+    want = want or token_major_strides(out.shape)
+    if out.stride() == want:
+        return out
     t = out.transpose(-3, -2)
-    t = t.contiguous() if not t.is_contiguous() else t.as_strided(t.shape, _contiguous_strides(t.shape))
-    return t.transpose(-3, -2)
+    return out.as_strided(out.shape, want) if t.is_contiguous() else t.contiguous().transpose(-3, -2)
 
 
-def _contiguous_strides(shape) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
+def token_major_strides(shape) -> tuple[int, ...]:
+    """The strides of [..., H, S, D] stored as a contiguous [..., S, H, D]."""
+    *lead, heads, rows, dim = (max(n, 1) for n in shape)
+    strides, step = [], rows * heads * dim
+    for n in reversed(lead):
         strides.append(step)
-        step *= max(n, 1)
-    return tuple(reversed(strides))
+        step *= n
+    return (*reversed(strides), dim, heads * dim, 1)
 
 
 def dense(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],

@@ -12,16 +12,17 @@ from torch import Tensor
 
 from ..define import kernel_op
 from ..checks import check_attention, planned
-from .dense import plan, token_major
+from .dense import plan
 
 
 @kernel_op("qpass::attention")
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
               scale: Optional[float], enable_gqa: bool) -> Tensor:
     """SDPA(q, k, v, attn_mask, 0.0, is_causal, scale, enable_gqa): [B, H, S, Dv] in [B, S, H, Dv] memory (as
-    flash attention writes it: the model's transpose(1, 2) after attention is then contiguous, no copy)."""
-    return token_major(planned(check_attention, plan, q, k, v, attn_mask, is_causal, scale, enable_gqa)(
-        q, k, v, attn_mask, is_causal, scale, enable_gqa))
+    flash attention writes it: the model's transpose(1, 2) after attention is then contiguous, no copy;
+    attention/dense.py `token_major`)."""
+    return planned(check_attention, plan, q, k, v, attn_mask, is_causal, scale, enable_gqa)(
+        q, k, v, attn_mask, is_causal, scale, enable_gqa)
 
 
 @attention.register_fake
