@@ -225,6 +225,7 @@ def test_untie_gives_o_proj_a_step_per_query_head():
     r = plan["model.layers.0.self_attn.o_proj"].input_step
     assert r is not None and r.max() <= 1 + 1e-6 and r.min() < 0.999  # ratio to the group max, explicit x/r
     assert plan["model.layers.0.self_attn.q_proj"].input_step is None  # norm producers need no tie
+    assert plan["model.layers.0.mlp.down_proj"].input_step is None  # up_proj's rows are not shared: no x/1 node
     with torch.no_grad():
         ref, out = model(_ids(seed=1)).logits, q(_ids(seed=1)).logits
     assert float((out - ref).norm() / ref.norm()) < 0.1

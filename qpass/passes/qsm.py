@@ -134,7 +134,8 @@ def qsm(ctx: PassContext, opts: QSMOptions) -> None:
         cols = lambda st: torch.stack([(w * st).abs().amax(0) for w in ws]).amax(0)  # noqa: E731
         clip, err = 1.0, None
         x = obs.token_samples()
-        untie = opts.untie and m.exact and m.rows is not None and m.kind == "rows"
+        # only where producer rows are shared (GQA's P·V): elsewhere the tie changes nothing and x/r would be x/1
+        untie = opts.untie and m.exact and m.kind == "rows" and m.rows.unique().numel() < m.rows.numel()
         if opts.quantize and opts.clip_search and x is not None and w_spec is not None:
             ys = [x @ w.T for w in ws]
             for c in opts.act_clip_grid:
