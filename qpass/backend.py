@@ -102,32 +102,37 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
 
 
 # Plans per live weight tensor (the graph's first linear weight): a recompilation (new shapes, prefill vs decode)
-# reuses the plan instead of re-running the passes. Weakly keyed, so a plan goes away with its model, and kept
-# here rather than on the tensor (where pickling the model would carry it along).
+# reuses the plan instead of re-running the passes, and the plan's transforms (one per `lower`), whose constant
+# cache holds each site's packed weights once for all of the model's graphs (a transform per graph packed every
+# weight again for each new prompt length). Weakly keyed, so a plan goes away with its model, and kept here rather
+# than on the tensor (where pickling the model would carry it along).
 _PLANS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def _plan(cap: CapturedGraph, recipe: Recipe) -> Plan:
-    """The graph's plan, made once per set of weights, recipe, graph sites, dtype and device (`model.to(...)`
-    keeps the Parameter objects but changes what the packed tensors must be)."""
+def _planned(cap: CapturedGraph, recipe: Recipe, lower: bool) -> tuple[Plan, Callable]:
+    """The graph's plan and transform, made once per set of weights, recipe, graph sites, dtype and device
+    (`model.to(...)` keeps the Parameter objects but changes what the packed tensors must be)."""
     analysis = analyze(cap)
     params = _Parameters({cap.fqn_of[n]: t for n, t in cap.tensor_of.items()})
     if not analysis.linears:
-        return plan_model(params, recipe, analysis, progress=False)
+        plan = plan_model(params, recipe, analysis, progress=False)
+        return plan, quantize_transform(plan, lower)
     anchor = params.get_parameter(analysis.linears[0].weight)
     key = (recipe.to_json(), tuple(s.name for s in analysis.linears), anchor.dtype, anchor.device)
     plans = _PLANS.setdefault(anchor, {})
     if key not in plans:
-        plans[key] = plan_model(params, recipe, analysis, progress=False)
-    return plans[key]
+        plans[key] = (plan_model(params, recipe, analysis, progress=False), {})
+    plan, transforms = plans[key]
+    if lower not in transforms:
+        transforms[lower] = quantize_transform(plan, lower)
+    return plan, transforms[lower]
 
 
 def _quantize_graph(gm: fx.GraphModule, example_inputs, recipe: Recipe, lower: bool) -> tuple[fx.GraphModule, list[int]]:
     """(the planned and rewritten graph, positions of the inputs whose tensors it baked in: the quantized sites'
     weights) — the one transform of qpass.compile."""
     cap = capture_from_dynamo(gm, example_inputs)
-    plan = _plan(cap, recipe)
-    transform = quantize_transform(plan, lower)
+    plan, transform = _planned(cap, recipe, lower)
     transform(cap)
     message = group_size_warning(transform.refused_groups, plan)
     if message:  # per graph; Python shows a repeated message once

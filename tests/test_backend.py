@@ -241,3 +241,38 @@ def test_weights_and_static_cache_stay_static_inputs_for_cuda_graphs(monkeypatch
     assert seen
     for inputs, static in seen:  # everything but the token ids (and positions) is static
         assert inputs - len(static) <= 2, (inputs, static)
+
+
+def _live_tensor_bytes() -> int:
+    import gc
+    gc.collect()
+    storages = {}
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, torch.Tensor) and o.device.type == "cpu":
+                storages[o.untyped_storage().data_ptr()] = o.untyped_storage().nbytes()
+        except (ReferenceError, RuntimeError):  # dead weak proxies, tensors without storage
+            pass
+    return sum(storages.values())
+
+
+def test_new_prompt_lengths_reuse_the_packed_weights():
+    """dynamic=False compiles one graph per prompt length; every graph must read the same packed weights (one
+    transform per plan) — packing them again per graph grew memory by a quantized model per length."""
+    import transformers as tf
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    compiled = torch.compile(model, backend="qpass", options={"recipe": "w4a16", "backend": "eager"}, dynamic=False)
+    with torch.no_grad():
+        before = _live_tensor_bytes()
+        compiled(_ids(1, 8))
+        first = _live_tensor_bytes() - before  # the quantized weights (plan and packed), once
+        for t in (12, 16, 20):
+            compiled(_ids(1, t))
+        more = _live_tensor_bytes() - before - first
+    assert first > 0.1 * sum(p.numel() * p.element_size() for p in model.parameters())
+    assert more < 0.1 * first, (first, more)
