@@ -12,6 +12,7 @@ import torch
 
 from .analysis import GraphAnalysis, analyze
 from .capture import CompiledGraphs, compile_graphs
+from .float_weights import release_float_weights
 from .driver import check_calibration, plan_model
 from .lowering.lower import group_size_warning, quantize_transform
 from .plan import Plan
@@ -100,7 +101,8 @@ def compile(
     torch.compile backend does), with static shapes (each new input shape compiles its own graph).
     `copy=False` (the default) quantizes `model` itself: no second copy of a large model in memory; its
     forward becomes the quantized one and calibrating passes (qsm, smoothquant) fold factors into its
-    parameters. `copy=True` quantizes a deep copy and leaves `model` as it was.
+    parameters. `copy=True` quantizes a deep copy and leaves `model` as it was. Either way the quantized model
+    keeps no float copy of a weight it quantized (qpass/float_weights.py: those parameters are released).
     Calibrating recipes run block by block (docs/calibration.md): `device` is where each block computes while
     its weights otherwise stay where they are (default: where the model is); `sequential=False` calibrates the
     whole model at once (the plan's log says when a model or recipe cannot go block by block).
@@ -167,6 +169,10 @@ def finish(qmodel: torch.nn.Module, recipe: Recipe, captured: Capture, plan: Pla
         message = group_size_warning(transform.refused_groups, plan)
         if message:  # one warning per compile; the report lists each site with the same reason
             warnings.warn(message, UserWarning, stacklevel=3)
+    released, freed = release_float_weights(qmodel, plan)
+    if released:
+        plan.log.append(f"float weights: {released} quantized sites' float weights released ({freed / 2**20:.1f} MiB): "
+                        "the graphs read their integer / packed weights (qpass/float_weights.py)")
     if transform.fused:
         n = sum(len(g) for g in transform.fused)
         plan.log.append(f"sibling fusion: {n} linears run as {len(transform.fused)} kernel calls "

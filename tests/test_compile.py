@@ -64,6 +64,35 @@ def test_original_model_is_untouched_and_copies_are_independent():
     assert q4.qpass_state.graph_counter.graphs >= 1 and q8.qpass_state.graph_counter.graphs >= 1
 
 
+@pytest.mark.parametrize("lower", [True, False])
+def test_float_weights_of_quantized_sites_are_released(lower):
+    """The graphs read a quantized site's integer or packed weights, never its float one: that memory is released
+    (the parameters point at one shared NaN buffer), the outputs stay those of the plan, and a weight shared with
+    a tensor that stays (an embedding tied to a quantized lm_head) is kept."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    recipe = {"weights": {"bits": 4, "group_size": 32}, "ignore": []}  # lm_head too (tied to the embedding)
+    q = qpass.compile(model, recipe, progress=False, copy=True, lower=lower)
+    plan = q.qpass_state.plan
+    tied = plan["lm_head"].weight_fqn  # the embedding's parameter, under its first name
+    assert plan["lm_head"].weight is not None and q.get_parameter(tied) is q.get_parameter("lm_head.weight")
+    released = [sp.weight_fqn for sp in plan.values() if sp.weight is not None and sp.weight_fqn != tied]
+    storages = {q.get_parameter(n).untyped_storage().data_ptr() for n in released}
+    assert len(released) == 14 and len(storages) == 1 and all(q.get_parameter(n).isnan().all() for n in released)
+    assert q.get_parameter(tied).isfinite().all()  # the embedding still reads it
+    assert any("float weights released" in line for line in q.qpass_state.plan.log)
+    ids = _ids()
+    with torch.no_grad():
+        out, ref = q(ids).logits, model(ids).logits
+        again = q(_ids(t=11)).logits  # a new shape, a new graph: still no float weight read
+    assert out.isfinite().all() and again.isfinite().all()
+    assert 0 < float((out - ref).norm() / ref.norm()) < 0.2
+
+
 def test_new_shapes_keep_the_quantized_graph():
     model = tiny_model("llama")
     q = qpass.compile(model, "w4a16", progress=False, copy=True)
