@@ -41,6 +41,7 @@ import torch
 import transformers as tf
 
 import qpass
+from qpass.backend import forget
 from qpass import ActivationSpec, PassSpec, Recipe, WeightSpec
 from qpass.recipe import resolve
 
@@ -292,7 +293,9 @@ def run_variant(name: str, base, cfg, args) -> tuple[dict, torch.Tensor]:
         # graphs "reduce-overhead" ran without a CUDA graph (inductor logs why): > 0 means not all replayed
         "cudagraph_skips": torch._dynamo.utils.counters["inductor"]["cudagraph_skips"] - skips,
         "build_compile_warmup_s": warm,
-        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,  # build incl.
+        # what stays allocated with the variant built and run (the shared bf16 base model included)
+        "resident_mem_gib": torch.cuda.memory_allocated() / 2**30 if args.device == "cuda" else None,
         "repeat_decode_s": [r[1] for r in runs],
     }
     print(f"{name:>13}: {res['decode_tok_s']:.1f} tok/s decode, {res['prefill_ms']:.1f} ms prefill {args.prefill}, "
@@ -358,8 +361,7 @@ def main():
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
             print(f"{name}: FAILED {type(e).__name__}: {str(e)[:400]}", flush=True)
         torch._dynamo.reset()
-        for p in base.parameters():  # the qpass backend keeps plans on the weights: drop them between variants
-            p.__dict__.pop("_qpass_plans", None)
+        forget(base)  # the qpass backend keeps plans and packed weights per weight tensor: not across variants
         if args.device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()

@@ -109,6 +109,13 @@ def _options(options) -> tuple[Recipe, bool, str, str | None]:
 _PLANS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
+def forget(model: torch.nn.Module) -> None:
+    """Drop the plans and packed weights the backend keeps for `model`'s weights (they otherwise live as long as
+    the weights do): for a model compiled again with another recipe, or a benchmark going through several."""
+    for p in model.parameters():
+        _PLANS.pop(p, None)
+
+
 def _planned(cap: CapturedGraph, recipe: Recipe, lower: bool) -> tuple[Plan, Callable]:
     """The graph's plan and transform, made once per set of weights, recipe, graph sites, dtype and device
     (`model.to(...)` keeps the Parameter objects but changes what the packed tensors must be)."""

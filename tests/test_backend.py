@@ -276,3 +276,16 @@ def test_new_prompt_lengths_reuse_the_packed_weights():
         more = _live_tensor_bytes() - before - first
     assert first > 0.1 * sum(p.numel() * p.element_size() for p in model.parameters())
     assert more < 0.1 * first, (first, more)
+
+
+def test_forget_drops_the_plans_kept_for_a_models_weights():
+    from qpass import backend
+
+    torch._dynamo.reset()
+    model = tiny_model("llama")
+    compiled = torch.compile(model, backend="qpass", options={"recipe": "w4a16", "backend": "eager"})
+    with torch.no_grad():
+        compiled(_ids())
+    assert any(p in backend._PLANS for p in model.parameters())
+    backend.forget(model)
+    assert not any(p in backend._PLANS for p in model.parameters())
