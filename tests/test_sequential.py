@@ -98,7 +98,9 @@ def test_eager_fake_quant_equals_the_graph_rewrite():
             eager = type(q).forward(q, input_ids=x).logits
         plain = type(q).forward(q, input_ids=x).logits
     assert torch.allclose(eager, graph, atol=1e-5, rtol=1e-5)
-    assert _rel(plain, graph) > 1e-3  # the context really changed what ran
+    # without the context the model's own forward reads the released float weights (qpass/float_weights.py: NaN),
+    # so the context really changed what ran
+    assert not plain.isfinite().all()
 
 
 def test_w8a8_smooth_goes_block_by_block_and_lowers_like_its_fake_quant_graph():
