@@ -69,6 +69,7 @@ def test_experts_quantized_lowered_and_close(w4a16):
     ref, lowered, fq = _logits(model), _logits(q), _logits(fake)
     assert float((lowered - fq).abs().max()) <= 1e-4
     assert float((fq - ref).abs().max()) > 1e-3  # the experts (and linears) really were quantized
+    assert all(q.get_parameter(n).isnan().all() for n in params)  # float expert tensors released (float_weights.py)
     program = export_program(q)
     targets = [n.target for n in program.graph_module.graph.nodes if n.op == "call_function"]
     assert targets.count(torch.ops.qpass.moe_w4a16.default) == 4
