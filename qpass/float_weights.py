@@ -19,9 +19,8 @@ from .plan import Plan
 @torch.no_grad()
 def release_float_weights(model: torch.nn.Module, plan: Plan) -> tuple[int, int]:
     """Point the float weights of the plan's weight-quantized sites (linears and 3-D expert tensors) at shared NaN
-    buffers; returns (weights
-    released, bytes freed). A weight that shares memory with a tensor that stays (an embedding tied to a quantized
-    lm_head) is kept."""
+    buffers; returns (weights released, bytes freed). A weight that shares memory with a tensor that stays (an
+    embedding tied to a quantized lm_head) is kept."""
     candidates = {}
     for sp in [*plan.values(), *plan.experts.values()]:  # linear sites, and 3-D expert tensors
         if sp.weight is None:
