@@ -27,6 +27,7 @@ from ..tiling import cdiv, next_pow2
 from ..checks import check_attention, check_once
 from ..runtime import cuda_sms, interpreting
 from ..launch import TENSOR, bind
+from .dense import token_major_strides
 
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
@@ -184,9 +185,9 @@ def decode_attention_triton(q, k, v, mask: Optional[torch.Tensor], scale: Option
                             config: Optional[dict] = None):
     """SDPA for q [B, H, 1, D], k / v [B, Hkv, L, D] (H % Hkv == 0, GQA by index), mask None, bool (True =
     attend) or additive float, broadcastable to [B, H, 1, L]; any strides (unit stride along D).
-    Returns [B, H, 1, D] (in [B, 1, H, D] memory: the same addresses; q's dtype). `splits` overrides the split count (tests); `per_sm` (programs
-    per SM, default PROGRAMS_PER_SM) and `config` (BLOCK_N and launch options, default `split_config(D)`) are the
-    tuning knobs benchmarks/decode_attention.py --sweep varies."""
+    Returns [B, H, 1, D] (in [B, 1, H, D] memory, qpass::attention's layout; q's dtype). `splits` overrides the
+    split count (tests); `per_sm` (programs per SM, default PROGRAMS_PER_SM) and `config` (BLOCK_N and launch
+    options, default `split_config(D)`) are the tuning knobs benchmarks/decode_attention.py --sweep varies."""
     check_once(check_attention, q, k, v, mask, False, scale, True, "decode_attention_triton")
     torch._check(q.shape[2] == 1, lambda: f"decode_attention_triton: q must hold one query row [B, H, 1, D], "
                                           f"got {list(q.shape)}")
@@ -222,6 +223,7 @@ def decode_plan(q, k, v, mask: Optional[torch.Tensor], scale: Optional[float], s
                    dict(D=D, SPLIT_PAD=max(2, next_pow2(nsplit)),
                         num_warps=COMBINE_WARPS if D <= 128 else 2 * COMBINE_WARPS))
     dtype, device = q.dtype, q.device
+    out_strides = token_major_strides((B, H, 1, D))
 
     def call(q, k, v, mask):
         if kind == MASK_NONE:
@@ -232,8 +234,8 @@ def decode_plan(q, k, v, mask: Optional[torch.Tensor], scale: Optional[float], s
         acc = torch.empty(B * H, nsplit, D, dtype=torch.float32, device=device)
         m_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=device)
         l_part = torch.empty(B * H, nsplit, dtype=torch.float32, device=device)
-        # [B, 1, H, D] memory as qpass::attention returns it (with one query row the same addresses as [B, H, 1, D])
-        out = torch.empty_strided((B, H, 1, D), (H * D, D, H * D, 1), dtype=dtype, device=device)
+        # qpass::attention's layout (with one query row the same addresses as a contiguous [B, H, 1, D])
+        out = torch.empty_strided((B, H, 1, D), out_strides, dtype=dtype, device=device)
         split(q, k, v, m, acc, m_part, l_part)
         combine(acc, m_part, l_part, out)
         return out
