@@ -68,7 +68,7 @@ def shipped_configs():
     # W4A8 at one row (w4a8._w4a8_gemv): fp32 row scales and step, model-dtype out
     for y in ("*fp16", "*bf16"):
         wsig = dict(x_ptr="*i8", w_ptr="*u8", s_ptr="*fp32", z_ptr="*fp32", b_ptr=y, xs_ptr="*fp32", y_ptr=y,
-                    N="i32", K="i32", KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
+                    M="i32", N="i32", K="i32", KW="i32", NG="i32", stride_xm="i32", stride_ym="i32", NPROG="i32")
         for kw, (bn, nw, _) in gemv.GEMV4_TABLE.items():  # with activation zero points
             out.append((f"w4a8_gemv4[{y},KW<={kw}]", gemv._w4a16_gemv4, wsig,
                         {"HAS_ZERO": False, "HAS_BIAS": True, "HAS_XS": True, "GW": 0, "BLOCK_N": bn, "BLOCK_KW": kw,
@@ -81,5 +81,13 @@ def shipped_configs():
                 else:
                     c, o = dict(BLOCK_N=bn, BLOCK_KW=kw, ONE_CHUNK=True), {"num_warps": nw}
                 out.append((f"w4a8_gemv_dp4a[{y},KW<={kw or 'any'},zero={zero}]", int_gemv._w4a8_gemv_dp4a, wsig,
-                            {"HAS_ZERO": zero, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True, **c}, o))
+                            {"HAS_ZERO": zero, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True, "ROWS": 1, **c},
+                            o))
+        # several x rows per program (batched decode)
+        for key, (cfg, _) in [*int_gemv.DP4A_ROWS_TABLE.items(), ("chunk", int_gemv.DP4A_ROWS_CHUNK)]:
+            for rows in ((8, 4, 2) if key == "chunk" else (key[0],)):
+                c, o = split_launch(cfg)
+                out.append((f"w4a8_gemv_dp4a[{y},rows={rows},{key}]", int_gemv._w4a8_gemv_dp4a, wsig,
+                            {"HAS_ZERO": True, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True, "ROWS": rows,
+                             **c}, o))
     return out

@@ -78,6 +78,32 @@ def test_dp4a_gemv_in_k_chunks_equals_one_chunk(G):
     assert rel_err(chunks, _ref(x, p, ws, wz, xs, None, G)) < 1e-5
 
 
+@pytest.mark.parametrize("M,rows,one_chunk", [(1, 2, True), (3, 2, True), (5, 4, True), (8, 8, True), (11, 4, False),
+                                               (16, 8, False), (2, 8, False)])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_dp4a_gemv_several_rows_per_program(M, rows, one_chunk, zeros):
+    """ROWS x rows per program (each word decoded once for all of them): row blocks with a tail (M not a multiple
+    of ROWS, or fewer rows than ROWS), tails in N and K, one chunk or several, equal to the reference."""
+    N, K, G = 13, 520, 64
+    x, p, ws, wz = _case(M, N, K, G, zeros, 8, seed=M * 7 + rows)
+    xs = torch.rand(M) * 0.1 + 0.01
+    b = torch.randn(N)
+    y = torch.full((M, N), float("nan"))
+    cfg = dict(ROWS=rows, BLOCK_N=4, BLOCK_KW=128 if one_chunk else 16, num_warps=1, ONE_CHUNK=one_chunk)
+    w4a8_gemv_dp4a(x, p, ws, wz, b, G, y, x_scale=xs, config=cfg)
+    assert rel_err(y, _ref(x, p, ws, wz, xs, b, G)) < 1e-5
+
+
+def test_dp4a_gemv_rows_per_program_by_batch():
+    """The shipped launch: all rows in one program up to MAX_ROWS (a power of 2), then blocks of MAX_ROWS."""
+    from qpass.kernels.int8.gemv import MAX_ROWS, dp4a_config, rows_per_program
+    assert [rows_per_program(m) for m in (1, 2, 3, 5, 8, 9, 64)] == [1, 2, 4, 8, 8, 8, 8][:6] + [MAX_ROWS]
+    for rows in (1, 2, 4, 8):
+        for kw in (8, 512, 1792, 4096):
+            cfg, per_sm = dp4a_config(kw, rows)
+            assert cfg["ROWS"] == rows and per_sm >= 1 and cfg["BLOCK_KW"] >= (kw if cfg["ONE_CHUNK"] else 1)
+
+
 def test_dp4a_gemv_sums_integers_exactly():
     """Extreme codes everywhere (x = -128, nibbles 15 against zero 0): the integer dot is exact, so a unit step
     gives the integer result to fp32's precision."""
