@@ -149,7 +149,7 @@ def split_k_plan(kernel, x2, operands: tuple, bias, N: int, KW: int, NG: int, G:
     """A split-K tile kernel `kernel(x, *operands, b, y, M, N, K, KW, NG, G, K_SPLIT, stride_xm, stride_ym, HAS_BIAS,
     ATOMIC, SWAP, SCALE_AFTER, ..., BLOCK_M, BLOCK_N, BLOCK_K)` (int4/tc.py, ternary/tc.py) on x2 [M, K] for
     arguments with this metadata, decided and bound once: `call(x2, operands, bias, y)` with y [M, N] of row stride
-    `stride_ym`. Each K step stays inside one weight group (BLOCK_K divides G);
+    `stride_ym`. Each K step stays inside one weight group (BLOCK_K divides G; with HALF_GROUPS each half of it);
     SPLIT_K > 1 (small M: N / BLOCK_N tiles alone leave SMs idle) adds fp32 partial sums into a zeroed buffer with
     atomics, then one add of the bias (or a copy) casts them into y. x2 may be handed over as any tensor with its
     address and row stride (e.g. the [..., K] x that x2 views)."""
@@ -158,8 +158,8 @@ def split_k_plan(kernel, x2, operands: tuple, bias, N: int, KW: int, NG: int, G:
     split = cfg.pop("SPLIT_K", 1)
     cfg.setdefault("SWAP", True)
     cfg.setdefault("SCALE_AFTER", False)
-    if G < K:
-        cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], G)  # a K step never straddles two groups
+    if G < K:  # a K step never straddles two groups (HALF_GROUPS: its halves never do)
+        cfg["BLOCK_K"] = math.gcd(cfg["BLOCK_K"], 2 * G if cfg.get("HALF_GROUPS") else G)
     k_split = cdiv(cdiv(K, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
     split = cdiv(K, k_split) if K else 1
     grid = (cdiv(N, cfg["BLOCK_N"]), cdiv(M, cfg["BLOCK_M"]), split)

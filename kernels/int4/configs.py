@@ -50,9 +50,10 @@ def shipped_configs():
             split = c.pop("SPLIT_K")
             planes = c.pop("PLANES", False)
             for zero in (False, True):
-                for plane_step in sorted({False, planes}):  # the plane step where the group allows it
-                    out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero},planes={plane_step}]", tc._w4a16_tc,
-                                tsig if split > 1 else dict(tsig, y_ptr=dt),
+                for plane_step, half in sorted({(False, False), (planes, False), (planes, planes)}):
+                    # the plane step where the group allows it, with 64-wide groups (HALF_GROUPS) too
+                    out.append((f"w4a16_tc[{dt},M<={max_m},zero={zero},planes={plane_step},half={half}]",
+                                tc._w4a16_tc, tsig if split > 1 else dict(tsig, y_ptr=dt),
                                 {**FLAGS, "HAS_ZERO": zero, "ATOMIC": split > 1, "FLOAT_UNPACK": True,
-                                 "HAS_XS": False, "PLANES": plane_step, **c}, o))
+                                 "HAS_XS": False, "PLANES": plane_step, "HALF_GROUPS": half, **c}, o))
     return out

@@ -10,7 +10,9 @@ product; the fp32 sum of one K step, at most 128 wide, stays below 2**24), SCALE
 HAS_XS: each x row scaled by its step xs[m] before the store.
 PLANES (SWAP, SCALE_AFTER, 128-wide steps; shipped at <= 16 rows where the group allows, `planes_fit`): the K step as
 eight K = 16 dots on the nibble planes of the undecoded words (unpack.plane_dot), the weight wgmma's register
-operand without the decoded tile's shared-memory round trip.
+operand without the decoded tile's shared-memory round trip. Groups of 64 (HALF_GROUPS): the planes mix both halves
+of a step, so the first half's dots run again on x zeroed past column 64 (the same weight planes: MMA work, which
+a few rows leave idle) and each half takes its own step.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ TC_CONFIGS = [
 def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG, G, K_SPLIT, stride_xm,
               stride_ym, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SWAP: tl.constexpr, SCALE_AFTER: tl.constexpr,
               HAS_ZERO: tl.constexpr, FLOAT_UNPACK: tl.constexpr, HAS_XS: tl.constexpr, PLANES: tl.constexpr,
+              HALF_GROUPS: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     w_ptr = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)  # the packed bytes, read as int32 words
     offs_n, offs_m, n_mask, m_mask = swap_ab_tile(M, N, BLOCK_M, BLOCK_N)
@@ -58,6 +61,17 @@ def _w4a16_tc(x_ptr, w_ptr, s_ptr, z_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, KW, NG,
             x = x.to(tl.float16)
         if PLANES:  # (SWAP, SCALE_AFTER, BLOCK_K = 128: `w4a16_tc` checks) eight K = 16 dots, no decoded tile
             part = plane_dot(words, x, HAS_ZERO)
+            if HALF_GROUPS:  # 64-wide groups: the step's first half (group g) apart, `part` then its second half
+                first = plane_dot(words, x, HAS_ZERO, True)
+                part -= first
+                half = (tl.arange(0, BLOCK_K) < 64)[None, :]
+                if HAS_ZERO:
+                    z = tl.load(z_ptr + offs_n * NG + g, mask=n_mask, other=0.0).to(tl.float32)
+                    first -= by_row(z, SWAP) * by_col(tl.sum(tl.where(half, x.to(tl.float32), 0.0), axis=1), SWAP)
+                    x = tl.where(half, 0.0, x)  # the second half's Σx, for its zero correction below
+                acc += first * by_row(s, SWAP)
+                g = (k0 + 64) // G
+                s = tl.load(s_ptr + offs_n * NG + g, mask=n_mask & (offs_n * 0 + g < NG), other=0.0).to(tl.float32)
         else:
             if FLOAT_UNPACK:  # the exact codes straight in x's 16-bit float type
                 q = nibble_floats(words, HAS_ZERO, x.dtype)
@@ -108,10 +122,11 @@ def w4a16_tc_plan(x2, qweight, scales, zeros, bias, G: int, stride_ym: int, conf
     if cfg.setdefault("PLANES", False):
         fits = planes_fit(cfg, x2.shape[1], G)
         torch._check_value(fits or config is None, lambda: (  # the shipped bucket falls back where it does not fit
-            f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 128 (or per-channel) and fp16 / bf16 "
+            f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 64 (or per-channel) and fp16 / bf16 "
             f"(compiled) or int8 x; got group {G} at K={x2.shape[1]} and config {cfg}"))
         cfg["PLANES"] = fits
         cfg["SCALE_AFTER"] = cfg.get("SCALE_AFTER", False) or fits
+    cfg["HALF_GROUPS"] = bool(cfg["PLANES"] and G < x2.shape[1] and G % 128)
     operands = (qweight, scales, zeros if zeros is not None else scales, x_scale if x_scale is not None else scales)
     tile = split_k_plan(_w4a16_tc, x2, operands, bias, qweight.shape[0], qweight.shape[1] // 4, scales.shape[1], G,
                         cfg, stride_ym, HAS_ZERO=zeros is not None, HAS_XS=x_scale is not None)
@@ -124,5 +139,6 @@ def w4a16_tc_plan(x2, qweight, scales, zeros, bias, G: int, stride_ym: int, conf
 
 def planes_fit(cfg: dict, K: int, G: int) -> bool:
     """Whether the nibble-plane K step (`unpack.plane_dot`) takes this config and group: the swap-AB tile, 128-wide
-    K steps inside one group, the codes as 16-bit floats."""
-    return bool(cfg.get("SWAP", True) and cfg["BLOCK_K"] == 128 and (G >= K or G % 128 == 0) and cfg["FLOAT_UNPACK"])
+    K steps, each half inside one group (groups of 64: the halves summed apart, HALF_GROUPS), the codes as 16-bit
+    floats."""
+    return bool(cfg.get("SWAP", True) and cfg["BLOCK_K"] == 128 and (G >= K or G % 64 == 0) and cfg["FLOAT_UNPACK"])

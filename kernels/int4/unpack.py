@@ -68,13 +68,14 @@ def nibble_floats(words, HAS_ZERO: tl.constexpr, DT: tl.constexpr):
 
 
 @triton.jit
-def plane_dot(words, x, HAS_ZERO: tl.constexpr):
+def plane_dot(words, x, HAS_ZERO: tl.constexpr, FIRST_HALF: tl.constexpr = False):
     """words [R, 16] (one 128-wide K step) . x [C, 128]^T -> fp32 [R, C] (x fp16 / bf16; the codes as offset
     values, like `nibble_floats`) as eight K = 16 dots, one per nibble plane: plane i is value i of every word, an
     elementwise function of the loaded words, so the compiler hands it to wgmma as its register operand with no
     shared-memory round trip of the decoded tile (the interleaved `nibble_floats` tile takes one: 8 STS.128 + a
     barrier + 8 LDSM per step in its sm_90 SASS). Its x columns 8c + i are split out of each thread's 8
-    consecutive columns of x in registers."""
+    consecutive columns of x in registers. FIRST_HALF: the sum over the step's first 64 columns only (words 0-7;
+    x's other columns zeroed in the planes), for groups of 64: the planes mix both halves of the step."""
     DT: tl.constexpr = x.dtype
     C: tl.constexpr = x.shape[0]
     MAGIC: tl.constexpr = 0x43004300 if DT == tl.bfloat16 else 0x64006400
@@ -89,6 +90,10 @@ def plane_dot(words, x, HAS_ZERO: tl.constexpr):
     x2, x6 = tl.split(e1)
     x1, x5 = tl.split(o0)
     x3, x7 = tl.split(o1)
+    if FIRST_HALF:
+        lo = (tl.arange(0, 16) < 8)[None, :]
+        x0, x1, x2, x3 = tl.where(lo, x0, 0.0), tl.where(lo, x1, 0.0), tl.where(lo, x2, 0.0), tl.where(lo, x3, 0.0)
+        x4, x5, x6, x7 = tl.where(lo, x4, 0.0), tl.where(lo, x5, 0.0), tl.where(lo, x6, 0.0), tl.where(lo, x7, 0.0)
     p = (words & 0x000F000F) | MAGIC  # values i and i + 4 of each word in the two halves
     part = tl.dot(half_of(p, 0, DT) - off, tl.trans(x0))
     part = tl.dot(half_of(p, 16, DT) - off, tl.trans(x4), part)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from ..int4 import gemv
+from ..int4 import tc as int4_tc
 from ..tiling import split_launch
 from . import gemm, persistent
 from . import gemv as int_gemv
-from . import quant_act
+from . import quant_act, w4a8
 from .quant_act import _quant_act
 
 
@@ -83,9 +84,21 @@ def shipped_configs():
                 out.append((f"w4a8_gemv_dp4a[{y},KW<={kw or 'any'},zero={zero}]", int_gemv._w4a8_gemv_dp4a, wsig,
                             {"HAS_ZERO": zero, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True, "ROWS": 1, **c},
                             o))
+        # W4A16's split-K tile on the codes (w4a8.py "tc"), 64-wide groups on the plane step
+        tsig = dict(x_ptr="*i8", w_ptr="*u8", s_ptr="*fp32", z_ptr="*fp32", xs_ptr="*fp32", b_ptr=y, y_ptr="*fp32",
+                    M="i32", N="i32", K="i32", KW="i32", NG="i32", G="i32", K_SPLIT="i32", stride_xm="i32",
+                    stride_ym="i32")
+        for max_m, cfg in w4a8.TC_CONFIGS:
+            c, o = split_launch(cfg)
+            c.pop("SPLIT_K")
+            planes = c.pop("PLANES", False)
+            for zero in (False, True):
+                out.append((f"w4a8_tc[{y},M<={max_m},zero={zero}]", int4_tc._w4a16_tc, tsig,
+                            {"HAS_ZERO": zero, "HAS_BIAS": True, "ATOMIC": True, "SWAP": True, "SCALE_AFTER": True,
+                             "FLOAT_UNPACK": True, "HAS_XS": True, "PLANES": planes, "HALF_GROUPS": planes, **c}, o))
         # several x rows per program (batched decode)
         for key, (cfg, _) in [*int_gemv.DP4A_ROWS_TABLE.items(), ("chunk", int_gemv.DP4A_ROWS_CHUNK)]:
-            for rows in ((8, 4, 2) if key == "chunk" else (key[0],)):
+            for rows in ((4, 2) if key == "chunk" else (key[0],)):
                 c, o = split_launch(cfg)
                 out.append((f"w4a8_gemv_dp4a[{y},rows={rows},{key}]", int_gemv._w4a8_gemv_dp4a, wsig,
                             {"HAS_ZERO": True, "HAS_BIAS": True, "HAS_XS": True, "GW": 8, "HW": True, "ROWS": rows,

@@ -168,16 +168,18 @@ DP4A_TABLE = {
 DP4A_DEFAULT = (4, None, 4)
 DP4A_MAX_KW = 2048  # K <= 16384 in one chunk
 DP4A_CHUNK = dict(BLOCK_N=4, BLOCK_KW=256, num_warps=2)
-# Several x rows per program (batched decode: each weight word decoded once for ROWS rows): (ROWS, BLOCK_KW) ->
-# launch config, programs per SM; ROWS x rows hold 2 · ROWS int32 per word of x in registers, so long K re-packs x
-# per chunk. H100, .gpu/dp4a_rows_probe.py.
-MAX_ROWS = 8
+# Several x rows per program (batched decode: each weight word split once for ROWS rows): (ROWS, BLOCK_KW) ->
+# launch config, programs per SM; the fastest of .gpu/dp4a_rows_probe.py's sweep (H100, g64 with zero points, on
+# 28672 x 4096 and 4096 x 14336). Past K = 16384 x is re-packed per chunk. At 8 rows the dp4a issue rate binds and
+# the tensor-core tile is faster (w4a8.py GEMV_MAX_M), so blocks stop at 4 rows.
+MAX_ROWS = 4
 DP4A_ROWS_TABLE = {
-    (2, 512): (dict(BLOCK_N=4, BLOCK_KW=512, num_warps=8, ONE_CHUNK=True), 4),
-    (4, 512): (dict(BLOCK_N=4, BLOCK_KW=512, num_warps=8, ONE_CHUNK=True), 2),
-    (8, 512): (dict(BLOCK_N=2, BLOCK_KW=512, num_warps=8, ONE_CHUNK=True), 2),
+    (2, 512): (dict(BLOCK_N=4, BLOCK_KW=512, num_warps=4, ONE_CHUNK=True), 4),
+    (4, 512): (dict(BLOCK_N=4, BLOCK_KW=512, num_warps=4, ONE_CHUNK=True), 2),
+    (2, 2048): (dict(BLOCK_N=4, BLOCK_KW=2048, num_warps=16, ONE_CHUNK=True), 1),
+    (4, 2048): (dict(BLOCK_N=2, BLOCK_KW=2048, num_warps=16, ONE_CHUNK=True), 1),
 }
-DP4A_ROWS_CHUNK = (dict(BLOCK_N=8, BLOCK_KW=128, num_warps=4, ONE_CHUNK=False), 4)
+DP4A_ROWS_CHUNK = (dict(BLOCK_N=16, BLOCK_KW=128, num_warps=4, ONE_CHUNK=False), 4)
 
 
 def rows_per_program(M: int) -> int:

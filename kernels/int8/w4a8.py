@@ -8,7 +8,7 @@ overrides):
     int4/dequant.py), then the int8 GEMM: cheaper than sign-extending the nibbles of every tile in registers;
   * "mma": otherwise (and whenever a config is given), the int8 GEMM with the in-register int4 unpack (W_INT4);
   * "tc": grouped weights at TC_ROWS rows on CUDA without activation zero points (and on request): W4A16's split-K
-    tensor-core tile (int4/tc.py, `TC_CONFIG`) on the int8 codes as exact fp16 values, each row scaled by its step
+    tensor-core tile (int4/tc.py, `TC_CONFIGS`) on the int8 codes as exact fp16 values, each row scaled by its step
     after the dot;
   * "dequant": per-group weight steps at M >= gemm.DEQUANT_MIN_M on CUDA: the weight dequantized once, then cuBLAS
     (int8/dequant_mm.py; the tiled GEMM's per-group epilogue does not pipeline at large M);
@@ -27,20 +27,25 @@ from ..int4.dequant import dequantize_int4_plan, dequantize_int4_triton
 from ..int4.gemv import w4a16_gemv4
 from ..int4.tc import w4a16_tc, w4a16_tc_plan
 from ..launch import output_plan
-from ..tiling import rows, rows_plan
+from ..tiling import pick, rows, rows_plan
 from .dequant_mm import dequant_mm
 from .gemv import dp4a_bind, dp4a_tensors, w4a8_gemv_dp4a
 from .gemm import DEQUANT_MIN_M, int_mm, int_mm_plan
 
 UNPACK_MIN_M = 512
-GEMV_MAX_M = 2  # grouped weights; each row re-reads W: H100 (.gpu/w4a8_small_m_probe.py) 2 rows 84 vs 111 us
-# summed over Llama-3-8B's GEMM shapes against the grouped tile kernel, 4 rows already slower (152 vs 111)
+GEMV_MAX_M = 4  # grouped weights, ROWS rows per program (int8/gemv.py); H100 (.gpu/dp4a_rows_probe.py), Llama-3-8B's
+# four GEMMs (g64 + zero points) summed: 2 rows 77.3 us (each row re-reading W: 84.2), 4 rows 102.4 against the int8
+# tile's 148.3; at 8 rows the dp4a issue rate binds (199.9 vs 148.5)
 KERNELS = ("gemv", "unpack", "mma", "dequant", "tc")
-# Grouped weights at 17-32 rows: the int8 tile's 16-row tiles run twice over W there, W4A16's split-K tile once
-# (H100, .gpu/w4a8_tc_probe.py, asymmetric g64 + bias, Llama-3-8B's four GEMMs at 32 rows: 262.7 -> 195.6 us, bf16
-# 183.7; at 4-16 rows the int8 tile stays ahead: 154.8 vs 176.1 at 16)
-TC_ROWS = (17, 32)
-TC_CONFIG = dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, SWAP=True, num_warps=4, num_stages=3)
+# Grouped weights past GEMV_MAX_M up to 32 rows: W4A16's split-K tile on the codes ("tc"), by rows: to 16 the
+# nibble-plane K step (int4/tc.py PLANES; groups of a multiple of 64), 17-32 the interleaved unpack (the int8
+# tile's 16-row tiles run twice over W there: H100, .gpu/w4a8_tc_probe.py, asymmetric g64 + bias, Llama-3-8B's
+# four GEMMs at 32 rows: 262.7 -> 195.6 us, bf16 183.7)
+TC_CONFIGS = [
+    (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, PLANES=True, num_warps=4, num_stages=3)),
+    (32, dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, SWAP=True, num_warps=4, num_stages=3)),
+]
+TC_ROWS = (GEMV_MAX_M + 1, TC_CONFIGS[-1][0])
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
@@ -62,10 +67,11 @@ def choose_kernel(x_int8, group_size: int, config=None, w_step=None, x_zero=None
     """The default kernel (see the module docstring)."""
     K = x_int8.shape[-1]
     rows = x_int8.numel() // K if K else 0
-    if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K) and config is None and x_int8.is_cuda:
+    if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K and x_zero is None) and config is None \
+            and x_int8.is_cuda:
         return "gemv"
-    if TC_ROWS[0] <= rows <= TC_ROWS[1] and 0 < group_size < K and group_size % 16 == 0 and x_zero is None \
-            and config is None and x_int8.is_cuda:
+    if TC_ROWS[0] <= rows <= TC_ROWS[1] and 0 < group_size < K and x_zero is None and config is None \
+            and x_int8.is_cuda and group_size % (64 if rows <= TC_CONFIGS[0][0] else 16) == 0:
         return "tc"
     if rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
         return "dequant" if w_step is None else "unpack"
@@ -113,7 +119,8 @@ def _tc_plan(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, w_z
     x2, as_rows = rows_plan(x_int8)
     xs_as_is = x_scale is None or (x_scale.dtype == torch.float32 and x_scale.is_contiguous())
     xs = x_scale if xs_as_is else x_scale.reshape(-1).float()
-    tile = w4a16_tc_plan(x2, qweight, w_scale, w_zero, bias, norm_group(K, group_size), N, TC_CONFIG, x_scale=xs)
+    tile = w4a16_tc_plan(x2, qweight, w_scale, w_zero, bias, norm_group(K, group_size), N,
+                         pick(TC_CONFIGS, x2.shape[0]), x_scale=xs)
     out_shape, device = (*x_int8.shape[:-1], N), x_int8.device
 
     def call(x, q, ws, xs, b, dt, g, xz, wz, w_step):
@@ -151,7 +158,7 @@ def run_w4a8(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int
         return _w4a8_gemv(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero)
     if kernel == "tc":
         return _w4a8_tc(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, w_zero,
-                        config or TC_CONFIG)
+                        config or pick(TC_CONFIGS, x_int8.numel() // K))
     if kernel == "dequant":
         return dequant_mm(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size, x_zero, True, w_zero)
     if kernel == "unpack" and w_step is not None and 0 < group_size < K:  # (q - z) * u: one step per row

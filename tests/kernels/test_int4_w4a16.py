@@ -91,10 +91,12 @@ def test_w4a16_tc_every_form(M, N, K, G, sym, swap, scale_after, split, float_un
 
 @pytest.mark.parametrize("split", [1, 3])
 @pytest.mark.parametrize("M,N,K,G,sym", [(1, 64, 256, 128, True), (5, 72, 200, -1, True), (18, 40, 384, 128, False),
-                                         (33, 100, 300, 256, False), (3, 48, 136, -1, False)])
+                                         (33, 100, 300, 256, False), (3, 48, 136, -1, False), (4, 40, 320, 64, False),
+                                         (7, 33, 200, 64, True), (2, 24, 448, 64, False)])
 def test_w4a16_tc_planes(M, N, K, G, sym, split):
     """The nibble-plane K step (unpack.plane_dot: eight K = 16 dots on the undecoded words): every M bucket's tile
-    width, K tails inside a 128-wide step and past a word, N tails, zero points (x's row sums), split-K + bias."""
+    width, K tails inside a 128-wide step and past a word, N tails, zero points (x's row sums), split-K + bias;
+    groups of 64 (two per step, HALF_GROUPS) with each half's step, the last group cut."""
     x, p, s, z, b = w4a16_case(M, N, K, G, sym, torch.float16, bias=True)
     cfg = dict(BLOCK_M=16 if M <= 16 else 64, BLOCK_N=32, BLOCK_K=128, SPLIT_K=split, PLANES=True, num_warps=4,
                num_stages=2)
@@ -102,10 +104,10 @@ def test_w4a16_tc_planes(M, N, K, G, sym, split):
     assert rel_err(y, R.w4a16_linear_ref(x, p, s, z, b, G)) < 2e-3
 
 
-@pytest.mark.parametrize("G,cfg", [(64, {}), (128, dict(SWAP=False)), (128, dict(BLOCK_K=64))])
+@pytest.mark.parametrize("G,cfg", [(32, {}), (128, dict(SWAP=False)), (128, dict(BLOCK_K=64))])
 def test_w4a16_tc_planes_refuses_what_it_cannot_take(G, cfg):
-    """A plane step is 128 columns of one group on the swap-AB tile: a group of 64, the other orientation or a
-    64-wide step is refused with the reason, never computed wrongly."""
+    """A plane step is 128 columns on the swap-AB tile, each half in one group: a group of 32, the other
+    orientation or a 64-wide step is refused with the reason, never computed wrongly."""
     x, p, s, z, b = w4a16_case(4, 32, 256, G, True, torch.float16)
     config = dict(dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, PLANES=True, num_warps=4), **cfg)
     with pytest.raises(ValueError, match="PLANES needs"):

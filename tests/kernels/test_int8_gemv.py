@@ -97,8 +97,8 @@ def test_dp4a_gemv_several_rows_per_program(M, rows, one_chunk, zeros):
 def test_dp4a_gemv_rows_per_program_by_batch():
     """The shipped launch: all rows in one program up to MAX_ROWS (a power of 2), then blocks of MAX_ROWS."""
     from qpass.kernels.int8.gemv import MAX_ROWS, dp4a_config, rows_per_program
-    assert [rows_per_program(m) for m in (1, 2, 3, 5, 8, 9, 64)] == [1, 2, 4, 8, 8, 8, 8][:6] + [MAX_ROWS]
-    for rows in (1, 2, 4, 8):
+    assert MAX_ROWS == 4 and [rows_per_program(m) for m in (1, 2, 3, 4, 5, 64)] == [1, 2, 4, 4, 4, 4]
+    for rows in (1, 2, 4):
         for kw in (8, 512, 1792, 4096):
             cfg, per_sm = dp4a_config(kw, rows)
             assert cfg["ROWS"] == rows and per_sm >= 1 and cfg["BLOCK_KW"] >= (kw if cfg["ONE_CHUNK"] else 1)

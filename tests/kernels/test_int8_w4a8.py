@@ -474,11 +474,12 @@ def test_w4a8_tc_kernel_refuses_activation_zeros():
         w4a8_linear_triton(x, F.pack_int4(q), ws, x_s, b, torch.float32, 64, torch.zeros(128), w_zero=wz, kernel="tc")
 
 
-@pytest.mark.parametrize("M,N,K,G", [(3, 40, 256, 128), (20, 72, 300, 0), (9, 64, 384, 128)])
+@pytest.mark.parametrize("M,N,K,G", [(3, 40, 256, 128), (20, 72, 300, 0), (9, 64, 384, 128), (8, 48, 320, 64),
+                                     (1, 20, 192, 64)])
 @pytest.mark.parametrize("zeros", [True, False])
 def test_w4a8_tc_planes(M, N, K, G, zeros):
-    """The W4A8 codes on the nibble-plane K step of the tensor-core tile (int4/tc.py PLANES), per-group and
-    per-row steps, asymmetric and signed weights."""
+    """The W4A8 codes on the nibble-plane K step of the tensor-core tile (int4/tc.py PLANES), per-group (64: two
+    groups per step) and per-row steps, asymmetric and signed weights."""
     x, q, ws, wz, x_s, b = _asym_case(M, N, K, G, True)
     p = F.pack_int4(q) if zeros else F.pack_int4(q - 8)
     wz = wz if zeros else None
@@ -489,13 +490,17 @@ def test_w4a8_tc_planes(M, N, K, G, zeros):
 
 
 def test_w4a8_kernel_by_rows(monkeypatch):
-    """Grouped weights on CUDA: the decode GEMV up to GEMV_MAX_M rows, the int8 tile to 16, W4A16's split-K tile
-    ("tc") at 17-32 unless activation zero points are given, the int8 tile again to DEQUANT_MIN_M; per-row
-    weights never take "tc"; off CUDA always the int8 tile."""
+    """Grouped weights on CUDA: the decode GEMV (several rows per program) up to GEMV_MAX_M rows, W4A16's split-K
+    tile ("tc") on to 32 rows (to 16 on the nibble planes, which need groups of a multiple of 64) unless activation
+    zero points are given, the int8 tile ("mma") otherwise and again to DEQUANT_MIN_M; per-row weights never take
+    "tc"; off CUDA always the int8 tile."""
     from qpass.kernels.int8.w4a8 import choose_kernel
     x = torch.zeros(40, 4096, dtype=torch.int8, device="meta")
     assert choose_kernel(x[:24], 64) == "mma"
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
-    assert [choose_kernel(x[:m], 64) for m in (1, 2, 16, 17, 32, 33)] == ["gemv", "gemv", "mma", "tc", "tc", "mma"]
-    assert choose_kernel(x[:24], 64, x_zero=torch.zeros(4096)) == "mma"
+    assert [choose_kernel(x[:m], 64) for m in (1, 2, 4, 5, 16, 17, 32, 33)] == \
+        ["gemv", "gemv", "gemv", "tc", "tc", "tc", "tc", "mma"]
+    assert [choose_kernel(x[:m], 32) for m in (8, 24)] == ["mma", "tc"]  # no plane step for groups of 32
+    zeros = torch.zeros(4096)
+    assert [choose_kernel(x[:m], 64, x_zero=zeros) for m in (1, 2, 8, 24)] == ["gemv", "mma", "mma", "mma"]
     assert choose_kernel(x[:24], 0) == "mma" and choose_kernel(x[:24], 8) == "mma"
