@@ -22,10 +22,10 @@ import torch
 import triton
 import triton.language as tl
 
-from qpass.kernels.formats import norm_group
-from qpass.kernels.launch import TENSOR, bind
-from qpass.kernels.runtime import interpreting, persistent_programs
-from qpass.kernels.tiling import cdiv, next_pow2
+from ..formats import norm_group
+from ..launch import TENSOR, bind
+from ..runtime import interpreting, persistent_programs
+from ..tiling import cdiv, next_pow2
 
 _XOR8 = tl.constexpr(-2004318072)  # 0x88888888: two's complement nibbles -> offset binary (q + 8)
 _LOW4 = tl.constexpr(0x0F0F0F0F)
