@@ -13,7 +13,7 @@ from qpass.kernels.int8 import reference as ref8
 from qpass.kernels.int8 import gemv as G
 from qpass.kernels.int8.w4a8 import w4a8_linear_triton
 import importlib.util
-_spec = importlib.util.spec_from_file_location("qpass.kernels.int8.gemv_before", ".gpu/old_kernels/kernels/int8/gemv.py")
+_spec = importlib.util.spec_from_file_location("qpass.kernels.int8.gemv_before", ".gpu/gemv_before.py")  # git show db226f2:kernels/int8/gemv.py
 OLD = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(OLD)
 
 OUT = os.environ.get("OUT", "/tmp")

@@ -124,6 +124,8 @@ def w4a16_tc_plan(x2, qweight, scales, zeros, bias, G: int, stride_ym: int, conf
         torch._check_value(fits or config is None, lambda: (  # the shipped bucket falls back where it does not fit
             f"w4a16_tc: PLANES needs SWAP, BLOCK_K=128, groups of a multiple of 64 (or per-channel) and fp16 / bf16 "
             f"(compiled) or int8 x; got group {G} at K={x2.shape[1]} and config {cfg}"))
+        # 64-wide groups (HALF_GROUPS) on request only: the shipped bucket's plane step is timed for 128-wide ones
+        fits = fits and (config is not None or G >= x2.shape[1] or G % 128 == 0)
         cfg["PLANES"] = fits
         cfg["SCALE_AFTER"] = cfg.get("SCALE_AFTER", False) or fits
     cfg["HALF_GROUPS"] = bool(cfg["PLANES"] and G < x2.shape[1] and G % 128)

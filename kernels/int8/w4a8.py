@@ -37,15 +37,16 @@ GEMV_MAX_M = 4  # grouped weights, ROWS rows per program (int8/gemv.py); H100 (.
 # four GEMMs (g64 + zero points) summed: 2 rows 77.3 us (each row re-reading W: 84.2), 4 rows 102.4 against the int8
 # tile's 148.3; at 8 rows the dp4a issue rate binds (199.9 vs 148.5)
 KERNELS = ("gemv", "unpack", "mma", "dequant", "tc")
-# Grouped weights past GEMV_MAX_M up to 32 rows: W4A16's split-K tile on the codes ("tc"), by rows: to 16 the
-# nibble-plane K step (int4/tc.py PLANES; groups of a multiple of 64), 17-32 the interleaved unpack (the int8
-# tile's 16-row tiles run twice over W there: H100, .gpu/w4a8_tc_probe.py, asymmetric g64 + bias, Llama-3-8B's
-# four GEMMs at 32 rows: 262.7 -> 195.6 us, bf16 183.7)
+# Grouped weights at 17-32 rows: the int8 tile's 16-row tiles run twice over W there, W4A16's split-K tile on the
+# codes ("tc") once (H100, .gpu/w4a8_tc_probe.py, asymmetric g64 + bias, Llama-3-8B's four GEMMs at 32 rows: 262.7 ->
+# 195.6 us, bf16 183.7; at 4-16 rows its interleaved unpack lost: 170-176 vs 154). TC_CONFIGS by rows: to 16 the
+# nibble-plane K step (int4/tc.py PLANES, 64-wide groups too), on request only (`kernel="tc"`) until it is timed
+# against the int8 tile (.gpu/w4a8_b8_probe.py).
 TC_CONFIGS = [
     (16, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, SPLIT_K=8, SWAP=True, PLANES=True, num_warps=4, num_stages=3)),
     (32, dict(BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, SPLIT_K=8, SWAP=True, num_warps=4, num_stages=3)),
 ]
-TC_ROWS = (GEMV_MAX_M + 1, TC_CONFIGS[-1][0])
+TC_ROWS = (17, 32)
 
 
 def w4a8_linear_triton(x_int8, qweight, w_scale, x_scale, bias, out_dtype, group_size: int = 0, x_zero=None,
@@ -70,8 +71,8 @@ def choose_kernel(x_int8, group_size: int, config=None, w_step=None, x_zero=None
     if (rows == 1 or rows <= GEMV_MAX_M and 0 < group_size < K and x_zero is None) and config is None \
             and x_int8.is_cuda:
         return "gemv"
-    if TC_ROWS[0] <= rows <= TC_ROWS[1] and 0 < group_size < K and x_zero is None and config is None \
-            and x_int8.is_cuda and group_size % (64 if rows <= TC_CONFIGS[0][0] else 16) == 0:
+    if TC_ROWS[0] <= rows <= TC_ROWS[1] and 0 < group_size < K and group_size % 16 == 0 and x_zero is None \
+            and config is None and x_int8.is_cuda:
         return "tc"
     if rows >= DEQUANT_MIN_M and 0 < group_size < K and x_int8.is_cuda and config is None:
         return "dequant" if w_step is None else "unpack"

@@ -490,17 +490,15 @@ def test_w4a8_tc_planes(M, N, K, G, zeros):
 
 
 def test_w4a8_kernel_by_rows(monkeypatch):
-    """Grouped weights on CUDA: the decode GEMV (several rows per program) up to GEMV_MAX_M rows, W4A16's split-K
-    tile ("tc") on to 32 rows (to 16 on the nibble planes, which need groups of a multiple of 64) unless activation
-    zero points are given, the int8 tile ("mma") otherwise and again to DEQUANT_MIN_M; per-row weights never take
-    "tc"; off CUDA always the int8 tile."""
+    """Grouped weights on CUDA: the decode GEMV (several rows per program) up to GEMV_MAX_M rows, the int8 tile to
+    16, W4A16's split-K tile ("tc") at 17-32 unless activation zero points are given, the int8 tile again to
+    DEQUANT_MIN_M; per-row weights never take "tc"; off CUDA always the int8 tile."""
     from qpass.kernels.int8.w4a8 import choose_kernel
     x = torch.zeros(40, 4096, dtype=torch.int8, device="meta")
     assert choose_kernel(x[:24], 64) == "mma"
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     assert [choose_kernel(x[:m], 64) for m in (1, 2, 4, 5, 16, 17, 32, 33)] == \
-        ["gemv", "gemv", "gemv", "tc", "tc", "tc", "tc", "mma"]
-    assert [choose_kernel(x[:m], 32) for m in (8, 24)] == ["mma", "tc"]  # no plane step for groups of 32
+        ["gemv", "gemv", "gemv", "mma", "mma", "tc", "tc", "mma"]
     zeros = torch.zeros(4096)
     assert [choose_kernel(x[:m], 64, x_zero=zeros) for m in (1, 2, 8, 24)] == ["gemv", "mma", "mma", "mma"]
     assert choose_kernel(x[:24], 0) == "mma" and choose_kernel(x[:24], 8) == "mma"
