@@ -145,3 +145,18 @@ def test_w4a16_kernel_by_rows(monkeypatch):
     assert choose_kernel(x, 128) == "tc"  # meta / CPU: no dequantize path
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     assert [choose_kernel(x[:m], 128) for m in (1, 2, 64, 128, 129)] == ["gemv4", "tc", "tc", "tc", "dequant"]
+
+
+@pytest.mark.parametrize("G,config,planes,half", [(64, None, False, False), (128, None, True, False),
+                                                  (64, "planes", True, True)])
+def test_w4a16_tc_plane_step_for_64_groups_only_on_request(monkeypatch, G, config, planes, half):
+    """The shipped <= 16-row bucket takes the plane step for 128-wide groups; 64-wide groups (HALF_GROUPS) only
+    with a config that asks for PLANES (not timed against the interleaved step yet)."""
+    from qpass.kernels.int4 import tc
+    seen = {}
+    real = tc.split_k_plan
+    monkeypatch.setattr(tc, "split_k_plan", lambda *a, **k: seen.update(a[8]) or real(*a, **k))
+    x, p, s, z, b = w4a16_case(8, 32, 256, G, False, torch.float16)
+    cfg = dict(tc.TC_CONFIGS[0][1]) if config else None
+    tc.w4a16_tc_plan(x, p, s, z, b, G, 32, cfg)
+    assert (seen["PLANES"], seen["HALF_GROUPS"]) == (planes, half)
