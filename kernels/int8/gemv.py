@@ -187,7 +187,7 @@ def rows_per_program(M: int) -> int:
     return min(next_pow2(M), MAX_ROWS)
 
 
-def dp4a_config(KW: int, rows: int = 1, block_n=None, num_warps=None, per_sm=None):
+def dp4a_config(KW: int, rows: int = 1):
     """(launch config, programs per SM) for a weight of KW words per row and `rows` x rows per program."""
     kw = max(128, next_pow2(KW))
     if rows > 1:
@@ -197,10 +197,7 @@ def dp4a_config(KW: int, rows: int = 1, block_n=None, num_warps=None, per_sm=Non
     else:
         bn, nw, sm = DP4A_TABLE.get(kw, DP4A_DEFAULT)
         cfg = dict(BLOCK_N=bn, BLOCK_KW=kw, num_warps=nw or kw // 128, ONE_CHUNK=True)
-    cfg = dict(cfg, ROWS=rows)
-    cfg["BLOCK_N"] = block_n or cfg["BLOCK_N"]
-    cfg["num_warps"] = num_warps or cfg["num_warps"]
-    return cfg, per_sm or sm
+    return dict(cfg, ROWS=rows), sm
 
 
 def _programs(device, N, row_blocks, block_n, per_sm):
