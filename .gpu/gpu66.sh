@@ -1,5 +1,5 @@
-# Issue 18 batched decode after the dispatch change (dp4a rows to 4, "tc" nibble planes with 64-wide groups to 16):
-# kernel probe, then 32 layers at batch 8: bf16+compile, w4a8-qsm, w4a4-qsm if the budget allows; one process.
+# Issue 18 at 32 layers, batch 8, after .gpu/gpu67.sh has settled the 5-16-row dispatch: kernel probe, then
+# bf16+compile, w4a8-qsm, w4a4-qsm if the budget allows; one process.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 150 python .gpu/w4a8_b8_probe.py 2>&1 | grep -v -i warn | tee $OUT/w4a8_b8_probe.log | tail -48
